@@ -1,0 +1,434 @@
+//! Command line of imgpull: pulling (the default), and --list, --inspect, --remove
+//! and --prune on the store.
+
+use anyhow::{Context, Result};
+use clap::{ArgGroup, CommandFactory, Parser, ValueEnum};
+use crikit::auth::{CredentialStore, Credentials};
+use crikit::cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REGISTRY, EXIT_USAGE};
+use crikit::layout::{LayoutError, Store};
+use crikit::platform::Platform;
+use crikit::reference::ReferenceError;
+use crikit::registries::Registries;
+use crikit::registry::{ErrorKind, PullOptions, Puller, RegistryError};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Man page sections written by hand, spliced after the generated ones.
+pub const MAN_EXTRA: &str = include_str!("../../../man/imgpull.extra.roff");
+
+/// Pull container images from registries into the crikit image store
+///
+/// Pulls each IMAGE (NAME[:TAG] or NAME@DIGEST; short names are normalised the docker
+/// way, busybox is docker.io/library/busybox:latest) into an OCI image layout at
+/// ROOT/images, and prints one line per image on stdout: the full reference and the
+/// manifest digest the registry resolved it to, NAME:TAG@sha256:…. Progress goes to
+/// stderr. Layers download in parallel, blobs already stored are not fetched again,
+/// transient failures are retried and cut-off downloads resume.
+///
+/// With --list, --inspect, --remove or --prune it works on the store instead.
+#[derive(Debug, Parser)]
+#[command(name = "imgpull", version, max_term_width = 100)]
+#[command(group(ArgGroup::new("action").args(["list", "inspect", "remove", "prune"])))]
+pub struct Args {
+    /// Images to pull, or with --inspect/--remove, images in the store
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+
+    /// List the images in the store (NAME, DIGEST, SIZE; JSON lines with --json)
+    #[arg(long)]
+    pub list: bool,
+    /// Print one stored image as JSON: name, digests, size, manifest and config
+    #[arg(long)]
+    pub inspect: bool,
+    /// Remove images from the store by name; their blobs stay until --prune
+    #[arg(long)]
+    pub remove: bool,
+    /// Delete blobs that no image references, and temp files of killed pulls
+    #[arg(long)]
+    pub prune: bool,
+
+    /// Write results on stdout as JSON lines (see JSON OUTPUT)
+    #[arg(long)]
+    pub json: bool,
+
+    /// State root; the image store is ROOT/images
+    ///
+    /// Defaults to /var/lib/crikit as root, $XDG_DATA_HOME/crikit otherwise.
+    #[arg(long, env = "CRIKIT_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Platform to pick from multi-platform images, OS/ARCH[/VARIANT]
+    ///
+    /// Defaults to the host's, e.g. linux/amd64.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+
+    /// Credentials for the registry, USER:PASSWORD (overrides auth files)
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+
+    /// Auth file to read credentials from (containers auth.json format)
+    ///
+    /// Without it: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.config/containers/auth.json, then ~/.docker/config.json.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+
+    /// Use plain HTTP for this registry, HOST[:PORT]; may be repeated
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+
+    /// containers-registries.conf v2 file for rewrites, mirrors and insecure registries
+    ///
+    /// Defaults to /etc/containers/registries.conf when it exists.
+    #[arg(long, env = "CONTAINERS_REGISTRIES_CONF", value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
+
+    /// Blobs downloaded at once
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent_downloads: u16,
+
+    /// Retries of a request after a transient failure (5xx, reset, timeout)
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub retries: u32,
+
+    /// Delay before the first retry, in milliseconds; it doubles each time
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub retry_delay: u64,
+
+    /// Seconds a connection may deliver nothing before it counts as failed
+    ///
+    /// A slow download that keeps moving is never cut off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
+
+    /// Progress on stderr: bars on a terminal, plain lines otherwise (auto), or JSON
+    /// lines, or none
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+
+    /// No progress output (same as --progress=none)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Where progress goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Bars.
+    Bars,
+    /// One plain line per finished blob.
+    Plain,
+    /// One JSON object per event.
+    Json,
+    /// Nothing.
+    None,
+}
+
+/// Maps an error to imgpull's exit code (see EXIT STATUS).
+pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
+    for c in e.chain() {
+        if let Some(r) = c.downcast_ref::<RegistryError>() {
+            return Some(match r.kind() {
+                ErrorKind::NotFound => EXIT_NOT_FOUND,
+                ErrorKind::Registry => EXIT_REGISTRY,
+                ErrorKind::Usage => EXIT_USAGE,
+                ErrorKind::Other => EXIT_FAILURE,
+            });
+        }
+        if c.downcast_ref::<ReferenceError>().is_some() {
+            return Some(EXIT_USAGE);
+        }
+        if let Some(l) = c.downcast_ref::<LayoutError>() {
+            return Some(if l.is_not_found() {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_FAILURE
+            });
+        }
+    }
+    None
+}
+
+fn usage_error(msg: &str) -> ! {
+    Args::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, msg)
+        .exit()
+}
+
+/// Runs imgpull.
+pub fn run(args: Args) -> Result<()> {
+    let root = args
+        .root
+        .clone()
+        .unwrap_or_else(crikit::paths::default_root);
+    let images_dir = crikit::paths::images_dir(&root);
+    if args.list || args.prune {
+        if !args.images.is_empty() {
+            usage_error("--list and --prune take no IMAGE");
+        }
+    } else if args.inspect {
+        if args.images.len() != 1 {
+            usage_error("--inspect takes exactly one IMAGE");
+        }
+    } else if args.images.is_empty() {
+        usage_error("no IMAGE given (try --help)");
+    }
+    let open = || {
+        Store::open(&images_dir)
+            .with_context(|| format!("opening the image store {}", images_dir.display()))
+    };
+    let mut out = std::io::stdout().lock();
+    if args.list {
+        return list(&open()?, args.json, &mut out);
+    }
+    if args.inspect {
+        let store = open()?;
+        let name = resolve_name(&store, &args.images[0])?;
+        let v = crikit::layout::inspect(&store, &name)
+            .with_context(|| format!("inspecting {}", args.images[0]))?;
+        if args.json {
+            json_line(&mut out, "image", &v, false)?;
+            json_line(&mut out, "summary", &serde_json::json!({"images": 1}), true)?;
+        } else {
+            serde_json::to_writer_pretty(&mut out, &v)?;
+            writeln!(out)?;
+        }
+        return Ok(());
+    }
+    if args.remove {
+        let store = open()?;
+        let mut first_err = None;
+        for img in &args.images {
+            let res = resolve_name(&store, img).and_then(|name| {
+                store
+                    .remove(&name)
+                    .with_context(|| format!("removing {img}"))?;
+                Ok(name)
+            });
+            match res {
+                Ok(name) if args.json => json_line(
+                    &mut out,
+                    "removed",
+                    &serde_json::json!({"name": name}),
+                    false,
+                )?,
+                Ok(name) => writeln!(out, "{name}")?,
+                Err(e) => report_or_keep(e, &mut first_err),
+            }
+        }
+        if args.json {
+            json_line(
+                &mut out,
+                "summary",
+                &serde_json::json!({"removed": args.images.len()}),
+                true,
+            )?;
+        }
+        return first_err.map_or(Ok(()), Err);
+    }
+    if args.prune {
+        let store = open()?;
+        let r = store.prune().context("pruning the image store")?;
+        if args.json {
+            json_line(&mut out, "pruned", &r, false)?;
+            json_line(&mut out, "summary", &serde_json::json!({}), true)?;
+        } else {
+            writeln!(
+                out,
+                "removed {} blobs and {} temp files, freed {}",
+                r.blobs,
+                r.temp_files,
+                human_size(r.bytes)
+            )?;
+        }
+        return Ok(());
+    }
+    pull(&args, &images_dir, &mut out)
+}
+
+fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Result<()> {
+    let platform = match &args.platform {
+        Some(p) => Platform::parse(p)?,
+        None => Platform::host(),
+    };
+    let mut registries = Registries::load(args.registries_conf.as_deref())?;
+    registries.add_insecure(args.insecure_registry.iter().cloned());
+    let mut creds = CredentialStore::from_env(args.authfile.as_deref());
+    if let Some(c) = &args.creds {
+        creds.explicit = Some(Credentials::parse(c)?);
+    }
+    let opts = PullOptions {
+        platform,
+        max_concurrent: usize::from(args.max_concurrent_downloads),
+        retries: args.retries,
+        retry_delay: Duration::from_millis(args.retry_delay),
+        stall_timeout: Duration::from_secs(args.stall_timeout),
+        ..PullOptions::default()
+    };
+    // Bad references are usage errors, found before any network traffic.
+    for img in &args.images {
+        crikit::reference::parse(img)?;
+    }
+    let store = Store::open(images_dir)
+        .with_context(|| format!("opening the image store {}", images_dir.display()))?;
+    let mode = if args.quiet {
+        crate::cli::ProgressMode::None
+    } else {
+        args.progress
+    };
+    let sink = crate::progress::make(mode);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let puller = Puller::new(registries, creds, opts);
+    let mut first_err = None;
+    let mut pulled = 0;
+    for img in &args.images {
+        match rt.block_on(puller.pull(&store, img, sink.as_ref())) {
+            Ok(p) => {
+                pulled += 1;
+                sink.finish_image();
+                if args.json {
+                    json_line(
+                        out,
+                        "pulled",
+                        &serde_json::json!({
+                            "reference": p.pinned,
+                            "name": p.name,
+                            "repo_digest": p.repo_digest.as_str(),
+                            "manifest_digest": p.manifest_digest.as_str(),
+                        }),
+                        false,
+                    )?;
+                } else {
+                    writeln!(out, "{}", p.pinned)?;
+                }
+                out.flush()?;
+            }
+            Err(e) => {
+                sink.finish_image();
+                report_or_keep(
+                    anyhow::Error::new(e).context(format!("pulling {img}")),
+                    &mut first_err,
+                );
+            }
+        }
+    }
+    if args.json {
+        json_line(
+            out,
+            "summary",
+            &serde_json::json!({"pulled": pulled, "failed": args.images.len() - pulled}),
+            true,
+        )?;
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// With several images, each failure is reported as it happens and the first one
+/// decides the exit code.
+fn report_or_keep(e: anyhow::Error, first: &mut Option<anyhow::Error>) {
+    if first.is_some() {
+        eprintln!("imgpull: {}", crikit::cli::one_line(&e));
+    } else {
+        *first = Some(e);
+    }
+}
+
+/// Finds the store name for what the user typed (full or short name, a NAME@DIGEST
+/// line as imgpull prints it, or a digest).
+fn resolve_name(store: &Store, input: &str) -> Result<String> {
+    let mut last = None;
+    for cand in crikit::reference::store_candidates(input) {
+        match store.resolve(&cand) {
+            Ok(d) => {
+                return Ok(crikit::layout::ref_name(&d).unwrap_or(&cand).to_string());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| LayoutError::ImageNotFound(input.to_string()))
+        .into())
+}
+
+fn list(store: &Store, json: bool, out: &mut impl Write) -> Result<()> {
+    let images = store.list().context("listing the image store")?;
+    let mut rows = Vec::new();
+    for img in &images {
+        let desc = store.resolve(&img.name)?;
+        let size = store.image_size(&desc).ok();
+        rows.push((img, size));
+    }
+    if json {
+        for (img, size) in &rows {
+            let mut v = serde_json::to_value(img)?;
+            v["size"] = serde_json::json!(size);
+            json_line(out, "image", &v, false)?;
+        }
+        json_line(
+            out,
+            "summary",
+            &serde_json::json!({"images": rows.len()}),
+            true,
+        )?;
+        return Ok(());
+    }
+    let width = rows
+        .iter()
+        .map(|(i, _)| i.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    writeln!(out, "{:<width$}  {:<19}  SIZE", "NAME", "DIGEST")?;
+    for (img, size) in rows {
+        let size = size.map(human_size).unwrap_or_else(|| "incomplete".into());
+        writeln!(
+            out,
+            "{:<width$}  {:<19}  {}",
+            img.name,
+            &img.repo_digest[..19.min(img.repo_digest.len())],
+            size
+        )?;
+    }
+    Ok(())
+}
+
+fn json_line(
+    out: &mut impl Write,
+    kind: &str,
+    data: &impl serde::Serialize,
+    last: bool,
+) -> Result<()> {
+    let mut v = serde_json::json!({"type": kind, "data": data});
+    if last {
+        v["version"] = serde_json::json!(1);
+    }
+    serde_json::to_writer(&mut *out, &v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Sizes as people read them (decimal units, like skopeo and docker).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,15 @@
+//! imgpull: pull container images into the crikit image store.
+
+mod cli;
+mod progress;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    if let Some(code) = crikit::cli::generate_if_asked::<cli::Args>("1", cli::MAN_EXTRA) {
+        return code;
+    }
+    let args = cli::Args::parse();
+    crikit::cli::init_logging(&args.log);
+    crikit::cli::finish("imgpull", cli::run(args), cli::exit_code)
+}

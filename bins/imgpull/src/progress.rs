@@ -1,0 +1,153 @@
+//! Rendering pull progress on stderr: bars on a terminal, plain lines, JSON lines.
+
+use crate::cli::{human_size, ProgressMode};
+use crikit::progress::{Event, Sink};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+/// A progress sink that can also be told an image is finished.
+pub trait Renderer: Sink {
+    /// Clears per-image state (bars) after an image is done or failed.
+    fn finish_image(&self) {}
+}
+
+/// Picks the renderer for `mode`.
+pub fn make(mode: ProgressMode) -> Box<dyn Renderer> {
+    let tty = std::io::stderr().is_terminal();
+    match mode {
+        ProgressMode::None => Box::new(Nothing),
+        ProgressMode::Json => Box::new(Json),
+        ProgressMode::Plain => Box::new(Plain),
+        ProgressMode::Bars => Box::new(Bars::new()),
+        ProgressMode::Auto if tty => Box::new(Bars::new()),
+        ProgressMode::Auto => Box::new(Plain),
+    }
+}
+
+struct Nothing;
+impl Sink for Nothing {
+    fn event(&self, _: &Event) {}
+}
+impl Renderer for Nothing {}
+
+struct Json;
+impl Sink for Json {
+    fn event(&self, e: &Event) {
+        if let Ok(mut line) = serde_json::to_vec(e) {
+            line.push(b'\n');
+            let _ = std::io::stderr().lock().write_all(&line);
+        }
+    }
+}
+impl Renderer for Json {}
+
+struct Plain;
+impl Sink for Plain {
+    fn event(&self, e: &Event) {
+        let line = match e {
+            Event::Resolving { endpoint, .. } => format!("resolving {endpoint}"),
+            Event::BlobExists { digest, size, .. } => {
+                format!("blob {digest} ({}) already stored", human_size(*size))
+            }
+            Event::BlobDone { digest, size, .. } => {
+                format!("blob {digest} ({}) done", human_size(*size))
+            }
+            Event::Retry {
+                what,
+                attempt,
+                delay_ms,
+                error,
+                ..
+            } => {
+                format!("retrying {what} in {delay_ms} ms (attempt {attempt}): {error}")
+            }
+            _ => return,
+        };
+        let _ = writeln!(std::io::stderr().lock(), "imgpull: {line}");
+    }
+}
+impl Renderer for Plain {}
+
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+    style: ProgressStyle,
+}
+
+impl Bars {
+    fn new() -> Self {
+        let style = ProgressStyle::with_template(
+            "{prefix:.bold} [{bar:30}] {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars: Mutex::new(HashMap::new()),
+            style,
+        }
+    }
+
+    fn bar(&self, digest: &str, size: u64) -> ProgressBar {
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        bars.entry(digest.to_string())
+            .or_insert_with(|| {
+                let b = self.multi.add(ProgressBar::new(size));
+                b.set_style(self.style.clone());
+                b.set_prefix(digest.get(7..19).unwrap_or(digest).to_string());
+                b
+            })
+            .clone()
+    }
+}
+
+impl Sink for Bars {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::BlobStart {
+                digest,
+                size,
+                offset,
+                ..
+            } => self.bar(digest, *size).set_position(*offset),
+            Event::BlobProgress {
+                digest, done, size, ..
+            } => self.bar(digest, *size).set_position(*done),
+            Event::BlobDone { digest, size, .. } => {
+                let b = self.bar(digest, *size);
+                b.set_position(*size);
+                b.finish_with_message("done");
+            }
+            Event::BlobExists { digest, size, .. } => {
+                let b = self.bar(digest, *size);
+                b.set_position(*size);
+                b.finish_with_message("already stored");
+            }
+            Event::Retry {
+                what,
+                attempt,
+                error,
+                ..
+            } => {
+                let _ = self
+                    .multi
+                    .println(format!("retrying {what} (attempt {attempt}): {error}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Renderer for Bars {
+    fn finish_image(&self) {
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, b) in bars.drain() {
+            if !b.is_finished() {
+                b.abandon();
+            }
+        }
+        let _ = self.multi.clear();
+    }
+}

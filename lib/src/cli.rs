@@ -1,0 +1,187 @@
+//! What every binary shares: exit codes, the one-line error report, logging set-up,
+//! and the hidden `--generate=man|bash|zsh|fish` that writes man pages and shell
+//! completions from the clap definitions.
+
+use clap::{Args, CommandFactory, ValueEnum};
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the operation failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: usage error (bad flag, bad reference, bad configuration).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the image, tag, repository or platform does not exist.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// Exit status: the registry or the network failed (after retries), or sent bad data.
+pub const EXIT_REGISTRY: u8 = 4;
+
+/// Logging flags shared by every binary.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Diagnostics level on stderr: error, warn, info, debug or trace
+    ///
+    /// RUST_LOG, when set, overrides it with a full filter.
+    #[arg(long, value_name = "LEVEL", default_value = "warn", global = true)]
+    pub log_level: String,
+    /// Diagnostics format on stderr
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// More diagnostics (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// How diagnostics are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sets up `tracing` to stderr.
+pub fn init_logging(args: &LogArgs) {
+    let level = match args.verbose {
+        0 => args.log_level.as_str(),
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match args.log_format {
+        LogFormat::Text => builder.without_time().try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// What `--generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    /// A man page (roff) on stdout.
+    Man,
+    /// A bash completion script.
+    Bash,
+    /// A zsh completion script.
+    Zsh,
+    /// A fish completion script.
+    Fish,
+}
+
+/// Handles a lone `--generate=KIND` before clap parses the real arguments (required
+/// positionals would reject it otherwise). `extra` is roff spliced into the man page
+/// (EXIT STATUS, FILES, EXAMPLES …). Returns the exit code when it handled it.
+pub fn generate_if_asked<C: CommandFactory>(section: &str, extra: &str) -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    let first = args.next()?;
+    if args.next().is_some() {
+        return None;
+    }
+    let first = first.to_str()?;
+    let kind = first.strip_prefix("--generate=")?;
+    let kind = Generate::from_str(kind, true).ok()?;
+    let mut cmd = C::command();
+    let name = cmd.get_name().to_string();
+    let mut out = Vec::new();
+    let res = match kind {
+        Generate::Man => render_man(cmd, section, extra, &mut out),
+        Generate::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, &name, &mut out);
+            Ok(())
+        }
+        Generate::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, &name, &mut out);
+            Ok(())
+        }
+        Generate::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, &name, &mut out);
+            Ok(())
+        }
+    };
+    match res.and_then(|_| std::io::stdout().write_all(&out)) {
+        Ok(()) => Some(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("{name}: --generate: {e}");
+            Some(ExitCode::from(EXIT_FAILURE))
+        }
+    }
+}
+
+fn render_man(
+    cmd: clap::Command,
+    section: &str,
+    extra: &str,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let cmd = cmd.disable_help_subcommand(true);
+    let man = clap_mangen::Man::new(cmd.clone())
+        .section(section)
+        .date("")
+        .manual("crikit");
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    if cmd.get_subcommands().next().is_some() {
+        man.render_subcommands_section(out)?;
+    }
+    out.extend_from_slice(extra.as_bytes());
+    if !extra.ends_with('\n') && !extra.is_empty() {
+        out.push(b'\n');
+    }
+    if cmd.get_version().is_some() {
+        man.render_version_section(out)?;
+    }
+    Ok(())
+}
+
+/// Reports the outcome of `run` the way every tool does: nothing on success, one
+/// line `PROG: context: cause: cause` on stderr on failure, and the exit code
+/// `code_of` picks (1 when it picks none). A closed stdout (`EPIPE`) is success.
+pub fn finish(
+    prog: &str,
+    result: anyhow::Result<()>,
+    code_of: impl Fn(&anyhow::Error) -> Option<u8>,
+) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{prog}: {}", one_line(&e));
+            ExitCode::from(code_of(&e).unwrap_or(EXIT_FAILURE))
+        }
+    }
+}
+
+/// An error chain on one line, each cause once.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if s.is_empty() || out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out.replace('\n', " ")
+}
