@@ -52,7 +52,7 @@ pub enum ErrorKind {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The registry says the repository, tag or blob does not exist.
-    #[error("{image}: {registry} answered {status}: {message}")]
+    #[error("pulling {image}: {registry} answered {status}: {message}")]
     NotFound {
         /// The image being pulled.
         image: String,
@@ -64,7 +64,7 @@ pub enum RegistryError {
         message: String,
     },
     /// The registry refused the request or failed (after retries when transient).
-    #[error("{image}: {registry} answered {status}: {message}")]
+    #[error("pulling {image}: {registry} answered {status}: {message}")]
     Status {
         /// The image being pulled.
         image: String,
@@ -76,7 +76,7 @@ pub enum RegistryError {
         message: String,
     },
     /// The registry could not be reached or the connection failed (after retries).
-    #[error("{image}: cannot reach {registry}: {message}")]
+    #[error("pulling {image}: cannot reach {registry}: {message}")]
     Network {
         /// The image being pulled.
         image: String,
@@ -86,7 +86,9 @@ pub enum RegistryError {
         message: String,
     },
     /// A manifest that is too large.
-    #[error("{image}: manifest from {registry} is {size} bytes, over the {limit}-byte limit")]
+    #[error(
+        "pulling {image}: manifest from {registry} is {size} bytes, over the {limit}-byte limit"
+    )]
     ManifestTooLarge {
         /// The image being pulled.
         image: String,
@@ -98,7 +100,7 @@ pub enum RegistryError {
         limit: u64,
     },
     /// A manifest that does not parse or breaks the spec.
-    #[error("{image}: malformed manifest {digest} from {registry}: {reason}")]
+    #[error("pulling {image}: malformed manifest {digest} from {registry}: {reason}")]
     BadManifest {
         /// The image being pulled.
         image: String,
@@ -110,7 +112,7 @@ pub enum RegistryError {
         reason: String,
     },
     /// Content whose digest does not match what was asked for.
-    #[error("{image}: {what} from {registry} has digest {actual}, expected {expected}")]
+    #[error("pulling {image}: {what} from {registry} has digest {actual}, expected {expected}")]
     DigestMismatch {
         /// The image being pulled.
         image: String,
@@ -124,7 +126,7 @@ pub enum RegistryError {
         actual: String,
     },
     /// An index with no manifest for the wanted platform.
-    #[error("{image}: no manifest for platform {platform} (the index has {available})")]
+    #[error("pulling {image}: no manifest for platform {platform} (the index has {available})")]
     NoPlatform {
         /// The image being pulled.
         image: String,
@@ -134,7 +136,7 @@ pub enum RegistryError {
         available: String,
     },
     /// Something that is not a container image.
-    #[error("{image}: unsupported media type {media_type} ({what})")]
+    #[error("pulling {image}: unsupported media type {media_type} ({what})")]
     Unsupported {
         /// The image being pulled.
         image: String,
@@ -144,7 +146,7 @@ pub enum RegistryError {
         what: String,
     },
     /// Storing a blob failed.
-    #[error("{image}: storing {digest}")]
+    #[error("pulling {image}: storing {digest}")]
     Store {
         /// The image being pulled.
         image: String,
@@ -155,7 +157,7 @@ pub enum RegistryError {
         source: LayoutError,
     },
     /// The store itself failed (index update, lock).
-    #[error("{image}: updating the store")]
+    #[error("pulling {image}: updating the store")]
     Index {
         /// The image being pulled.
         image: String,
@@ -754,14 +756,17 @@ impl Ctx<'_> {
         match e {
             OciDistributionError::RegistryError { envelope, .. } => {
                 let first = envelope.errors.first();
-                let code = first.map(|e| format!("{:?}", e.code)).unwrap_or_default();
+                // The code exactly as the registry sent it (MANIFEST_UNKNOWN, DENIED, …).
+                let status = first
+                    .and_then(|e| serde_json::to_value(&e.code).ok())
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_else(|| "error".into());
                 let message = envelope
                     .errors
                     .iter()
                     .map(|e| e.message.clone())
                     .collect::<Vec<_>>()
                     .join("; ");
-                let status = screaming(&code);
                 let not_found = first.is_some_and(|e| {
                     matches!(
                         e.code,
@@ -839,17 +844,6 @@ impl Ctx<'_> {
             },
         }
     }
-}
-
-fn screaming(debug: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in debug.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
 }
 
 fn one_line(msg: &str, code: u16) -> String {

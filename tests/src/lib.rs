@@ -1,1 +1,128 @@
+//! The shared test harness: a real registry (Debian's `docker-registry`) on loopback,
+//! an image builder that makes and pushes test images, a fault-injecting HTTP proxy,
+//! and helpers to run the crikit binaries with a timeout.
+//!
+//! Everything a test starts is stopped by `Drop`, so a failing test still cleans up.
 
+pub mod cmd;
+pub mod image;
+pub mod proxy;
+pub mod registry;
+
+pub use cmd::{bin, run, Run};
+pub use image::{Compression, Entry, Image, Layer, ManifestFormat, Pushed};
+pub use proxy::{Fault, Proxy};
+pub use registry::Registry;
+
+/// sha256 digest string of `data`.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(data);
+    let mut s = String::from("sha256:");
+    for b in h.iter() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Checks an OCI layout the way a crash-safety test needs: every blob hashes to its
+/// name, and every index entry's manifest, config and layers are present.
+/// Returns the image names.
+pub fn check_store(layout: &std::path::Path) -> Vec<String> {
+    let blobs = layout.join("blobs/sha256");
+    for e in std::fs::read_dir(&blobs).expect("blobs dir") {
+        let e = e.expect("dir entry");
+        let data = std::fs::read(e.path()).expect("read blob");
+        let name = e.file_name().into_string().expect("utf-8 blob name");
+        assert_eq!(
+            sha256(&data),
+            format!("sha256:{name}"),
+            "blob {name} is corrupt"
+        );
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("index.json parses");
+    let mut names = Vec::new();
+    for m in index["manifests"].as_array().expect("manifests") {
+        let blob = |d: &serde_json::Value| {
+            let d = d.as_str().expect("digest");
+            let p = blobs.join(d.trim_start_matches("sha256:"));
+            assert!(p.is_file(), "index entry references missing blob {d}");
+            std::fs::read(p).expect("read")
+        };
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&blob(&m["digest"])).expect("manifest json");
+        blob(&manifest["config"]["digest"]);
+        for l in manifest["layers"].as_array().expect("layers") {
+            blob(&l["digest"]);
+        }
+        names.push(
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .expect("ref name")
+                .to_string(),
+        );
+    }
+    names
+}
+
+/// A temp directory for one test, removed (with anything mounted in it unmounted
+/// first) when dropped.
+pub struct TempRoot {
+    dir: tempfile::TempDir,
+    mounts: std::cell::RefCell<Vec<std::path::PathBuf>>,
+}
+
+impl TempRoot {
+    /// A fresh directory under the system temp dir.
+    pub fn new() -> Self {
+        TempRoot {
+            dir: tempfile::Builder::new()
+                .prefix("crikit-test-")
+                .tempdir()
+                .expect("tempdir"),
+            mounts: Default::default(),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Mounts a tmpfs of `size` at `sub` (root only); unmounted on drop.
+    pub fn mount_tmpfs(&self, sub: &str, size: &str) -> std::path::PathBuf {
+        let p = self.path().join(sub);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&p)
+            .output()
+            .expect("running mount (needs root and util-linux)");
+        assert!(
+            out.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.mounts.borrow_mut().push(p.clone());
+        p
+    }
+}
+
+impl Default for TempRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        for m in self.mounts.borrow().iter().rev() {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .status();
+        }
+    }
+}

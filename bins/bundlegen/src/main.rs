@@ -1,1 +1,14 @@
-fn main() {}
+//! bundlegen: Generate OCI runtime bundles from images in the crikit store.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    if let Some(code) = crikit::cli::generate_if_asked::<cli::Args>("1", cli::MAN_EXTRA) {
+        return code;
+    }
+    let args = cli::Args::parse();
+    crikit::cli::init_logging(&args.log);
+    crikit::cli::finish("bundlegen", cli::run(args), |_| None)
+}

@@ -1,1 +1,14 @@
-fn main() {}
+//! crid: Serve the Kubernetes Container Runtime Interface for kubelet and crictl.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    if let Some(code) = crikit::cli::generate_if_asked::<cli::Args>("8", cli::MAN_EXTRA) {
+        return code;
+    }
+    let args = cli::Args::parse();
+    crikit::cli::init_logging(&args.log);
+    crikit::cli::finish("crid", cli::run(args), |_| None)
+}

@@ -3,12 +3,12 @@
 
 use anyhow::{Context, Result};
 use clap::{ArgGroup, CommandFactory, Parser, ValueEnum};
-use crikit::auth::{CredentialStore, Credentials};
+use crikit::auth::{AuthError, CredentialStore, Credentials};
 use crikit::cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REGISTRY, EXIT_USAGE};
 use crikit::layout::{LayoutError, Store};
-use crikit::platform::Platform;
+use crikit::platform::{Platform, PlatformError};
 use crikit::reference::ReferenceError;
-use crikit::registries::Registries;
+use crikit::registries::{Registries, RegistriesError};
 use crikit::registry::{ErrorKind, PullOptions, Puller, RegistryError};
 use std::io::Write;
 use std::path::PathBuf;
@@ -142,7 +142,11 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
                 ErrorKind::Other => EXIT_FAILURE,
             });
         }
-        if c.downcast_ref::<ReferenceError>().is_some() {
+        if c.downcast_ref::<ReferenceError>().is_some()
+            || c.downcast_ref::<PlatformError>().is_some()
+            || c.downcast_ref::<AuthError>().is_some()
+            || c.downcast_ref::<RegistriesError>().is_some()
+        {
             return Some(EXIT_USAGE);
         }
         if let Some(l) = c.downcast_ref::<LayoutError>() {
