@@ -1,0 +1,73 @@
+# crikit — build, test, bench and demo. `make help` lists the targets.
+PREFIX ?= /usr/local
+DESTDIR ?=
+CARGO ?= cargo
+BINS := imgpull bundlegen ctrmon crid
+S1 := imgpull bundlegen
+S8 := ctrmon crid
+REL := target/release
+
+# Debian packages the tests, the benchmarks and the demo use.
+DEPS := docker-registry skopeo umoci busybox-static debootstrap curl jq openssl \
+        util-linux ca-certificates
+
+.PHONY: all build release test lint fmt clippy docs man completions check-docs deps demo bench install help
+
+all: build
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+build: ## build every binary (debug)
+	$(CARGO) build --workspace --locked
+
+release: ## build every binary (release)
+	$(CARGO) build --workspace --release --locked
+
+test: build ## unit, cli and integration tests (as root, with `make deps` done)
+	$(CARGO) test --workspace --locked
+
+fmt: ## check formatting
+	$(CARGO) fmt --all -- --check
+
+clippy: ## lints, warnings are errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+lint: fmt clippy ## fmt and clippy
+
+docs: man completions ## regenerate man/ and completions/ from the clap definitions
+
+man: build
+	for b in $(S1); do target/debug/$$b --generate=man > man/$$b.1; done
+	for b in $(S8); do target/debug/$$b --generate=man > man/$$b.8; done
+
+completions: build
+	for b in $(BINS); do \
+	  target/debug/$$b --generate=bash > completions/$$b.bash; \
+	  target/debug/$$b --generate=zsh > completions/_$$b; \
+	  target/debug/$$b --generate=fish > completions/$$b.fish; \
+	done
+
+check-docs: docs ## generated files must be committed and current
+	git diff --exit-code -- man completions
+
+deps: ## install the Debian packages tests, benchmarks and the demo need (root)
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)
+
+demo: release ## the pipeline on a throwaway loopback registry holding a busybox image
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/demo.sh
+
+bench: release ## imgpull against skopeo on the shared corpus (root; see bench/README.md)
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.sh
+
+install: release ## install binaries, man pages, completions under DESTDIR/PREFIX
+	install -d $(DESTDIR)$(PREFIX)/bin
+	for b in $(BINS); do install -m755 $(REL)/$$b $(DESTDIR)$(PREFIX)/bin/$$b; done
+	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man1 man/*.1
+	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man8 man/*.8
+	for b in $(BINS); do \
+	  install -Dm644 completions/$$b.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$b; \
+	  install -Dm644 completions/_$$b $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$b; \
+	  install -Dm644 completions/$$b.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$b.fish; \
+	done
