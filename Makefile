@@ -24,7 +24,7 @@ build: ## build every binary (debug)
 release: ## build every binary (release)
 	$(CARGO) build --workspace --release --locked
 
-test: build ## unit, cli and integration tests (as root, with `make deps` done)
+test: deps build ## unit, cli and integration tests (as root; installs missing packages first)
 	$(CARGO) test --workspace --locked
 
 fmt: ## check formatting
@@ -51,15 +51,18 @@ completions: build
 check-docs: docs ## generated files must be committed and current
 	git diff --exit-code -- man completions
 
-deps: ## install the Debian packages tests, benchmarks and the demo need (root)
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)
+deps: ## install the Debian packages tests, benchmarks and the demo need (root; only what is missing)
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
-demo: release ## the pipeline on a throwaway loopback registry holding a busybox image
+demo: deps release ## the pipeline on a throwaway loopback registry holding a busybox image
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/demo.sh
 
-bench: release ## imgpull against skopeo on the shared corpus (root; see bench/README.md)
-	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.sh
+bench: deps release ## imgpull against skopeo on the shared corpus (root; see bench/README.md)
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.py
 
 install: release ## install binaries, man pages, completions under DESTDIR/PREFIX
 	install -d $(DESTDIR)$(PREFIX)/bin

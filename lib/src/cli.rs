@@ -42,28 +42,42 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` to stderr.
+/// Sets up `tracing` to stderr. A plain level needs no filter parsing (EnvFilter
+/// compiles regexes, a cost every short-lived tool would pay at start); RUST_LOG,
+/// when set, is parsed as a full filter.
 pub fn init_logging(args: &LogArgs) {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let level = match args.verbose {
-        0 => args.log_level.as_str(),
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+        0 => args
+            .log_level
+            .parse::<LevelFilter>()
+            .unwrap_or(LevelFilter::WARN),
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| level.to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> =
+        match std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty()) {
+            Some(spec) => Box::new(
+                tracing_subscriber::EnvFilter::try_new(&spec)
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            ),
+            None => Box::new(level),
+        };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let _ = match args.log_format {
-        LogFormat::Text => builder.without_time().try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt: Box<dyn Layer<_> + Send + Sync> = match args.log_format {
+        LogFormat::Text => Box::new(fmt.without_time()),
+        LogFormat::Json => Box::new(fmt.json()),
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init();
 }
 
 /// What `--generate` writes.

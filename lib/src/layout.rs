@@ -725,7 +725,7 @@ mod tests {
         Descriptor::new(
             MediaType::ImageLayer,
             data.len() as u64,
-            d.as_str().parse().unwrap(),
+            d.as_str().parse::<oci_spec::image::Digest>().unwrap(),
         )
     }
 

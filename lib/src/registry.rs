@@ -390,7 +390,6 @@ impl Puller {
         blobs.extend(manifest.layers.iter().cloned());
         let results: Vec<Result<()>> = futures_util::stream::iter(blobs.into_iter().map(|b| {
             let auth = auth.clone();
-            let ctx = ctx;
             async move { self.fetch_blob(store, &ctx, r, &auth, &b, sink).await }
         }))
         .buffer_unordered(self.opts.max_concurrent.max(1))

@@ -16,7 +16,12 @@ fn generated(name: &str, kind: &str) -> String {
 fn man_pages_and_completions_are_current() {
     let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut stale = Vec::new();
-    for (name, section) in [("imgpull", "1"), ("bundlegen", "1"), ("ctrmon", "8"), ("crid", "8")] {
+    for (name, section) in [
+        ("imgpull", "1"),
+        ("bundlegen", "1"),
+        ("ctrmon", "8"),
+        ("crid", "8"),
+    ] {
         for (kind, file) in [
             ("man", format!("man/{name}.{section}")),
             ("bash", format!("completions/{name}.bash")),
@@ -29,13 +34,21 @@ fn man_pages_and_completions_are_current() {
             }
         }
     }
-    assert!(stale.is_empty(), "stale generated files (run `make docs`): {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "stale generated files (run `make docs`): {stale:?}"
+    );
 }
 
 #[test]
 fn man_pages_carry_the_exit_status_table() {
     let page = generated("imgpull", "man");
-    for needle in [".SH \"EXIT STATUS\"", "Not found", "Registry or network failure", ".SH \"JSON OUTPUT\""] {
+    for needle in [
+        ".SH \"EXIT STATUS\"",
+        "Not found",
+        "Registry or network failure",
+        ".SH \"JSON OUTPUT\"",
+    ] {
         assert!(page.contains(needle), "imgpull.1 lacks {needle:?}");
     }
 }

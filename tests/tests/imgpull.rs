@@ -59,7 +59,7 @@ fn pull_prints_pinned_reference_and_other_tools_read_the_store() {
     let r = pull(root.path(), &reg.addr, &["--quiet", &p.reference]).ok();
     assert_eq!(r.stdout, format!("{}@{}\n", p.reference, p.digest));
     assert_eq!(r.stderr, "", "--quiet leaves stderr empty");
-    assert_eq!(check_store(&layout(root.path())), [p.reference.clone()]);
+    assert_eq!(check_store(&layout(root.path())), [p.reference.as_str()]);
     for d in p.layers.iter().chain([&p.config]) {
         assert!(blob(root.path(), d).is_file(), "{d} stored");
     }
@@ -185,7 +185,7 @@ fn multi_layer_zstd_and_plain_layers_and_pull_by_digest() {
     for d in &p.layers {
         assert!(blob(root.path(), d).is_file());
     }
-    assert_eq!(check_store(&layout(root.path())), [by_digest.clone()]);
+    assert_eq!(check_store(&layout(root.path())), [by_digest.as_str()]);
     let r = pull(root.path(), &reg.addr, &["-q", &p.reference]).ok();
     assert_eq!(r.stdout, format!("{}@{}\n", p.reference, p.digest));
 }
@@ -541,7 +541,7 @@ fn corrupt_blob_is_refused_and_nothing_is_stored() {
     let root = TempRoot::new();
     let r = pull(root.path(), &proxy.addr, &["-q", &reference]).expect_code(4);
     assert!(
-        r.stderr.contains(&format!("has digest")) && r.stderr.contains(&p.layers[0]),
+        r.stderr.contains("has digest") && r.stderr.contains(&p.layers[0]),
         "{}",
         r.describe()
     );
@@ -625,7 +625,10 @@ fn full_disk_fails_cleanly_and_keeps_what_was_stored() {
         std::fs::read(layout(&store_root).join("index.json")).expect("index"),
         before
     );
-    assert_eq!(check_store(&layout(&store_root)), [small.reference.clone()]);
+    assert_eq!(
+        check_store(&layout(&store_root)),
+        [small.reference.as_str()]
+    );
     assert!(ingest_is_empty(&store_root));
 }
 
@@ -739,7 +742,7 @@ fn list_inspect_remove_prune() {
     let r = cmd(&["--prune"]).ok();
     assert!(r.stdout.starts_with("removed 3 blobs"), "{}", r.describe());
     assert!(!blob(root.path(), &a.layers[0]).exists());
-    assert_eq!(check_store(&layout(root.path())), [b.reference.clone()]);
+    assert_eq!(check_store(&layout(root.path())), [b.reference.as_str()]);
 
     let r = cmd(&["--remove", &a.reference]).expect_code(3);
     assert!(r.stderr.contains("no image named"), "{}", r.describe());

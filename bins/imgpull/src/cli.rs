@@ -288,7 +288,7 @@ fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Resu
         args.progress
     };
     let sink = crate::progress::make(mode);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -434,5 +434,49 @@ pub fn human_size(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_the_documented_exit_codes() {
+        let reg = |status: &str| RegistryError::Status {
+            image: "i".into(),
+            registry: "r".into(),
+            status: status.into(),
+            message: String::new(),
+        };
+        let nf = RegistryError::NotFound {
+            image: "i".into(),
+            registry: "r".into(),
+            status: "MANIFEST_UNKNOWN".into(),
+            message: String::new(),
+        };
+        let code = |e: anyhow::Error| exit_code(&e.context("pulling"));
+        assert_eq!(code(nf.into()), Some(EXIT_NOT_FOUND));
+        assert_eq!(code(reg("503").into()), Some(EXIT_REGISTRY));
+        assert_eq!(
+            code(crikit::reference::parse("A B").unwrap_err().into()),
+            Some(EXIT_USAGE)
+        );
+        assert_eq!(
+            code(Platform::parse("x").unwrap_err().into()),
+            Some(EXIT_USAGE)
+        );
+        assert_eq!(
+            code(LayoutError::ImageNotFound("x".into()).into()),
+            Some(EXIT_NOT_FOUND)
+        );
+        assert_eq!(code(anyhow::anyhow!("disk")), None);
+    }
+
+    #[test]
+    fn sizes_read_like_skopeo() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_084_930), "1.1 MB");
+        assert_eq!(human_size(659_000_000), "659.0 MB");
     }
 }

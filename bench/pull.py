@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""make bench: cold pulls, imgpull against skopeo, on the shared image corpus.
+
+Starts Debian's docker-registry on loopback over the corpus storage
+($CORPUS_DIR/registry, default /var/tmp/crikit-bench-corpus), building and pushing
+the corpus with shared/bench/build-corpus.sh the first time. For every image it
+times, alternating the order run by run, with the page cache dropped before each:
+
+  imgpull   imgpull --root FRESH REG/IMAGE
+  skopeo    skopeo copy docker://REG/IMAGE oci:FRESH:IMAGE
+  floor     every blob streamed at once (a thread each) from the registry in 1 MiB
+            reads, hashed with SHA-256 (OpenSSL's, through hashlib) and written to
+            a file: the work any correct pull must do, with no bookkeeping
+
+and prints a markdown table of medians and same-run ratios. Needs root.
+"""
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+BIN = os.environ.get("CRIKIT_BIN_DIR", os.path.join(TOP, "target", "release"))
+CORPUS = os.environ.get("CORPUS_DIR", "/var/tmp/crikit-bench-corpus")
+SHARED = os.environ.get("CRIKIT_SHARED_DIR", os.path.join(TOP, "..", "shared"))
+ACCEPT = "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json"
+
+
+def die(msg):
+    print(f"bench: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_registry(work):
+    os.makedirs(os.path.join(CORPUS, "registry"), exist_ok=True)
+    addr = f"127.0.0.1:{free_port()}"
+    cfg = os.path.join(work, "registry.yml")
+    with open(cfg, "w") as f:
+        f.write(f"version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\n"
+                f"storage: {{filesystem: {{rootdirectory: {CORPUS}/registry}}}}\nhttp: {{addr: {addr}}}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"http://{addr}/v2/", timeout=1)
+            return proc, addr
+        except Exception:
+            time.sleep(0.05)
+    proc.kill()
+    die("docker-registry did not start")
+
+
+def manifest_blobs(addr, image):
+    req = urllib.request.Request(f"http://{addr}/v2/{image}/manifests/latest", headers={"Accept": ACCEPT})
+    m = json.load(urllib.request.urlopen(req))
+    blobs = [m["config"]] + m["layers"]
+    return [(b["digest"], b["size"]) for b in blobs]
+
+
+def drop_caches():
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def timed(cmd, **kw):
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        die(f"{' '.join(cmd)} failed: {r.stderr.decode(errors='replace').strip()}")
+    return dt
+
+
+def run_imgpull(addr, image, out):
+    return timed([os.path.join(BIN, "imgpull"), "--root", out, "--insecure-registry", addr, "-q",
+                  "--registries-conf", "/dev/null", f"{addr}/{image}:latest"])
+
+
+def run_skopeo(addr, image, out):
+    return timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{addr}/{image}:latest", f"oci:{out}:{image}"])
+
+
+def floor_blob(addr, image, digest, path):
+    import hashlib
+    h = hashlib.sha256()
+    with urllib.request.urlopen(f"http://{addr}/v2/{image}/blobs/{digest}") as r, open(path, "wb") as f:
+        while True:
+            chunk = r.read(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+            f.write(chunk)
+    if "sha256:" + h.hexdigest() != digest:
+        die(f"floor: {digest} arrived with digest sha256:{h.hexdigest()}")
+
+
+def run_floor(addr, image, out, blobs):
+    import threading
+    os.makedirs(out)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=floor_blob, args=(addr, image, d, os.path.join(out, d[7:]))) for d, _ in blobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--images", default="debian-python,debian-python-zstd,bigfile")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        die("needs root (drops the page cache)")
+    for tool in ["docker-registry", "skopeo"]:
+        if not shutil.which(tool):
+            die(f"{tool} is missing: run 'make deps'")
+    if not os.access(os.path.join(BIN, "imgpull"), os.X_OK):
+        die(f"{BIN}/imgpull is missing: run 'make release'")
+    work = tempfile.mkdtemp(prefix="crikit-bench-", dir="/var/tmp")
+    proc, addr = start_registry(work)
+    try:
+        if not os.path.exists(os.path.join(CORPUS, "pushed.done")):
+            script = os.path.join(SHARED, "bench", "build-corpus.sh")
+            if not os.path.exists(script):
+                die(f"{script} is missing (set CRIKIT_SHARED_DIR)")
+            print(f"building the corpus into {CORPUS} (a few minutes, once)", file=sys.stderr)
+            subprocess.run(["bash", script, addr], check=True, env=dict(os.environ, CORPUS_DIR=CORPUS))
+            open(os.path.join(CORPUS, "pushed.done"), "w").close()
+        rows = []
+        for image in args.images.split(","):
+            blobs = manifest_blobs(addr, image)
+            size = sum(s for _, s in blobs)
+            times = {"imgpull": [], "skopeo": [], "floor": []}
+            tools = {
+                "imgpull": lambda out: run_imgpull(addr, image, out),
+                "skopeo": lambda out: run_skopeo(addr, image, out),
+                "floor": lambda out: run_floor(addr, image, out, blobs),
+            }
+            order = list(tools)
+            for i in range(args.runs):
+                for name in (order if i % 2 == 0 else order[::-1]):
+                    out = os.path.join(work, f"{image}-{name}-{i}")
+                    drop_caches()
+                    times[name].append(tools[name](out))
+                print(f"{image} run {i + 1}/{args.runs}: " +
+                      ", ".join(f"{n} {times[n][-1]:.2f}s" for n in order), file=sys.stderr)
+            med = {n: statistics.median(t) for n, t in times.items()}
+            rows.append((image, size, med))
+            # Trees of this image go only after its timed runs.
+            for e in os.listdir(work):
+                if e.startswith(image + "-"):
+                    shutil.rmtree(os.path.join(work, e), ignore_errors=True)
+        print(f"\nCold pulls, median of {args.runs}, page cache dropped before each run "
+              f"(`make bench`, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n")
+        print("| image | compressed | floor | imgpull | skopeo copy | imgpull / skopeo | imgpull / floor | skopeo / floor |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for image, size, m in rows:
+            print(f"| {image} | {size / 1e6:.0f} MB | {m['floor']:.2f} s | {m['imgpull']:.2f} s | {m['skopeo']:.2f} s | "
+                  f"{m['imgpull'] / m['skopeo']:.2f} | {m['imgpull'] / m['floor']:.2f} | {m['skopeo'] / m['floor']:.2f} |")
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
