@@ -61,7 +61,8 @@ deps: ## install the Debian packages tests, benchmarks and the demo need (root; 
 demo: deps release ## the pipeline on a throwaway loopback registry holding a busybox image
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/demo.sh
 
-bench: deps release ## imgpull against skopeo on the shared corpus (root; see bench/README.md)
+bench: deps release ## imgpull against skopeo on the shared corpus (root)
+	$(CARGO) build --release --locked --example hashspeed
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.py
 
 install: release ## install binaries, man pages, completions under DESTDIR/PREFIX

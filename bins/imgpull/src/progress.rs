@@ -143,10 +143,11 @@ impl Sink for Bars {
 impl Renderer for Bars {
     fn finish_image(&self) {
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        // The image's line on stdout says it is done: take its bars off the screen
+        // so the next image starts with a clean set.
         for (_, b) in bars.drain() {
-            if !b.is_finished() {
-                b.abandon();
-            }
+            b.finish_and_clear();
+            self.multi.remove(&b);
         }
         let _ = self.multi.clear();
     }
