@@ -524,14 +524,24 @@ impl Store {
                 report.bytes += len;
             }
         }
+        // Temp files of killed writers: blobs in .ingest/, index.json and oci-layout
+        // replacements (.tmp-*) in the layout itself. No writer runs while both
+        // locks are held.
         let ingest = self.ingest_dir();
-        if let Ok(rd) = fs::read_dir(&ingest) {
-            for entry in rd.flatten() {
-                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                if fs::remove_file(entry.path()).is_ok() {
-                    report.temp_files += 1;
-                    report.bytes += len;
-                }
+        let debris = fs::read_dir(&ingest)
+            .into_iter()
+            .flatten()
+            .chain(fs::read_dir(&self.dir).into_iter().flatten())
+            .flatten()
+            .filter(|e| {
+                e.path().parent() == Some(ingest.as_path())
+                    || e.file_name().to_string_lossy().starts_with(".tmp-")
+            });
+        for entry in debris {
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if fs::remove_file(entry.path()).is_ok() {
+                report.temp_files += 1;
+                report.bytes += len;
             }
         }
         sync_dir(&blobs)?;
@@ -838,6 +848,19 @@ mod tests {
             store.remove("example.com/a:1"),
             Err(LayoutError::ImageNotFound(_))
         ));
+    }
+
+    #[test]
+    fn prune_removes_debris_of_killed_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::write(dir.path().join(".tmp-abc"), b"half an index").unwrap();
+        fs::write(store.ingest_dir().join("0123-xyz"), b"half a blob").unwrap();
+        let r = store.prune().unwrap();
+        assert_eq!(r.temp_files, 2);
+        assert!(dir.path().join("index.json").is_file());
+        assert!(dir.path().join("oci-layout").is_file());
+        assert!(store.list().unwrap().is_empty());
     }
 
     #[test]

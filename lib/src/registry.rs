@@ -388,16 +388,15 @@ impl Puller {
         })?;
         let mut blobs = vec![manifest.config.clone()];
         blobs.extend(manifest.layers.iter().cloned());
-        let results: Vec<Result<()>> = futures_util::stream::iter(blobs.into_iter().map(|b| {
-            let auth = auth.clone();
-            async move { self.fetch_blob(store, &ctx, r, &auth, &b, sink).await }
+        // The first failure stops the pull: the other downloads are dropped, and
+        // their temp files with them.
+        futures_util::stream::iter(blobs.into_iter().map(|b| {
+            let auth = &auth;
+            async move { self.fetch_blob(store, &ctx, r, auth, &b, sink).await }
         }))
         .buffer_unordered(self.opts.max_concurrent.max(1))
-        .collect()
-        .await;
-        for res in results {
-            res?;
-        }
+        .try_collect::<Vec<()>>()
+        .await?;
 
         // Docker schema 2 becomes an OCI manifest over the same blobs.
         let (stored_raw, stored_digest) = if media_type == DOCKER_MANIFEST {
@@ -406,7 +405,7 @@ impl Puller {
             let d = Digest::of(&converted);
             (converted, d)
         } else {
-            (raw.clone(), manifest_digest.clone())
+            (raw, manifest_digest.clone())
         };
         store
             .put_blob(&stored_digest, &stored_raw)

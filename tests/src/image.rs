@@ -397,7 +397,8 @@ pub fn push(addr: &str, repo: &str, tag: &str, img: &Image) -> Pushed {
     }
 }
 
-/// Pushes a multi-platform OCI index of `images` as `repo:tag`.
+/// Pushes a multi-platform index of `images` as `repo:tag` (a Docker manifest list
+/// when the images are Docker schema 2).
 pub fn push_index(addr: &str, repo: &str, tag: &str, images: &[Image]) -> Pushed {
     let mut entries = Vec::new();
     let mut children = Vec::new();
@@ -415,19 +416,18 @@ pub fn push_index(addr: &str, repo: &str, tag: &str, images: &[Image]) -> Pushed
         children.push(d);
         first.get_or_insert((layers, config));
     }
+    // Docker images go in a Docker manifest list, OCI ones in an OCI index.
+    let mt = match images.first().map(|i| i.format) {
+        Some(ManifestFormat::Docker) => "application/vnd.docker.distribution.manifest.list.v2+json",
+        _ => "application/vnd.oci.image.index.v1+json",
+    };
     let index = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "mediaType": mt,
         "manifests": entries,
     });
     let data = serde_json::to_vec(&index).expect("index json");
-    let digest = push_manifest(
-        addr,
-        repo,
-        tag,
-        "application/vnd.oci.image.index.v1+json",
-        &data,
-    );
+    let digest = push_manifest(addr, repo, tag, mt, &data);
     let (layers, config) = first.unwrap_or_default();
     Pushed {
         reference: format!("{addr}/{repo}:{tag}"),

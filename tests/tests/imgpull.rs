@@ -230,6 +230,43 @@ fn index_platform_selection() {
     assert_eq!(line["data"]["manifest_digest"], p.children[1]);
     assert_eq!(line["data"]["repo_digest"], p.digest);
 
+    // A Docker manifest list of Docker schema 2 manifests, and an arm variant.
+    let mut docker_amd = Image::busybox();
+    docker_amd.format = ManifestFormat::Docker;
+    docker_amd.arch = "amd64".into();
+    let mut docker_arm = docker_amd.clone();
+    docker_arm.arch = "arm".into();
+    docker_arm.variant = Some("v7".into());
+    docker_arm.cmd = vec!["/bin/arm".into()];
+    let list = push_index(
+        &reg.addr,
+        "multi/docker",
+        "latest",
+        &[docker_amd, docker_arm],
+    );
+    let root3 = TempRoot::new();
+    let r = pull(
+        root3.path(),
+        &reg.addr,
+        &["-q", "--platform", "linux/arm/v7", &list.reference],
+    )
+    .ok();
+    assert_eq!(r.stdout, format!("{}@{}\n", list.reference, list.digest));
+    let mut c = imgpull(root3.path(), &[]);
+    c.args(["--inspect", &list.reference]);
+    let v: serde_json::Value = serde_json::from_str(&run(c, T).ok().stdout).expect("inspect json");
+    assert_eq!(v["config"]["config"]["Cmd"][0], "/bin/arm");
+    assert_eq!(
+        v["manifest"]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    pull(
+        root3.path(),
+        &reg.addr,
+        &["-q", "--platform", "linux/arm/v6", &list.reference],
+    )
+    .expect_code(3);
+
     let r = pull(
         root2.path(),
         &reg.addr,
