@@ -522,6 +522,12 @@ fn registry_down_fails_after_retries_with_exit_4() {
     );
     assert!(r.stderr.contains("cannot reach"), "{}", r.describe());
     assert_eq!(
+        r.stderr.matches("pulling").count(),
+        1,
+        "no repeated context: {}",
+        r.stderr
+    );
+    assert_eq!(
         r.stderr
             .lines()
             .filter(|l| l.contains(r#""event":"retry""#))
@@ -806,4 +812,43 @@ fn usage_errors_exit_2() {
     cmd(&["--inspect"]).expect_code(2);
     let r = cmd(&["--platform", "linux", "busybox"]).expect_code(2);
     assert!(r.stderr.contains("invalid platform"), "{}", r.describe());
+}
+
+#[test]
+fn an_unprivileged_user_pulls_into_their_own_store() {
+    let reg = Registry::start();
+    let p = push(&reg.addr, "rootless/busybox", "1", &Image::busybox());
+    let root = TempRoot::new();
+    let home = root.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let chown = Command::new("chown")
+        .args(["65534:65534"])
+        .arg(&home)
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    let chmod = Command::new("chmod")
+        .arg("755")
+        .arg(root.path())
+        .status()
+        .expect("chmod");
+    assert!(chmod.success());
+    // A copy the user can reach wherever the build tree lives.
+    let exe = root.path().join("imgpull");
+    std::fs::copy(bin("imgpull"), &exe).expect("copy imgpull");
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["--insecure-registry", &reg.addr, "-q", &p.reference])
+        .env("HOME", &home)
+        .env("CONTAINERS_REGISTRIES_CONF", "/dev/null")
+        .env_remove("CRIKIT_ROOT")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("REGISTRY_AUTH_FILE");
+    let r = run(c, T).ok();
+    assert_eq!(r.stdout, format!("{}@{}\n", p.reference, p.digest));
+    // The default root of a non-root user is $XDG_DATA_HOME/crikit (~/.local/share).
+    let store = home.join(".local/share/crikit/images");
+    assert_eq!(check_store(&store), [p.reference.as_str()]);
 }

@@ -319,10 +319,8 @@ fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Resu
             }
             Err(e) => {
                 sink.finish_image();
-                report_or_keep(
-                    anyhow::Error::new(e).context(format!("pulling {img}")),
-                    &mut first_err,
-                );
+                // The error starts with "pulling IMAGE" already.
+                report_or_keep(anyhow::Error::new(e), &mut first_err);
             }
         }
     }
