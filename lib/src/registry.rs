@@ -165,6 +165,12 @@ pub enum RegistryError {
         #[source]
         source: LayoutError,
     },
+    /// The HTTP client cannot be set up (no usable CA certificates, say).
+    #[error("setting up the registry client: {message}")]
+    Client {
+        /// What failed, with its causes.
+        message: String,
+    },
     /// A bad reference.
     #[error(transparent)]
     Reference(#[from] reference::ReferenceError),
@@ -195,7 +201,7 @@ impl RegistryError {
                 }
                 _ => ErrorKind::Other,
             },
-            RegistryError::Index { .. } => ErrorKind::Other,
+            RegistryError::Index { .. } | RegistryError::Client { .. } => ErrorKind::Other,
             RegistryError::Reference(_) => ErrorKind::Usage,
             RegistryError::Registries(RegistriesError::Blocked(_)) => ErrorKind::Usage,
             RegistryError::Registries(_) | RegistryError::Auth(_) => ErrorKind::Usage,
@@ -285,7 +291,7 @@ struct Blob {
 impl Puller {
     /// A puller with its HTTP client configured from `registries` (plain HTTP for
     /// insecure hosts) and `opts`.
-    pub fn new(registries: Registries, creds: CredentialStore, opts: PullOptions) -> Self {
+    pub fn new(registries: Registries, creds: CredentialStore, opts: PullOptions) -> Result<Self> {
         let insecure = registries.insecure_hosts();
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure),
@@ -296,12 +302,16 @@ impl Puller {
             user_agent: concat!("crikit/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        Puller {
-            client: Client::new(config),
+        // Not Client::new: it logs a failed set-up (no CA certificates, say) and
+        // carries on with a default client that ignores the insecure hosts.
+        let client =
+            Client::try_from(config).map_err(|e| RegistryError::Client { message: chain(&e) })?;
+        Ok(Puller {
+            client,
             registries,
             creds,
             opts,
-        }
+        })
     }
 
     /// Pulls `image` into `store` and names it. Tries mirrors from registries.conf

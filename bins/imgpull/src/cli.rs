@@ -292,7 +292,7 @@ fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Resu
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let puller = Puller::new(registries, creds, opts);
+    let puller = Puller::new(registries, creds, opts)?;
     let mut first_err = None;
     let mut pulled = 0;
     for img in &args.images {
