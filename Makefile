@@ -62,7 +62,7 @@ demo: deps release ## the pipeline on a throwaway loopback registry holding a bu
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/demo.sh
 
 bench: deps release ## imgpull against skopeo on the shared corpus (root)
-	$(CARGO) build --release --locked --example hashspeed
+	$(CARGO) build --release --locked --example hashspeed --example floor
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.py
 
 install: release ## install binaries, man pages, completions under DESTDIR/PREFIX

@@ -10,7 +10,10 @@ times, alternating the order run by run, with the page cache dropped before each
   skopeo    skopeo copy docker://REG/IMAGE oci:FRESH:IMAGE
   floor     every blob streamed at once (a thread each) from the registry in 1 MiB
             reads, hashed with SHA-256 (OpenSSL's, through hashlib) and written to
-            a file: the work any correct pull must do, with no bookkeeping
+            a file: the work any correct pull must do, with no bookkeeping, timed
+            inside the Python process (no start-up counted)
+  process   the same as a program of its own (lib/examples/floor: std and
+            crikit's hasher), timed like the tools: start-up counted
 
 and prints a markdown table of medians and same-run ratios, then SHA-256 throughput of
 the hasher every blob goes through against coreutils' sha256sum. Needs root.
@@ -101,6 +104,11 @@ def floor_blob(addr, image, digest, path):
         die(f"floor: {digest} arrived with digest sha256:{h.hexdigest()}")
 
 
+def run_process_floor(addr, image, out, blobs):
+    exe = os.path.join(TOP, "target", "release", "examples", "floor")
+    return timed([exe, addr, image, out] + [d for d, _ in blobs])
+
+
 def run_floor(addr, image, out, blobs):
     import threading
     os.makedirs(out)
@@ -150,11 +158,12 @@ def main():
         for image in args.images.split(","):
             blobs = manifest_blobs(addr, image)
             size = sum(s for _, s in blobs)
-            times = {"imgpull": [], "skopeo": [], "floor": []}
+            times = {"imgpull": [], "skopeo": [], "floor": [], "process": []}
             tools = {
                 "imgpull": lambda out: run_imgpull(addr, image, out),
                 "skopeo": lambda out: run_skopeo(addr, image, out),
                 "floor": lambda out: run_floor(addr, image, out, blobs),
+                "process": lambda out: run_process_floor(addr, image, out, blobs),
             }
             order = list(tools)
             for i in range(args.runs):
@@ -172,11 +181,13 @@ def main():
                     shutil.rmtree(os.path.join(work, e), ignore_errors=True)
         print(f"\nCold pulls, median of {args.runs}, page cache dropped before each run "
               f"(`make bench`, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n")
-        print("| image | compressed | floor | imgpull | skopeo copy | imgpull / skopeo | imgpull / floor | skopeo / floor |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| image | compressed | floor | floor as a process | imgpull | skopeo copy | imgpull / skopeo "
+              "| imgpull / floor | skopeo / floor |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for image, size, m in rows:
-            print(f"| {image} | {size / 1e6:.0f} MB | {m['floor']:.2f} s | {m['imgpull']:.2f} s | {m['skopeo']:.2f} s | "
-                  f"{m['imgpull'] / m['skopeo']:.2f} | {m['imgpull'] / m['floor']:.2f} | {m['skopeo'] / m['floor']:.2f} |")
+            print(f"| {image} | {size / 1e6:.0f} MB | {m['floor']:.2f} s | {m['process']:.2f} s | {m['imgpull']:.2f} s "
+                  f"| {m['skopeo']:.2f} s | {m['imgpull'] / m['skopeo']:.2f} | {m['imgpull'] / m['floor']:.2f} "
+                  f"| {m['skopeo'] / m['floor']:.2f} |")
         hash_speed(work)
     finally:
         proc.kill()
