@@ -11,6 +11,7 @@ pub use oci_spec;
 pub mod auth;
 pub mod cli;
 pub mod digest;
+pub mod layer;
 pub mod layout;
 pub mod paths;
 pub mod platform;

@@ -1,0 +1,899 @@
+//! Applying image layers (tar streams, gzip/zstd/plain) to a directory, safely.
+//!
+//! Layers are hostile input. Every path is resolved with `openat2(RESOLVE_IN_ROOT)`
+//! against a descriptor of the target directory, so symlinks already in the tree —
+//! from this layer or an earlier one — are followed as the container would see them,
+//! clamped to the root, and nothing can be created or changed outside it. The last
+//! component is never followed: it is created with `O_EXCL`/`*at` calls on the
+//! resolved parent. Entry and hardlink names that climb above the root lexically
+//! (`../x`) are refused with an error naming the layer and the entry.
+//!
+//! Two forms: [`Form::Copy`] applies whiteouts (deletes, opaque directories) to what
+//! earlier layers left in the same tree; [`Form::Overlay`] writes one layer into an
+//! empty directory the way overlayfs wants a lower dir: `.wh.NAME` becomes a 0:0
+//! character device, `.wh..wh..opq` the `trusted.overlay.opaque` xattr.
+//!
+//! Ownership, device nodes and `trusted.*` xattrs need root; without it they are
+//! skipped (and counted), as umoci and rootless podman do.
+//!
+//! Both the compressed blob and the uncompressed tar are hashed as they stream and
+//! checked against the layer digest and the image's diff_id.
+
+use crate::digest::{Digest, Hasher};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{AtFlags, Dev, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Errors from applying a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A tar entry that cannot be applied, named with its layer.
+    #[error("layer {layer}: entry {entry:?}: {reason}")]
+    Entry {
+        /// The layer (its digest, or a path).
+        layer: String,
+        /// The entry's path as written in the tar.
+        entry: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A filesystem call failed on an entry.
+    #[error("layer {layer}: entry {entry:?}: {action}")]
+    EntryIo {
+        /// The layer.
+        layer: String,
+        /// The entry's path.
+        entry: String,
+        /// What was being done.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The tar stream itself is broken, or reading the blob failed.
+    #[error("layer {layer}: reading the archive")]
+    Read {
+        /// The layer.
+        layer: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The blob or its uncompressed content does not have the expected digest.
+    #[error("layer {layer}: {what} is {actual}, expected {expected}")]
+    DigestMismatch {
+        /// The layer.
+        layer: String,
+        /// "digest" or "diff_id".
+        what: &'static str,
+        /// Expected.
+        expected: Digest,
+        /// Actual.
+        actual: Digest,
+    },
+    /// The target directory cannot be opened.
+    #[error("opening {}", path.display())]
+    Root {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T, E = LayerError> = std::result::Result<T, E>;
+
+/// How a layer is laid down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Onto the layers below, applying whiteouts as deletions.
+    Copy,
+    /// Alone into an empty directory, whiteouts in overlayfs form.
+    Overlay,
+}
+
+/// Layer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip (one or more members).
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+impl Compression {
+    /// From the first bytes of a blob: gzip and zstd by their magic numbers.
+    pub fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// From an OCI or Docker layer media type, when it says.
+    pub fn from_media_type(mt: &str) -> Option<Self> {
+        if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") {
+            Some(Compression::Gzip)
+        } else if mt.ends_with("+zstd") || mt.ends_with(".tar.zstd") {
+            Some(Compression::Zstd)
+        } else if mt.ends_with(".tar") {
+            Some(Compression::None)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a layer application did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Tar entries applied.
+    pub entries: u64,
+    /// Whiteouts applied.
+    pub whiteouts: u64,
+    /// Device nodes skipped (no privilege to create them).
+    pub skipped_devices: u64,
+    /// Ownership changes skipped (no privilege).
+    pub skipped_owners: u64,
+    /// Extended attributes that could not be set.
+    pub skipped_xattrs: u64,
+}
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Copy or overlay form.
+    pub form: Form,
+    /// Whether to set ownership, create device nodes and trusted xattrs (root).
+    pub privileged: bool,
+    /// The blob's digest, checked while reading; `None` skips the check.
+    pub digest: Option<Digest>,
+    /// The uncompressed tar's digest (the image config's diff_id), checked likewise.
+    pub diff_id: Option<Digest>,
+    /// Compression; `None` sniffs the magic bytes.
+    pub compression: Option<Compression>,
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Applies the layer blob read from `blob` to the directory `root`. `layer` names the
+/// layer in errors.
+pub fn apply(root: &Path, blob: impl Read, layer: &str, opts: &ApplyOptions) -> Result<Report> {
+    let read_err = |source: io::Error| LayerError::Read {
+        layer: layer.to_string(),
+        source,
+    };
+    let mut compressed = BufReader::with_capacity(
+        1 << 20,
+        HashingReader {
+            inner: blob,
+            hasher: Hasher::new(),
+        },
+    );
+    let compression = match opts.compression {
+        Some(c) => c,
+        None => Compression::sniff(compressed.fill_buf().map_err(read_err)?),
+    };
+    let mut report = Report::default();
+    let diff_hash = {
+        let decoder: Box<dyn Read + '_> = match compression {
+            Compression::None => Box::new(&mut compressed),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut compressed)),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(&mut compressed).map_err(read_err)?,
+            ),
+        };
+        let mut tar_stream = HashingReader {
+            inner: decoder,
+            hasher: Hasher::new(),
+        };
+        {
+            let mut archive = tar::Archive::new(&mut tar_stream);
+            let mut applier = Applier::new(root, layer, opts)?;
+            let entries = archive.entries().map_err(read_err)?;
+            for entry in entries {
+                let mut entry = entry.map_err(read_err)?;
+                applier.entry(&mut entry, &mut report)?;
+            }
+            applier.finish()?;
+        }
+        // Whatever follows the end-of-archive blocks is part of the diff_id too.
+        io::copy(&mut tar_stream, &mut io::sink()).map_err(read_err)?;
+        tar_stream.hasher.finish()
+    };
+    io::copy(&mut compressed, &mut io::sink()).map_err(read_err)?;
+    let blob_hash = compressed.into_inner().hasher.finish();
+    for (what, want, got) in [
+        ("digest", &opts.digest, blob_hash),
+        ("diff_id", &opts.diff_id, diff_hash),
+    ] {
+        if let Some(want) = want {
+            if *want != got {
+                return Err(LayerError::DigestMismatch {
+                    layer: layer.to_string(),
+                    what,
+                    expected: want.clone(),
+                    actual: got,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Normalises an entry or link name lexically: leading `/` and `.` go, `..` pops a
+/// component and may not climb above the root. `None` for the root itself.
+fn clean(path: &Path) -> std::result::Result<Option<PathBuf>, &'static str> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err("escapes the rootfs");
+                }
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
+}
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+struct Applier<'a> {
+    root: OwnedFd,
+    layer: &'a str,
+    form: Form,
+    privileged: bool,
+    /// Paths this layer created (an opaque whiteout keeps them).
+    created: HashSet<PathBuf>,
+    /// Directory mtimes, set at the end (entries below would change them).
+    dir_times: Vec<(PathBuf, u64)>,
+    /// The last parent directory resolved, to save a lookup per entry.
+    cached_parent: Option<(PathBuf, OwnedFd)>,
+    buf: Vec<u8>,
+}
+
+fn resolve_flags() -> ResolveFlags {
+    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV
+}
+
+impl<'a> Applier<'a> {
+    fn new(root: &Path, layer: &'a str, opts: &ApplyOptions) -> Result<Self> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| LayerError::Root {
+            path: root.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(Applier {
+            root: fd,
+            layer,
+            form: opts.form,
+            privileged: opts.privileged,
+            created: HashSet::new(),
+            dir_times: Vec::new(),
+            cached_parent: None,
+            buf: vec![0; 1 << 18],
+        })
+    }
+
+    fn err(&self, entry: &Path, reason: impl Into<String>) -> LayerError {
+        LayerError::Entry {
+            layer: self.layer.to_string(),
+            entry: entry.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn io_err(
+        &self,
+        entry: &Path,
+        action: &'static str,
+    ) -> impl Fn(rustix::io::Errno) -> LayerError + '_ {
+        let entry = entry.display().to_string();
+        move |e| LayerError::EntryIo {
+            layer: self.layer.to_string(),
+            entry: entry.clone(),
+            action,
+            source: e.into(),
+        }
+    }
+
+    /// Opens the directory `rel` (None: the root) inside the root, creating missing
+    /// directories on the way (0755, as tar does for entries without parents).
+    fn dir(&mut self, rel: Option<&Path>) -> rustix::io::Result<OwnedFd> {
+        let Some(rel) = rel else {
+            return rustix::fs::openat(
+                &self.root,
+                ".",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            );
+        };
+        if let Some((p, fd)) = &self.cached_parent {
+            if p == rel {
+                return fd.try_clone().map_err(|e| {
+                    rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)
+                });
+            }
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat2(&self.root, rel, flags, Mode::empty(), resolve_flags()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => {
+                // Create the missing components one by one, each resolved in the root.
+                let mut cur = PathBuf::new();
+                for c in rel.components() {
+                    cur.push(c);
+                    match rustix::fs::openat2(
+                        &self.root,
+                        &cur,
+                        flags,
+                        Mode::empty(),
+                        resolve_flags(),
+                    ) {
+                        Ok(_) => {}
+                        Err(rustix::io::Errno::NOENT) => {
+                            let parent = self.dir_exact(cur.parent())?;
+                            match rustix::fs::mkdirat(
+                                &parent,
+                                c.as_os_str(),
+                                Mode::from_raw_mode(0o755),
+                            ) {
+                                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                rustix::fs::openat2(&self.root, rel, flags, Mode::empty(), resolve_flags())?
+            }
+            Err(e) => return Err(e),
+        };
+        self.cached_parent = Some((
+            rel.to_path_buf(),
+            fd.try_clone().map_err(|_| rustix::io::Errno::IO)?,
+        ));
+        Ok(fd)
+    }
+
+    /// Opens an existing directory inside the root, without creating anything.
+    fn dir_exact(&self, rel: Option<&Path>) -> rustix::io::Result<OwnedFd> {
+        let rel = match rel {
+            Some(r) if !r.as_os_str().is_empty() => r,
+            _ => Path::new("."),
+        };
+        rustix::fs::openat2(
+            &self.root,
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve_flags(),
+        )
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, report: &mut Report) -> Result<()> {
+        let raw_path = entry.path().map_err(|e| LayerError::Read {
+            layer: self.layer.to_string(),
+            source: e,
+        })?;
+        let raw_path = raw_path.into_owned();
+        let Some(path) = clean(&raw_path).map_err(|r| self.err(&raw_path, r))? else {
+            // The root itself: its metadata is the bundle's business, not the layer's.
+            return Ok(());
+        };
+        let name = path
+            .file_name()
+            .map(OsStr::to_os_string)
+            .unwrap_or_default();
+        let parent_rel = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf);
+        report.entries += 1;
+
+        if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
+            report.whiteouts += 1;
+            return self.whiteout(&raw_path, parent_rel.as_deref(), &name);
+        }
+
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let uid = header.uid().unwrap_or(0);
+        let gid = header.gid().unwrap_or(0);
+        let mtime = header.mtime().unwrap_or(0);
+        let xattrs = pax_xattrs(entry);
+        let parent = self
+            .dir(parent_rel.as_deref())
+            .map_err(self.io_err(&raw_path, "opening its parent directory"))?;
+
+        match kind {
+            tar::EntryType::Directory => {
+                match rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::EXIST) => {
+                        let st = rustix::fs::statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW)
+                            .map_err(self.io_err(&raw_path, "inspecting the existing entry"))?;
+                        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                            self.remove(&parent, &name)
+                                .map_err(self.io_err(&raw_path, "replacing the existing entry"))?;
+                            rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(0o700))
+                                .map_err(self.io_err(&raw_path, "creating the directory"))?;
+                        }
+                    }
+                    Err(e) => return Err(self.io_err(&raw_path, "creating the directory")(e)),
+                }
+                let fd = rustix::fs::openat(
+                    &parent,
+                    &name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(self.io_err(&raw_path, "opening the directory"))?;
+                self.set_owner_mode_xattrs(&fd, &raw_path, uid, gid, mode, &xattrs, report)?;
+                self.dir_times.push((path.clone(), mtime));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                if kind == tar::EntryType::GNUSparse {
+                    return Err(self.err(&raw_path, "GNU sparse files are not supported"));
+                }
+                let fd = self.create_file(&parent, &name, &raw_path)?;
+                let mut file = std::fs::File::from(fd);
+                loop {
+                    let n = entry.read(&mut self.buf).map_err(|e| LayerError::Read {
+                        layer: self.layer.to_string(),
+                        source: e,
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write_all(&self.buf[..n])
+                        .map_err(|e| LayerError::EntryIo {
+                            layer: self.layer.to_string(),
+                            entry: raw_path.display().to_string(),
+                            action: "writing the file",
+                            source: e,
+                        })?;
+                }
+                let fd = OwnedFd::from(file);
+                self.set_owner_mode_xattrs(&fd, &raw_path, uid, gid, mode, &xattrs, report)?;
+                rustix::fs::futimens(&fd, &times(mtime))
+                    .map_err(self.io_err(&raw_path, "setting its times"))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| LayerError::Read {
+                        layer: self.layer.to_string(),
+                        source: e,
+                    })?
+                    .ok_or_else(|| self.err(&raw_path, "symlink without a target"))?
+                    .into_owned();
+                self.make_room(&parent, &name, &raw_path)?;
+                // The target is only data: it is resolved inside the root whenever used.
+                rustix::fs::symlinkat(target.as_os_str(), &parent, &name)
+                    .map_err(self.io_err(&raw_path, "creating the symlink"))?;
+                if self.privileged {
+                    rustix::fs::chownat(
+                        &parent,
+                        &name,
+                        Some(uid_of(uid)),
+                        Some(gid_of(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(self.io_err(&raw_path, "setting its owner"))?;
+                } else {
+                    report.skipped_owners += u64::from(uid != 0 || gid != 0);
+                }
+                let _ =
+                    rustix::fs::utimensat(&parent, &name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
+                // A new symlink can redirect cached lookups.
+                self.cached_parent = None;
+            }
+            tar::EntryType::Link => {
+                let target_raw = entry
+                    .link_name()
+                    .map_err(|e| LayerError::Read {
+                        layer: self.layer.to_string(),
+                        source: e,
+                    })?
+                    .ok_or_else(|| self.err(&raw_path, "hardlink without a target"))?
+                    .into_owned();
+                let target = clean(&target_raw)
+                    .map_err(|r| {
+                        self.err(
+                            &raw_path,
+                            format!("hardlink target {}: {r}", target_raw.display()),
+                        )
+                    })?
+                    .ok_or_else(|| self.err(&raw_path, "hardlink to the rootfs itself"))?;
+                let src = rustix::fs::openat2(
+                    &self.root,
+                    &target,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    resolve_flags(),
+                )
+                .map_err(|e| match e {
+                    rustix::io::Errno::NOENT => self.err(
+                        &raw_path,
+                        format!("hardlink target {} does not exist", target_raw.display()),
+                    ),
+                    e => self.io_err(&raw_path, "opening the hardlink target")(e),
+                })?;
+                let st = rustix::fs::fstat(&src)
+                    .map_err(self.io_err(&raw_path, "inspecting the hardlink target"))?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    return Err(self.err(
+                        &raw_path,
+                        format!("hardlink target {} is a directory", target_raw.display()),
+                    ));
+                }
+                if target == path {
+                    return Ok(()); // a link to itself: nothing to do
+                }
+                self.make_room(&parent, &name, &raw_path)?;
+                link_fd(&src, &parent, &name)
+                    .map_err(self.io_err(&raw_path, "creating the hardlink"))?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let (ft, dev) = match kind {
+                    tar::EntryType::Char => (FileType::CharacterDevice, dev_of(entry)),
+                    tar::EntryType::Block => (FileType::BlockDevice, dev_of(entry)),
+                    _ => (FileType::Fifo, 0),
+                };
+                if ft != FileType::Fifo && !self.privileged {
+                    tracing::warn!(
+                        "layer {}: skipping device node {} (needs root)",
+                        self.layer,
+                        raw_path.display()
+                    );
+                    report.skipped_devices += 1;
+                    return Ok(());
+                }
+                self.make_room(&parent, &name, &raw_path)?;
+                rustix::fs::mknodat(&parent, &name, ft, Mode::from_raw_mode(mode & 0o777), dev)
+                    .map_err(self.io_err(&raw_path, "creating the node"))?;
+                if self.privileged {
+                    rustix::fs::chownat(
+                        &parent,
+                        &name,
+                        Some(uid_of(uid)),
+                        Some(gid_of(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(self.io_err(&raw_path, "setting its owner"))?;
+                }
+                rustix::fs::chmodat(&parent, &name, Mode::from_raw_mode(mode), AtFlags::empty())
+                    .map_err(self.io_err(&raw_path, "setting its mode"))?;
+                let _ =
+                    rustix::fs::utimensat(&parent, &name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
+            }
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {
+                return Ok(());
+            }
+            other => {
+                return Err(self.err(&raw_path, format!("unsupported entry type {other:?}")));
+            }
+        }
+        self.created.insert(path);
+        Ok(())
+    }
+
+    /// Creates a regular file for writing, replacing whatever is at `name`.
+    fn create_file(&mut self, parent: &OwnedFd, name: &OsStr, raw: &Path) -> Result<OwnedFd> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => Ok(fd),
+            Err(rustix::io::Errno::EXIST) => {
+                self.make_room(parent, name, raw)?;
+                rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
+                    .map_err(self.io_err(raw, "creating the file"))
+            }
+            Err(e) => Err(self.io_err(raw, "creating the file")(e)),
+        }
+    }
+
+    /// Removes whatever is at `name` (a later entry replaces an earlier one).
+    fn make_room(&mut self, parent: &OwnedFd, name: &OsStr, raw: &Path) -> Result<()> {
+        match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => self
+                .remove(parent, name)
+                .map_err(self.io_err(raw, "replacing the existing entry")),
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(self.io_err(raw, "inspecting the existing entry")(e)),
+        }
+    }
+
+    /// Deletes `name` under `parent`, recursively for directories, never following
+    /// symlinks.
+    fn remove(&mut self, parent: &OwnedFd, name: &OsStr) -> rustix::io::Result<()> {
+        self.cached_parent = None;
+        remove_all_at(parent, name)
+    }
+
+    fn whiteout(&mut self, raw: &Path, parent_rel: Option<&Path>, name: &OsStr) -> Result<()> {
+        let opaque = name.as_bytes() == OPAQUE;
+        let target = OsStr::from_bytes(&name.as_bytes()[WHITEOUT_PREFIX.len()..]);
+        if !opaque && (target.is_empty() || target == "." || target == "..") {
+            return Err(self.err(raw, "whiteout without a name"));
+        }
+        match self.form {
+            Form::Overlay => {
+                let parent = self
+                    .dir(parent_rel)
+                    .map_err(self.io_err(raw, "opening its parent directory"))?;
+                if opaque {
+                    let fd = rustix::fs::openat(
+                        &parent,
+                        ".",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(self.io_err(raw, "opening the directory"))?;
+                    rustix::fs::fsetxattr(&fd, "trusted.overlay.opaque", b"y", XattrFlags::empty())
+                        .map_err(self.io_err(raw, "marking the directory opaque"))?;
+                } else {
+                    self.make_room(&parent, target, raw)?;
+                    rustix::fs::mknodat(
+                        &parent,
+                        target,
+                        FileType::CharacterDevice,
+                        Mode::empty(),
+                        0,
+                    )
+                    .map_err(self.io_err(raw, "creating the overlay whiteout"))?;
+                }
+            }
+            Form::Copy => {
+                // A whiteout for something absent is no error.
+                let parent = match self.dir_exact(parent_rel) {
+                    Ok(p) => p,
+                    Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(()),
+                    Err(e) => return Err(self.io_err(raw, "opening its parent directory")(e)),
+                };
+                if opaque {
+                    let keep: HashSet<OsString> = self
+                        .created
+                        .iter()
+                        .filter(|p| {
+                            p.parent().map(|x| x.as_os_str())
+                                == Some(parent_rel.map(|p| p.as_os_str()).unwrap_or_default())
+                        })
+                        .filter_map(|p| p.file_name().map(OsStr::to_os_string))
+                        .collect();
+                    let dirfd = rustix::fs::openat(
+                        &parent,
+                        ".",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(self.io_err(raw, "opening the directory"))?;
+                    let mut names = Vec::new();
+                    let dir = rustix::fs::Dir::read_from(&dirfd)
+                        .map_err(self.io_err(raw, "reading the directory"))?;
+                    for ent in dir {
+                        let ent = ent.map_err(self.io_err(raw, "reading the directory"))?;
+                        let n = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
+                        if n != "." && n != ".." && !keep.contains(&n) {
+                            names.push(n);
+                        }
+                    }
+                    for n in names {
+                        self.remove(&dirfd, &n)
+                            .map_err(self.io_err(raw, "clearing the opaque directory"))?;
+                    }
+                } else {
+                    match rustix::fs::statat(&parent, target, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(_) => self
+                            .remove(&parent, target)
+                            .map_err(self.io_err(raw, "deleting the whited-out entry"))?,
+                        Err(rustix::io::Errno::NOENT) => {}
+                        Err(e) => {
+                            return Err(self.io_err(raw, "inspecting the whited-out entry")(e))
+                        }
+                    }
+                    if let Some(p) = parent_rel {
+                        self.created.remove(&p.join(target));
+                    } else {
+                        self.created.remove(Path::new(target));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn set_owner_mode_xattrs(
+        &self,
+        fd: &OwnedFd,
+        raw: &Path,
+        uid: u64,
+        gid: u64,
+        mode: u32,
+        xattrs: &[(String, Vec<u8>)],
+        report: &mut Report,
+    ) -> Result<()> {
+        if self.privileged {
+            rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid)))
+                .map_err(self.io_err(raw, "setting its owner"))?;
+        } else if uid != u64::from(rustix::process::geteuid().as_raw())
+            || gid != u64::from(rustix::process::getegid().as_raw())
+        {
+            report.skipped_owners += 1;
+        }
+        // After chown, which clears setuid/setgid bits and file capabilities. Without
+        // root, the owner keeps write (and, on directories, search) permission, or
+        // later entries and layers could not change what is below.
+        let st = rustix::fs::fstat(fd).map_err(self.io_err(raw, "inspecting it"))?;
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        let mode = match (self.privileged, is_dir) {
+            (true, _) => mode,
+            (false, true) => mode | 0o700,
+            (false, false) => mode | 0o200,
+        };
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+            .map_err(self.io_err(raw, "setting its mode"))?;
+        for (k, v) in xattrs {
+            if let Err(e) = rustix::fs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty()) {
+                if self.privileged && e != rustix::io::Errno::NOTSUP {
+                    return Err(self.io_err(raw, "setting an extended attribute")(e));
+                }
+                tracing::debug!("layer {}: {}: xattr {k}: {e}", self.layer, raw.display());
+                report.skipped_xattrs += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets directory mtimes, deepest first, once nothing more is written below them.
+    fn finish(&mut self) -> Result<()> {
+        let times_list = std::mem::take(&mut self.dir_times);
+        for (path, mtime) in times_list.iter().rev() {
+            if let Ok(fd) = rustix::fs::openat2(
+                &self.root,
+                path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                resolve_flags(),
+            ) {
+                let _ = rustix::fs::futimens(&fd, &times(*mtime));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn uid_of(uid: u64) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(u32::try_from(uid).unwrap_or(u32::MAX - 1))
+}
+
+fn gid_of(gid: u64) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(u32::try_from(gid).unwrap_or(u32::MAX - 1))
+}
+
+fn dev_of<R: Read>(entry: &tar::Entry<'_, R>) -> Dev {
+    let h = entry.header();
+    let major = h.device_major().ok().flatten().unwrap_or(0);
+    let minor = h.device_minor().ok().flatten().unwrap_or(0);
+    rustix::fs::makedev(major, minor)
+}
+
+fn times(mtime: u64) -> Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: i64::try_from(mtime).unwrap_or(0),
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// Extended attributes from PAX `SCHILY.xattr.*` records.
+fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Ok(Some(exts)) = entry.pax_extensions() {
+        for ext in exts.flatten() {
+            if let Ok(key) = ext.key() {
+                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                    out.push((name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `linkat` from an `O_PATH` descriptor: `AT_EMPTY_PATH` needs CAP_DAC_READ_SEARCH,
+/// so without it the descriptor's `/proc/self/fd` entry is followed instead.
+fn link_fd(src: &OwnedFd, parent: &OwnedFd, name: &OsStr) -> rustix::io::Result<()> {
+    match rustix::fs::linkat(src, "", parent, name, AtFlags::EMPTY_PATH) {
+        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::PERM) => {
+            use std::os::fd::AsRawFd;
+            let proc = format!("/proc/self/fd/{}", src.as_fd().as_raw_fd());
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                proc.as_str(),
+                parent,
+                name,
+                AtFlags::SYMLINK_FOLLOW,
+            )
+        }
+        other => other,
+    }
+}
+
+/// Recursively deletes `name` under `parent` without following symlinks.
+pub(crate) fn remove_all_at(parent: &OwnedFd, name: &OsStr) -> rustix::io::Result<()> {
+    match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
+        Err(e) => return Err(e),
+    }
+    let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return rustix::fs::unlinkat(parent, name, AtFlags::empty());
+    }
+    let dirfd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    let dir = rustix::fs::Dir::read_from(&dirfd)?;
+    for ent in dir {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    for n in names {
+        remove_all_at(&dirfd, &n)?;
+    }
+    rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)
+}
+
+#[cfg(test)]
+mod tests;
