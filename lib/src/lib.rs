@@ -19,3 +19,5 @@ pub mod progress;
 pub mod reference;
 pub mod registries;
 pub mod registry;
+pub mod seccomp;
+pub mod spec;
