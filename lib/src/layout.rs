@@ -430,6 +430,19 @@ impl Store {
             .ok_or_else(|| LayoutError::ImageNotFound(name.to_string()))
     }
 
+    /// Finds the store name of what a user typed for an image: a full or short name,
+    /// a `NAME@DIGEST` line as imgpull prints it, or a digest.
+    pub fn find(&self, input: &str) -> Result<String> {
+        let mut last = None;
+        for cand in crate::reference::store_candidates(input) {
+            match self.resolve(&cand) {
+                Ok(d) => return Ok(ref_name(&d).unwrap_or(&cand).to_string()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| LayoutError::ImageNotFound(input.to_string())))
+    }
+
     /// Reads and parses an image manifest.
     pub fn manifest(&self, digest: &Digest) -> Result<ImageManifest> {
         let data = self.read_blob(digest, MAX_MANIFEST_SIZE)?;

@@ -9,6 +9,7 @@
 pub use oci_spec;
 
 pub mod auth;
+pub mod bundle;
 pub mod cli;
 pub mod digest;
 pub mod layer;

@@ -658,12 +658,13 @@ fn hostname(o: &Overrides, name: &str) -> String {
     }
 }
 
-/// CRI-O's default open-files limit, capped by what this process may set.
+/// CRI-O's default open-files limit, capped by this process's hard limit: raising it
+/// needs CAP_SYS_RESOURCE, which not every runtime host grants even to root.
 fn nofile_limit() -> (u64, u64) {
     let want = 1_048_576u64;
     match rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum {
-        Some(max) if !rustix::process::geteuid().is_root() => (want.min(max), want.min(max)),
-        _ => (want, want),
+        Some(max) => (want.min(max), want.min(max)),
+        None => (want, want),
     }
 }
 

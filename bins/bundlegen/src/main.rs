@@ -1,4 +1,4 @@
-//! bundlegen: Generate OCI runtime bundles from images in the crikit store.
+//! bundlegen: generate OCI runtime bundles from images in the crikit store.
 
 mod cli;
 
@@ -10,5 +10,5 @@ fn main() -> std::process::ExitCode {
     }
     let args = cli::Args::parse();
     crikit::cli::init_logging(&args.log);
-    crikit::cli::finish("bundlegen", cli::run(args), |_| None)
+    crikit::cli::finish("bundlegen", cli::run(args), cli::exit_code)
 }

@@ -345,21 +345,8 @@ fn report_or_keep(e: anyhow::Error, first: &mut Option<anyhow::Error>) {
     }
 }
 
-/// Finds the store name for what the user typed (full or short name, a NAME@DIGEST
-/// line as imgpull prints it, or a digest).
 fn resolve_name(store: &Store, input: &str) -> Result<String> {
-    let mut last = None;
-    for cand in crikit::reference::store_candidates(input) {
-        match store.resolve(&cand) {
-            Ok(d) => {
-                return Ok(crikit::layout::ref_name(&d).unwrap_or(&cand).to_string());
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last
-        .unwrap_or_else(|| LayoutError::ImageNotFound(input.to_string()))
-        .into())
+    Ok(store.find(input)?)
 }
 
 fn list(store: &Store, json: bool, out: &mut impl Write) -> Result<()> {

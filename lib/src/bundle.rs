@@ -1,0 +1,576 @@
+//! OCI runtime bundles from images in the store: `BUNDLE/rootfs` and
+//! `BUNDLE/config.json`.
+//!
+//! Two ways to make the rootfs:
+//! - overlay (root, overlayfs available): every layer is unpacked once, in overlay
+//!   form, into the layer cache `<root>/layers/<chain-id>/diff`, layers of one image
+//!   in parallel; the rootfs is an overlay mount of the cached layers with the
+//!   bundle's own `upper/` and `work/`. A second bundle of the same image unpacks
+//!   nothing.
+//! - copy (unprivileged, or asked for): the layers applied in order to a plain
+//!   directory; without root, ownership is skipped and config.json maps the caller
+//!   to root in a user namespace.
+//!
+//! A bundle is assembled in a temp dir beside its destination and renamed into
+//! place, so it is never seen half made. Bundles are registered under
+//! `<root>/bundles/` so that [`prune_layers`] keeps the layers they use.
+
+use crate::digest::{Digest, Hasher};
+use crate::layer::{self, ApplyOptions, Compression, Form, LayerError};
+use crate::layout::{LayoutError, Store, MAX_CONFIG_SIZE};
+use crate::spec::{self, Overrides, SpecError};
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Errors from making or removing bundles.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The image is not in the store, or its blobs are unreadable.
+    #[error(transparent)]
+    Store(#[from] LayoutError),
+    /// A layer failed to apply.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// config.json could not be generated.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The image's config or manifest is inconsistent.
+    #[error("image {image}: {reason}")]
+    Image {
+        /// The image.
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The destination exists.
+    #[error("{} already exists", .0.display())]
+    Exists(PathBuf),
+    /// Not a bundle made by bundlegen.
+    #[error("{} is not a bundle (no config.json)", .0.display())]
+    NotABundle(PathBuf),
+    /// Filesystem trouble.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T, E = BundleError> = std::result::Result<T, E>;
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BundleError + 'a {
+    move |source| BundleError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How the rootfs is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RootfsMode {
+    /// Overlay when root and overlayfs allow, copy otherwise.
+    #[default]
+    Auto,
+    /// Overlay mount of cached layers.
+    Overlay,
+    /// A plain directory.
+    Copy,
+}
+
+/// How to make a bundle.
+#[derive(Debug, Clone, Default)]
+pub struct BundleOptions {
+    /// Rootfs mode.
+    pub mode: RootfsMode,
+    /// config.json overrides.
+    pub overrides: Overrides,
+    /// A JSON merge patch applied last.
+    pub patch: Option<serde_json::Value>,
+}
+
+/// What was made.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BundleInfo {
+    /// The bundle directory.
+    pub path: PathBuf,
+    /// The image, as named in the store.
+    pub image: String,
+    /// The stored manifest's digest.
+    pub manifest_digest: String,
+    /// "overlay" or "copy".
+    pub mode: &'static str,
+    /// Layers unpacked for this bundle (0 when all were cached).
+    pub layers_unpacked: usize,
+    /// Chain ids of the image's layers, bottom first.
+    pub chain_ids: Vec<String>,
+}
+
+/// The record kept for each bundle under `<root>/bundles/`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Record {
+    path: PathBuf,
+    image: String,
+    mode: String,
+    chain_ids: Vec<String>,
+}
+
+struct ImageParts {
+    name: String,
+    manifest_digest: Digest,
+    config: Vec<u8>,
+    /// (blob digest, media type, diff_id)
+    layers: Vec<(Digest, String, Digest)>,
+}
+
+fn load_image(store: &Store, name: &str) -> Result<ImageParts> {
+    let desc = store.resolve(name)?;
+    let image = crate::layout::ref_name(&desc).unwrap_or(name).to_string();
+    let bad = |reason: String| BundleError::Image {
+        image: image.clone(),
+        reason,
+    };
+    let manifest_digest = Digest::parse(desc.digest().as_ref()).map_err(|e| bad(e.to_string()))?;
+    let manifest = store.manifest(&manifest_digest)?;
+    let config_digest =
+        Digest::parse(manifest.config().digest().as_ref()).map_err(|e| bad(e.to_string()))?;
+    let config = store.read_blob(&config_digest, MAX_CONFIG_SIZE)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&config).map_err(|e| bad(format!("config is not JSON: {e}")))?;
+    let diff_ids: Vec<Digest> = v["rootfs"]["diff_ids"]
+        .as_array()
+        .ok_or_else(|| bad("config has no rootfs.diff_ids".into()))?
+        .iter()
+        .map(|d| Digest::parse(d.as_str().unwrap_or_default()).map_err(|e| bad(e.to_string())))
+        .collect::<Result<_>>()?;
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(bad(format!(
+            "{} layers but {} diff_ids",
+            manifest.layers().len(),
+            diff_ids.len()
+        )));
+    }
+    let layers = manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, diff)| {
+            let d = Digest::parse(l.digest().as_ref()).map_err(|e| bad(e.to_string()))?;
+            Ok((d, l.media_type().to_string(), diff))
+        })
+        .collect::<Result<_>>()?;
+    Ok(ImageParts {
+        name: image.clone(),
+        manifest_digest,
+        config,
+        layers,
+    })
+}
+
+/// Chain ids (image-spec): the first is the first diff_id; each next one is the
+/// digest of "PREVIOUS DIFF_ID".
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => {
+                let mut h = Hasher::new();
+                h.update(format!("{prev} {d}").as_bytes());
+                h.finish()
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn overlay_available() -> bool {
+    fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|s| s.lines().any(|l| l.ends_with("\toverlay")))
+}
+
+fn apply_opts(form: Form, digest: &Digest, media_type: &str, diff_id: &Digest) -> ApplyOptions {
+    ApplyOptions {
+        form,
+        privileged: is_root(),
+        digest: Some(digest.clone()),
+        diff_id: Some(diff_id.clone()),
+        compression: Compression::from_media_type(media_type),
+    }
+}
+
+/// The layer cache: `<root>/layers`.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    dir: PathBuf,
+}
+
+impl LayerCache {
+    /// The cache under a state root.
+    pub fn new(root: &Path) -> Self {
+        LayerCache {
+            dir: root.join("layers"),
+        }
+    }
+
+    /// Where a layer's overlay-form tree is.
+    pub fn diff_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.dir.join(chain_id.hex()).join("diff")
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<File> {
+        fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
+        let p = self.dir.join(".lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err("opening", &p))?;
+        if exclusive { f.lock() } else { f.lock_shared() }.map_err(io_err("locking", &p))?;
+        Ok(f)
+    }
+
+    /// Makes sure every layer is unpacked, unpacking the missing ones in parallel.
+    /// Returns how many were unpacked.
+    fn ensure(&self, store: &Store, img: &ImageParts, chains: &[Digest]) -> Result<usize> {
+        let missing: Vec<usize> = (0..chains.len())
+            .filter(|&i| !self.diff_dir(&chains[i]).is_dir())
+            .collect();
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = missing
+                .iter()
+                .map(|&i| s.spawn(move || self.unpack(store, &img.layers[i], &chains[i])))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(BundleError::Io {
+                            action: "unpacking (thread panicked) into",
+                            path: self.dir.clone(),
+                            source: io::Error::other("panic"),
+                        })
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+        Ok(missing.len())
+    }
+
+    fn unpack(
+        &self,
+        store: &Store,
+        layer: &(Digest, String, Digest),
+        chain: &Digest,
+    ) -> Result<()> {
+        let (digest, media_type, diff_id) = layer;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".tmp-{}-", chain.short()))
+            .tempdir_in(&self.dir)
+            .map_err(io_err("creating a temp dir in", &self.dir))?;
+        let diff = tmp.path().join("diff");
+        fs::create_dir(&diff).map_err(io_err("creating", &diff))?;
+        let blob = store.blob_path(digest);
+        let f = File::open(&blob).map_err(io_err("opening", &blob))?;
+        layer::apply(
+            &diff,
+            f,
+            digest.as_str(),
+            &apply_opts(Form::Overlay, digest, media_type, diff_id),
+        )?;
+        let dest = self.dir.join(chain.hex());
+        let tmp_path = tmp.keep();
+        match fs::rename(&tmp_path, &dest) {
+            Ok(()) => Ok(()),
+            // Another bundlegen unpacked it meanwhile: theirs is as good as ours.
+            Err(e) if dest.join("diff").is_dir() => {
+                tracing::debug!("layer {chain} unpacked concurrently ({e})");
+                remove_tree(&tmp_path)
+            }
+            Err(e) => {
+                let _ = remove_tree(&tmp_path);
+                Err(io_err("renaming into", &dest)(e))
+            }
+        }
+    }
+}
+
+fn remove_tree(p: &Path) -> Result<()> {
+    let parent = p.parent().unwrap_or(Path::new("/"));
+    let name = p.file_name().unwrap_or_default();
+    let fd = rustix::fs::open(
+        parent,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io_err("opening", parent)(e.into()))?;
+    match crate::layer::remove_all_at(&fd, name) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(io_err("removing", p)(e.into())),
+    }
+}
+
+fn record_path(root: &Path, bundle: &Path) -> PathBuf {
+    root.join("bundles").join(format!(
+        "{}.json",
+        Digest::of(bundle.as_os_str().as_encoded_bytes()).hex()
+    ))
+}
+
+/// Makes a bundle at `bundle` (which must not exist) from the image `image`.
+/// `root` is the state root (for the layer cache and bundle records).
+pub fn create(
+    store: &Store,
+    root: &Path,
+    image: &str,
+    bundle: &Path,
+    opts: &BundleOptions,
+) -> Result<BundleInfo> {
+    let img = load_image(store, image)?;
+    if bundle.symlink_metadata().is_ok() {
+        return Err(BundleError::Exists(bundle.to_path_buf()));
+    }
+    let bundle_abs = std::path::absolute(bundle).map_err(io_err("resolving", bundle))?;
+    let parent = bundle_abs.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let name = bundle_abs
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "bundle".into());
+    let overlay = match opts.mode {
+        RootfsMode::Copy => false,
+        RootfsMode::Overlay => true,
+        RootfsMode::Auto => is_root() && overlay_available(),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempdir_in(&parent)
+        .map_err(io_err("creating a temp dir in", &parent))?;
+    let rootfs = tmp.path().join("rootfs");
+    fs::create_dir(&rootfs).map_err(io_err("creating", &rootfs))?;
+    let diff_ids: Vec<Digest> = img.layers.iter().map(|l| l.2.clone()).collect();
+    let chains = chain_ids(&diff_ids);
+    let mut mounted = false;
+    let result = (|| -> Result<BundleInfo> {
+        let mut unpacked = 0;
+        if overlay {
+            let cache = LayerCache::new(root);
+            let _lock = cache.lock(false)?;
+            unpacked = cache.ensure(store, &img, &chains)?;
+            let upper = tmp.path().join("upper");
+            let work = tmp.path().join("work");
+            fs::create_dir(&upper).map_err(io_err("creating", &upper))?;
+            fs::create_dir(&work).map_err(io_err("creating", &work))?;
+            let lower: Vec<String> = chains
+                .iter()
+                .rev()
+                .map(|c| cache.diff_dir(c).display().to_string())
+                .collect();
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.join(":"),
+                upper.display(),
+                work.display()
+            );
+            let data = std::ffi::CString::new(data)
+                .map_err(|e| io_err("mounting", &rootfs)(io::Error::other(e)))?;
+            rustix::mount::mount(
+                "overlay",
+                &rootfs,
+                "overlay",
+                rustix::mount::MountFlags::empty(),
+                data.as_c_str(),
+            )
+            .map_err(|e| io_err("mounting an overlay on", &rootfs)(e.into()))?;
+            mounted = true;
+        } else {
+            for (digest, media_type, diff_id) in &img.layers {
+                let blob = store.blob_path(digest);
+                let f = File::open(&blob).map_err(io_err("opening", &blob))?;
+                layer::apply(
+                    &rootfs,
+                    f,
+                    digest.as_str(),
+                    &apply_opts(Form::Copy, digest, media_type, diff_id),
+                )?;
+                unpacked += 1;
+            }
+        }
+        let mut overrides = opts.overrides.clone();
+        if !is_root() && overrides.rootless.is_none() {
+            overrides.rootless = Some((
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ));
+        }
+        let config = spec::generate(&img.config, &rootfs, &name, &overrides, opts.patch.as_ref())?;
+        let config_path = tmp.path().join("config.json");
+        let text = serde_json::to_vec_pretty(&config)
+            .map_err(|e| io_err("writing", &config_path)(io::Error::other(e)))?;
+        fs::write(&config_path, text).map_err(io_err("writing", &config_path))?;
+        Ok(BundleInfo {
+            path: bundle_abs.clone(),
+            image: img.name.clone(),
+            manifest_digest: img.manifest_digest.to_string(),
+            mode: if overlay { "overlay" } else { "copy" },
+            layers_unpacked: unpacked,
+            chain_ids: chains.iter().map(|c| c.to_string()).collect(),
+        })
+    })();
+    let info = match result {
+        Ok(i) => i,
+        Err(e) => {
+            if mounted {
+                let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
+            }
+            let _ = remove_tree(&tmp.keep());
+            return Err(e);
+        }
+    };
+    // Register before the rename: a crash in between leaves a record whose bundle
+    // does not exist, which prune drops; never a bundle whose layers could be pruned.
+    let rec = record_path(root, &bundle_abs);
+    let rec_dir = root.join("bundles");
+    let write_record = || -> Result<()> {
+        fs::create_dir_all(&rec_dir).map_err(io_err("creating", &rec_dir))?;
+        let r = Record {
+            path: bundle_abs.clone(),
+            image: info.image.clone(),
+            mode: info.mode.to_string(),
+            chain_ids: info.chain_ids.clone(),
+        };
+        let data =
+            serde_json::to_vec(&r).map_err(|e| io_err("writing", &rec)(io::Error::other(e)))?;
+        fs::write(&rec, data).map_err(io_err("writing", &rec))
+    };
+    let tmp_path = tmp.keep();
+    let finish = write_record().and_then(|_| {
+        fs::rename(&tmp_path, &bundle_abs).map_err(io_err("renaming into", &bundle_abs))
+    });
+    if let Err(e) = finish {
+        if mounted {
+            let _ = rustix::mount::unmount(
+                tmp_path.join("rootfs"),
+                rustix::mount::UnmountFlags::DETACH,
+            );
+        }
+        let _ = remove_tree(&tmp_path);
+        let _ = fs::remove_file(&rec);
+        return Err(e);
+    }
+    Ok(info)
+}
+
+/// Removes a bundle made by [`create`]: unmounts its rootfs, deletes it and its
+/// record. A bundle that is already gone is no error.
+pub fn remove(root: &Path, bundle: &Path) -> Result<()> {
+    let bundle_abs = std::path::absolute(bundle).map_err(io_err("resolving", bundle))?;
+    let rec = record_path(root, &bundle_abs);
+    if bundle_abs.symlink_metadata().is_err() {
+        let _ = fs::remove_file(&rec);
+        return Ok(());
+    }
+    if !bundle_abs.join("config.json").is_file() && !rec.is_file() {
+        return Err(BundleError::NotABundle(bundle_abs));
+    }
+    let rootfs = bundle_abs.join("rootfs");
+    match rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+        // In use (a container still runs): detach, the kernel finishes when free.
+        Err(rustix::io::Errno::BUSY) => {
+            let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
+        }
+        Err(e) => return Err(io_err("unmounting", &rootfs)(e.into())),
+    }
+    remove_tree(&bundle_abs)?;
+    let _ = fs::remove_file(&rec);
+    Ok(())
+}
+
+/// What [`prune_layers`] removed.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct LayerPruneReport {
+    /// Layers removed.
+    pub layers: u64,
+    /// Stale records of bundles that no longer exist.
+    pub stale_records: u64,
+}
+
+/// Deletes cached layers that no image in the store and no existing bundle uses,
+/// and temp dirs of killed unpacks. Waits for unpacks in flight.
+pub fn prune_layers(store: &Store, root: &Path) -> Result<LayerPruneReport> {
+    let cache = LayerCache::new(root);
+    let _lock = cache.lock(true)?;
+    let mut keep: HashSet<String> = HashSet::new();
+    for img in store.list()? {
+        if let Ok(parts) = load_image(store, &img.name) {
+            let diff: Vec<Digest> = parts.layers.iter().map(|l| l.2.clone()).collect();
+            keep.extend(chain_ids(&diff).iter().map(|c| c.hex().to_string()));
+        }
+    }
+    let mut report = LayerPruneReport::default();
+    let rec_dir = root.join("bundles");
+    if let Ok(rd) = fs::read_dir(&rec_dir) {
+        for e in rd.flatten() {
+            let rec: Option<Record> = fs::read(e.path())
+                .ok()
+                .and_then(|d| serde_json::from_slice(&d).ok());
+            match rec {
+                Some(r) if r.path.join("config.json").is_file() => {
+                    keep.extend(
+                        r.chain_ids
+                            .iter()
+                            .map(|c| c.trim_start_matches("sha256:").to_string()),
+                    );
+                }
+                _ => {
+                    let _ = fs::remove_file(e.path());
+                    report.stale_records += 1;
+                }
+            }
+        }
+    }
+    for e in fs::read_dir(&cache.dir)
+        .map_err(io_err("reading", &cache.dir))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == ".lock" || keep.contains(&name) {
+            continue;
+        }
+        remove_tree(&e.path())?;
+        if !name.starts_with('.') {
+            report.layers += 1;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let c = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(c[0], a);
+        assert_eq!(c[1], Digest::of(format!("{a} {b}").as_bytes()));
+    }
+}
