@@ -8,7 +8,7 @@ S8 := ctrmon crid
 REL := target/release
 
 # Debian packages the tests, the benchmarks and the demo use.
-DEPS := docker-registry skopeo umoci busybox-static debootstrap curl jq openssl \
+DEPS := docker-registry skopeo umoci runc busybox-static debootstrap curl jq openssl python3 \
         util-linux ca-certificates
 
 .PHONY: all build release test lint fmt clippy docs man completions check-docs deps demo bench install help

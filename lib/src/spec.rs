@@ -277,9 +277,9 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
         },
         None => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
     };
-    // Supplementary groups: those naming the user as a member (not when a group
-    // was given explicitly, as docker does).
-    let mut additional = Vec::new();
+    // Supplementary groups, as containerd sets them: the primary group, then (unless
+    // a group was given explicitly) those naming the user as a member.
+    let mut additional = vec![gid];
     if group.is_none() {
         if let Some(name) = entry.map(|f| f[0]) {
             for f in &gr {
@@ -692,12 +692,12 @@ mod tests {
     fn users_in_every_form() {
         let d = rootfs();
         let r = |s| resolve_user(d.path(), s).map(|u| (u.uid, u.gid, u.additional_gids));
-        assert_eq!(r("app").unwrap(), (1000, 1000, vec![10, 29]));
-        assert_eq!(r("1000").unwrap(), (1000, 1000, vec![10, 29]));
-        assert_eq!(r("1000:10").unwrap(), (1000, 10, vec![]));
-        assert_eq!(r("app:wheel").unwrap(), (1000, 10, vec![]));
-        assert_eq!(r("4242").unwrap(), (4242, 0, vec![]));
-        assert_eq!(r("4242:4343").unwrap(), (4242, 4343, vec![]));
+        assert_eq!(r("app").unwrap(), (1000, 1000, vec![1000, 10, 29]));
+        assert_eq!(r("1000").unwrap(), (1000, 1000, vec![1000, 10, 29]));
+        assert_eq!(r("1000:10").unwrap(), (1000, 10, vec![10]));
+        assert_eq!(r("app:wheel").unwrap(), (1000, 10, vec![10]));
+        assert_eq!(r("4242").unwrap(), (4242, 0, vec![0]));
+        assert_eq!(r("4242:4343").unwrap(), (4242, 4343, vec![4343]));
         assert!(r("nobody")
             .unwrap_err()
             .to_string()
@@ -737,7 +737,7 @@ mod tests {
         assert_eq!(p["args"], json!(["/bin/ep", "a", "b"]));
         assert_eq!(
             p["user"],
-            json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 29]})
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [1000, 10, 29]})
         );
         assert_eq!(p["cwd"], "/work");
         assert!(p["env"].as_array().unwrap().contains(&json!("X=1")));

@@ -36,6 +36,34 @@ pub enum Entry {
     Dir(String, u32),
     /// A symlink (path, target).
     Symlink(String, String),
+    /// A regular file with extended attributes, written as PAX `SCHILY.xattr.*`.
+    FileXattrs(String, Vec<u8>, u32, Vec<(String, Vec<u8>)>),
+    /// Any entry with a raw name and link name, unchecked (for hostile layers).
+    Raw {
+        /// Name bytes as written (at most 100).
+        name: String,
+        /// Entry type.
+        kind: tar::EntryType,
+        /// Content.
+        data: Vec<u8>,
+        /// Link name, for links.
+        link: Option<String>,
+        /// Mode.
+        mode: u32,
+    },
+}
+
+/// One PAX extended header record, `LEN KEY=VALUE\n` (LEN counts itself).
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
 }
 
 /// A layer: its uncompressed tar and how it is compressed.
@@ -68,6 +96,42 @@ impl Layer {
                     h.set_mode(*mode);
                     h.set_size(0);
                     b.append_data(&mut h, p, std::io::empty()).expect("tar dir");
+                }
+                Entry::FileXattrs(p, data, mode, xattrs) => {
+                    let pax: Vec<u8> = xattrs
+                        .iter()
+                        .flat_map(|(k, v)| pax_record(&format!("SCHILY.xattr.{k}"), v))
+                        .collect();
+                    let mut ph = tar::Header::new_ustar();
+                    ph.set_entry_type(tar::EntryType::XHeader);
+                    ph.set_path("PaxHeaders/x").expect("pax path");
+                    ph.set_size(pax.len() as u64);
+                    ph.set_cksum();
+                    b.append(&ph, pax.as_slice()).expect("pax header");
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(*mode);
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, p, data.as_slice()).expect("tar file");
+                }
+                Entry::Raw {
+                    name,
+                    kind,
+                    data,
+                    link,
+                    mode,
+                } => {
+                    let old = h.as_old_mut();
+                    old.name.fill(0);
+                    old.name[..name.len()].copy_from_slice(name.as_bytes());
+                    if let Some(l) = link {
+                        old.linkname.fill(0);
+                        old.linkname[..l.len()].copy_from_slice(l.as_bytes());
+                    }
+                    h.set_entry_type(*kind);
+                    h.set_mode(*mode);
+                    h.set_size(data.len() as u64);
+                    h.set_cksum();
+                    b.append(&h, data.as_slice()).expect("raw entry");
                 }
                 Entry::Symlink(p, target) => {
                     h.set_entry_type(tar::EntryType::Symlink);

@@ -8,11 +8,13 @@ pub mod cmd;
 pub mod image;
 pub mod proxy;
 pub mod registry;
+pub mod runc;
 
 pub use cmd::{bin, run, Run};
 pub use image::{Compression, Entry, Image, Layer, ManifestFormat, Pushed};
 pub use proxy::{Fault, Proxy};
 pub use registry::Registry;
+pub use runc::Runc;
 
 /// sha256 digest string of `data`.
 pub fn sha256(data: &[u8]) -> String {
@@ -118,10 +120,23 @@ impl Default for TempRoot {
 
 impl Drop for TempRoot {
     fn drop(&mut self) {
-        for m in self.mounts.borrow().iter().rev() {
+        // Everything mounted below the root, ours or a bundle's, deepest first.
+        let mut mounts: Vec<std::path::PathBuf> = self.mounts.borrow().clone();
+        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+            for line in info.lines() {
+                if let Some(mp) = line.split(' ').nth(4) {
+                    let mp = std::path::PathBuf::from(mp.replace("\\040", " "));
+                    if mp.starts_with(self.path()) && !mounts.contains(&mp) {
+                        mounts.push(mp);
+                    }
+                }
+            }
+        }
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for m in mounts {
             let _ = std::process::Command::new("umount")
                 .arg("-l")
-                .arg(m)
+                .arg(&m)
                 .status();
         }
     }

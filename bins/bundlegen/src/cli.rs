@@ -158,15 +158,19 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
                 EXIT_FAILURE
             });
         }
-        if let Some(BundleError::Store(l)) = c.downcast_ref::<BundleError>() {
-            return Some(if l.is_not_found() {
-                EXIT_NOT_FOUND
-            } else {
-                EXIT_FAILURE
-            });
-        }
+        let spec = match c.downcast_ref::<BundleError>() {
+            Some(BundleError::Store(l)) => {
+                return Some(if l.is_not_found() {
+                    EXIT_NOT_FOUND
+                } else {
+                    EXIT_FAILURE
+                });
+            }
+            Some(BundleError::Spec(s)) => Some(s),
+            _ => c.downcast_ref::<SpecError>(),
+        };
         if matches!(
-            c.downcast_ref::<SpecError>(),
+            spec,
             Some(SpecError::Override { .. })
                 | Some(SpecError::User { .. })
                 | Some(SpecError::Invalid(_))

@@ -1,0 +1,78 @@
+//! Running bundles with Debian's runc, each test with its own state root; every
+//! container started is force-deleted on drop.
+
+use crate::cmd::{run, Run};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A runc with a private `--root`.
+pub struct Runc {
+    state: PathBuf,
+    ids: RefCell<Vec<String>>,
+}
+
+fn runc_bin() -> String {
+    let exe = std::env::var("RUNC").unwrap_or_else(|_| "runc".into());
+    let found = Command::new(&exe)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{exe} is missing: install Debian's runc (make deps) or set RUNC"
+    );
+    exe
+}
+
+impl Runc {
+    /// A runc whose state lives under `dir`.
+    pub fn new(dir: &Path) -> Runc {
+        let state = dir.join("runc-state");
+        std::fs::create_dir_all(&state).expect("runc state dir");
+        Runc {
+            state,
+            ids: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// `runc run` of `bundle` in the foreground; returns its outcome.
+    pub fn run(&self, bundle: &Path) -> Run {
+        let id = format!(
+            "crikit-test-{}-{}",
+            std::process::id(),
+            bundle
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        );
+        self.ids.borrow_mut().push(id.clone());
+        let mut c = Command::new(runc_bin());
+        c.arg("--root")
+            .arg(&self.state)
+            .arg("run")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(&id);
+        let r = run(c, Duration::from_secs(60));
+        let _ = Command::new(runc_bin())
+            .arg("--root")
+            .arg(&self.state)
+            .args(["delete", "-f", &id])
+            .output();
+        r
+    }
+}
+
+impl Drop for Runc {
+    fn drop(&mut self) {
+        for id in self.ids.borrow().iter() {
+            let _ = Command::new(runc_bin())
+                .arg("--root")
+                .arg(&self.state)
+                .args(["delete", "-f", id])
+                .output();
+        }
+    }
+}

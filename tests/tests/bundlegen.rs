@@ -1,0 +1,441 @@
+//! bundlegen end to end: images pushed to a loopback registry, pulled with imgpull,
+//! made into bundles and run with real runc.
+
+use e2e::image::push;
+use e2e::{bin, run, Compression, Entry, Image, Layer, Registry, Run, Runc, TempRoot};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(120);
+
+/// One test's world: a registry, a store root, a runc.
+struct World {
+    reg: Registry,
+    tmp: TempRoot,
+    runc: Runc,
+}
+
+impl World {
+    fn new() -> World {
+        let tmp = TempRoot::new();
+        let runc = Runc::new(tmp.path());
+        World {
+            reg: Registry::start(),
+            tmp,
+            runc,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    /// Pushes and pulls an image; returns the line imgpull printed.
+    fn image(&self, repo: &str, img: &Image) -> String {
+        let p = push(&self.reg.addr, repo, "1", img);
+        let mut c = Command::new(bin("imgpull"));
+        c.arg("--root").arg(self.root()).args([
+            "--insecure-registry",
+            &self.reg.addr,
+            "-q",
+            &p.reference,
+        ]);
+        c.env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
+        run(c, T).ok().stdout.trim().to_string()
+    }
+
+    fn bundlegen(&self, args: &[&str]) -> Run {
+        let mut c = Command::new(bin("bundlegen"));
+        c.arg("--root").arg(self.root()).args(args);
+        run(c, T)
+    }
+
+    fn bundle(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Makes a bundle and runs it.
+    fn run(&self, image: &str, name: &str, args: &[&str]) -> Run {
+        let b = self.bundle(name);
+        let mut a = vec![image, b.to_str().expect("utf-8")];
+        a.extend_from_slice(args);
+        self.bundlegen(&a).ok();
+        self.runc.run(&b)
+    }
+}
+
+fn sh(script: &str) -> Vec<&str> {
+    vec!["--", "/bin/sh", "-c", script]
+}
+
+fn with(args: &[&str], script: &str) -> Vec<String> {
+    args.iter()
+        .map(|s| s.to_string())
+        .chain(sh(script).into_iter().map(String::from))
+        .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn cap_eff(status: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .expect("CapEff line");
+    u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
+}
+
+#[test]
+fn pipeline_runs_under_runc_and_the_second_bundle_unpacks_nothing() {
+    let w = World::new();
+    let line = w.image("demo/hello", &Image::busybox());
+    // `imgpull … | bundlegen - DIR` with the printed REF@DIGEST line on stdin.
+    let b = w.bundle("b1");
+    let mut c = Command::new(bin("bundlegen"));
+    c.arg("--root")
+        .arg(w.root())
+        .args(["--json", "-"])
+        .arg(&b)
+        .args(sh("echo hello from crikit; exit 3"));
+    c.stdin(std::process::Stdio::piped());
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{line}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(info["version"], 1);
+    assert_eq!(info["data"]["layers_unpacked"], 1);
+    let r = w.runc.run(&b);
+    assert_eq!(r.code, Some(3), "{}", r.describe());
+    assert_eq!(r.stdout, "hello from crikit\n");
+
+    let r = w
+        .bundlegen(&["--json", &line, w.bundle("b2").to_str().unwrap()])
+        .ok();
+    let info: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(info["data"]["mode"], "overlay");
+    assert_eq!(
+        info["data"]["layers_unpacked"], 0,
+        "second bundle reuses the cached layer"
+    );
+    // Bundles are independent: a write in one is not seen in the other.
+    let r = w.run(&line, "b3", &sh("echo x > /root/mark && cat /root/mark"));
+    assert_eq!(r.stdout, "x\n", "{}", r.describe());
+    let r = w.run(&line, "b4", &sh("ls /root/mark 2>&1; true"));
+    assert!(r.stdout.contains("No such file"), "{}", r.describe());
+
+    // Removal unmounts and deletes; existing destinations are refused.
+    let r = w.bundlegen(&[&line, b.to_str().unwrap()]).expect_code(1);
+    assert!(r.stderr.contains("already exists"), "{}", r.describe());
+    w.bundlegen(&[
+        "--remove",
+        b.to_str().unwrap(),
+        w.bundle("b2").to_str().unwrap(),
+    ])
+    .ok();
+    assert!(!b.exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(b.to_str().unwrap()));
+}
+
+#[test]
+fn user_groups_env_cwd_and_hostname() {
+    let w = World::new();
+    let mut img = Image::new(vec![
+        Layer::busybox(Compression::Gzip),
+        Layer::new(
+            &[
+                Entry::File(
+                    "etc/passwd".into(),
+                    b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+                        .to_vec(),
+                    0o644,
+                ),
+                Entry::File(
+                    "etc/group".into(),
+                    b"root:x:0:\napp:x:1000:\nwheel:x:10:app\naudio:x:29:app\n".to_vec(),
+                    0o644,
+                ),
+                Entry::Dir("home/app".into(), 0o755),
+            ],
+            Compression::Zstd,
+        ),
+    ]);
+    img.env.push("FROM_IMAGE=yes".into());
+    let line = w.image("users/app", &img);
+    let args = with(
+        &[
+            "--user",
+            "app",
+            "--env",
+            "EXTRA=1",
+            "--cwd",
+            "/tmp",
+            "--hostname",
+            "box",
+        ],
+        "id; echo $FROM_IMAGE $EXTRA $HOME; pwd; hostname",
+    );
+    let r = w.run(&line, "u1", &strs(&args)).ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "uid=1000(app) gid=1000(app) groups=10(wheel),29(audio),1000(app)",
+        "{}",
+        r.describe()
+    );
+    assert_eq!(lines[1], "yes 1 /home/app");
+    assert_eq!(lines[2], "/tmp");
+    assert_eq!(lines[3], "box");
+    let args = with(&["--user", "1000:29"], "id");
+    let r = w.run(&line, "u2", &strs(&args)).ok();
+    assert_eq!(
+        r.stdout.trim(),
+        "uid=1000(app) gid=29(audio) groups=29(audio)"
+    );
+    let r = w
+        .bundlegen(&["--user", "nobody", &line, w.bundle("u3").to_str().unwrap()])
+        .expect_code(2);
+    assert!(r.stderr.contains("no user \"nobody\""), "{}", r.describe());
+    assert!(!w.bundle("u3").exists());
+}
+
+#[test]
+fn mounts_read_only_rootfs_and_capabilities() {
+    let w = World::new();
+    let line = w.image("sec/box", &Image::busybox());
+    let host = w.tmp.path().join("hostdir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("f"), "from the host\n").unwrap();
+    let m = format!("{}:/data:ro", host.display());
+    let args = with(&["--mount", &m, "--read-only", "--tmpfs", "/scratch"], "cat /data/f; touch /data/x 2>/dev/null || echo data-ro; touch /x 2>/dev/null || echo root-ro; touch /scratch/y && echo tmpfs-rw");
+    let r = w.run(&line, "m1", &strs(&args)).ok();
+    assert_eq!(
+        r.stdout,
+        "from the host\ndata-ro\nroot-ro\ntmpfs-rw\n",
+        "{}",
+        r.describe()
+    );
+
+    // The default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+    // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    let r = w.run(&line, "c1", &sh("cat /proc/self/status")).ok();
+    assert_eq!(cap_eff(&r.stdout), 0xa80425fb, "{}", r.describe());
+    let args = with(
+        &["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"],
+        "cat /proc/self/status",
+    );
+    let r = w.run(&line, "c2", &strs(&args)).ok();
+    assert_eq!(cap_eff(&r.stdout), 1 << 12);
+    // Seccomp: unshare is refused without CAP_SYS_ADMIN.
+    let r = w
+        .run(
+            &line,
+            "c3",
+            &sh("unshare -n true 2>/dev/null && echo allowed || echo refused"),
+        )
+        .ok();
+    assert_eq!(r.stdout.trim(), "refused", "{}", r.describe());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.bundle("c3").join("config.json")).unwrap())
+            .unwrap();
+    assert!(config["linux"]["maskedPaths"]
+        .as_array()
+        .unwrap()
+        .contains(&"/proc/kcore".into()));
+}
+
+fn whiteout_image() -> Image {
+    Image::new(vec![
+        Layer::busybox(Compression::Gzip),
+        Layer::new(
+            &[
+                Entry::File("etc/motd".into(), b"lower\n".to_vec(), 0o644),
+                Entry::File("etc/app/one".into(), b"1".to_vec(), 0o644),
+                Entry::File("etc/app/two".into(), b"2".to_vec(), 0o644),
+            ],
+            Compression::Gzip,
+        ),
+        Layer::new(
+            &[
+                Entry::File("etc/.wh.motd".into(), Vec::new(), 0o644),
+                Entry::File("etc/app/.wh..wh..opq".into(), Vec::new(), 0o644),
+                Entry::File("etc/app/three".into(), b"3".to_vec(), 0o644),
+                Entry::FileXattrs(
+                    "bin/ping".into(),
+                    b"#!/bin/sh\n".to_vec(),
+                    0o755,
+                    // cap_net_raw+ep (VFS_CAP_REVISION_2)
+                    vec![(
+                        "security.capability".into(),
+                        vec![
+                            1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                        ],
+                    )],
+                ),
+            ],
+            Compression::None,
+        ),
+    ])
+}
+
+fn check_whiteouts_and_file_caps(w: &World, line: &str, mode: &str, name: &str) {
+    let r = w
+        .run(
+            line,
+            name,
+            &[
+                "--rootfs-mode",
+                mode,
+                "--",
+                "/bin/sh",
+                "-c",
+                "ls /etc/motd 2>&1; ls /etc/app",
+            ],
+        )
+        .ok();
+    assert!(
+        r.stdout.contains("No such file"),
+        "{mode}: {}",
+        r.describe()
+    );
+    assert!(
+        r.stdout.ends_with("three\n") && !r.stdout.contains("one"),
+        "{mode}: {}",
+        r.describe()
+    );
+    let ping = w.bundle(name).join("rootfs/bin/ping");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; print(os.getxattr(sys.argv[1], 'security.capability').hex())",
+        ])
+        .arg(&ping)
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0100000200200000000000000000000000000000",
+        "{mode}"
+    );
+}
+
+#[test]
+fn whiteouts_and_file_capabilities_in_both_rootfs_modes() {
+    let w = World::new();
+    let line = w.image("layers/wh", &whiteout_image());
+    check_whiteouts_and_file_caps(&w, &line, "overlay", "w-overlay");
+    check_whiteouts_and_file_caps(&w, &line, "copy", "w-copy");
+}
+
+#[test]
+fn hostile_layer_fails_naming_layer_and_entry_and_leaves_nothing() {
+    let w = World::new();
+    let evil = Layer::new(
+        &[Entry::Raw {
+            name: "../../../escaped".into(),
+            kind: tar::EntryType::Regular,
+            data: b"x".to_vec(),
+            link: None,
+            mode: 0o644,
+        }],
+        Compression::Gzip,
+    );
+    let line = w.image(
+        "evil/dotdot",
+        &Image::new(vec![Layer::busybox(Compression::Gzip), evil]),
+    );
+    for mode in ["overlay", "copy"] {
+        let b = w.bundle(&format!("evil-{mode}"));
+        let r = w
+            .bundlegen(&["--rootfs-mode", mode, &line, b.to_str().unwrap()])
+            .expect_code(1);
+        assert!(
+            r.stderr
+                .contains("entry \"../../../escaped\": escapes the rootfs"),
+            "{}",
+            r.describe()
+        );
+        assert!(r.stderr.contains("layer sha256:"), "{}", r.describe());
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.describe());
+        assert!(!b.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(w.tmp.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp dirs left: {leftovers:?}");
+    }
+    assert!(!Path::new("/escaped").exists() && !w.tmp.path().join("escaped").exists());
+}
+
+#[test]
+fn copy_mode_unprivileged_maps_the_user_namespace() {
+    let w = World::new();
+    let line = w.image("rootless/bb", &Image::busybox());
+    // The store is root's; an unprivileged CI job gets a copy it can read.
+    let user_root = w.tmp.path().join("user");
+    std::fs::create_dir(&user_root).unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(w.root())
+        .arg(user_root.join("state"))
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&user_root)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let chmod = Command::new("chmod")
+        .arg("755")
+        .arg(w.tmp.path())
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    let exe = w.tmp.path().join("bundlegen");
+    std::fs::copy(bin("bundlegen"), &exe).unwrap();
+    let b = user_root.join("bundle");
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .arg("--root")
+        .arg(user_root.join("state"))
+        .args(["--json", &line])
+        .arg(&b)
+        .env("HOME", &user_root);
+    let r = run(c, T).ok();
+    let info: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(info["data"]["mode"], "copy");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["linux"]["uidMappings"][0]["hostID"], 65534);
+    assert!(config["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!({"type": "user"})));
+    assert!(b.join("rootfs/bin/busybox").is_file());
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(b.join("rootfs/bin/busybox")).unwrap(),
+    );
+    assert_eq!(owner, 65534, "files belong to the user who made the bundle");
+}
