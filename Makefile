@@ -8,7 +8,7 @@ S8 := ctrmon crid
 REL := target/release
 
 # Debian packages the tests, the benchmarks and the demo use.
-DEPS := docker-registry skopeo umoci runc busybox-static debootstrap curl jq openssl python3 \
+DEPS := docker-registry skopeo umoci runc containerd busybox-static debootstrap curl jq openssl zstd python3 \
         util-linux ca-certificates
 
 .PHONY: all build release test lint fmt clippy docs man completions check-docs deps demo bench install help
@@ -61,9 +61,10 @@ deps: ## install the Debian packages tests, benchmarks and the demo need (root; 
 demo: deps release ## the pipeline on a throwaway loopback registry holding a busybox image
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/demo.sh
 
-bench: deps release ## imgpull against skopeo on the shared corpus (root)
+bench: deps release ## imgpull and bundlegen against skopeo, umoci, containerd on the shared corpus (root)
 	$(CARGO) build --release --locked --example hashspeed --example floor
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.py
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/bundle.py
 
 install: release ## install binaries, man pages, completions under DESTDIR/PREFIX
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -59,6 +59,18 @@ def start_registry(work):
     die("docker-registry did not start")
 
 
+def ensure_corpus(addr):
+    """Builds and pushes the corpus with shared/bench/build-corpus.sh, once."""
+    if os.path.exists(os.path.join(CORPUS, "pushed.done")):
+        return
+    script = os.path.join(SHARED, "bench", "build-corpus.sh")
+    if not os.path.exists(script):
+        die(f"{script} is missing (set CRIKIT_SHARED_DIR)")
+    print(f"building the corpus into {CORPUS} (a few minutes, once)", file=sys.stderr)
+    subprocess.run(["bash", script, addr], check=True, env=dict(os.environ, CORPUS_DIR=CORPUS))
+    open(os.path.join(CORPUS, "pushed.done"), "w").close()
+
+
 def manifest_blobs(addr, image):
     req = urllib.request.Request(f"http://{addr}/v2/{image}/manifests/latest", headers={"Accept": ACCEPT})
     m = json.load(urllib.request.urlopen(req))
@@ -147,13 +159,7 @@ def main():
     work = tempfile.mkdtemp(prefix="crikit-bench-", dir="/var/tmp")
     proc, addr = start_registry(work)
     try:
-        if not os.path.exists(os.path.join(CORPUS, "pushed.done")):
-            script = os.path.join(SHARED, "bench", "build-corpus.sh")
-            if not os.path.exists(script):
-                die(f"{script} is missing (set CRIKIT_SHARED_DIR)")
-            print(f"building the corpus into {CORPUS} (a few minutes, once)", file=sys.stderr)
-            subprocess.run(["bash", script, addr], check=True, env=dict(os.environ, CORPUS_DIR=CORPUS))
-            open(os.path.join(CORPUS, "pushed.done"), "w").close()
+        ensure_corpus(addr)
         rows = []
         for image in args.images.split(","):
             blobs = manifest_blobs(addr, image)

@@ -201,11 +201,13 @@ fn overlay_available() -> bool {
         .is_ok_and(|s| s.lines().any(|l| l.ends_with("\toverlay")))
 }
 
-fn apply_opts(form: Form, digest: &Digest, media_type: &str, diff_id: &Digest) -> ApplyOptions {
+/// Blobs in the store were verified when they were written; the diff_id check
+/// binds what is unpacked to the image config (and catches a blob changed on disk).
+fn apply_opts(form: Form, media_type: &str, diff_id: &Digest) -> ApplyOptions {
     ApplyOptions {
         form,
         privileged: is_root(),
-        digest: Some(digest.clone()),
+        digest: None,
         diff_id: Some(diff_id.clone()),
         compression: Compression::from_media_type(media_type),
     }
@@ -292,7 +294,7 @@ impl LayerCache {
             &diff,
             f,
             digest.as_str(),
-            &apply_opts(Form::Overlay, digest, media_type, diff_id),
+            &apply_opts(Form::Overlay, media_type, diff_id),
         )?;
         let dest = self.dir.join(chain.hex());
         let tmp_path = tmp.keep();
@@ -406,7 +408,7 @@ pub fn create(
                     &rootfs,
                     f,
                     digest.as_str(),
-                    &apply_opts(Form::Copy, digest, media_type, diff_id),
+                    &apply_opts(Form::Copy, media_type, diff_id),
                 )?;
                 unpacked += 1;
             }

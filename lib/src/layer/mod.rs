@@ -164,72 +164,190 @@ pub struct ApplyOptions {
     pub compression: Option<Compression>,
 }
 
-/// A reader that hashes what passes through it.
+/// A reader that hashes what passes through it, when asked to.
 struct HashingReader<R> {
     inner: R,
-    hasher: Hasher,
+    hasher: Option<Hasher>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
 
+type Chunk = std::sync::Arc<Vec<u8>>;
+const CHUNK: usize = 1 << 20;
+
+/// Reads the chunks the decompressing thread sends.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Chunk>>,
+    cur: Option<Chunk>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(c) = &self.cur {
+                if self.pos < c.len() {
+                    let n = buf.len().min(c.len() - self.pos);
+                    buf[..n].copy_from_slice(&c[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.cur = Some(c);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0), // the sender finished: end of stream
+            }
+        }
+    }
+}
+
+/// Decompresses `blob` into chunks for the tar reader and the diff_id hasher;
+/// returns the blob's digest when `hash_blob`.
+fn decompress_into(
+    blob: impl Read,
+    compression: Option<Compression>,
+    hash_blob: bool,
+    to_tar: &std::sync::mpsc::SyncSender<io::Result<Chunk>>,
+    to_hash: &std::sync::mpsc::SyncSender<Chunk>,
+) -> io::Result<Option<Digest>> {
+    let mut compressed = BufReader::with_capacity(
+        CHUNK,
+        HashingReader {
+            inner: blob,
+            hasher: hash_blob.then(Hasher::new),
+        },
+    );
+    let compression = match compression {
+        Some(c) => c,
+        None => Compression::sniff(compressed.fill_buf()?),
+    };
+    {
+        let mut decoder: Box<dyn Read + '_> = match compression {
+            Compression::None => Box::new(&mut compressed),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut compressed)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::with_buffer(&mut compressed)?)
+            }
+        };
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let mut n = 0;
+            while n < CHUNK {
+                match decoder.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            let chunk = std::sync::Arc::new(buf);
+            if to_hash.send(chunk.clone()).is_err() || to_tar.send(Ok(chunk)).is_err() {
+                // The reader stopped (an error in the layer): nothing more to do.
+                return Ok(None);
+            }
+        }
+    }
+    io::copy(&mut compressed, &mut io::sink())?;
+    Ok(compressed.into_inner().hasher.map(Hasher::finish))
+}
+
 /// Applies the layer blob read from `blob` to the directory `root`. `layer` names the
 /// layer in errors.
-pub fn apply(root: &Path, blob: impl Read, layer: &str, opts: &ApplyOptions) -> Result<Report> {
+///
+/// Three threads share the work: one reads and decompresses, one hashes the
+/// uncompressed stream (the diff_id), and the caller's parses the tar and writes.
+pub fn apply(
+    root: &Path,
+    blob: impl Read + Send,
+    layer: &str,
+    opts: &ApplyOptions,
+) -> Result<Report> {
     let read_err = |source: io::Error| LayerError::Read {
         layer: layer.to_string(),
         source,
     };
-    let mut compressed = BufReader::with_capacity(
-        1 << 20,
-        HashingReader {
-            inner: blob,
-            hasher: Hasher::new(),
-        },
-    );
-    let compression = match opts.compression {
-        Some(c) => c,
-        None => Compression::sniff(compressed.fill_buf().map_err(read_err)?),
-    };
     let mut report = Report::default();
-    let diff_hash = {
-        let decoder: Box<dyn Read + '_> = match compression {
-            Compression::None => Box::new(&mut compressed),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut compressed)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(&mut compressed).map_err(read_err)?,
-            ),
-        };
-        let mut tar_stream = HashingReader {
-            inner: decoder,
-            hasher: Hasher::new(),
-        };
-        {
-            let mut archive = tar::Archive::new(&mut tar_stream);
-            let mut applier = Applier::new(root, layer, opts)?;
-            let entries = archive.entries().map_err(read_err)?;
-            for entry in entries {
-                let mut entry = entry.map_err(read_err)?;
-                applier.entry(&mut entry, &mut report)?;
+    let (blob_hash, diff_hash) =
+        std::thread::scope(|s| -> Result<(Option<Digest>, Option<Digest>)> {
+            let (to_tar, from_decoder) = std::sync::mpsc::sync_channel::<io::Result<Chunk>>(8);
+            let (to_hash, for_hash) = std::sync::mpsc::sync_channel::<Chunk>(8);
+            let want_diff = opts.diff_id.is_some();
+            let hasher = s.spawn(move || {
+                let mut h = want_diff.then(Hasher::new);
+                for c in for_hash {
+                    if let Some(h) = &mut h {
+                        h.update(&c);
+                    }
+                }
+                h.map(Hasher::finish)
+            });
+            let compression = opts.compression;
+            let hash_blob = opts.digest.is_some();
+            let decoder = s.spawn(move || {
+                let r = decompress_into(blob, compression, hash_blob, &to_tar, &to_hash);
+                match r {
+                    Ok(d) => Ok(d),
+                    Err(e) => {
+                        let kind = e.kind();
+                        let msg = e.to_string();
+                        let _ = to_tar.send(Err(e));
+                        Err(io::Error::new(kind, msg))
+                    }
+                }
+            });
+            let mut tar_stream = ChannelReader {
+                rx: from_decoder,
+                cur: None,
+                pos: 0,
+            };
+            let applied = (|| -> Result<()> {
+                let mut archive = tar::Archive::new(&mut tar_stream);
+                let mut applier = Applier::new(root, layer, opts)?;
+                let entries = archive.entries().map_err(read_err)?;
+                for entry in entries {
+                    let mut entry = entry.map_err(read_err)?;
+                    applier.entry(&mut entry, &mut report)?;
+                }
+                applier.finish()
+            })();
+            if let Err(e) = applied {
+                drop(tar_stream); // stops the decoder
+                let _ = decoder.join();
+                let _ = hasher.join();
+                return Err(e);
             }
-            applier.finish()?;
-        }
-        // Whatever follows the end-of-archive blocks is part of the diff_id too.
-        io::copy(&mut tar_stream, &mut io::sink()).map_err(read_err)?;
-        tar_stream.hasher.finish()
-    };
-    io::copy(&mut compressed, &mut io::sink()).map_err(read_err)?;
-    let blob_hash = compressed.into_inner().hasher.finish();
+            // Whatever follows the end-of-archive blocks is part of the diff_id too.
+            io::copy(&mut tar_stream, &mut io::sink()).map_err(read_err)?;
+            let blob_hash = decoder
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("decompressing thread panicked")))
+                .map_err(read_err)?;
+            let diff_hash = hasher
+                .join()
+                .map_err(|_| read_err(io::Error::other("hashing thread panicked")))?;
+            Ok((blob_hash, diff_hash))
+        })?;
     for (what, want, got) in [
         ("digest", &opts.digest, blob_hash),
         ("diff_id", &opts.diff_id, diff_hash),
     ] {
-        if let Some(want) = want {
+        if let (Some(want), Some(got)) = (want, got) {
             if *want != got {
                 return Err(LayerError::DigestMismatch {
                     layer: layer.to_string(),
