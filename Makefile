@@ -11,7 +11,9 @@ REL := target/release
 DEPS := docker-registry skopeo umoci runc containerd busybox-static debootstrap curl jq openssl zstd python3 \
         util-linux ca-certificates
 
-.PHONY: all build release test lint fmt clippy docs man completions check-docs deps demo bench install help
+FUZZ_SECONDS ?= 60
+
+.PHONY: all build release test lint fmt clippy docs man completions check-docs deps demo bench fuzz install help
 
 all: build
 
@@ -65,6 +67,10 @@ bench: deps release ## imgpull and bundlegen against skopeo, umoci, containerd o
 	$(CARGO) build --release --locked --example hashspeed --example floor
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/bundle.py
+
+fuzz: ## fuzz the layer applier for FUZZ_SECONDS (installs cargo-fuzz when missing)
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd lib/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run apply_layer -- -max_total_time=$(FUZZ_SECONDS)
 
 install: release ## install binaries, man pages, completions under DESTDIR/PREFIX
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -4,13 +4,16 @@
 # Debian's static busybox, pulls it with imgpull and shows what landed in the store.
 set -euo pipefail
 BIN=${CRIKIT_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target/release}
-for t in docker-registry umoci skopeo busybox; do
+for t in docker-registry umoci skopeo busybox runc; do
   command -v "$t" >/dev/null || { echo "demo: $t is missing: run 'make deps' first" >&2; exit 1; }
 done
 W=$(mktemp -d /tmp/crikit-demo.XXXXXX)
 REG_PID=
 cleanup() {
   if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null; wait "$REG_PID" 2>/dev/null || true; fi
+  runc --root "$W/runc" delete -f crikit-demo >/dev/null 2>&1 || true
+  "$BIN/bundlegen" --root "$W/crikit" --remove "$W/hello-bundle" 2>/dev/null || true
+  grep -o " $W[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -65,5 +68,13 @@ echo "\$ skopeo inspect oci:\$ROOT/images:$REG/demo/hello:1.0 | jq .Layers"
 skopeo inspect "oci:$ROOT/images:$REG/demo/hello:1.0" | jq -c .Layers
 umoci unpack --image "$ROOT/images:$REG/demo/hello:1.0" "$W/bundle" >/dev/null
 echo "\$ umoci unpack …; ls bundle/rootfs/bin"; ls "$W/bundle/rootfs/bin"
+step "a bundle, run by runc"
+echo "\$ imgpull … | bundlegen --root \$ROOT - \$W/hello-bundle"
+echo "$REF" | "$BIN/bundlegen" --root "$ROOT" - "$W/hello-bundle"
+echo "\$ jq .process.args \$W/hello-bundle/config.json"; jq -c .process.args "$W/hello-bundle/config.json"
+echo "\$ runc run -b \$W/hello-bundle crikit-demo"
+runc --root "$W/runc" run -b "$W/hello-bundle" crikit-demo
+echo "\$ bundlegen --remove \$W/hello-bundle"
+"$BIN/bundlegen" --root "$ROOT" --remove "$W/hello-bundle"
 echo
-echo "demo done (running the image comes with bundlegen and ctrmon)"
+echo "demo done"

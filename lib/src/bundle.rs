@@ -368,11 +368,17 @@ pub fn create(
     let diff_ids: Vec<Digest> = img.layers.iter().map(|l| l.2.clone()).collect();
     let chains = chain_ids(&diff_ids);
     let mut mounted = false;
+    // Held until the bundle's record is written, so prune never sees its layers
+    // unused in between.
+    let _cache_lock = if overlay {
+        Some(LayerCache::new(root).lock(false)?)
+    } else {
+        None
+    };
     let result = (|| -> Result<BundleInfo> {
         let mut unpacked = 0;
         if overlay {
             let cache = LayerCache::new(root);
-            let _lock = cache.lock(false)?;
             unpacked = cache.ensure(store, &img, &chains)?;
             let upper = tmp.path().join("upper");
             let work = tmp.path().join("work");
