@@ -67,6 +67,9 @@ impl Runc {
 
 impl Drop for Runc {
     fn drop(&mut self) {
+        if !self.state.is_dir() {
+            return; // runc would create it again
+        }
         for id in self.ids.borrow().iter() {
             let _ = Command::new(runc_bin())
                 .arg("--root")
