@@ -439,3 +439,133 @@ fn copy_mode_unprivileged_maps_the_user_namespace() {
     );
     assert_eq!(owner, 65534, "files belong to the user who made the bundle");
 }
+
+#[test]
+fn env_file_patch_from_stdin_and_host_network() {
+    let w = World::new();
+    let line = w.image("cfg/box", &Image::busybox());
+    let env_file = w.tmp.path().join("env");
+    std::fs::write(&env_file, "# a comment\n\nFROM_FILE=1\nSHARED=file\n").unwrap();
+    let b = w.bundle("p1");
+    let mut c = Command::new(bin("bundlegen"));
+    c.arg("--root")
+        .arg(w.root())
+        .arg("--env-file")
+        .arg(&env_file);
+    c.args([
+        "--env",
+        "SHARED=flag",
+        "--net",
+        "host",
+        "--patch",
+        "-",
+        &line,
+    ])
+    .arg(&b);
+    c.args(sh(
+        "echo $FROM_FILE $SHARED $PATCHED; cat /proc/net/dev | grep -c :",
+    ));
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(
+            br#"{"process": {"env": ["PATH=/bin", "FROM_FILE=1", "SHARED=flag", "PATCHED=yes"]}}"#,
+        )
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = w.runc.run(&b).ok();
+    let mut lines = r.stdout.lines();
+    assert_eq!(lines.next(), Some("1 flag yes"), "{}", r.describe());
+    // The host's interfaces, not just a fresh namespace's loopback.
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(':'))
+        .count();
+    assert_eq!(
+        lines.next(),
+        Some(host_ifaces.to_string().as_str()),
+        "{}",
+        r.describe()
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert!(!config["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["type"] == "network"));
+    // A patch that breaks the spec is refused, and nothing is left.
+    let bad = w.tmp.path().join("bad.json");
+    std::fs::write(&bad, r#"{"process": {"user": {"uid": -1}}}"#).unwrap();
+    let r = w
+        .bundlegen(&[
+            "--patch",
+            bad.to_str().unwrap(),
+            &line,
+            w.bundle("p2").to_str().unwrap(),
+        ])
+        .expect_code(2);
+    assert!(
+        r.stderr.contains("not a valid runtime spec"),
+        "{}",
+        r.describe()
+    );
+    assert!(!w.bundle("p2").exists());
+}
+
+#[test]
+fn prune_keeps_layers_in_use_and_drops_the_rest() {
+    let w = World::new();
+    let a = w.image("prune/a", &Image::busybox());
+    let b = w.image(
+        "prune/b",
+        &Image::new(vec![Layer::new(
+            &[Entry::File("bin/x".into(), b"x".to_vec(), 0o755)],
+            Compression::Gzip,
+        )]),
+    );
+    let layers = w.root().join("layers");
+    let count = || {
+        std::fs::read_dir(&layers)
+            .unwrap()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    w.bundlegen(&[&a, w.bundle("a1").to_str().unwrap()]).ok();
+    w.bundlegen(&[&b, w.bundle("b1").to_str().unwrap(), "--", "/bin/x"])
+        .ok();
+    assert_eq!(count(), 2);
+    // Both images still in the store: nothing to prune.
+    let r = w.bundlegen(&["--prune"]).ok();
+    assert!(r.stdout.starts_with("removed 0 layers"), "{}", r.describe());
+    // Image b leaves the store but its bundle still uses the layer.
+    let mut c = Command::new(bin("imgpull"));
+    let b_name = b.split('@').next().unwrap();
+    c.arg("--root").arg(w.root()).args(["--remove", b_name]);
+    run(c, T).ok();
+    w.bundlegen(&["--prune"]).ok();
+    assert_eq!(count(), 2);
+    // Without the bundle, it goes.
+    w.bundlegen(&["--remove", w.bundle("b1").to_str().unwrap()])
+        .ok();
+    let r = w.bundlegen(&["--prune", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["layers"], 1);
+    assert_eq!(count(), 1);
+    // The remaining bundle still runs.
+    let r = w.runc.run(&w.bundle("a1"));
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+}
