@@ -609,6 +609,10 @@ pub fn generate(
     if o.rootless.is_some() {
         process["user"]["uid"] = json!(0);
         process["user"]["gid"] = json!(0);
+        // setgroups(2) is denied in a user namespace with a single mapping.
+        if let Some(u) = process["user"].as_object_mut() {
+            u.remove("additionalGids");
+        }
         if user.uid != 0 || user.gid != 0 {
             return Err(SpecError::User {
                 user: user_spec,

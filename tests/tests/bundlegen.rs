@@ -438,6 +438,42 @@ fn copy_mode_unprivileged_maps_the_user_namespace() {
         &std::fs::metadata(b.join("rootfs/bin/busybox")).unwrap(),
     );
     assert_eq!(owner, 65534, "files belong to the user who made the bundle");
+    // And the same user runs it with rootless runc, as root of its user namespace.
+    let patch = user_root.join("patch.json");
+    std::fs::write(
+        &patch,
+        r#"{"process": {"args": ["/bin/sh", "-c", "id -u; echo rootless"]}}"#,
+    )
+    .unwrap();
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .arg("--root")
+        .arg(user_root.join("state"))
+        .arg("--patch")
+        .arg(&patch)
+        .arg(&line)
+        .arg(user_root.join("b2"))
+        .env("HOME", &user_root);
+    run(c, T).ok();
+    let runc = std::env::var("RUNC").unwrap_or_else(|_| "runc".into());
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        &runc,
+        "--root",
+    ])
+    .arg(user_root.join("runc"))
+    .args(["run", "--bundle"])
+    .arg(user_root.join("b2"))
+    .arg(format!("crikit-rootless-{}", std::process::id()))
+    .env("HOME", &user_root)
+    .env("XDG_RUNTIME_DIR", user_root.join("run"));
+    let r = run(c, T).ok();
+    assert_eq!(r.stdout, "0\nrootless\n", "{}", r.describe());
 }
 
 #[test]
