@@ -70,7 +70,8 @@ bench: deps release ## imgpull and bundlegen against skopeo, umoci, containerd o
 
 fuzz: ## fuzz the layer applier for FUZZ_SECONDS (installs cargo-fuzz when missing)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	cd lib/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run apply_layer -- -max_total_time=$(FUZZ_SECONDS)
+	mkdir -p lib/fuzz/corpus/apply_layer
+	cd lib/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run apply_layer corpus/apply_layer seeds -- -max_total_time=$(FUZZ_SECONDS)
 
 install: release ## install binaries, man pages, completions under DESTDIR/PREFIX
 	install -d $(DESTDIR)$(PREFIX)/bin

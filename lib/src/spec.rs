@@ -819,6 +819,38 @@ mod tests {
     }
 
     #[test]
+    fn privileged_and_tty() {
+        let d = rootfs();
+        let ic = json!({"config": {"Cmd": ["sh"]}}).to_string();
+        let o = Overrides {
+            privileged: true,
+            tty: true,
+            ..Default::default()
+        };
+        let s = generate(ic.as_bytes(), d.path(), "b", &o, None).unwrap();
+        assert_eq!(
+            s["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            ALL_CAPS.len()
+        );
+        assert!(s["linux"].get("seccomp").is_none());
+        assert_eq!(s["linux"]["maskedPaths"], json!([]));
+        assert_eq!(s["process"]["noNewPrivileges"], false);
+        assert_eq!(s["process"]["terminal"], true);
+        assert!(s["process"]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("TERM=xterm")));
+        let none = json!({"config": {}}).to_string();
+        assert!(matches!(
+            generate(none.as_bytes(), d.path(), "b", &Overrides::default(), None),
+            Err(SpecError::NoCommand)
+        ));
+    }
+
+    #[test]
     fn merge_patch_follows_rfc_7396() {
         let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));

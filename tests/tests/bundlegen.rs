@@ -387,6 +387,48 @@ fn hostile_layer_fails_naming_layer_and_entry_and_leaves_nothing() {
 }
 
 #[test]
+fn a_layer_changed_in_the_store_is_refused() {
+    let w = World::new();
+    let extra = Layer::new(
+        &[Entry::File("etc/data".into(), vec![b'd'; 4096], 0o644)],
+        Compression::None,
+    );
+    let p = push(
+        &w.reg.addr,
+        "tamper/img",
+        "1",
+        &Image::new(vec![Layer::busybox(Compression::Gzip), extra]),
+    );
+    let mut c = Command::new(bin("imgpull"));
+    c.arg("--root")
+        .arg(w.root())
+        .args(["--insecure-registry", &w.reg.addr, "-q", &p.reference]);
+    c.env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
+    run(c, T).ok();
+    // Flip a byte of the plain layer's file content on disk, behind the store's back.
+    let blob = w
+        .root()
+        .join("images/blobs/sha256")
+        .join(p.layers[1].trim_start_matches("sha256:"));
+    let mut data = std::fs::read(&blob).unwrap();
+    data[512 + 100] ^= 1;
+    std::fs::write(&blob, data).unwrap();
+    for mode in ["overlay", "copy"] {
+        let b = w.bundle(&format!("t-{mode}"));
+        let r = w
+            .bundlegen(&["--rootfs-mode", mode, &p.reference, b.to_str().unwrap()])
+            .expect_code(1);
+        assert!(
+            r.stderr
+                .contains(&format!("layer {}: diff_id is", p.layers[1])),
+            "{}",
+            r.describe()
+        );
+        assert!(!b.exists());
+    }
+}
+
+#[test]
 fn copy_mode_unprivileged_maps_the_user_namespace() {
     let w = World::new();
     let line = w.image("rootless/bb", &Image::busybox());

@@ -23,9 +23,21 @@ fuzz_target!(|data: &[u8]| {
         };
         // Errors are fine; escaping is not.
         let _ = apply(&root, data, "fuzz", &opts);
-        assert_eq!(std::fs::read_dir(&outside).expect("read outside").count(), 0, "wrote outside the rootfs");
-        let mut entries = std::fs::read_dir(sandbox.path()).expect("read sandbox").flatten().map(|e| e.file_name()).collect::<Vec<_>>();
+        assert_eq!(
+            std::fs::read_dir(&outside).expect("read outside").count(),
+            0,
+            "wrote outside the rootfs"
+        );
+        let mut entries = std::fs::read_dir(sandbox.path())
+            .expect("read sandbox")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>();
         entries.sort();
-        assert_eq!(entries, ["outside", "rootfs"], "created something beside the rootfs");
+        assert_eq!(
+            entries,
+            ["outside", "rootfs"],
+            "created something beside the rootfs"
+        );
     }
 });
