@@ -625,18 +625,7 @@ impl<'a> Applier<'a> {
                 // The target is only data: it is resolved inside the root whenever used.
                 rustix::fs::symlinkat(target.as_os_str(), &parent, &name)
                     .map_err(self.io_err(&raw_path, "creating the symlink"))?;
-                if self.privileged {
-                    rustix::fs::chownat(
-                        &parent,
-                        &name,
-                        Some(uid_of(uid)),
-                        Some(gid_of(gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(self.io_err(&raw_path, "setting its owner"))?;
-                } else {
-                    report.skipped_owners += u64::from(uid != 0 || gid != 0);
-                }
+                self.chown_at(&parent, &name, &raw_path, uid, gid, report)?;
                 let _ =
                     rustix::fs::utimensat(&parent, &name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
                 // A new symlink can redirect cached lookups.
@@ -706,16 +695,7 @@ impl<'a> Applier<'a> {
                 self.make_room(&parent, &name, &raw_path)?;
                 rustix::fs::mknodat(&parent, &name, ft, Mode::from_raw_mode(mode & 0o777), dev)
                     .map_err(self.io_err(&raw_path, "creating the node"))?;
-                if self.privileged {
-                    rustix::fs::chownat(
-                        &parent,
-                        &name,
-                        Some(uid_of(uid)),
-                        Some(gid_of(gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(self.io_err(&raw_path, "setting its owner"))?;
-                }
+                self.chown_at(&parent, &name, &raw_path, uid, gid, report)?;
                 rustix::fs::chmodat(&parent, &name, Mode::from_raw_mode(mode), AtFlags::empty())
                     .map_err(self.io_err(&raw_path, "setting its mode"))?;
                 let _ =
@@ -732,6 +712,32 @@ impl<'a> Applier<'a> {
             }
         }
         self.created.insert(path);
+        Ok(())
+    }
+
+    /// Sets the owner of `name` (never following it) when privileged; counts the
+    /// skip otherwise.
+    fn chown_at(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        raw: &Path,
+        uid: u64,
+        gid: u64,
+        report: &mut Report,
+    ) -> Result<()> {
+        if self.privileged {
+            rustix::fs::chownat(
+                parent,
+                name,
+                Some(uid_of(uid)),
+                Some(gid_of(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(self.io_err(raw, "setting its owner"))?;
+        } else {
+            report.skipped_owners += u64::from(uid != 0 || gid != 0);
+        }
         Ok(())
     }
 
