@@ -14,6 +14,8 @@ times, alternating the order run by run, with the page cache dropped before each
             inside the Python process (no start-up counted)
   process   the same as a program of its own (lib/examples/floor: std and
             crikit's hasher), timed like the tools: start-up counted
+  durable   the in-process floor plus an fsync of every blob, as a pull that
+            survives a crash must do
 
 and prints a markdown table of medians and same-run ratios, then SHA-256 throughput of
 the hasher every blob goes through against coreutils' sha256sum. Needs root.
@@ -102,7 +104,7 @@ def run_skopeo(addr, image, out):
     return timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{addr}/{image}:latest", f"oci:{out}:{image}"])
 
 
-def floor_blob(addr, image, digest, path):
+def floor_blob(addr, image, digest, path, durable=False):
     import hashlib
     h = hashlib.sha256()
     with urllib.request.urlopen(f"http://{addr}/v2/{image}/blobs/{digest}") as r, open(path, "wb") as f:
@@ -112,6 +114,9 @@ def floor_blob(addr, image, digest, path):
                 break
             h.update(chunk)
             f.write(chunk)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     if "sha256:" + h.hexdigest() != digest:
         die(f"floor: {digest} arrived with digest sha256:{h.hexdigest()}")
 
@@ -121,11 +126,11 @@ def run_process_floor(addr, image, out, blobs):
     return timed([exe, addr, image, out] + [d for d, _ in blobs])
 
 
-def run_floor(addr, image, out, blobs):
+def run_floor(addr, image, out, blobs, durable=False):
     import threading
     os.makedirs(out)
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=floor_blob, args=(addr, image, d, os.path.join(out, d[7:]))) for d, _ in blobs]
+    threads = [threading.Thread(target=floor_blob, args=(addr, image, d, os.path.join(out, d[7:]), durable)) for d, _ in blobs]
     for t in threads:
         t.start()
     for t in threads:
@@ -164,12 +169,13 @@ def main():
         for image in args.images.split(","):
             blobs = manifest_blobs(addr, image)
             size = sum(s for _, s in blobs)
-            times = {"imgpull": [], "skopeo": [], "floor": [], "process": []}
+            times = {"imgpull": [], "skopeo": [], "floor": [], "process": [], "durable": []}
             tools = {
                 "imgpull": lambda out: run_imgpull(addr, image, out),
                 "skopeo": lambda out: run_skopeo(addr, image, out),
                 "floor": lambda out: run_floor(addr, image, out, blobs),
                 "process": lambda out: run_process_floor(addr, image, out, blobs),
+                "durable": lambda out: run_floor(addr, image, out, blobs, durable=True),
             }
             order = list(tools)
             for i in range(args.runs):
@@ -187,13 +193,13 @@ def main():
                     shutil.rmtree(os.path.join(work, e), ignore_errors=True)
         print(f"\nCold pulls, median of {args.runs}, page cache dropped before each run "
               f"(`make bench`, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n")
-        print("| image | compressed | floor | floor as a process | imgpull | skopeo copy | imgpull / skopeo "
-              "| imgpull / floor | skopeo / floor |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| image | compressed | floor | floor as a process | floor + fsync | imgpull | skopeo copy "
+              "| imgpull / skopeo | imgpull / floor | imgpull / floor + fsync | skopeo / floor |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for image, size, m in rows:
-            print(f"| {image} | {size / 1e6:.0f} MB | {m['floor']:.2f} s | {m['process']:.2f} s | {m['imgpull']:.2f} s "
-                  f"| {m['skopeo']:.2f} s | {m['imgpull'] / m['skopeo']:.2f} | {m['imgpull'] / m['floor']:.2f} "
-                  f"| {m['skopeo'] / m['floor']:.2f} |")
+            print(f"| {image} | {size / 1e6:.0f} MB | {m['floor']:.2f} s | {m['process']:.2f} s | {m['durable']:.2f} s "
+                  f"| {m['imgpull']:.2f} s | {m['skopeo']:.2f} s | {m['imgpull'] / m['skopeo']:.2f} "
+                  f"| {m['imgpull'] / m['floor']:.2f} | {m['imgpull'] / m['durable']:.2f} | {m['skopeo'] / m['floor']:.2f} |")
         hash_speed(work)
     finally:
         proc.kill()

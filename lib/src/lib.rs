@@ -14,6 +14,7 @@ pub mod cli;
 pub mod digest;
 pub mod layer;
 pub mod layout;
+pub mod monitor;
 pub mod paths;
 pub mod platform;
 pub mod progress;
