@@ -377,8 +377,10 @@ impl Store {
         let mut ann = descriptor.annotations().clone().unwrap_or_default();
         ann.insert(REF_NAME.to_string(), name.to_string());
         descriptor.set_annotations(Some(ann));
-        // Checked before the entry goes in: never an entry whose blobs are missing.
+        // Checked before the entry goes in: never an entry whose blobs are missing,
+        // and their renames made durable first.
         self.reachable_from(&descriptor, &mut HashSet::new())?;
+        sync_dir(&self.dir.join("blobs").join("sha256"))?;
         self.update_index(|m| {
             m.retain(|d| ref_name(d) != Some(name));
             m.push(descriptor);
@@ -688,7 +690,8 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Verifies size and digest, fsyncs, and renames the blob into the store.
+    /// Verifies size and digest, fsyncs, and renames the blob into the store. The
+    /// directory is fsynced by [`Store::add_image`], before an entry names the blob.
     pub fn commit(self) -> Result<()> {
         let BlobWriter {
             store,
@@ -721,9 +724,12 @@ impl BlobWriter {
             .map_err(|e| LayoutError::io("syncing", tmp.path(), e))?;
         let dest = store.blob_path(&expected);
         set_mode_0644(tmp.as_file(), &dest)?;
+        // The rename becomes durable with the fsync of blobs/ that add_image does
+        // before any index entry can name this blob: one directory flush per image
+        // instead of one per blob.
         tmp.persist(&dest)
             .map_err(|e| LayoutError::io("renaming into", &dest, e.error))?;
-        sync_dir(dest.parent().unwrap_or(store.dir()))
+        Ok(())
     }
 }
 
