@@ -1,8 +1,18 @@
 complete -c ctrmon -l bundle -d 'Bundle directory of the container' -r -F
 complete -c ctrmon -l id -d 'Container id' -r
+complete -c ctrmon -l runtime -d 'OCI runtime to run' -r -F
+complete -c ctrmon -l runtime-root -d 'The runtime\'s state directory (its --root)' -r -F
+complete -c ctrmon -l run-dir -d 'ctrmon\'s own state directory; defaults for the files below live in RUN/ctrmon/ID' -r -F
+complete -c ctrmon -l log-path -d 'CRI log file [default: RUN/ctrmon/ID/ctr.log]' -r -F
+complete -c ctrmon -l exit-file -d 'Exit status file, JSON [default: RUN/ctrmon/ID/exit]' -r -F
+complete -c ctrmon -l pid-file -d 'Container pid file [default: RUN/ctrmon/ID/pid]' -r -F
+complete -c ctrmon -l sync-fd -d 'Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to' -r
+complete -c ctrmon -l log-line-max -d 'Split log lines longer than this many bytes into partial records' -r
 complete -c ctrmon -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c ctrmon -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c ctrmon -l start -d 'Also start the container (without it the caller runs `RUNTIME start`)'
+complete -c ctrmon -l cleanup -d 'Run `RUNTIME delete` once the container has exited'
 complete -c ctrmon -s v -l verbose -d 'More diagnostics (-v info, -vv debug, -vvv trace)'
 complete -c ctrmon -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctrmon -s V -l version -d 'Print version'

@@ -74,6 +74,15 @@ echo "$REF" | "$BIN/bundlegen" --root "$ROOT" - "$W/hello-bundle"
 echo "\$ jq .process.args \$W/hello-bundle/config.json"; jq -c .process.args "$W/hello-bundle/config.json"
 echo "\$ runc run -b \$W/hello-bundle crikit-demo"
 runc --root "$W/runc" run -b "$W/hello-bundle" crikit-demo
+runc --root "$W/runc" delete -f crikit-demo >/dev/null 2>&1 || true
+
+step "the same bundle under ctrmon: CRI log and exit file"
+echo "\$ ctrmon --bundle \$W/hello-bundle --id crikit-demo --start   (prints the container pid)"
+"$BIN/ctrmon" --bundle "$W/hello-bundle" --id crikit-demo --start --cleanup \
+  --run-dir "$W/run" --runtime-root "$W/runc"
+for _ in $(seq 100); do [ -s "$W/run/ctrmon/crikit-demo/exit" ] && break; sleep 0.05; done
+echo "\$ cat \$RUN/ctrmon/crikit-demo/ctr.log"; cat "$W/run/ctrmon/crikit-demo/ctr.log"
+echo "\$ cat \$RUN/ctrmon/crikit-demo/exit"; cat "$W/run/ctrmon/crikit-demo/exit"
 echo "\$ bundlegen --remove \$W/hello-bundle"
 "$BIN/bundlegen" --root "$ROOT" --remove "$W/hello-bundle"
 echo

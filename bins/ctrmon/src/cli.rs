@@ -1,29 +1,126 @@
 //! Command line of ctrmon.
 
+use anyhow::{Context, Result};
 use crikit::cli::LogArgs;
+use crikit::monitor::run::{MonitorConfig, Report};
+use std::io::Write;
+use std::path::PathBuf;
 
 /// Man page sections written by hand, spliced after the generated ones.
 pub const MAN_EXTRA: &str = include_str!("../../../man/ctrmon.extra.roff");
 
 /// Monitor one OCI container run by runc: stdio, CRI logs, exit status
 ///
-/// This version of ctrmon only describes itself; it performs no work yet and
-/// fails with exit status 1 when run.
+/// Checks the bundle, then detaches a monitor process (new session, double fork) that
+/// runs `RUNTIME create` with pipes for the container's stdout and stderr, and with
+/// --start also `RUNTIME start`. ctrmon returns once the container exists: it prints
+/// the container's pid on stdout (and, with --sync-fd, writes {"pid": N} to that
+/// descriptor), or fails with the runtime's own error text. The monitor stays behind
+/// as the container's subreaper, writes its output to the CRI log, reopens the log on
+/// SIGHUP, and writes the exit file when the container ends.
 #[derive(Debug, clap::Parser)]
 #[command(name = "ctrmon", version, max_term_width = 100)]
 pub struct Args {
     /// Bundle directory of the container
     #[arg(long, value_name = "DIR")]
-    pub bundle: Option<std::path::PathBuf>,
+    pub bundle: PathBuf,
     /// Container id
     #[arg(long, value_name = "ID")]
-    pub id: Option<String>,
+    pub id: String,
+    /// OCI runtime to run
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "runc",
+        env = "CTRMON_RUNTIME"
+    )]
+    pub runtime: PathBuf,
+    /// The runtime's state directory (its --root)
+    #[arg(long, value_name = "DIR")]
+    pub runtime_root: Option<PathBuf>,
+    /// ctrmon's own state directory; defaults for the files below live in RUN/ctrmon/ID
+    ///
+    /// Defaults to /run/crikit as root, $XDG_RUNTIME_DIR/crikit otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// CRI log file [default: RUN/ctrmon/ID/ctr.log]
+    #[arg(long, value_name = "FILE")]
+    pub log_path: Option<PathBuf>,
+    /// Exit status file, JSON [default: RUN/ctrmon/ID/exit]
+    #[arg(long, value_name = "FILE")]
+    pub exit_file: Option<PathBuf>,
+    /// Container pid file [default: RUN/ctrmon/ID/pid]
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to
+    #[arg(long, value_name = "N")]
+    pub sync_fd: Option<i32>,
+    /// Also start the container (without it the caller runs `RUNTIME start`)
+    #[arg(long)]
+    pub start: bool,
+    /// Run `RUNTIME delete` once the container has exited
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Split log lines longer than this many bytes into partial records
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    pub log_line_max: usize,
 
     #[command(flatten)]
     pub log: LogArgs,
 }
 
 /// Runs ctrmon.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not available in this version of crikit")
+pub fn run(args: Args) -> Result<()> {
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(crikit::paths::default_run_dir);
+    let state = run_dir.join("ctrmon").join(&args.id);
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let bundle = std::path::absolute(&args.bundle)
+        .with_context(|| format!("bundle {}", args.bundle.display()))?;
+    let abs = |p: Option<&PathBuf>, default: &str| -> Result<PathBuf> {
+        let p = p.cloned().unwrap_or_else(|| state.join(default));
+        Ok(std::path::absolute(&p)?)
+    };
+    let cfg = MonitorConfig {
+        bundle,
+        id: args.id.clone(),
+        runtime: args.runtime.clone(),
+        runtime_root: args.runtime_root.clone(),
+        log_path: abs(args.log_path.as_ref(), "ctr.log")?,
+        exit_file: abs(args.exit_file.as_ref(), "exit")?,
+        pid_file: abs(args.pid_file.as_ref(), "pid")?,
+        runtime_log: state.join("runtime.log"),
+        monitor_pid_file: state.join("ctrmon.pid"),
+        start: args.start,
+        cleanup: args.cleanup,
+        max_line: args.log_line_max,
+    };
+    let report = match crikit::monitor::run::spawn(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(fd) = args.sync_fd {
+                let r = Report {
+                    pid: -1,
+                    message: Some(e.to_string()),
+                };
+                let _ = crikit::monitor::run::report_to_fd(fd, &r);
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(fd) = args.sync_fd {
+        crikit::monitor::run::report_to_fd(fd, &report).context("writing to --sync-fd")?;
+    }
+    if report.pid < 0 {
+        anyhow::bail!(
+            "{} failed for {}: {}",
+            args.runtime.display(),
+            args.id,
+            report.message.unwrap_or_default()
+        );
+    }
+    writeln!(std::io::stdout(), "{}", report.pid)?;
+    Ok(())
 }

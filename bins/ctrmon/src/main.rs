@@ -1,4 +1,4 @@
-//! ctrmon: Monitor one OCI container run by runc: stdio, CRI logs, exit status.
+//! ctrmon: monitor one OCI container run by runc.
 
 mod cli;
 

@@ -7,6 +7,9 @@
 //! lines of a read become `F` records, a trailing fragment a `P` record, and lines
 //! longer than a bound are cut into `P` records.
 
+#[allow(unsafe_code)]
+pub mod run;
+
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};

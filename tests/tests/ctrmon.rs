@@ -1,0 +1,287 @@
+//! ctrmon with real runc: exit statuses, CRI logs, log reopening, detaching, and
+//! the runtime's errors reaching the caller.
+
+use e2e::image::push;
+use e2e::{bin, run, Image, Registry, Run, TempRoot};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(120);
+
+struct World {
+    tmp: TempRoot,
+    image: String,
+    runc_root: PathBuf,
+    ids: std::cell::RefCell<Vec<String>>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for id in self.ids.borrow().iter() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&self.runc_root)
+                .args(["delete", "-f", id])
+                .output();
+        }
+    }
+}
+
+impl World {
+    fn new() -> World {
+        let reg = Registry::start();
+        let tmp = TempRoot::new();
+        let p = push(&reg.addr, "mon/busybox", "1", &Image::busybox());
+        let mut c = Command::new(bin("imgpull"));
+        c.arg("--root").arg(tmp.path().join("state")).args([
+            "--insecure-registry",
+            &reg.addr,
+            "-q",
+            &p.reference,
+        ]);
+        c.env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
+        let image = run(c, T).ok().stdout.trim().to_string();
+        let runc_root = tmp.path().join("runc");
+        World {
+            tmp,
+            image,
+            runc_root,
+            ids: Default::default(),
+        }
+    }
+
+    fn bundle(&self, name: &str, extra: &[&str], script: &str) -> PathBuf {
+        let b = self.tmp.path().join(name);
+        let mut c = Command::new(bin("bundlegen"));
+        c.arg("--root")
+            .arg(self.tmp.path().join("state"))
+            .args(extra)
+            .arg(&self.image)
+            .arg(&b);
+        c.args(["--", "/bin/sh", "-c", script]);
+        run(c, T).ok();
+        b
+    }
+
+    fn state(&self, id: &str) -> PathBuf {
+        self.tmp.path().join("run/ctrmon").join(id)
+    }
+
+    fn ctrmon(&self, bundle: &Path, id: &str, extra: &[&str]) -> Run {
+        self.ids.borrow_mut().push(id.to_string());
+        let mut c = Command::new(bin("ctrmon"));
+        c.arg("--bundle")
+            .arg(bundle)
+            .args(["--id", id, "--run-dir"])
+            .arg(self.tmp.path().join("run"));
+        c.arg("--runtime-root").arg(&self.runc_root).args(extra);
+        run(c, T)
+    }
+
+    fn exit(&self, id: &str) -> serde_json::Value {
+        let p = self.state(id).join("exit");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !p.exists() {
+            assert!(Instant::now() < deadline, "no exit file for {id}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+    }
+
+    fn log(&self, id: &str) -> Vec<(String, String, String)> {
+        std::fs::read_to_string(self.state(id).join("ctr.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut p = l.splitn(4, ' ');
+                let ts = p.next().unwrap_or_default();
+                assert!(ts.ends_with('Z') && ts.len() == 30, "timestamp {ts:?}");
+                (
+                    p.next().unwrap_or_default().to_string(),
+                    p.next().unwrap_or_default().to_string(),
+                    p.next().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn runc(&self, args: &[&str]) {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&self.runc_root)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "runc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn exit_codes_and_signals() {
+    let w = World::new();
+    for (id, script, want) in [("ok", "exit 0", 0), ("one", "exit 1", 1)] {
+        let b = w.bundle(id, &[], script);
+        let r = w.ctrmon(&b, id, &["--start", "--cleanup"]).ok();
+        assert!(
+            r.stdout.trim().parse::<i32>().unwrap() > 0,
+            "{}",
+            r.describe()
+        );
+        let e = w.exit(id);
+        assert_eq!(e["exit_code"], want);
+        assert_eq!(e["reason"], if want == 0 { "Completed" } else { "Error" });
+        assert_eq!(e["oom_killed"], false);
+    }
+    // The shell must not be its PID namespace's init, which ignores signals it has no
+    // handler for: these containers share the host's PID namespace.
+    let patch = w.tmp.path().join("no-pidns.json");
+    std::fs::write(
+        &patch,
+        r#"{"linux": {"namespaces": [{"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}]}}"#,
+    )
+    .unwrap();
+    for (id, sig, want) in [("killed", "KILL", 137), ("termed", "TERM", 143)] {
+        let b = w.bundle(id, &["--patch", patch.to_str().unwrap()], "sleep 100");
+        let r = w.ctrmon(&b, id, &["--start"]).ok();
+        let state = Command::new("runc")
+            .arg("--root")
+            .arg(&w.runc_root)
+            .args(["state", id])
+            .output()
+            .unwrap();
+        assert!(
+            state.status.success(),
+            "{}\n{}",
+            r.describe(),
+            String::from_utf8_lossy(&state.stderr)
+        );
+        w.runc(&["kill", id, sig]);
+        let e = w.exit(id);
+        assert_eq!(e["exit_code"], want, "{e}");
+    }
+}
+
+#[test]
+fn cri_log_lines_partial_and_split() {
+    let w = World::new();
+    let b = w.bundle(
+        "log",
+        &[],
+        "echo out1; echo err1 >&2; printf part; sleep 0.1; echo ial; echo 0123456789abcdefghij",
+    );
+    w.ctrmon(&b, "log", &["--start", "--log-line-max", "8"])
+        .ok();
+    w.exit("log");
+    let lines = w.log("log");
+    let has = |s: &str, t: &str, x: &str| lines.iter().any(|l| l.0 == s && l.1 == t && l.2 == x);
+    assert!(
+        has("stdout", "F", "out1") && has("stderr", "F", "err1"),
+        "{lines:?}"
+    );
+    assert!(
+        has("stdout", "P", "part") && has("stdout", "F", "ial"),
+        "{lines:?}"
+    );
+    assert!(
+        has("stdout", "P", "01234567")
+            && has("stdout", "P", "89abcdef")
+            && has("stdout", "F", "ghij"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn log_reopens_after_rotation_and_monitor_outlives_its_caller() {
+    let w = World::new();
+    let b = w.bundle("rot", &[], "echo before; sleep 1; echo after");
+    // The caller is killed outright right after ctrmon returns: the monitor, in its
+    // own session, carries on.
+    let mut c = Command::new("setsid");
+    c.arg("--wait")
+        .arg(bin("ctrmon"))
+        .arg("--bundle")
+        .arg(&b)
+        .args(["--id", "rot", "--run-dir"]);
+    c.arg(w.tmp.path().join("run"))
+        .arg("--runtime-root")
+        .arg(&w.runc_root)
+        .arg("--start");
+    w.ids.borrow_mut().push("rot".into());
+    let mut child = c.stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid_file = w.state("rot").join("ctrmon.pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "no monitor started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The caller's whole session goes (setsid made it a group of its own).
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+    let log = w.state("rot").join("ctr.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("before")
+    {
+        assert!(Instant::now() < deadline, "no output logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::rename(&log, w.state("rot").join("ctr.log.1")).unwrap();
+    let pid = std::fs::read_to_string(w.state("rot").join("ctrmon.pid")).unwrap();
+    let pid: i32 = pid.trim().parse().expect("monitor pid");
+    assert!(pid > 1, "monitor pid {pid}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP to the monitor");
+    let e = w.exit("rot");
+    assert_eq!(e["exit_code"], 0);
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("stdout F after"));
+    assert!(!std::fs::read_to_string(w.state("rot").join("ctr.log.1"))
+        .unwrap()
+        .contains("after"));
+}
+
+#[test]
+fn bad_bundles_and_runtime_errors_reach_the_caller() {
+    let w = World::new();
+    let missing = w.tmp.path().join("nope");
+    let r = w.ctrmon(&missing, "missing", &[]).expect_code(1);
+    assert!(r.stderr.contains("config.json"), "{}", r.describe());
+    // A bind mount of a missing source: runc create fails, and says why.
+    let b = w.bundle("badmount", &[], "true");
+    let cfg = b.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/x", "type": "bind", "source": "/definitely/missing", "options": ["rbind"]}));
+    std::fs::write(&cfg, serde_json::to_vec(&v).unwrap()).unwrap();
+    let r = w.ctrmon(&b, "badmount", &["--start"]).expect_code(1);
+    assert!(
+        r.stderr.contains("/definitely/missing") || r.stderr.contains("no such file"),
+        "{}",
+        r.describe()
+    );
+    // The same text on --sync-fd, as one JSON line.
+    let mut c = Command::new("bash");
+    c.arg("-c").arg(format!(
+        "{} --bundle {} --id badmount2 --run-dir {} --runtime-root {} --sync-fd 3 3>{}/sync; true",
+        bin("ctrmon").display(),
+        b.display(),
+        w.tmp.path().join("run").display(),
+        w.runc_root.display(),
+        w.tmp.path().display()
+    ));
+    run(c, T).ok();
+    let line = std::fs::read_to_string(w.tmp.path().join("sync")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["pid"], -1);
+    assert!(v["message"].as_str().unwrap().contains("missing"), "{line}");
+}
