@@ -72,14 +72,30 @@ impl Run {
 }
 
 /// Runs `cmd` to completion within `timeout`; kills it and panics past that.
-pub fn run(mut cmd: Command, timeout: Duration) -> Run {
+pub fn run(cmd: Command, timeout: Duration) -> Run {
+    run_input(cmd, None, timeout)
+}
+
+/// Like [`run`], with `input` on the command's stdin (None: /dev/null).
+pub fn run_input(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> Run {
     let argv = format!("{cmd:?}");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {argv}: {e}"));
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        let data = data.to_vec();
+        // A writer thread, so a command that does not read cannot wedge the test.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+    }
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let t_out = std::thread::spawn(move || {

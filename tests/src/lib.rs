@@ -10,11 +10,26 @@ pub mod proxy;
 pub mod registry;
 pub mod runc;
 
-pub use cmd::{bin, run, Run};
+pub use cmd::{bin, run, run_input, Run};
 pub use image::{Compression, Entry, Image, Layer, ManifestFormat, Pushed};
 pub use proxy::{Fault, Proxy};
 pub use registry::Registry;
 pub use runc::Runc;
+
+/// Pulls `reference` from the loopback registry `registry` into the store under
+/// `root` with imgpull; returns the `NAME@DIGEST` line it printed.
+pub fn pull_into(root: &std::path::Path, registry: &str, reference: &str) -> String {
+    let mut c = std::process::Command::new(bin("imgpull"));
+    c.arg("--root")
+        .arg(root)
+        .args(["--insecure-registry", registry, "-q", reference]);
+    c.env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
+    run(c, std::time::Duration::from_secs(120))
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+}
 
 /// sha256 digest string of `data`.
 pub fn sha256(data: &[u8]) -> String {

@@ -2,7 +2,9 @@
 //! made into bundles and run with real runc.
 
 use e2e::image::push;
-use e2e::{bin, run, Compression, Entry, Image, Layer, Registry, Run, Runc, TempRoot};
+use e2e::{
+    bin, pull_into, run, run_input, Compression, Entry, Image, Layer, Registry, Run, Runc, TempRoot,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -34,15 +36,7 @@ impl World {
     /// Pushes and pulls an image; returns the line imgpull printed.
     fn image(&self, repo: &str, img: &Image) -> String {
         let p = push(&self.reg.addr, repo, "1", img);
-        let mut c = Command::new(bin("imgpull"));
-        c.arg("--root").arg(self.root()).args([
-            "--insecure-registry",
-            &self.reg.addr,
-            "-q",
-            &p.reference,
-        ]);
-        c.env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
-        run(c, T).ok().stdout.trim().to_string()
+        pull_into(&self.root(), &self.reg.addr, &p.reference)
     }
 
     fn bundlegen(&self, args: &[&str]) -> Run {
@@ -100,26 +94,8 @@ fn pipeline_runs_under_runc_and_the_second_bundle_unpacks_nothing() {
         .args(["--json", "-"])
         .arg(&b)
         .args(sh("echo hello from crikit; exit 3"));
-    c.stdin(std::process::Stdio::piped());
-    let mut child = c
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{line}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = run_input(c, Some(format!("{line}\n").as_bytes()), T).ok();
+    let info: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(info["version"], 1);
     assert_eq!(info["data"]["layers_unpacked"], 1);
     let r = w.runc.run(&b);
@@ -399,12 +375,7 @@ fn a_layer_changed_in_the_store_is_refused() {
         "1",
         &Image::new(vec![Layer::busybox(Compression::Gzip), extra]),
     );
-    let mut c = Command::new(bin("imgpull"));
-    c.arg("--root")
-        .arg(w.root())
-        .args(["--insecure-registry", &w.reg.addr, "-q", &p.reference]);
-    c.env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
-    run(c, T).ok();
+    pull_into(&w.root(), &w.reg.addr, &p.reference);
     // Flip a byte of the plain layer's file content on disk, behind the store's back.
     let blob = w
         .root()
@@ -543,25 +514,9 @@ fn env_file_patch_from_stdin_and_host_network() {
     c.args(sh(
         "echo $FROM_FILE $SHARED $PATCHED; cat /proc/net/dev | grep -c :",
     ));
-    c.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("spawn");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(
-            br#"{"process": {"env": ["PATH=/bin", "FROM_FILE=1", "SHARED=flag", "PATCHED=yes"]}}"#,
-        )
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let patch =
+        br#"{"process": {"env": ["PATH=/bin", "FROM_FILE=1", "SHARED=flag", "PATCHED=yes"]}}"#;
+    run_input(c, Some(patch), T).ok();
     let r = w.runc.run(&b).ok();
     let mut lines = r.stdout.lines();
     assert_eq!(lines.next(), Some("1 flag yes"), "{}", r.describe());

@@ -2,7 +2,7 @@
 //! the runtime's errors reaching the caller.
 
 use e2e::image::push;
-use e2e::{bin, run, Image, Registry, Run, TempRoot};
+use e2e::{bin, pull_into, run, Image, Registry, Run, TempRoot};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,15 +33,7 @@ impl World {
         let reg = Registry::start();
         let tmp = TempRoot::new();
         let p = push(&reg.addr, "mon/busybox", "1", &Image::busybox());
-        let mut c = Command::new(bin("imgpull"));
-        c.arg("--root").arg(tmp.path().join("state")).args([
-            "--insecure-registry",
-            &reg.addr,
-            "-q",
-            &p.reference,
-        ]);
-        c.env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
-        let image = run(c, T).ok().stdout.trim().to_string();
+        let image = pull_into(&tmp.path().join("state"), &reg.addr, &p.reference);
         let runc_root = tmp.path().join("runc");
         World {
             tmp,
