@@ -277,3 +277,18 @@ fn bad_bundles_and_runtime_errors_reach_the_caller() {
     assert_eq!(v["pid"], -1);
     assert!(v["message"].as_str().unwrap().contains("missing"), "{line}");
 }
+
+#[test]
+fn oom_kill_is_reported() {
+    let w = World::new();
+    let b = w.bundle(
+        "oom",
+        &["--memory", "16m"],
+        "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; while true; do x=\"$x$x\"; done",
+    );
+    w.ctrmon(&b, "oom", &["--start", "--cleanup"]).ok();
+    let e = w.exit("oom");
+    assert_eq!(e["oom_killed"], true, "{e}");
+    assert_eq!(e["reason"], "OOMKilled");
+    assert_eq!(e["exit_code"], 137);
+}
