@@ -8,6 +8,7 @@ complete -c ctrmon -l exit-file -d 'Exit status file, JSON [default: RUN/ctrmon/
 complete -c ctrmon -l pid-file -d 'Container pid file [default: RUN/ctrmon/ID/pid]' -r -F
 complete -c ctrmon -l sync-fd -d 'Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to' -r
 complete -c ctrmon -l log-line-max -d 'Split log lines longer than this many bytes into partial records' -r
+complete -c ctrmon -l log-size-max -d 'Truncate the log and start over when it would grow past this many bytes' -r
 complete -c ctrmon -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c ctrmon -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"

@@ -292,3 +292,19 @@ fn oom_kill_is_reported() {
     assert_eq!(e["reason"], "OOMKilled");
     assert_eq!(e["exit_code"], 137);
 }
+
+#[test]
+fn log_size_max_bounds_the_file() {
+    let w = World::new();
+    let b = w.bundle("big", &[], "i=0; while [ $i -lt 200 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done");
+    w.ctrmon(&b, "big", &["--start", "--log-size-max", "4096"])
+        .ok();
+    w.exit("big");
+    let log = std::fs::read_to_string(w.state("big").join("ctr.log")).unwrap();
+    assert!(log.len() <= 4096, "log is {} bytes", log.len());
+    assert!(
+        log.contains("line-199-"),
+        "the newest output is kept: {log}"
+    );
+    assert!(!log.contains("line-0-"), "the oldest output was dropped");
+}

@@ -65,6 +65,10 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
     pub log_line_max: usize,
 
+    /// Truncate the log and start over when it would grow past this many bytes
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_size_max: Option<u64>,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -96,6 +100,7 @@ pub fn run(args: Args) -> Result<()> {
         start: args.start,
         cleanup: args.cleanup,
         max_line: args.log_line_max,
+        log_size_max: args.log_size_max,
     };
     let report = match crikit::monitor::run::spawn(&cfg) {
         Ok(r) => r,

@@ -79,6 +79,18 @@ impl<W: Write> CriLog<W> {
 
     /// Records one read of container output, stamped `now`. Returns bytes written.
     pub fn write(&mut self, stream: Stream, data: &[u8], now: SystemTime) -> io::Result<u64> {
+        let buf = self.records(stream, data, now);
+        self.out.write_all(&buf)?;
+        Ok(buf.len() as u64)
+    }
+
+    /// The writer, to truncate or replace it.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    /// The records one read of output becomes.
+    pub fn records(&self, stream: Stream, data: &[u8], now: SystemTime) -> Vec<u8> {
         let ts = rfc3339_nanos(now);
         let mut buf = Vec::with_capacity(data.len() + 64);
         let mut rest = data;
@@ -97,8 +109,7 @@ impl<W: Write> CriLog<W> {
             }
             rest = next;
         }
-        self.out.write_all(&buf)?;
-        Ok(buf.len() as u64)
+        buf
     }
 
     /// The writer, back.

@@ -79,6 +79,9 @@ pub struct MonitorConfig {
     pub cleanup: bool,
     /// Lines longer than this are split into partial records.
     pub max_line: usize,
+    /// When the log would grow past this many bytes it is truncated and starts over,
+    /// as conmon does with --log-size-max.
+    pub log_size_max: Option<u64>,
 }
 
 /// What the monitor tells its caller once the container exists.
@@ -296,6 +299,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
             cfg.max_line,
         ),
     };
+    let mut log_size = log.get_mut().metadata().map(|m| m.len()).unwrap_or(0);
     let mut status: Option<(Option<i32>, Option<i32>)> = None;
     let mut open = [Some(File::from(out_r)), Some(File::from(err_r))];
     let mut buf = vec![0u8; 64 * 1024];
@@ -349,7 +353,16 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
             if n == 0 {
                 open[i] = None;
             } else {
-                let _ = log.write(stream, &buf[..n], SystemTime::now());
+                let records = log.records(stream, &buf[..n], SystemTime::now());
+                if let Some(max) = cfg.log_size_max {
+                    if log_size + records.len() as u64 > max {
+                        let _ = log.get_mut().set_len(0);
+                        log_size = 0;
+                    }
+                }
+                if log.get_mut().write_all(&records).is_ok() {
+                    log_size += records.len() as u64;
+                }
             }
         }
         if ready[0] {
@@ -357,6 +370,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
                 if info.ssi_signo == Signal::SIGHUP as u32 {
                     // Log rotation: the file was moved away; start a new one.
                     if let Ok(f) = open_log(&cfg.log_path) {
+                        log_size = f.metadata().map(|m| m.len()).unwrap_or(0);
                         log = CriLog::new(f, cfg.max_line);
                     }
                 }
