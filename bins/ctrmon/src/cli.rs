@@ -120,8 +120,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     if report.pid < 0 {
         anyhow::bail!(
-            "{} failed for {}: {}",
-            args.runtime.display(),
+            "container {}: {}",
             args.id,
             report.message.unwrap_or_default()
         );

@@ -229,6 +229,17 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(&mut report, format!("creating the output pipes: {e}")),
     };
+    // The log opens before anything is created: a bad --log-path fails cleanly.
+    let open_log = |p: &Path| OpenOptions::new().create(true).append(true).open(p);
+    let mut log = match open_log(&cfg.log_path) {
+        Ok(f) => CriLog::new(f, cfg.max_line),
+        Err(e) => {
+            return fail(
+                &mut report,
+                format!("opening the log {}: {e}", cfg.log_path.display()),
+            )
+        }
+    };
     let _ = std::fs::remove_file(&cfg.runtime_log);
     // std resets the signal mask of the child, so runc and the container start clean.
     let created = runtime_cmd(cfg)
@@ -244,7 +255,16 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         .status();
     match created {
         Ok(s) if s.success() => {}
-        Ok(s) => return fail(&mut report, runtime_error(cfg, &format!("exited with {s}"))),
+        Ok(s) => {
+            return fail(
+                &mut report,
+                format!(
+                    "{} create: {}",
+                    cfg.runtime.display(),
+                    runtime_error(cfg, &format!("exited with {s}"))
+                ),
+            )
+        }
         Err(e) => {
             return fail(
                 &mut report,
@@ -270,7 +290,11 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
             Ok(s) => {
                 return fail(
                     &mut report,
-                    runtime_error(cfg, &format!("start exited with {s}")),
+                    format!(
+                        "{} start: {}",
+                        cfg.runtime.display(),
+                        runtime_error(cfg, &format!("exited with {s}"))
+                    ),
                 )
             }
             Err(e) => {
@@ -288,17 +312,6 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     let oom_before = cgroup.as_deref().map(oom_kills).unwrap_or(0);
     send(&mut report, &Report { pid, message: None });
 
-    let open_log = |p: &Path| OpenOptions::new().create(true).append(true).open(p);
-    let mut log = match open_log(&cfg.log_path) {
-        Ok(f) => CriLog::new(f, cfg.max_line),
-        Err(_) => CriLog::new(
-            File::options()
-                .write(true)
-                .open("/dev/null")
-                .expect("/dev/null"),
-            cfg.max_line,
-        ),
-    };
     let mut log_size = log.get_mut().metadata().map(|m| m.len()).unwrap_or(0);
     let mut status: Option<(Option<i32>, Option<i32>)> = None;
     let mut open = [Some(File::from(out_r)), Some(File::from(err_r))];
@@ -354,13 +367,15 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
                 open[i] = None;
             } else {
                 let records = log.records(stream, &buf[..n], SystemTime::now());
+                let mut records = &records[..];
                 if let Some(max) = cfg.log_size_max {
                     if log_size + records.len() as u64 > max {
                         let _ = log.get_mut().set_len(0);
                         log_size = 0;
+                        records = newest_within(records, max);
                     }
                 }
-                if log.get_mut().write_all(&records).is_ok() {
+                if log.get_mut().write_all(records).is_ok() {
                     log_size += records.len() as u64;
                 }
             }
@@ -405,6 +420,23 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         0
     } else {
         1
+    }
+}
+
+/// The newest whole records of `records` that fit in `max` bytes.
+fn newest_within(records: &[u8], max: u64) -> &[u8] {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    if records.len() <= max {
+        return records;
+    }
+    let cut = records.len() - max;
+    // Start after the first record boundary at or past the cut.
+    match records[cut.saturating_sub(1)..]
+        .iter()
+        .position(|&b| b == b'\n')
+    {
+        Some(i) => &records[(cut.saturating_sub(1) + i + 1).min(records.len())..],
+        None => &[],
     }
 }
 
@@ -466,4 +498,18 @@ pub fn report_to_fd(fd: i32, report: &Report) -> io::Result<()> {
     let mut line = serde_json::to_vec(report).map_err(io::Error::other)?;
     line.push(b'\n');
     f.write_all(&line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_within;
+
+    #[test]
+    fn newest_records_that_fit() {
+        let r = b"aaaa\nbbbb\ncccc\n";
+        assert_eq!(newest_within(r, 100), r);
+        assert_eq!(newest_within(r, 10), b"bbbb\ncccc\n");
+        assert_eq!(newest_within(r, 9), b"cccc\n");
+        assert_eq!(newest_within(r, 3), b"");
+    }
 }
