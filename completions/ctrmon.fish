@@ -7,11 +7,13 @@ complete -c ctrmon -l log-path -d 'CRI log file [default: RUN/ctrmon/ID/ctr.log]
 complete -c ctrmon -l exit-file -d 'Exit status file, JSON [default: RUN/ctrmon/ID/exit]' -r -F
 complete -c ctrmon -l pid-file -d 'Container pid file [default: RUN/ctrmon/ID/pid]' -r -F
 complete -c ctrmon -l sync-fd -d 'Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to' -r
+complete -c ctrmon -l attach-socket -d 'Serve attach clients on this unix socket (framing: see the ATTACH section)' -r -F
 complete -c ctrmon -l log-line-max -d 'Split log lines longer than this many bytes into partial records' -r
 complete -c ctrmon -l log-size-max -d 'Truncate the log and start over when it would grow past this many bytes' -r
 complete -c ctrmon -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c ctrmon -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c ctrmon -l stdin -d 'Give the container a stdin pipe that attach clients write to'
 complete -c ctrmon -l start -d 'Also start the container (without it the caller runs `RUNTIME start`)'
 complete -c ctrmon -l cleanup -d 'Run `RUNTIME delete` once the container has exited'
 complete -c ctrmon -s v -l verbose -d 'More diagnostics (-v info, -vv debug, -vvv trace)'

@@ -308,3 +308,52 @@ fn log_size_max_bounds_the_file() {
     );
     assert!(!log.contains("line-0-"), "the oldest output was dropped");
 }
+
+#[test]
+fn attach_round_trip_with_stdin() {
+    use crikit::monitor::attach;
+    let w = World::new();
+    let b = w.bundle("att", &[], "cat; echo bye >&2");
+    let sock = w.tmp.path().join("att.sock");
+    w.ctrmon(
+        &b,
+        "att",
+        &[
+            "--start",
+            "--stdin",
+            "--attach-socket",
+            sock.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let mut a = attach::Client::connect(&sock).expect("connect");
+    let mut second = attach::Client::connect(&sock).expect("a second client");
+    a.stdin(b"hello through attach\n").unwrap();
+    let (kind, data) = a.next_frame().unwrap().expect("a frame");
+    assert_eq!(
+        (kind, data.as_slice()),
+        (attach::STDOUT, &b"hello through attach\n"[..])
+    );
+    let (kind, data) = second.next_frame().unwrap().expect("a frame");
+    assert_eq!(
+        (kind, data.as_slice()),
+        (attach::STDOUT, &b"hello through attach\n"[..]),
+        "both clients see output"
+    );
+    a.close_stdin().unwrap();
+    let mut frames = Vec::new();
+    while let Some(f) = a.next_frame().unwrap() {
+        frames.push(f);
+    }
+    assert!(
+        frames.contains(&(attach::STDERR, b"bye\n".to_vec())),
+        "{frames:?}"
+    );
+    let (kind, exit) = frames.last().cloned().expect("exit frame");
+    assert_eq!(kind, attach::EXIT);
+    let exit: serde_json::Value = serde_json::from_slice(&exit).unwrap();
+    assert_eq!(exit["exit_code"], 0);
+    let log = std::fs::read_to_string(w.state("att").join("ctr.log")).unwrap();
+    assert!(log.contains("stdout F hello through attach"), "{log}");
+    assert!(!sock.exists(), "the socket goes with the monitor");
+}

@@ -55,6 +55,12 @@ pub struct Args {
     /// Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to
     #[arg(long, value_name = "N")]
     pub sync_fd: Option<i32>,
+    /// Serve attach clients on this unix socket (framing: see the ATTACH section)
+    #[arg(long, value_name = "PATH")]
+    pub attach_socket: Option<PathBuf>,
+    /// Give the container a stdin pipe that attach clients write to
+    #[arg(long)]
+    pub stdin: bool,
     /// Also start the container (without it the caller runs `RUNTIME start`)
     #[arg(long)]
     pub start: bool,
@@ -101,6 +107,12 @@ pub fn run(args: Args) -> Result<()> {
         cleanup: args.cleanup,
         max_line: args.log_line_max,
         log_size_max: args.log_size_max,
+        attach_socket: args
+            .attach_socket
+            .as_ref()
+            .map(std::path::absolute)
+            .transpose()?,
+        stdin: args.stdin,
     };
     let report = match crikit::monitor::run::spawn(&cfg) {
         Ok(r) => r,

@@ -7,6 +7,7 @@
 //! lines of a read become `F` records, a trailing fragment a `P` record, and lines
 //! longer than a bound are cut into `P` records.
 
+pub mod attach;
 #[allow(unsafe_code)]
 pub mod run;
 

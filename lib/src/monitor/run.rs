@@ -6,7 +6,7 @@
 //! Single-threaded: one `poll(2)` over the output pipes and a signalfd (SIGCHLD to
 //! reap, SIGHUP to reopen the log). The forks happen before any thread exists.
 
-use super::{CriLog, ExitStatus, Stream};
+use super::{attach, CriLog, ExitStatus, Stream};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -82,6 +82,10 @@ pub struct MonitorConfig {
     /// When the log would grow past this many bytes it is truncated and starts over,
     /// as conmon does with --log-size-max.
     pub log_size_max: Option<u64>,
+    /// The attach socket to serve (see [`super::attach`]).
+    pub attach_socket: Option<PathBuf>,
+    /// Give the container a stdin pipe that attach clients write to.
+    pub stdin: bool,
 }
 
 /// What the monitor tells its caller once the container exists.
@@ -241,6 +245,38 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         }
     };
     let _ = std::fs::remove_file(&cfg.runtime_log);
+    let (stdin_for_runtime, mut stdin_w) = if cfg.stdin {
+        match nix::unistd::pipe() {
+            Ok((r, w)) => {
+                let _ = nix::fcntl::fcntl(
+                    &w,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                );
+                (Stdio::from(r), Some(File::from(w)))
+            }
+            Err(e) => return fail(&mut report, format!("creating the stdin pipe: {e}")),
+        }
+    } else {
+        (Stdio::null(), None)
+    };
+    // Listening before the pid is reported: the caller may attach right away.
+    let listener = match &cfg.attach_socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            match std::os::unix::net::UnixListener::bind(path) {
+                Ok(l) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+                    let _ = l.set_nonblocking(true);
+                    Some(l)
+                }
+                Err(e) => {
+                    return fail(&mut report, format!("listening on {}: {e}", path.display()))
+                }
+            }
+        }
+        None => None,
+    };
     // std resets the signal mask of the child, so runc and the container start clean.
     let created = runtime_cmd(cfg)
         .arg("create")
@@ -249,7 +285,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         .arg("--pid-file")
         .arg(&cfg.pid_file)
         .arg(&cfg.id)
-        .stdin(Stdio::null())
+        .stdin(stdin_for_runtime)
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
         .status();
@@ -315,23 +351,38 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     let mut log_size = log.get_mut().metadata().map(|m| m.len()).unwrap_or(0);
     let mut status: Option<(Option<i32>, Option<i32>)> = None;
     let mut open = [Some(File::from(out_r)), Some(File::from(err_r))];
+    let mut clients: Vec<AttachClient> = Vec::new();
+    let mut stdin_backlog: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if status.is_some() && open.iter().all(Option::is_none) {
             break;
         }
-        let mut fds = vec![nix::poll::PollFd::new(
-            sigfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let idx: Vec<usize> = (0..2).filter(|&i| open[i].is_some()).collect();
-        for &i in &idx {
-            if let Some(f) = &open[i] {
-                fds.push(nix::poll::PollFd::new(
-                    f.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                ));
+        use nix::poll::{PollFd, PollFlags};
+        // Slots: 0 signals, 1-2 output pipes, 3 listener, 4 stdin, 5.. clients.
+        let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+        let mut slots = vec![Slot::Signals];
+        for (i, f) in open.iter().enumerate() {
+            if let Some(f) = f {
+                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                slots.push(Slot::Output(i));
             }
+        }
+        if let Some(l) = &listener {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            slots.push(Slot::Listener);
+        }
+        if let (Some(w), false) = (&stdin_w, stdin_backlog.is_empty()) {
+            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLOUT));
+            slots.push(Slot::Stdin);
+        }
+        for (k, c) in clients.iter().enumerate() {
+            let mut ev = PollFlags::POLLIN;
+            if !c.out.is_empty() {
+                ev |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(c.stream.as_fd(), ev));
+            slots.push(Slot::Client(k));
         }
         // Once the container is gone, give its pipes a moment to drain, no more.
         let timeout = if status.is_some() {
@@ -345,69 +396,161 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => break,
         }
-        let ready: Vec<bool> = fds
+        let ready: Vec<(Slot, PollFlags)> = fds
             .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .zip(slots)
+            .filter_map(|(f, s)| f.revents().filter(|r| !r.is_empty()).map(|r| (s, r)))
             .collect();
         drop(fds);
-        for (k, &i) in idx.iter().enumerate() {
-            if !ready[k + 1] {
-                continue;
-            }
-            let stream = if i == 0 {
-                Stream::Stdout
-            } else {
-                Stream::Stderr
-            };
-            let n = match open[i].as_mut().map(|f| f.read(&mut buf)) {
-                Some(Ok(n)) => n,
-                _ => 0,
-            };
-            if n == 0 {
-                open[i] = None;
-            } else {
-                let records = log.records(stream, &buf[..n], SystemTime::now());
-                let mut records = &records[..];
-                if let Some(max) = cfg.log_size_max {
-                    if log_size + records.len() as u64 > max {
-                        let _ = log.get_mut().set_len(0);
-                        log_size = 0;
-                        records = newest_within(records, max);
+        let mut dead_clients = Vec::new();
+        for (slot, revents) in ready {
+            match slot {
+                Slot::Output(i) => {
+                    let stream = if i == 0 {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    };
+                    let n = match open[i].as_mut().map(|f| f.read(&mut buf)) {
+                        Some(Ok(n)) => n,
+                        _ => 0,
+                    };
+                    if n == 0 {
+                        open[i] = None;
+                        continue;
+                    }
+                    let records = log.records(stream, &buf[..n], SystemTime::now());
+                    let mut records = &records[..];
+                    if let Some(max) = cfg.log_size_max {
+                        if log_size + records.len() as u64 > max {
+                            let _ = log.get_mut().set_len(0);
+                            log_size = 0;
+                            records = newest_within(records, max);
+                        }
+                    }
+                    if log.get_mut().write_all(records).is_ok() {
+                        log_size += records.len() as u64;
+                    }
+                    let kind = if i == 0 {
+                        attach::STDOUT
+                    } else {
+                        attach::STDERR
+                    };
+                    let frame = attach::encode(kind, &buf[..n]);
+                    for (k, c) in clients.iter_mut().enumerate() {
+                        if !c.send(&frame) {
+                            dead_clients.push(k);
+                        }
                     }
                 }
-                if log.get_mut().write_all(records).is_ok() {
-                    log_size += records.len() as u64;
+                Slot::Listener => {
+                    if let Some(l) = &listener {
+                        while let Ok((stream, _)) = l.accept() {
+                            let _ = stream.set_nonblocking(true);
+                            clients.push(AttachClient {
+                                stream,
+                                inbuf: Vec::new(),
+                                out: Vec::new(),
+                            });
+                        }
+                    }
+                }
+                Slot::Stdin => flush_stdin(&mut stdin_w, &mut stdin_backlog),
+                Slot::Client(k) => {
+                    let c = &mut clients[k];
+                    if revents.contains(PollFlags::POLLOUT) && !c.flush() {
+                        dead_clients.push(k);
+                        continue;
+                    }
+                    if !revents
+                        .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    {
+                        continue;
+                    }
+                    let frames = match c.stream.read(&mut buf) {
+                        Ok(0) => {
+                            dead_clients.push(k);
+                            continue;
+                        }
+                        Ok(n) => {
+                            c.inbuf.extend_from_slice(&buf[..n]);
+                            attach::decode(&mut c.inbuf)
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => Err(e),
+                    };
+                    let Ok(frames) = frames else {
+                        dead_clients.push(k);
+                        continue;
+                    };
+                    for (kind, payload) in frames {
+                        match kind {
+                            attach::STDIN if stdin_w.is_some() => {
+                                stdin_backlog.extend_from_slice(&payload);
+                                flush_stdin(&mut stdin_w, &mut stdin_backlog);
+                            }
+                            attach::CLOSE_STDIN => {
+                                stdin_w = None;
+                                stdin_backlog.clear();
+                            }
+                            // Without a terminal there is nothing to resize.
+                            _ => {}
+                        }
+                    }
+                }
+                Slot::Signals => {
+                    while let Ok(Some(info)) = sigfd.read_signal() {
+                        if info.ssi_signo == Signal::SIGHUP as u32 {
+                            // Log rotation: the file was moved away; start a new one.
+                            if let Ok(f) = open_log(&cfg.log_path) {
+                                log_size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                                log = CriLog::new(f, cfg.max_line);
+                            }
+                        }
+                    }
+                    loop {
+                        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
+                                status = Some((Some(code), None))
+                            }
+                            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
+                                status = Some((None, Some(sig as i32)))
+                            }
+                            Ok(WaitStatus::StillAlive) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
                 }
             }
         }
-        if ready[0] {
-            while let Ok(Some(info)) = sigfd.read_signal() {
-                if info.ssi_signo == Signal::SIGHUP as u32 {
-                    // Log rotation: the file was moved away; start a new one.
-                    if let Ok(f) = open_log(&cfg.log_path) {
-                        log_size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                        log = CriLog::new(f, cfg.max_line);
-                    }
-                }
-            }
-            loop {
-                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
-                        status = Some((Some(code), None))
-                    }
-                    Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
-                        status = Some((None, Some(sig as i32)))
-                    }
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
+        dead_clients.sort_unstable();
+        dead_clients.dedup();
+        for k in dead_clients.into_iter().rev() {
+            clients.remove(k);
         }
     }
     let (code, signal) = status.unwrap_or((None, None));
     let oom = cgroup.as_deref().is_some_and(|c| oom_kills(c) > oom_before);
     let exit = ExitStatus::new(code, signal, oom, started, SystemTime::now());
     let written = exit.write_to(&cfg.exit_file);
+    // The socket goes first (no one new can attach to a finished container), then the
+    // attached clients learn the status.
+    drop(listener);
+    if let Some(p) = &cfg.attach_socket {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Ok(json) = serde_json::to_vec(&exit) {
+        let frame = attach::encode(attach::EXIT, &json);
+        for mut c in clients {
+            let _ = c.stream.set_nonblocking(false);
+            let _ = c
+                .stream
+                .set_write_timeout(Some(std::time::Duration::from_secs(1)));
+            c.out.extend_from_slice(&frame);
+            let _ = c.stream.write_all(&c.out);
+        }
+    }
+
     if cfg.cleanup {
         let _ = runtime_cmd(cfg)
             .arg("delete")
@@ -420,6 +563,71 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         0
     } else {
         1
+    }
+}
+
+/// What a poll slot watches.
+#[derive(Clone, Copy)]
+enum Slot {
+    Signals,
+    Output(usize),
+    Listener,
+    Stdin,
+    Client(usize),
+}
+
+/// An attached client: its socket, a partial incoming frame, unsent output.
+struct AttachClient {
+    stream: std::os::unix::net::UnixStream,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl AttachClient {
+    /// Queues a frame and writes what the socket takes; false when the client is
+    /// gone or too far behind.
+    fn send(&mut self, frame: &[u8]) -> bool {
+        self.out.extend_from_slice(frame);
+        self.flush() && self.out.len() <= attach::MAX_BACKLOG
+    }
+
+    fn flush(&mut self) -> bool {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Writes what the container's stdin pipe takes, keeping the rest (bounded).
+fn flush_stdin(w: &mut Option<File>, backlog: &mut Vec<u8>) {
+    let Some(f) = w else {
+        backlog.clear();
+        return;
+    };
+    while !backlog.is_empty() {
+        match f.write(backlog) {
+            Ok(n) if n > 0 => {
+                backlog.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // The container closed its stdin.
+            _ => {
+                *w = None;
+                backlog.clear();
+                return;
+            }
+        }
+    }
+    if backlog.len() > attach::MAX_BACKLOG {
+        backlog.drain(..backlog.len() - attach::MAX_BACKLOG);
     }
 }
 
