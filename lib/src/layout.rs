@@ -136,6 +136,9 @@ pub struct ImageEntry {
     pub repo_digest: String,
     /// The manifest's media type.
     pub media_type: String,
+    /// The index.json descriptor itself.
+    #[serde(skip)]
+    pub descriptor: Descriptor,
 }
 
 /// What [`Store::prune`] removed.
@@ -407,6 +410,7 @@ impl Store {
                     manifest_digest,
                     repo_digest,
                     media_type: d.media_type().to_string(),
+                    descriptor: d.clone(),
                 })
             })
             .collect();

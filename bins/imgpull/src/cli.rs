@@ -353,8 +353,7 @@ fn list(store: &Store, json: bool, out: &mut impl Write) -> Result<()> {
     let images = store.list().context("listing the image store")?;
     let mut rows = Vec::new();
     for img in &images {
-        let desc = store.resolve(&img.name)?;
-        let size = store.image_size(&desc).ok();
+        let size = store.image_size(&img.descriptor).ok();
         rows.push((img, size));
     }
     if json {
