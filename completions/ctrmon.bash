@@ -23,7 +23,7 @@ _ctrmon() {
 
     case "${cmd}" in
         ctrmon)
-            opts="-v -h -V --bundle --id --runtime --runtime-root --run-dir --log-path --exit-file --pid-file --sync-fd --attach-socket --stdin --start --cleanup --log-line-max --log-size-max --log-level --log-format --verbose --help --version"
+            opts="-v -h -V --bundle --id --runtime --runtime-root --run-dir --log-path --exit-file --pid-file --sync-fd --attach-socket --stdin --start --cleanup --log-line-max --exec --exec-timeout --exec-output-max --log-size-max --log-level --log-format --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -70,6 +70,18 @@ _ctrmon() {
                     return 0
                     ;;
                 --log-line-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exec-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exec-output-max)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

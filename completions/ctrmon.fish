@@ -1,4 +1,4 @@
-complete -c ctrmon -l bundle -d 'Bundle directory of the container' -r -F
+complete -c ctrmon -l bundle -d 'Bundle directory of the container (not needed with --exec)' -r -F
 complete -c ctrmon -l id -d 'Container id' -r
 complete -c ctrmon -l runtime -d 'OCI runtime to run' -r -F
 complete -c ctrmon -l runtime-root -d 'The runtime\'s state directory (its --root)' -r -F
@@ -9,6 +9,9 @@ complete -c ctrmon -l pid-file -d 'Container pid file [default: RUN/ctrmon/ID/pi
 complete -c ctrmon -l sync-fd -d 'Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to' -r
 complete -c ctrmon -l attach-socket -d 'Serve attach clients on this unix socket (framing: see the ATTACH section)' -r -F
 complete -c ctrmon -l log-line-max -d 'Split log lines longer than this many bytes into partial records' -r
+complete -c ctrmon -l exec -d 'Exec mode: run the process described in FILE (a runtime-spec process object) in the running container ID, wait for it, and print a JSON result (see EXEC)' -r -F
+complete -c ctrmon -l exec-timeout -d 'With --exec: kill the process after this many seconds' -r
+complete -c ctrmon -l exec-output-max -d 'With --exec: keep at most this many bytes of each output stream' -r
 complete -c ctrmon -l log-size-max -d 'Truncate the log and start over when it would grow past this many bytes' -r
 complete -c ctrmon -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c ctrmon -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'

@@ -357,3 +357,59 @@ fn attach_round_trip_with_stdin() {
     assert!(log.contains("stdout F hello through attach"), "{log}");
     assert!(!sock.exists(), "the socket goes with the monitor");
 }
+
+#[test]
+fn sync_exec_with_output_and_with_a_timeout() {
+    let w = World::new();
+    let b = w.bundle("ex", &[], "sleep 100");
+    w.ctrmon(&b, "ex", &["--start"]).ok();
+    let n = std::cell::Cell::new(0);
+    let process = |args: &[&str]| {
+        n.set(n.get() + 1);
+        let p = w.tmp.path().join(format!("process-{}.json", n.get()));
+        let spec = serde_json::json!({"args": args, "cwd": "/tmp", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"]});
+        std::fs::write(&p, spec.to_string()).unwrap();
+        p
+    };
+    let exec = |p: &Path, extra: &[&str]| {
+        let mut c = Command::new(bin("ctrmon"));
+        c.args(["--id", "ex", "--run-dir"])
+            .arg(w.tmp.path().join("run"));
+        c.arg("--runtime-root")
+            .arg(&w.runc_root)
+            .arg("--exec")
+            .arg(p)
+            .args(extra);
+        let r = run(c, T).ok();
+        serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", r.describe()))
+    };
+    let v = exec(
+        &process(&["/bin/sh", "-c", "pwd; echo oops >&2; exit 3"]),
+        &[],
+    );
+    assert_eq!(v["exit_code"], 3);
+    assert_eq!(v["stdout"]["text"], "/tmp\n");
+    assert_eq!(v["stderr"]["text"], "oops\n");
+    assert_eq!(v["timed_out"], false);
+    let t0 = Instant::now();
+    let v = exec(&process(&["/bin/sleep", "30"]), &["--exec-timeout", "1"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the timeout killed the process"
+    );
+    assert_eq!(v["timed_out"], true);
+    assert_eq!(v["exit_code"], 137);
+    let v = exec(
+        &process(&[
+            "/bin/sh",
+            "-c",
+            "i=0; while [ $i -lt 100 ]; do echo 0123456789; i=$((i+1)); done",
+        ]),
+        &["--exec-output-max", "100"],
+    );
+    assert_eq!(v["truncated"], true);
+    assert_eq!(v["stdout"]["text"].as_str().unwrap().len(), 100);
+    w.runc(&["kill", "ex", "KILL"]);
+    w.exit("ex");
+}

@@ -21,9 +21,9 @@ pub const MAN_EXTRA: &str = include_str!("../../../man/ctrmon.extra.roff");
 #[derive(Debug, clap::Parser)]
 #[command(name = "ctrmon", version, max_term_width = 100)]
 pub struct Args {
-    /// Bundle directory of the container
-    #[arg(long, value_name = "DIR")]
-    pub bundle: PathBuf,
+    /// Bundle directory of the container (not needed with --exec)
+    #[arg(long, value_name = "DIR", required_unless_present = "exec")]
+    pub bundle: Option<PathBuf>,
     /// Container id
     #[arg(long, value_name = "ID")]
     pub id: String,
@@ -71,6 +71,16 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
     pub log_line_max: usize,
 
+    /// Exec mode: run the process described in FILE (a runtime-spec process object) in
+    /// the running container ID, wait for it, and print a JSON result (see EXEC)
+    #[arg(long, value_name = "FILE")]
+    pub exec: Option<PathBuf>,
+    /// With --exec: kill the process after this many seconds
+    #[arg(long, value_name = "SECONDS", requires = "exec")]
+    pub exec_timeout: Option<u64>,
+    /// With --exec: keep at most this many bytes of each output stream
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, requires = "exec")]
+    pub exec_output_max: usize,
     /// Truncate the log and start over when it would grow past this many bytes
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub log_size_max: Option<u64>,
@@ -87,8 +97,12 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or_else(crikit::paths::default_run_dir);
     let state = run_dir.join("ctrmon").join(&args.id);
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
-    let bundle = std::path::absolute(&args.bundle)
-        .with_context(|| format!("bundle {}", args.bundle.display()))?;
+    if let Some(process) = &args.exec {
+        return exec(&args, process, &state);
+    }
+    let bundle_arg = args.bundle.clone().unwrap_or_default();
+    let bundle = std::path::absolute(&bundle_arg)
+        .with_context(|| format!("bundle {}", bundle_arg.display()))?;
     let abs = |p: Option<&PathBuf>, default: &str| -> Result<PathBuf> {
         let p = p.cloned().unwrap_or_else(|| state.join(default));
         Ok(std::path::absolute(&p)?)
@@ -138,5 +152,30 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     writeln!(std::io::stdout(), "{}", report.pid)?;
+    Ok(())
+}
+
+/// `--exec`: run a process in the container and print the JSON result.
+fn exec(args: &Args, process: &std::path::Path, state: &std::path::Path) -> Result<()> {
+    crikit::monitor::exec::check_process(process)?;
+    let o = crikit::monitor::exec::ExecOptions {
+        runtime: args.runtime.clone(),
+        runtime_root: args.runtime_root.clone(),
+        id: args.id.clone(),
+        process: std::path::absolute(process)?,
+        timeout: args.exec_timeout.map(std::time::Duration::from_secs),
+        max_output: args.exec_output_max,
+        pid_file: state.join(format!("exec-{}.pid", std::process::id())),
+    };
+    let r = crikit::monitor::exec::exec_sync(&o).with_context(|| format!("exec in {}", args.id))?;
+    let _ = std::fs::remove_file(&o.pid_file);
+    let v = serde_json::json!({
+        "exit_code": r.exit_code,
+        "timed_out": r.timed_out,
+        "truncated": r.truncated,
+        "stdout": crikit::monitor::exec::json_bytes(&r.stdout),
+        "stderr": crikit::monitor::exec::json_bytes(&r.stderr),
+    });
+    writeln!(std::io::stdout(), "{v}")?;
     Ok(())
 }

@@ -29,6 +29,14 @@ pub enum MonitorError {
         /// What is wrong.
         reason: String,
     },
+    /// The exec process file is missing or not a runtime-spec process.
+    #[error("process file {}: {reason}", path.display())]
+    Process {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A system call failed while setting up.
     #[error("{action}")]
     Sys {
