@@ -23,16 +23,7 @@ import pull  # registry start-up and corpus building
 BIN = pull.BIN
 
 
-def sh(cmd, **kw):
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
-    if r.returncode != 0:
-        pull.die(f"{cmd if isinstance(cmd, str) else ' '.join(cmd)} failed: {r.stderr.decode(errors='replace').strip()}")
-
-
-def timed(cmd, **kw):
-    t0 = time.perf_counter()
-    sh(cmd, **kw)
-    return time.perf_counter() - t0
+timed = pull.timed
 
 
 class Containerd:
@@ -79,7 +70,7 @@ def main():
         pull.ensure_corpus(addr)
         store_root = os.path.join(work, "store")
         images = args.images.split(",")
-        sh([os.path.join(BIN, "imgpull"), "--root", store_root, "--insecure-registry", addr, "-q",
+        timed([os.path.join(BIN, "imgpull"), "--root", store_root, "--insecure-registry", addr, "-q",
             "--registries-conf", "/dev/null"] + [f"{addr}/{i}:latest" for i in images])
         first_rows, e2e_rows = [], []
         n = 0

@@ -198,6 +198,23 @@ fn runtime_cmd(cfg: &MonitorConfig) -> Command {
     c
 }
 
+/// How a runtime command ended, as the message the caller gets when it failed.
+fn runtime_outcome(
+    cfg: &MonitorConfig,
+    verb: &str,
+    status: io::Result<std::process::ExitStatus>,
+) -> Result<(), String> {
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!(
+            "{} {verb}: {}",
+            cfg.runtime.display(),
+            runtime_error(cfg, &format!("exited with {s}"))
+        )),
+        Err(e) => Err(format!("running {} {verb}: {e}", cfg.runtime.display())),
+    }
+}
+
 /// The last error message the runtime logged.
 fn runtime_error(cfg: &MonitorConfig, fallback: &str) -> String {
     let text = std::fs::read_to_string(&cfg.runtime_log).unwrap_or_default();
@@ -297,24 +314,8 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
         .status();
-    match created {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            return fail(
-                &mut report,
-                format!(
-                    "{} create: {}",
-                    cfg.runtime.display(),
-                    runtime_error(cfg, &format!("exited with {s}"))
-                ),
-            )
-        }
-        Err(e) => {
-            return fail(
-                &mut report,
-                format!("running {}: {e}", cfg.runtime.display()),
-            )
-        }
+    if let Err(m) = runtime_outcome(cfg, "create", created) {
+        return fail(&mut report, m);
     }
     let pid: i32 = match std::fs::read_to_string(&cfg.pid_file)
         .ok()
@@ -324,29 +325,13 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         None => return fail(&mut report, format!("no pid in {}", cfg.pid_file.display())),
     };
     if cfg.start {
-        match runtime_cmd(cfg)
+        let started = runtime_cmd(cfg)
             .arg("start")
             .arg(&cfg.id)
             .stdin(Stdio::null())
-            .status()
-        {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                return fail(
-                    &mut report,
-                    format!(
-                        "{} start: {}",
-                        cfg.runtime.display(),
-                        runtime_error(cfg, &format!("exited with {s}"))
-                    ),
-                )
-            }
-            Err(e) => {
-                return fail(
-                    &mut report,
-                    format!("running {} start: {e}", cfg.runtime.display()),
-                )
-            }
+            .status();
+        if let Err(m) = runtime_outcome(cfg, "start", started) {
+            return fail(&mut report, m);
         }
     }
     let started = SystemTime::now();
