@@ -3,20 +3,21 @@ complete -c ctrmon -l id -d 'Container id' -r
 complete -c ctrmon -l runtime -d 'OCI runtime to run' -r -F
 complete -c ctrmon -l runtime-root -d 'The runtime\'s state directory (its --root)' -r -F
 complete -c ctrmon -l run-dir -d 'ctrmon\'s own state directory; defaults for the files below live in RUN/ctrmon/ID' -r -F
-complete -c ctrmon -l log-path -d 'CRI log file [default: RUN/ctrmon/ID/ctr.log]' -r -F
-complete -c ctrmon -l exit-file -d 'Exit status file, JSON [default: RUN/ctrmon/ID/exit]' -r -F
-complete -c ctrmon -l pid-file -d 'Container pid file [default: RUN/ctrmon/ID/pid]' -r -F
+complete -c ctrmon -l log-path -d 'CRI log file [default: RUN/ctrmon/ID/ctr.log; none for an exec]' -r -F
+complete -c ctrmon -l exit-file -d 'Exit status file, JSON [default: RUN/ctrmon/ID/exit; none for an exec]' -r -F
+complete -c ctrmon -l pid-file -d 'Container pid file [default: RUN/ctrmon/ID/pid; RUN/ctrmon/ID/exec-N.pid for an exec]' -r -F
 complete -c ctrmon -l sync-fd -d 'Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to' -r
 complete -c ctrmon -l attach-socket -d 'Serve attach clients on this unix socket (framing: see the ATTACH section)' -r -F
 complete -c ctrmon -l log-line-max -d 'Split log lines longer than this many bytes into partial records' -r
-complete -c ctrmon -l exec -d 'Exec mode: run the process described in FILE (a runtime-spec process object) in the running container ID, wait for it, and print a JSON result (see EXEC)' -r -F
-complete -c ctrmon -l exec-timeout -d 'With --exec: kill the process after this many seconds' -r
+complete -c ctrmon -l exec -d 'Exec mode: run the process described in FILE (a runtime-spec process object) in the running container ID. Without --attach-socket: wait for it and print a JSON result; with it: serve it on the socket like a container (see EXEC)' -r -F
+complete -c ctrmon -l exec-timeout -d 'With a sync --exec: kill the process after this many seconds' -r
 complete -c ctrmon -l exec-output-max -d 'With --exec: keep at most this many bytes of each output stream' -r
 complete -c ctrmon -l log-size-max -d 'Truncate the log and start over when it would grow past this many bytes' -r
 complete -c ctrmon -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c ctrmon -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c ctrmon -l stdin -d 'Give the container a stdin pipe that attach clients write to'
+complete -c ctrmon -s t -l tty -d 'Give the container a terminal (its process.terminal must be true); output is logged as stdout, attach clients may resize it'
 complete -c ctrmon -l start -d 'Also start the container (without it the caller runs `RUNTIME start`)'
 complete -c ctrmon -l cleanup -d 'Run `RUNTIME delete` once the container has exited'
 complete -c ctrmon -s v -l verbose -d 'More diagnostics (-v info, -vv debug, -vvv trace)'

@@ -413,3 +413,223 @@ fn sync_exec_with_output_and_with_a_timeout() {
     w.runc(&["kill", "ex", "KILL"]);
     w.exit("ex");
 }
+
+/// Reads frames until the exit frame; returns the output and the exit status.
+fn drain(c: &mut crikit::monitor::attach::Client) -> (Vec<u8>, serde_json::Value) {
+    use crikit::monitor::attach;
+    let mut out = Vec::new();
+    while let Some((kind, data)) = c.next_frame().expect("reading frames") {
+        match kind {
+            attach::STDOUT | attach::STDERR => out.extend_from_slice(&data),
+            attach::EXIT => return (out, serde_json::from_slice(&data).expect("exit JSON")),
+            k => panic!("unexpected frame kind {k}"),
+        }
+    }
+    panic!(
+        "the connection closed without an exit frame after {:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+/// Reads output frames until `want` appears in what arrived.
+fn read_until(c: &mut crikit::monitor::attach::Client, want: &str) -> String {
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains(want) {
+        match c.next_frame().expect("reading frames") {
+            Some((crikit::monitor::attach::EXIT, _)) | None => {
+                panic!("ended before {want:?}: {:?}", String::from_utf8_lossy(&out))
+            }
+            Some((_, data)) => out.extend_from_slice(&data),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn terminal_mode_with_resize_and_eof() {
+    use crikit::monitor::attach;
+    let w = World::new();
+    let b = w.bundle(
+        "tty",
+        &["--tty"],
+        "[ -t 0 ] && [ -t 1 ] && echo on a tty; read line; echo got $line; stty size; cat; echo eof seen; echo to stderr >&2",
+    );
+    // A terminal process without --tty is refused before anything runs.
+    let r = w.ctrmon(&b, "tty-no", &["--start"]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(r.stderr.contains("--tty"), "{}", r.describe());
+
+    let sock = w.tmp.path().join("tty.sock");
+    w.ctrmon(
+        &b,
+        "tty",
+        &[
+            "--tty",
+            "--stdin",
+            "--attach-socket",
+            sock.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let mut a = attach::Client::connect(&sock).expect("connect");
+    w.runc(&["start", "tty"]);
+    read_until(&mut a, "on a tty");
+    a.resize(33, 101).unwrap();
+    a.stdin(b"hello\n").unwrap();
+    let seen = read_until(&mut a, "33 101");
+    // The terminal echoes input and turns \n into \r\n.
+    assert!(seen.contains("got hello\r\n"), "{seen:?}");
+    a.close_stdin().unwrap();
+    let (out, exit) = drain(&mut a);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("eof seen"), "^D ended cat: {out:?}");
+    assert!(
+        out.contains("to stderr"),
+        "stderr shares the terminal: {out:?}"
+    );
+    assert_eq!(exit["exit_code"], 0);
+    let log = w.log("tty");
+    assert!(log.iter().all(|(s, _, _)| s == "stdout"), "{log:?}");
+    let raw = std::fs::read_to_string(w.state("tty").join("ctr.log")).unwrap();
+    assert!(
+        raw.contains(" stdout F to stderr\r\n"),
+        "terminal output is logged as it came: {raw:?}"
+    );
+    assert_eq!(w.exit("tty")["exit_code"], 0);
+}
+
+#[test]
+fn interactive_exec_on_an_attach_socket() {
+    use crikit::monitor::attach;
+    let w = World::new();
+    let b = w.bundle("ix", &[], "sleep 100");
+    w.ctrmon(&b, "ix", &["--start"]).ok();
+    let write_process = |name: &str, terminal: bool, args: &[&str]| {
+        let p = w.tmp.path().join(name);
+        let spec = serde_json::json!({"terminal": terminal, "args": args, "cwd": "/",
+            "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin", "TERM=xterm"]});
+        std::fs::write(&p, spec.to_string()).unwrap();
+        p
+    };
+    let exec = |process: &Path, sock: &Path, extra: &[&str]| {
+        let mut c = Command::new(bin("ctrmon"));
+        c.args(["--id", "ix", "--run-dir"])
+            .arg(w.tmp.path().join("run"))
+            .arg("--runtime-root")
+            .arg(&w.runc_root)
+            .arg("--exec")
+            .arg(process)
+            .arg("--attach-socket")
+            .arg(sock)
+            .args(extra);
+        run(c, T)
+    };
+
+    // Pipes: stdin in, stdout and stderr apart, the exit code out.
+    let sock = w.tmp.path().join("ix1.sock");
+    let exit_file = w.tmp.path().join("ix1.exit");
+    let p = write_process(
+        "p1.json",
+        false,
+        &["/bin/sh", "-c", "read x; echo out $x; echo err >&2; exit 7"],
+    );
+    let r = exec(
+        &p,
+        &sock,
+        &["--stdin", "--exit-file", exit_file.to_str().unwrap()],
+    )
+    .ok();
+    let pid: i32 = r.stdout.trim().parse().expect("the exec pid");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let mut a = attach::Client::connect(&sock).expect("connect");
+    a.stdin(b"one\n").unwrap();
+    let mut frames = Vec::new();
+    while let Some(f) = a.next_frame().unwrap() {
+        frames.push(f);
+    }
+    assert!(
+        frames.contains(&(attach::STDOUT, b"out one\n".to_vec())),
+        "{frames:?}"
+    );
+    assert!(
+        frames.contains(&(attach::STDERR, b"err\n".to_vec())),
+        "{frames:?}"
+    );
+    let (kind, exit) = frames.last().cloned().unwrap();
+    assert_eq!(kind, attach::EXIT);
+    let exit: serde_json::Value = serde_json::from_slice(&exit).unwrap();
+    assert_eq!(exit["exit_code"], 7);
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&exit_file).unwrap()).unwrap();
+    assert_eq!(on_disk["exit_code"], 7);
+
+    // A terminal, ended by ^D from close_stdin.
+    let sock = w.tmp.path().join("ix2.sock");
+    let p = write_process(
+        "p2.json",
+        true,
+        &["/bin/sh", "-c", "stty size; cat; echo done"],
+    );
+    let refused = exec(&p, &sock, &["--stdin"]);
+    assert_eq!(refused.code, Some(1), "{}", refused.describe());
+    assert!(refused.stderr.contains("--tty"), "{}", refused.describe());
+    exec(&p, &sock, &["--stdin", "--tty"]).ok();
+    let mut a = attach::Client::connect(&sock).expect("connect");
+    a.stdin(b"typed\n").unwrap();
+    read_until(&mut a, "typed");
+    a.close_stdin().unwrap();
+    let (out, exit) = drain(&mut a);
+    assert!(String::from_utf8_lossy(&out).contains("done"), "{out:?}");
+    assert_eq!(exit["exit_code"], 0);
+
+    // The container itself is untouched by its execs.
+    let state = Command::new("runc")
+        .arg("--root")
+        .arg(&w.runc_root)
+        .args(["state", "ix"])
+        .output()
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    assert_eq!(state["status"], "running");
+    assert!(!w.state("ix").join("exit").exists());
+    w.runc(&["kill", "ix", "KILL"]);
+    assert_eq!(w.exit("ix")["exit_code"], 137);
+}
+
+#[test]
+fn log_reopens_on_a_control_message() {
+    use crikit::monitor::attach;
+    let w = World::new();
+    let b = w.bundle("ro", &[], "read x; echo before; read x; echo after");
+    let sock = w.tmp.path().join("ro.sock");
+    w.ctrmon(
+        &b,
+        "ro",
+        &[
+            "--start",
+            "--stdin",
+            "--attach-socket",
+            sock.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let mut a = attach::Client::connect(&sock).expect("connect");
+    a.stdin(b"\n").unwrap();
+    read_until(&mut a, "before");
+    let log = w.state("ro").join("ctr.log");
+    let moved = w.tmp.path().join("ro.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    a.reopen_log().unwrap();
+    a.stdin(b"\n").unwrap();
+    let _ = drain(&mut a);
+    let old = std::fs::read_to_string(&moved).unwrap();
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        old.contains("stdout F before") && !old.contains("after"),
+        "{old}"
+    );
+    assert!(
+        new.contains("stdout F after") && !new.contains("before"),
+        "{new}"
+    );
+}

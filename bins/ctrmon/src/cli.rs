@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use crikit::cli::LogArgs;
-use crikit::monitor::run::{MonitorConfig, Report};
+use crikit::monitor::run::{Launch, MonitorConfig, Report};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -12,8 +12,9 @@ pub const MAN_EXTRA: &str = include_str!("../../../man/ctrmon.extra.roff");
 /// Monitor one OCI container run by runc: stdio, CRI logs, exit status
 ///
 /// Checks the bundle, then detaches a monitor process (new session, double fork) that
-/// runs `RUNTIME create` with pipes for the container's stdout and stderr, and with
-/// --start also `RUNTIME start`. ctrmon returns once the container exists: it prints
+/// runs `RUNTIME create` with pipes for the container's stdout and stderr (or, with
+/// --tty, a console socket that receives the terminal), and with --start also
+/// `RUNTIME start`. ctrmon returns once the container exists: it prints
 /// the container's pid on stdout (and, with --sync-fd, writes {"pid": N} to that
 /// descriptor), or fails with the runtime's own error text. The monitor stays behind
 /// as the container's subreaper, writes its output to the CRI log, reopens the log on
@@ -43,13 +44,14 @@ pub struct Args {
     /// Defaults to /run/crikit as root, $XDG_RUNTIME_DIR/crikit otherwise.
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// CRI log file [default: RUN/ctrmon/ID/ctr.log]
+    /// CRI log file [default: RUN/ctrmon/ID/ctr.log; none for an exec]
     #[arg(long, value_name = "FILE")]
     pub log_path: Option<PathBuf>,
-    /// Exit status file, JSON [default: RUN/ctrmon/ID/exit]
+    /// Exit status file, JSON [default: RUN/ctrmon/ID/exit; none for an exec]
     #[arg(long, value_name = "FILE")]
     pub exit_file: Option<PathBuf>,
-    /// Container pid file [default: RUN/ctrmon/ID/pid]
+    /// Container pid file [default: RUN/ctrmon/ID/pid; RUN/ctrmon/ID/exec-N.pid for an
+    /// exec]
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
     /// Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to
@@ -61,6 +63,10 @@ pub struct Args {
     /// Give the container a stdin pipe that attach clients write to
     #[arg(long)]
     pub stdin: bool,
+    /// Give the container a terminal (its process.terminal must be true); output is
+    /// logged as stdout, attach clients may resize it
+    #[arg(long, short = 't')]
+    pub tty: bool,
     /// Also start the container (without it the caller runs `RUNTIME start`)
     #[arg(long)]
     pub start: bool,
@@ -72,10 +78,11 @@ pub struct Args {
     pub log_line_max: usize,
 
     /// Exec mode: run the process described in FILE (a runtime-spec process object) in
-    /// the running container ID, wait for it, and print a JSON result (see EXEC)
+    /// the running container ID. Without --attach-socket: wait for it and print a JSON
+    /// result; with it: serve it on the socket like a container (see EXEC)
     #[arg(long, value_name = "FILE")]
     pub exec: Option<PathBuf>,
-    /// With --exec: kill the process after this many seconds
+    /// With a sync --exec: kill the process after this many seconds
     #[arg(long, value_name = "SECONDS", requires = "exec")]
     pub exec_timeout: Option<u64>,
     /// With --exec: keep at most this many bytes of each output stream
@@ -97,26 +104,57 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or_else(crikit::paths::default_run_dir);
     let state = run_dir.join("ctrmon").join(&args.id);
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
-    if let Some(process) = &args.exec {
-        return exec(&args, process, &state);
-    }
-    let bundle_arg = args.bundle.clone().unwrap_or_default();
-    let bundle = std::path::absolute(&bundle_arg)
-        .with_context(|| format!("bundle {}", bundle_arg.display()))?;
-    let abs = |p: Option<&PathBuf>, default: &str| -> Result<PathBuf> {
-        let p = p.cloned().unwrap_or_else(|| state.join(default));
-        Ok(std::path::absolute(&p)?)
+    let launch = match &args.exec {
+        Some(process) if args.attach_socket.is_none() => {
+            if args.tty {
+                anyhow::bail!("--tty with --exec needs --attach-socket to serve the terminal");
+            }
+            return exec(&args, process, &state);
+        }
+        Some(process) => {
+            if args.exec_timeout.is_some() {
+                anyhow::bail!("--exec-timeout applies only to a sync exec (no --attach-socket)");
+            }
+            Launch::Exec {
+                process: std::path::absolute(process)
+                    .with_context(|| format!("process file {}", process.display()))?,
+            }
+        }
+        None => {
+            let bundle = args.bundle.clone().unwrap_or_default();
+            Launch::Create {
+                bundle: std::path::absolute(&bundle)
+                    .with_context(|| format!("bundle {}", bundle.display()))?,
+            }
+        }
+    };
+    let is_exec = matches!(launch, Launch::Exec { .. });
+    // Files named on the command line, or the defaults in the state directory (none
+    // for an exec's log and exit file: its attach clients get its output and status).
+    let file = |p: Option<&PathBuf>, default: Option<String>| -> Result<Option<PathBuf>> {
+        p.cloned()
+            .or_else(|| default.map(|d| state.join(d)))
+            .map(|p| std::path::absolute(&p).context("resolving a path"))
+            .transpose()
+    };
+    let unless_exec = |name: &str| (!is_exec).then(|| name.to_string());
+    // Several execs may run in one container at once: theirs carry a number.
+    let prefix = if is_exec {
+        format!("exec-{}.", std::process::id())
+    } else {
+        String::new()
     };
     let cfg = MonitorConfig {
-        bundle,
+        launch,
+        tty: args.tty,
         id: args.id.clone(),
         runtime: args.runtime.clone(),
         runtime_root: args.runtime_root.clone(),
-        log_path: abs(args.log_path.as_ref(), "ctr.log")?,
-        exit_file: abs(args.exit_file.as_ref(), "exit")?,
-        pid_file: abs(args.pid_file.as_ref(), "pid")?,
-        runtime_log: state.join("runtime.log"),
-        monitor_pid_file: state.join("ctrmon.pid"),
+        log_path: file(args.log_path.as_ref(), unless_exec("ctr.log"))?,
+        exit_file: file(args.exit_file.as_ref(), unless_exec("exit"))?,
+        pid_file: file(args.pid_file.as_ref(), Some(format!("{prefix}pid")))?.unwrap_or_default(),
+        runtime_log: state.join(format!("{prefix}runtime.log")),
+        monitor_pid_file: state.join(format!("{prefix}ctrmon.pid")),
         start: args.start,
         cleanup: args.cleanup,
         max_line: args.log_line_max,

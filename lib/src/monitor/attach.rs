@@ -10,7 +10,11 @@
 //! | 2 `STDERR` | ctrmon → client | container output |
 //! | 3 `EXIT` | ctrmon → client | the exit file's JSON, sent last before ctrmon closes |
 //! | 4 `CLOSE_STDIN` | client → ctrmon | empty: the container's stdin reaches EOF |
-//! | 5 `RESIZE` | client → ctrmon | `u16` rows, `u16` columns (big-endian) |
+//! | 5 `RESIZE` | client → ctrmon | `u16` rows, `u16` columns (big-endian); with a terminal |
+//! | 6 `REOPEN_LOG` | client → ctrmon | empty: reopen the log file (as SIGHUP does) |
+//!
+//! With a terminal (`--tty`) all output comes as `STDOUT`, and `CLOSE_STDIN` sends the
+//! terminal's EOF character (^D) instead of closing anything.
 //!
 //! Output is sent from the moment a client connects (no replay: the log has the
 //! past). A client that cannot keep up (over [`MAX_BACKLOG`] unsent bytes) is dropped
@@ -32,6 +36,8 @@ pub const EXIT: u8 = 3;
 pub const CLOSE_STDIN: u8 = 4;
 /// Terminal size.
 pub const RESIZE: u8 = 5;
+/// Reopen the log file.
+pub const REOPEN_LOG: u8 = 6;
 /// Largest payload accepted in one frame.
 pub const MAX_FRAME: u32 = 1 << 20;
 /// Unsent bytes after which a slow client is dropped.
@@ -102,6 +108,11 @@ impl Client {
         let mut p = rows.to_be_bytes().to_vec();
         p.extend_from_slice(&cols.to_be_bytes());
         self.stream.write_all(&encode(RESIZE, &p))
+    }
+
+    /// Asks ctrmon to reopen its log file.
+    pub fn reopen_log(&mut self) -> io::Result<()> {
+        self.stream.write_all(&encode(REOPEN_LOG, &[]))
     }
 
     /// The next frame from ctrmon; `None` once it closed the connection.

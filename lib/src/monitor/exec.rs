@@ -173,14 +173,15 @@ pub fn json_bytes(b: &[u8]) -> serde_json::Value {
     }
 }
 
-/// Makes sure a process file exists and parses as a runtime-spec process.
-pub fn check_process(path: &Path) -> Result<(), MonitorError> {
+/// Makes sure a process file exists and parses as a runtime-spec process. Returns
+/// whether it asks for a terminal.
+pub fn check_process(path: &Path) -> Result<bool, MonitorError> {
     let bad = |reason: String| MonitorError::Process {
         path: path.to_path_buf(),
         reason,
     };
     let data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let _: oci_spec::runtime::Process =
+    let p: oci_spec::runtime::Process =
         serde_json::from_slice(&data).map_err(|e| bad(format!("not a process spec: {e}")))?;
-    Ok(())
+    Ok(p.terminal().unwrap_or(false))
 }

@@ -14,6 +14,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
@@ -63,19 +64,22 @@ fn sys(action: &'static str) -> impl FnOnce(io::Error) -> MonitorError {
 /// What to monitor.
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
-    /// The bundle directory.
-    pub bundle: PathBuf,
+    /// What to run: a new container or a process in a running one.
+    pub launch: Launch,
+    /// Give the process a terminal: the runtime hands over the pty master through a
+    /// console socket; its output is logged as stdout. Must match `process.terminal`.
+    pub tty: bool,
     /// The container id.
     pub id: String,
     /// The OCI runtime (runc).
     pub runtime: PathBuf,
     /// The runtime's `--root`, if not its default.
     pub runtime_root: Option<PathBuf>,
-    /// The CRI log file.
-    pub log_path: PathBuf,
-    /// Where the exit status goes.
-    pub exit_file: PathBuf,
-    /// Where the runtime writes the container pid.
+    /// The CRI log file, if output is logged.
+    pub log_path: Option<PathBuf>,
+    /// Where the exit status goes, if anywhere (attach clients get it too).
+    pub exit_file: Option<PathBuf>,
+    /// Where the runtime writes the container's (or exec'd process's) pid.
     pub pid_file: PathBuf,
     /// Where the runtime writes its own diagnostics (JSON lines).
     pub runtime_log: PathBuf,
@@ -96,6 +100,22 @@ pub struct MonitorConfig {
     pub stdin: bool,
 }
 
+/// What the monitor runs.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// `runtime create --bundle DIR`: a new container.
+    Create {
+        /// The bundle directory.
+        bundle: PathBuf,
+    },
+    /// `runtime exec --detach --process FILE`: a process in the running container,
+    /// served like a container (interactive exec).
+    Exec {
+        /// A runtime-spec `process` object.
+        process: PathBuf,
+    },
+}
+
 /// What the monitor tells its caller once the container exists.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
@@ -107,21 +127,52 @@ pub struct Report {
 }
 
 /// Checks the bundle before anything forks, so bad input fails in the caller.
-pub fn check_bundle(bundle: &Path) -> Result<(), MonitorError> {
+/// Returns whether its process asks for a terminal.
+pub fn check_bundle(bundle: &Path) -> Result<bool, MonitorError> {
     let bad = |reason: String| MonitorError::Bundle {
         path: bundle.to_path_buf(),
         reason,
     };
     let data =
         std::fs::read(bundle.join("config.json")).map_err(|e| bad(format!("config.json: {e}")))?;
-    let _: oci_spec::runtime::Spec =
+    let spec: oci_spec::runtime::Spec =
         serde_json::from_slice(&data).map_err(|e| bad(format!("config.json: {e}")))?;
-    Ok(())
+    Ok(spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false))
+}
+
+/// Checks what `cfg` launches, and that `cfg.tty` matches the process's `terminal`.
+pub fn check_launch(cfg: &MonitorConfig) -> Result<(), MonitorError> {
+    let (terminal, what) = match &cfg.launch {
+        Launch::Create { bundle } => (check_bundle(bundle)?, "config.json"),
+        Launch::Exec { process } => (super::exec::check_process(process)?, "the process file"),
+    };
+    let mismatch = match (terminal, cfg.tty) {
+        (true, false) => Some(format!(
+            "process.terminal is true in {what}; run with --tty"
+        )),
+        (false, true) => Some(format!("--tty needs process.terminal true in {what}")),
+        _ => None,
+    };
+    match (mismatch, &cfg.launch) {
+        (None, _) => Ok(()),
+        (Some(reason), Launch::Create { bundle }) => Err(MonitorError::Bundle {
+            path: bundle.clone(),
+            reason,
+        }),
+        (Some(reason), Launch::Exec { process }) => Err(MonitorError::Process {
+            path: process.clone(),
+            reason,
+        }),
+    }
 }
 
 /// Detaches a monitor for `cfg` and returns, in the caller, what it reported.
 pub fn spawn(cfg: &MonitorConfig) -> Result<Report, MonitorError> {
-    check_bundle(&cfg.bundle)?;
+    check_launch(cfg)?;
     let (r, w) = nix::unistd::pipe().map_err(|e| sys("creating the report pipe")(e.into()))?;
     // SAFETY: the process is single-threaded here (ctrmon forks before starting any
     // thread), so the child may run arbitrary code.
@@ -253,70 +304,30 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(&mut report, format!("creating a signalfd: {e}")),
     };
-    let pipes = (|| -> nix::Result<_> { Ok((nix::unistd::pipe()?, nix::unistd::pipe()?)) })();
-    let ((out_r, out_w), (err_r, err_w)) = match pipes {
-        Ok(p) => p,
-        Err(e) => return fail(&mut report, format!("creating the output pipes: {e}")),
-    };
     // The log opens before anything is created: a bad --log-path fails cleanly.
-    let open_log = |p: &Path| OpenOptions::new().create(true).append(true).open(p);
-    let mut log = match open_log(&cfg.log_path) {
-        Ok(f) => CriLog::new(f, cfg.max_line),
+    let mut log = match cfg.log_path.as_deref().map(open_log).transpose() {
+        Ok(l) => l.map(|f| CriLog::new(f, cfg.max_line)),
         Err(e) => {
+            let path = cfg.log_path.as_deref().unwrap_or(Path::new(""));
             return fail(
                 &mut report,
-                format!("opening the log {}: {e}", cfg.log_path.display()),
-            )
+                format!("opening the log {}: {e}", path.display()),
+            );
         }
     };
     let _ = std::fs::remove_file(&cfg.runtime_log);
-    let (stdin_for_runtime, mut stdin_w) = if cfg.stdin {
-        match nix::unistd::pipe() {
-            Ok((r, w)) => {
-                let _ = nix::fcntl::fcntl(
-                    &w,
-                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                );
-                (Stdio::from(r), Some(File::from(w)))
-            }
-            Err(e) => return fail(&mut report, format!("creating the stdin pipe: {e}")),
-        }
-    } else {
-        (Stdio::null(), None)
-    };
     // Listening before the pid is reported: the caller may attach right away.
     let listener = match &cfg.attach_socket {
-        Some(path) => {
-            let _ = std::fs::remove_file(path);
-            match std::os::unix::net::UnixListener::bind(path) {
-                Ok(l) => {
-                    use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-                    let _ = l.set_nonblocking(true);
-                    Some(l)
-                }
-                Err(e) => {
-                    return fail(&mut report, format!("listening on {}: {e}", path.display()))
-                }
-            }
-        }
+        Some(path) => match listen(path) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(&mut report, format!("listening on {}: {e}", path.display())),
+        },
         None => None,
     };
-    // std resets the signal mask of the child, so runc and the container start clean.
-    let created = runtime_cmd(cfg)
-        .arg("create")
-        .arg("--bundle")
-        .arg(&cfg.bundle)
-        .arg("--pid-file")
-        .arg(&cfg.pid_file)
-        .arg(&cfg.id)
-        .stdin(stdin_for_runtime)
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .status();
-    if let Err(m) = runtime_outcome(cfg, "create", created) {
-        return fail(&mut report, m);
-    }
+    let mut io = match launch(cfg) {
+        Ok(io) => io,
+        Err(m) => return fail(&mut report, m),
+    };
     let pid: i32 = match std::fs::read_to_string(&cfg.pid_file)
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -324,7 +335,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         Some(p) => p,
         None => return fail(&mut report, format!("no pid in {}", cfg.pid_file.display())),
     };
-    if cfg.start {
+    if let (Launch::Create { .. }, true) = (&cfg.launch, cfg.start) {
         let started = runtime_cmd(cfg)
             .arg("start")
             .arg(&cfg.id)
@@ -341,21 +352,22 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     let oom_before = cgroup.as_deref().map(oom_kills).unwrap_or(0);
     send(&mut report, &Report { pid, message: None });
 
-    let mut log_size = log.get_mut().metadata().map(|m| m.len()).unwrap_or(0);
+    let mut log_size = log
+        .as_mut()
+        .and_then(|l| l.get_mut().metadata().ok())
+        .map_or(0, |m| m.len());
     let mut status: Option<(Option<i32>, Option<i32>)> = None;
-    let mut open = [Some(File::from(out_r)), Some(File::from(err_r))];
     let mut clients: Vec<AttachClient> = Vec::new();
     let mut stdin_backlog: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if status.is_some() && open.iter().all(Option::is_none) {
+        if status.is_some() && io.outputs.iter().all(Option::is_none) {
             break;
         }
         use nix::poll::{PollFd, PollFlags};
-        // Slots: 0 signals, 1-2 output pipes, 3 listener, 4 stdin, 5.. clients.
         let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
         let mut slots = vec![Slot::Signals];
-        for (i, f) in open.iter().enumerate() {
+        for (i, f) in io.outputs.iter().enumerate() {
             if let Some(f) = f {
                 fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
                 slots.push(Slot::Output(i));
@@ -365,7 +377,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             slots.push(Slot::Listener);
         }
-        if let (Some(w), false) = (&stdin_w, stdin_backlog.is_empty()) {
+        if let (Some(w), false) = (&io.stdin, stdin_backlog.is_empty()) {
             fds.push(PollFd::new(w.as_fd(), PollFlags::POLLOUT));
             slots.push(Slot::Stdin);
         }
@@ -399,40 +411,41 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         for (slot, revents) in ready {
             match slot {
                 Slot::Output(i) => {
-                    let stream = if i == 0 {
-                        Stream::Stdout
-                    } else {
-                        Stream::Stderr
-                    };
-                    let n = match open[i].as_mut().map(|f| f.read(&mut buf)) {
+                    let n = match io.outputs[i].as_mut().map(|f| f.read(&mut buf)) {
                         Some(Ok(n)) => n,
+                        Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        // EOF, or EIO from a pty master once every slave is closed.
                         _ => 0,
                     };
                     if n == 0 {
-                        open[i] = None;
+                        io.outputs[i] = None;
                         continue;
                     }
-                    let records = log.records(stream, &buf[..n], SystemTime::now());
-                    let mut records = &records[..];
-                    if let Some(max) = cfg.log_size_max {
-                        if log_size + records.len() as u64 > max {
-                            let _ = log.get_mut().set_len(0);
-                            log_size = 0;
-                            records = newest_within(records, max);
+                    let (stream, kind) = if i == 0 {
+                        (Stream::Stdout, attach::STDOUT)
+                    } else {
+                        (Stream::Stderr, attach::STDERR)
+                    };
+                    if let Some(log) = &mut log {
+                        let records = log.records(stream, &buf[..n], SystemTime::now());
+                        let mut records = &records[..];
+                        if let Some(max) = cfg.log_size_max {
+                            if log_size + records.len() as u64 > max {
+                                let _ = log.get_mut().set_len(0);
+                                log_size = 0;
+                                records = newest_within(records, max);
+                            }
+                        }
+                        if log.get_mut().write_all(records).is_ok() {
+                            log_size += records.len() as u64;
                         }
                     }
-                    if log.get_mut().write_all(records).is_ok() {
-                        log_size += records.len() as u64;
-                    }
-                    let kind = if i == 0 {
-                        attach::STDOUT
-                    } else {
-                        attach::STDERR
-                    };
-                    let frame = attach::encode(kind, &buf[..n]);
-                    for (k, c) in clients.iter_mut().enumerate() {
-                        if !c.send(&frame) {
-                            dead_clients.push(k);
+                    if !clients.is_empty() {
+                        let frame = attach::encode(kind, &buf[..n]);
+                        for (k, c) in clients.iter_mut().enumerate() {
+                            if !c.send(&frame) {
+                                dead_clients.push(k);
+                            }
                         }
                     }
                 }
@@ -448,7 +461,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
                         }
                     }
                 }
-                Slot::Stdin => flush_stdin(&mut stdin_w, &mut stdin_backlog),
+                Slot::Stdin => flush_stdin(&mut io.stdin, &mut stdin_backlog),
                 Slot::Client(k) => {
                     let c = &mut clients[k];
                     if revents.contains(PollFlags::POLLOUT) && !c.flush() {
@@ -478,15 +491,34 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
                     };
                     for (kind, payload) in frames {
                         match kind {
-                            attach::STDIN if stdin_w.is_some() => {
+                            attach::STDIN if io.stdin.is_some() => {
                                 stdin_backlog.extend_from_slice(&payload);
-                                flush_stdin(&mut stdin_w, &mut stdin_backlog);
+                                flush_stdin(&mut io.stdin, &mut stdin_backlog);
                             }
-                            attach::CLOSE_STDIN => {
-                                stdin_w = None;
-                                stdin_backlog.clear();
+                            attach::CLOSE_STDIN => match &io.terminal {
+                                // A terminal has no EOF of its own: send its EOF
+                                // character, as a user typing ^D would.
+                                Some(t) if io.stdin.is_some() => {
+                                    stdin_backlog.push(eof_char(t));
+                                    flush_stdin(&mut io.stdin, &mut stdin_backlog);
+                                }
+                                _ => {
+                                    io.stdin = None;
+                                    stdin_backlog.clear();
+                                }
+                            },
+                            attach::RESIZE if payload.len() == 4 => {
+                                if let Some(t) = &io.terminal {
+                                    let size = rustix::termios::Winsize {
+                                        ws_row: u16::from_be_bytes([payload[0], payload[1]]),
+                                        ws_col: u16::from_be_bytes([payload[2], payload[3]]),
+                                        ws_xpixel: 0,
+                                        ws_ypixel: 0,
+                                    };
+                                    let _ = rustix::termios::tcsetwinsize(t, size);
+                                }
                             }
-                            // Without a terminal there is nothing to resize.
+                            attach::REOPEN_LOG => reopen(cfg, &mut log, &mut log_size),
                             _ => {}
                         }
                     }
@@ -494,11 +526,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
                 Slot::Signals => {
                     while let Ok(Some(info)) = sigfd.read_signal() {
                         if info.ssi_signo == Signal::SIGHUP as u32 {
-                            // Log rotation: the file was moved away; start a new one.
-                            if let Ok(f) = open_log(&cfg.log_path) {
-                                log_size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                                log = CriLog::new(f, cfg.max_line);
-                            }
+                            reopen(cfg, &mut log, &mut log_size);
                         }
                     }
                     loop {
@@ -522,10 +550,14 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
             clients.remove(k);
         }
     }
+    // The log's last records outlive a crash of the node, as the exit file does.
+    if let Some(log) = &mut log {
+        let _ = log.get_mut().sync_data();
+    }
     let (code, signal) = status.unwrap_or((None, None));
     let oom = cgroup.as_deref().is_some_and(|c| oom_kills(c) > oom_before);
     let exit = ExitStatus::new(code, signal, oom, started, SystemTime::now());
-    let written = exit.write_to(&cfg.exit_file);
+    let written = cfg.exit_file.as_deref().map(|f| exit.write_to(f));
     // The socket goes first (no one new can attach to a finished container), then the
     // attached clients learn the status.
     drop(listener);
@@ -544,18 +576,194 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         }
     }
 
-    if cfg.cleanup {
-        let _ = runtime_cmd(cfg)
-            .arg("delete")
-            .arg("--force")
-            .arg(&cfg.id)
-            .stdin(Stdio::null())
-            .status();
+    match cfg.launch {
+        Launch::Create { .. } if cfg.cleanup => {
+            let _ = runtime_cmd(cfg)
+                .arg("delete")
+                .arg("--force")
+                .arg(&cfg.id)
+                .stdin(Stdio::null())
+                .status();
+        }
+        // An exec leaves nothing behind but what its caller named.
+        Launch::Exec { .. } => {
+            let _ = std::fs::remove_file(&cfg.runtime_log);
+            let _ = std::fs::remove_file(&cfg.monitor_pid_file);
+        }
+        _ => {}
     }
-    if written.is_ok() {
-        0
+    match written {
+        Some(Err(_)) => 1,
+        _ => 0,
+    }
+}
+
+fn open_log(p: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(p)
+}
+
+/// Log rotation: the file was moved away (or truncated); go on in a new one.
+fn reopen(cfg: &MonitorConfig, log: &mut Option<CriLog<File>>, size: &mut u64) {
+    if let (Some(path), Some(l)) = (&cfg.log_path, log.as_mut()) {
+        if let Ok(f) = open_log(path) {
+            *size = f.metadata().map_or(0, |m| m.len());
+            *l = CriLog::new(f, cfg.max_line);
+        }
+    }
+}
+
+/// Binds the attach socket, readable and writable by its owner only.
+fn listen(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// The process's stdio as the monitor holds it.
+struct ProcessIo {
+    /// What it writes: the stdout and stderr pipes, or the pty master (as stdout).
+    outputs: [Option<File>; 2],
+    /// Where attach clients' stdin goes: a pipe, or the pty master.
+    stdin: Option<File>,
+    /// The pty master, for resizes.
+    terminal: Option<File>,
+}
+
+/// Runs `runtime create` (or `exec --detach`) and returns the process's stdio.
+fn launch(cfg: &MonitorConfig) -> Result<ProcessIo, String> {
+    let mut cmd = runtime_cmd(cfg);
+    let verb = match &cfg.launch {
+        Launch::Create { bundle } => {
+            cmd.arg("create").arg("--bundle").arg(bundle);
+            "create"
+        }
+        Launch::Exec { process } => {
+            cmd.arg("exec")
+                .arg("--detach")
+                .arg("--process")
+                .arg(process);
+            "exec"
+        }
+    };
+    cmd.arg("--pid-file").arg(&cfg.pid_file);
+    if cfg.tty {
+        let console = ConsoleSocket::new().map_err(|e| format!("console socket: {e}"))?;
+        cmd.arg("--console-socket").arg(console.path());
+        cmd.arg(&cfg.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        runtime_outcome(cfg, verb, cmd.status())?;
+        let master = console
+            .receive()
+            .map_err(|e| format!("receiving the terminal from {}: {e}", cfg.runtime.display()))?;
+        let _ = nix::fcntl::fcntl(
+            &master,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        let master = File::from(master);
+        let dup = |f: &File| f.try_clone().map_err(|e| format!("terminal: {e}"));
+        return Ok(ProcessIo {
+            stdin: if cfg.stdin { Some(dup(&master)?) } else { None },
+            terminal: Some(dup(&master)?),
+            outputs: [Some(master), None],
+        });
+    }
+    let pipe = || nix::unistd::pipe().map_err(|e| format!("creating a pipe: {e}"));
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (stdin_for_runtime, stdin) = if cfg.stdin {
+        let (r, w) = pipe()?;
+        let _ = nix::fcntl::fcntl(
+            &w,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        (Stdio::from(r), Some(File::from(w)))
     } else {
-        1
+        (Stdio::null(), None)
+    };
+    // std resets the signal mask of the child, so runc and the container start clean.
+    cmd.arg(&cfg.id)
+        .stdin(stdin_for_runtime)
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w));
+    let status = cmd.status();
+    // The command (and with it the write ends) is dropped here, so the pipes see EOF
+    // when the process and whatever inherited them are gone.
+    drop(cmd);
+    runtime_outcome(cfg, verb, status)?;
+    Ok(ProcessIo {
+        outputs: [Some(File::from(out_r)), Some(File::from(err_r))],
+        stdin,
+        terminal: None,
+    })
+}
+
+/// The terminal's EOF character (^D unless the container changed it).
+fn eof_char(t: &File) -> u8 {
+    rustix::termios::tcgetattr(t)
+        .map(|a| a.special_codes[rustix::termios::SpecialCodeIndex::VEOF])
+        .unwrap_or(4)
+}
+
+/// The socket the runtime sends the pty master through (`--console-socket`), in a
+/// private directory of its own: socket paths must stay short.
+struct ConsoleSocket {
+    dir: tempfile::TempDir,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    fn new() -> io::Result<ConsoleSocket> {
+        let dir = tempfile::Builder::new().prefix("ctrmon-tty").tempdir()?;
+        let listener = UnixListener::bind(dir.path().join("sock"))?;
+        Ok(ConsoleSocket { dir, listener })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// The master the runtime sent (it has done so before `create` returns).
+    fn receive(&self) -> io::Result<OwnedFd> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::AsRawFd;
+        self.listener.set_nonblocking(true)?;
+        let (stream, _) = self.listener.accept().map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                io::Error::other("it did not connect")
+            } else {
+                e
+            }
+        })?;
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let mut name = [0u8; 4096];
+        let mut iov = [io::IoSliceMut::new(&mut name)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut master = None;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: SCM_RIGHTS installed these descriptors in this process
+                    // just now; nothing else refers to them.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    if master.is_none() {
+                        master = Some(owned);
+                    }
+                }
+            }
+        }
+        master.ok_or_else(|| io::Error::other("no descriptor in its message"))
     }
 }
 
