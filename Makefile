@@ -8,8 +8,8 @@ S8 := ctrmon crid
 REL := target/release
 
 # Debian packages the tests, the benchmarks and the demo use.
-DEPS := docker-registry skopeo umoci runc containerd busybox-static debootstrap curl jq openssl zstd python3 \
-        util-linux ca-certificates
+DEPS := docker-registry skopeo umoci runc conmon containerd busybox-static debootstrap curl jq openssl zstd \
+        python3 util-linux ca-certificates
 
 FUZZ_SECONDS ?= 60
 
@@ -63,10 +63,11 @@ deps: ## install the Debian packages tests, benchmarks and the demo need (root; 
 demo: deps release ## the pipeline on a throwaway loopback registry holding a busybox image
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/demo.sh
 
-bench: deps release ## imgpull and bundlegen against skopeo, umoci, containerd on the shared corpus (root)
+bench: deps release ## imgpull, bundlegen, ctrmon against skopeo, umoci, containerd, conmon (root)
 	$(CARGO) build --release --locked --example hashspeed --example floor
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/bundle.py
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/monitor.py
 
 fuzz: ## fuzz the layer applier for FUZZ_SECONDS (installs cargo-fuzz when missing)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz

@@ -42,9 +42,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` to stderr. A plain level needs no filter parsing (EnvFilter
-/// compiles regexes, a cost every short-lived tool would pay at start); RUST_LOG,
-/// when set, is parsed as a full filter.
+/// Sets up `tracing` to stderr at the level asked for. RUST_LOG, when set, is a
+/// list of `target=level` directives and plain levels (`crikit::registry=debug,warn`),
+/// as `tracing_subscriber::filter::Targets` reads it: no regex engine in every tool
+/// for a syntax nobody needs here.
 pub fn init_logging(args: &LogArgs) {
     use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt;
@@ -62,8 +63,10 @@ pub fn init_logging(args: &LogArgs) {
     let filter: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> =
         match std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty()) {
             Some(spec) => Box::new(
-                tracing_subscriber::EnvFilter::try_new(&spec)
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                spec.parse::<tracing_subscriber::filter::Targets>()
+                    .unwrap_or_else(|_| {
+                        tracing_subscriber::filter::Targets::new().with_default(level)
+                    }),
             ),
             None => Box::new(level),
         };

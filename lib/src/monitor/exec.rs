@@ -181,7 +181,7 @@ pub fn check_process(path: &Path) -> Result<bool, MonitorError> {
         reason,
     };
     let data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let p: oci_spec::runtime::Process =
-        serde_json::from_slice(&data).map_err(|e| bad(format!("not a process spec: {e}")))?;
-    Ok(p.terminal().unwrap_or(false))
+    let p: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| bad(format!("not JSON: {e}")))?;
+    super::run::check_process_value(&p).map_err(|r| bad(format!("not a process spec: {r}")))
 }
