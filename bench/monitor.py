@@ -12,7 +12,8 @@ handed a sync pipe (_OCI_SYNCPIPE) and the caller reads the container pid from i
                 line is in the log: median of --starts runs, tools alternated
   log           a container writing --log-mb MB of 100-byte lines: MB/s from
                 `runc start` to the exit file, and the CPU time of the monitor
-                (its own cgroup: includes the `runc create` it runs); median of
+                (a cgroup of its own, the container's outside it; includes the
+                `runc create` the monitor runs); median of
                 --log-runs runs, tools alternated
 
 Prints markdown tables with same-run ratios (ctrmon / conmon). Needs root.
@@ -56,9 +57,13 @@ class World:
         os.makedirs(b)
         spec = json.loads(json.dumps(self.spec))
         spec["process"]["args"] = ["/bin/sh", "-c", script]
+        cid = f"bench-{os.getpid()}-{self.n}"
+        # An absolute cgroup: runc would otherwise nest the container under its
+        # caller's, the monitor's own, and bill the container's CPU to the monitor.
+        spec.setdefault("linux", {})["cgroupsPath"] = f"/{cid}"
         with open(os.path.join(b, "config.json"), "w") as f:
             json.dump(spec, f)
-        return b, f"bench-{os.getpid()}-{self.n}"
+        return b, cid
 
     def runc(self, *args, check=True):
         r = subprocess.run([RUNC, "--root", self.runc_root, *args], stdout=subprocess.DEVNULL,

@@ -93,25 +93,31 @@ impl<W: Write> CriLog<W> {
 
     /// The records one read of output becomes.
     pub fn records(&self, stream: Stream, data: &[u8], now: SystemTime) -> Vec<u8> {
-        let ts = rfc3339_nanos(now);
         let mut buf = Vec::with_capacity(data.len() + 64);
+        self.records_into(&mut buf, stream, data, now);
+        buf
+    }
+
+    /// Appends the records one read of output becomes to `buf` (which a busy
+    /// monitor reuses from read to read).
+    pub fn records_into(&self, buf: &mut Vec<u8>, stream: Stream, data: &[u8], now: SystemTime) {
+        let ts = rfc3339_nanos(now);
         let mut rest = data;
         while !rest.is_empty() {
-            let (line, full, next) = match rest.iter().position(|&b| b == b'\n') {
+            let (line, full, next) = match memchr::memchr(b'\n', rest) {
                 Some(i) => (&rest[..i], true, &rest[i + 1..]),
                 None => (rest, false, &rest[rest.len()..]),
             };
-            let mut chunks = line.chunks(self.max_line).peekable();
             if line.is_empty() {
-                record(&mut buf, &ts, stream, full, b"");
+                record(buf, &ts, stream, full, b"");
             }
+            let mut chunks = line.chunks(self.max_line).peekable();
             while let Some(c) = chunks.next() {
                 let last = chunks.peek().is_none();
-                record(&mut buf, &ts, stream, full && last, c);
+                record(buf, &ts, stream, full && last, c);
             }
             rest = next;
         }
-        buf
     }
 
     /// The writer, back.

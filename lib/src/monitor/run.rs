@@ -309,6 +309,9 @@ fn runtime_error(cfg: &MonitorConfig, fallback: &str) -> String {
         .unwrap_or_else(|| fallback.to_string())
 }
 
+/// The capacity asked for the output pipes.
+const PIPE_SIZE: nix::libc::c_int = 1 << 20;
+
 /// The monitor proper; returns its exit code.
 fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     let mut report = Some(File::from(report));
@@ -393,6 +396,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     let mut clients: Vec<AttachClient> = Vec::new();
     let mut stdin_backlog: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut records = Vec::new();
     loop {
         if status.is_some() && io.outputs.iter().all(Option::is_none) {
             break;
@@ -460,7 +464,8 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
                         (Stream::Stderr, attach::STDERR)
                     };
                     if let Some(log) = &mut log {
-                        let records = log.records(stream, &buf[..n], SystemTime::now());
+                        records.clear();
+                        log.records_into(&mut records, stream, &buf[..n], SystemTime::now());
                         let mut records = &records[..];
                         if let Some(max) = cfg.log_size_max {
                             if log_size + records.len() as u64 > max {
@@ -720,6 +725,12 @@ fn launch(cfg: &MonitorConfig) -> Result<ProcessIo, String> {
     let pipe = || nix::unistd::pipe().map_err(|e| format!("creating a pipe: {e}"));
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    // Room for bursts: a container writing fast blocks less often, and the monitor
+    // wakes less often for more. Pages are only taken while output waits; when the
+    // limit (fs.pipe-max-size) is lower, the default size stays.
+    for r in [&out_r, &err_r] {
+        let _ = nix::fcntl::fcntl(r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    }
     let (stdin_for_runtime, stdin) = if cfg.stdin {
         let (r, w) = pipe()?;
         let _ = nix::fcntl::fcntl(
