@@ -633,3 +633,105 @@ fn log_reopens_on_a_control_message() {
         "{new}"
     );
 }
+
+/// Removes a test's cgroups in every hierarchy, moving out whatever is left in them.
+struct CgroupGuard(String);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for h in crikit::monitor::cgroup::hierarchies(&info) {
+            let top = h.mount.join(self.0.trim_start_matches('/'));
+            let mut dirs: Vec<PathBuf> = walk(&top);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines() {
+                    let _ = std::fs::write(h.mount.join("cgroup.procs"), pid);
+                }
+                let _ = std::fs::remove_dir(&d);
+            }
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&e.path()));
+            }
+        }
+        out.push(dir.to_path_buf());
+    }
+    out
+}
+
+fn cgroup_of(pid: i32, controller: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+            c.split(',')
+                .any(|x| x == controller)
+                .then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no {controller:?} cgroup in {text}"))
+}
+
+#[test]
+fn monitor_joins_a_cgroup_under_the_parent_and_removes_it() {
+    let w = World::new();
+    let name = w
+        .tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "");
+    let parent = format!("/crikit-test-{name}");
+    let _guard = CgroupGuard(parent.clone());
+    let patch = w.tmp.path().join("cg.json");
+    std::fs::write(
+        &patch,
+        serde_json::json!({"linux": {"cgroupsPath": format!("{parent}/ctr")}}).to_string(),
+    )
+    .unwrap();
+    let b = w.bundle("cg", &["--patch", patch.to_str().unwrap()], "sleep 100");
+
+    let r = w.ctrmon(&b, "cg-rel", &["--cgroup-parent", "kubepods"]);
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(r.stderr.contains("absolute"), "{}", r.describe());
+
+    let r = w
+        .ctrmon(
+            &b,
+            "cg",
+            &["--start", "--cleanup", "--cgroup-parent", &parent],
+        )
+        .ok();
+    let ctr: i32 = r.stdout.trim().parse().unwrap();
+    let mon: i32 = std::fs::read_to_string(w.state("cg").join("ctrmon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(cgroup_of(mon, "memory"), format!("{parent}/ctrmon-cg"));
+    assert_eq!(cgroup_of(mon, "pids"), format!("{parent}/ctrmon-cg"));
+    assert_eq!(cgroup_of(ctr, "memory"), format!("{parent}/ctr"));
+    let mon_dir = Path::new("/sys/fs/cgroup/memory")
+        .join(parent.trim_start_matches('/'))
+        .join("ctrmon-cg");
+    assert!(mon_dir.is_dir());
+
+    w.runc(&["kill", "cg", "KILL"]);
+    assert_eq!(w.exit("cg")["exit_code"], 137);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{mon}")).exists() {
+        assert!(Instant::now() < deadline, "the monitor did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!mon_dir.exists(), "the monitor's cgroup is removed");
+}

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use crikit::cli::LogArgs;
-use crikit::monitor::run::{Launch, MonitorConfig, Report};
+use crikit::monitor::run::{Launch, MonitorConfig, MonitorError, Report};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -63,6 +63,10 @@ pub struct Args {
     /// Give the container a stdin pipe that attach clients write to
     #[arg(long)]
     pub stdin: bool,
+    /// Put the monitor in the cgroup PARENT/ctrmon-ID (every hierarchy but v1 cpuset),
+    /// removed when it exits; the container goes where its cgroupsPath says
+    #[arg(long, value_name = "PARENT")]
+    pub cgroup_parent: Option<PathBuf>,
     /// Give the container a terminal (its process.terminal must be true); output is
     /// logged as stdout, attach clients may resize it
     #[arg(long, short = 't')]
@@ -107,13 +111,17 @@ pub fn run(args: Args) -> Result<()> {
     let launch = match &args.exec {
         Some(process) if args.attach_socket.is_none() => {
             if args.tty {
-                anyhow::bail!("--tty with --exec needs --attach-socket to serve the terminal");
+                return Err(usage(
+                    "--tty with --exec needs --attach-socket to serve the terminal",
+                ));
             }
             return exec(&args, process, &state);
         }
         Some(process) => {
             if args.exec_timeout.is_some() {
-                anyhow::bail!("--exec-timeout applies only to a sync exec (no --attach-socket)");
+                return Err(usage(
+                    "--exec-timeout applies only to a sync exec (no --attach-socket)",
+                ));
             }
             Launch::Exec {
                 process: std::path::absolute(process)
@@ -165,6 +173,7 @@ pub fn run(args: Args) -> Result<()> {
             .map(std::path::absolute)
             .transpose()?,
         stdin: args.stdin,
+        cgroup_parent: args.cgroup_parent.clone(),
     };
     let report = match crikit::monitor::run::spawn(&cfg) {
         Ok(r) => r,
@@ -191,6 +200,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     writeln!(std::io::stdout(), "{}", report.pid)?;
     Ok(())
+}
+
+fn usage(reason: &str) -> anyhow::Error {
+    MonitorError::Usage {
+        reason: reason.into(),
+    }
+    .into()
 }
 
 /// `--exec`: run a process in the container and print the JSON result.

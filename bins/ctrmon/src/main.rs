@@ -10,5 +10,10 @@ fn main() -> std::process::ExitCode {
     }
     let args = cli::Args::parse();
     crikit::cli::init_logging(&args.log);
-    crikit::cli::finish("ctrmon", cli::run(args), |_| None)
+    crikit::cli::finish("ctrmon", cli::run(args), |e| {
+        e.chain()
+            .filter_map(|c| c.downcast_ref::<crikit::monitor::run::MonitorError>())
+            .any(|m| matches!(m, crikit::monitor::run::MonitorError::Usage { .. }))
+            .then_some(crikit::cli::EXIT_USAGE)
+    })
 }

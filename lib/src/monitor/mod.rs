@@ -8,6 +8,7 @@
 //! longer than a bound are cut into `P` records.
 
 pub mod attach;
+pub mod cgroup;
 pub mod exec;
 #[allow(unsafe_code)]
 pub mod run;

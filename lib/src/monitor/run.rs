@@ -38,6 +38,12 @@ pub enum MonitorError {
         /// What is wrong.
         reason: String,
     },
+    /// An option's value cannot be used.
+    #[error("{reason}")]
+    Usage {
+        /// What is wrong.
+        reason: String,
+    },
     /// A system call failed while setting up.
     #[error("{action}")]
     Sys {
@@ -98,6 +104,8 @@ pub struct MonitorConfig {
     pub attach_socket: Option<PathBuf>,
     /// Give the container a stdin pipe that attach clients write to.
     pub stdin: bool,
+    /// Put the monitor in `PARENT/ctrmon-ID` (see [`super::cgroup`]).
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 /// What the monitor runs.
@@ -178,6 +186,9 @@ pub(crate) fn check_process_value(p: &serde_json::Value) -> Result<bool, String>
 
 /// Checks what `cfg` launches, and that `cfg.tty` matches the process's `terminal`.
 pub fn check_launch(cfg: &MonitorConfig) -> Result<(), MonitorError> {
+    if let Some(parent) = &cfg.cgroup_parent {
+        super::cgroup::check_parent(parent).map_err(|reason| MonitorError::Usage { reason })?;
+    }
     let (terminal, what) = match &cfg.launch {
         Launch::Create { bundle } => (check_bundle(bundle)?, "config.json"),
         Launch::Exec { process } => (super::exec::check_process(process)?, "the process file"),
@@ -359,9 +370,21 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         },
         None => None,
     };
+    let mut cgroup_joined = match &cfg.cgroup_parent {
+        Some(parent) => match super::cgroup::join(parent, &format!("ctrmon-{}", cfg.id)) {
+            Ok(j) => Some(j),
+            Err(e) => return fail(&mut report, format!("joining the monitor's cgroup: {e}")),
+        },
+        None => None,
+    };
     let mut io = match launch(cfg) {
         Ok(io) => io,
-        Err(m) => return fail(&mut report, m),
+        Err(m) => {
+            if let Some(j) = &mut cgroup_joined {
+                j.leave();
+            }
+            return fail(&mut report, m);
+        }
     };
     let pid: i32 = match std::fs::read_to_string(&cfg.pid_file)
         .ok()
@@ -629,6 +652,9 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
             let _ = std::fs::remove_file(&cfg.monitor_pid_file);
         }
         _ => {}
+    }
+    if let Some(j) = &mut cgroup_joined {
+        j.leave();
     }
     match written {
         Some(Err(_)) => 1,

@@ -1,0 +1,176 @@
+//! The monitor's own cgroup: `--cgroup-parent PARENT` puts the monitor in
+//! `PARENT/ctrmon-ID` in every mounted hierarchy, v1 and v2, so its memory and CPU
+//! count against what the caller chose (a pod's cgroup, as CRI-O does with conmon)
+//! rather than against whoever started it. The container itself goes where its
+//! config.json's `cgroupsPath` says.
+//!
+//! v1 `cpuset` is left alone: a new cpuset cgroup has no CPUs until someone copies
+//! them in, and the monitor has no use for a CPU set of its own.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// A cgroup hierarchy mounted on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Where it is mounted.
+    pub mount: PathBuf,
+    /// Its v1 controllers (`memory`, `name=systemd`, …); empty for cgroup2.
+    pub controllers: Vec<String>,
+}
+
+/// The cgroup hierarchies in a `/proc/self/mountinfo` text whose root is the
+/// hierarchy's root (a namespaced view cannot be joined by absolute path).
+pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut l = left.split(' ');
+            let root = l.nth(3)?;
+            let mount = l.next()?;
+            let mut r = right.split(' ');
+            let fstype = r.next()?;
+            let superopts = r.nth(1)?;
+            if root != "/" {
+                return None;
+            }
+            let controllers = match fstype {
+                "cgroup2" => Vec::new(),
+                "cgroup" => superopts
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(*o, "rw" | "ro" | "xattr" | "noprefix" | "clone_children")
+                            && !o.starts_with("release_agent")
+                    })
+                    .map(String::from)
+                    .collect(),
+                _ => return None,
+            };
+            Some(Hierarchy {
+                mount: PathBuf::from(unescape(mount)),
+                controllers,
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = u32::from(b[i + 1] - b'0') * 64
+                + u32::from(b[i + 2] - b'0') * 8
+                + u32::from(b[i + 3] - b'0');
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Checks a cgroup parent given on the command line: absolute, no `..`.
+pub fn check_parent(parent: &Path) -> Result<(), String> {
+    if !parent.is_absolute() {
+        return Err(format!(
+            "cgroup parent {}: must be an absolute cgroup path such as /kubepods",
+            parent.display()
+        ));
+    }
+    if parent
+        .components()
+        .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+    {
+        return Err(format!(
+            "cgroup parent {}: must not contain . or ..",
+            parent.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The cgroups the monitor joined.
+#[derive(Debug)]
+pub struct Joined {
+    /// (hierarchy mount, the monitor's cgroup directory in it).
+    dirs: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Moves the calling process into `PARENT/NAME` in every hierarchy but cpuset,
+/// creating the directories. On failure, what was joined is left again.
+pub fn join(parent: &Path, name: &str) -> io::Result<Joined> {
+    let rel = parent.strip_prefix("/").unwrap_or(parent).join(name);
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    let mut joined = Joined { dirs: Vec::new() };
+    for h in hierarchies(&info) {
+        if h.controllers.iter().any(|c| c == "cpuset") {
+            continue;
+        }
+        let dir = h.mount.join(&rel);
+        let r = fs::create_dir_all(&dir).and_then(|()| fs::write(dir.join("cgroup.procs"), "0"));
+        if let Err(e) = r {
+            joined.leave();
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display())));
+        }
+        joined.dirs.push((h.mount, dir));
+    }
+    Ok(joined)
+}
+
+impl Joined {
+    /// Moves the process back to each hierarchy's root (exempt from cgroup2's
+    /// no-internal-processes rule, unlike the parent) and removes its cgroups.
+    pub fn leave(&mut self) {
+        for (mount, dir) in self.dirs.drain(..) {
+            let _ = fs::write(mount.join("cgroup.procs"), "0");
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hierarchies_from_mountinfo() {
+        let info = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime shared:5 - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+42 31 0:39 /sub /mnt/nested rw - cgroup2 cgroup2 rw
+43 31 0:40 / /mnt/with\\040space rw - cgroup cgroup rw,pids
+";
+        let h = hierarchies(info);
+        let mounts: Vec<_> = h.iter().map(|h| h.mount.to_str().unwrap()).collect();
+        assert_eq!(
+            mounts,
+            [
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/unified",
+                "/mnt/with space"
+            ]
+        );
+        assert_eq!(h[1].controllers, ["memory"]);
+        assert_eq!(h[2].controllers, ["name=systemd"]);
+        assert!(h[3].controllers.is_empty());
+    }
+
+    #[test]
+    fn parents_must_be_absolute_and_plain() {
+        assert!(check_parent(Path::new("/kubepods/pod1")).is_ok());
+        assert!(check_parent(Path::new("kubepods")).is_err());
+        assert!(check_parent(Path::new("/kubepods/../x")).is_err());
+    }
+}
