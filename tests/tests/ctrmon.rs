@@ -735,3 +735,30 @@ fn monitor_joins_a_cgroup_under_the_parent_and_removes_it() {
     }
     assert!(!mon_dir.exists(), "the monitor's cgroup is removed");
 }
+
+#[test]
+fn fast_output_is_logged_whole_and_in_order() {
+    let w = World::new();
+    // 300k lines as fast as the shell can write them, on both streams.
+    let b = w.bundle("fast", &[], "seq 1 200000; seq 1 100000 >&2");
+    w.ctrmon(&b, "fast", &["--start"]).ok();
+    assert_eq!(w.exit("fast")["exit_code"], 0);
+    let log = w.log("fast");
+    // Reads cut lines anywhere: partial records join up to the next full one, as
+    // kubelet reads them.
+    let lines = |stream: &str| -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut part = String::new();
+        for (_, tag, text) in log.iter().filter(|(s, _, _)| s == stream) {
+            part.push_str(text);
+            if tag == "F" {
+                out.push(part.parse().unwrap_or_else(|_| panic!("line {part:?}")));
+                part.clear();
+            }
+        }
+        assert!(part.is_empty(), "a partial line at the end: {part:?}");
+        out
+    };
+    assert_eq!(lines("stdout"), (1..=200_000).collect::<Vec<u64>>());
+    assert_eq!(lines("stderr"), (1..=100_000).collect::<Vec<u64>>());
+}
