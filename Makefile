@@ -9,7 +9,7 @@ REL := target/release
 
 # Debian packages the tests, the benchmarks and the demo use.
 DEPS := docker-registry skopeo umoci runc conmon containerd busybox-static debootstrap curl jq openssl zstd \
-        python3 util-linux ca-certificates
+        python3 util-linux ca-certificates protobuf-compiler containernetworking-plugins
 
 FUZZ_SECONDS ?= 60
 
@@ -79,6 +79,7 @@ install: release ## install binaries, man pages, completions under DESTDIR/PREFI
 	for b in $(BINS); do install -m755 $(REL)/$$b $(DESTDIR)$(PREFIX)/bin/$$b; done
 	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man1 man/*.1
 	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man8 man/*.8
+	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man5 man/*.5
 	for b in $(BINS); do \
 	  install -Dm644 completions/$$b.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$b; \
 	  install -Dm644 completions/_$$b $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$b; \

@@ -1,4 +1,15 @@
-complete -c crid -l listen -d 'Where to listen' -r
+complete -c crid -l config -d 'TOML configuration file, keys named like these flags [default: /etc/crikit/crid.toml when it exists]' -r -F
+complete -c crid -l listen -d 'Where to serve: unix:///PATH [default: unix://RUN/crid.sock]' -r
+complete -c crid -l root -d 'State directory: the image store, layers, containers [default: /var/lib/crikit as root]' -r -F
+complete -c crid -l run-dir -d 'Runtime state directory [default: /run/crikit as root]' -r -F
+complete -c crid -l runtime -d 'OCI runtime [default: runc]' -r -F
+complete -c crid -l cni-conf-dir -d 'CNI network configurations; the first .conflist (or .conf) by name is used [default: /etc/cni/net.d]' -r -F
+complete -c crid -l cni-bin-dir -d 'CNI plugin directories, colon-separated [default: /opt/cni/bin:/usr/lib/cni]' -r
+complete -c crid -l registries-conf -d 'containers-registries.conf(5) file [default: $CONTAINERS_REGISTRIES_CONF or /etc/containers/registries.conf]' -r -F
+complete -c crid -l pause-image -d 'Image of the infra process of pods that share a PID namespace [default: registry.k8s.io/pause:3.10]' -r
+complete -c crid -l pull-progress-timeout -d 'Cancel an image pull that has made no progress for this many seconds; 0 never does [default: 300]' -r
+complete -c crid -l insecure-registry -d 'Plain HTTP for this registry (repeatable), as registries.conf\'s insecure = true' -r
+complete -c crid -l ctrmon -d 'The ctrmon binary [default: the one beside crid, else ctrmon on PATH]' -r -F
 complete -c crid -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c crid -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"

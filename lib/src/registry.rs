@@ -14,7 +14,7 @@
 //! OCI tool can read the store; the digest the registry gave is kept in the
 //! [`crate::layout::REPO_DIGEST`] annotation and is what the caller prints.
 
-use crate::auth::{AuthError, CredentialStore};
+use crate::auth::{AuthError, CredentialStore, Credentials};
 use crate::digest::{Digest, DigestError};
 use crate::layout::{LayoutError, Store, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, REPO_DIGEST};
 use crate::platform::Platform;
@@ -281,6 +281,22 @@ pub struct Puller {
     opts: PullOptions,
 }
 
+/// The HTTP client for `registries` (plain HTTP for insecure hosts) and `opts`.
+fn make_client(registries: &Registries, opts: &PullOptions) -> Result<Client> {
+    let config = ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(registries.insecure_hosts()),
+        platform_resolver: None,
+        read_timeout: Some(opts.stall_timeout),
+        connect_timeout: Some(opts.connect_timeout),
+        max_concurrent_download: opts.max_concurrent.max(1),
+        user_agent: concat!("crikit/", env!("CARGO_PKG_VERSION")),
+        ..Default::default()
+    };
+    // Not Client::new: it logs a failed set-up (no CA certificates, say) and carries
+    // on with a default client that ignores the insecure hosts.
+    Client::try_from(config).map_err(|e| RegistryError::Client { message: chain(&e) })
+}
+
 /// A blob to fetch.
 #[derive(Debug, Clone)]
 struct Blob {
@@ -292,36 +308,47 @@ impl Puller {
     /// A puller with its HTTP client configured from `registries` (plain HTTP for
     /// insecure hosts) and `opts`.
     pub fn new(registries: Registries, creds: CredentialStore, opts: PullOptions) -> Result<Self> {
-        let insecure = registries.insecure_hosts();
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure),
-            platform_resolver: None,
-            read_timeout: Some(opts.stall_timeout),
-            connect_timeout: Some(opts.connect_timeout),
-            max_concurrent_download: opts.max_concurrent.max(1),
-            user_agent: concat!("crikit/", env!("CARGO_PKG_VERSION")),
-            ..Default::default()
-        };
-        // Not Client::new: it logs a failed set-up (no CA certificates, say) and
-        // carries on with a default client that ignores the insecure hosts.
-        let client =
-            Client::try_from(config).map_err(|e| RegistryError::Client { message: chain(&e) })?;
         Ok(Puller {
-            client,
+            client: make_client(&registries, &opts)?,
             registries,
             creds,
             opts,
         })
     }
 
+    /// The same puller with an HTTP client of its own. The client remembers the
+    /// first credentials and the tokens it got for each registry: a pull made with
+    /// credentials of its own (a CRI request's) must not leave them behind for
+    /// other pulls, nor use someone else's.
+    pub fn fork(&self) -> Result<Self> {
+        Ok(Puller {
+            client: make_client(&self.registries, &self.opts)?,
+            registries: self.registries.clone(),
+            creds: self.creds.clone(),
+            opts: self.opts.clone(),
+        })
+    }
+
     /// Pulls `image` into `store` and names it. Tries mirrors from registries.conf
     /// first, then the registry itself.
     pub async fn pull(&self, store: &Store, image: &str, sink: &dyn Sink) -> Result<Pulled> {
+        self.pull_as(store, image, sink, None).await
+    }
+
+    /// [`Puller::pull`] with `creds` for every endpoint instead of the credential
+    /// store's (the CRI's PullImage carries its own).
+    pub async fn pull_as(
+        &self,
+        store: &Store,
+        image: &str,
+        sink: &dyn Sink,
+        creds: Option<&Credentials>,
+    ) -> Result<Pulled> {
         let r = reference::parse(image)?;
         let endpoints = self.registries.endpoints(&r)?;
         let mut last = None;
         for ep in &endpoints {
-            match self.pull_from(store, image, &r, ep, sink).await {
+            match self.pull_from(store, image, &r, ep, sink, creds).await {
                 Ok(p) => return Ok(p),
                 Err(e) if ep.mirror => {
                     tracing::warn!(
@@ -340,7 +367,10 @@ impl Puller {
         }))
     }
 
-    fn auth_for(&self, r: &Reference) -> Result<RegistryAuth> {
+    fn auth_for(&self, r: &Reference, creds: Option<&Credentials>) -> Result<RegistryAuth> {
+        if let Some(c) = creds {
+            return Ok(RegistryAuth::Basic(c.username.clone(), c.password.clone()));
+        }
         Ok(match self.creds.lookup(r.registry(), r.repository())? {
             Some(c) => RegistryAuth::Basic(c.username, c.password),
             None => RegistryAuth::Anonymous,
@@ -354,10 +384,11 @@ impl Puller {
         asked: &Reference,
         ep: &Endpoint,
         sink: &dyn Sink,
+        creds: Option<&Credentials>,
     ) -> Result<Pulled> {
         let r = &ep.reference;
         let registry = r.registry().to_string();
-        let auth = self.auth_for(r)?;
+        let auth = self.auth_for(r, creds)?;
         sink.event(&Event::Resolving {
             image: image.to_string(),
             endpoint: r.to_string(),
@@ -682,6 +713,7 @@ impl Puller {
             }
         };
         let mut last_report = pipe.sent;
+        let mut last_report_at = std::time::Instant::now();
         while let Some(chunk) = stream
             .try_next()
             .await
@@ -706,8 +738,14 @@ impl Puller {
                     digest: what.clone(),
                     source,
                 })?;
-            if pipe.sent - last_report >= 4 << 20 || pipe.sent == blob.size {
+            // Every 4 MiB, and at least every 250 ms while bytes come: a slow
+            // download still shows (and proves) that it moves.
+            if pipe.sent - last_report >= 4 << 20
+                || pipe.sent == blob.size
+                || last_report_at.elapsed() >= Duration::from_millis(250)
+            {
                 last_report = pipe.sent;
+                last_report_at = std::time::Instant::now();
                 sink.event(&Event::BlobProgress {
                     image: ctx.image.to_string(),
                     digest: what.clone(),

@@ -5,6 +5,7 @@
 //! Everything a test starts is stopped by `Drop`, so a failing test still cleans up.
 
 pub mod cmd;
+pub mod crid;
 pub mod image;
 pub mod proxy;
 pub mod registry;

@@ -1,30 +1,240 @@
-//! Command line of crid.
+//! Command line and configuration file of crid.
 
+use anyhow::{Context, Result};
 use crikit::cli::LogArgs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Man page sections written by hand, spliced after the generated ones.
 pub const MAN_EXTRA: &str = include_str!("../../../man/crid.extra.roff");
 
+/// The configuration file read when --config is not given, if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/crikit/crid.toml";
+
 /// Serve the Kubernetes Container Runtime Interface for kubelet and crictl
 ///
-/// This version of crid only describes itself; it performs no work yet and
-/// fails with exit status 1 when run.
+/// crid serves the CRI's RuntimeService and ImageService (runtime.v1, gRPC) on a unix
+/// socket, in the foreground, logging to stderr. Images go to the same store imgpull
+/// fills, through the same registries.conf and auth files. Every flag may also be
+/// set in the configuration file (see crid.toml(5)); a flag wins over the file.
+/// SIGTERM or SIGINT stops it cleanly; containers keep running.
 #[derive(Debug, clap::Parser)]
 #[command(name = "crid", version, max_term_width = 100)]
 pub struct Args {
-    /// Where to listen
-    #[arg(
-        long,
-        value_name = "ADDRESS",
-        default_value = "unix:///run/crikit/crid.sock"
-    )]
-    pub listen: String,
+    /// TOML configuration file, keys named like these flags [default: /etc/crikit/crid.toml
+    /// when it exists]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where to serve: unix:///PATH [default: unix://RUN/crid.sock]
+    #[arg(long, value_name = "ADDRESS")]
+    pub listen: Option<String>,
+    /// State directory: the image store, layers, containers [default: /var/lib/crikit as
+    /// root]
+    #[arg(long, value_name = "DIR", env = "CRIKIT_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Runtime state directory [default: /run/crikit as root]
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// OCI runtime [default: runc]
+    #[arg(long, value_name = "PATH")]
+    pub runtime: Option<PathBuf>,
+    /// CNI network configurations; the first .conflist (or .conf) by name is used
+    /// [default: /etc/cni/net.d]
+    #[arg(long, value_name = "DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin directories, colon-separated [default: /opt/cni/bin:/usr/lib/cni]
+    #[arg(long, value_name = "DIR")]
+    pub cni_bin_dir: Option<String>,
+    /// containers-registries.conf(5) file [default: $CONTAINERS_REGISTRIES_CONF or
+    /// /etc/containers/registries.conf]
+    #[arg(long, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
+    /// Image of the infra process of pods that share a PID namespace [default:
+    /// registry.k8s.io/pause:3.10]
+    #[arg(long, value_name = "REF")]
+    pub pause_image: Option<String>,
+    /// Cancel an image pull that has made no progress for this many seconds; 0 never
+    /// does [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    pub pull_progress_timeout: Option<u64>,
+    /// Plain HTTP for this registry (repeatable), as registries.conf's insecure = true
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// The ctrmon binary [default: the one beside crid, else ctrmon on PATH]
+    #[arg(long, value_name = "PATH")]
+    pub ctrmon: Option<PathBuf>,
 
     #[command(flatten)]
     pub log: LogArgs,
 }
 
-/// Runs crid.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not available in this version of crikit")
+/// The configuration file: the flags' names as keys.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    listen: Option<String>,
+    root: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    runtime: Option<PathBuf>,
+    cni_conf_dir: Option<PathBuf>,
+    cni_bin_dir: Option<String>,
+    registries_conf: Option<PathBuf>,
+    pause_image: Option<String>,
+    pull_progress_timeout: Option<u64>,
+    #[serde(default)]
+    insecure_registry: Vec<String>,
+    ctrmon: Option<PathBuf>,
+}
+
+/// What crid runs with: flags over the file over the defaults.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    /// The socket path.
+    pub listen: PathBuf,
+    /// The state directory.
+    pub root: PathBuf,
+    /// The runtime state directory.
+    pub run_dir: PathBuf,
+    /// The OCI runtime.
+    pub runtime: PathBuf,
+    /// CNI configurations.
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin directories.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// registries.conf, if any.
+    pub registries_conf: Option<PathBuf>,
+    /// The pause image.
+    pub pause_image: String,
+    /// No-progress limit for pulls; `None` never cancels.
+    #[serde(with = "secs")]
+    pub pull_progress_timeout: Option<Duration>,
+    /// Registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// The ctrmon binary.
+    pub ctrmon: PathBuf,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.map_or(0, |d| d.as_secs()))
+    }
+}
+
+impl Settings {
+    /// Resolves `args` against the configuration file and the defaults.
+    pub fn resolve(args: &Args) -> Result<Settings> {
+        let file = match &args.config {
+            Some(p) => read_config(p)?,
+            None if Path::new(DEFAULT_CONFIG).exists() => read_config(Path::new(DEFAULT_CONFIG))?,
+            None => FileConfig::default(),
+        };
+        let run_dir =
+            pick(&args.run_dir, &file.run_dir).unwrap_or_else(crikit::paths::default_run_dir);
+        let listen = match pick(&args.listen, &file.listen) {
+            Some(a) => socket_path(&a)?,
+            None => run_dir.join("crid.sock"),
+        };
+        let cni_bin = pick(&args.cni_bin_dir, &file.cni_bin_dir)
+            .unwrap_or_else(|| "/opt/cni/bin:/usr/lib/cni".into());
+        let timeout = pick(&args.pull_progress_timeout, &file.pull_progress_timeout).unwrap_or(300);
+        let mut insecure = file.insecure_registry.clone();
+        insecure.extend(args.insecure_registry.iter().cloned());
+        let ctrmon = pick(&args.ctrmon, &file.ctrmon).unwrap_or_else(default_ctrmon);
+        Ok(Settings {
+            listen,
+            root: pick(&args.root, &file.root).unwrap_or_else(crikit::paths::default_root),
+            run_dir,
+            runtime: pick(&args.runtime, &file.runtime).unwrap_or_else(|| "runc".into()),
+            cni_conf_dir: pick(&args.cni_conf_dir, &file.cni_conf_dir)
+                .unwrap_or_else(|| "/etc/cni/net.d".into()),
+            cni_bin_dirs: std::env::split_paths(&cni_bin).collect(),
+            registries_conf: pick(&args.registries_conf, &file.registries_conf),
+            pause_image: pick(&args.pause_image, &file.pause_image)
+                .unwrap_or_else(|| "registry.k8s.io/pause:3.10".into()),
+            pull_progress_timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
+            insecure_registries: insecure,
+            ctrmon,
+        })
+    }
+}
+
+fn pick<T: Clone>(flag: &Option<T>, file: &Option<T>) -> Option<T> {
+    flag.clone().or_else(|| file.clone())
+}
+
+fn read_config(path: &Path) -> Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "config {}: {}",
+            path.display(),
+            e.to_string().lines().collect::<Vec<_>>().join(" ")
+        )
+    })
+}
+
+/// The path in a `unix://` address (a bare absolute path is taken as is).
+fn socket_path(address: &str) -> Result<PathBuf> {
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    if !path.starts_with('/') {
+        anyhow::bail!("listen address {address:?}: expected unix:///ABSOLUTE/PATH");
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// ctrmon from the same directory as crid (an install or a build tree), else PATH.
+fn default_ctrmon() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("ctrmon")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "ctrmon".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("crid-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("crid.toml");
+        std::fs::write(
+            &cfg,
+            "root = \"/srv/crikit\"\nrun-dir = \"/run/x\"\npull-progress-timeout = 0\n\
+             insecure-registry = [\"a:5000\"]\ncni-bin-dir = \"/a:/b\"\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "crid",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--root",
+            "/flag/root",
+            "--insecure-registry",
+            "b:5000",
+        ]);
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.root, Path::new("/flag/root"));
+        assert_eq!(s.run_dir, Path::new("/run/x"));
+        assert_eq!(s.listen, Path::new("/run/x/crid.sock"));
+        assert_eq!(s.pull_progress_timeout, None);
+        assert_eq!(s.insecure_registries, ["a:5000", "b:5000"]);
+        assert_eq!(s.cni_bin_dirs, [Path::new("/a"), Path::new("/b")]);
+        assert_eq!(s.cni_conf_dir, Path::new("/etc/cni/net.d"));
+
+        std::fs::write(&cfg, "roots = \"/x\"\n").unwrap();
+        let e = Settings::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("crid.toml") && e.contains("roots"), "{e}");
+        let bad = Args::parse_from(["crid", "--listen", "tcp://0:1", "--config", "/dev/null"]);
+        let e = Settings::resolve(&bad).unwrap_err().to_string();
+        assert!(e.contains("unix://"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,6 +1,12 @@
-//! crid: Serve the Kubernetes Container Runtime Interface for kubelet and crictl.
+//! crid: serve the Kubernetes Container Runtime Interface for kubelet and crictl.
 
 mod cli;
+mod cni;
+mod fsusage;
+mod image;
+mod runtime;
+mod server;
+mod state;
 
 use clap::Parser;
 
@@ -10,5 +16,9 @@ fn main() -> std::process::ExitCode {
     }
     let args = cli::Args::parse();
     crikit::cli::init_logging(&args.log);
-    crikit::cli::finish("crid", cli::run(args), |_| None)
+    let run = || -> anyhow::Result<()> {
+        let settings = cli::Settings::resolve(&args)?;
+        server::serve(settings)
+    };
+    crikit::cli::finish("crid", run(), |_| None)
 }

@@ -1,0 +1,294 @@
+//! The CRI RuntimeService. This version answers Version and Status; every other
+//! RPC answers `Unimplemented`, naming itself, rather than pretending.
+
+use crate::state::Crid;
+use k8s_cri::v1 as cri;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The RuntimeService.
+pub struct RuntimeService(pub Arc<Crid>);
+
+fn unimplemented(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "crid {}: {rpc} is not implemented in this version",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// The CRI API version crid serves.
+pub const API_VERSION: &str = "v1";
+
+#[tonic::async_trait]
+impl cri::runtime_service_server::RuntimeService for RuntimeService {
+    async fn version(
+        &self,
+        _req: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "crikit".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: API_VERSION.into(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        req: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        let s = &self.0.settings;
+        let (conf_dir, bins) = (s.cni_conf_dir.clone(), s.cni_bin_dirs.clone());
+        let network = tokio::task::spawn_blocking(move || crate::cni::load(&conf_dir, &bins))
+            .await
+            .map_err(crate::image::internal)?;
+        let runtime = which(&s.runtime);
+        let cond = |ty: &str, ok: Result<(), String>, reason: &str| cri::RuntimeCondition {
+            r#type: ty.into(),
+            status: ok.is_ok(),
+            reason: if ok.is_ok() {
+                String::new()
+            } else {
+                reason.into()
+            },
+            message: ok.err().unwrap_or_default(),
+        };
+        let conditions = vec![
+            cond(
+                "RuntimeReady",
+                runtime
+                    .map(|_| ())
+                    .ok_or_else(|| format!("the OCI runtime {} is not there", s.runtime.display())),
+                "RuntimeNotFound",
+            ),
+            cond(
+                "NetworkReady",
+                network.as_ref().map(|_| ()).map_err(Clone::clone),
+                "NetworkPluginNotReady",
+            ),
+        ];
+        let mut info = HashMap::new();
+        if req.into_inner().verbose {
+            let v = serde_json::json!({
+                "config": s,
+                "network": network.as_ref().ok().map(|n| serde_json::json!({
+                    "name": n.name, "path": n.path, "cniVersion": n.cni_version,
+                    "plugins": n.list["plugins"].as_array().map(|p| {
+                        p.iter().map(|p| p["type"].clone()).collect::<Vec<_>>()
+                    }),
+                })),
+            });
+            info.insert("config".to_string(), v.to_string());
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: vec![],
+            features: None,
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _req: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        Err(unimplemented("RunPodSandbox"))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        _req: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        Err(unimplemented("StopPodSandbox"))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        _req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        Err(unimplemented("RemovePodSandbox"))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        _req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        Err(unimplemented("PodSandboxStatus"))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        _req: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        Err(unimplemented("ListPodSandbox"))
+    }
+
+    async fn create_container(
+        &self,
+        _req: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        Err(unimplemented("CreateContainer"))
+    }
+
+    async fn start_container(
+        &self,
+        _req: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        Err(unimplemented("StartContainer"))
+    }
+
+    async fn stop_container(
+        &self,
+        _req: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        Err(unimplemented("StopContainer"))
+    }
+
+    async fn remove_container(
+        &self,
+        _req: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        Err(unimplemented("RemoveContainer"))
+    }
+
+    async fn list_containers(
+        &self,
+        _req: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        Err(unimplemented("ListContainers"))
+    }
+
+    async fn container_status(
+        &self,
+        _req: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        Err(unimplemented("ContainerStatus"))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        Err(unimplemented("UpdateContainerResources"))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        Err(unimplemented("ReopenContainerLog"))
+    }
+
+    async fn exec_sync(
+        &self,
+        _req: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        Err(unimplemented("ExecSync"))
+    }
+
+    async fn exec(
+        &self,
+        _req: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        Err(unimplemented("Exec"))
+    }
+
+    async fn attach(
+        &self,
+        _req: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        Err(unimplemented("Attach"))
+    }
+
+    async fn port_forward(
+        &self,
+        _req: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        Err(unimplemented("PortForward"))
+    }
+
+    async fn container_stats(
+        &self,
+        _req: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        Err(unimplemented("ContainerStats"))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _req: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        Err(unimplemented("ListContainerStats"))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _req: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        Err(unimplemented("PodSandboxStats"))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        Err(unimplemented("ListPodSandboxStats"))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        Err(unimplemented("UpdateRuntimeConfig"))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _req: Request<cri::CheckpointContainerRequest>,
+    ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+        Err(unimplemented("CheckpointContainer"))
+    }
+
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>,
+    >;
+
+    async fn get_container_events(
+        &self,
+        _req: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(unimplemented("GetContainerEvents"))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        Err(unimplemented("ListMetricDescriptors"))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        Err(unimplemented("ListPodSandboxMetrics"))
+    }
+
+    async fn runtime_config(
+        &self,
+        _req: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        Err(unimplemented("RuntimeConfig"))
+    }
+}
+
+/// `prog` as a path, or found on PATH.
+fn which(prog: &std::path::Path) -> Option<std::path::PathBuf> {
+    if prog.components().count() > 1 {
+        return prog.is_file().then(|| prog.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}

@@ -1,0 +1,82 @@
+//! Serving the CRI on a unix socket until SIGTERM or SIGINT.
+
+use crate::cli::Settings;
+use crate::image::ImageService;
+use crate::runtime::RuntimeService;
+use crate::state::Crid;
+use anyhow::{Context, Result};
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The largest CRI message either way, as kubelet's own limit.
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// Serves until a signal asks to stop; running containers are left alone.
+pub fn serve(settings: Settings) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(settings))
+}
+
+async fn run(settings: Settings) -> Result<()> {
+    let crid = Arc::new(Crid::new(settings.clone())?);
+    let listener = bind(&settings.listen)?;
+    tracing::info!("serving the CRI on {}", settings.listen.display());
+    let runtime = RuntimeServiceServer::new(RuntimeService(Arc::clone(&crid)))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let images = ImageServiceServer::new(ImageService(crid))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let served = tonic::transport::Server::builder()
+        .add_service(runtime)
+        .add_service(images)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            stop_signal(),
+        )
+        .await;
+    let _ = std::fs::remove_file(&settings.listen);
+    served.context("serving the CRI")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds the socket, mode 0660. A stale socket is replaced; a live one (another crid
+/// answering there) is an error.
+fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{}: another server is listening there", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(l)
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handling, serve until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}

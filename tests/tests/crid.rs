@@ -1,0 +1,376 @@
+//! crid through a real CRI client (tonic, over its unix socket), against a real
+//! registry on loopback and the fault proxy.
+
+use e2e::crid::Crid;
+use e2e::image::push;
+use e2e::{bin, run, Compression, Fault, Image, Layer, Proxy, Registry, TempRoot};
+use k8s_cri::v1 as cri;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+fn spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    })
+}
+
+fn pull_request(image: &str) -> cri::PullImageRequest {
+    cri::PullImageRequest {
+        image: spec(image),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_status_unimplemented_and_a_clean_stop() {
+    let tmp = TempRoot::new();
+    let mut crid = Crid::start(tmp.path(), &[]);
+    let mode = std::fs::metadata(&crid.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
+
+    let mut rt = crid.runtime().await;
+    let v = rt
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_name, "crikit");
+    assert_eq!(v.runtime_api_version, "v1");
+
+    let s = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let conds = s.status.unwrap().conditions;
+    let cond = |t: &str| conds.iter().find(|c| c.r#type == t).cloned().unwrap();
+    assert!(cond("RuntimeReady").status, "{conds:?}");
+    let net = cond("NetworkReady");
+    assert!(!net.status, "no CNI config yet: {net:?}");
+    assert_eq!(net.reason, "NetworkPluginNotReady");
+    assert!(net.message.contains("CNI"), "{net:?}");
+    let info: serde_json::Value = serde_json::from_str(&s.info["config"]).unwrap();
+    assert_eq!(info["config"]["root"], crid.root.to_str().unwrap());
+
+    // What this version does not do says so.
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert!(e.message().contains("RunPodSandbox"), "{e:?}");
+
+    // A second crid on the same socket is refused; the first keeps serving.
+    let second = run(
+        {
+            let mut c = std::process::Command::new(bin("crid"));
+            c.arg("--listen")
+                .arg(format!("unix://{}", crid.socket.display()))
+                .arg("--root")
+                .arg(&crid.root)
+                .args(["--registries-conf", "/dev/null"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_eq!(second.code, Some(1), "{}", second.describe());
+    assert!(
+        second.stderr.contains("another server"),
+        "{}",
+        second.describe()
+    );
+    rt.version(cri::VersionRequest::default()).await.unwrap();
+
+    let status = crid.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status}: {}", crid.stderr());
+    assert!(!crid.socket.exists(), "the socket goes with crid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_pull_list_status_remove_and_fs_info() {
+    let reg = Registry::start();
+    let p = push(&reg.addr, "cri/busybox", "1", &Image::busybox());
+    let tmp = TempRoot::new();
+    let crid = Crid::start(tmp.path(), &["--insecure-registry", &reg.addr]);
+    let mut img = crid.images().await;
+
+    let r = img
+        .pull_image(pull_request(&p.reference))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.image_ref, p.config, "the image id is the config digest");
+
+    let list = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let i = &list[0];
+    assert_eq!(i.id, p.config);
+    assert_eq!(i.repo_tags, std::slice::from_ref(&p.reference));
+    assert_eq!(
+        i.repo_digests,
+        [format!("{}/cri/busybox@{}", reg.addr, p.digest)]
+    );
+    assert!(i.size > 1000, "{i:?}");
+
+    // The store is imgpull's: it sees the image too.
+    let mut c = std::process::Command::new(bin("imgpull"));
+    c.arg("--root").arg(&crid.root).arg("--list");
+    let listed = run(c, Duration::from_secs(30)).ok();
+    assert!(
+        listed.stdout.contains(&p.reference),
+        "{}",
+        listed.describe()
+    );
+
+    // Found by tag, id, id prefix, repo digest; verbose status carries the config.
+    let short = &p.config["sha256:".len().."sha256:".len() + 12];
+    for name in [
+        p.reference.clone(),
+        p.config.clone(),
+        short.to_string(),
+        i.repo_digests[0].clone(),
+    ] {
+        let s = img
+            .image_status(cri::ImageStatusRequest {
+                image: spec(&name),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            s.image.as_ref().map(|i| i.id.as_str()),
+            Some(p.config.as_str()),
+            "{name}"
+        );
+        let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
+        assert!(info["config"]["rootfs"]["diff_ids"].is_array(), "{info}");
+    }
+    let missing = img
+        .image_status(cri::ImageStatusRequest {
+            image: spec("nothing/here:1"),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        missing.image.is_none(),
+        "an unknown image is no error, and no image"
+    );
+
+    let filtered = img
+        .list_images(cri::ListImagesRequest {
+            filter: Some(cri::ImageFilter {
+                image: spec("nothing/here:1"),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(filtered.images.is_empty());
+    let filtered = img
+        .list_images(cri::ListImagesRequest {
+            filter: Some(cri::ImageFilter {
+                image: spec(&p.reference),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(filtered.images.len(), 1);
+
+    let fs = img
+        .image_fs_info(cri::ImageFsInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let u = &fs.image_filesystems[0];
+    assert!(u.used_bytes.as_ref().unwrap().value >= i.size, "{u:?}");
+    assert!(u.inodes_used.as_ref().unwrap().value >= 5, "{u:?}");
+    assert_eq!(
+        u.fs_id.as_ref().unwrap().mountpoint,
+        crid.root.to_str().unwrap()
+    );
+
+    // Errors: an unknown tag with the registry's status, a bad reference, no image.
+    let e = img
+        .pull_image(pull_request(&format!("{}/cri/busybox:nope", reg.addr)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("manifest unknown"), "{e:?}");
+    let e = img.pull_image(pull_request("Bad//Ref")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = img.pull_image(pull_request("")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    img.remove_image(cri::RemoveImageRequest {
+        image: spec(&p.config),
+    })
+    .await
+    .unwrap();
+    let list = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(list.is_empty(), "{list:?}");
+    let blobs = std::fs::read_dir(crid.root.join("images/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0, "its blobs are pruned");
+    // Removing it again is no error: RemoveImage is idempotent.
+    img.remove_image(cri::RemoveImageRequest {
+        image: spec(&p.config),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_one_image_share_one_download() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let p = push(
+        &reg.addr,
+        "cri/shared",
+        "1",
+        &Image::new(vec![Layer::large("big.bin", 4, Compression::None)]),
+    );
+    // Slow enough that all the requests arrive while the first download runs.
+    proxy.fault("/blobs/", Fault::Throttle(8 << 20), None);
+    let reference = p.reference.replace(&reg.addr, &proxy.addr);
+    let tmp = TempRoot::new();
+    let crid = Crid::start(tmp.path(), &["--insecure-registry", &proxy.addr]);
+    let channel = crid.channel().await;
+    let pulls = (0..10).map(|_| {
+        let mut img = k8s_cri::v1::image_service_client::ImageServiceClient::new(channel.clone());
+        let reference = reference.clone();
+        tokio::spawn(async move { img.pull_image(pull_request(&reference)).await })
+    });
+    for r in futures_join(pulls).await {
+        assert_eq!(r.unwrap().into_inner().image_ref, p.config);
+    }
+    let layer_gets = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.contains(&p.layers[0]))
+        .count();
+    assert_eq!(layer_gets, 1, "one download for ten requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pull_is_cancelled_and_a_slow_one_is_not() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let p = push(
+        &reg.addr,
+        "cri/slow",
+        "1",
+        &Image::new(vec![Layer::large("big.bin", 6, Compression::None)]),
+    );
+    let reference = p.reference.replace(&reg.addr, &proxy.addr);
+    let tmp = TempRoot::new();
+    let crid = Crid::start(
+        tmp.path(),
+        &[
+            "--insecure-registry",
+            &proxy.addr,
+            "--pull-progress-timeout",
+            "2",
+        ],
+    );
+    let mut img = crid.images().await;
+
+    // Nothing at all comes for the layer: cancelled after 2 s without progress.
+    proxy.fault(&p.layers[0], Fault::Stall(Duration::from_secs(60)), None);
+    let t0 = std::time::Instant::now();
+    let e = img.pull_image(pull_request(&reference)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+    assert!(e.message().contains("no progress for 2 s"), "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+
+    // 6 MiB at 1.5 MiB/s takes about 4 s, twice the limit, but it moves.
+    proxy.clear();
+    proxy.fault("/blobs/", Fault::Throttle(3 << 19), None);
+    let t0 = std::time::Instant::now();
+    let r = img.pull_image(pull_request(&reference)).await;
+    assert_eq!(r.unwrap().into_inner().image_ref, p.config);
+    assert!(
+        t0.elapsed() > Duration::from_secs(2),
+        "the pull was slow: {:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_use_the_request_credentials() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr).with_token_auth("alice", "s3cret");
+    let p = push(&reg.addr, "private/app", "1", &Image::busybox());
+    let reference = p.reference.replace(&reg.addr, &proxy.addr);
+    let tmp = TempRoot::new();
+    let crid = Crid::start(tmp.path(), &["--insecure-registry", &proxy.addr]);
+    let mut img = crid.images().await;
+    let with = |auth: cri::AuthConfig| cri::PullImageRequest {
+        image: spec(&reference),
+        auth: Some(auth),
+        ..Default::default()
+    };
+    let e = img.pull_image(pull_request(&reference)).await.unwrap_err();
+    assert!(e.message().contains("401"), "{e:?}");
+    let e = img
+        .pull_image(with(cri::AuthConfig {
+            username: "alice".into(),
+            password: "wrong".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("401"), "{e:?}");
+    let r = img
+        .pull_image(with(cri::AuthConfig {
+            username: "alice".into(),
+            password: "s3cret".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()));
+    assert_eq!(r.into_inner().image_ref, p.config);
+    let r = img
+        .pull_image(with(cri::AuthConfig {
+            auth: "YWxpY2U6czNjcmV0".into(), // alice:s3cret
+            ..Default::default()
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()));
+    assert_eq!(r.into_inner().image_ref, p.config);
+    let e = img
+        .pull_image(with(cri::AuthConfig {
+            registry_token: "t".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+}
+
+/// Awaits every task, in order.
+async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
