@@ -119,7 +119,29 @@ impl Drop for Crid {
         if self.child.is_some() {
             self.stop_with(nix::sys::signal::Signal::SIGTERM);
         }
+        // Containers outlive crid by design; a test's do not outlive the test.
+        let runc_root = self.run_dir.join("runc");
+        for e in std::fs::read_dir(&runc_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["delete", "--force"])
+                .arg(e.file_name())
+                .output();
+        }
     }
+}
+
+/// Writes a CNI network config list into `dir/cni` (the conf dir [`Crid::start`]
+/// gives crid).
+pub fn write_conflist(dir: &Path, name: &str, conflist: &serde_json::Value) {
+    let conf = dir.join("cni");
+    std::fs::create_dir_all(&conf).expect("cni conf dir");
+    std::fs::write(conf.join(format!("{name}.conflist")), conflist.to_string()).expect("conflist");
 }
 
 /// A gRPC channel to the unix socket at `path`.

@@ -157,3 +157,38 @@ impl Drop for TempRoot {
         }
     }
 }
+
+/// Removes a test's cgroup tree (an absolute cgroup path) in every hierarchy on drop,
+/// moving out whatever is left in it.
+pub struct CgroupGuard(pub String);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for h in crikit::monitor::cgroup::hierarchies(&info) {
+            let top = h.mount.join(self.0.trim_start_matches('/'));
+            let mut dirs: Vec<std::path::PathBuf> = walk(&top);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines() {
+                    let _ = std::fs::write(h.mount.join("cgroup.procs"), pid);
+                }
+                let _ = std::fs::remove_dir(&d);
+            }
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&e.path()));
+            }
+        }
+        out.push(dir.to_path_buf());
+    }
+    out
+}

@@ -374,3 +374,389 @@ async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>
     }
     out
 }
+
+/// A pod config; `pid` is the PID namespace mode (0 pod, 1 container, 2 node).
+fn pod_config(name: &str, tmp: &std::path::Path, cgroup: &str, pid: i32) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: tmp.join("logs").join(name).display().to_string(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.0.0.10".into()],
+            searches: vec!["svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: [("app".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup.into(),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: spec(image),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        envs: vec![cri::KeyValue {
+            key: "FOO".into(),
+            value: "bar".into(),
+        }],
+        log_path: format!("{name}.log"),
+        labels: [("tier".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+async fn wait_for_log(path: &std::path::Path, want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(want) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{want:?} never reached {}: {text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn container_state(rt: &mut Runtime, id: &str) -> cri::ContainerStatus {
+    rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+type Runtime = k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_and_container_lifecycle() {
+    let reg = Registry::start();
+    let p = push(&reg.addr, "cri/life", "1", &Image::busybox());
+    let tmp = TempRoot::new();
+    let cgroup = format!(
+        "/crikit-test-{}",
+        tmp.path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "")
+    );
+    let _cg = e2e::CgroupGuard(cgroup.clone());
+    e2e::crid::write_conflist(
+        tmp.path(),
+        "10-lo",
+        &serde_json::json!({"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}),
+    );
+    let crid = Crid::start(
+        tmp.path(),
+        &[
+            "--insecure-registry",
+            &reg.addr,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+        ],
+    );
+    let mut img = crid.images().await;
+    let mut rt = crid.runtime().await;
+    img.pull_image(pull_request(&p.reference)).await.unwrap();
+
+    // The pod: namespaces pinned, files written, listed, unique by metadata.
+    let config = pod_config("web", tmp.path(), &cgroup, 1);
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()))
+        .into_inner()
+        .pod_sandbox_id;
+    let ns_dir = crid.run_dir.join("pods").join(&pod).join("ns");
+    for kind in ["net", "ipc", "uts"] {
+        assert!(ns_dir.join(kind).exists(), "{kind} namespace pinned");
+    }
+    let again = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+    let status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(status.metadata.unwrap().name, "web");
+    let listed = |label: &str, state: Option<i32>| cri::ListPodSandboxRequest {
+        filter: Some(cri::PodSandboxFilter {
+            label_selector: [("app".to_string(), label.to_string())].into(),
+            state: state.map(|state| cri::PodSandboxStateValue { state }),
+            ..Default::default()
+        }),
+    };
+    let items = rt
+        .list_pod_sandbox(listed("web", Some(0)))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].id, pod);
+    let items = rt
+        .list_pod_sandbox(listed("other", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(items.is_empty());
+
+    // A container: created, started, logging, in the pod's namespaces.
+    let cconfig = container_config(
+        "main",
+        &p.reference,
+        "echo hello; hostname; cat /etc/resolv.conf; echo err >&2; \
+         while true; do echo tick; sleep 0.2; done",
+    );
+    let create = |c: cri::ContainerConfig| cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(c),
+        sandbox_config: Some(config.clone()),
+    };
+    let ctr = rt
+        .create_container(create(cconfig.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()))
+        .into_inner()
+        .container_id;
+    let dup = rt
+        .create_container(create(cconfig.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup:?}");
+    let s = container_state(&mut rt, &ctr).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(s.image_id, p.config);
+    rt.start_container(cri::StartContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+    let s = container_state(&mut rt, &ctr).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
+    let log_path = std::path::PathBuf::from(&s.log_path);
+    assert_eq!(log_path, tmp.path().join("logs/web/main.log"));
+    let log = wait_for_log(&log_path, "stdout F tick").await;
+    for want in [
+        "stdout F hello",
+        "stdout F web-host",
+        "stdout F nameserver 10.0.0.10",
+        "stdout F search svc.cluster.local",
+        "stderr F err",
+    ] {
+        assert!(log.contains(want), "{want:?} in {log}");
+    }
+    let running = |pod: &str| cri::ListContainersRequest {
+        filter: Some(cri::ContainerFilter {
+            pod_sandbox_id: pod.into(),
+            state: Some(cri::ContainerStateValue { state: 1 }),
+            ..Default::default()
+        }),
+    };
+    let list = rt
+        .list_containers(running(&pod))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].id, ctr);
+    let list = rt
+        .list_containers(running("nope"))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(list.is_empty());
+
+    // ExecSync: output, exit code, environment; a timeout kills the command.
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ctr.clone(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo $FOO; echo e >&2; exit 3".into(),
+            ],
+            timeout: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"bar\n"[..], &b"e\n"[..], 3)
+    );
+    let t0 = std::time::Instant::now();
+    let e = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ctr.clone(),
+            cmd: vec!["/bin/sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(15));
+
+    // ReopenContainerLog after the file was moved away.
+    let moved = tmp.path().join("main.log.1");
+    std::fs::rename(&log_path, &moved).unwrap();
+    rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+    wait_for_log(&log_path, "stdout F tick").await;
+
+    // The image is in use.
+    let e = img
+        .remove_image(cri::RemoveImageRequest {
+            image: spec(&p.reference),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+    // Stop: sh as PID 1 ignores SIGTERM, so SIGKILL after the timeout.
+    let t0 = std::time::Instant::now();
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    let s = container_state(&mut rt, &ctr).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 137);
+    assert_eq!(s.reason, "Error");
+    assert!(s.finished_at >= s.started_at && s.started_at > 0, "{s:?}");
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+    let e = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: ctr.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+
+    // Stop and remove the pod; its name is free again.
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let items = rt
+        .list_pod_sandbox(listed("web", Some(1)))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items.len(), 1, "not ready after stop");
+    assert!(!ns_dir.join("net").exists());
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let e = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let again = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: again.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: again,
+    })
+    .await
+    .unwrap();
+    // The image is free to go now.
+    img.remove_image(cri::RemoveImageRequest {
+        image: spec(&p.reference),
+    })
+    .await
+    .unwrap();
+}

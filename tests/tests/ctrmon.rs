@@ -2,7 +2,7 @@
 //! the runtime's errors reaching the caller.
 
 use e2e::image::push;
-use e2e::{bin, pull_into, run, Image, Registry, Run, TempRoot};
+use e2e::{bin, pull_into, run, CgroupGuard, Image, Registry, Run, TempRoot};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -632,40 +632,6 @@ fn log_reopens_on_a_control_message() {
         new.contains("stdout F after") && !new.contains("before"),
         "{new}"
     );
-}
-
-/// Removes a test's cgroups in every hierarchy, moving out whatever is left in them.
-struct CgroupGuard(String);
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for h in crikit::monitor::cgroup::hierarchies(&info) {
-            let top = h.mount.join(self.0.trim_start_matches('/'));
-            let mut dirs: Vec<PathBuf> = walk(&top);
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for d in dirs {
-                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines() {
-                    let _ = std::fs::write(h.mount.join("cgroup.procs"), pid);
-                }
-                let _ = std::fs::remove_dir(&d);
-            }
-        }
-    }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(walk(&e.path()));
-            }
-        }
-        out.push(dir.to_path_buf());
-    }
-    out
 }
 
 fn cgroup_of(pid: i32, controller: &str) -> String {

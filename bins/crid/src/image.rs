@@ -441,6 +441,12 @@ impl Crid {
         let Some(image) = find(&self.store, spec)? else {
             return Ok(());
         };
+        if let Some(user) = self.image_user(&image.id) {
+            return Err(Status::failed_precondition(format!(
+                "image {} is in use by container {user}",
+                image.names.first().unwrap_or(&image.id)
+            )));
+        }
         for name in &image.names {
             match self.store.remove(name) {
                 Ok(_) => {}

@@ -2,8 +2,12 @@
 
 mod cli;
 mod cni;
+mod container;
 mod fsusage;
 mod image;
+mod netns;
+mod network;
+mod pod;
 mod runtime;
 mod server;
 mod state;

@@ -1,5 +1,5 @@
-//! The CRI RuntimeService. This version answers Version and Status; every other
-//! RPC answers `Unimplemented`, naming itself, rather than pretending.
+//! The CRI RuntimeService: pods, containers, exec, logs. What this version does not
+//! do answers `Unimplemented`, naming itself, rather than pretending.
 
 use crate::state::Crid;
 use k8s_cri::v1 as cri;
@@ -91,79 +91,129 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn run_pod_sandbox(
         &self,
-        _req: Request<cri::RunPodSandboxRequest>,
+        req: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        Err(unimplemented("RunPodSandbox"))
+        let id = self.0.run_pod(req.into_inner()).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _req: Request<cri::StopPodSandboxRequest>,
+        req: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        Err(unimplemented("StopPodSandbox"))
+        self.0.stop_pod(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _req: Request<cri::RemovePodSandboxRequest>,
+        req: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        Err(unimplemented("RemovePodSandbox"))
+        self.0.remove_pod(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _req: Request<cri::PodSandboxStatusRequest>,
+        req: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        Err(unimplemented("PodSandboxStatus"))
+        let req = req.into_inner();
+        let pod = self
+            .0
+            .pod(&req.pod_sandbox_id)
+            .ok_or_else(|| Status::not_found(format!("pod {} not found", req.pod_sandbox_id)))?;
+        let pod = pod.lock().await.clone();
+        let mut info = HashMap::new();
+        if req.verbose {
+            info.insert(
+                "info".to_string(),
+                serde_json::to_string(&pod).map_err(crate::image::internal)?,
+            );
+        }
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(pod.status()),
+            info,
+            containers_statuses: vec![],
+            timestamp: crate::state::now_ns(),
+        }))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _req: Request<cri::ListPodSandboxRequest>,
+        req: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        Err(unimplemented("ListPodSandbox"))
+        let items = self.0.list_pods(req.into_inner().filter).await;
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
     async fn create_container(
         &self,
-        _req: Request<cri::CreateContainerRequest>,
+        req: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        Err(unimplemented("CreateContainer"))
+        let id = self.0.create_container(req.into_inner()).await?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
     async fn start_container(
         &self,
-        _req: Request<cri::StartContainerRequest>,
+        req: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        Err(unimplemented("StartContainer"))
+        self.0
+            .start_container(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _req: Request<cri::StopContainerRequest>,
+        req: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        Err(unimplemented("StopContainer"))
+        let req = req.into_inner();
+        self.0
+            .stop_container(&req.container_id, req.timeout)
+            .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _req: Request<cri::RemoveContainerRequest>,
+        req: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        Err(unimplemented("RemoveContainer"))
+        self.0
+            .remove_container(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _req: Request<cri::ListContainersRequest>,
+        req: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        Err(unimplemented("ListContainers"))
+        let containers = self.0.list_containers(req.into_inner().filter).await;
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _req: Request<cri::ContainerStatusRequest>,
+        req: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        Err(unimplemented("ContainerStatus"))
+        let req = req.into_inner();
+        let (status, c) = self.0.container_status(&req.container_id).await?;
+        let mut info = HashMap::new();
+        if req.verbose {
+            info.insert(
+                "info".to_string(),
+                serde_json::to_string(&c).map_err(crate::image::internal)?,
+            );
+        }
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(status),
+            info,
+        }))
     }
 
     async fn update_container_resources(
@@ -175,16 +225,17 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn reopen_container_log(
         &self,
-        _req: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(unimplemented("ReopenContainerLog"))
+        self.0.reopen_log(&req.into_inner().container_id).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(
         &self,
-        _req: Request<cri::ExecSyncRequest>,
+        req: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Err(unimplemented("ExecSync"))
+        Ok(Response::new(self.0.exec_sync(req.into_inner()).await?))
     }
 
     async fn exec(

@@ -1,10 +1,15 @@
 //! What every RPC shares: the settings, the image store, the puller.
 
 use crate::cli::Settings;
+use crate::container::Container;
 use crate::image::Pulls;
+use crate::pod::Pod;
 use anyhow::{Context, Result};
 use crikit::layout::Store;
 use crikit::registry::{PullOptions, Puller};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tonic::Status;
 
 /// The server's shared state.
 pub struct Crid {
@@ -16,6 +21,34 @@ pub struct Crid {
     pub puller: Puller,
     /// Pulls under way.
     pub pulls: Pulls,
+    /// Pods by id.
+    pub pods: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Pod>>>>,
+    /// Containers by id.
+    pub containers: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Container>>>>,
+    /// Names taken (pods' and containers' metadata keys) → id.
+    names: Mutex<HashMap<String, String>>,
+}
+
+/// A name held for an object being made; released on drop unless kept.
+pub struct Reservation<'a> {
+    crid: &'a Crid,
+    key: String,
+    kept: bool,
+}
+
+impl Reservation<'_> {
+    /// The object exists: the name stays taken.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.crid.release(&self.key);
+        }
+    }
 }
 
 impl Crid {
@@ -38,6 +71,63 @@ impl Crid {
             store,
             puller,
             pulls: Pulls::default(),
+            pods: Default::default(),
+            containers: Default::default(),
+            names: Default::default(),
         })
     }
+
+    /// Takes the name `key` for `id`; AlreadyExists when another object has it.
+    pub fn reserve(&self, key: String, id: &str, what: &str) -> Result<Reservation<'_>, Status> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(other) = names.get(&key) {
+            return Err(Status::already_exists(format!(
+                "{what} already exists (id {other})"
+            )));
+        }
+        names.insert(key.clone(), id.to_string());
+        Ok(Reservation {
+            crid: self,
+            key,
+            kept: false,
+        })
+    }
+
+    /// Frees the name `key`.
+    pub fn release(&self, key: &str) {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// A fresh 64-hex-digit id, as containerd and CRI-O make them.
+pub fn new_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Nanoseconds since the epoch, as the CRI's timestamps.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Writes `value` as JSON to `path` atomically: temp file, fsync, rename.
+pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".state-")
+        .tempfile_in(dir)?;
+    serde_json::to_writer(&mut tmp, value).map_err(std::io::Error::other)?;
+    tmp.write_all(b"\n")?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }

@@ -76,6 +76,30 @@ pub fn decode(buf: &mut Vec<u8>) -> io::Result<Vec<(u8, Vec<u8>)>> {
     Ok(out)
 }
 
+/// A unix socket path that fits `sun_path`: long paths (a 64-digit container id
+/// under a deep run directory) are reached through `/proc/self/fd/N/NAME`, with N
+/// an `O_PATH` descriptor of their directory, held by the returned guard for as
+/// long as the path is used.
+pub fn short_path(path: &Path) -> io::Result<(Option<std::os::fd::OwnedFd>, std::path::PathBuf)> {
+    if path.as_os_str().len() < 100 {
+        return Ok((None, path.to_path_buf()));
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "socket path has no name"))?;
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    use std::os::fd::AsRawFd;
+    let short = Path::new("/proc/self/fd")
+        .join(fd.as_raw_fd().to_string())
+        .join(name);
+    Ok((Some(fd), short))
+}
+
 /// A client of an attach socket.
 pub struct Client {
     stream: UnixStream,
@@ -86,8 +110,9 @@ pub struct Client {
 impl Client {
     /// Connects to the socket at `path`.
     pub fn connect(path: &Path) -> io::Result<Client> {
+        let (_dir, short) = short_path(path)?;
         Ok(Client {
-            stream: UnixStream::connect(path)?,
+            stream: UnixStream::connect(short)?,
             buf: Vec::new(),
             pending: Default::default(),
         })

@@ -692,7 +692,8 @@ fn reopen(cfg: &MonitorConfig, log: &mut Option<CriLog<File>>, size: &mut u64) {
 fn listen(path: &Path) -> io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
+    let (_dir, short) = attach::short_path(path)?;
+    let l = UnixListener::bind(short)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     l.set_nonblocking(true)?;
     Ok(l)
