@@ -53,7 +53,8 @@ impl Crid {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !crid.socket.exists() {
+        // Connectable, not just there: a killed crid leaves its socket behind.
+        while std::os::unix::net::UnixStream::connect(&crid.socket).is_err() {
             if let Some(status) = crid
                 .child
                 .as_mut()
@@ -116,6 +117,35 @@ impl Crid {
 
 impl Drop for Crid {
     fn drop(&mut self) {
+        // Pods a failed test left behind go through the CRI, so their network
+        // (leases, iptables rules) is torn down by CNI DEL as in production.
+        if self.child.is_some() && self.socket.exists() {
+            let socket = self.socket.clone();
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let mut c = RuntimeServiceClient::new(channel(&socket).await);
+                    let pods = c
+                        .list_pod_sandbox(k8s_cri::v1::ListPodSandboxRequest::default())
+                        .await
+                        .map(|r| r.into_inner().items)
+                        .unwrap_or_default();
+                    for p in pods {
+                        let _ = c
+                            .remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest {
+                                pod_sandbox_id: p.id,
+                            })
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
         if self.child.is_some() {
             self.stop_with(nix::sys::signal::Signal::SIGTERM);
         }

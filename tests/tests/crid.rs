@@ -57,12 +57,29 @@ async fn version_status_unimplemented_and_a_clean_stop() {
     assert_eq!(info["config"]["root"], crid.root.to_str().unwrap());
 
     // What this version does not do says so.
+    let e = rt.exec(cri::ExecRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert!(e.message().contains("Exec"), "{e:?}");
+    // Bad requests say what is wrong.
     let e = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("RunPodSandbox"), "{e:?}");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("pod config"), "{e:?}");
+    let e = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: "nope".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: "nope".into(),
+    })
+    .await
+    .expect("stopping an unknown pod is no error");
 
     // A second crid on the same socket is refused; the first keeps serving.
     let second = run(
@@ -756,6 +773,488 @@ async fn pod_and_container_lifecycle() {
     // The image is free to go now.
     img.remove_image(cri::RemoveImageRequest {
         image: spec(&p.reference),
+    })
+    .await
+    .unwrap();
+}
+
+/// A bridge of a test's own, deleted on drop (CNI's DEL leaves bridges in place).
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .output();
+    }
+}
+
+/// GET `path` from `addr` over plain HTTP/1.0; the body, once it answers.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect_timeout(
+                &addr.parse().expect("address"),
+                Duration::from_secs(2),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })();
+        match attempt {
+            Ok(body) if body.contains("200") => return body,
+            r => assert!(
+                std::time::Instant::now() < deadline,
+                "no answer from {addr}: {r:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
+    let reg = Registry::start();
+    let p = push(&reg.addr, "cri/net", "1", &Image::busybox());
+    let tmp = TempRoot::new();
+    let tag = tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "");
+    let h = crikit::digest::Digest::of(tag.as_bytes());
+    let hex = h.hex();
+    let bridge = Bridge(format!("ckt{}", &hex[..8]));
+    // A /24 of 10.0.0.0/8 picked from the test's name: parallel tests do not meet.
+    let (a, b) = (
+        u8::from_str_radix(&hex[8..10], 16).unwrap(),
+        u8::from_str_radix(&hex[10..12], 16).unwrap(),
+    );
+    let subnet = format!("10.{a}.{b}.0/24");
+    let gateway = format!("10.{a}.{b}.1");
+    let host_port = 20000 + u16::from_str_radix(&hex[12..15], 16).unwrap() % 20000;
+    let cgroup = format!("/crikit-test-{tag}");
+    let _cg = e2e::CgroupGuard(cgroup.clone());
+    e2e::crid::write_conflist(
+        tmp.path(),
+        "10-bridge",
+        &serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("crikit-{tag}"),
+            "plugins": [
+                {"type": "bridge", "bridge": bridge.0, "isGateway": true, "ipMasq": false,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                          "dataDir": tmp.path().join("ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+            ],
+        }),
+    );
+    let crid = Crid::start(
+        tmp.path(),
+        &[
+            "--insecure-registry",
+            &reg.addr,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+        ],
+    );
+    let mut img = crid.images().await;
+    let mut rt = crid.runtime().await;
+    img.pull_image(pull_request(&p.reference)).await.unwrap();
+    let net = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
+    assert!(net.status, "{net:?}");
+
+    let run_pod = |name: &str, ports: Vec<cri::PortMapping>| {
+        let mut config = pod_config(name, tmp.path(), &cgroup, 1);
+        config.port_mappings = ports;
+        let mut rt = rt.clone();
+        async move {
+            let id = rt
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(config.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .pod_sandbox_id;
+            (id, config)
+        }
+    };
+    let (pod_a, config_a) = run_pod(
+        "a",
+        vec![cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 8080,
+            host_port: host_port as i32,
+            host_ip: String::new(),
+        }],
+    )
+    .await;
+    let (pod_b, config_b) = run_pod("b", vec![]).await;
+    let ip_of = |pod: String| {
+        let mut rt = rt.clone();
+        async move {
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod,
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .network
+            .unwrap()
+            .ip
+        }
+    };
+    let ip_a = ip_of(pod_a.clone()).await;
+    let ip_b = ip_of(pod_b.clone()).await;
+    assert!(
+        ip_a.starts_with(&format!("10.{a}.{b}.")),
+        "{ip_a} in {subnet}"
+    );
+    assert!(
+        ip_b.starts_with(&format!("10.{a}.{b}.")) && ip_b != ip_a,
+        "{ip_b}"
+    );
+
+    let start = |pod: String, config: cri::PodSandboxConfig, c: cri::ContainerConfig| {
+        let mut rt = rt.clone();
+        async move {
+            let id = rt
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod,
+                    config: Some(c),
+                    sandbox_config: Some(config),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .container_id;
+            rt.start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+            id
+        }
+    };
+    start(
+        pod_a.clone(),
+        config_a,
+        container_config(
+            "web",
+            &p.reference,
+            "mkdir -p /tmp/www && echo hello-from-a > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        ),
+    )
+    .await;
+    let client = start(
+        pod_b.clone(),
+        config_b,
+        container_config("client", &p.reference, "exec sleep 1000"),
+    )
+    .await;
+
+    // The host reaches pod A at its IP, and through the mapped port.
+    let addr = format!("{ip_a}:8080");
+    let body = tokio::task::spawn_blocking(move || http_get(&addr, "/index.html"))
+        .await
+        .unwrap();
+    assert!(body.contains("hello-from-a"), "{body}");
+    let mapped = format!("{gateway}:{host_port}");
+    let body = tokio::task::spawn_blocking(move || http_get(&mapped, "/index.html"))
+        .await
+        .unwrap();
+    assert!(
+        body.contains("hello-from-a"),
+        "through the port mapping: {body}"
+    );
+
+    // Pod B reaches pod A.
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: client,
+            // The image links few applets; busybox's shell runs the others.
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("wget -qO- http://{ip_a}:8080/index.html"),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.stdout,
+        b"hello-from-a\n",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+
+    // Stopping pod A gives its address back.
+    let leases = tmp.path().join("ipam").join(format!("crikit-{tag}"));
+    assert!(leases.join(&ip_a).exists());
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_a.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(!leases.join(&ip_a).exists(), "DEL released {ip_a}");
+    for pod in [pod_a, pod_b] {
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    }
+    assert!(!leases.join(&ip_b).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_pid_namespace_has_an_infra_process() {
+    let reg = Registry::start();
+    let p = push(&reg.addr, "cri/app", "1", &Image::busybox());
+    let mut pause = Image::busybox();
+    pause.cmd = vec!["/bin/sleep".into(), "2147483647".into()];
+    let pause = push(&reg.addr, "cri/pause", "1", &pause);
+    let tmp = TempRoot::new();
+    let tag = tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "");
+    let cgroup = format!("/crikit-test-{tag}");
+    let _cg = e2e::CgroupGuard(cgroup.clone());
+    e2e::crid::write_conflist(
+        tmp.path(),
+        "10-lo",
+        &serde_json::json!({"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}),
+    );
+    let crid = Crid::start(
+        tmp.path(),
+        &[
+            "--insecure-registry",
+            &reg.addr,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+            "--pause-image",
+            &pause.reference,
+        ],
+    );
+    let mut img = crid.images().await;
+    let mut rt = crid.runtime().await;
+    img.pull_image(pull_request(&p.reference)).await.unwrap();
+    // PID mode POD (0): the pause image is pulled on demand and runs as PID 1.
+    let config = pod_config("shared", tmp.path(), &cgroup, 0);
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()))
+        .into_inner()
+        .pod_sandbox_id;
+    let mut ids = vec![];
+    for (name, script) in [("one", "exec sleep 1000"), ("two", "exec sleep 1001")] {
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(name, &p.reference, script)),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ids[1].clone(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "tr '\\0' ' ' < /proc/1/cmdline; echo; cat /proc/[0-9]*/cmdline | tr '\\0' ' '"
+                    .into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let out = String::from_utf8_lossy(&r.stdout);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("/bin/sleep 2147483647 "), "{out}");
+    assert!(
+        out.contains("sleep 1000"),
+        "the other container is visible: {out}"
+    );
+    // The infra process is the pod's, not a container kubelet knows of.
+    let list = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(list.len(), 2, "{list:?}");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    let left = std::fs::read_dir(crid.root.join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "containers and the infra process are gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crid_killed_and_restarted_loses_nothing() {
+    let reg = Registry::start();
+    let p = push(&reg.addr, "cri/restart", "1", &Image::busybox());
+    let tmp = TempRoot::new();
+    let tag = tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "");
+    let cgroup = format!("/crikit-test-{tag}");
+    let _cg = e2e::CgroupGuard(cgroup.clone());
+    e2e::crid::write_conflist(
+        tmp.path(),
+        "10-lo",
+        &serde_json::json!({"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}),
+    );
+    let args = [
+        "--insecure-registry",
+        &reg.addr,
+        "--cni-bin-dir",
+        "/usr/lib/cni",
+    ];
+    let mut crid = Crid::start(tmp.path(), &args);
+    let mut rt = crid.runtime().await;
+    let mut img = crid.images().await;
+    img.pull_image(pull_request(&p.reference)).await.unwrap();
+    let config = pod_config("keep", tmp.path(), &cgroup, 1);
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut ids = vec![];
+    for (name, script) in [("long", "exec sleep 1000"), ("short", "sleep 1; exit 4")] {
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(name, &p.reference, script)),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let long_pid = container_state(&mut rt, &ids[0]).await;
+    assert_eq!(long_pid.state, cri::ContainerState::ContainerRunning as i32);
+
+    // SIGKILL; the short container ends while crid is away.
+    drop(rt);
+    drop(img);
+    let status = crid.stop_with(nix::sys::signal::Signal::SIGKILL);
+    assert!(!status.success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let crid = Crid::start(tmp.path(), &args);
+    let mut rt = crid.runtime().await;
+
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].id, pod);
+    assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
+    let long = container_state(&mut rt, &ids[0]).await;
+    assert_eq!(long.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(long.started_at, long_pid.started_at);
+    let short = container_state(&mut rt, &ids[1]).await;
+    assert_eq!(
+        short.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{short:?}"
+    );
+    assert_eq!(short.exit_code, 4);
+    // Names are still taken.
+    let dup = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("long", &p.reference, "true")),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), tonic::Code::AlreadyExists);
+    // And it goes on: exec into the container that ran all along.
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: ids[0].clone(),
+            cmd: vec!["/bin/echo".into(), "still here".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.stdout, b"still here\n");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
     })
     .await
     .unwrap();

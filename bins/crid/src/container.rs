@@ -58,7 +58,7 @@ pub struct Exit {
 }
 
 /// The key that makes a container's name unique in its pod.
-fn name_key(pod: &str, m: &cri::ContainerMetadata) -> String {
+pub fn name_key(pod: &str, m: &cri::ContainerMetadata) -> String {
     format!("ctr\0{pod}\0{}\0{}", m.name, m.attempt)
 }
 

@@ -277,6 +277,9 @@ impl Crid {
             network: None,
             infra: None,
         };
+        // On disk before anything is made: a crid killed half way finds a pod
+        // that is not ready, which kubelet stops and removes.
+        self.save_pod(&pod)?;
         let me = Arc::clone(self);
         let made = tokio::task::spawn_blocking(move || me.make_pod(&mut pod).map(|()| pod))
             .await

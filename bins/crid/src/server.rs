@@ -24,6 +24,10 @@ pub fn serve(settings: Settings) -> Result<()> {
 
 async fn run(settings: Settings) -> Result<()> {
     let crid = Arc::new(Crid::new(settings.clone())?);
+    let (pods, containers) = crid.load()?;
+    if pods + containers > 0 {
+        tracing::info!("found {pods} pods and {containers} containers from before");
+    }
     let listener = bind(&settings.listen)?;
     tracing::info!("serving the CRI on {}", settings.listen.display());
     let runtime = RuntimeServiceServer::new(RuntimeService(Arc::clone(&crid)))

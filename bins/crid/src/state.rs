@@ -77,6 +77,83 @@ impl Crid {
         })
     }
 
+    /// Finds the pods and containers a previous crid left in the state
+    /// directory: their state is on disk, their processes never depended on crid.
+    /// Files that cannot be read are reported and left alone.
+    pub fn load(&self) -> Result<(usize, usize)> {
+        let mut pods = 0;
+        for (id, path) in state_files(&self.settings.root.join("pods"), "pod.json") {
+            match read_state::<Pod>(&path) {
+                Ok(mut pod) if pod.id == id => {
+                    // After a reboot the pinned namespaces are gone: not ready.
+                    if pod.ready && pod.ns.values().any(|p| !p.exists()) {
+                        pod.ready = false;
+                    }
+                    if let Some(m) = &pod.config.metadata {
+                        self.names
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(crate::pod::name_key(m), id.clone());
+                    }
+                    self.pods
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, Arc::new(tokio::sync::Mutex::new(pod)));
+                    pods += 1;
+                }
+                Ok(_) => tracing::warn!("{}: its id is not its directory's", path.display()),
+                Err(e) => tracing::warn!("{}: {e}", path.display()),
+            }
+        }
+        let mut containers = 0;
+        for (id, path) in state_files(&self.settings.root.join("containers"), "container.json") {
+            match read_state::<Container>(&path) {
+                Ok(c) if c.id == id => {
+                    if let Some(m) = &c.config.metadata {
+                        self.names
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(crate::container::name_key(&c.pod_id, m), id.clone());
+                    }
+                    self.containers
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, Arc::new(tokio::sync::Mutex::new(c)));
+                    containers += 1;
+                }
+                Ok(_) => tracing::warn!("{}: its id is not its directory's", path.display()),
+                // A container whose creation was cut short has a bundle but no
+                // state file: nothing to find, nothing that runs.
+                Err(e) => tracing::warn!("{}: {e}", path.display()),
+            }
+        }
+        self.remove_orphans();
+        Ok((pods, containers))
+    }
+
+    /// Containers whose creation a previous crid did not finish (a bundle, maybe
+    /// a runtime container, no state file) are removed: nobody knows of them.
+    fn remove_orphans(&self) {
+        let dir = self.settings.root.join("containers");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if !path.is_dir() || path.join("container.json").exists() {
+                continue;
+            }
+            let id = e.file_name().to_string_lossy().into_owned();
+            tracing::warn!("removing container {id}, whose creation did not finish");
+            let _ = std::process::Command::new(&self.settings.runtime)
+                .arg("--root")
+                .arg(self.settings.run_dir.join("runc"))
+                .args(["delete", "--force", &id])
+                .stdin(std::process::Stdio::null())
+                .output();
+            let _ = crikit::bundle::remove(&self.settings.root, &path.join("bundle"));
+            let _ = std::fs::remove_dir_all(&path);
+            let _ = std::fs::remove_dir_all(self.settings.run_dir.join("ctrmon").join(&id));
+        }
+    }
+
     /// Takes the name `key` for `id`; AlreadyExists when another object has it.
     pub fn reserve(&self, key: String, id: &str, what: &str) -> Result<Reservation<'_>, Status> {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
@@ -100,6 +177,29 @@ impl Crid {
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
     }
+}
+
+/// `(id, dir/ID/FILE)` for every subdirectory of `dir`.
+fn state_files(dir: &std::path::Path, file: &str) -> Vec<(String, std::path::PathBuf)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.path().join(file),
+            )
+        })
+        .filter(|(_, p)| p.exists())
+        .collect();
+    out.sort();
+    out
+}
+
+fn read_state<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> std::io::Result<T> {
+    serde_json::from_slice(&std::fs::read(path)?).map_err(std::io::Error::other)
 }
 
 /// A fresh 64-hex-digit id, as containerd and CRI-O make them.
