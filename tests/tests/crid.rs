@@ -1259,3 +1259,216 @@ async fn crid_killed_and_restarted_loses_nothing() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_config_resources_and_stats() {
+    let reg = Registry::start();
+    let p = push(&reg.addr, "cri/cfg", "1", &Image::busybox());
+    let tmp = TempRoot::new();
+    let tag = tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "");
+    let cgroup = format!("/crikit-test-{tag}");
+    let _cg = e2e::CgroupGuard(cgroup.clone());
+    e2e::crid::write_conflist(
+        tmp.path(),
+        "10-lo",
+        &serde_json::json!({"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}),
+    );
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("hello"), "from the host\n").unwrap();
+    let crid = Crid::start(
+        tmp.path(),
+        &[
+            "--insecure-registry",
+            &reg.addr,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+        ],
+    );
+    let mut img = crid.images().await;
+    let mut rt = crid.runtime().await;
+    img.pull_image(pull_request(&p.reference)).await.unwrap();
+    let mut config = pod_config("cfg", tmp.path(), &cgroup, 1);
+    if let Some(l) = config.linux.as_mut() {
+        l.sysctls = [("kernel.shm_rmid_forced".to_string(), "1".to_string())].into();
+    }
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut c = container_config(
+        "cfg",
+        &p.reference,
+        "id; pwd; cat /proc/sys/kernel/shm_rmid_forced; cat /data/hello; \
+         touch /rootfs-write 2>/dev/null || echo read-only-rootfs; \
+         grep -E 'CapBnd|NoNewPrivs' /proc/self/status; echo oom $(cat /proc/self/oom_score_adj); \
+         echo ready; exec sleep 1000",
+    );
+    c.working_dir = "/tmp".into();
+    c.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: data.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            cpu_shares: 512,
+            oom_score_adj: -998,
+            ..Default::default()
+        }),
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 2000 }),
+            supplemental_groups: vec![3000],
+            readonly_rootfs: true,
+            no_new_privs: true,
+            capabilities: Some(cri::Capability {
+                add_capabilities: vec!["NET_BIND_SERVICE".into()],
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            namespace_options: Some(cri::NamespaceOption {
+                pid: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    });
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()))
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let log = wait_for_log(&tmp.path().join("logs/cfg/cfg.log"), "stdout F ready").await;
+    let own_oom = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", crid.pid())).unwrap();
+    for want in [
+        "uid=1000 gid=2000 groups=2000,3000".to_string(),
+        "stdout F /tmp".into(),
+        "stdout F 1".into(),
+        "from the host".into(),
+        "read-only-rootfs".into(),
+        "CapBnd:\t0000000000000400".into(),
+        "NoNewPrivs:\t1".into(),
+        format!("oom {}", own_oom.trim()),
+    ] {
+        assert!(log.contains(&want), "{want:?} in {log}");
+    }
+
+    // Limits in the container's cgroup; updated in place.
+    let mem = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(cgroup.trim_start_matches('/'))
+        .join(format!("crikit-{id}"));
+    let limit = || std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit().trim(), (64u64 << 20).to_string());
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(limit().trim(), (128u64 << 20).to_string());
+
+    // Stats.
+    let s = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let ws = s.memory.unwrap().working_set_bytes.unwrap().value;
+    assert!(ws > 0 && ws < 128 << 20, "{ws}");
+    assert!(s.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(s.writable_layer.unwrap().inodes_used.unwrap().value >= 1);
+    let list = rt
+        .list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(list.len(), 1);
+    let ps = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = ps.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
+    assert!(linux.memory.unwrap().working_set_bytes.unwrap().value >= ws);
+    let all = rt
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 1);
+
+    // Options crid cannot honour are refused by name.
+    let mut bad = container_config("bad", &p.reference, "true");
+    bad.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            apparmor: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: "k8s-x".into(),
+            }),
+            ..Default::default()
+        }),
+    });
+    let e = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(bad),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("AppArmor"), "{e:?}");
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}

@@ -267,13 +267,27 @@ impl Crid {
         self.settings.run_dir.join("runc")
     }
 
-    fn runtime(&self, args: &[&str]) -> Result<(), String> {
-        let out = std::process::Command::new(&self.settings.runtime)
+    pub(crate) fn runtime(&self, args: &[&str]) -> Result<(), String> {
+        self.runtime_with_input(args, "")
+    }
+
+    /// Runs the OCI runtime with `input` on its stdin; its error text on failure.
+    pub(crate) fn runtime_with_input(&self, args: &[&str], input: &str) -> Result<(), String> {
+        use std::io::Write;
+        let mut child = std::process::Command::new(&self.settings.runtime)
             .arg("--root")
             .arg(self.runc_root())
             .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e}", self.settings.runtime.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
             .map_err(|e| format!("running {}: {e}", self.settings.runtime.display()))?;
         if out.status.success() {
             Ok(())

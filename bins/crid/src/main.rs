@@ -11,6 +11,7 @@ mod pod;
 mod runtime;
 mod server;
 mod state;
+mod stats;
 
 use clap::Parser;
 

@@ -72,6 +72,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         if req.into_inner().verbose {
             let v = serde_json::json!({
                 "config": s,
+                "podCIDR": *self.0.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()),
                 "network": network.as_ref().ok().map(|n| serde_json::json!({
                     "name": n.name, "path": n.path, "cniVersion": n.cni_version,
                     "plugins": n.list["plugins"].as_array().map(|p| {
@@ -218,9 +219,13 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn update_container_resources(
         &self,
-        _req: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(unimplemented("UpdateContainerResources"))
+        let req = req.into_inner();
+        self.0
+            .update_resources(&req.container_id, req.linux)
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -261,37 +266,95 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn container_stats(
         &self,
-        _req: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(unimplemented("ContainerStats"))
+        let id = req.into_inner().container_id;
+        let c = self
+            .0
+            .container(&id)
+            .ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
+        let c = c.lock().await.clone();
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(self.0.container_stats(&c)),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(unimplemented("ListContainerStats"))
+        let f = req.into_inner().filter.unwrap_or_default();
+        let stats = self
+            .0
+            .containers_stats(|c| {
+                (f.id.is_empty() || c.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+            })
+            .await;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(unimplemented("PodSandboxStats"))
+        let id = req.into_inner().pod_sandbox_id;
+        let pod = self
+            .0
+            .pod(&id)
+            .ok_or_else(|| Status::not_found(format!("pod {id} not found")))?;
+        let pod = pod.lock().await.clone();
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(self.0.pod_stats(&pod).await),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxStats"))
+        let f = req.into_inner().filter.unwrap_or_default();
+        let pods: Vec<_> = self
+            .0
+            .pods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut stats = vec![];
+        for p in pods {
+            let p = p.lock().await.clone();
+            let keep = (f.id.is_empty() || p.id.starts_with(&f.id))
+                && f.label_selector
+                    .iter()
+                    .all(|(k, v)| p.config.labels.get(k) == Some(v));
+            if keep {
+                stats.push(self.0.pod_stats(&p).await);
+            }
+        }
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
         &self,
-        _req: Request<cri::UpdateRuntimeConfigRequest>,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
-        Err(unimplemented("UpdateRuntimeConfig"))
+        // The pod CIDR matters to CNI configs that crid would template; the
+        // conflists crid runs carry their own ranges, so it is recorded (and shown
+        // in verbose Status) only.
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        tracing::info!("pod CIDR: {cidr:?}");
+        *self.0.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()) = cidr;
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
     async fn checkpoint_container(

@@ -27,6 +27,10 @@ pub struct Crid {
     pub containers: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Container>>>>,
     /// Names taken (pods' and containers' metadata keys) → id.
     names: Mutex<HashMap<String, String>>,
+    /// The last CPU sample (time, ns used) per container and pod, for rates.
+    pub cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    /// The pod CIDR kubelet gave through UpdateRuntimeConfig.
+    pub pod_cidr: Mutex<String>,
 }
 
 /// A name held for an object being made; released on drop unless kept.
@@ -74,6 +78,8 @@ impl Crid {
             pods: Default::default(),
             containers: Default::default(),
             names: Default::default(),
+            cpu_samples: Default::default(),
+            pod_cidr: Default::default(),
         })
     }
 

@@ -1,0 +1,404 @@
+//! Container and pod statistics from the cgroups (v1 controllers where mounted, the
+//! unified hierarchy otherwise), the overlay's upper directory and the pod's
+//! network interfaces.
+
+use crate::container::Container;
+use crate::pod::Pod;
+use crate::state::{now_ns, Crid};
+use k8s_cri::v1 as cri;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tonic::Status;
+
+/// What one cgroup reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// CPU time, ns.
+    pub cpu_ns: Option<u64>,
+    /// Memory in use, bytes.
+    pub usage: Option<u64>,
+    /// Usage less inactive file pages, as kubelet counts the working set.
+    pub working_set: Option<u64>,
+    /// Anonymous memory.
+    pub rss: Option<u64>,
+    /// Page faults.
+    pub pgfault: Option<u64>,
+    /// Major page faults.
+    pub pgmajfault: Option<u64>,
+    /// The memory limit, when there is one.
+    pub limit: Option<u64>,
+    /// Tasks in it.
+    pub pids: Option<u64>,
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn stat_file(p: &Path) -> HashMap<String, u64> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Reads the cgroup at the absolute cgroup path `path` under `root` (normally
+/// /sys/fs/cgroup).
+pub fn read(root: &Path, path: &str) -> CgroupStats {
+    let rel = path.trim_start_matches('/');
+    let v1 = root.join("memory");
+    if v1.join("memory.usage_in_bytes").exists() {
+        let mem = v1.join(rel);
+        let stat = stat_file(&mem.join("memory.stat"));
+        let usage = read_u64(&mem.join("memory.usage_in_bytes"));
+        let cpu = ["cpuacct", "cpu,cpuacct"]
+            .iter()
+            .find_map(|d| read_u64(&root.join(d).join(rel).join("cpuacct.usage")));
+        CgroupStats {
+            cpu_ns: cpu,
+            usage,
+            working_set: usage
+                .map(|u| u.saturating_sub(stat.get("total_inactive_file").copied().unwrap_or(0))),
+            rss: stat.get("total_rss").copied(),
+            pgfault: stat.get("total_pgfault").copied(),
+            pgmajfault: stat.get("total_pgmajfault").copied(),
+            // v1 says "no limit" with a page-rounded i64::MAX.
+            limit: read_u64(&mem.join("memory.limit_in_bytes")).filter(|l| *l < 1 << 62),
+            pids: read_u64(&root.join("pids").join(rel).join("pids.current")),
+        }
+    } else {
+        let dir = root.join(rel);
+        let stat = stat_file(&dir.join("memory.stat"));
+        let usage = read_u64(&dir.join("memory.current"));
+        CgroupStats {
+            cpu_ns: stat_file(&dir.join("cpu.stat"))
+                .get("usage_usec")
+                .map(|u| u * 1000),
+            usage,
+            working_set: usage
+                .map(|u| u.saturating_sub(stat.get("inactive_file").copied().unwrap_or(0))),
+            rss: stat.get("anon").copied(),
+            pgfault: stat.get("pgfault").copied(),
+            pgmajfault: stat.get("pgmajfault").copied(),
+            limit: read_u64(&dir.join("memory.max")),
+            pids: read_u64(&dir.join("pids.current")),
+        }
+    }
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+fn u64v(v: Option<u64>) -> Option<cri::UInt64Value> {
+    v.map(|value| cri::UInt64Value { value })
+}
+
+impl Crid {
+    /// CPU use in nanocores since the last sample of `key`.
+    fn nano_cores(&self, key: &str, now: i64, cpu_ns: Option<u64>) -> Option<u64> {
+        let cpu = cpu_ns?;
+        let mut last = self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner());
+        let rate = last.get(key).and_then(|&(t, c)| {
+            let dt = now.checked_sub(t).filter(|d| *d > 0)? as u128;
+            Some((u128::from(cpu.checked_sub(c)?) * 1_000_000_000 / dt) as u64)
+        });
+        last.insert(key.to_string(), (now, cpu));
+        rate
+    }
+
+    fn cpu_memory(&self, key: &str, s: &CgroupStats) -> (cri::CpuUsage, cri::MemoryUsage) {
+        let now = now_ns();
+        (
+            cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: u64v(s.cpu_ns),
+                usage_nano_cores: u64v(self.nano_cores(key, now, s.cpu_ns)),
+            },
+            cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: u64v(s.working_set),
+                available_bytes: u64v(s.limit.zip(s.working_set).map(|(l, w)| l.saturating_sub(w))),
+                usage_bytes: u64v(s.usage),
+                rss_bytes: u64v(s.rss),
+                page_faults: u64v(s.pgfault),
+                major_page_faults: u64v(s.pgmajfault),
+            },
+        )
+    }
+
+    /// One container's stats.
+    pub fn container_stats(&self, c: &Container) -> cri::ContainerStats {
+        let cgroup = std::fs::read(c.bundle.join("config.json"))
+            .ok()
+            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(String::from))
+            .unwrap_or_default();
+        let s = read(Path::new(CGROUP_ROOT), &cgroup);
+        let (cpu, memory) = self.cpu_memory(&c.id, &s);
+        let upper = c.bundle.join("upper");
+        let (bytes, inodes) = crate::fsusage::usage(&upper);
+        cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: c.id.clone(),
+                metadata: c.config.metadata.clone(),
+                labels: c.config.labels.clone(),
+                annotations: c.config.annotations.clone(),
+            }),
+            cpu: Some(cpu),
+            memory: Some(memory),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp: now_ns(),
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: upper.display().to_string(),
+                }),
+                used_bytes: u64v(Some(bytes)),
+                inodes_used: u64v(Some(inodes)),
+            }),
+            swap: None,
+        }
+    }
+
+    /// Stats of the containers that pass `keep`.
+    pub async fn containers_stats(
+        &self,
+        keep: impl Fn(&Container) -> bool,
+    ) -> Vec<cri::ContainerStats> {
+        let all: Vec<_> = self
+            .containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut out = vec![];
+        for c in all {
+            let c = c.lock().await.clone();
+            if !c.infra && keep(&c) {
+                out.push(self.container_stats(&c));
+            }
+        }
+        out
+    }
+
+    /// One pod's stats: its cgroup parent's when it has one, else the sum of its
+    /// containers'; its network interfaces as a process inside sees them.
+    pub async fn pod_stats(self: &Arc<Self>, pod: &Pod) -> cri::PodSandboxStats {
+        let id = pod.id.clone();
+        let containers = self.containers_stats(|c| c.pod_id == id).await;
+        let s = match pod.cgroup_parent() {
+            Some(parent) => read(Path::new(CGROUP_ROOT), parent),
+            None => {
+                let sum = |f: fn(&cri::ContainerStats) -> Option<u64>| -> Option<u64> {
+                    containers.iter().map(f).sum::<Option<u64>>()
+                };
+                CgroupStats {
+                    cpu_ns: sum(|c| {
+                        c.cpu
+                            .as_ref()?
+                            .usage_core_nano_seconds
+                            .as_ref()
+                            .map(|v| v.value)
+                    }),
+                    working_set: sum(|c| {
+                        c.memory
+                            .as_ref()?
+                            .working_set_bytes
+                            .as_ref()
+                            .map(|v| v.value)
+                    }),
+                    usage: sum(|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value)),
+                    ..Default::default()
+                }
+            }
+        };
+        let (cpu, memory) = self.cpu_memory(&format!("pod:{}", pod.id), &s);
+        let pids: Vec<i32> = self
+            .containers_of(&pod.id)
+            .iter()
+            .chain(pod.infra.iter())
+            .filter_map(|c| self.container_pid(c))
+            .collect();
+        let network = pids
+            .first()
+            .and_then(|pid| net_dev(&PathBuf::from(format!("/proc/{pid}/net/dev"))));
+        cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: pod.id.clone(),
+                metadata: pod.config.metadata.clone(),
+                labels: pod.config.labels.clone(),
+                annotations: pod.config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: Some(cpu),
+                memory: Some(memory),
+                network: network.map(|ifaces| cri::NetworkUsage {
+                    timestamp: now_ns(),
+                    default_interface: ifaces.iter().find(|i| i.name == "eth0").cloned(),
+                    interfaces: ifaces,
+                }),
+                process: Some(cri::ProcessUsage {
+                    timestamp: now_ns(),
+                    process_count: u64v(s.pids),
+                }),
+                containers,
+            }),
+            windows: None,
+        }
+    }
+
+    /// UpdateContainerResources: `runtime update` with the new limits.
+    pub async fn update_resources(
+        self: &Arc<Self>,
+        id: &str,
+        res: Option<cri::LinuxContainerResources>,
+    ) -> Result<(), Status> {
+        let c = self
+            .container(id)
+            .ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
+        let mut c = c.lock().await;
+        let Some(res) = res else {
+            return Ok(());
+        };
+        let mut r = serde_json::json!({});
+        if res.cpu_shares > 0 {
+            r["cpu"]["shares"] = res.cpu_shares.into();
+        }
+        if res.cpu_quota != 0 {
+            r["cpu"]["quota"] = res.cpu_quota.into();
+        }
+        if res.cpu_period > 0 {
+            r["cpu"]["period"] = res.cpu_period.into();
+        }
+        if !res.cpuset_cpus.is_empty() {
+            r["cpu"]["cpus"] = res.cpuset_cpus.clone().into();
+        }
+        if !res.cpuset_mems.is_empty() {
+            r["cpu"]["mems"] = res.cpuset_mems.clone().into();
+        }
+        if res.memory_limit_in_bytes > 0 {
+            r["memory"]["limit"] = res.memory_limit_in_bytes.into();
+            // runc refuses a limit above the current swap limit: raise both.
+            r["memory"]["swap"] = if res.memory_swap_limit_in_bytes > 0 {
+                res.memory_swap_limit_in_bytes.into()
+            } else {
+                serde_json::Value::from(-1)
+            };
+        }
+        let me = Arc::clone(self);
+        let id2 = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            me.runtime_with_input(&["update", "--resources", "-", &id2], &r.to_string())
+        })
+        .await
+        .map_err(crate::image::internal)?
+        .map_err(|e| Status::unknown(format!("updating container {id}: {e}")))?;
+        if let Some(l) = c.config.linux.as_mut() {
+            l.resources = Some(res);
+        } else {
+            c.config.linux = Some(cri::LinuxContainerConfig {
+                resources: Some(res),
+                security_context: None,
+            });
+        }
+        self.save_container(&c)
+    }
+}
+
+/// Interfaces other than loopback from a /proc/PID/net/dev.
+fn net_dev(p: &Path) -> Option<Vec<cri::NetworkInterfaceUsage>> {
+    let text = std::fs::read_to_string(p).ok()?;
+    Some(
+        text.lines()
+            .skip(2)
+            .filter_map(|l| {
+                let (name, rest) = l.split_once(':')?;
+                let f: Vec<u64> = rest
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                let name = name.trim();
+                (name != "lo" && f.len() >= 11).then(|| cri::NetworkInterfaceUsage {
+                    name: name.to_string(),
+                    rx_bytes: u64v(Some(f[0])),
+                    rx_errors: u64v(Some(f[2])),
+                    tx_bytes: u64v(Some(f[8])),
+                    tx_errors: u64v(Some(f[10])),
+                })
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_and_v2_cgroup_files() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = d.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        // v2
+        w("pod/c/cpu.stat", "usage_usec 1500\nuser_usec 1000\n");
+        w("pod/c/memory.current", "10000\n");
+        w(
+            "pod/c/memory.stat",
+            "anon 4000\ninactive_file 3000\npgfault 7\npgmajfault 1\n",
+        );
+        w("pod/c/memory.max", "max\n");
+        w("pod/c/pids.current", "3\n");
+        let s = read(d.path(), "/pod/c");
+        assert_eq!(s.cpu_ns, Some(1_500_000));
+        assert_eq!(
+            (s.usage, s.working_set, s.rss),
+            (Some(10000), Some(7000), Some(4000))
+        );
+        assert_eq!((s.limit, s.pids), (None, Some(3)));
+        // v1
+        w("memory/memory.usage_in_bytes", "1\n");
+        w("memory/pod/c/memory.usage_in_bytes", "9000\n");
+        w(
+            "memory/pod/c/memory.stat",
+            "total_inactive_file 1000\ntotal_rss 5000\n",
+        );
+        w(
+            "memory/pod/c/memory.limit_in_bytes",
+            "9223372036854771712\n",
+        );
+        w("cpuacct/pod/c/cpuacct.usage", "42\n");
+        w("pids/pod/c/pids.current", "2\n");
+        let s = read(d.path(), "/pod/c");
+        assert_eq!(
+            (s.cpu_ns, s.working_set, s.rss),
+            (Some(42), Some(8000), Some(5000))
+        );
+        assert_eq!((s.limit, s.pids), (None, Some(2)));
+    }
+
+    #[test]
+    fn interfaces_from_net_dev() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("dev");
+        std::fs::write(
+            &p,
+            "Inter-|   Receive                                                |  Transmit\n \
+             face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+             lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  \
+             eth0:    2000      20    1    0    0     0          0         0     3000      30    2    0    0     0       0          0\n",
+        )
+        .unwrap();
+        let i = net_dev(&p).unwrap();
+        assert_eq!(i.len(), 1);
+        assert_eq!(i[0].name, "eth0");
+        assert_eq!(i[0].rx_bytes.as_ref().unwrap().value, 2000);
+        assert_eq!(i[0].tx_bytes.as_ref().unwrap().value, 3000);
+        assert_eq!(i[0].tx_errors.as_ref().unwrap().value, 2);
+    }
+}
