@@ -9,7 +9,7 @@ REL := target/release
 
 # Debian packages the tests, the benchmarks and the demo use.
 DEPS := docker-registry skopeo umoci runc conmon containerd busybox-static debootstrap curl jq openssl zstd \
-        python3 util-linux ca-certificates protobuf-compiler containernetworking-plugins
+        python3 util-linux ca-certificates protobuf-compiler containernetworking-plugins iproute2 iptables
 
 FUZZ_SECONDS ?= 60
 
@@ -61,6 +61,7 @@ deps: ## install the Debian packages tests, benchmarks and the demo need (root; 
 	fi
 
 demo: deps release ## the pipeline on a throwaway loopback registry holding a busybox image
+	$(CARGO) build --release --locked -p crid --example cri
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/demo.sh
 
 bench: deps release ## imgpull, bundlegen, ctrmon against skopeo, umoci, containerd, conmon (root)

@@ -4,13 +4,17 @@
 # Debian's static busybox, pulls it with imgpull and shows what landed in the store.
 set -euo pipefail
 BIN=${CRIKIT_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target/release}
-for t in docker-registry umoci skopeo busybox runc; do
+for t in docker-registry umoci skopeo busybox runc jq ip; do
   command -v "$t" >/dev/null || { echo "demo: $t is missing: run 'make deps' first" >&2; exit 1; }
 done
 W=$(mktemp -d /tmp/crikit-demo.XXXXXX)
 REG_PID=
+CRID_PID=
 cleanup() {
   if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null; wait "$REG_PID" 2>/dev/null || true; fi
+  if [ -n "$CRID_PID" ]; then kill "$CRID_PID" 2>/dev/null; wait "$CRID_PID" 2>/dev/null || true; fi
+  for c in $(ls "$W/run/runc" 2>/dev/null); do runc --root "$W/run/runc" delete -f "$c" >/dev/null 2>&1 || true; done
+  ip link del ckdemo0 >/dev/null 2>&1 || true
   runc --root "$W/runc" delete -f crikit-demo >/dev/null 2>&1 || true
   "$BIN/bundlegen" --root "$W/crikit" --remove "$W/hello-bundle" 2>/dev/null || true
   grep -o " $W[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
@@ -85,5 +89,39 @@ echo "\$ cat \$RUN/ctrmon/crikit-demo/ctr.log"; cat "$W/run/ctrmon/crikit-demo/c
 echo "\$ cat \$RUN/ctrmon/crikit-demo/exit"; cat "$W/run/ctrmon/crikit-demo/exit"
 echo "\$ bundlegen --remove \$W/hello-bundle"
 "$BIN/bundlegen" --root "$ROOT" --remove "$W/hello-bundle"
+
+step "crid: a pod and a container through the CRI"
+# A bridge network of the demo's own, from the example conflist in scripts/cni.
+mkdir -p "$W/cni"
+jq --arg ipam "$W/ipam" '.name = "crikit-demo" | .plugins[0].bridge = "ckdemo0" | .plugins[0].ipMasq = false
+    | .plugins[0].ipam.ranges = [[{subnet: "10.254.254.0/24"}]] | .plugins[0].ipam.dataDir = $ipam' \
+  "$(dirname "$0")/cni/10-crikit-bridge.conflist" > "$W/cni/10-demo.conflist"
+SOCK=$W/crid.sock
+echo "\$ crid --root \$ROOT --listen unix://\$W/crid.sock --cni-conf-dir \$W/cni --insecure-registry $REG &"
+"$BIN/crid" --root "$ROOT" --run-dir "$W/run" --listen "unix://$SOCK" --cni-conf-dir "$W/cni" \
+  --cni-bin-dir /usr/lib/cni --insecure-registry "$REG" --registries-conf /dev/null 2>"$W/crid.log" &
+CRID_PID=$!
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
+CRI="$BIN/examples/cri $SOCK"
+echo "\$ cri version   (bins/crid/examples/cri.rs: a small CRI client)"; $CRI version | jq -c .
+cat > "$W/pod.json" <<JSON
+{"name": "demo", "uid": "demo-uid", "hostname": "demo-pod", "log_directory": "$W/logs/demo"}
+JSON
+cat > "$W/ctr.json" <<JSON
+{"name": "hello", "image": "$REG/demo/hello:1.0", "log_path": "hello.log",
+ "command": ["/bin/sh", "-c", "echo hello from a crid pod; hostname; ip -4 -o addr show eth0"]}
+JSON
+echo "\$ cri pull $REG/demo/hello:1.0"; $CRI pull "$REG/demo/hello:1.0"
+echo "\$ cri runp pod.json"; POD=$($CRI runp "$W/pod.json"); echo "$POD"
+echo "\$ cri inspectp \$POD"; $CRI inspectp "$POD" | jq -c '{state, ip: .network.ip, labels}'
+echo "\$ cri create \$POD ctr.json pod.json; cri start \$CTR"
+CTR=$($CRI create "$POD" "$W/ctr.json" "$W/pod.json"); $CRI start "$CTR"
+for _ in $(seq 100); do
+  [ "$($CRI inspect "$CTR" | jq -r .state)" = 2 ] && break; sleep 0.05
+done
+echo "\$ cri inspect \$CTR"; $CRI inspect "$CTR" | jq -c '{state, exit_code, reason, log_path}'
+echo "\$ cat \$W/logs/demo/hello.log"; cat "$W/logs/demo/hello.log"
+echo "\$ cri stopp \$POD; cri rmp \$POD"; $CRI stopp "$POD"; $CRI rmp "$POD"
+kill "$CRID_PID"; wait "$CRID_PID" 2>/dev/null || true; CRID_PID=
 echo
 echo "demo done"

@@ -1472,3 +1472,118 @@ async fn container_config_resources_and_stats() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_pods_at_once() {
+    let reg = Registry::start();
+    let p = push(&reg.addr, "cri/many", "1", &Image::busybox());
+    let tmp = TempRoot::new();
+    let tag = tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "");
+    let cgroup = format!("/crikit-test-{tag}");
+    let _cg = e2e::CgroupGuard(cgroup.clone());
+    e2e::crid::write_conflist(
+        tmp.path(),
+        "10-lo",
+        &serde_json::json!({"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}),
+    );
+    let crid = Crid::start(
+        tmp.path(),
+        &[
+            "--insecure-registry",
+            &reg.addr,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+        ],
+    );
+    let channel = crid.channel().await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let channel = channel.clone();
+            let image = p.reference.clone();
+            let config = pod_config(&format!("p{i}"), tmp.path(), &cgroup, 1);
+            tokio::spawn(async move {
+                let mut img =
+                    k8s_cri::v1::image_service_client::ImageServiceClient::new(channel.clone());
+                let mut rt =
+                    k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(channel);
+                // Every pod pulls, as kubelet does when they start together.
+                img.pull_image(pull_request(&image)).await?;
+                let pod = rt
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(config.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .pod_sandbox_id;
+                let ctr = rt
+                    .create_container(cri::CreateContainerRequest {
+                        pod_sandbox_id: pod.clone(),
+                        config: Some(container_config("c", &image, "exec sleep 1000")),
+                        sandbox_config: Some(config),
+                    })
+                    .await?
+                    .into_inner()
+                    .container_id;
+                rt.start_container(cri::StartContainerRequest { container_id: ctr })
+                    .await?;
+                Ok::<_, tonic::Status>(pod)
+            })
+        })
+        .collect();
+    let mut pods = vec![];
+    for t in tasks {
+        pods.push(
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr())),
+        );
+    }
+    pods.sort();
+    pods.dedup();
+    assert_eq!(pods.len(), 20);
+    let mut rt = crid.runtime().await;
+    let running = rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue { state: 1 }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(running.len(), 20);
+    let teardown: Vec<_> = pods
+        .into_iter()
+        .map(|pod| {
+            let mut rt = rt.clone();
+            tokio::spawn(async move {
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                })
+                .await?;
+                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: pod,
+                })
+                .await
+            })
+        })
+        .collect();
+    for t in teardown {
+        t.await.unwrap().unwrap();
+    }
+    let left = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty());
+}
