@@ -64,11 +64,13 @@ demo: deps release ## the pipeline on a throwaway loopback registry holding a bu
 	$(CARGO) build --release --locked -p crid --example cri
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/demo.sh
 
-bench: deps release ## imgpull, bundlegen, ctrmon against skopeo, umoci, containerd, conmon (root)
+bench: deps release ## imgpull, bundlegen, ctrmon, crid against skopeo, umoci, conmon, containerd (root)
 	$(CARGO) build --release --locked --example hashspeed --example floor
+	$(CARGO) build --release --locked -p crid --example cri
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/bundle.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/monitor.py
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/crid.py
 
 fuzz: ## fuzz the layer applier for FUZZ_SECONDS (installs cargo-fuzz when missing)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz

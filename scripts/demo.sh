@@ -15,6 +15,7 @@ cleanup() {
   if [ -n "$CRID_PID" ]; then kill "$CRID_PID" 2>/dev/null; wait "$CRID_PID" 2>/dev/null || true; fi
   for c in $(ls "$W/run/runc" 2>/dev/null); do runc --root "$W/run/runc" delete -f "$c" >/dev/null 2>&1 || true; done
   ip link del ckdemo0 >/dev/null 2>&1 || true
+  rmdir /sys/fs/cgroup/*/crikit 2>/dev/null || true
   runc --root "$W/runc" delete -f crikit-demo >/dev/null 2>&1 || true
   "$BIN/bundlegen" --root "$W/crikit" --remove "$W/hello-bundle" 2>/dev/null || true
   grep -o " $W[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true

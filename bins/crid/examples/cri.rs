@@ -11,12 +11,15 @@
 //! cri SOCKET inspect ID | inspectp POD_ID | ps | pods
 //! cri SOCKET exec ID CMD...
 //! cri SOCKET bench N POD.json CONTAINER.json    -> start and teardown latencies
+//! cri SOCKET up N POD.json CONTAINER.json       -> N pods with a running container
+//! cri SOCKET down                               -> every pod stopped and removed
 //! ```
 //!
 //! POD.json: `{"name", "namespace", "uid", "attempt", "hostname", "log_directory",
 //! "labels", "pid"}` (pid: "pod", "container" or "node"); CONTAINER.json:
-//! `{"name", "image", "command", "args", "env": {K: V}, "log_path", "labels"}`; all
-//! optional. In `bench`, `{n}` becomes the run's number.
+//! `{"name", "image", "command", "args", "env": {K: V}, "log_path", "labels",
+//! "seccomp"}` (seccomp: "unconfined", as kubelet sends by default,
+//! "runtime/default" or "localhost/PATH"); all optional. In `bench`, `{n}` becomes the run's number.
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -108,11 +111,32 @@ struct Ctr {
     env: std::collections::BTreeMap<String, String>,
     log_path: String,
     labels: std::collections::HashMap<String, String>,
+    seccomp: Option<String>,
 }
 
 impl Ctr {
-    fn config(self) -> cri::ContainerConfig {
-        cri::ContainerConfig {
+    fn config(self) -> Result<cri::ContainerConfig> {
+        use cri::security_profile::ProfileType;
+        let seccomp = match self.seccomp.as_deref() {
+            None => None,
+            Some("unconfined") => Some((ProfileType::Unconfined, String::new())),
+            Some("runtime/default") => Some((ProfileType::RuntimeDefault, String::new())),
+            Some(s) => match s.strip_prefix("localhost/") {
+                Some(p) => Some((ProfileType::Localhost, p.to_string())),
+                None => return Err(format!("seccomp {s:?}").into()),
+            },
+        };
+        Ok(cri::ContainerConfig {
+            linux: seccomp.map(|(t, path)| cri::LinuxContainerConfig {
+                resources: None,
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    seccomp: Some(cri::SecurityProfile {
+                        profile_type: t as i32,
+                        localhost_ref: path,
+                    }),
+                    ..Default::default()
+                }),
+            }),
             metadata: Some(cri::ContainerMetadata {
                 name: self.name,
                 attempt: 0,
@@ -131,7 +155,7 @@ impl Ctr {
             log_path: self.log_path,
             labels: self.labels,
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -187,7 +211,7 @@ async fn run() -> Result<()> {
             Ok(())
         }
         "create" => {
-            let ctr = read::<Ctr>(&arg(1)?, None)?.config();
+            let ctr = read::<Ctr>(&arg(1)?, None)?.config()?;
             let pod = read::<Pod>(&arg(2)?, None)?.config()?;
             println!("{}", create(&mut rt, arg(0)?, ctr, pod).await?);
             Ok(())
@@ -273,6 +297,37 @@ async fn run() -> Result<()> {
             std::process::exit(r.exit_code);
         }
         "bench" => bench(&mut rt, arg(0)?.parse()?, &arg(1)?, &arg(2)?).await,
+        "up" => {
+            let mut ids = vec![];
+            for i in 0..arg(0)?.parse()? {
+                let p = read::<Pod>(&arg(1)?, Some(i))?.config()?;
+                let c = read::<Ctr>(&arg(2)?, Some(i))?.config()?;
+                let id = runp(&mut rt, p.clone()).await?;
+                let cid = create(&mut rt, id.clone(), c, p).await?;
+                rt.start_container(cri::StartContainerRequest { container_id: cid })
+                    .await?;
+                ids.push(id);
+            }
+            print(&ids)
+        }
+        "down" => {
+            let pods = rt
+                .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                .await?
+                .into_inner()
+                .items;
+            for p in pods {
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: p.id.clone(),
+                })
+                .await?;
+                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: p.id,
+                })
+                .await?;
+            }
+            Ok(())
+        }
         other => Err(format!("unknown command {other:?}").into()),
     }
 }
@@ -320,7 +375,7 @@ async fn bench(
     let mut teardown = vec![];
     for i in 0..n {
         let p = read::<Pod>(pod, Some(i))?.config()?;
-        let c = read::<Ctr>(ctr, Some(i))?.config();
+        let c = read::<Ctr>(ctr, Some(i))?.config()?;
         let t0 = Instant::now();
         let id = runp(rt, p.clone()).await?;
         let cid = create(rt, id.clone(), c, p).await?;

@@ -383,6 +383,7 @@ impl Crid {
         image: &str,
         infra: bool,
     ) -> Result<Container, Status> {
+        let t0 = Instant::now();
         let info = crate::image::find(&self.store, image)?.ok_or_else(|| {
             Status::not_found(format!("image {image} is not in the store; pull it first"))
         })?;
@@ -475,6 +476,7 @@ impl Crid {
             overrides,
             patch: None,
         };
+        let t_find = t0.elapsed();
         crikit::bundle::create(
             &self.store,
             &self.settings.root,
@@ -483,6 +485,7 @@ impl Crid {
             &opts,
         )
         .map_err(|e| Status::invalid_argument(format!("container bundle: {e}")))?;
+        let t_bundle = t0.elapsed();
 
         // Fit the generated config.json to the request.
         let cfg_path = bundle.join("config.json");
@@ -491,6 +494,7 @@ impl Crid {
                 .map_err(crate::image::internal)?;
         self.fit_spec(&mut spec, pod, &config, &sc, &res, infra)?;
         write_json(&cfg_path, &spec).map_err(crate::image::internal)?;
+        let t_spec = t0.elapsed();
         let stop_signal = spec["annotations"]["org.opencontainers.image.stopSignal"]
             .as_str()
             .unwrap_or("SIGTERM")
@@ -558,6 +562,11 @@ impl Crid {
             .trim()
             .parse()
             .unwrap_or(0);
+        tracing::debug!(
+            "container {id}: image found in {t_find:?}, bundle made by {t_bundle:?}, \
+             config fitted by {t_spec:?}, created by {:?}",
+            t0.elapsed()
+        );
         let c = Container {
             id: id.to_string(),
             pod_id: pod.id.clone(),

@@ -329,6 +329,7 @@ impl Crid {
             } else {
                 pod.config.hostname.clone()
             };
+        let t0 = std::time::Instant::now();
         let pinned = crate::netns::pin(&pod.dir.join("ns"), &kinds, &hostname)
             .map_err(|e| Status::internal(format!("pod namespaces: {e}")))?;
         for p in pinned {
@@ -353,9 +354,15 @@ impl Crid {
                 Status::invalid_argument(format!("log directory {}: {e}", pod.config.log_directory))
             })?;
         }
+        let t_files = t0.elapsed();
         if pod.net_mode() != cri::NamespaceMode::Node {
             crate::network::add(self, pod)?;
         }
+        tracing::debug!(
+            "pod {}: namespaces and files in {t_files:?}, network by {:?}",
+            pod.id,
+            t0.elapsed()
+        );
         Ok(())
     }
 
