@@ -1010,6 +1010,38 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
         String::from_utf8_lossy(&r.stderr)
     );
 
+    // A verbose status runs CNI CHECK: fine, then not once eth0 is gone.
+    let check = |pod: String| {
+        let mut rt = rt.clone();
+        async move {
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod,
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info
+            .get("networkCheck")
+            .cloned()
+            .unwrap_or_default()
+        }
+    };
+    assert_eq!(check(pod_b.clone()).await, "ok");
+    let netns = crid.run_dir.join("pods").join(&pod_b).join("ns/net");
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "link", "del", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broken = check(pod_b.clone()).await;
+    assert!(broken.starts_with("failed: bridge CHECK"), "{broken}");
+
     // Stopping pod A gives its address back.
     let leases = tmp.path().join("ipam").join(format!("crikit-{tag}"));
     assert!(leases.join(&ip_a).exists());

@@ -58,6 +58,29 @@ pub fn del(crid: &Crid, pod: &Pod) -> Result<(), Status> {
         .map_err(|e| Status::unknown(format!("pod network {}: {e}", net.name)))
 }
 
+/// Runs CHECK (CNI 0.4.0 and later) through the list in order with the ADD's
+/// result; `Ok(false)` when the network's version has no CHECK.
+pub fn check(crid: &Crid, pod: &Pod) -> Result<bool, String> {
+    let Some(n) = &pod.network else {
+        return Ok(false);
+    };
+    let version = n["cniVersion"].as_str().unwrap_or("0.4.0");
+    if version.starts_with("0.1.") || version.starts_with("0.2.") || version.starts_with("0.3.") {
+        return Ok(false);
+    }
+    let net = crate::cni::NetConf {
+        path: Default::default(),
+        name: n["name"].as_str().unwrap_or_default().to_string(),
+        cni_version: version.to_string(),
+        list: n["list"].clone(),
+    };
+    for plugin in n["list"]["plugins"].as_array().into_iter().flatten() {
+        let conf = plugin_conf(&net, plugin, pod, Some(&n["result"]));
+        exec(crid, pod, "CHECK", plugin, &conf)?;
+    }
+    Ok(true)
+}
+
 fn del_list(
     crid: &Crid,
     pod: &Pod,

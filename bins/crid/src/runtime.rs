@@ -132,6 +132,20 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
                 "info".to_string(),
                 serde_json::to_string(&pod).map_err(crate::image::internal)?,
             );
+            // A verbose status checks the network too: CNI CHECK with the ADD's result.
+            if pod.ready && pod.network.is_some() {
+                let me = Arc::clone(&self.0);
+                let p = pod.clone();
+                let checked = tokio::task::spawn_blocking(move || crate::network::check(&me, &p))
+                    .await
+                    .map_err(crate::image::internal)?;
+                let text = match checked {
+                    Ok(true) => "ok".to_string(),
+                    Ok(false) => "not supported by the network's CNI version".to_string(),
+                    Err(e) => format!("failed: {e}"),
+                };
+                info.insert("networkCheck".to_string(), text);
+            }
         }
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(pod.status()),
