@@ -1619,3 +1619,167 @@ async fn twenty_pods_at_once() {
         .containers;
     assert!(left.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_devices_seccomp_profile_and_mount_propagation() {
+    let reg = Registry::start();
+    let p = push(&reg.addr, "cri/host", "1", &Image::busybox());
+    let tmp = TempRoot::new();
+    let tag = tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "");
+    let cgroup = format!("/crikit-test-{tag}");
+    let _cg = e2e::CgroupGuard(cgroup.clone());
+    // No CNI config at all: a host-network pod needs none.
+    let crid = Crid::start(tmp.path(), &["--insecure-registry", &reg.addr]);
+    let mut img = crid.images().await;
+    let mut rt = crid.runtime().await;
+    img.pull_image(pull_request(&p.reference)).await.unwrap();
+    let mut config = pod_config("hostnet", tmp.path(), &cgroup, 1);
+    config.hostname = String::new();
+    config.dns_config = None;
+    if let Some(o) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        o.network = cri::NamespaceMode::Node as i32;
+    }
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()))
+        .into_inner()
+        .pod_sandbox_id;
+    assert!(!crid.run_dir.join("pods").join(&pod).join("ns/net").exists());
+
+    // A shared mount on the host whose later submounts reach the container.
+    let prop = tmp.path().join("prop");
+    std::fs::create_dir_all(prop.join("sub")).unwrap();
+    let mount = |args: &[&str]| {
+        let out = std::process::Command::new("mount")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let prop_s = prop.display().to_string();
+    mount(&["--bind", &prop_s, &prop_s]);
+    mount(&["--make-shared", &prop_s]);
+    let profile = tmp.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let mut c = container_config(
+        "c",
+        &p.reference,
+        "hostname; echo x > /dev/mynull && echo device-ok; \
+         mkdir /tmp/d 2>/dev/null || echo mkdir-denied; echo ready; exec sleep 1000",
+    );
+    c.devices = vec![cri::Device {
+        container_path: "/dev/mynull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rwm".into(),
+    }];
+    c.mounts = vec![cri::Mount {
+        container_path: "/prop".into(),
+        host_path: prop_s.clone(),
+        propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+        ..Default::default()
+    }];
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: profile.display().to_string(),
+            }),
+            ..Default::default()
+        }),
+    });
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()))
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let log = wait_for_log(&tmp.path().join("logs/hostnet/c.log"), "stdout F ready").await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    for want in [
+        format!("stdout F {}", host.trim()),
+        "device-ok".into(),
+        "mkdir-denied".into(),
+    ] {
+        assert!(log.contains(&want), "{want:?} in {log}");
+    }
+    // The container shares the host's network: it sees the host's interfaces.
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["/bin/cat".into(), "/proc/net/dev".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let host_dev = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let names = |t: &str| -> Vec<String> {
+        let mut v: Vec<String> = t
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .map(|s| s.trim().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&String::from_utf8_lossy(&r.stdout)), names(&host_dev));
+
+    // A mount made on the host after the start reaches the container (rslave).
+    let sub = prop.join("sub").display().to_string();
+    mount(&["-t", "tmpfs", "crikit-test", &sub]);
+    std::fs::write(prop.join("sub/late"), "x").unwrap();
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["/bin/ls".into(), "/prop/sub".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.stdout,
+        b"late\n",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}
