@@ -146,9 +146,12 @@ impl Drop for Crid {
             })
             .join();
         }
-        if self.child.is_some() {
-            self.stop_with(nix::sys::signal::Signal::SIGTERM);
+        if self.child.is_none() {
+            // Stopped by the test itself, which may start another crid on the
+            // same state: its containers stay.
+            return;
         }
+        self.stop_with(nix::sys::signal::Signal::SIGTERM);
         // Containers outlive crid by design; a test's do not outlive the test.
         let runc_root = self.run_dir.join("runc");
         for e in std::fs::read_dir(&runc_root)
@@ -188,4 +191,301 @@ pub async fn channel(path: &Path) -> Channel {
         }))
         .await
         .expect("connecting to crid")
+}
+
+/// The network a [`World`]'s pods get.
+pub enum Network {
+    /// No CNI config at all.
+    None,
+    /// A config whose only plugin brings the loopback up: pods without an address.
+    Loopback,
+}
+
+/// A test's CRI world: the registry holding a busybox image, a crid of its own whose
+/// pods go under a cgroup parent of the test's, and clients. Dropped in order:
+/// clients, crid (its pods torn down), the cgroups, the temp root, the registry.
+pub struct World {
+    /// The RuntimeService.
+    pub rt: RuntimeServiceClient<Channel>,
+    /// The ImageService.
+    pub img: ImageServiceClient<Channel>,
+    /// The server.
+    pub crid: Crid,
+    /// The pushed busybox image's reference, already pulled through crid.
+    pub image: String,
+    /// Its config digest (the CRI image id).
+    pub image_id: String,
+    /// The cgroup parent of the test's pods.
+    pub cgroup: String,
+    args: Vec<String>,
+    _cgroups: crate::CgroupGuard,
+    /// The test's directory.
+    pub tmp: crate::TempRoot,
+    /// The registry.
+    pub reg: crate::Registry,
+}
+
+impl World {
+    /// Starts everything; `extra` goes to crid.
+    pub async fn new(network: Network, extra: &[&str]) -> World {
+        let reg = crate::Registry::start();
+        let pushed = crate::image::push(&reg.addr, "cri/busybox", "1", &crate::Image::busybox());
+        let tmp = crate::TempRoot::new();
+        let tag = tmp
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().replace('.', ""))
+            .unwrap_or_default();
+        let cgroup = format!("/crikit-test-{tag}");
+        let cgroups = crate::CgroupGuard(cgroup.clone());
+        if let Network::Loopback = network {
+            write_conflist(
+                tmp.path(),
+                "10-lo",
+                &serde_json::json!({"cniVersion": "1.0.0", "name": "lo-only",
+                    "plugins": [{"type": "loopback"}]}),
+            );
+        }
+        let mut args: Vec<String> = [
+            "--insecure-registry",
+            &reg.addr,
+            "--cni-bin-dir",
+            "/usr/lib/cni",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        args.shrink_to_fit();
+        let crid = Crid::start(
+            tmp.path(),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let mut img = crid.images().await;
+        let rt = crid.runtime().await;
+        img.pull_image(k8s_cri::v1::PullImageRequest {
+            image: Some(k8s_cri::v1::ImageSpec {
+                image: pushed.reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("pulling the test image: {e:?}: {}", crid.stderr()));
+        World {
+            rt,
+            img,
+            crid,
+            image: pushed.reference,
+            image_id: pushed.config,
+            cgroup,
+            args,
+            _cgroups: cgroups,
+            tmp,
+            reg,
+        }
+    }
+
+    /// Kills crid with SIGKILL, waits `pause`, starts it again on the same state.
+    pub async fn kill_and_restart(&mut self, pause: Duration) {
+        let status = self.crid.stop_with(nix::sys::signal::Signal::SIGKILL);
+        assert!(!status.success(), "crid was killed: {status}");
+        tokio::time::sleep(pause).await;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.crid = Crid::start(self.tmp.path(), &args);
+        self.rt = self.crid.runtime().await;
+        self.img = self.crid.images().await;
+    }
+
+    /// A pod config: its own hostname, log directory, DNS, `app` label and the
+    /// test's cgroup parent; `pid` is the PID namespace mode.
+    pub fn pod_config(
+        &self,
+        name: &str,
+        pid: k8s_cri::v1::NamespaceMode,
+    ) -> k8s_cri::v1::PodSandboxConfig {
+        use k8s_cri::v1 as cri;
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: format!("{name}-host"),
+            log_directory: self
+                .tmp
+                .path()
+                .join("logs")
+                .join(name)
+                .display()
+                .to_string(),
+            dns_config: Some(cri::DnsConfig {
+                servers: vec!["10.0.0.10".into()],
+                searches: vec!["svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            }),
+            labels: [("app".to_string(), name.to_string())].into(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: self.cgroup.clone(),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        pid: pid as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A container config running `script` under /bin/sh from the test image, with
+    /// FOO=bar, a `tier` label and the log at NAME.log.
+    pub fn container_config(&self, name: &str, script: &str) -> k8s_cri::v1::ContainerConfig {
+        use k8s_cri::v1 as cri;
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            envs: vec![cri::KeyValue {
+                key: "FOO".into(),
+                value: "bar".into(),
+            }],
+            log_path: format!("{name}.log"),
+            labels: [("tier".to_string(), name.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    /// RunPodSandbox; the pod's id.
+    pub async fn run_pod(
+        &self,
+        config: &k8s_cri::v1::PodSandboxConfig,
+    ) -> Result<String, tonic::Status> {
+        Ok(self
+            .rt
+            .clone()
+            .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id)
+    }
+
+    /// CreateContainer; the container's id.
+    pub async fn create(
+        &self,
+        pod: &str,
+        config: &k8s_cri::v1::PodSandboxConfig,
+        c: k8s_cri::v1::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        Ok(self
+            .rt
+            .clone()
+            .create_container(k8s_cri::v1::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(c),
+                sandbox_config: Some(config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id)
+    }
+
+    /// CreateContainer and StartContainer; the container's id. Panics on failure.
+    pub async fn start(
+        &self,
+        pod: &str,
+        config: &k8s_cri::v1::PodSandboxConfig,
+        c: k8s_cri::v1::ContainerConfig,
+    ) -> String {
+        let id = self
+            .create(pod, config, c)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}: {}", self.crid.stderr()));
+        self.rt
+            .clone()
+            .start_container(k8s_cri::v1::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}: {}", self.crid.stderr()));
+        id
+    }
+
+    /// ContainerStatus.
+    pub async fn status(&self, id: &str) -> k8s_cri::v1::ContainerStatus {
+        self.rt
+            .clone()
+            .container_status(k8s_cri::v1::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("status of {id}: {e:?}"))
+            .into_inner()
+            .status
+            .expect("a status")
+    }
+
+    /// ExecSync with a timeout in seconds.
+    pub async fn exec(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<k8s_cri::v1::ExecSyncResponse, tonic::Status> {
+        Ok(self
+            .rt
+            .clone()
+            .exec_sync(k8s_cri::v1::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// StopPodSandbox then RemovePodSandbox.
+    pub async fn remove_pod(&self, id: &str) {
+        let mut rt = self.rt.clone();
+        rt.stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("stopping pod {id}: {e:?}"));
+        rt.remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("removing pod {id}: {e:?}"));
+    }
+
+    /// Waits for `want` in the log at `path`; the log.
+    pub async fn wait_for_log(&self, path: &Path, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(want) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{want:?} never reached {}: {text}",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

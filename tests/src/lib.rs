@@ -89,7 +89,7 @@ pub fn check_store(layout: &std::path::Path) -> Vec<String> {
 /// first) when dropped.
 pub struct TempRoot {
     dir: tempfile::TempDir,
-    mounts: std::cell::RefCell<Vec<std::path::PathBuf>>,
+    mounts: std::sync::Mutex<Vec<std::path::PathBuf>>,
 }
 
 impl TempRoot {
@@ -123,7 +123,10 @@ impl TempRoot {
             "mount tmpfs: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        self.mounts.borrow_mut().push(p.clone());
+        self.mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p.clone());
         p
     }
 }
@@ -137,7 +140,11 @@ impl Default for TempRoot {
 impl Drop for TempRoot {
     fn drop(&mut self) {
         // Everything mounted below the root, ours or a bundle's, deepest first.
-        let mut mounts: Vec<std::path::PathBuf> = self.mounts.borrow().clone();
+        let mut mounts: Vec<std::path::PathBuf> = self
+            .mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
             for line in info.lines() {
                 if let Some(mp) = line.split(' ').nth(4) {

@@ -1,0 +1,856 @@
+//! crid's pods and containers through a real CRI client: real runc, ctrmon, overlay
+//! rootfs, namespaces, cgroups and CNI plugins.
+
+use e2e::crid::{Network, World};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::NamespaceMode::{Container as OwnPid, Node, Pod as SharedPid};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn list_pods(state: Option<i32>, app: &str) -> cri::ListPodSandboxRequest {
+    cri::ListPodSandboxRequest {
+        filter: Some(cri::PodSandboxFilter {
+            label_selector: [("app".to_string(), app.to_string())].into(),
+            state: state.map(|state| cri::PodSandboxStateValue { state }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn list_running(pod: &str) -> cri::ListContainersRequest {
+    cri::ListContainersRequest {
+        filter: Some(cri::ContainerFilter {
+            pod_sandbox_id: pod.into(),
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn log_of(w: &World, pod: &str, container: &str) -> PathBuf {
+    w.tmp
+        .path()
+        .join("logs")
+        .join(pod)
+        .join(format!("{container}.log"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_and_container_lifecycle() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let mut rt = w.rt.clone();
+
+    // The pod: namespaces pinned, listed, unique by its metadata.
+    let config = w.pod_config("web", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let ns_dir = w.crid.run_dir.join("pods").join(&pod).join("ns");
+    for kind in ["net", "ipc", "uts"] {
+        assert!(ns_dir.join(kind).exists(), "{kind} namespace pinned");
+    }
+    let again = w.run_pod(&config).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+    let status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(status.metadata.unwrap().name, "web");
+    let items = rt
+        .list_pod_sandbox(list_pods(Some(0), "web"))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].id, pod);
+    assert!(rt
+        .list_pod_sandbox(list_pods(None, "other"))
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+
+    // A container: created, started, logging, in the pod's namespaces.
+    let cconfig = w.container_config(
+        "main",
+        "echo hello; hostname; cat /etc/resolv.conf; echo err >&2; \
+         while true; do echo tick; sleep 0.2; done",
+    );
+    let ctr = w.create(&pod, &config, cconfig.clone()).await.unwrap();
+    let dup = w.create(&pod, &config, cconfig).await.unwrap_err();
+    assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup:?}");
+    let s = w.status(&ctr).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(s.image_id, w.image_id);
+    rt.start_container(cri::StartContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+    let s = w.status(&ctr).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
+    let log_path = PathBuf::from(&s.log_path);
+    assert_eq!(log_path, log_of(&w, "web", "main"));
+    let log = w.wait_for_log(&log_path, "stdout F tick").await;
+    for want in [
+        "stdout F hello",
+        "stdout F web-host",
+        "stdout F nameserver 10.0.0.10",
+        "stdout F search svc.cluster.local",
+        "stderr F err",
+    ] {
+        assert!(log.contains(want), "{want:?} in {log}");
+    }
+    let list = rt
+        .list_containers(list_running(&pod))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].id, ctr);
+    assert!(rt
+        .list_containers(list_running("nope"))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .is_empty());
+
+    // ExecSync: output, exit code, environment; a timeout kills the command.
+    let r = w
+        .exec(&ctr, &["/bin/sh", "-c", "echo $FOO; echo e >&2; exit 3"], 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"bar\n"[..], &b"e\n"[..], 3)
+    );
+    let t0 = Instant::now();
+    let e = w.exec(&ctr, &["/bin/sleep", "30"], 1).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(15));
+
+    // ReopenContainerLog after the file was moved away.
+    std::fs::rename(&log_path, w.tmp.path().join("main.log.1")).unwrap();
+    rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+    w.wait_for_log(&log_path, "stdout F tick").await;
+
+    // The image is in use.
+    let spec = || {
+        Some(cri::ImageSpec {
+            image: w.image.clone(),
+            ..Default::default()
+        })
+    };
+    let e = w
+        .img
+        .clone()
+        .remove_image(cri::RemoveImageRequest { image: spec() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+    // Stop: sh as PID 1 ignores SIGTERM, so SIGKILL after the timeout.
+    let stop = cri::StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 1,
+    };
+    let t0 = Instant::now();
+    rt.stop_container(stop.clone()).await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    let s = w.status(&ctr).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
+    assert!(s.finished_at >= s.started_at && s.started_at > 0, "{s:?}");
+    rt.stop_container(stop)
+        .await
+        .expect("stopping twice is no error");
+
+    let remove = cri::RemoveContainerRequest {
+        container_id: ctr.clone(),
+    };
+    rt.remove_container(remove.clone()).await.unwrap();
+    let e = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: ctr.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    rt.remove_container(remove)
+        .await
+        .expect("removing twice is no error");
+
+    // Stop and remove the pod; its name is free again.
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let items = rt
+        .list_pod_sandbox(list_pods(Some(1), "web"))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items.len(), 1, "not ready after stop");
+    assert!(!ns_dir.join("net").exists());
+    w.remove_pod(&pod).await;
+    w.remove_pod(&pod).await;
+    let e = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let again = w.run_pod(&config).await.unwrap();
+    w.remove_pod(&again).await;
+    // The image is free to go now.
+    w.img
+        .clone()
+        .remove_image(cri::RemoveImageRequest { image: spec() })
+        .await
+        .unwrap();
+}
+
+/// A bridge of a test's own, deleted on drop (CNI's DEL leaves bridges in place).
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .output();
+    }
+}
+
+/// GET `path` from `addr` over plain HTTP/1.0; the response, once it answers 200.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect_timeout(
+                &addr.parse().expect("address"),
+                Duration::from_secs(2),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })();
+        match attempt {
+            Ok(body) if body.contains("200") => return body,
+            r => assert!(Instant::now() < deadline, "no answer from {addr}: {r:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
+    let w = World::new(Network::None, &[]).await;
+    let tag = w.cgroup.trim_start_matches("/crikit-test-").to_string();
+    let hex = crikit::digest::Digest::of(tag.as_bytes()).hex().to_string();
+    let bridge = Bridge(format!("ckt{}", &hex[..8]));
+    // A /24 of 10.0.0.0/8 picked from the test's name: parallel tests do not meet.
+    let (a, b) = (
+        u8::from_str_radix(&hex[8..10], 16).unwrap(),
+        u8::from_str_radix(&hex[10..12], 16).unwrap(),
+    );
+    let subnet = format!("10.{a}.{b}.0/24");
+    let host_port = 20000 + u16::from_str_radix(&hex[12..15], 16).unwrap() % 20000;
+    e2e::crid::write_conflist(
+        w.tmp.path(),
+        "10-bridge",
+        &serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("crikit-{tag}"),
+            "plugins": [
+                {"type": "bridge", "bridge": bridge.0, "isGateway": true, "ipMasq": false,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                          "dataDir": w.tmp.path().join("ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+            ],
+        }),
+    );
+    let mut rt = w.rt.clone();
+    let conds = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let net = conds
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady");
+    assert!(net.as_ref().is_some_and(|n| n.status), "{net:?}");
+
+    let mut config_a = w.pod_config("a", OwnPid);
+    config_a.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: String::new(),
+    }];
+    let config_b = w.pod_config("b", OwnPid);
+    let pod_a = w.run_pod(&config_a).await.unwrap();
+    let pod_b = w.run_pod(&config_b).await.unwrap();
+    let status = |pod: String, verbose: bool| {
+        let mut rt = rt.clone();
+        async move {
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod,
+                verbose,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let ip_a = status(pod_a.clone(), false)
+        .await
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    let ip_b = status(pod_b.clone(), false)
+        .await
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    assert!(
+        ip_a.starts_with(&format!("10.{a}.{b}.")),
+        "{ip_a} in {subnet}"
+    );
+    assert!(
+        ip_b.starts_with(&format!("10.{a}.{b}.")) && ip_b != ip_a,
+        "{ip_b}"
+    );
+    w.start(
+        &pod_a,
+        &config_a,
+        w.container_config(
+            "web",
+            "mkdir -p /tmp/www && echo hello-from-a > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        ),
+    )
+    .await;
+    let client = w
+        .start(
+            &pod_b,
+            &config_b,
+            w.container_config("client", "exec sleep 1000"),
+        )
+        .await;
+
+    // The host reaches pod A at its IP, and through the mapped port.
+    for addr in [format!("{ip_a}:8080"), format!("10.{a}.{b}.1:{host_port}")] {
+        let body = tokio::task::spawn_blocking(move || http_get(&addr, "/index.html"))
+            .await
+            .unwrap();
+        assert!(body.contains("hello-from-a"), "{body}");
+    }
+    // Pod B reaches pod A (the image links few applets; busybox's shell runs the others).
+    let wget = format!("wget -qO- http://{ip_a}:8080/index.html");
+    let r = w
+        .exec(&client, &["/bin/sh", "-c", &wget], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.stdout,
+        b"hello-from-a\n",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+
+    // A verbose status runs CNI CHECK: fine, then not once eth0 is gone.
+    let check = |pod: String| {
+        let s = status(pod, true);
+        async move {
+            s.await
+                .info
+                .get("networkCheck")
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(check(pod_b.clone()).await, "ok");
+    let netns = w.crid.run_dir.join("pods").join(&pod_b).join("ns/net");
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "link", "del", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broken = check(pod_b.clone()).await;
+    assert!(broken.starts_with("failed: bridge CHECK"), "{broken}");
+
+    // Stopping a pod gives its address back.
+    let leases = w.tmp.path().join("ipam").join(format!("crikit-{tag}"));
+    assert!(leases.join(&ip_a).exists());
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_a.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(!leases.join(&ip_a).exists(), "DEL released {ip_a}");
+    w.remove_pod(&pod_a).await;
+    w.remove_pod(&pod_b).await;
+    assert!(!leases.join(&ip_b).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_pid_namespace_has_an_infra_process() {
+    // The pause image: busybox sleeping; pulled on demand by the first such pod.
+    let reg = e2e::Registry::start();
+    let mut image = e2e::Image::busybox();
+    image.cmd = vec!["/bin/sleep".into(), "2147483647".into()];
+    let pause = e2e::image::push(&reg.addr, "cri/pause", "1", &image);
+    let w = World::new(
+        Network::Loopback,
+        &[
+            "--pause-image",
+            &pause.reference,
+            "--insecure-registry",
+            &reg.addr,
+        ],
+    )
+    .await;
+    let config = w.pod_config("shared", SharedPid);
+    let pod = w
+        .run_pod(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    w.start(&pod, &config, w.container_config("one", "exec sleep 1000"))
+        .await;
+    let two = w
+        .start(&pod, &config, w.container_config("two", "exec sleep 1001"))
+        .await;
+    let script = "tr '\\0' ' ' < /proc/1/cmdline; echo; cat /proc/[0-9]*/cmdline | tr '\\0' ' '";
+    let r = w.exec(&two, &["/bin/sh", "-c", script], 10).await.unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(out.lines().next(), Some("/bin/sleep 2147483647 "), "{out}");
+    assert!(
+        out.contains("sleep 1000"),
+        "the other container is visible: {out}"
+    );
+    // The infra process is the pod's, not a container kubelet knows of.
+    let list =
+        w.rt.clone()
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap();
+    assert_eq!(list.into_inner().containers.len(), 2);
+    w.remove_pod(&pod).await;
+    let left = std::fs::read_dir(w.crid.root.join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "containers and the infra process are gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crid_killed_and_restarted_loses_nothing() {
+    let mut w = World::new(Network::Loopback, &[]).await;
+    let config = w.pod_config("keep", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let long = w
+        .start(&pod, &config, w.container_config("long", "exec sleep 1000"))
+        .await;
+    let short = w
+        .start(
+            &pod,
+            &config,
+            w.container_config("short", "sleep 1; exit 4"),
+        )
+        .await;
+    let before = w.status(&long).await;
+    assert_eq!(before.state, cri::ContainerState::ContainerRunning as i32);
+
+    // SIGKILL; the short container ends while crid is away.
+    w.kill_and_restart(Duration::from_millis(1500)).await;
+    let pods =
+        w.rt.clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap();
+    let pods = pods.into_inner().items;
+    assert_eq!((pods.len(), pods[0].id.as_str()), (1, pod.as_str()));
+    assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
+    let after = w.status(&long).await;
+    assert_eq!(after.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(after.started_at, before.started_at);
+    let s = w.status(&short).await;
+    assert_eq!(
+        (s.state, s.exit_code),
+        (cri::ContainerState::ContainerExited as i32, 4),
+        "{s:?}"
+    );
+    // Names are still taken, and it goes on.
+    let dup = w
+        .create(&pod, &config, w.container_config("long", "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), tonic::Code::AlreadyExists);
+    let r = w
+        .exec(&long, &["/bin/echo", "still here"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, b"still here\n");
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_config_resources_and_stats() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let mut rt = w.rt.clone();
+    let data = w.tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("hello"), "from the host\n").unwrap();
+    let mut config = w.pod_config("cfg", OwnPid);
+    if let Some(l) = config.linux.as_mut() {
+        l.sysctls = [("kernel.shm_rmid_forced".to_string(), "1".to_string())].into();
+    }
+    let pod = w.run_pod(&config).await.unwrap();
+    let mut c = w.container_config(
+        "cfg",
+        "id; pwd; cat /proc/sys/kernel/shm_rmid_forced; cat /data/hello; \
+         touch /rootfs-write 2>/dev/null || echo read-only-rootfs; \
+         grep -E 'CapBnd|NoNewPrivs' /proc/self/status; echo oom $(cat /proc/self/oom_score_adj); \
+         echo ready; exec sleep 1000",
+    );
+    c.working_dir = "/tmp".into();
+    c.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: data.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            cpu_shares: 512,
+            oom_score_adj: -998,
+            ..Default::default()
+        }),
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 2000 }),
+            supplemental_groups: vec![3000],
+            readonly_rootfs: true,
+            no_new_privs: true,
+            capabilities: Some(cri::Capability {
+                add_capabilities: vec!["NET_BIND_SERVICE".into()],
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            namespace_options: Some(cri::NamespaceOption {
+                pid: OwnPid as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    });
+    let id = w.start(&pod, &config, c).await;
+    let log = w
+        .wait_for_log(&log_of(&w, "cfg", "cfg"), "stdout F ready")
+        .await;
+    let own_oom = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", w.crid.pid())).unwrap();
+    for want in [
+        "uid=1000 gid=2000 groups=2000,3000".to_string(),
+        "stdout F /tmp".into(),
+        "stdout F 1".into(),
+        "from the host".into(),
+        "read-only-rootfs".into(),
+        "CapBnd:\t0000000000000400".into(),
+        "NoNewPrivs:\t1".into(),
+        format!("oom {}", own_oom.trim()),
+    ] {
+        assert!(log.contains(&want), "{want:?} in {log}");
+    }
+
+    // Limits in the container's cgroup; updated in place.
+    let mem = Path::new("/sys/fs/cgroup/memory")
+        .join(w.cgroup.trim_start_matches('/'))
+        .join(format!("crikit-{id}"));
+    let limit = || std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit().trim(), (64u64 << 20).to_string());
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(limit().trim(), (128u64 << 20).to_string());
+
+    // Stats.
+    let s = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await;
+    let s = s.unwrap().into_inner().stats.unwrap();
+    let ws = s.memory.unwrap().working_set_bytes.unwrap().value;
+    assert!(ws > 0 && ws < 128 << 20, "{ws}");
+    assert!(s.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(s.writable_layer.unwrap().inodes_used.unwrap().value >= 1);
+    let list = rt
+        .list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    assert_eq!(list.unwrap().into_inner().stats.len(), 1);
+    let ps = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await;
+    let linux = ps.unwrap().into_inner().stats.unwrap().linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
+    assert!(linux.memory.unwrap().working_set_bytes.unwrap().value >= ws);
+    let all = rt
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+        .await;
+    assert_eq!(all.unwrap().into_inner().stats.len(), 1);
+
+    // Options crid cannot honour are refused by name.
+    let mut bad = w.container_config("bad", "true");
+    bad.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            apparmor: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: "k8s-x".into(),
+            }),
+            ..Default::default()
+        }),
+    });
+    let e = w.create(&pod, &config, bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("AppArmor"), "{e:?}");
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_pods_at_once() {
+    let w = std::sync::Arc::new(World::new(Network::Loopback, &[]).await);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let w = std::sync::Arc::clone(&w);
+            tokio::spawn(async move {
+                // Every pod pulls, as kubelet does when they start together.
+                let image = Some(cri::ImageSpec {
+                    image: w.image.clone(),
+                    ..Default::default()
+                });
+                w.img
+                    .clone()
+                    .pull_image(cri::PullImageRequest {
+                        image,
+                        ..Default::default()
+                    })
+                    .await?;
+                let config = w.pod_config(&format!("p{i}"), OwnPid);
+                let pod = w.run_pod(&config).await?;
+                w.start(&pod, &config, w.container_config("c", "exec sleep 1000"))
+                    .await;
+                Ok::<_, tonic::Status>(pod)
+            })
+        })
+        .collect();
+    let mut pods = vec![];
+    for t in tasks {
+        pods.push(
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr())),
+        );
+    }
+    pods.sort();
+    pods.dedup();
+    assert_eq!(pods.len(), 20);
+    let running =
+        w.rt.clone()
+            .list_containers(list_running(""))
+            .await
+            .unwrap();
+    assert_eq!(running.into_inner().containers.len(), 20);
+    let teardown: Vec<_> = pods
+        .into_iter()
+        .map(|pod| {
+            let w = std::sync::Arc::clone(&w);
+            tokio::spawn(async move { w.remove_pod(&pod).await })
+        })
+        .collect();
+    for t in teardown {
+        t.await.unwrap();
+    }
+    let left =
+        w.rt.clone()
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap();
+    assert!(left.into_inner().containers.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_devices_seccomp_profile_and_mount_propagation() {
+    // No CNI config at all: a host-network pod needs none.
+    let w = World::new(Network::None, &[]).await;
+    let mut config = w.pod_config("hostnet", OwnPid);
+    config.hostname = String::new();
+    config.dns_config = None;
+    if let Some(o) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        o.network = Node as i32;
+    }
+    let pod = w
+        .run_pod(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    assert!(!w
+        .crid
+        .run_dir
+        .join("pods")
+        .join(&pod)
+        .join("ns/net")
+        .exists());
+
+    // A shared mount on the host whose later submounts reach the container.
+    let prop = w.tmp.path().join("prop");
+    std::fs::create_dir_all(prop.join("sub")).unwrap();
+    let mount = |args: &[&str]| {
+        let out = std::process::Command::new("mount")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let prop_s = prop.display().to_string();
+    mount(&["--bind", &prop_s, &prop_s]);
+    mount(&["--make-shared", &prop_s]);
+    let profile = w.tmp.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let mut c = w.container_config(
+        "c",
+        "hostname; echo x > /dev/mynull && echo device-ok; \
+         mkdir /tmp/d 2>/dev/null || echo mkdir-denied; echo ready; exec sleep 1000",
+    );
+    c.devices = vec![cri::Device {
+        container_path: "/dev/mynull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rwm".into(),
+    }];
+    c.mounts = vec![cri::Mount {
+        container_path: "/prop".into(),
+        host_path: prop_s.clone(),
+        propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+        ..Default::default()
+    }];
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: profile.display().to_string(),
+            }),
+            ..Default::default()
+        }),
+    });
+    let id = w.start(&pod, &config, c).await;
+    let log = w
+        .wait_for_log(&log_of(&w, "hostnet", "c"), "stdout F ready")
+        .await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    for want in [
+        format!("stdout F {}", host.trim()),
+        "device-ok".into(),
+        "mkdir-denied".into(),
+    ] {
+        assert!(log.contains(&want), "{want:?} in {log}");
+    }
+    // The container shares the host's network: it sees the host's interfaces.
+    let r = w
+        .exec(&id, &["/bin/cat", "/proc/net/dev"], 10)
+        .await
+        .unwrap();
+    let names = |t: &str| -> Vec<String> {
+        let mut v: Vec<String> = t
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .map(|s| s.trim().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let host_dev = std::fs::read_to_string("/proc/net/dev").unwrap();
+    assert_eq!(names(&String::from_utf8_lossy(&r.stdout)), names(&host_dev));
+
+    // A mount made on the host after the start reaches the container (rslave).
+    mount(&[
+        "-t",
+        "tmpfs",
+        "crikit-test",
+        &prop.join("sub").display().to_string(),
+    ]);
+    std::fs::write(prop.join("sub/late"), "x").unwrap();
+    let r = w.exec(&id, &["/bin/ls", "/prop/sub"], 10).await.unwrap();
+    assert_eq!(
+        r.stdout,
+        b"late\n",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    w.remove_pod(&pod).await;
+}
