@@ -86,6 +86,66 @@ fn parse_time(s: &str) -> i64 {
     ((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000) + nanos
 }
 
+/// The runtime-spec `linux.resources` for the CRI's (set fields only).
+pub fn resources_json(res: &cri::LinuxContainerResources) -> Value {
+    let mut r = json!({});
+    if res.cpu_shares > 0 {
+        r["cpu"]["shares"] = res.cpu_shares.into();
+    }
+    if res.cpu_quota != 0 {
+        r["cpu"]["quota"] = res.cpu_quota.into();
+    }
+    if res.cpu_period > 0 {
+        r["cpu"]["period"] = res.cpu_period.into();
+    }
+    if !res.cpuset_cpus.is_empty() {
+        r["cpu"]["cpus"] = res.cpuset_cpus.clone().into();
+    }
+    if !res.cpuset_mems.is_empty() {
+        r["cpu"]["mems"] = res.cpuset_mems.clone().into();
+    }
+    if res.memory_limit_in_bytes > 0 {
+        r["memory"]["limit"] = res.memory_limit_in_bytes.into();
+    }
+    if res.memory_swap_limit_in_bytes > 0 {
+        r["memory"]["swap"] = res.memory_swap_limit_in_bytes.into();
+    }
+    if !res.hugepage_limits.is_empty() {
+        r["hugepageLimits"] = res
+            .hugepage_limits
+            .iter()
+            .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
+            .collect();
+    }
+    if !res.unified.is_empty() {
+        r["unified"] = json!(res.unified);
+    }
+    r
+}
+
+/// Refuses SELinux options and user namespaces, which crid cannot honour.
+pub fn check_selinux_userns(
+    selinux: Option<&cri::SeLinuxOption>,
+    ns: Option<&cri::NamespaceOption>,
+) -> Result<(), Status> {
+    if selinux.is_some_and(|s| {
+        !(s.user.is_empty() && s.role.is_empty() && s.r#type.is_empty() && s.level.is_empty())
+    }) {
+        return Err(Status::invalid_argument(
+            "SELinux options are not supported by crid (it does not label containers)",
+        ));
+    }
+    if ns
+        .and_then(|o| o.userns_options.as_ref())
+        .is_some_and(|u| u.mode != cri::NamespaceMode::Node as i32)
+    {
+        return Err(Status::invalid_argument(
+            "user namespaces are not supported by crid; run the pod without hostUsers: false",
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses AppArmor profiles: crid cannot apply them.
 pub fn check_apparmor(p: Option<&cri::SecurityProfile>) -> Result<(), Status> {
     match p {
@@ -214,13 +274,7 @@ impl Crid {
 
     /// Ids of the pod's (listed) containers.
     pub fn containers_of(&self, pod: &str) -> Vec<String> {
-        let ids: Vec<String> = self
-            .containers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let ids = self.container_ids();
         ids.into_iter()
             .filter(|id| self.pod_of_container(id).as_deref() == Some(pod))
             .collect()
@@ -248,13 +302,7 @@ impl Crid {
 
     /// The id of a container that uses the image `id`, if one does.
     pub fn image_user(&self, image_id: &str) -> Option<String> {
-        let ids: Vec<String> = self
-            .containers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let ids = self.container_ids();
         ids.into_iter().find(|id| {
             std::fs::read(self.container_file(id))
                 .ok()
@@ -660,38 +708,7 @@ impl Crid {
         }
 
         // Resources.
-        let mut r = json!({});
-        if res.cpu_shares > 0 {
-            r["cpu"]["shares"] = res.cpu_shares.into();
-        }
-        if res.cpu_quota > 0 {
-            r["cpu"]["quota"] = res.cpu_quota.into();
-        }
-        if res.cpu_period > 0 {
-            r["cpu"]["period"] = res.cpu_period.into();
-        }
-        if !res.cpuset_cpus.is_empty() {
-            r["cpu"]["cpus"] = res.cpuset_cpus.clone().into();
-        }
-        if !res.cpuset_mems.is_empty() {
-            r["cpu"]["mems"] = res.cpuset_mems.clone().into();
-        }
-        if res.memory_limit_in_bytes > 0 {
-            r["memory"]["limit"] = res.memory_limit_in_bytes.into();
-        }
-        if res.memory_swap_limit_in_bytes > 0 {
-            r["memory"]["swap"] = res.memory_swap_limit_in_bytes.into();
-        }
-        if !res.hugepage_limits.is_empty() {
-            r["hugepageLimits"] = res
-                .hugepage_limits
-                .iter()
-                .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
-                .collect();
-        }
-        if !res.unified.is_empty() {
-            r["unified"] = json!(res.unified);
-        }
+        let mut r = resources_json(res);
         let devices = self.devices(config, sc.privileged)?;
         if !devices.0.is_empty() {
             let mut list = spec["linux"]["devices"]
@@ -950,13 +967,7 @@ impl Crid {
         &self,
         filter: Option<cri::ContainerFilter>,
     ) -> Vec<cri::Container> {
-        let all: Vec<_> = self
-            .containers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let all = self.all_containers();
         let mut out = vec![];
         for c in all {
             let c = c.lock().await;
@@ -1146,23 +1157,7 @@ fn check_container_config(config: &cri::ContainerConfig) -> Result<(), Status> {
             "AppArmor profiles are not supported by crid; ask for unconfined or none",
         ));
     }
-    if sc.selinux_options.as_ref().is_some_and(|s| {
-        !(s.user.is_empty() && s.role.is_empty() && s.r#type.is_empty() && s.level.is_empty())
-    }) {
-        return Err(Status::invalid_argument(
-            "SELinux options are not supported by crid",
-        ));
-    }
-    if sc
-        .namespace_options
-        .as_ref()
-        .and_then(|o| o.userns_options.as_ref())
-        .is_some_and(|u| u.mode != cri::NamespaceMode::Node as i32)
-    {
-        return Err(Status::invalid_argument(
-            "user namespaces are not supported by crid",
-        ));
-    }
+    check_selinux_userns(sc.selinux_options.as_ref(), sc.namespace_options.as_ref())?;
     if let Some(m) = config
         .mounts
         .iter()

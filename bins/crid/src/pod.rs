@@ -182,16 +182,10 @@ fn check_pod_config(config: &cri::PodSandboxConfig, handler: &str) -> Result<(),
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
     {
-        if sc
-            .namespace_options
-            .as_ref()
-            .and_then(|o| o.userns_options.as_ref())
-            .is_some_and(|u| u.mode != cri::NamespaceMode::Node as i32)
-        {
-            return Err(Status::invalid_argument(
-                "user namespaces are not supported by crid; run the pod without hostUsers: false",
-            ));
-        }
+        crate::container::check_selinux_userns(
+            sc.selinux_options.as_ref(),
+            sc.namespace_options.as_ref(),
+        )?;
         if sc
             .namespace_options
             .as_ref()
@@ -199,13 +193,6 @@ fn check_pod_config(config: &cri::PodSandboxConfig, handler: &str) -> Result<(),
         {
             return Err(Status::invalid_argument(
                 "pod PID namespace mode TARGET applies to containers only",
-            ));
-        }
-        if sc.selinux_options.as_ref().is_some_and(|s| {
-            !(s.user.is_empty() && s.role.is_empty() && s.r#type.is_empty() && s.level.is_empty())
-        }) {
-            return Err(Status::invalid_argument(
-                "SELinux options are not supported by crid (this host does not enforce SELinux through it)",
             ));
         }
         crate::container::check_apparmor(sc.apparmor.as_ref())?;
@@ -436,13 +423,7 @@ impl Crid {
 
     /// Every pod, for ListPodSandbox.
     pub async fn list_pods(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
-        let pods: Vec<_> = self
-            .pods
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let pods = self.all_pods();
         let mut out = Vec::new();
         for p in pods {
             let p = p.lock().await;

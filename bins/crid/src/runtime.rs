@@ -331,14 +331,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
         let f = req.into_inner().filter.unwrap_or_default();
-        let pods: Vec<_> = self
-            .0
-            .pods
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let pods = self.0.all_pods();
         let mut stats = vec![];
         for p in pods {
             let p = p.lock().await.clone();

@@ -160,6 +160,36 @@ impl Crid {
         }
     }
 
+    /// Every pod, as a snapshot of the map.
+    pub fn all_pods(&self) -> Vec<Arc<tokio::sync::Mutex<Pod>>> {
+        self.pods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Every container, as a snapshot of the map.
+    pub fn all_containers(&self) -> Vec<Arc<tokio::sync::Mutex<Container>>> {
+        self.containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Every container's id.
+    pub fn container_ids(&self) -> Vec<String> {
+        self.containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Takes the name `key` for `id`; AlreadyExists when another object has it.
     pub fn reserve(&self, key: String, id: &str, what: &str) -> Result<Reservation<'_>, Status> {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());

@@ -167,13 +167,7 @@ impl Crid {
         &self,
         keep: impl Fn(&Container) -> bool,
     ) -> Vec<cri::ContainerStats> {
-        let all: Vec<_> = self
-            .containers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let all = self.all_containers();
         let mut out = vec![];
         for c in all {
             let c = c.lock().await.clone();
@@ -263,30 +257,10 @@ impl Crid {
         let Some(res) = res else {
             return Ok(());
         };
-        let mut r = serde_json::json!({});
-        if res.cpu_shares > 0 {
-            r["cpu"]["shares"] = res.cpu_shares.into();
-        }
-        if res.cpu_quota != 0 {
-            r["cpu"]["quota"] = res.cpu_quota.into();
-        }
-        if res.cpu_period > 0 {
-            r["cpu"]["period"] = res.cpu_period.into();
-        }
-        if !res.cpuset_cpus.is_empty() {
-            r["cpu"]["cpus"] = res.cpuset_cpus.clone().into();
-        }
-        if !res.cpuset_mems.is_empty() {
-            r["cpu"]["mems"] = res.cpuset_mems.clone().into();
-        }
-        if res.memory_limit_in_bytes > 0 {
-            r["memory"]["limit"] = res.memory_limit_in_bytes.into();
-            // runc refuses a limit above the current swap limit: raise both.
-            r["memory"]["swap"] = if res.memory_swap_limit_in_bytes > 0 {
-                res.memory_swap_limit_in_bytes.into()
-            } else {
-                serde_json::Value::from(-1)
-            };
+        let mut r = crate::container::resources_json(&res);
+        if res.memory_limit_in_bytes > 0 && res.memory_swap_limit_in_bytes <= 0 {
+            // runc refuses a limit above the current swap limit: lift that.
+            r["memory"]["swap"] = serde_json::Value::from(-1);
         }
         let me = Arc::clone(self);
         let id2 = id.to_string();
