@@ -291,6 +291,11 @@ impl World {
         let status = self.crid.stop_with(nix::sys::signal::Signal::SIGKILL);
         assert!(!status.success(), "crid was killed: {status}");
         tokio::time::sleep(pause).await;
+        self.restart().await;
+    }
+
+    /// Starts crid again on the same state (after the test stopped it).
+    pub async fn restart(&mut self) {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         self.crid = Crid::start(self.tmp.path(), &args);
         self.rt = self.crid.runtime().await;

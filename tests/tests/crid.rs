@@ -58,6 +58,15 @@ async fn version_status_unimplemented_and_a_clean_stop() {
     assert_eq!(info["config"]["root"], crid.root.to_str().unwrap());
 
     // What this version does not do says so.
+    let c = rt
+        .runtime_config(cri::RuntimeConfigRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        c.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
     let e = rt.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
     assert!(e.message().contains("Exec"), "{e:?}");

@@ -82,7 +82,7 @@ async fn pod_and_container_lifecycle() {
     // A container: created, started, logging, in the pod's namespaces.
     let cconfig = w.container_config(
         "main",
-        "echo hello; hostname; cat /etc/resolv.conf; echo err >&2; \
+        "echo hello; hostname; cat /etc/resolv.conf; echo err >&2; grep Seccomp: /proc/self/status; \
          while true; do echo tick; sleep 0.2; done",
     );
     let ctr = w.create(&pod, &config, cconfig.clone()).await.unwrap();
@@ -107,6 +107,8 @@ async fn pod_and_container_lifecycle() {
         "stdout F nameserver 10.0.0.10",
         "stdout F search svc.cluster.local",
         "stderr F err",
+        // No seccomp asked for: the default profile, in filter mode.
+        "stdout F Seccomp:\t2",
     ] {
         assert!(log.contains(want), "{want:?} in {log}");
     }
@@ -387,6 +389,20 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
         String::from_utf8_lossy(&r.stderr)
     );
 
+    // Pod stats carry the traffic of the pod's interface.
+    let ps =
+        w.rt.clone()
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: pod_a.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let net = ps.stats.unwrap().linux.unwrap().network.unwrap();
+    let eth0 = net.default_interface.unwrap();
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.rx_bytes.unwrap().value > 0 && eth0.tx_bytes.unwrap().value > 0);
+
     // A verbose status runs CNI CHECK: fine, then not once eth0 is gone.
     let check = |pod: String| {
         let s = status(pod, true);
@@ -524,7 +540,32 @@ async fn crid_killed_and_restarted_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(r.stdout, b"still here\n");
+    // SIGTERM stops crid cleanly and leaves the containers running as well.
+    let status = w.crid.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status}");
+    let pid = before_pid(&w, &long);
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container runs on"
+    );
+    w.restart().await;
+    assert_eq!(
+        w.status(&long).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
     w.remove_pod(&pod).await;
+}
+
+/// The init pid crid recorded for a container.
+fn before_pid(w: &World, id: &str) -> i32 {
+    let state = w
+        .crid
+        .root
+        .join("containers")
+        .join(id)
+        .join("container.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    v["pid"].as_i64().unwrap() as i32
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,11 +677,12 @@ async fn container_config_resources_and_stats() {
         })
         .await;
     assert_eq!(list.unwrap().into_inner().stats.len(), 1);
-    let ps = rt
-        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await;
+    let ps =
+        w.rt.clone()
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await;
     let linux = ps.unwrap().into_inner().stats.unwrap().linux.unwrap();
     assert_eq!(linux.containers.len(), 1);
     assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
@@ -649,6 +691,35 @@ async fn container_config_resources_and_stats() {
         .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
         .await;
     assert_eq!(all.unwrap().into_inner().stats.len(), 1);
+
+    // A terminal, and a container the OOM killer ends.
+    let mut tty = w.container_config("tty", "[ -t 1 ] && echo on-a-terminal");
+    tty.tty = true;
+    let tty = w.start(&pod, &config, tty).await;
+    let mut oom = w.container_config("oom", "head -c 200m /dev/zero | tail");
+    oom.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            memory_swap_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        security_context: None,
+    });
+    let oom = w.start(&pod, &config, oom).await;
+    for (id, reason) in [(&tty, "Completed"), (&oom, "OOMKilled")] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let s = loop {
+            let s = w.status(id).await;
+            if s.state == cri::ContainerState::ContainerExited as i32 {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "{id} did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(s.reason, reason, "{s:?}");
+    }
+    let log = std::fs::read_to_string(log_of(&w, "cfg", "tty")).unwrap();
+    assert!(log.contains("stdout F on-a-terminal"), "{log}");
 
     // Options crid cannot honour are refused by name.
     let mut bad = w.container_config("bad", "true");

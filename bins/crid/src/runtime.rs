@@ -400,7 +400,12 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<cri::RuntimeConfigRequest>,
     ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
-        Err(unimplemented("RuntimeConfig"))
+        // crid drives runc's cgroupfs manager: kubelet must use the same driver.
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
     }
 }
 
