@@ -553,7 +553,27 @@ async fn crid_killed_and_restarted_loses_nothing() {
         w.status(&long).await.state,
         cri::ContainerState::ContainerRunning as i32
     );
+
+    // A container whose monitor was killed is in an unknown state, and still goes.
+    let monitor = w.crid.run_dir.join("ctrmon").join(&long).join("ctrmon.pid");
+    let monitor: i32 = std::fs::read_to_string(monitor)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let sigkill = nix::sys::signal::Signal::SIGKILL;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), sigkill).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.status(&long).await.state != cri::ContainerState::ContainerUnknown as i32 {
+        assert!(Instant::now() < deadline, "{:?}", w.status(&long).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     w.remove_pod(&pod).await;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("sleep"),
+        "the container process is gone"
+    );
 }
 
 /// The init pid crid recorded for a container.

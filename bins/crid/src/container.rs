@@ -57,6 +57,18 @@ pub struct Exit {
     reason: String,
 }
 
+/// Whether `pid` runs (a zombie does not).
+fn alive(pid: i32) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .is_some_and(|zombie| !zombie)
+}
+
 /// The key that makes a container's name unique in its pod.
 pub fn name_key(pod: &str, m: &cri::ContainerMetadata) -> String {
     format!("ctr\0{pod}\0{}\0{}", m.name, m.attempt)
@@ -169,11 +181,23 @@ impl Container {
         serde_json::from_slice(&data).ok()
     }
 
-    fn state(&self, exit: &Option<Exit>) -> cri::ContainerState {
+    /// Exited once ctrmon wrote the exit file; unknown when its ctrmon is gone
+    /// without writing one (killed, say), for then nobody reaps the container.
+    fn state(&self, run: &Path, exit: &Option<Exit>) -> cri::ContainerState {
         match (exit, self.started_at) {
             (Some(_), _) => cri::ContainerState::ContainerExited,
+            _ if !self.monitor_alive(run) => cri::ContainerState::ContainerUnknown,
             (None, 0) => cri::ContainerState::ContainerCreated,
             (None, _) => cri::ContainerState::ContainerRunning,
+        }
+    }
+
+    fn monitor_alive(&self, run: &Path) -> bool {
+        let pid_file = self.ctrmon_dir(run).join("ctrmon.pid");
+        match std::fs::read_to_string(&pid_file) {
+            Ok(p) => Path::new(&format!("/proc/{}", p.trim())).exists(),
+            // No pid file: nothing to say otherwise.
+            Err(_) => true,
         }
     }
 
@@ -192,7 +216,7 @@ impl Container {
             metadata: self.config.metadata.clone(),
             image: Some(self.image_spec()),
             image_ref: self.image_ref.clone(),
-            state: self.state(&self.exit(run)) as i32,
+            state: self.state(run, &self.exit(run)) as i32,
             created_at: self.created_at,
             labels: self.config.labels.clone(),
             annotations: self.config.annotations.clone(),
@@ -222,7 +246,7 @@ impl Container {
         cri::ContainerStatus {
             id: self.id.clone(),
             metadata: self.config.metadata.clone(),
-            state: self.state(&exit) as i32,
+            state: self.state(run, &exit) as i32,
             created_at: self.created_at,
             started_at,
             finished_at,
@@ -255,7 +279,7 @@ impl Container {
             && (f.pod_sandbox_id.is_empty() || self.pod_id.starts_with(&f.pod_sandbox_id))
             && f.state
                 .as_ref()
-                .is_none_or(|s| s.state == self.state(&self.exit(run)) as i32)
+                .is_none_or(|s| s.state == self.state(run, &self.exit(run)) as i32)
             && f.label_selector
                 .iter()
                 .all(|(k, v)| self.config.labels.get(k) == Some(v))
@@ -453,6 +477,15 @@ impl Crid {
             .unwrap_or_default()
             .trim()
             .to_string();
+        // A missing host path becomes a directory, as Docker, containerd and CRI-O
+        // do for kubelet's plain hostPath volumes.
+        for m in &config.mounts {
+            if !m.host_path.is_empty() && std::fs::symlink_metadata(&m.host_path).is_err() {
+                std::fs::create_dir_all(&m.host_path).map_err(|e| {
+                    Status::invalid_argument(format!("mount source {}: {e}", m.host_path))
+                })?;
+            }
+        }
         let mut mounts: Vec<(String, String, bool)> = config
             .mounts
             .iter()
@@ -892,7 +925,8 @@ impl Crid {
             let wait = |d: Duration| {
                 let deadline = Instant::now() + d;
                 while Instant::now() < deadline {
-                    if c2.exit(&run).is_some() {
+                    // Ended: ctrmon says so, or, with ctrmon gone, the process is.
+                    if c2.exit(&run).is_some() || (!c2.monitor_alive(&run) && !alive(c2.pid)) {
                         return true;
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -995,7 +1029,9 @@ impl Crid {
             Status::not_found(format!("container {} not found", req.container_id))
         })?;
         let c = c.lock().await.clone();
-        if c.state(&c.exit(&self.settings.run_dir)) != cri::ContainerState::ContainerRunning {
+        if c.state(&self.settings.run_dir, &c.exit(&self.settings.run_dir))
+            != cri::ContainerState::ContainerRunning
+        {
             return Err(Status::failed_precondition(format!(
                 "container {} is not running",
                 c.id
@@ -1081,7 +1117,9 @@ impl Crid {
             .container(id)
             .ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
         let c = c.lock().await.clone();
-        if c.state(&c.exit(&self.settings.run_dir)) != cri::ContainerState::ContainerRunning {
+        if c.state(&self.settings.run_dir, &c.exit(&self.settings.run_dir))
+            != cri::ContainerState::ContainerRunning
+        {
             return Err(Status::failed_precondition(format!(
                 "container {id} is not running"
             )));
