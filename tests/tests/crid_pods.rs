@@ -835,6 +835,8 @@ async fn host_network_devices_seccomp_profile_and_mount_propagation() {
         .and_then(|s| s.namespace_options.as_mut())
     {
         o.network = Node as i32;
+        o.ipc = Node as i32;
+        o.pid = Node as i32;
     }
     let pod = w
         .run_pod(&config)
@@ -875,7 +877,9 @@ async fn host_network_devices_seccomp_profile_and_mount_propagation() {
     let mut c = w.container_config(
         "c",
         "hostname; echo x > /dev/mynull && echo device-ok; \
-         mkdir /tmp/d 2>/dev/null || echo mkdir-denied; echo ready; exec sleep 1000",
+         mkdir /tmp/d 2>/dev/null || echo mkdir-denied; \
+         echo ipc $(readlink /proc/self/ns/ipc) pid $(readlink /proc/self/ns/pid); \
+         echo ready; exec sleep 1000",
     );
     c.devices = vec![cri::Device {
         container_path: "/dev/mynull".into(),
@@ -903,10 +907,18 @@ async fn host_network_devices_seccomp_profile_and_mount_propagation() {
         .wait_for_log(&log_of(&w, "hostnet", "c"), "stdout F ready")
         .await;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
     for want in [
         format!("stdout F {}", host.trim()),
         "device-ok".into(),
         "mkdir-denied".into(),
+        // Host IPC and PID namespaces, as the pod asked.
+        format!("ipc {} pid {}", ns("ipc"), ns("pid")),
     ] {
         assert!(log.contains(&want), "{want:?} in {log}");
     }
