@@ -913,13 +913,13 @@ impl Crid {
         let Some(c) = self.container(id) else {
             return Ok(());
         };
-        let c = c.lock().await;
+        // A copy: status and list calls must not wait for the grace period.
+        let c2 = c.lock().await.clone();
         let run = self.settings.run_dir.clone();
-        if c.exit(&run).is_some() {
+        if c2.exit(&run).is_some() {
             return Ok(());
         }
         let me = Arc::clone(self);
-        let c2 = c.clone();
         tokio::task::spawn_blocking(move || {
             let _ = me.runtime(&["kill", &c2.id, &c2.stop_signal]);
             let wait = |d: Duration| {

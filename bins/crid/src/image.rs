@@ -242,7 +242,18 @@ impl Crid {
                     let image = image.to_string();
                     // A task of its own: a caller that gives up does not cancel the
                     // download the others wait for.
-                    let task = tokio::spawn(async move { me.pull_now(&image, creds).await });
+                    let done_key = key.clone();
+                    let task = tokio::spawn(async move {
+                        let out = me.pull_now(&image, creds).await;
+                        // Finished: the next request pulls afresh, even if every
+                        // waiter gave up before now.
+                        me.pulls
+                            .inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&done_key);
+                        out
+                    });
                     let fut = async move {
                         task.await
                             .unwrap_or_else(|e| Err((tonic::Code::Internal, e.to_string())))
@@ -254,16 +265,7 @@ impl Crid {
                 }
             }
         };
-        let out = shared.clone().await;
-        let mut map = self
-            .pulls
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if map.get(&key).is_some_and(|s| s.ptr_eq(&shared)) {
-            map.remove(&key);
-        }
-        out
+        shared.await
     }
 
     async fn pull_now(&self, image: &str, creds: Option<crikit::auth::Credentials>) -> PullOutcome {
