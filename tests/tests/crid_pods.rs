@@ -88,6 +88,11 @@ async fn pod_and_container_lifecycle() {
     let ctr = w.create(&pod, &config, cconfig.clone()).await.unwrap();
     let dup = w.create(&pod, &config, cconfig).await.unwrap_err();
     assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup:?}");
+    let mut escape = w.container_config("escape", "true");
+    escape.log_path = "../../escape.log".into();
+    let e = w.create(&pod, &config, escape).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("log path"), "{e:?}");
     let s = w.status(&ctr).await;
     assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
     assert_eq!(s.image_id, w.image_id);
@@ -465,8 +470,13 @@ async fn a_shared_pid_namespace_has_an_infra_process() {
         .run_pod(&config)
         .await
         .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
-    w.start(&pod, &config, w.container_config("one", "exec sleep 1000"))
-        .await;
+    // "infra" is a name like any other: the infra process holds no container name.
+    w.start(
+        &pod,
+        &config,
+        w.container_config("infra", "exec sleep 1000"),
+    )
+    .await;
     let two = w
         .start(&pod, &config, w.container_config("two", "exec sleep 1001"))
         .await;

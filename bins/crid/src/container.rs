@@ -44,6 +44,9 @@ pub struct Container {
     /// The pod's infra process (shared PID namespace), not listed.
     #[serde(default)]
     pub infra: bool,
+    /// The cgroup parent ctrmon was put under, to clean up after a killed one.
+    #[serde(default)]
+    pub monitor_cgroup_parent: Option<String>,
 }
 
 /// The exit file ctrmon writes.
@@ -69,9 +72,14 @@ fn alive(pid: i32) -> bool {
             .is_some_and(|zombie| !zombie)
 }
 
-/// The key that makes a container's name unique in its pod.
-pub fn name_key(pod: &str, m: &cri::ContainerMetadata) -> String {
-    format!("ctr\0{pod}\0{}\0{}", m.name, m.attempt)
+/// The key that makes a container's name unique in its pod. The pod's infra
+/// process has a key of its own, so no container name is taken by it.
+pub fn name_key(pod: &str, m: &cri::ContainerMetadata, infra: bool) -> String {
+    if infra {
+        format!("infra\0{pod}")
+    } else {
+        format!("ctr\0{pod}\0{}\0{}", m.name, m.attempt)
+    }
 }
 
 /// RFC 3339 to ns since the epoch (0 when unreadable).
@@ -192,13 +200,15 @@ impl Container {
         }
     }
 
+    /// Whether this container's ctrmon runs. ctrmon writes its pid file before
+    /// crid saves the container, so a missing one (a reboot cleared the run dir)
+    /// means no monitor; a pid taken over by another program is no monitor either.
     fn monitor_alive(&self, run: &Path) -> bool {
         let pid_file = self.ctrmon_dir(run).join("ctrmon.pid");
-        match std::fs::read_to_string(&pid_file) {
-            Ok(p) => Path::new(&format!("/proc/{}", p.trim())).exists(),
-            // No pid file: nothing to say otherwise.
-            Err(_) => true,
-        }
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| std::fs::read_to_string(format!("/proc/{}/comm", p.trim())).ok())
+            .is_some_and(|comm| comm.trim() == "ctrmon")
     }
 
     fn image_spec(&self) -> cri::ImageSpec {
@@ -304,9 +314,23 @@ impl Crid {
             .collect()
     }
 
+    /// Ids of the pod's infra processes (one, unless a crash left another).
+    pub fn infra_of(&self, pod: &str) -> Vec<String> {
+        self.container_ids()
+            .into_iter()
+            .filter(|id| {
+                self.saved_container(id)
+                    .is_some_and(|c| c.infra && c.pod_id == pod)
+            })
+            .collect()
+    }
+
+    fn saved_container(&self, id: &str) -> Option<Container> {
+        serde_json::from_slice(&std::fs::read(self.container_file(id)).ok()?).ok()
+    }
+
     fn pod_of_container(&self, id: &str) -> Option<String> {
-        let data = std::fs::read(self.container_file(id)).ok()?;
-        let c: Container = serde_json::from_slice(&data).ok()?;
+        let c = self.saved_container(id)?;
         (!c.infra).then_some(c.pod_id)
     }
 
@@ -412,7 +436,7 @@ impl Crid {
         check_container_config(&config)?;
         let id = crate::state::new_id().map_err(crate::image::internal)?;
         let name = self.reserve(
-            name_key(&pod.id, &meta),
+            name_key(&pod.id, &meta, infra),
             &id,
             &format!(
                 "container {} (attempt {}) in pod {}",
@@ -427,6 +451,14 @@ impl Crid {
         })
         .await
         .map_err(crate::image::internal)?;
+        // The pod may have been removed while the container was being made.
+        let made = match made {
+            Ok(_) if !infra && self.pod(&pod.id).is_none() => Err(Status::not_found(format!(
+                "pod {} was removed while the container was created",
+                pod.id
+            ))),
+            other => other,
+        };
         match made {
             Ok(c) => {
                 self.containers
@@ -437,11 +469,15 @@ impl Crid {
                 Ok(id)
             }
             Err(e) => {
-                let _ = self.runtime(&["delete", "--force", &id]);
-                let dir = self.settings.root.join("containers").join(&id);
-                let _ = crikit::bundle::remove(&self.settings.root, &dir.join("bundle"));
-                let _ = std::fs::remove_dir_all(&dir);
-                let _ = std::fs::remove_dir_all(self.settings.run_dir.join("ctrmon").join(&id));
+                let me = Arc::clone(self);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = me.runtime(&["delete", "--force", &id]);
+                    let dir = me.settings.root.join("containers").join(&id);
+                    let _ = crikit::bundle::remove(&me.settings.root, &dir.join("bundle"));
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let _ = std::fs::remove_dir_all(me.settings.run_dir.join("ctrmon").join(&id));
+                })
+                .await;
                 Err(e)
             }
         }
@@ -582,7 +618,18 @@ impl Crid {
             .to_string();
 
         let log_path = if !pod.config.log_directory.is_empty() && !config.log_path.is_empty() {
-            let p = Path::new(&pod.config.log_directory).join(&config.log_path);
+            // Relative and inside the pod's log directory, as the CRI defines it.
+            let rel = Path::new(&config.log_path);
+            if rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(Status::invalid_argument(format!(
+                    "log path {:?} must be relative to the pod's log directory, without ..",
+                    config.log_path
+                )));
+            }
+            let p = Path::new(&pod.config.log_directory).join(rel);
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     Status::invalid_argument(format!("log path {}: {e}", p.display()))
@@ -665,6 +712,7 @@ impl Crid {
             pid,
             stop_signal,
             infra,
+            monitor_cgroup_parent: pod.cgroup_parent().map(String::from),
             config,
         };
         self.save_container(&c)?;
@@ -689,8 +737,14 @@ impl Crid {
         if let Some(p) = pod.ns.get("ipc") {
             ns.push(json!({"type": "ipc", "path": p}));
         }
-        if let Some(p) = pod.ns.get("uts") {
-            ns.push(json!({"type": "uts", "path": p}));
+        match pod.ns.get("uts") {
+            Some(p) => ns.push(json!({"type": "uts", "path": p})),
+            // The host's UTS namespace: its hostname is not the container's to set.
+            None => {
+                if let Some(o) = spec.as_object_mut() {
+                    o.remove("hostname");
+                }
+            }
         }
         let pid_mode = sc
             .namespace_options
@@ -706,9 +760,19 @@ impl Crid {
                     .as_ref()
                     .map(|o| o.target_id.clone())
                     .unwrap_or_default();
-                let pid = self.container_pid(&target).ok_or_else(|| {
-                    Status::not_found(format!("target container {target} is not running"))
-                })?;
+                let pid = match self.container_pid(&target) {
+                    Some((pid, p)) if p == pod.id => pid,
+                    Some(_) => {
+                        return Err(Status::invalid_argument(format!(
+                            "target container {target} is in another pod"
+                        )))
+                    }
+                    None => {
+                        return Err(Status::not_found(format!(
+                            "target container {target} is not running"
+                        )))
+                    }
+                };
                 ns.push(json!({"type": "pid", "path": format!("/proc/{pid}/ns/pid")}));
             }
             (false, _, cri::NamespaceMode::Pod) => {
@@ -716,6 +780,7 @@ impl Crid {
                     .infra
                     .as_deref()
                     .and_then(|i| self.container_pid(i))
+                    .map(|(pid, _)| pid)
                     .ok_or_else(|| {
                         Status::failed_precondition("the pod's infra process is not running")
                     })?;
@@ -880,10 +945,12 @@ impl Crid {
     }
 
     /// The running init pid of a container.
-    pub fn container_pid(&self, id: &str) -> Option<i32> {
+    /// Only ids crid knows are looked up: a request's id never becomes a path.
+    pub fn container_pid(&self, id: &str) -> Option<(i32, String)> {
+        self.container(id)?;
         let c: Container =
             serde_json::from_slice(&std::fs::read(self.container_file(id)).ok()?).ok()?;
-        (c.pid > 0 && c.exit(&self.settings.run_dir).is_none()).then_some(c.pid)
+        (c.pid > 0 && c.exit(&self.settings.run_dir).is_none()).then_some((c.pid, c.pod_id))
     }
 
     /// StartContainer.
@@ -933,7 +1000,8 @@ impl Crid {
                 }
                 false
             };
-            if wait(Duration::from_secs(timeout.max(0) as u64)) {
+            // At most a year: a grace period that large means "wait", not overflow.
+            if wait(Duration::from_secs(timeout.clamp(0, 365 * 86_400) as u64)) {
                 return Ok(());
             }
             let _ = me.runtime(&["kill", "--all", &c2.id, "KILL"]);
@@ -953,11 +1021,16 @@ impl Crid {
         let Some(c) = self.container(id) else {
             return Ok(());
         };
-        self.stop_container(id, 0).await?;
-        let c = c.lock().await;
+        // A container that would not stop is deleted by force below all the same.
+        if let Err(e) = self.stop_container(id, 0).await {
+            tracing::warn!("removing container {id}: {}", e.message());
+        }
+        // A copy: status and list calls must not wait for the bundle's removal.
+        let c2 = c.lock().await.clone();
         let me = Arc::clone(self);
-        let c2 = c.clone();
+        let c3 = c2.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Status> {
+            let c2 = c3;
             if let Err(e) = me.runtime(&["delete", "--force", &c2.id]) {
                 if !e.contains("does not exist") && !e.contains("not found") {
                     return Err(Status::unknown(format!(
@@ -968,15 +1041,22 @@ impl Crid {
             }
             crikit::bundle::remove(&me.settings.root, &c2.bundle)
                 .map_err(crate::image::internal)?;
+            if let Some(parent) = &c2.monitor_cgroup_parent {
+                crikit::monitor::cgroup::remove(Path::new(parent), &format!("ctrmon-{}", c2.id));
+            }
             let _ = std::fs::remove_dir_all(me.settings.root.join("containers").join(&c2.id));
             let _ = std::fs::remove_dir_all(c2.ctrmon_dir(&me.settings.run_dir));
             Ok(())
         })
         .await
         .map_err(crate::image::internal)??;
-        if let Some(m) = &c.config.metadata {
-            self.release(&name_key(&c.pod_id, m));
+        if let Some(m) = &c2.config.metadata {
+            self.release(&name_key(&c2.pod_id, m, c2.infra));
         }
+        self.cpu_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         self.containers
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -1073,7 +1153,10 @@ impl Crid {
             .arg("--run-dir")
             .arg(&self.settings.run_dir)
             .arg("--exec")
-            .arg(file.path());
+            .arg(file.path())
+            // Both streams together stay under the gRPC message limit.
+            .arg("--exec-output-max")
+            .arg((crate::server::MAX_MESSAGE / 2 - 64 * 1024).to_string());
         if timeout > 0 {
             command.arg("--exec-timeout").arg(timeout.to_string());
         }

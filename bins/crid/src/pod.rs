@@ -281,8 +281,12 @@ impl Crid {
             }
         };
         if pod.pid_mode() == cri::NamespaceMode::Pod {
-            if let Err(e) = self.start_infra(&mut pod).await {
-                self.teardown_pod(&mut pod).await;
+            let started = self.start_infra(&mut pod).await;
+            if started.is_ok() {
+                self.save_pod(&pod)?;
+            }
+            if let Err(e) = started {
+                let _ = self.teardown_pod(&mut pod).await;
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_dir_all(self.settings.root.join("pods").join(&id));
                 return Err(e);
@@ -301,8 +305,10 @@ impl Crid {
     /// Namespaces, files, network: the slow, blocking part of RunPodSandbox.
     fn make_pod(&self, pod: &mut Pod) -> Result<(), Status> {
         std::fs::create_dir_all(&pod.dir).map_err(crate::image::internal)?;
-        let mut kinds = vec!["uts"];
+        // A host-network pod shares the host's UTS namespace too, as in containerd.
+        let mut kinds = vec![];
         if pod.net_mode() != cri::NamespaceMode::Node {
+            kinds.push("uts");
             kinds.push("net");
         }
         if pod.ipc_mode() != cri::NamespaceMode::Node {
@@ -344,6 +350,8 @@ impl Crid {
         let t_files = t0.elapsed();
         if pod.net_mode() != cri::NamespaceMode::Node {
             crate::network::add(self, pod)?;
+            // Recorded at once: a crid killed from here on still runs DEL.
+            self.save_pod(pod)?;
         }
         tracing::debug!(
             "pod {}: namespaces and files in {t_files:?}, network by {:?}",
@@ -363,30 +371,37 @@ impl Crid {
             self.stop_container(&c, 0).await?;
         }
         let mut pod = pod.lock().await;
-        self.teardown_pod(&mut pod).await;
         pod.ready = false;
-        self.save_pod(&pod)
+        let torn = self.teardown_pod(&mut pod).await;
+        self.save_pod(&pod)?;
+        torn
     }
 
     /// Stops the infra process, tears the network down, unpins the namespaces.
-    async fn teardown_pod(self: &Arc<Self>, pod: &mut Pod) {
+    async fn teardown_pod(self: &Arc<Self>, pod: &mut Pod) -> Result<(), Status> {
         if let Some(infra) = pod.infra.clone() {
             let _ = self.stop_container(&infra, 0).await;
         }
         if pod.network.is_some() {
             let me = Arc::clone(self);
             let p = pod.clone();
-            let r = tokio::task::spawn_blocking(move || crate::network::del(&me, &p)).await;
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("pod {}: network teardown: {}", pod.id, e.message()),
-                Err(e) => tracing::warn!("pod {}: network teardown: {e}", pod.id),
-            }
+            tokio::task::spawn_blocking(move || crate::network::del(&me, &p))
+                .await
+                .map_err(crate::image::internal)?
+                // The namespace and the ADD's result stay for the retry kubelet
+                // makes: a lease given up here would be lost for good.
+                .map_err(|e| {
+                    Status::new(
+                        e.code(),
+                        format!("pod {}: network teardown: {}", pod.id, e.message()),
+                    )
+                })?;
             pod.network = None;
             pod.ips.clear();
         }
         crate::netns::unpin(&pod.dir.join("ns"));
         pod.ns.clear();
+        Ok(())
     }
 
     /// RemovePodSandbox: stops it if need be, removes its containers and its
@@ -399,7 +414,15 @@ impl Crid {
             self.remove_container(&c).await?;
         }
         let mut guard = pod.lock().await;
-        self.teardown_pod(&mut guard).await;
+        guard.ready = false;
+        if let Err(e) = self.teardown_pod(&mut guard).await {
+            self.save_pod(&guard)?;
+            return Err(e);
+        }
+        // The infra process, and any a crash left unrecorded in the pod.
+        for c in self.infra_of(id) {
+            self.remove_container(&c).await?;
+        }
         if let Some(infra) = guard.infra.take() {
             self.remove_container(&infra).await?;
         }
@@ -414,6 +437,10 @@ impl Crid {
             })
             .map_err(crate::image::internal)?;
         self.release(&name_key(&guard.metadata()));
+        self.cpu_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&format!("pod:{id}"));
         self.pods
             .write()
             .unwrap_or_else(|p| p.into_inner())

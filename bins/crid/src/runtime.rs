@@ -288,8 +288,12 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .container(&id)
             .ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
         let c = c.lock().await.clone();
+        let me = Arc::clone(&self.0);
+        let stats = tokio::task::spawn_blocking(move || me.container_stats(&c))
+            .await
+            .map_err(crate::image::internal)?;
         Ok(Response::new(cri::ContainerStatsResponse {
-            stats: Some(self.0.container_stats(&c)),
+            stats: Some(stats),
         }))
     }
 

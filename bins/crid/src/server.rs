@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The largest CRI message either way, as kubelet's own limit.
-const MAX_MESSAGE: usize = 16 << 20;
+pub const MAX_MESSAGE: usize = 16 << 20;
 
 /// Serves until a signal asks to stop; running containers are left alone.
 pub fn serve(settings: Settings) -> Result<()> {

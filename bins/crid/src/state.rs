@@ -116,10 +116,10 @@ impl Crid {
             match read_state::<Container>(&path) {
                 Ok(c) if c.id == id => {
                     if let Some(m) = &c.config.metadata {
-                        self.names
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(crate::container::name_key(&c.pod_id, m), id.clone());
+                        self.names.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                            crate::container::name_key(&c.pod_id, m, c.infra),
+                            id.clone(),
+                        );
                     }
                     self.containers
                         .write()

@@ -162,20 +162,23 @@ impl Crid {
         }
     }
 
-    /// Stats of the containers that pass `keep`.
+    /// Stats of the containers that pass `keep`; the cgroup reads and the walk of
+    /// each writable layer happen off the async workers.
     pub async fn containers_stats(
-        &self,
+        self: &Arc<Self>,
         keep: impl Fn(&Container) -> bool,
     ) -> Vec<cri::ContainerStats> {
-        let all = self.all_containers();
-        let mut out = vec![];
-        for c in all {
+        let mut picked = vec![];
+        for c in self.all_containers() {
             let c = c.lock().await.clone();
             if !c.infra && keep(&c) {
-                out.push(self.container_stats(&c));
+                picked.push(c);
             }
         }
-        out
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || picked.iter().map(|c| me.container_stats(c)).collect())
+            .await
+            .unwrap_or_default()
     }
 
     /// One pod's stats: its cgroup parent's when it has one, else the sum of its
@@ -214,7 +217,7 @@ impl Crid {
             .containers_of(&pod.id)
             .iter()
             .chain(pod.infra.iter())
-            .filter_map(|c| self.container_pid(c))
+            .filter_map(|c| self.container_pid(c).map(|(pid, _)| pid))
             .collect();
         let network = pids
             .first()

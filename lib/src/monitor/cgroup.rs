@@ -124,6 +124,23 @@ pub fn join(parent: &Path, name: &str) -> io::Result<Joined> {
     Ok(joined)
 }
 
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// Removes `PARENT/NAME` in every hierarchy, as [`Joined`] would have on its way
+/// out: for callers cleaning up after a monitor that was killed. A cgroup that
+/// still has processes stays.
+pub fn remove(parent: &Path, name: &str) {
+    let rel = parent.strip_prefix("/").unwrap_or(parent).join(name);
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for h in hierarchies(&info) {
+        let _ = fs::remove_dir(h.mount.join(&rel));
+    }
+}
+
 impl Joined {
     /// Moves the process back to each hierarchy's root (exempt from cgroup2's
     /// no-internal-processes rule, unlike the parent) and removes its cgroups.

@@ -78,11 +78,20 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
     let mut out = [Vec::new(), Vec::new()];
     let mut truncated = false;
     let mut timed_out = false;
-    let deadline = o.timeout.map(|t| Instant::now() + t);
+    let deadline = o.timeout.and_then(|t| Instant::now().checked_add(t));
+    // Once the runtime's exec has returned, the output gets a moment to drain: a
+    // process the command left in the background may hold the pipes for ever.
+    let mut drain_until: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
     while pipes.iter().any(Option::is_some) {
+        if drain_until.is_none() && matches!(child.try_wait(), Ok(Some(_))) {
+            drain_until = Some(Instant::now() + Duration::from_secs(1));
+        }
+        if drain_until.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if left == Some(Duration::ZERO) && !timed_out {
+        if left == Some(Duration::ZERO) && !timed_out && drain_until.is_none() {
             timed_out = true;
             // runc exec waits for the process; killing runc would leave it running.
             if let Some(pid) = std::fs::read_to_string(&o.pid_file)
@@ -97,10 +106,12 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
                 let _ = child.kill();
             }
         }
+        // Short naps while the runtime runs, to notice it return.
         let timeout = match left {
-            Some(l) if !timed_out => PollTimeout::try_from(l.as_millis().min(60_000) as i32 + 1)
-                .unwrap_or(PollTimeout::MAX),
-            _ => PollTimeout::from(1000u16),
+            Some(l) if !timed_out => {
+                PollTimeout::try_from(l.as_millis().min(100) as i32 + 1).unwrap_or(PollTimeout::MAX)
+            }
+            _ => PollTimeout::from(100u16),
         };
         let mut fds: Vec<PollFd> = pipes
             .iter()
@@ -109,7 +120,6 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
             .collect();
         let which: Vec<usize> = (0..2).filter(|&i| pipes[i].is_some()).collect();
         match nix::poll::poll(&mut fds, timeout) {
-            Ok(0) if timed_out => break, // nothing more is coming
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(sys("waiting for exec output")(e.into())),

@@ -320,6 +320,9 @@ fn runtime_error(cfg: &MonitorConfig, fallback: &str) -> String {
         .unwrap_or_else(|| fallback.to_string())
 }
 
+/// How long output may still come once the container's process has ended.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The capacity asked for the output pipes.
 const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 
@@ -370,7 +373,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         },
         None => None,
     };
-    let mut cgroup_joined = match &cfg.cgroup_parent {
+    let cgroup_joined = match &cfg.cgroup_parent {
         Some(parent) => match super::cgroup::join(parent, &format!("ctrmon-{}", cfg.id)) {
             Ok(j) => Some(j),
             Err(e) => return fail(&mut report, format!("joining the monitor's cgroup: {e}")),
@@ -379,12 +382,8 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     };
     let mut io = match launch(cfg) {
         Ok(io) => io,
-        Err(m) => {
-            if let Some(j) = &mut cgroup_joined {
-                j.leave();
-            }
-            return fail(&mut report, m);
-        }
+        // The joined cgroup is left when `cgroup_joined` drops, on every path.
+        Err(m) => return fail(&mut report, m),
     };
     let pid: i32 = match std::fs::read_to_string(&cfg.pid_file)
         .ok()
@@ -416,6 +415,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         .and_then(|l| l.get_mut().metadata().ok())
         .map_or(0, |m| m.len());
     let mut status: Option<(Option<i32>, Option<i32>)> = None;
+    let mut drain_until: Option<std::time::Instant> = None;
     let mut clients: Vec<AttachClient> = Vec::new();
     let mut stdin_backlog: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -449,11 +449,18 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
             fds.push(PollFd::new(c.stream.as_fd(), ev));
             slots.push(Slot::Client(k));
         }
-        // Once the container is gone, give its pipes a moment to drain, no more.
-        let timeout = if status.is_some() {
-            nix::poll::PollTimeout::from(1000u16)
-        } else {
-            nix::poll::PollTimeout::NONE
+        // Once the container is gone, its pipes get a second to drain, no more:
+        // a process it left behind that keeps writing must not keep the exit
+        // status from its callers.
+        let timeout = match drain_until {
+            Some(end) => {
+                let left = end.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::ZERO)
+            }
+            None => nix::poll::PollTimeout::NONE,
         };
         match nix::poll::poll(&mut fds, timeout) {
             Ok(0) => break,
@@ -593,10 +600,12 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
                     loop {
                         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                             Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
-                                status = Some((Some(code), None))
+                                status = Some((Some(code), None));
+                                drain_until = Some(std::time::Instant::now() + DRAIN);
                             }
                             Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
-                                status = Some((None, Some(sig as i32)))
+                                status = Some((None, Some(sig as i32)));
+                                drain_until = Some(std::time::Instant::now() + DRAIN);
                             }
                             Ok(WaitStatus::StillAlive) | Err(_) => break,
                             Ok(_) => {}
@@ -653,9 +662,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
         }
         _ => {}
     }
-    if let Some(j) = &mut cgroup_joined {
-        j.leave();
-    }
+    drop(cgroup_joined);
     match written {
         Some(Err(_)) => 1,
         _ => 0,
