@@ -410,6 +410,12 @@ fn sync_exec_with_output_and_with_a_timeout() {
     );
     assert_eq!(v["truncated"], true);
     assert_eq!(v["stdout"]["text"].as_str().unwrap().len(), 100);
+    // A background process holding the pipes does not hold the result.
+    let t0 = Instant::now();
+    let v = exec(&process(&["/bin/sh", "-c", "sleep 30 & echo started"]), &[]);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["stdout"]["text"], "started\n");
     w.runc(&["kill", "ex", "KILL"]);
     w.exit("ex");
 }

@@ -45,81 +45,110 @@ pub struct ExecOptions {
 }
 
 /// Runs the exec and waits for it (or the timeout).
+///
+/// As conmon does: `RUNTIME exec --detach` starts the process and returns, the
+/// calling process (made a subreaper here) inherits it and reaps it. The result
+/// comes once the process ends and its output has drained for at most a second:
+/// the runtime's own foreground exec would wait for every process holding the
+/// pipes, `sh -c 'daemon &'` included.
 pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let sys =
         |action: &'static str| move |source: std::io::Error| MonitorError::Sys { action, source };
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| sys("becoming a subreaper")(e.into()))?;
     let _ = std::fs::remove_file(&o.pid_file);
+    let log = o.pid_file.with_extension("runtime.log");
+    let _ = std::fs::remove_file(&log);
     let mut cmd = Command::new(&o.runtime);
     if let Some(r) = &o.runtime_root {
         cmd.arg("--root").arg(r);
     }
-    cmd.arg("exec")
-        .arg("--process")
+    cmd.arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "exec", "--detach", "--process"])
         .arg(&o.process)
         .arg("--pid-file")
         .arg(&o.pid_file)
         .arg(&o.id);
-    let mut child = cmd
+    let (out_r, out_w) = nix::unistd::pipe().map_err(|e| sys("creating a pipe")(e.into()))?;
+    let (err_r, err_w) = nix::unistd::pipe().map_err(|e| sys("creating a pipe")(e.into()))?;
+    let status = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(sys("running the runtime's exec"))?;
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
+        .status()
+        .map_err(sys("running the runtime's exec"));
+    // The command holds the write ends until it is dropped.
+    drop(cmd);
+    let status = status?;
+    let runtime_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    if !status.success() {
+        let message = runtime_log
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["level"] == "error")
+            .and_then(|v| v["msg"].as_str().map(String::from))
+            .unwrap_or_else(|| format!("exited with {status}"));
+        return Err(MonitorError::Runtime {
+            runtime: format!("{} exec", o.runtime.display()),
+            message,
+        });
+    }
+    let pid = std::fs::read_to_string(&o.pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .ok_or_else(|| MonitorError::Runtime {
+            runtime: format!("{} exec", o.runtime.display()),
+            message: format!("no pid in {}", o.pid_file.display()),
+        })?;
+    let pid = nix::unistd::Pid::from_raw(pid);
     let mut pipes = [
-        child
-            .stdout
-            .take()
-            .map(|p| std::fs::File::from(std::os::fd::OwnedFd::from(p))),
-        child
-            .stderr
-            .take()
-            .map(|p| std::fs::File::from(std::os::fd::OwnedFd::from(p))),
+        Some(std::fs::File::from(out_r)),
+        Some(std::fs::File::from(err_r)),
     ];
     let mut out = [Vec::new(), Vec::new()];
     let mut truncated = false;
     let mut timed_out = false;
+    let mut exit_code = None;
     let deadline = o.timeout.and_then(|t| Instant::now().checked_add(t));
-    // Once the runtime's exec has returned, the output gets a moment to drain: a
-    // process the command left in the background may hold the pipes for ever.
     let mut drain_until: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
-    while pipes.iter().any(Option::is_some) {
-        if drain_until.is_none() && matches!(child.try_wait(), Ok(Some(_))) {
-            drain_until = Some(Instant::now() + Duration::from_secs(1));
+    loop {
+        if exit_code.is_none() {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, c)) => exit_code = Some(c),
+                Ok(WaitStatus::Signaled(_, sig, _)) => exit_code = Some(128 + sig as i32),
+                Ok(_) => {}
+                // Not (yet) ours to reap: still the runtime's, which is gone, so
+                // the kernel hands it over on its next exit; poll again.
+                Err(nix::errno::Errno::ECHILD) => {}
+                Err(_) => exit_code = Some(255),
+            }
+            if exit_code.is_some() {
+                drain_until = Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+        if pipes.iter().all(Option::is_none) && exit_code.is_some() {
+            break;
         }
         if drain_until.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if left == Some(Duration::ZERO) && !timed_out && drain_until.is_none() {
+        if exit_code.is_none() && !timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
             timed_out = true;
-            // runc exec waits for the process; killing runc would leave it running.
-            if let Some(pid) = std::fs::read_to_string(&o.pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            } else {
-                let _ = child.kill();
-            }
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
-        // Short naps while the runtime runs, to notice it return.
-        let timeout = match left {
-            Some(l) if !timed_out => {
-                PollTimeout::try_from(l.as_millis().min(100) as i32 + 1).unwrap_or(PollTimeout::MAX)
-            }
-            _ => PollTimeout::from(100u16),
-        };
         let mut fds: Vec<PollFd> = pipes
             .iter()
             .flatten()
             .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
             .collect();
         let which: Vec<usize> = (0..2).filter(|&i| pipes[i].is_some()).collect();
-        match nix::poll::poll(&mut fds, timeout) {
+        // Short naps: the process's end shows in waitpid, not on the pipes.
+        match nix::poll::poll(&mut fds, PollTimeout::from(50u16)) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(sys("waiting for exec output")(e.into())),
@@ -150,22 +179,9 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
             out[i].extend_from_slice(&buf[..n.min(room)]);
         }
     }
-    let status = child
-        .wait()
-        .map_err(sys("waiting for the runtime's exec"))?;
-    use std::os::unix::process::ExitStatusExt;
-    let exit_code = match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(s)) => 128 + s,
-        _ => 255,
-    };
     let [stdout, stderr] = out;
     Ok(ExecResult {
-        exit_code: if timed_out && exit_code == 0 {
-            137
-        } else {
-            exit_code
-        },
+        exit_code: exit_code.unwrap_or(if timed_out { 137 } else { 255 }),
         stdout,
         stderr,
         truncated,

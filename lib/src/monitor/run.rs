@@ -54,7 +54,7 @@ pub enum MonitorError {
         source: io::Error,
     },
     /// The runtime failed; its own message.
-    #[error("{runtime} create failed: {message}")]
+    #[error("{runtime}: {message}")]
     Runtime {
         /// The runtime binary.
         runtime: String,
