@@ -122,9 +122,14 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
                 Ok(WaitStatus::Exited(_, c)) => exit_code = Some(c),
                 Ok(WaitStatus::Signaled(_, sig, _)) => exit_code = Some(128 + sig as i32),
                 Ok(_) => {}
-                // Not (yet) ours to reap: still the runtime's, which is gone, so
-                // the kernel hands it over on its next exit; poll again.
-                Err(nix::errno::Errno::ECHILD) => {}
+                // Not (yet) ours to reap: the runtime's until it exits and the
+                // kernel hands the process over; gone altogether, it was reaped
+                // elsewhere and its status is lost.
+                Err(nix::errno::Errno::ECHILD) => {
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        exit_code = Some(255);
+                    }
+                }
                 Err(_) => exit_code = Some(255),
             }
             if exit_code.is_some() {
