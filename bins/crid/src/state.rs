@@ -253,7 +253,8 @@ pub fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Writes `value` as JSON to `path` atomically: temp file, fsync, rename.
+/// Writes `value` as JSON to `path` atomically: temp file, fsync, rename, fsync of
+/// the directory.
 pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
@@ -265,5 +266,7 @@ pub fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> std:
     tmp.write_all(b"\n")?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
+    // The rename itself survives a power loss once the directory is synced.
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
