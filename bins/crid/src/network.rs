@@ -48,12 +48,7 @@ pub fn del(crid: &Crid, pod: &Pod) -> Result<(), Status> {
     let Some(n) = &pod.network else {
         return Ok(());
     };
-    let net = crate::cni::NetConf {
-        path: Default::default(),
-        name: n["name"].as_str().unwrap_or_default().to_string(),
-        cni_version: n["cniVersion"].as_str().unwrap_or("0.4.0").to_string(),
-        list: n["list"].clone(),
-    };
+    let net = saved_net(n);
     del_list(crid, pod, &net, &n["list"], Some(&n["result"]))
         .map_err(|e| Status::unknown(format!("pod network {}: {e}", net.name)))
 }
@@ -64,21 +59,26 @@ pub fn check(crid: &Crid, pod: &Pod) -> Result<bool, String> {
     let Some(n) = &pod.network else {
         return Ok(false);
     };
-    let version = n["cniVersion"].as_str().unwrap_or("0.4.0");
+    let net = saved_net(n);
+    let version = net.cni_version.as_str();
     if version.starts_with("0.1.") || version.starts_with("0.2.") || version.starts_with("0.3.") {
         return Ok(false);
     }
-    let net = crate::cni::NetConf {
-        path: Default::default(),
-        name: n["name"].as_str().unwrap_or_default().to_string(),
-        cni_version: version.to_string(),
-        list: n["list"].clone(),
-    };
     for plugin in n["list"]["plugins"].as_array().into_iter().flatten() {
         let conf = plugin_conf(&net, plugin, pod, Some(&n["result"]));
         exec(crid, pod, "CHECK", plugin, &conf)?;
     }
     Ok(true)
+}
+
+/// The network a pod's ADD used, as recorded with the pod.
+fn saved_net(n: &serde_json::Value) -> crate::cni::NetConf {
+    crate::cni::NetConf {
+        path: Default::default(),
+        name: n["name"].as_str().unwrap_or_default().to_string(),
+        cni_version: n["cniVersion"].as_str().unwrap_or("0.4.0").to_string(),
+        list: n["list"].clone(),
+    }
 }
 
 fn del_list(

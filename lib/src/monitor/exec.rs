@@ -82,16 +82,10 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
     // The command holds the write ends until it is dropped.
     drop(cmd);
     let status = status?;
-    let runtime_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let error = super::run::last_runtime_error(&log);
     let _ = std::fs::remove_file(&log);
     if !status.success() {
-        let message = runtime_log
-            .lines()
-            .rev()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["level"] == "error")
-            .and_then(|v| v["msg"].as_str().map(String::from))
-            .unwrap_or_else(|| format!("exited with {status}"));
+        let message = error.unwrap_or_else(|| format!("exited with {status}"));
         return Err(MonitorError::Runtime {
             runtime: format!("{} exec", o.runtime.display()),
             message,

@@ -311,13 +311,18 @@ fn runtime_outcome(
 
 /// The last error message the runtime logged.
 fn runtime_error(cfg: &MonitorConfig, fallback: &str) -> String {
-    let text = std::fs::read_to_string(&cfg.runtime_log).unwrap_or_default();
-    text.lines()
+    last_runtime_error(&cfg.runtime_log).unwrap_or_else(|| fallback.to_string())
+}
+
+/// The last error message in a runtime's `--log-format json` log file.
+pub(crate) fn last_runtime_error(log: &Path) -> Option<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["level"] == "error")
         .and_then(|v| v["msg"].as_str().map(String::from))
-        .unwrap_or_else(|| fallback.to_string())
 }
 
 /// How long output may still come once the container's process has ended.
