@@ -71,6 +71,22 @@ impl World {
         run(c, T)
     }
 
+    /// Runs `bundle` under ctrmon with a stdin pipe served on an attach socket
+    /// (`extra`: `--start`, `--tty`, …); a connected client and the socket.
+    fn attached(
+        &self,
+        bundle: &Path,
+        id: &str,
+        extra: &[&str],
+    ) -> (crikit::monitor::attach::Client, PathBuf) {
+        let sock = self.tmp.path().join(format!("{id}.sock"));
+        let mut args = vec!["--stdin", "--attach-socket", sock.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.ctrmon(bundle, id, &args).ok();
+        let client = crikit::monitor::attach::Client::connect(&sock).expect("connect");
+        (client, sock)
+    }
+
     fn exit(&self, id: &str) -> serde_json::Value {
         let p = self.state(id).join("exit");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -314,19 +330,7 @@ fn attach_round_trip_with_stdin() {
     use crikit::monitor::attach;
     let w = World::new();
     let b = w.bundle("att", &[], "cat; echo bye >&2");
-    let sock = w.tmp.path().join("att.sock");
-    w.ctrmon(
-        &b,
-        "att",
-        &[
-            "--start",
-            "--stdin",
-            "--attach-socket",
-            sock.to_str().unwrap(),
-        ],
-    )
-    .ok();
-    let mut a = attach::Client::connect(&sock).expect("connect");
+    let (mut a, sock) = w.attached(&b, "att", &["--start"]);
     let mut second = attach::Client::connect(&sock).expect("a second client");
     a.stdin(b"hello through attach\n").unwrap();
     let (kind, data) = a.next_frame().unwrap().expect("a frame");
@@ -453,7 +457,6 @@ fn read_until(c: &mut crikit::monitor::attach::Client, want: &str) -> String {
 
 #[test]
 fn terminal_mode_with_resize_and_eof() {
-    use crikit::monitor::attach;
     let w = World::new();
     let b = w.bundle(
         "tty",
@@ -465,19 +468,7 @@ fn terminal_mode_with_resize_and_eof() {
     assert_eq!(r.code, Some(1), "{}", r.describe());
     assert!(r.stderr.contains("--tty"), "{}", r.describe());
 
-    let sock = w.tmp.path().join("tty.sock");
-    w.ctrmon(
-        &b,
-        "tty",
-        &[
-            "--tty",
-            "--stdin",
-            "--attach-socket",
-            sock.to_str().unwrap(),
-        ],
-    )
-    .ok();
-    let mut a = attach::Client::connect(&sock).expect("connect");
+    let (mut a, _) = w.attached(&b, "tty", &["--tty"]);
     w.runc(&["start", "tty"]);
     read_until(&mut a, "on a tty");
     a.resize(33, 101).unwrap();
@@ -604,22 +595,9 @@ fn interactive_exec_on_an_attach_socket() {
 
 #[test]
 fn log_reopens_on_a_control_message() {
-    use crikit::monitor::attach;
     let w = World::new();
     let b = w.bundle("ro", &[], "read x; echo before; read x; echo after");
-    let sock = w.tmp.path().join("ro.sock");
-    w.ctrmon(
-        &b,
-        "ro",
-        &[
-            "--start",
-            "--stdin",
-            "--attach-socket",
-            sock.to_str().unwrap(),
-        ],
-    )
-    .ok();
-    let mut a = attach::Client::connect(&sock).expect("connect");
+    let (mut a, _) = w.attached(&b, "ro", &["--start"]);
     a.stdin(b"\n").unwrap();
     read_until(&mut a, "before");
     let log = w.state("ro").join("ctr.log");
