@@ -259,7 +259,9 @@ impl Store {
             hasher: Hasher::new(),
             written: 0,
             writeback_from: 0,
-            out: BufWriter::with_capacity(1 << 20, tmp),
+            // Network chunks (hundreds of KiB) are larger than the buffer and go
+            // straight to write(2) without a copy; only small writes are gathered.
+            out: BufWriter::with_capacity(64 << 10, tmp),
         })
     }
 

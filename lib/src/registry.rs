@@ -85,6 +85,19 @@ pub enum RegistryError {
         /// What failed, with its causes.
         message: String,
     },
+    /// The TLS handshake failed: an untrusted or invalid certificate, or a server
+    /// that does not speak TLS. Not retried: waiting does not change it.
+    #[error("pulling {image}: TLS with {registry} failed: {reason}{hint}")]
+    Tls {
+        /// The image being pulled.
+        image: String,
+        /// The registry host.
+        registry: String,
+        /// What rustls reported.
+        reason: String,
+        /// What to do about it, when that is clear.
+        hint: &'static str,
+    },
     /// A manifest that is too large.
     #[error(
         "pulling {image}: manifest from {registry} is {size} bytes, over the {limit}-byte limit"
@@ -191,6 +204,7 @@ impl RegistryError {
             }
             RegistryError::Status { .. }
             | RegistryError::Network { .. }
+            | RegistryError::Tls { .. }
             | RegistryError::ManifestTooLarge { .. }
             | RegistryError::BadManifest { .. }
             | RegistryError::DigestMismatch { .. }
@@ -283,6 +297,9 @@ pub struct Puller {
 
 /// The HTTP client for `registries` (plain HTTP for insecure hosts) and `opts`.
 fn make_client(registries: &Registries, opts: &PullOptions) -> Result<Client> {
+    // TLS runs on rustls with ring's cryptography, installed once per process
+    // (reqwest takes the process default); a second install is refused, harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = ClientConfig {
         protocol: ClientProtocol::HttpsExcept(registries.insecure_hosts()),
         platform_resolver: None,
@@ -652,8 +669,12 @@ impl Puller {
                 }
             }
         };
-        let writer = pipe.finish().await.map_err(store_err)?;
+        // The download's error comes first: when the writer thread failed (a full
+        // disk, say), the download already collected its error and finishing has
+        // nothing left to report.
+        let finished = pipe.finish().await;
         result?;
+        let writer = finished.map_err(store_err)?;
         tokio::task::spawn_blocking(move || writer.commit())
             .await
             .map_err(|e| {
@@ -787,7 +808,24 @@ impl Ctx<'_> {
         }
     }
 
-    fn network(&self, what: &str, e: &dyn std::error::Error) -> RegistryError {
+    fn network(&self, what: &str, e: &(dyn std::error::Error + 'static)) -> RegistryError {
+        if let Some(tls) = tls_error(e) {
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(_) => {
+                    " (a private CA's certificate goes in SSL_CERT_FILE or SSL_CERT_DIR)"
+                }
+                rustls::Error::InvalidMessage(_) => {
+                    " (a registry that speaks plain HTTP must be named insecure)"
+                }
+                _ => "",
+            };
+            return RegistryError::Tls {
+                image: self.image.to_string(),
+                registry: self.registry.to_string(),
+                reason: tls.to_string(),
+                hint,
+            };
+        }
         RegistryError::Network {
             image: self.image.to_string(),
             registry: self.registry.to_string(),
@@ -916,6 +954,27 @@ fn http_reason(code: u16) -> &'static str {
         504 => "gateway timeout",
         _ => "error",
     }
+}
+
+/// The rustls error behind a failed request, if a TLS handshake is what failed.
+/// hyper hands it up inside `io::Error`s (nested), whose `source()` skips the error
+/// each wraps, so those are opened by hand.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        let mut inner = c;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        cur = c.source();
+    }
+    None
 }
 
 /// An error and its sources on one line.
@@ -1105,7 +1164,10 @@ enum Msg {
 
 impl WriterThread {
     fn start(mut w: crate::layout::BlobWriter) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(64);
+        // A few chunks in flight overlap network and disk; a deeper queue only
+        // holds more freshly allocated chunks (RSS and page faults) when the disk
+        // is the slower side, and pulls no faster.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
         let handle = std::thread::spawn(move || {
             while let Some(m) = rx.blocking_recv() {
                 match m {

@@ -740,6 +740,65 @@ fn token_auth_with_creds_and_auth_files() {
 }
 
 #[test]
+fn tls_registries_are_verified_and_a_failed_handshake_is_not_retried() {
+    let reg = Registry::start();
+    let tls = reg.tls_twin();
+    let stranger = reg.tls_twin();
+    let p = push(&reg.addr, "secure/busybox", "1", &Image::busybox());
+    let reference = p.reference.replace(&reg.addr, &tls.addr);
+    let trust = |c: &mut Command, r: &Registry| {
+        c.env(
+            "SSL_CERT_FILE",
+            r.ca.as_ref().expect("a TLS registry has a CA"),
+        )
+        .env_remove("SSL_CERT_DIR");
+    };
+
+    // Trusting its CA: pulled over TLS (no --insecure-registry).
+    let root = TempRoot::new();
+    let mut c = imgpull(root.path(), &[]);
+    trust(&mut c, &tls);
+    c.args(["-q", &reference]);
+    let r = run(c, T).ok();
+    assert_eq!(r.stdout, format!("{reference}@{}\n", p.digest));
+    assert_eq!(check_store(&layout(root.path())), [reference.as_str()]);
+
+    // Trusting another CA: refused at once, not retried, nothing stored.
+    let root = TempRoot::new();
+    let mut c = imgpull(root.path(), &[]);
+    trust(&mut c, &stranger);
+    c.args(["-q", "--retry-delay", "2000", &reference]);
+    let started = std::time::Instant::now();
+    let r = run(c, T).expect_code(4);
+    assert!(
+        r.stderr.contains(&format!("TLS with {} failed", tls.addr))
+            && r.stderr.contains("invalid peer certificate: UnknownIssuer"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.describe());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "retried: {}",
+        r.describe()
+    );
+    assert!(!blob(root.path(), &p.digest).exists());
+
+    // TLS to a registry that speaks plain HTTP: refused with the way out.
+    let plain = p.reference.clone();
+    let mut c = imgpull(root.path(), &[]);
+    trust(&mut c, &tls);
+    c.args(["-q", &plain]);
+    let r = run(c, T).expect_code(4);
+    assert!(
+        r.stderr.contains(&format!("TLS with {} failed", reg.addr))
+            && r.stderr.contains("must be named insecure"),
+        "{}",
+        r.describe()
+    );
+}
+
+#[test]
 fn list_inspect_remove_prune() {
     let reg = Registry::start();
     let a = push(&reg.addr, "store/a", "1", &Image::busybox());
