@@ -8,10 +8,11 @@ times, alternating the order run by run, with the page cache dropped before each
 
   imgpull   imgpull --root FRESH REG/IMAGE
   skopeo    skopeo copy docker://REG/IMAGE oci:FRESH:IMAGE
-  floor     every blob streamed at once (a thread each) from the registry in 1 MiB
-            reads, hashed with SHA-256 (OpenSSL's, through hashlib) and written to
-            a file: the work any correct pull must do, with no bookkeeping, timed
-            inside the Python process (no start-up counted)
+  floor     the manifest fetched by tag, then every blob it names streamed at once
+            (a thread each) from the registry in 1 MiB reads, hashed with SHA-256
+            (OpenSSL's, through hashlib) and written to a file: the work any
+            correct pull must do, with no bookkeeping, timed inside the Python
+            process (no start-up counted)
   process   the same as a program of its own (lib/examples/floor: std and
             crikit's hasher), timed like the tools: start-up counted
   durable   the in-process floor plus an fsync of every blob, as a pull that
@@ -104,33 +105,50 @@ def run_skopeo(addr, image, out):
     return timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{addr}/{image}:latest", f"oci:{out}:{image}"])
 
 
-def floor_blob(addr, image, digest, path, durable=False):
+def floor_fetch(url, path, durable=False, keep=False, accept=None):
+    """Streams url through SHA-256 into path; returns (digest, body if keep)."""
     import hashlib
     h = hashlib.sha256()
-    with urllib.request.urlopen(f"http://{addr}/v2/{image}/blobs/{digest}") as r, open(path, "wb") as f:
+    kept = []
+    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(req) as r, open(path, "wb") as f:
         while True:
             chunk = r.read(1 << 20)
             if not chunk:
                 break
             h.update(chunk)
             f.write(chunk)
+            if keep:
+                kept.append(chunk)
         if durable:
             f.flush()
             os.fsync(f.fileno())
-    if "sha256:" + h.hexdigest() != digest:
-        die(f"floor: {digest} arrived with digest sha256:{h.hexdigest()}")
+    return "sha256:" + h.hexdigest(), b"".join(kept)
+
+
+def floor_blob(addr, image, digest, path, durable=False):
+    got, _ = floor_fetch(f"http://{addr}/v2/{image}/blobs/{digest}", path, durable)
+    if got != digest:
+        die(f"floor: {digest} arrived with digest {got}")
 
 
 def run_process_floor(addr, image, out, blobs):
     exe = os.path.join(TOP, "target", "release", "examples", "floor")
-    return timed([exe, addr, image, out] + [d for d, _ in blobs])
+    return timed([exe, addr, image, "latest", out])
 
 
 def run_floor(addr, image, out, blobs, durable=False):
     import threading
     os.makedirs(out)
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=floor_blob, args=(addr, image, d, os.path.join(out, d[7:]), durable)) for d, _ in blobs]
+    # The manifest first, as a pull must: it names the blobs.
+    _, raw = floor_fetch(f"http://{addr}/v2/{image}/manifests/latest", os.path.join(out, "manifest"),
+                         durable, keep=True, accept=ACCEPT)
+    m = json.loads(raw)
+    named = [m["config"]["digest"]] + [l["digest"] for l in m["layers"]]
+    if sorted(named) != sorted(d for d, _ in blobs):
+        die(f"floor: the manifest of {image} changed during the run")
+    threads = [threading.Thread(target=floor_blob, args=(addr, image, d, os.path.join(out, d[7:]), durable)) for d in named]
     for t in threads:
         t.start()
     for t in threads:
