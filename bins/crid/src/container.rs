@@ -49,6 +49,43 @@ pub struct Container {
     pub monitor_cgroup_parent: Option<String>,
 }
 
+/// What never changes about a container once it is made, readable without waiting
+/// for its lock (held across a runtime call, say).
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// Its pod.
+    pub pod_id: String,
+    /// The pod's infra process, not a container of the pod's.
+    pub infra: bool,
+    /// The image's id.
+    pub image_id: String,
+    /// Its init process.
+    pub pid: i32,
+}
+
+/// A container crid tracks: its facts, and its state behind a lock.
+pub struct Tracked {
+    /// See [`Facts`].
+    pub facts: Facts,
+    /// The state, saved as `container.json`.
+    pub state: Arc<tokio::sync::Mutex<Container>>,
+}
+
+impl Tracked {
+    /// Tracks `c`.
+    pub fn new(c: Container) -> Tracked {
+        Tracked {
+            facts: Facts {
+                pod_id: c.pod_id.clone(),
+                infra: c.infra,
+                image_id: c.image_id.clone(),
+                pid: c.pid,
+            },
+            state: Arc::new(tokio::sync::Mutex::new(c)),
+        }
+    }
+}
+
 /// The exit file ctrmon writes.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Exit {
@@ -58,6 +95,17 @@ pub struct Exit {
     started_at: String,
     finished_at: String,
     reason: String,
+}
+
+/// ctrmon's directory for the container `id`.
+fn ctrmon_dir(run: &Path, id: &str) -> PathBuf {
+    run.join("ctrmon").join(id)
+}
+
+/// The container `id`'s exit status, once its ctrmon wrote it.
+fn exit_of(run: &Path, id: &str) -> Option<Exit> {
+    let data = std::fs::read(ctrmon_dir(run, id).join("exit")).ok()?;
+    serde_json::from_slice(&data).ok()
 }
 
 /// Whether `pid` runs (a zombie does not).
@@ -180,13 +228,12 @@ pub fn check_apparmor(p: Option<&cri::SecurityProfile>) -> Result<(), Status> {
 
 impl Container {
     fn ctrmon_dir(&self, run: &Path) -> PathBuf {
-        run.join("ctrmon").join(&self.id)
+        ctrmon_dir(run, &self.id)
     }
 
     /// The exit status, once ctrmon wrote it.
     pub fn exit(&self, run: &Path) -> Option<Exit> {
-        let data = std::fs::read(self.ctrmon_dir(run).join("exit")).ok()?;
-        serde_json::from_slice(&data).ok()
+        exit_of(run, &self.id)
     }
 
     /// Exited once ctrmon wrote the exit file; unknown when its ctrmon is gone
@@ -303,35 +350,28 @@ impl Crid {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .cloned()
+            .map(|t| Arc::clone(&t.state))
+    }
+
+    /// Ids of the containers whose facts pass `keep`.
+    fn containers_where(&self, keep: impl Fn(&Facts) -> bool) -> Vec<String> {
+        self.containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, t)| keep(&t.facts))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Ids of the pod's (listed) containers.
     pub fn containers_of(&self, pod: &str) -> Vec<String> {
-        let ids = self.container_ids();
-        ids.into_iter()
-            .filter(|id| self.pod_of_container(id).as_deref() == Some(pod))
-            .collect()
+        self.containers_where(|f| !f.infra && f.pod_id == pod)
     }
 
     /// Ids of the pod's infra processes (one, unless a crash left another).
     pub fn infra_of(&self, pod: &str) -> Vec<String> {
-        self.container_ids()
-            .into_iter()
-            .filter(|id| {
-                self.saved_container(id)
-                    .is_some_and(|c| c.infra && c.pod_id == pod)
-            })
-            .collect()
-    }
-
-    fn saved_container(&self, id: &str) -> Option<Container> {
-        serde_json::from_slice(&std::fs::read(self.container_file(id)).ok()?).ok()
-    }
-
-    fn pod_of_container(&self, id: &str) -> Option<String> {
-        let c = self.saved_container(id)?;
-        (!c.infra).then_some(c.pod_id)
+        self.containers_where(|f| f.infra && f.pod_id == pod)
     }
 
     fn container_file(&self, id: &str) -> PathBuf {
@@ -350,13 +390,9 @@ impl Crid {
 
     /// The id of a container that uses the image `id`, if one does.
     pub fn image_user(&self, image_id: &str) -> Option<String> {
-        let ids = self.container_ids();
-        ids.into_iter().find(|id| {
-            std::fs::read(self.container_file(id))
-                .ok()
-                .and_then(|d| serde_json::from_slice::<Container>(&d).ok())
-                .is_some_and(|c| c.image_id == image_id)
-        })
+        self.containers_where(|f| f.image_id == image_id)
+            .into_iter()
+            .next()
     }
 
     fn runc_root(&self) -> PathBuf {
@@ -464,7 +500,7 @@ impl Crid {
                 self.containers
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(c)));
+                    .insert(id.clone(), Tracked::new(c));
                 name.keep();
                 Ok(id)
             }
@@ -947,10 +983,14 @@ impl Crid {
     /// The running init pid of a container.
     /// Only ids crid knows are looked up: a request's id never becomes a path.
     pub fn container_pid(&self, id: &str) -> Option<(i32, String)> {
-        self.container(id)?;
-        let c: Container =
-            serde_json::from_slice(&std::fs::read(self.container_file(id)).ok()?).ok()?;
-        (c.pid > 0 && c.exit(&self.settings.run_dir).is_none()).then_some((c.pid, c.pod_id))
+        let f = self
+            .containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)?
+            .facts
+            .clone();
+        (f.pid > 0 && exit_of(&self.settings.run_dir, id).is_none()).then_some((f.pid, f.pod_id))
     }
 
     /// StartContainer.

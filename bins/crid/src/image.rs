@@ -11,7 +11,7 @@ use crikit::layout::{ImageEntry, Store, MAX_CONFIG_SIZE};
 use crikit::progress::{Event, Sink};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use k8s_cri::v1 as cri;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +30,6 @@ pub struct ImageInfo {
     pub size: u64,
     /// The config's `User`.
     pub user: String,
-    /// The store entries behind it.
-    pub entries: Vec<ImageEntry>,
 }
 
 impl ImageInfo {
@@ -58,39 +56,59 @@ impl ImageInfo {
     }
 }
 
-/// Every image in the store, grouped by config digest, sorted by first name.
-pub fn list(store: &Store) -> Result<Vec<ImageInfo>, crikit::layout::LayoutError> {
-    let mut by_id: BTreeMap<String, ImageInfo> = BTreeMap::new();
+/// The store's entries grouped by config digest (one manifest read each), in
+/// index order.
+fn grouped(store: &Store) -> Result<Vec<(String, Vec<ImageEntry>)>, crikit::layout::LayoutError> {
+    let mut groups: Vec<(String, Vec<ImageEntry>)> = Vec::new();
     for e in store.list()? {
         let manifest = store.manifest(&Digest::parse(&e.manifest_digest)?)?;
         let config = manifest.config().digest().to_string();
-        let info = match by_id.get_mut(&config) {
-            Some(i) => i,
-            None => {
-                let raw = store.read_blob(&Digest::parse(&config)?, MAX_CONFIG_SIZE)?;
-                let user = serde_json::from_slice::<serde_json::Value>(&raw)
-                    .ok()
-                    .and_then(|v| v["config"]["User"].as_str().map(String::from))
-                    .unwrap_or_default();
-                by_id.entry(config.clone()).or_insert(ImageInfo {
-                    id: config,
-                    names: vec![],
-                    repo_digests: vec![],
-                    size: store.image_size(&e.descriptor)?,
-                    user,
-                    entries: vec![],
-                })
-            }
-        };
-        let repo = repository_of(&e.name);
-        let rd = format!("{repo}@{}", e.repo_digest);
-        if !info.repo_digests.contains(&rd) {
-            info.repo_digests.push(rd);
+        match groups.iter_mut().find(|(c, _)| *c == config) {
+            Some((_, entries)) => entries.push(e),
+            None => groups.push((config, vec![e])),
         }
-        info.names.push(e.name.clone());
-        info.entries.push(e);
     }
-    let mut out: Vec<ImageInfo> = by_id.into_values().collect();
+    Ok(groups)
+}
+
+/// The image with config `id`, from its store entries: reads the config and sizes
+/// the blobs.
+fn describe(
+    store: &Store,
+    id: String,
+    entries: Vec<ImageEntry>,
+) -> Result<ImageInfo, crikit::layout::LayoutError> {
+    let raw = store.read_blob(&Digest::parse(&id)?, MAX_CONFIG_SIZE)?;
+    let user = serde_json::from_slice::<serde_json::Value>(&raw)
+        .ok()
+        .and_then(|v| v["config"]["User"].as_str().map(String::from))
+        .unwrap_or_default();
+    let size = match entries.first() {
+        Some(e) => store.image_size(&e.descriptor)?,
+        None => 0,
+    };
+    let mut repo_digests: Vec<String> = Vec::new();
+    for e in &entries {
+        let rd = format!("{}@{}", repository_of(&e.name), e.repo_digest);
+        if !repo_digests.contains(&rd) {
+            repo_digests.push(rd);
+        }
+    }
+    Ok(ImageInfo {
+        id,
+        names: entries.iter().map(|e| e.name.clone()).collect(),
+        repo_digests,
+        size,
+        user,
+    })
+}
+
+/// Every image in the store, grouped by config digest, sorted by first name.
+pub fn list(store: &Store) -> Result<Vec<ImageInfo>, crikit::layout::LayoutError> {
+    let mut out = grouped(store)?
+        .into_iter()
+        .map(|(id, entries)| describe(store, id, entries))
+        .collect::<Result<Vec<_>, _>>()?;
     out.sort_by(|a, b| a.names.cmp(&b.names));
     Ok(out)
 }
@@ -105,31 +123,42 @@ fn repository_of(name: &str) -> &str {
 }
 
 /// The image `spec` names: an id (full, or a prefix of at least 12 hex digits), a
-/// store name, a short name, a `NAME@DIGEST` or a repo digest.
+/// store name, a short name, a `NAME@DIGEST` or a repo digest. Only the image found
+/// has its config read and its blobs sized.
 pub fn find(store: &Store, spec: &str) -> Result<Option<ImageInfo>, Status> {
-    let images = list(store).map_err(internal)?;
+    let groups = grouped(store).map_err(internal)?;
     let hex = spec.strip_prefix("sha256:").unwrap_or(spec);
-    if hex.len() >= 12 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        if let Some(i) = images
-            .iter()
-            .find(|i| i.id.trim_start_matches("sha256:").starts_with(hex))
-        {
-            return Ok(Some(i.clone()));
-        }
-    }
-    if let Some(i) = images
-        .iter()
-        .find(|i| i.repo_digests.iter().any(|d| d == spec))
-    {
-        return Ok(Some(i.clone()));
-    }
-    match store.find(spec) {
-        Ok(name) => Ok(images.into_iter().find(|i| i.names.contains(&name))),
-        Err(e) if e.is_not_found() => Ok(None),
-        // What is not a digest cannot name an image here.
-        Err(crikit::layout::LayoutError::Digest(_)) => Ok(None),
-        Err(e) => Err(internal(e)),
-    }
+    let by_id = (hex.len() >= 12 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| {
+            groups
+                .iter()
+                .position(|(id, _)| id.trim_start_matches("sha256:").starts_with(hex))
+        })
+        .flatten();
+    let by_repo_digest = || {
+        groups.iter().position(|(_, entries)| {
+            entries
+                .iter()
+                .any(|e| format!("{}@{}", repository_of(&e.name), e.repo_digest) == spec)
+        })
+    };
+    let found = match by_id.or_else(by_repo_digest) {
+        Some(i) => Some(i),
+        None => match store.find(spec) {
+            Ok(name) => groups
+                .iter()
+                .position(|(_, entries)| entries.iter().any(|e| e.name == name)),
+            Err(e) if e.is_not_found() => None,
+            // What is not a digest cannot name an image here.
+            Err(crikit::layout::LayoutError::Digest(_)) => None,
+            Err(e) => return Err(internal(e)),
+        },
+    };
+    let Some(i) = found else {
+        return Ok(None);
+    };
+    let (id, entries) = groups.into_iter().nth(i).unwrap_or_default();
+    describe(store, id, entries).map(Some).map_err(internal)
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> Status {

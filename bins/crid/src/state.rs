@@ -1,7 +1,7 @@
 //! What every RPC shares: the settings, the image store, the puller.
 
 use crate::cli::Settings;
-use crate::container::Container;
+use crate::container::{Container, Tracked};
 use crate::image::Pulls;
 use crate::pod::Pod;
 use anyhow::{Context, Result};
@@ -24,7 +24,7 @@ pub struct Crid {
     /// Pods by id.
     pub pods: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Pod>>>>,
     /// Containers by id.
-    pub containers: RwLock<HashMap<String, Arc<tokio::sync::Mutex<Container>>>>,
+    pub containers: RwLock<HashMap<String, Tracked>>,
     /// Names taken (pods' and containers' metadata keys) → id.
     names: Mutex<HashMap<String, String>>,
     /// The last CPU sample (time, ns used) per container and pod, for rates.
@@ -124,7 +124,7 @@ impl Crid {
                     self.containers
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(id, Arc::new(tokio::sync::Mutex::new(c)));
+                        .insert(id, Tracked::new(c));
                     containers += 1;
                 }
                 Ok(_) => tracing::warn!("{}: its id is not its directory's", path.display()),
@@ -176,17 +176,7 @@ impl Crid {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .cloned()
-            .collect()
-    }
-
-    /// Every container's id.
-    pub fn container_ids(&self) -> Vec<String> {
-        self.containers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
+            .map(|t| Arc::clone(&t.state))
             .collect()
     }
 
