@@ -3,6 +3,7 @@ complete -c imgpull -l platform -d 'Platform to pick from multi-platform images,
 complete -c imgpull -l creds -d 'Credentials for the registry, USER:PASSWORD (overrides auth files)' -r
 complete -c imgpull -l authfile -d 'Auth file to read credentials from (containers auth.json format)' -r -F
 complete -c imgpull -l insecure-registry -d 'Use plain HTTP for this registry, HOST[:PORT]; may be repeated' -r
+complete -c imgpull -l certs-dir -d 'Directory of per-registry CA certificates, DIR/HOST[:PORT]/*.crt; may be repeated' -r -F
 complete -c imgpull -l registries-conf -d 'containers-registries.conf v2 file for rewrites, mirrors and insecure registries' -r -F
 complete -c imgpull -l max-concurrent-downloads -d 'Blobs downloaded at once' -r
 complete -c imgpull -l retries -d 'Retries of a request after a transient failure (5xx, reset, timeout)' -r

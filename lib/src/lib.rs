@@ -10,6 +10,7 @@ pub use oci_spec;
 
 pub mod auth;
 pub mod bundle;
+pub mod certs;
 pub mod cli;
 pub mod digest;
 pub mod layer;

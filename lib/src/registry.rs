@@ -193,6 +193,15 @@ pub enum RegistryError {
     /// Auth file trouble.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A registry's certificate directory that cannot be used.
+    #[error("certificates for {registry}: {source}")]
+    Certs {
+        /// The registry host.
+        registry: String,
+        /// The cause.
+        #[source]
+        source: crate::certs::CertsError,
+    },
 }
 
 impl RegistryError {
@@ -218,7 +227,9 @@ impl RegistryError {
             RegistryError::Index { .. } | RegistryError::Client { .. } => ErrorKind::Other,
             RegistryError::Reference(_) => ErrorKind::Usage,
             RegistryError::Registries(RegistriesError::Blocked(_)) => ErrorKind::Usage,
-            RegistryError::Registries(_) | RegistryError::Auth(_) => ErrorKind::Usage,
+            RegistryError::Registries(_) | RegistryError::Auth(_) | RegistryError::Certs { .. } => {
+                ErrorKind::Usage
+            }
         }
     }
 
@@ -259,6 +270,9 @@ pub struct PullOptions {
     pub stall_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// containers-certs.d(5) directories: `DIR/HOST[:PORT]/*.crt` are CAs trusted
+    /// for that registry, besides the system's.
+    pub certs_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Default for PullOptions {
@@ -270,6 +284,7 @@ impl Default for PullOptions {
             retry_delay: Duration::from_millis(500),
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            certs_dirs: crate::certs::default_dirs(),
         }
     }
 }
@@ -290,13 +305,20 @@ pub struct Pulled {
 /// Pulls images from registries into a store.
 pub struct Puller {
     client: Client,
+    /// Clients of registries with CAs of their own (certs.d), by host.
+    host_clients: std::sync::Mutex<std::collections::HashMap<String, Client>>,
     registries: Registries,
     creds: CredentialStore,
     opts: PullOptions,
 }
 
-/// The HTTP client for `registries` (plain HTTP for insecure hosts) and `opts`.
-fn make_client(registries: &Registries, opts: &PullOptions) -> Result<Client> {
+/// The HTTP client for `registries` (plain HTTP for insecure hosts) and `opts`,
+/// trusting the CAs `extra_roots` (PEM) besides the system's.
+fn make_client(
+    registries: &Registries,
+    opts: &PullOptions,
+    extra_roots: &[Vec<u8>],
+) -> Result<Client> {
     // TLS runs on rustls with ring's cryptography, installed once per process
     // (reqwest takes the process default); a second install is refused, harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -307,6 +329,13 @@ fn make_client(registries: &Registries, opts: &PullOptions) -> Result<Client> {
         connect_timeout: Some(opts.connect_timeout),
         max_concurrent_download: opts.max_concurrent.max(1),
         user_agent: concat!("crikit/", env!("CARGO_PKG_VERSION")),
+        extra_root_certificates: extra_roots
+            .iter()
+            .map(|pem| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect(),
         ..Default::default()
     };
     // Not Client::new: it logs a failed set-up (no CA certificates, say) and carries
@@ -326,7 +355,8 @@ impl Puller {
     /// insecure hosts) and `opts`.
     pub fn new(registries: Registries, creds: CredentialStore, opts: PullOptions) -> Result<Self> {
         Ok(Puller {
-            client: make_client(&registries, &opts)?,
+            client: make_client(&registries, &opts, &[])?,
+            host_clients: Default::default(),
             registries,
             creds,
             opts,
@@ -339,7 +369,8 @@ impl Puller {
     /// other pulls, nor use someone else's.
     pub fn fork(&self) -> Result<Self> {
         Ok(Puller {
-            client: make_client(&self.registries, &self.opts)?,
+            client: make_client(&self.registries, &self.opts, &[])?,
+            host_clients: Default::default(),
             registries: self.registries.clone(),
             creds: self.creds.clone(),
             opts: self.opts.clone(),
@@ -384,6 +415,33 @@ impl Puller {
         }))
     }
 
+    /// The client for `registry`: one of its own when a certs.d directory gives it
+    /// CAs (made once, then kept), the shared one otherwise.
+    fn client_for(&self, registry: &str) -> Result<Client> {
+        let certs = crate::certs::for_host(&self.opts.certs_dirs, registry).map_err(|source| {
+            RegistryError::Certs {
+                registry: registry.to_string(),
+                source,
+            }
+        })?;
+        let Some(certs) = certs else {
+            return Ok(self.client.clone());
+        };
+        if certs.client_identity {
+            tracing::warn!(
+                "{}: client certificates are not supported; only its CAs (*.crt) are used",
+                certs.dir.display()
+            );
+        }
+        let mut clients = self.host_clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(registry) {
+            return Ok(c.clone());
+        }
+        let c = make_client(&self.registries, &self.opts, &certs.roots)?;
+        clients.insert(registry.to_string(), c.clone());
+        Ok(c)
+    }
+
     fn auth_for(&self, r: &Reference, creds: Option<&Credentials>) -> Result<RegistryAuth> {
         if let Some(c) = creds {
             return Ok(RegistryAuth::Basic(c.username.clone(), c.password.clone()));
@@ -410,9 +468,11 @@ impl Puller {
             image: image.to_string(),
             endpoint: r.to_string(),
         });
+        let client = self.client_for(&registry)?;
         let ctx = Ctx {
             image,
             registry: &registry,
+            client: &client,
         };
 
         let (raw, top_digest) = self
@@ -538,7 +598,7 @@ impl Puller {
     ) -> Result<(Vec<u8>, Digest)> {
         let mut attempt = 1;
         let raw = loop {
-            match self.client.pull_manifest_raw(r, auth, ACCEPT).await {
+            match ctx.client.pull_manifest_raw(r, auth, ACCEPT).await {
                 Ok((raw, _)) => break raw,
                 Err(e) => {
                     let e = ctx.classify(e, "manifest");
@@ -648,7 +708,7 @@ impl Puller {
         let mut pipe = WriterThread::start(writer);
         // The registry authenticates on the first request of each client; make sure
         // a token is in place so concurrent blob requests do not race for it.
-        let _ = self
+        let _ = ctx
             .client
             .store_auth_if_needed(r.resolve_registry(), auth)
             .await;
@@ -714,7 +774,7 @@ impl Puller {
         let what = blob.digest.to_string();
         // Always ask for a range: a registry that honours it answers 206 and
         // oci-client leaves verification to us, so the bytes are hashed once.
-        let resp = self
+        let resp = ctx
             .client
             .pull_blob_stream_partial(r, what.as_str(), pipe.sent, None)
             .await
@@ -796,6 +856,8 @@ impl Puller {
 struct Ctx<'a> {
     image: &'a str,
     registry: &'a str,
+    /// The HTTP client for this registry.
+    client: &'a Client,
 }
 
 impl Ctx<'_> {
@@ -1263,9 +1325,12 @@ mod tests {
 
     #[test]
     fn malformed_manifests_are_named() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::default();
         let ctx = Ctx {
             image: "x",
             registry: "r",
+            client: &client,
         };
         let d = Digest::of(b"x");
         for (raw, want) in [

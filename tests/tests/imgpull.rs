@@ -740,7 +740,7 @@ fn token_auth_with_creds_and_auth_files() {
 }
 
 #[test]
-fn tls_registries_are_verified_and_a_failed_handshake_is_not_retried() {
+fn tls_registries_are_verified_per_registry_and_a_failed_handshake_is_not_retried() {
     let reg = Registry::start();
     let tls = reg.tls_twin();
     let stranger = reg.tls_twin();
@@ -783,6 +783,45 @@ fn tls_registries_are_verified_and_a_failed_handshake_is_not_retried() {
         r.describe()
     );
     assert!(!blob(root.path(), &p.digest).exists());
+
+    // A certs.d directory trusts its CAs for that registry, besides the system's
+    // (here the stranger's CA, through SSL_CERT_FILE).
+    let certs = TempRoot::new();
+    let file_ca = |host: &str| {
+        let dir = certs.path().join(host);
+        std::fs::create_dir_all(&dir).expect("certs.d host dir");
+        std::fs::copy(tls.ca.as_ref().expect("CA"), dir.join("ca.crt")).expect("ca.crt");
+        dir
+    };
+    let pull_with_certs = |reference: &str| {
+        let root = TempRoot::new();
+        let mut c = imgpull(root.path(), &[]);
+        trust(&mut c, &stranger);
+        c.arg("--certs-dir")
+            .arg(certs.path())
+            .args(["-q", reference]);
+        run(c, T)
+    };
+    let via_stranger = p.reference.replace(&reg.addr, &stranger.addr);
+    // Filed under the stranger's name, tls's CA does nothing for tls, and the
+    // stranger is still trusted through the system's CAs.
+    let wrong_dir = file_ca(&stranger.addr);
+    let r = pull_with_certs(&reference).expect_code(4);
+    assert!(r.stderr.contains("UnknownIssuer"), "{}", r.describe());
+    pull_with_certs(&via_stranger).ok();
+    std::fs::remove_dir_all(wrong_dir).expect("rm");
+    // Filed under tls's name, it is trusted for tls.
+    let host_dir = file_ca(&tls.addr);
+    let r = pull_with_certs(&reference).ok();
+    assert_eq!(r.stdout, format!("{reference}@{}\n", p.digest));
+    // A .crt that holds no certificate is a usage error naming the file.
+    std::fs::write(host_dir.join("bad.crt"), "not a certificate").expect("bad.crt");
+    let r = pull_with_certs(&reference).expect_code(2);
+    assert!(
+        r.stderr.contains("bad.crt: no PEM certificate"),
+        "{}",
+        r.describe()
+    );
 
     // TLS to a registry that speaks plain HTTP: refused with the way out.
     let plain = p.reference.clone();

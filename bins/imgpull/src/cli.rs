@@ -79,6 +79,14 @@ pub struct Args {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
 
+    /// Directory of per-registry CA certificates, DIR/HOST[:PORT]/*.crt; may be repeated
+    ///
+    /// Replaces the default search: ~/.config/containers/certs.d (not as root),
+    /// /etc/containers/certs.d, /etc/docker/certs.d. The first that has a directory
+    /// for the registry is used; its CAs are trusted besides the system's.
+    #[arg(long = "certs-dir", value_name = "DIR")]
+    pub certs_dir: Vec<PathBuf>,
+
     /// containers-registries.conf v2 file for rewrites, mirrors and insecure registries
     ///
     /// Defaults to /etc/containers/registries.conf when it exists.
@@ -268,7 +276,7 @@ fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Resu
     if let Some(c) = &args.creds {
         creds.explicit = Some(Credentials::parse(c)?);
     }
-    let opts = PullOptions {
+    let mut opts = PullOptions {
         platform,
         max_concurrent: usize::from(args.max_concurrent_downloads),
         retries: args.retries,
@@ -276,6 +284,9 @@ fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Resu
         stall_timeout: Duration::from_secs(args.stall_timeout),
         ..PullOptions::default()
     };
+    if !args.certs_dir.is_empty() {
+        opts.certs_dirs = args.certs_dir.clone();
+    }
     // Bad references are usage errors, found before any network traffic.
     for img in &args.images {
         crikit::reference::parse(img)?;
