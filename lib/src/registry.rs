@@ -306,10 +306,16 @@ pub struct Pulled {
 pub struct Puller {
     client: Client,
     /// Clients of registries with CAs of their own (certs.d), by host.
-    host_clients: std::sync::Mutex<std::collections::HashMap<String, Client>>,
+    host_clients: std::sync::Mutex<std::collections::HashMap<String, HostClient>>,
     registries: Registries,
     creds: CredentialStore,
     opts: PullOptions,
+}
+
+/// A registry's own client and the CAs (PEM) it was made to trust.
+struct HostClient {
+    roots: Vec<Vec<u8>>,
+    client: Client,
 }
 
 /// The HTTP client for `registries` (plain HTTP for insecure hosts) and `opts`,
@@ -416,7 +422,8 @@ impl Puller {
     }
 
     /// The client for `registry`: one of its own when a certs.d directory gives it
-    /// CAs (made once, then kept), the shared one otherwise.
+    /// CAs (kept while they stay the same: the directory is read on every pull, as
+    /// containers-image does), the shared one otherwise.
     fn client_for(&self, registry: &str) -> Result<Client> {
         let certs = crate::certs::for_host(&self.opts.certs_dirs, registry).map_err(|source| {
             RegistryError::Certs {
@@ -434,12 +441,18 @@ impl Puller {
             );
         }
         let mut clients = self.host_clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(registry) {
-            return Ok(c.clone());
+        if let Some(h) = clients.get(registry).filter(|h| h.roots == certs.roots) {
+            return Ok(h.client.clone());
         }
-        let c = make_client(&self.registries, &self.opts, &certs.roots)?;
-        clients.insert(registry.to_string(), c.clone());
-        Ok(c)
+        let client = make_client(&self.registries, &self.opts, &certs.roots)?;
+        clients.insert(
+            registry.to_string(),
+            HostClient {
+                roots: certs.roots,
+                client: client.clone(),
+            },
+        );
+        Ok(client)
     }
 
     fn auth_for(&self, r: &Reference, creds: Option<&Credentials>) -> Result<RegistryAuth> {
@@ -874,7 +887,7 @@ impl Ctx<'_> {
         if let Some(tls) = tls_error(e) {
             let hint = match tls {
                 rustls::Error::InvalidCertificate(_) => {
-                    " (a private CA's certificate goes in SSL_CERT_FILE or SSL_CERT_DIR)"
+                    " (a registry's private CA goes in /etc/containers/certs.d/HOST[:PORT]/ca.crt)"
                 }
                 rustls::Error::InvalidMessage(_) => {
                     " (a registry that speaks plain HTTP must be named insecure)"
