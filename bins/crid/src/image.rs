@@ -60,12 +60,16 @@ impl ImageInfo {
 /// index order.
 fn grouped(store: &Store) -> Result<Vec<(String, Vec<ImageEntry>)>, crikit::layout::LayoutError> {
     let mut groups: Vec<(String, Vec<ImageEntry>)> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
     for e in store.list()? {
         let manifest = store.manifest(&Digest::parse(&e.manifest_digest)?)?;
         let config = manifest.config().digest().to_string();
-        match groups.iter_mut().find(|(c, _)| *c == config) {
-            Some((_, entries)) => entries.push(e),
-            None => groups.push((config, vec![e])),
+        match at.get(&config) {
+            Some(&i) => groups[i].1.push(e),
+            None => {
+                at.insert(config.clone(), groups.len());
+                groups.push((config, vec![e]));
+            }
         }
     }
     Ok(groups)
