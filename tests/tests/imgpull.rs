@@ -823,6 +823,18 @@ fn tls_registries_are_verified_per_registry_and_a_failed_handshake_is_not_retrie
         r.describe()
     );
 
+    // No CA certificate at all: the client cannot be set up, and says what to do.
+    let mut c = imgpull(root.path(), &[&reg.addr]);
+    c.env("SSL_CERT_FILE", root.path().join("no-such-bundle.pem"))
+        .env_remove("SSL_CERT_DIR")
+        .args(["-q", &p.reference]);
+    let r = run(c, T).expect_code(1);
+    assert!(
+        r.stderr.contains("No CA certificates") && r.stderr.contains("SSL_CERT_FILE"),
+        "{}",
+        r.describe()
+    );
+
     // TLS to a registry that speaks plain HTTP: refused with the way out.
     let plain = p.reference.clone();
     let mut c = imgpull(root.path(), &[]);
