@@ -450,6 +450,9 @@ impl Puller {
                 certs.dir.display()
             );
         }
+        if certs.roots.is_empty() {
+            return Ok(self.client.clone());
+        }
         let mut clients = self.host_clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = clients.get(registry).filter(|h| h.roots == certs.roots) {
             return Ok(h.client.clone());
