@@ -21,6 +21,16 @@ pub enum CertsError {
         /// The file.
         path: PathBuf,
     },
+    /// A `.crt` file with a certificate that does not parse.
+    #[error("{}: certificate {index}: {reason}", path.display())]
+    BadCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Which certificate in it, from 1.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// The certificate directories searched by default: the user's
@@ -47,15 +57,17 @@ pub fn default_dirs() -> Vec<PathBuf> {
 pub struct HostCerts {
     /// The directory (`DIR/HOST[:PORT]`).
     pub dir: PathBuf,
-    /// The CA certificates of its `*.crt` files, one PEM block each, in file-name
-    /// order.
+    /// The CA certificates of its `*.crt` files (DER, each checked to make a trust
+    /// anchor), in file-name order.
     pub roots: Vec<Vec<u8>>,
     /// Whether it also holds a client certificate or key (`*.cert`, `*.key`).
     pub client_identity: bool,
 }
 
 /// The certificates for `host` (`name[:port]`, as in an image reference) from the
-/// first of `dirs` that has a directory for it; None when none has.
+/// first of `dirs` that has a directory for it; None when none has, or when that
+/// directory may not be read (a user's pull next to root's certs.d), as
+/// containers-image skips it.
 pub fn for_host(dirs: &[PathBuf], host: &str) -> Result<Option<HostCerts>, CertsError> {
     // A host is one path component; anything else never names a directory here.
     if host.is_empty() || host == "." || host == ".." || host.contains('/') {
@@ -68,8 +80,15 @@ pub fn for_host(dirs: &[PathBuf], host: &str) -> Result<Option<HostCerts>, Certs
         path: path.to_path_buf(),
         source,
     };
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| read_err(&dir, e))?
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!("{}: skipped: {e}", dir.display());
+            return Ok(None);
+        }
+        Err(e) => return Err(read_err(&dir, e)),
+    };
+    let mut names: Vec<PathBuf> = entries
         .map(|e| e.map(|e| e.path()).map_err(|e| read_err(&dir, e)))
         .collect::<Result<_, _>>()?;
     names.sort();
@@ -82,11 +101,16 @@ pub fn for_host(dirs: &[PathBuf], host: &str) -> Result<Option<HostCerts>, Certs
         match path.extension().and_then(|e| e.to_str()) {
             Some("crt") => {
                 let data = std::fs::read(&path).map_err(|e| read_err(&path, e))?;
-                let blocks = pem_certificates(&data);
-                if blocks.is_empty() {
+                let roots =
+                    trust_anchors(&data).map_err(|(index, reason)| CertsError::BadCertificate {
+                        path: path.clone(),
+                        index,
+                        reason,
+                    })?;
+                if roots.is_empty() {
                     return Err(CertsError::NoCertificate { path });
                 }
-                out.roots.extend(blocks);
+                out.roots.extend(roots);
             }
             Some("cert") | Some("key") => out.client_identity = true,
             _ => {}
@@ -95,47 +119,57 @@ pub fn for_host(dirs: &[PathBuf], host: &str) -> Result<Option<HostCerts>, Certs
     Ok(Some(out))
 }
 
-/// The `CERTIFICATE` PEM blocks of `data`, each with its BEGIN and END lines.
-fn pem_certificates(data: &[u8]) -> Vec<Vec<u8>> {
-    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
-    const END: &[u8] = b"-----END CERTIFICATE-----";
+/// The DER of each PEM `CERTIFICATE` in `data`, each checked to make a trust
+/// anchor; on failure, which one (from 1) and why.
+fn trust_anchors(data: &[u8]) -> Result<Vec<Vec<u8>>, (usize, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
     let mut out = Vec::new();
-    let mut rest = data;
-    while let Some(start) = memchr::memmem::find(rest, BEGIN) {
-        let Some(len) = memchr::memmem::find(&rest[start..], END) else {
-            break;
-        };
-        let end = start + len + END.len();
-        let mut block = rest[start..end].to_vec();
-        block.push(b'\n');
-        out.push(block);
-        rest = &rest[end..];
+    for (i, cert) in CertificateDer::pem_slice_iter(data).enumerate() {
+        let cert = cert.map_err(|e| (i + 1, e.to_string()))?;
+        rustls::RootCertStore::empty()
+            .add(cert.clone())
+            .map_err(|e| (i + 1, e.to_string()))?;
+        out.push(cert.to_vec());
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    /// A self-signed P-256 CA made for these tests with openssl.
+    const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBlDCCATmgAwIBAgIUU2neHHJhUjmFUQ+960Siyt7JPW4wCgYIKoZIzj0EAwIw
+HjEcMBoGA1UEAwwTY3Jpa2l0IGNlcnRzLmQgdGVzdDAgFw0yNjExMjcwMjM2NDFa
+GA8yMTI2MTEwMzAyMzY0MVowHjEcMBoGA1UEAwwTY3Jpa2l0IGNlcnRzLmQgdGVz
+dDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABFFAmLux5yq1pxuvwb78xcT21fUV
+9VpatUD5WnHX3vYXTBlBQtc2FVeUGrsk92UHhU5Hf1ckc3Hs0ptTBA5nw8OjUzBR
+MB0GA1UdDgQWBBR947x8CcyhSBL51wZXV1J2RxW9LDAfBgNVHSMEGDAWgBR947x8
+CcyhSBL51wZXV1J2RxW9LDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kA
+MEYCIQC3S0HEZ92RGCmUngpsOjYR+4x+DvWCtB9Bb81zp+wuGAIhAMZ2XxT7/Mcq
+mXkvgWMu2dRFWrC5feun7eKXuM/ZR8uT
+-----END CERTIFICATE-----
+";
+
+    fn der(pem: &str) -> Vec<u8> {
+        trust_anchors(pem.as_bytes()).unwrap().remove(0)
+    }
 
     #[test]
     fn the_first_directory_with_the_host_wins_and_bundles_split() {
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (t.path().join("a"), t.path().join("b"));
         std::fs::create_dir_all(b.join("reg.example:5000")).unwrap();
-        std::fs::write(
-            b.join("reg.example:5000/ca.crt"),
-            format!("junk\n{CERT}{CERT}"),
-        )
-        .unwrap();
+        std::fs::write(b.join("reg.example:5000/ca.crt"), format!("junk\n{CA}{CA}")).unwrap();
         std::fs::write(b.join("reg.example:5000/client.cert"), "x").unwrap();
         std::fs::write(b.join("reg.example:5000/notes.txt"), "x").unwrap();
         let dirs = [a.clone(), b.clone()];
         let got = for_host(&dirs, "reg.example:5000").unwrap().unwrap();
         assert_eq!(got.dir, b.join("reg.example:5000"));
-        assert_eq!(got.roots, vec![CERT.as_bytes().to_vec(); 2]);
+        assert_eq!(got.roots, vec![der(CA); 2]);
+        assert_eq!(got.roots[0].len(), 408);
         assert!(got.client_identity);
 
         std::fs::create_dir_all(a.join("reg.example:5000")).unwrap();
@@ -148,11 +182,18 @@ mod tests {
     }
 
     #[test]
-    fn a_crt_file_without_a_certificate_is_an_error() {
+    fn crt_files_without_a_usable_certificate_are_errors_naming_them() {
         let t = tempfile::tempdir().unwrap();
+        let dirs = [t.path().to_path_buf()];
         std::fs::create_dir_all(t.path().join("h")).unwrap();
         std::fs::write(t.path().join("h/ca.crt"), "not pem").unwrap();
-        let e = for_host(&[t.path().to_path_buf()], "h").unwrap_err();
-        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        let e = for_host(&dirs, "h").unwrap_err().to_string();
+        assert!(e.ends_with("h/ca.crt: no PEM certificate in it"), "{e}");
+
+        // Well-formed PEM whose DER is not a certificate: the second one here.
+        let junk = "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n";
+        std::fs::write(t.path().join("h/ca.crt"), format!("{CA}{junk}")).unwrap();
+        let e = for_host(&dirs, "h").unwrap_err().to_string();
+        assert!(e.contains("h/ca.crt: certificate 2: "), "{e}");
     }
 }

@@ -312,14 +312,14 @@ pub struct Puller {
     opts: PullOptions,
 }
 
-/// A registry's own client and the CAs (PEM) it was made to trust.
+/// A registry's own client and the CAs (DER) it was made to trust.
 struct HostClient {
     roots: Vec<Vec<u8>>,
     client: Client,
 }
 
 /// The HTTP client for `registries` (plain HTTP for insecure hosts) and `opts`,
-/// trusting the CAs `extra_roots` (PEM) besides the system's.
+/// trusting the CAs `extra_roots` (DER) besides the system's.
 fn make_client(
     registries: &Registries,
     opts: &PullOptions,
@@ -337,9 +337,9 @@ fn make_client(
         user_agent: concat!("crikit/", env!("CARGO_PKG_VERSION")),
         extra_root_certificates: extra_roots
             .iter()
-            .map(|pem| oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: pem.clone(),
+            .map(|der| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Der,
+                data: der.clone(),
             })
             .collect(),
         ..Default::default()
@@ -433,8 +433,9 @@ impl Puller {
 
     /// The client for `registry`: one of its own when a certs.d directory gives it
     /// CAs (kept while they stay the same: the directory is read on every pull, as
-    /// containers-image does), the shared one otherwise.
-    fn client_for(&self, registry: &str) -> Result<Client> {
+    /// containers-image does), the shared one otherwise. A new client reads the
+    /// system's CAs: it is made off the async workers and outside the lock.
+    async fn client_for(&self, registry: &str) -> Result<Client> {
         let certs = crate::certs::for_host(&self.opts.certs_dirs, registry).map_err(|source| {
             RegistryError::Certs {
                 registry: registry.to_string(),
@@ -453,18 +454,36 @@ impl Puller {
         if certs.roots.is_empty() {
             return Ok(self.client.clone());
         }
-        let mut clients = self.host_clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = clients.get(registry).filter(|h| h.roots == certs.roots) {
-            return Ok(h.client.clone());
+        let cached = self
+            .host_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(registry)
+            .filter(|h| h.roots == certs.roots)
+            .map(|h| h.client.clone());
+        if let Some(c) = cached {
+            return Ok(c);
         }
-        let client = make_client(&self.registries, &self.opts, &certs.roots)?;
-        clients.insert(
-            registry.to_string(),
-            HostClient {
-                roots: certs.roots,
-                client: client.clone(),
-            },
+        let (registries, opts, roots) = (
+            self.registries.clone(),
+            self.opts.clone(),
+            certs.roots.clone(),
         );
+        let client = tokio::task::spawn_blocking(move || make_client(&registries, &opts, &roots))
+            .await
+            .map_err(|e| RegistryError::Client {
+                message: e.to_string(),
+            })??;
+        self.host_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                registry.to_string(),
+                HostClient {
+                    roots: certs.roots,
+                    client: client.clone(),
+                },
+            );
         Ok(client)
     }
 
@@ -494,10 +513,12 @@ impl Puller {
             image: image.to_string(),
             endpoint: r.to_string(),
         });
-        let client = self.client_for(&registry)?;
-        let ctx = Ctx {
-            image,
-            registry: &registry,
+        let client = self.client_for(&registry).await?;
+        let ctx = PullCtx {
+            names: Ctx {
+                image,
+                registry: &registry,
+            },
             client: &client,
         };
 
@@ -616,7 +637,7 @@ impl Puller {
 
     async fn fetch_manifest(
         &self,
-        ctx: &Ctx<'_>,
+        ctx: &PullCtx<'_>,
         r: &Reference,
         auth: &RegistryAuth,
         expected: Option<&str>,
@@ -707,7 +728,7 @@ impl Puller {
     async fn fetch_blob(
         &self,
         store: &Store,
-        ctx: &Ctx<'_>,
+        ctx: &PullCtx<'_>,
         r: &Reference,
         auth: &RegistryAuth,
         blob: &Blob,
@@ -791,7 +812,7 @@ impl Puller {
     /// One attempt at streaming a blob, from the writer's offset.
     async fn download(
         &self,
-        ctx: &Ctx<'_>,
+        ctx: &PullCtx<'_>,
         r: &Reference,
         blob: &Blob,
         pipe: &mut WriterThread,
@@ -882,8 +903,21 @@ impl Puller {
 struct Ctx<'a> {
     image: &'a str,
     registry: &'a str,
-    /// The HTTP client for this registry.
+}
+
+/// A pull from one registry: its names for errors, and the HTTP client to use.
+#[derive(Clone, Copy)]
+struct PullCtx<'a> {
+    names: Ctx<'a>,
     client: &'a Client,
+}
+
+impl<'a> std::ops::Deref for PullCtx<'a> {
+    type Target = Ctx<'a>;
+
+    fn deref(&self) -> &Ctx<'a> {
+        &self.names
+    }
 }
 
 impl Ctx<'_> {
@@ -896,24 +930,30 @@ impl Ctx<'_> {
         }
     }
 
-    fn network(&self, what: &str, e: &(dyn std::error::Error + 'static)) -> RegistryError {
-        if let Some(tls) = tls_error(e) {
-            let hint = match tls {
-                rustls::Error::InvalidCertificate(_) => {
-                    " (a registry's private CA goes in /etc/containers/certs.d/HOST[:PORT]/ca.crt)"
-                }
-                rustls::Error::InvalidMessage(_) => {
-                    " (a registry that speaks plain HTTP must be named insecure)"
-                }
-                _ => "",
-            };
-            return RegistryError::Tls {
-                image: self.image.to_string(),
-                registry: self.registry.to_string(),
-                reason: tls.to_string(),
-                hint,
-            };
+    /// A request that failed before any response: a TLS handshake that failed is
+    /// final, anything else a network error (retried).
+    fn request_failed(&self, what: &str, e: &(dyn std::error::Error + 'static)) -> RegistryError {
+        let Some(tls) = tls_error(e) else {
+            return self.network(what, e);
+        };
+        let hint = match tls {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                " (a registry's private CA goes in /etc/containers/certs.d/HOST[:PORT]/ca.crt)"
+            }
+            rustls::Error::InvalidMessage(_) => {
+                " (a registry that speaks plain HTTP must be named insecure)"
+            }
+            _ => "",
+        };
+        RegistryError::Tls {
+            image: self.image.to_string(),
+            registry: self.registry.to_string(),
+            reason: tls.to_string(),
+            hint,
         }
+    }
+
+    fn network(&self, what: &str, e: &dyn std::error::Error) -> RegistryError {
         RegistryError::Network {
             image: self.image.to_string(),
             registry: self.registry.to_string(),
@@ -1006,7 +1046,7 @@ impl Ctx<'_> {
                 status: "bad digest".into(),
                 message: format!("{what}: {d}"),
             },
-            OciDistributionError::RequestError(e) => self.network(what, &e),
+            OciDistributionError::RequestError(e) => self.request_failed(what, &e),
             OciDistributionError::IoError(e) => self.network(what, &e),
             other => RegistryError::Status {
                 image,
@@ -1351,12 +1391,9 @@ mod tests {
 
     #[test]
     fn malformed_manifests_are_named() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::default();
         let ctx = Ctx {
             image: "x",
             registry: "r",
-            client: &client,
         };
         let d = Digest::of(b"x");
         for (raw, want) in [

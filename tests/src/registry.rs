@@ -96,7 +96,9 @@ impl Registry {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // port taken in between: try another
                 }
-                if http_status(&addr, "/v2/") == Some(ready) {
+                // Still ours: another process may have taken the port meanwhile.
+                if http_status(&addr, "/v2/") == Some(ready) && matches!(child.try_wait(), Ok(None))
+                {
                     return Registry {
                         child,
                         dir,
