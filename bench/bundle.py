@@ -25,6 +25,37 @@ BIN = pull.BIN
 
 timed = pull.timed
 
+# Seconds to let the filesystem settle after trees are deleted: for about a minute,
+# extracting into it is several times slower (see shared/bench/README.md).
+SETTLE = 60
+
+
+def remove_tree(path):
+    """Unmounts what is mounted under path (bundles are overlay mounts), then deletes it."""
+    mounts = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4]
+            if mp == path or mp.startswith(path + "/"):
+                mounts.append(mp)
+    for mp in sorted(mounts, reverse=True):
+        subprocess.run(["umount", "-l", mp], stderr=subprocess.DEVNULL)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make_room(work, needed):
+    """Trees of finished runs stay until the timings are done, unless the next run
+    would not fit: then they go, and the filesystem gets SETTLE seconds."""
+    if shutil.disk_usage(work).free >= needed:
+        return
+    runs = [os.path.join(work, e) for e in os.listdir(work) if e.startswith("run-")]
+    for r in runs:
+        remove_tree(r)
+    subprocess.run(["sync"], check=True)
+    print(f"bench: deleted the trees of {len(runs)} earlier runs to make room; "
+          f"waiting {SETTLE} s for the filesystem to settle", file=sys.stderr)
+    time.sleep(SETTLE)
+
 
 class Containerd:
     """A containerd of its own (root, state, socket) for one run."""
@@ -77,9 +108,17 @@ def main():
         for image in images:
             ref = f"{addr}/{image}:latest"
             zstd = image.endswith("-zstd")
-            blobs = [d for d, _ in pull.manifest_blobs(addr, image)[1:]]
+            listed = pull.manifest_blobs(addr, image)
+            blobs = [d for d, _ in listed[1:]]
+            # A run keeps about a dozen times the compressed image: the trees of each
+            # tool, three stores and a layer cache.
+            guess = 12 * sum(s for _, s in listed)
             t = {k: [] for k in ["first", "umoci", "floor", "second", "pull+bundle", "skopeo+umoci", "ctr"]}
+            used = 0
             for i in range(args.runs):
+                # Room for a run like the last, with a margin.
+                make_room(work, max(guess, 2 * used))
+                free_before = shutil.disk_usage(work).free
                 n += 1
                 run_dir = os.path.join(work, f"run-{n}")
                 os.makedirs(run_dir)
@@ -129,6 +168,7 @@ def main():
                     ctrd.stop()
                 # The second bundle: layers cached, nothing dropped.
                 t["second"].append(timed([os.path.join(BIN, "bundlegen"), "--root", root, ref, os.path.join(run_dir, "b2"), "--", "/bin/true"]))
+                used = max(used, free_before - shutil.disk_usage(work).free)
                 print(f"{image} run {i + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in t.items() if v), file=sys.stderr)
             med = {k: statistics.median(v) if v else None for k, v in t.items()}
             first_rows.append((image, med))
@@ -150,9 +190,7 @@ def main():
     finally:
         proc.kill()
         proc.wait()
-        subprocess.run(["bash", "-c", f"grep -o ' {work}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"],
-                       stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
 if __name__ == "__main__":
