@@ -79,11 +79,7 @@ impl CredentialStore {
             files.push(PathBuf::from(d).join("containers/auth.json"));
         }
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        let config = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| home.as_ref().map(|h| h.join(".config")));
-        if let Some(c) = config {
+        if let Some(c) = crate::paths::config_home() {
             files.push(c.join("containers/auth.json"));
         }
         if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {

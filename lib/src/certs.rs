@@ -38,12 +38,8 @@ pub enum CertsError {
 /// `/etc/containers/certs.d` and `/etc/docker/certs.d`.
 pub fn default_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if !rustix::process::geteuid().is_root() {
-        let config = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-        if let Some(c) = config {
+    if !crate::paths::is_root() {
+        if let Some(c) = crate::paths::config_home() {
             dirs.push(c.join("containers/certs.d"));
         }
     }

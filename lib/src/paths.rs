@@ -4,8 +4,17 @@
 
 use std::path::PathBuf;
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     euid() == 0
+}
+
+/// `$XDG_CONFIG_HOME`, or `~/.config`: where the containers tools keep a user's
+/// configuration (auth.json, certs.d).
+pub(crate) fn config_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
 }
 
 fn euid() -> u32 {

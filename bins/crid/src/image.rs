@@ -93,7 +93,7 @@ fn describe(
     };
     let mut repo_digests: Vec<String> = Vec::new();
     for e in &entries {
-        let rd = format!("{}@{}", repository_of(&e.name), e.repo_digest);
+        let rd = repo_digest(e);
         if !repo_digests.contains(&rd) {
             repo_digests.push(rd);
         }
@@ -115,6 +115,11 @@ pub fn list(store: &Store) -> Result<Vec<ImageInfo>, crikit::layout::LayoutError
         .collect::<Result<Vec<_>, _>>()?;
     out.sort_by(|a, b| a.names.cmp(&b.names));
     Ok(out)
+}
+
+/// `REPOSITORY@DIGEST` of a store entry, the digest as the registry served it.
+fn repo_digest(e: &ImageEntry) -> String {
+    format!("{}@{}", repository_of(&e.name), e.repo_digest)
 }
 
 /// `host/repo` of `host/repo:tag` or `host/repo@digest`.
@@ -140,11 +145,9 @@ pub fn find(store: &Store, spec: &str) -> Result<Option<ImageInfo>, Status> {
         })
         .flatten();
     let by_repo_digest = || {
-        groups.iter().position(|(_, entries)| {
-            entries
-                .iter()
-                .any(|e| format!("{}@{}", repository_of(&e.name), e.repo_digest) == spec)
-        })
+        groups
+            .iter()
+            .position(|(_, entries)| entries.iter().any(|e| repo_digest(e) == spec))
     };
     let found = match by_id.or_else(by_repo_digest) {
         Some(i) => Some(i),
