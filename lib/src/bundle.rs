@@ -344,9 +344,25 @@ pub fn create(
     bundle: &Path,
     opts: &BundleOptions,
 ) -> Result<BundleInfo> {
+    create_with(store, root, image, bundle, opts, |_| {
+        Ok::<(), BundleError>(())
+    })
+}
+
+/// [`create`], with `fit` changing the generated spec before it is validated
+/// ([`spec::validate`]) and written: a caller's own settings (crid's CRI request)
+/// go into the typed spec, and config.json is written once.
+pub fn create_with<E: From<BundleError>>(
+    store: &Store,
+    root: &Path,
+    image: &str,
+    bundle: &Path,
+    opts: &BundleOptions,
+    fit: impl FnOnce(&mut oci_spec::runtime::Spec) -> Result<(), E>,
+) -> Result<BundleInfo, E> {
     let img = load_image(store, image)?;
     if bundle.symlink_metadata().is_ok() {
-        return Err(BundleError::Exists(bundle.to_path_buf()));
+        return Err(BundleError::Exists(bundle.to_path_buf()).into());
     }
     let bundle_abs = std::path::absolute(bundle).map_err(io_err("resolving", bundle))?;
     let parent = bundle_abs.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -375,7 +391,7 @@ pub fn create(
     } else {
         None
     };
-    let result = (|| -> Result<BundleInfo> {
+    let result = (|| -> Result<BundleInfo, E> {
         let mut unpacked = 0;
         if overlay {
             let cache = LayerCache::new(root);
@@ -415,7 +431,8 @@ pub fn create(
                     f,
                     digest.as_str(),
                     &apply_opts(Form::Copy, media_type, diff_id),
-                )?;
+                )
+                .map_err(BundleError::from)?;
                 unpacked += 1;
             }
         }
@@ -426,7 +443,11 @@ pub fn create(
                 rustix::process::getegid().as_raw(),
             ));
         }
-        let config = spec::generate(&img.config, &rootfs, &name, &overrides, opts.patch.as_ref())?;
+        let mut config =
+            spec::generate(&img.config, &rootfs, &name, &overrides, opts.patch.as_ref())
+                .map_err(BundleError::from)?;
+        fit(&mut config)?;
+        spec::validate(&config).map_err(BundleError::from)?;
         let config_path = tmp.path().join("config.json");
         let text = serde_json::to_vec_pretty(&config)
             .map_err(|e| io_err("writing", &config_path)(io::Error::other(e)))?;
@@ -462,9 +483,7 @@ pub fn create(
             mode: info.mode.to_string(),
             chain_ids: info.chain_ids.clone(),
         };
-        let data =
-            serde_json::to_vec(&r).map_err(|e| io_err("writing", &rec)(io::Error::other(e)))?;
-        fs::write(&rec, data).map_err(io_err("writing", &rec))
+        crate::atomic::write_json(&rec, &r, 0o644).map_err(|e| io_err(e.step, &e.path)(e.source))
     };
     let tmp_path = tmp.keep();
     let finish = write_record().and_then(|_| {
@@ -479,7 +498,7 @@ pub fn create(
         }
         let _ = remove_tree(&tmp_path);
         let _ = fs::remove_file(&rec);
-        return Err(e);
+        return Err(e.into());
     }
     Ok(info)
 }

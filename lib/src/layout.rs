@@ -349,20 +349,10 @@ impl Store {
         self.replace_file(&path, &data)
     }
 
-    /// Writes `data` to a temp file beside `path`, fsyncs it and renames it over `path`.
+    /// Replaces `path` with `data` atomically and durably, mode 0644.
     fn replace_file(&self, path: &Path, data: &[u8]) -> Result<()> {
-        let dir = path.parent().unwrap_or(&self.dir);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(dir)
-            .map_err(|e| LayoutError::io("creating a temp file in", dir, e))?;
-        tmp.write_all(data)
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| LayoutError::io("writing", tmp.path(), e))?;
-        set_mode_0644(tmp.as_file(), path)?;
-        tmp.persist(path)
-            .map_err(|e| LayoutError::io("renaming into", path, e.error))?;
-        sync_dir(dir)
+        crate::atomic::write(path, data, 0o644)
+            .map_err(|e| LayoutError::io(e.step, &e.path, e.source))
     }
 
     /// Applies `f` to `index.json` under the exclusive lock and replaces it atomically.

@@ -8,6 +8,7 @@
 
 pub use oci_spec;
 
+pub mod atomic;
 pub mod auth;
 pub mod bundle;
 pub mod certs;
@@ -22,5 +23,6 @@ pub mod progress;
 pub mod reference;
 pub mod registries;
 pub mod registry;
+pub mod runc;
 pub mod seccomp;
 pub mod spec;

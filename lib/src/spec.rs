@@ -372,17 +372,91 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 
 /// Builds `config.json` for an image. `image_config` is the image's config blob,
 /// `rootfs` the bundle's root (for users), `name` the bundle's name (hostname).
+/// The document is checked by parsing it as a typed runtime spec and by
+/// [`validate`].
 pub fn generate(
     image_config: &[u8],
     rootfs: &Path,
     name: &str,
     o: &Overrides,
     patch: Option<&Value>,
-) -> Result<Value> {
+) -> Result<oci_spec::runtime::Spec> {
     let ic: Value =
         serde_json::from_slice(image_config).map_err(|e| SpecError::ImageConfig(e.to_string()))?;
     let cfg = ic.get("config").cloned().unwrap_or(Value::Null);
+    let args = command(&cfg, o)?;
+    let user_spec = o
+        .user
+        .clone()
+        .or_else(|| cfg.get("User").and_then(|u| u.as_str()).map(String::from))
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "0".into());
+    let user = resolve_user(rootfs, &user_spec)?;
+    let caps = capabilities(o)?;
+    let mut doc = json!({
+        "ociVersion": OCI_VERSION,
+        "process": process(&cfg, o, name, &user, &user_spec, args, &caps)?,
+        "root": {"path": "rootfs", "readonly": o.read_only},
+        "hostname": hostname(o, name),
+        "mounts": mounts(o, user.uid)?,
+        "annotations": annotations(&cfg, o),
+        "linux": linux(o, &caps)?,
+    });
+    if let Some(p) = patch {
+        merge_patch(&mut doc, p);
+    }
+    let spec: oci_spec::runtime::Spec =
+        serde_json::from_value(doc).map_err(|e| SpecError::Invalid(e.to_string()))?;
+    validate(&spec)?;
+    Ok(spec)
+}
 
+/// The runtime-spec version generated configs declare.
+pub const OCI_VERSION: &str = "1.2.0";
+
+/// Checks what every OCI runtime needs of a spec, beyond its types: a process
+/// with arguments and an absolute working directory, a root, absolute mount
+/// destinations, each namespace type at most once.
+pub fn validate(spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let bad = |why: String| Err(SpecError::Invalid(why));
+    let Some(p) = spec.process() else {
+        return bad("no process".into());
+    };
+    if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return bad("process.args is empty".into());
+    }
+    if !p.cwd().is_absolute() {
+        return bad(format!("process.cwd {:?} is not absolute", p.cwd()));
+    }
+    if spec.root().is_none() {
+        return bad("no root".into());
+    }
+    for m in spec.mounts().iter().flatten() {
+        if !m.destination().is_absolute() {
+            return bad(format!(
+                "mount destination {:?} is not absolute",
+                m.destination()
+            ));
+        }
+    }
+    let mut seen = Vec::new();
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if seen.contains(&ns.typ()) {
+            return bad(format!("namespace {:?} is listed twice", ns.typ()));
+        }
+        seen.push(ns.typ());
+    }
+    Ok(())
+}
+
+/// Entrypoint and Cmd, as overridden (docker's rules).
+fn command(cfg: &Value, o: &Overrides) -> Result<Vec<String>> {
     let entrypoint = match &o.entrypoint {
         Some(e) if e.len() == 1 && e[0].is_empty() => Vec::new(),
         Some(e) => e.clone(),
@@ -398,15 +472,12 @@ pub fn generate(
     if args.is_empty() {
         return Err(SpecError::NoCommand);
     }
+    Ok(args)
+}
 
-    let user_spec = o
-        .user
-        .clone()
-        .or_else(|| cfg.get("User").and_then(|u| u.as_str()).map(String::from))
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "0".into());
-    let user = resolve_user(rootfs, &user_spec)?;
-
+/// The image's environment with PATH, TERM, HOSTNAME and HOME filled in, then the
+/// overrides.
+fn environment(cfg: &Value, o: &Overrides, name: &str, user: &ResolvedUser) -> Vec<String> {
     let mut env = strings(cfg.get("Env"));
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
@@ -421,25 +492,12 @@ pub fn generate(
             user.home.clone().unwrap_or_else(|| "/".into())
         ));
     }
-    let env = merge_env(&env, &o.env);
-    let cwd = o
-        .cwd
-        .clone()
-        .or_else(|| {
-            cfg.get("WorkingDir")
-                .and_then(|w| w.as_str())
-                .map(String::from)
-        })
-        .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| "/".into());
-    if !cwd.starts_with('/') {
-        return Err(SpecError::Override {
-            flag: "--cwd",
-            reason: format!("{cwd:?} is not an absolute path"),
-        });
-    }
+    merge_env(&env, &o.env)
+}
 
-    // Capabilities: the default set, or all when privileged; then drops and adds.
+/// The capability set: the default one, or all when privileged; then drops and
+/// adds.
+fn capabilities(o: &Overrides) -> Result<Vec<String>> {
     let mut caps: Vec<String> = if o.privileged { ALL_CAPS } else { DEFAULT_CAPS }
         .iter()
         .map(|s| s.to_string())
@@ -465,13 +523,11 @@ pub fn generate(
             }
         }
     }
-    // A non-root process only keeps what is in its bounding set; root gets all sets.
-    let eff = if user.uid == 0 {
-        caps.clone()
-    } else {
-        Vec::new()
-    };
+    Ok(caps)
+}
 
+/// The image's labels and stop signal as annotations, then the overrides'.
+fn annotations(cfg: &Value, o: &Overrides) -> Map<String, Value> {
     let mut annotations = Map::new();
     if let Some(labels) = cfg.get("Labels").and_then(|l| l.as_object()) {
         for (k, v) in labels {
@@ -489,7 +545,78 @@ pub fn generate(
     for (k, v) in &o.annotations {
         annotations.insert(k.clone(), Value::String(v.clone()));
     }
+    annotations
+}
 
+/// The `process` object.
+fn process(
+    cfg: &Value,
+    o: &Overrides,
+    name: &str,
+    user: &ResolvedUser,
+    user_spec: &str,
+    args: Vec<String>,
+    caps: &[String],
+) -> Result<Value> {
+    let cwd = o
+        .cwd
+        .clone()
+        .or_else(|| {
+            cfg.get("WorkingDir")
+                .and_then(|w| w.as_str())
+                .map(String::from)
+        })
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(SpecError::Override {
+            flag: "--cwd",
+            reason: format!("{cwd:?} is not an absolute path"),
+        });
+    }
+    // A non-root process only keeps what is in its bounding set; root gets all sets.
+    let eff = if user.uid == 0 {
+        caps.to_vec()
+    } else {
+        Vec::new()
+    };
+    let (nofile_soft, nofile_hard) = nofile_limit();
+    let mut process = json!({
+        "terminal": o.tty,
+        "user": {"uid": user.uid, "gid": user.gid},
+        "args": args,
+        "env": environment(cfg, o, name, user),
+        "cwd": cwd,
+        "capabilities": {
+            "bounding": caps,
+            "effective": eff,
+            "permitted": eff,
+        },
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile_hard, "soft": nofile_soft}],
+        "noNewPrivileges": !o.privileged,
+    });
+    if !user.additional_gids.is_empty() {
+        process["user"]["additionalGids"] = json!(user.additional_gids);
+    }
+    if o.rootless.is_some() {
+        process["user"]["uid"] = json!(0);
+        process["user"]["gid"] = json!(0);
+        // setgroups(2) is denied in a user namespace with a single mapping.
+        if let Some(u) = process["user"].as_object_mut() {
+            u.remove("additionalGids");
+        }
+        if user.uid != 0 || user.gid != 0 {
+            return Err(SpecError::User {
+                user: user_spec.to_string(),
+                reason: "a rootless bundle maps only root; this image runs as another user (try --user 0)".into(),
+            });
+        }
+    }
+    Ok(process)
+}
+
+/// The default filesystems, then the overrides' bind and tmpfs mounts.
+fn mounts(o: &Overrides, uid: u32) -> Result<Vec<Value>> {
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -505,7 +632,7 @@ pub fn generate(
         mounts.push(json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}));
         mounts.push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
     }
-    if o.rootless.is_none() && user.uid == 0 {
+    if o.rootless.is_none() && uid == 0 {
         // gid=5 (tty) only exists when not remapped.
         if let Some(a) = mounts[2]["options"].as_array_mut() {
             a.push("gid=5".into());
@@ -533,7 +660,12 @@ pub fn generate(
         }
         mounts.push(json!({"destination": t, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
     }
+    Ok(mounts)
+}
 
+/// The `linux` object: namespaces, masked and read-only paths, seccomp, ID
+/// mappings, resources, the cgroups path.
+fn linux(o: &Overrides, caps: &[String]) -> Result<Value> {
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -548,15 +680,13 @@ pub fn generate(
     if o.rootless.is_some() {
         namespaces.push(json!({"type": "user"}));
     }
-
-    let (nofile_soft, nofile_hard) = nofile_limit();
     let mut linux = json!({
         "namespaces": namespaces,
         "maskedPaths": if o.privileged { Vec::new() } else { MASKED_PATHS.to_vec() },
         "readonlyPaths": if o.privileged { Vec::new() } else { READONLY_PATHS.to_vec() },
     });
     if !o.privileged {
-        linux["seccomp"] = crate::seccomp::default_profile(&caps);
+        linux["seccomp"] = crate::seccomp::default_profile(caps);
     }
     if let Some((uid, gid)) = o.rootless {
         linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
@@ -588,55 +718,7 @@ pub fn generate(
     if let Some(cg) = &o.cgroups_path {
         linux["cgroupsPath"] = json!(cg);
     }
-
-    let mut process = json!({
-        "terminal": o.tty,
-        "user": {"uid": user.uid, "gid": user.gid},
-        "args": args,
-        "env": env,
-        "cwd": cwd,
-        "capabilities": {
-            "bounding": caps,
-            "effective": eff,
-            "permitted": eff,
-        },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile_hard, "soft": nofile_soft}],
-        "noNewPrivileges": !o.privileged,
-    });
-    if !user.additional_gids.is_empty() {
-        process["user"]["additionalGids"] = json!(user.additional_gids);
-    }
-    if o.rootless.is_some() {
-        process["user"]["uid"] = json!(0);
-        process["user"]["gid"] = json!(0);
-        // setgroups(2) is denied in a user namespace with a single mapping.
-        if let Some(u) = process["user"].as_object_mut() {
-            u.remove("additionalGids");
-        }
-        if user.uid != 0 || user.gid != 0 {
-            return Err(SpecError::User {
-                user: user_spec,
-                reason: "a rootless bundle maps only root; this image runs as another user (try --user 0)".into(),
-            });
-        }
-    }
-
-    let mut doc = json!({
-        "ociVersion": "1.2.0",
-        "process": process,
-        "root": {"path": "rootfs", "readonly": o.read_only},
-        "hostname": hostname(o, name),
-        "mounts": mounts,
-        "annotations": annotations,
-        "linux": linux,
-    });
-    if let Some(p) = patch {
-        merge_patch(&mut doc, p);
-    }
-    // Round trip through oci-spec: whatever is written is a valid runtime spec.
-    let spec: oci_spec::runtime::Spec =
-        serde_json::from_value(doc.clone()).map_err(|e| SpecError::Invalid(e.to_string()))?;
-    serde_json::to_value(&spec).map_err(|e| SpecError::Invalid(e.to_string()))
+    Ok(linux)
 }
 
 fn hostname(o: &Overrides, name: &str) -> String {
@@ -675,6 +757,27 @@ fn nofile_limit() -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn to_value(s: Result<oci_spec::runtime::Spec>) -> Value {
+        serde_json::to_value(s.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn validation_names_what_no_runtime_takes() {
+        let d = rootfs();
+        let ic = json!({"config": {"Cmd": ["/bin/sh"]}}).to_string();
+        let o = Overrides::default();
+        let mut spec = generate(ic.as_bytes(), d.path(), "b", &o, None).unwrap();
+        validate(&spec).unwrap();
+        let mut ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        ns.push(ns[0].clone());
+        spec.linux_mut().as_mut().unwrap().set_namespaces(Some(ns));
+        let e = validate(&spec).unwrap_err().to_string();
+        assert!(e.contains("listed twice"), "{e}");
+        let patch = json!({"process": {"cwd": "relative"}});
+        let e = generate(ic.as_bytes(), d.path(), "b", &o, Some(&patch)).unwrap_err();
+        assert!(e.to_string().contains("process.cwd"), "{e}");
+    }
 
     fn rootfs() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
@@ -729,14 +832,13 @@ mod tests {
             "WorkingDir": "/work", "User": "app", "StopSignal": "SIGQUIT",
             "Labels": {"l": "v"}}})
         .to_string();
-        let s = generate(
+        let s = to_value(generate(
             ic.as_bytes(),
             d.path(),
             "my_bundle",
             &Overrides::default(),
             None,
-        )
-        .unwrap();
+        ));
         let p = &s["process"];
         assert_eq!(p["args"], json!(["/bin/ep", "a", "b"]));
         assert_eq!(
@@ -779,7 +881,7 @@ mod tests {
             ..Default::default()
         };
         let patch = json!({"process": {"noNewPrivileges": false}, "annotations": {"l": null}});
-        let s = generate(ic.as_bytes(), d.path(), "b", &o, Some(&patch)).unwrap();
+        let s = to_value(generate(ic.as_bytes(), d.path(), "b", &o, Some(&patch)));
         let p = &s["process"];
         assert_eq!(p["args"], json!(["echo", "hi"]));
         assert!(p["env"].as_array().unwrap().contains(&json!("X=2")));
@@ -827,7 +929,7 @@ mod tests {
             tty: true,
             ..Default::default()
         };
-        let s = generate(ic.as_bytes(), d.path(), "b", &o, None).unwrap();
+        let s = to_value(generate(ic.as_bytes(), d.path(), "b", &o, None));
         assert_eq!(
             s["process"]["capabilities"]["bounding"]
                 .as_array()

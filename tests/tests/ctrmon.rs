@@ -1,6 +1,8 @@
 //! ctrmon with real runc: exit statuses, CRI logs, log reopening, detaching, and
 //! the runtime's errors reaching the caller.
 
+use crikit::monitor::{MonitorCommand, StateDir};
+use crikit::runc::Runtime;
 use e2e::image::push;
 use e2e::{bin, pull_into, run, CgroupGuard, Image, Registry, Run, TempRoot};
 use std::path::{Path, PathBuf};
@@ -57,18 +59,30 @@ impl World {
     }
 
     fn state(&self, id: &str) -> PathBuf {
-        self.tmp.path().join("run/ctrmon").join(id)
+        self.dirs(id).path().to_path_buf()
+    }
+
+    fn dirs(&self, id: &str) -> StateDir {
+        StateDir::new(&self.tmp.path().join("run"), id)
+    }
+
+    fn runtime(&self) -> Runtime {
+        Runtime::new("runc", Some(self.runc_root.clone()))
     }
 
     fn ctrmon(&self, bundle: &Path, id: &str, extra: &[&str]) -> Run {
         self.ids.borrow_mut().push(id.to_string());
-        let mut c = Command::new(bin("ctrmon"));
-        c.arg("--bundle")
-            .arg(bundle)
-            .args(["--id", id, "--run-dir"])
-            .arg(self.tmp.path().join("run"));
-        c.arg("--runtime-root").arg(&self.runc_root).args(extra);
-        run(c, T)
+        let mut c = MonitorCommand::new(
+            &bin("ctrmon"),
+            id,
+            &self.runtime(),
+            &self.tmp.path().join("run"),
+        )
+        .bundle(bundle);
+        for a in extra {
+            c = c.arg(a);
+        }
+        run(c.into_command(), T)
     }
 
     /// Runs `bundle` under ctrmon with a stdin pipe served on an attach socket
@@ -88,7 +102,7 @@ impl World {
     }
 
     fn exit(&self, id: &str) -> serde_json::Value {
-        let p = self.state(id).join("exit");
+        let p = self.dirs(id).exit_file();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !p.exists() {
             assert!(Instant::now() < deadline, "no exit file for {id}");
@@ -376,17 +390,23 @@ fn sync_exec_with_output_and_with_a_timeout() {
         p
     };
     let exec = |p: &Path, extra: &[&str]| {
-        let mut c = Command::new(bin("ctrmon"));
-        c.args(["--id", "ex", "--run-dir"])
-            .arg(w.tmp.path().join("run"));
-        c.arg("--runtime-root")
-            .arg(&w.runc_root)
-            .arg("--exec")
-            .arg(p)
-            .args(extra);
-        let r = run(c, T).ok();
-        serde_json::from_str::<serde_json::Value>(&r.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", r.describe()))
+        let mut c = MonitorCommand::new(
+            &bin("ctrmon"),
+            "ex",
+            &w.runtime(),
+            &w.tmp.path().join("run"),
+        )
+        .exec(p);
+        for a in extra {
+            c = c.arg(a);
+        }
+        let r = run(c.into_command(), T).ok();
+        // The documented wire format, and the library's type for it.
+        let typed: crikit::monitor::exec::ExecResult =
+            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.describe()));
+        let v = serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap();
+        assert_eq!(v["exit_code"], typed.exit_code);
+        v
     };
     let v = exec(
         &process(&["/bin/sh", "-c", "pwd; echo oops >&2; exit 3"]),
@@ -422,6 +442,37 @@ fn sync_exec_with_output_and_with_a_timeout() {
     assert_eq!(v["stdout"]["text"], "started\n");
     w.runc(&["kill", "ex", "KILL"]);
     w.exit("ex");
+}
+
+#[test]
+fn a_detached_monitor_reports_its_own_trouble_in_its_log_file() {
+    let w = World::new();
+    let b = w.bundle("diag", &[], "exit 0");
+    // An exit file in a directory that does not exist cannot be written: the monitor
+    // has no stderr any more, so it says so in its diagnostics file.
+    let missing = w.tmp.path().join("no-such-dir/exit");
+    w.ctrmon(
+        &b,
+        "diag",
+        &["--start", "--exit-file", missing.to_str().unwrap()],
+    )
+    .ok();
+    let diag = w.dirs("diag").diagnostics();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&diag).unwrap_or_default();
+        if text.contains("writing the exit file") {
+            assert!(text.contains("no-such-dir"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing in {}: {text:?}",
+            diag.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!missing.exists());
 }
 
 /// Reads frames until the exit frame; returns the output and the exit status.

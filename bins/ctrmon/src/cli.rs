@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use crikit::cli::LogArgs;
-use crikit::monitor::run::{Launch, MonitorConfig, MonitorError, Report};
+use crikit::monitor::run::{Launch, MonitorConfig, MonitorError, Report, Spawned};
+use crikit::monitor::StateDir;
+use crikit::runc::Runtime;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -95,19 +97,31 @@ pub struct Args {
     /// Truncate the log and start over when it would grow past this many bytes
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub log_size_max: Option<u64>,
+    /// Where the monitor writes its own diagnostics once it has detached (appended)
+    /// [default: RUN/ctrmon/ID/ctrmon.log; none for an exec]
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub log: LogArgs,
 }
 
-/// Runs ctrmon.
-pub fn run(args: Args) -> Result<()> {
+/// Runs ctrmon; in the detached monitor, returns the code to exit with once the
+/// container is gone.
+pub fn run(args: Args) -> Result<std::process::ExitCode> {
     let run_dir = args
         .run_dir
         .clone()
         .unwrap_or_else(crikit::paths::default_run_dir);
-    let state = run_dir.join("ctrmon").join(&args.id);
-    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    if args.id.is_empty() || args.id.contains('/') || args.id == "." || args.id == ".." {
+        return Err(usage(&format!(
+            "--id {:?}: not a container id (empty, a path, or . or ..)",
+            args.id
+        )));
+    }
+    let dirs = StateDir::new(&run_dir, &args.id);
+    let state = dirs.path();
+    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
     let launch = match &args.exec {
         Some(process) if args.attach_socket.is_none() => {
             if args.tty {
@@ -115,7 +129,7 @@ pub fn run(args: Args) -> Result<()> {
                     "--tty with --exec needs --attach-socket to serve the terminal",
                 ));
             }
-            return exec(&args, process, &state);
+            return exec(&args, process, &dirs).map(|()| std::process::ExitCode::SUCCESS);
         }
         Some(process) => {
             if args.exec_timeout.is_some() {
@@ -139,30 +153,34 @@ pub fn run(args: Args) -> Result<()> {
     let is_exec = matches!(launch, Launch::Exec { .. });
     // Files named on the command line, or the defaults in the state directory (none
     // for an exec's log and exit file: its attach clients get its output and status).
-    let file = |p: Option<&PathBuf>, default: Option<String>| -> Result<Option<PathBuf>> {
+    let file = |p: Option<&PathBuf>, default: Option<PathBuf>| -> Result<Option<PathBuf>> {
         p.cloned()
-            .or_else(|| default.map(|d| state.join(d)))
+            .or(default)
             .map(|p| std::path::absolute(&p).context("resolving a path"))
             .transpose()
     };
-    let unless_exec = |name: &str| (!is_exec).then(|| name.to_string());
+    let unless_exec = |p: PathBuf| (!is_exec).then_some(p);
     // Several execs may run in one container at once: theirs carry a number.
-    let prefix = if is_exec {
-        format!("exec-{}.", std::process::id())
-    } else {
-        String::new()
+    let tag = std::process::id();
+    let own = |name: &str, default: PathBuf| {
+        if is_exec {
+            dirs.exec_file(tag, name)
+        } else {
+            default
+        }
     };
     let cfg = MonitorConfig {
         launch,
         tty: args.tty,
         id: args.id.clone(),
-        runtime: args.runtime.clone(),
-        runtime_root: args.runtime_root.clone(),
-        log_path: file(args.log_path.as_ref(), unless_exec("ctr.log"))?,
-        exit_file: file(args.exit_file.as_ref(), unless_exec("exit"))?,
-        pid_file: file(args.pid_file.as_ref(), Some(format!("{prefix}pid")))?.unwrap_or_default(),
-        runtime_log: state.join(format!("{prefix}runtime.log")),
-        monitor_pid_file: state.join(format!("{prefix}ctrmon.pid")),
+        runtime: Runtime::new(&args.runtime, args.runtime_root.clone()),
+        log_path: file(args.log_path.as_ref(), unless_exec(dirs.log_file()))?,
+        exit_file: file(args.exit_file.as_ref(), unless_exec(dirs.exit_file()))?,
+        pid_file: file(args.pid_file.as_ref(), Some(own("pid", dirs.pid_file())))?
+            .unwrap_or_default(),
+        runtime_log: own("runtime.log", dirs.runtime_log()),
+        monitor_pid_file: own("ctrmon.pid", dirs.monitor_pid_file()),
+        diagnostics: file(args.log_file.as_ref(), unless_exec(dirs.diagnostics()))?,
         start: args.start,
         cleanup: args.cleanup,
         max_line: args.log_line_max,
@@ -176,7 +194,9 @@ pub fn run(args: Args) -> Result<()> {
         cgroup_parent: args.cgroup_parent.clone(),
     };
     let report = match crikit::monitor::run::spawn(&cfg) {
-        Ok(r) => r,
+        Ok(Spawned::Caller(r)) => r,
+        // The monitor's (or the intermediate process's) own end.
+        Ok(Spawned::Exit(code)) => return Ok(exit_code(code)),
         Err(e) => {
             if let Some(fd) = args.sync_fd {
                 let r = Report {
@@ -199,7 +219,11 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     writeln!(std::io::stdout(), "{}", report.pid)?;
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn exit_code(code: i32) -> std::process::ExitCode {
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 fn usage(reason: &str) -> anyhow::Error {
@@ -210,26 +234,19 @@ fn usage(reason: &str) -> anyhow::Error {
 }
 
 /// `--exec`: run a process in the container and print the JSON result.
-fn exec(args: &Args, process: &std::path::Path, state: &std::path::Path) -> Result<()> {
+fn exec(args: &Args, process: &std::path::Path, dirs: &StateDir) -> Result<()> {
     crikit::monitor::exec::check_process(process)?;
     let o = crikit::monitor::exec::ExecOptions {
-        runtime: args.runtime.clone(),
-        runtime_root: args.runtime_root.clone(),
+        runtime: Runtime::new(&args.runtime, args.runtime_root.clone()),
         id: args.id.clone(),
         process: std::path::absolute(process)?,
         timeout: args.exec_timeout.map(std::time::Duration::from_secs),
         max_output: args.exec_output_max,
-        pid_file: state.join(format!("exec-{}.pid", std::process::id())),
+        pid_file: dirs.exec_file(std::process::id(), "pid"),
     };
     let r = crikit::monitor::exec::exec_sync(&o).with_context(|| format!("exec in {}", args.id))?;
     let _ = std::fs::remove_file(&o.pid_file);
-    let v = serde_json::json!({
-        "exit_code": r.exit_code,
-        "timed_out": r.timed_out,
-        "truncated": r.truncated,
-        "stdout": crikit::monitor::exec::json_bytes(&r.stdout),
-        "stderr": crikit::monitor::exec::json_bytes(&r.stderr),
-    });
-    writeln!(std::io::stdout(), "{v}")?;
+    let line = serde_json::to_string(&r).context("encoding the result")?;
+    writeln!(std::io::stdout(), "{line}")?;
     Ok(())
 }

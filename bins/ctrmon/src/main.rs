@@ -10,10 +10,14 @@ fn main() -> std::process::ExitCode {
     }
     let args = cli::Args::parse();
     crikit::cli::init_logging(&args.log);
-    crikit::cli::finish("ctrmon", cli::run(args), |e| {
-        e.chain()
-            .filter_map(|c| c.downcast_ref::<crikit::monitor::run::MonitorError>())
-            .any(|m| matches!(m, crikit::monitor::run::MonitorError::Usage { .. }))
-            .then_some(crikit::cli::EXIT_USAGE)
-    })
+    match cli::run(args) {
+        // The caller's success, or the detached monitor's own exit code.
+        Ok(code) => code,
+        Err(e) => crikit::cli::finish("ctrmon", Err(e), |e| {
+            e.chain()
+                .filter_map(|c| c.downcast_ref::<crikit::monitor::run::MonitorError>())
+                .any(|m| matches!(m, crikit::monitor::run::MonitorError::Usage { .. }))
+                .then_some(crikit::cli::EXIT_USAGE)
+        }),
+    }
 }

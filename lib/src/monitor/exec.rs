@@ -3,21 +3,26 @@
 //! kill the process (not just the runtime) when a timeout passes.
 
 use super::run::MonitorError;
+use crate::runc::{Console, Runtime};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// What an exec did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an exec did: the JSON object `ctrmon --exec` prints, one line. Output is
+/// `{"text": …}` when it is UTF-8, `{"bytes": BASE64}` otherwise (the convention
+/// ripgrep's JSON output uses).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecResult {
     /// Its exit code (128+N when killed by signal N).
     pub exit_code: i32,
     /// Its stdout, up to the bound.
+    #[serde(with = "json_bytes")]
     pub stdout: Vec<u8>,
     /// Its stderr, up to the bound.
+    #[serde(with = "json_bytes")]
     pub stderr: Vec<u8>,
     /// Whether output beyond the bound was dropped.
     pub truncated: bool,
@@ -29,9 +34,7 @@ pub struct ExecResult {
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
     /// The OCI runtime.
-    pub runtime: PathBuf,
-    /// The runtime's `--root`.
-    pub runtime_root: Option<PathBuf>,
+    pub runtime: Runtime,
     /// The container.
     pub id: String,
     /// A runtime-spec `process` object, as `runc exec --process` reads it.
@@ -60,17 +63,9 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
     let _ = std::fs::remove_file(&o.pid_file);
     let log = o.pid_file.with_extension("runtime.log");
     let _ = std::fs::remove_file(&log);
-    let mut cmd = Command::new(&o.runtime);
-    if let Some(r) = &o.runtime_root {
-        cmd.arg("--root").arg(r);
-    }
-    cmd.arg("--log")
-        .arg(&log)
-        .args(["--log-format", "json", "exec", "--detach", "--process"])
-        .arg(&o.process)
-        .arg("--pid-file")
-        .arg(&o.pid_file)
-        .arg(&o.id);
+    let mut cmd = o
+        .runtime
+        .exec_detached(&log, &o.process, &o.pid_file, Console::Inherit, &o.id);
     let (out_r, out_w) = nix::unistd::pipe().map_err(|e| sys("creating a pipe")(e.into()))?;
     let (err_r, err_w) = nix::unistd::pipe().map_err(|e| sys("creating a pipe")(e.into()))?;
     let status = cmd
@@ -82,12 +77,12 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
     // The command holds the write ends until it is dropped.
     drop(cmd);
     let status = status?;
-    let error = super::run::last_runtime_error(&log);
+    let error = crate::runc::last_error(&log);
     let _ = std::fs::remove_file(&log);
     if !status.success() {
         let message = error.unwrap_or_else(|| format!("exited with {status}"));
         return Err(MonitorError::Runtime {
-            runtime: format!("{} exec", o.runtime.display()),
+            runtime: format!("{} exec", o.runtime.path.display()),
             message,
         });
     }
@@ -95,7 +90,7 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
         .ok_or_else(|| MonitorError::Runtime {
-            runtime: format!("{} exec", o.runtime.display()),
+            runtime: format!("{} exec", o.runtime.path.display()),
             message: format!("no pid in {}", o.pid_file.display()),
         })?;
     let pid = nix::unistd::Pid::from_raw(pid);
@@ -188,13 +183,38 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
     })
 }
 
-/// A byte string for JSON: `{"text": …}` when it is UTF-8, `{"bytes": BASE64}`
-/// otherwise (the convention ripgrep's JSON output uses).
-pub fn json_bytes(b: &[u8]) -> serde_json::Value {
+/// A byte string in JSON: `{"text": …}` when it is UTF-8, `{"bytes": BASE64}`
+/// otherwise.
+mod json_bytes {
     use base64::Engine as _;
-    match std::str::from_utf8(b) {
-        Ok(t) => serde_json::json!({"text": t}),
-        Err(_) => serde_json::json!({"bytes": base64::engine::general_purpose::STANDARD.encode(b)}),
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text { text: String },
+        Bytes { bytes: String },
+    }
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(b) {
+            Ok(t) => Repr::Text {
+                text: t.to_string(),
+            },
+            Err(_) => Repr::Bytes {
+                bytes: base64::engine::general_purpose::STANDARD.encode(b),
+            },
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Text { text } => Ok(text.into_bytes()),
+            Repr::Bytes { bytes } => base64::engine::general_purpose::STANDARD
+                .decode(bytes)
+                .map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -209,4 +229,24 @@ pub fn check_process(path: &Path) -> Result<bool, MonitorError> {
     let p: serde_json::Value =
         serde_json::from_slice(&data).map_err(|e| bad(format!("not JSON: {e}")))?;
     super::run::check_process_value(&p).map_err(|r| bad(format!("not a process spec: {r}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExecResult;
+
+    #[test]
+    fn results_round_trip_as_text_or_base64() {
+        let r = ExecResult {
+            exit_code: 3,
+            stdout: b"hi\n".to_vec(),
+            stderr: vec![0xff, 0, 1],
+            truncated: false,
+            timed_out: true,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains(r#""stdout":{"text":"hi\n"}"#), "{line}");
+        assert!(line.contains(r#""stderr":{"bytes":"/wAB"}"#), "{line}");
+        assert_eq!(serde_json::from_str::<ExecResult>(&line).unwrap(), r);
+    }
 }

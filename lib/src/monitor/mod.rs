@@ -1,5 +1,7 @@
-//! Wire formats of the container monitor (ctrmon) that its callers read: the CRI
-//! log file and the exit file.
+//! The contract between the container monitor (ctrmon) and its callers (crid, the
+//! tests, scripts): the paths of a monitor's state directory ([`StateDir`]), the
+//! exit file ([`ExitStatus`]), the exec result ([`exec::ExecResult`]), ctrmon's
+//! command line ([`MonitorCommand`]) and the CRI log file.
 //!
 //! CRI log lines are what kubelet parses (`kubectl logs`): an RFC 3339 timestamp
 //! with nanoseconds, the stream, `F` for a full line or `P` for part of one, and the
@@ -13,9 +15,171 @@ pub mod exec;
 #[allow(unsafe_code)]
 pub mod run;
 
+use crate::runc::Runtime;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A monitor's state directory, `RUN/ctrmon/ID`, and the files in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir(PathBuf);
+
+impl StateDir {
+    /// The state directory of container `id` under the run directory `run_dir`.
+    pub fn new(run_dir: &Path, id: &str) -> StateDir {
+        StateDir(run_dir.join("ctrmon").join(id))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The exit file ([`ExitStatus`], JSON).
+    pub fn exit_file(&self) -> PathBuf {
+        self.0.join("exit")
+    }
+
+    /// The container's pid, as the runtime writes it.
+    pub fn pid_file(&self) -> PathBuf {
+        self.0.join("pid")
+    }
+
+    /// The CRI log, when the caller names none.
+    pub fn log_file(&self) -> PathBuf {
+        self.0.join("ctr.log")
+    }
+
+    /// The attach socket crid asks for.
+    pub fn attach_socket(&self) -> PathBuf {
+        self.0.join("attach.sock")
+    }
+
+    /// The monitor's own pid.
+    pub fn monitor_pid_file(&self) -> PathBuf {
+        self.0.join("ctrmon.pid")
+    }
+
+    /// The runtime's JSON log.
+    pub fn runtime_log(&self) -> PathBuf {
+        self.0.join("runtime.log")
+    }
+
+    /// Where a detached monitor writes its own diagnostics.
+    pub fn diagnostics(&self) -> PathBuf {
+        self.0.join("ctrmon.log")
+    }
+
+    /// `exec-TAG.NAME`: the files of one of several execs running at once.
+    pub fn exec_file(&self, tag: u32, name: &str) -> PathBuf {
+        self.0.join(format!("exec-{tag}.{name}"))
+    }
+
+    /// The exit status, once the monitor wrote it; `None` before (or when the file
+    /// cannot be read: it is only ever replaced whole).
+    pub fn exit(&self) -> Option<ExitStatus> {
+        ExitStatus::read_from(&self.exit_file()).ok().flatten()
+    }
+
+    /// Whether the monitor runs: its pid file names a live process called ctrmon (a
+    /// pid taken over by another program is no monitor).
+    pub fn monitor_alive(&self) -> bool {
+        std::fs::read_to_string(self.monitor_pid_file())
+            .ok()
+            .and_then(|p| std::fs::read_to_string(format!("/proc/{}/comm", p.trim())).ok())
+            .is_some_and(|comm| comm.trim() == "ctrmon")
+    }
+}
+
+/// ctrmon's command line, as its callers build it.
+#[derive(Debug)]
+pub struct MonitorCommand(std::process::Command);
+
+impl MonitorCommand {
+    /// `CTRMON --id ID --runtime R [--runtime-root ROOT] --run-dir RUN`.
+    pub fn new(ctrmon: &Path, id: &str, runtime: &Runtime, run_dir: &Path) -> MonitorCommand {
+        let mut c = std::process::Command::new(ctrmon);
+        c.args(["--id", id]).arg("--runtime").arg(&runtime.path);
+        if let Some(root) = &runtime.root {
+            c.arg("--runtime-root").arg(root);
+        }
+        c.arg("--run-dir").arg(run_dir);
+        MonitorCommand(c)
+    }
+
+    fn with(mut self, flag: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.0.arg(flag).arg(value);
+        self
+    }
+
+    fn flag(mut self, flag: &str, on: bool) -> Self {
+        if on {
+            self.0.arg(flag);
+        }
+        self
+    }
+
+    /// `--bundle DIR`: create a container.
+    pub fn bundle(self, dir: &Path) -> Self {
+        self.with("--bundle", dir)
+    }
+
+    /// `--exec FILE`: run a process in the container.
+    pub fn exec(self, process: &Path) -> Self {
+        self.with("--exec", process)
+    }
+
+    /// `--exec-timeout SECONDS`.
+    pub fn exec_timeout(self, secs: u64) -> Self {
+        self.with("--exec-timeout", secs.to_string())
+    }
+
+    /// `--exec-output-max BYTES`.
+    pub fn exec_output_max(self, bytes: usize) -> Self {
+        self.with("--exec-output-max", bytes.to_string())
+    }
+
+    /// `--attach-socket PATH`.
+    pub fn attach_socket(self, path: &Path) -> Self {
+        self.with("--attach-socket", path)
+    }
+
+    /// `--log-path FILE`.
+    pub fn log_path(self, path: &Path) -> Self {
+        self.with("--log-path", path)
+    }
+
+    /// `--cgroup-parent PARENT`.
+    pub fn cgroup_parent(self, parent: &str) -> Self {
+        self.with("--cgroup-parent", parent)
+    }
+
+    /// `--stdin`.
+    pub fn stdin(self, on: bool) -> Self {
+        self.flag("--stdin", on)
+    }
+
+    /// `--tty`.
+    pub fn tty(self, on: bool) -> Self {
+        self.flag("--tty", on)
+    }
+
+    /// `--start`: start the container too.
+    pub fn start(self, on: bool) -> Self {
+        self.flag("--start", on)
+    }
+
+    /// Any other argument.
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.0.arg(a);
+        self
+    }
+
+    /// The command, to run.
+    pub fn into_command(self) -> std::process::Command {
+        self.0
+    }
+}
 
 /// Which output stream a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +212,49 @@ pub fn rfc3339_nanos(t: SystemTime) -> String {
         rem % 60,
         d.subsec_nanos()
     )
+}
+
+/// Nanoseconds since the epoch of a UTC timestamp as [`rfc3339_nanos`] writes it
+/// (fewer fraction digits are fine); `None` when it is not one.
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |a: usize, z: usize| s.get(a..z).and_then(|x| x.parse::<i64>().ok());
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, se) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let rest = s[19..].strip_suffix('Z')?;
+    let nanos = match rest.strip_prefix('.') {
+        None if rest.is_empty() => 0,
+        None => return None,
+        Some(f) if f.is_empty() || f.len() > 9 || !f.bytes().all(|c| c.is_ascii_digit()) => {
+            return None
+        }
+        Some(f) => f.parse::<i64>().ok()? * 10i64.pow(9 - f.len() as u32),
+    };
+    let days = days_from_civil(y, mo, d);
+    Some((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000 + nanos)
+}
+
+/// (year, month, day) to days since 1970-01-01 (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's
@@ -85,6 +292,11 @@ impl<W: Write> CriLog<W> {
         let buf = self.records(stream, data, now);
         self.out.write_all(&buf)?;
         Ok(buf.len() as u64)
+    }
+
+    /// The writer.
+    pub fn get_ref(&self) -> &W {
+        &self.out
     }
 
     /// The writer, to truncate or replace it.
@@ -185,18 +397,30 @@ impl ExitStatus {
         }
     }
 
-    /// Writes the status to `path` atomically (temp file, fsync, rename).
-    pub fn write_to(&self, path: &Path) -> io::Result<()> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::Builder::new().prefix(".exit-").tempfile_in(dir)?;
-        serde_json::to_writer(&mut tmp, self).map_err(io::Error::other)?;
-        tmp.write_all(b"\n")?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+    /// Writes the status to `path` atomically and durably (see [`crate::atomic`]).
+    pub fn write_to(&self, path: &Path) -> Result<(), crate::atomic::WriteError> {
+        crate::atomic::write_json(path, self, 0o600)
+    }
+
+    /// The status in `path`; `None` when there is no such file yet.
+    pub fn read_from(path: &Path) -> io::Result<Option<ExitStatus>> {
+        match std::fs::read(path) {
+            Ok(data) => serde_json::from_slice(&data)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// When it started, in ns since the epoch.
+    pub fn started_at_ns(&self) -> Option<i64> {
+        parse_rfc3339_nanos(&self.started_at)
+    }
+
+    /// When it ended, in ns since the epoch.
+    pub fn finished_at_ns(&self) -> Option<i64> {
+        parse_rfc3339_nanos(&self.finished_at)
     }
 }
 
@@ -221,6 +445,35 @@ mod tests {
             rfc3339_nanos(at(951_782_400 + 3661, 123_456_789)),
             "2000-02-29T01:01:01.123456789Z"
         );
+    }
+
+    #[test]
+    fn timestamps_parse_back() {
+        for t in [
+            at(0, 0),
+            at(1_704_067_200, 5),
+            at(951_782_400 + 3661, 123_456_789),
+        ] {
+            let ns = t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64;
+            assert_eq!(parse_rfc3339_nanos(&rfc3339_nanos(t)), Some(ns));
+        }
+        assert_eq!(
+            parse_rfc3339_nanos("2024-03-01T12:00:00.5Z"),
+            Some(1_709_294_400_500_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_nanos("2024-03-01T12:00:00Z"),
+            Some(1_709_294_400_000_000_000)
+        );
+        for bad in [
+            "garbage",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00.Z",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339_nanos(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -254,8 +507,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("exit");
         e.write_to(&p).unwrap();
-        let back: ExitStatus = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let back = ExitStatus::read_from(&p).unwrap().unwrap();
         assert_eq!(back, e);
+        assert_eq!(back.finished_at_ns(), Some(20_000_000_000));
+        assert_eq!(
+            ExitStatus::read_from(&dir.path().join("none")).unwrap(),
+            None
+        );
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,

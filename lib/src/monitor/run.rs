@@ -4,9 +4,14 @@
 //! its output into the CRI log and writes the exit file when it ends.
 //!
 //! Single-threaded: one `poll(2)` over the output pipes and a signalfd (SIGCHLD to
-//! reap, SIGHUP to reopen the log). The forks happen before any thread exists.
+//! reap, SIGHUP to reopen the log). The forks happen before any thread exists:
+//! [`spawn`] refuses to fork a process that has more than one.
+//!
+//! Once detached, the monitor has no terminal: its own diagnostics go to the file
+//! [`MonitorConfig::diagnostics`] names (ctrmon's `--log-file`).
 
 use super::{attach, CriLog, ExitStatus, Stream};
+use crate::runc::{Console, Runtime};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -16,7 +21,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::SystemTime;
 
 /// Errors before the monitor detaches.
@@ -53,6 +58,13 @@ pub enum MonitorError {
         #[source]
         source: io::Error,
     },
+    /// The calling process runs threads, and a fork copies only the caller's: the
+    /// child could deadlock on a lock another thread held.
+    #[error("refusing to fork the monitor from a process with {threads} threads")]
+    Threaded {
+        /// How many threads it has.
+        threads: usize,
+    },
     /// The runtime failed; its own message.
     #[error("{runtime}: {message}")]
     Runtime {
@@ -77,10 +89,8 @@ pub struct MonitorConfig {
     pub tty: bool,
     /// The container id.
     pub id: String,
-    /// The OCI runtime (runc).
-    pub runtime: PathBuf,
-    /// The runtime's `--root`, if not its default.
-    pub runtime_root: Option<PathBuf>,
+    /// The OCI runtime (runc) and its root.
+    pub runtime: Runtime,
     /// The CRI log file, if output is logged.
     pub log_path: Option<PathBuf>,
     /// Where the exit status goes, if anywhere (attach clients get it too).
@@ -106,6 +116,9 @@ pub struct MonitorConfig {
     pub stdin: bool,
     /// Put the monitor in `PARENT/ctrmon-ID` (see [`super::cgroup`]).
     pub cgroup_parent: Option<PathBuf>,
+    /// Where the detached monitor's own diagnostics (its stderr) go; /dev/null
+    /// without one.
+    pub diagnostics: Option<PathBuf>,
 }
 
 /// What the monitor runs.
@@ -213,12 +226,38 @@ pub fn check_launch(cfg: &MonitorConfig) -> Result<(), MonitorError> {
     }
 }
 
-/// Detaches a monitor for `cfg` and returns, in the caller, what it reported.
-pub fn spawn(cfg: &MonitorConfig) -> Result<Report, MonitorError> {
+/// Where [`spawn`] returns.
+#[derive(Debug)]
+pub enum Spawned {
+    /// In the caller: what the monitor reported.
+    Caller(Report),
+    /// In one of the forked processes, once its work is done: exit with this code
+    /// at once, without touching anything the caller's process image holds.
+    Exit(i32),
+}
+
+/// The number of threads this process runs.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// Detaches a monitor for `cfg` (new session, double fork) and returns, in the
+/// caller, what it reported; in the forked processes it returns
+/// [`Spawned::Exit`] once they are done.
+///
+/// Forking is sound only in a single-threaded process: a process with more
+/// threads is refused ([`MonitorError::Threaded`]), so call it before starting any
+/// (ctrmon does, before it reads its log settings into a subscriber thread; crid
+/// runs ctrmon as a program instead).
+pub fn spawn(cfg: &MonitorConfig) -> Result<Spawned, MonitorError> {
     check_launch(cfg)?;
+    match threads() {
+        1 => {}
+        threads => return Err(MonitorError::Threaded { threads }),
+    }
     let (r, w) = nix::unistd::pipe().map_err(|e| sys("creating the report pipe")(e.into()))?;
-    // SAFETY: the process is single-threaded here (ctrmon forks before starting any
-    // thread), so the child may run arbitrary code.
+    // SAFETY: the process is single-threaded here (checked just above, and nothing
+    // in between starts a thread), so the child may run arbitrary code.
     match unsafe { fork() }.map_err(|e| sys("forking the monitor")(e.into()))? {
         ForkResult::Parent { child } => {
             drop(w);
@@ -230,11 +269,12 @@ pub fn spawn(cfg: &MonitorConfig) -> Result<Report, MonitorError> {
                 .map_err(sys("reading the monitor's report"))?;
             if line.trim().is_empty() {
                 return Err(MonitorError::Runtime {
-                    runtime: cfg.runtime.display().to_string(),
+                    runtime: cfg.runtime.path.display().to_string(),
                     message: "the monitor ended without reporting".into(),
                 });
             }
             serde_json::from_str(line.trim())
+                .map(Spawned::Caller)
                 .map_err(|e| sys("reading the monitor's report")(io::Error::other(e)))
         }
         ForkResult::Child => {
@@ -245,30 +285,33 @@ pub fn spawn(cfg: &MonitorConfig) -> Result<Report, MonitorError> {
                 Ok(ForkResult::Child) => {
                     // A daemon keeps nothing of its caller's: `pid=$(ctrmon …)` must
                     // not wait for the container to end.
-                    detach_stdio();
-                    let code = monitor(cfg, w);
-                    std::process::exit(code);
+                    detach_stdio(cfg.diagnostics.as_deref());
+                    Ok(Spawned::Exit(monitor(cfg, w)))
                 }
-                _ => {
-                    // SAFETY: _exit skips destructors and atexit handlers, which belong
-                    // to the caller's process image.
-                    unsafe { nix::libc::_exit(0) }
-                }
+                // The intermediate process: done once the monitor is forked off.
+                _ => Ok(Spawned::Exit(0)),
             }
         }
     }
 }
 
-/// Points stdin, stdout and stderr at /dev/null.
-fn detach_stdio() {
-    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        for fd in 0..3 {
-            // SAFETY: 0..3 are this process's standard descriptors; dup2 replaces
-            // them atomically and nothing holds Rust handles to them.
-            let mut target = unsafe { OwnedFd::from_raw_fd(fd) };
-            let _ = nix::unistd::dup2(&null, &mut target);
-            std::mem::forget(target);
-        }
+/// Points stdin and stdout at /dev/null, and stderr at the diagnostics file when
+/// there is one (appended to; /dev/null when it cannot be opened).
+fn detach_stdio(diagnostics: Option<&Path>) {
+    let Ok(null) = File::options().read(true).write(true).open("/dev/null") else {
+        return;
+    };
+    let err = diagnostics.and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
+    for fd in 0..3 {
+        let source = match (&err, fd) {
+            (Some(f), 2) => f.as_fd(),
+            _ => null.as_fd(),
+        };
+        // SAFETY: 0..3 are this process's standard descriptors; dup2 replaces
+        // them atomically and nothing holds Rust handles to them.
+        let mut target = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = nix::unistd::dup2(source, &mut target);
+        std::mem::forget(target);
     }
 }
 
@@ -281,17 +324,6 @@ fn send(report_to: &mut Option<File>, r: &Report) {
     }
 }
 
-fn runtime_cmd(cfg: &MonitorConfig) -> Command {
-    let mut c = Command::new(&cfg.runtime);
-    if let Some(root) = &cfg.runtime_root {
-        c.arg("--root").arg(root);
-    }
-    c.arg("--log")
-        .arg(&cfg.runtime_log)
-        .args(["--log-format", "json"]);
-    c
-}
-
 /// How a runtime command ended, as the message the caller gets when it failed.
 fn runtime_outcome(
     cfg: &MonitorConfig,
@@ -302,27 +334,19 @@ fn runtime_outcome(
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(format!(
             "{} {verb}: {}",
-            cfg.runtime.display(),
+            cfg.runtime.path.display(),
             runtime_error(cfg, &format!("exited with {s}"))
         )),
-        Err(e) => Err(format!("running {} {verb}: {e}", cfg.runtime.display())),
+        Err(e) => Err(format!(
+            "running {} {verb}: {e}",
+            cfg.runtime.path.display()
+        )),
     }
 }
 
 /// The last error message the runtime logged.
 fn runtime_error(cfg: &MonitorConfig, fallback: &str) -> String {
-    last_runtime_error(&cfg.runtime_log).unwrap_or_else(|| fallback.to_string())
-}
-
-/// The last error message in a runtime's `--log-format json` log file.
-pub(crate) fn last_runtime_error(log: &Path) -> Option<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["level"] == "error")
-        .and_then(|v| v["msg"].as_str().map(String::from))
+    crate::runc::last_error(&cfg.runtime_log).unwrap_or_else(|| fallback.to_string())
 }
 
 /// How long output may still come once the container's process has ended.
@@ -334,343 +358,423 @@ const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 /// The monitor proper; returns its exit code.
 fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     let mut report = Some(File::from(report));
-    let _ = std::fs::write(&cfg.monitor_pid_file, format!("{}\n", std::process::id()));
-    let fail = |report: &mut Option<File>, message: String| {
-        send(
-            report,
-            &Report {
-                pid: -1,
-                message: Some(message),
-            },
-        );
-        1
-    };
-    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        return fail(&mut report, format!("becoming a subreaper: {e}"));
+    if let Err(e) = std::fs::write(&cfg.monitor_pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!("writing {}: {e}", cfg.monitor_pid_file.display());
     }
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    mask.add(Signal::SIGHUP);
-    if let Err(e) = mask.thread_block() {
-        return fail(&mut report, format!("blocking signals: {e}"));
-    }
-    let sigfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
-        Ok(s) => s,
-        Err(e) => return fail(&mut report, format!("creating a signalfd: {e}")),
-    };
-    // The log opens before anything is created: a bad --log-path fails cleanly.
-    let mut log = match cfg.log_path.as_deref().map(open_log).transpose() {
-        Ok(l) => l.map(|f| CriLog::new(f, cfg.max_line)),
-        Err(e) => {
-            let path = cfg.log_path.as_deref().unwrap_or(Path::new(""));
-            return fail(
+    let (mut m, sigfd, _cgroup_joined) = match Monitor::set_up(cfg) {
+        Ok(set) => set,
+        Err(message) => {
+            // The joined cgroup, if any, is left as its guard drops.
+            tracing::error!("container {}: {message}", cfg.id);
+            send(
                 &mut report,
-                format!("opening the log {}: {e}", path.display()),
+                &Report {
+                    pid: -1,
+                    message: Some(message),
+                },
             );
+            return 1;
         }
     };
-    let _ = std::fs::remove_file(&cfg.runtime_log);
-    // Listening before the pid is reported: the caller may attach right away.
-    let listener = match &cfg.attach_socket {
-        Some(path) => match listen(path) {
-            Ok(l) => Some(l),
-            Err(e) => return fail(&mut report, format!("listening on {}: {e}", path.display())),
-        },
-        None => None,
-    };
-    let cgroup_joined = match &cfg.cgroup_parent {
-        Some(parent) => match super::cgroup::join(parent, &format!("ctrmon-{}", cfg.id)) {
-            Ok(j) => Some(j),
-            Err(e) => return fail(&mut report, format!("joining the monitor's cgroup: {e}")),
-        },
-        None => None,
-    };
-    let mut io = match launch(cfg) {
-        Ok(io) => io,
-        // The joined cgroup is left when `cgroup_joined` drops, on every path.
-        Err(m) => return fail(&mut report, m),
-    };
-    let pid: i32 = match std::fs::read_to_string(&cfg.pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        Some(p) => p,
-        None => return fail(&mut report, format!("no pid in {}", cfg.pid_file.display())),
-    };
-    if let (Launch::Create { .. }, true) = (&cfg.launch, cfg.start) {
-        let started = runtime_cmd(cfg)
-            .arg("start")
-            .arg(&cfg.id)
-            .stdin(Stdio::null())
-            .status();
-        if let Err(m) = runtime_outcome(cfg, "start", started) {
-            return fail(&mut report, m);
-        }
-    }
     let started = SystemTime::now();
     // The cgroup outlives the container until the runtime deletes it, so its OOM
     // counter can be compared after the exit.
-    let cgroup = memory_cgroup(pid);
+    let cgroup = memory_cgroup(m.pid);
     let oom_before = cgroup.as_deref().map(oom_kills).unwrap_or(0);
-    send(&mut report, &Report { pid, message: None });
+    send(
+        &mut report,
+        &Report {
+            pid: m.pid,
+            message: None,
+        },
+    );
     trim_heap();
-
-    let mut log_size = log
-        .as_mut()
-        .and_then(|l| l.get_mut().metadata().ok())
-        .map_or(0, |m| m.len());
-    let mut status: Option<(Option<i32>, Option<i32>)> = None;
-    let mut drain_until: Option<std::time::Instant> = None;
-    let mut clients: Vec<AttachClient> = Vec::new();
-    let mut stdin_backlog: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut records = Vec::new();
-    loop {
-        if status.is_some() && io.outputs.iter().all(Option::is_none) {
-            break;
-        }
-        use nix::poll::{PollFd, PollFlags};
-        let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-        let mut slots = vec![Slot::Signals];
-        for (i, f) in io.outputs.iter().enumerate() {
-            if let Some(f) = f {
-                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-                slots.push(Slot::Output(i));
-            }
-        }
-        if let Some(l) = &listener {
-            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-            slots.push(Slot::Listener);
-        }
-        if let (Some(w), false) = (&io.stdin, stdin_backlog.is_empty()) {
-            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLOUT));
-            slots.push(Slot::Stdin);
-        }
-        for (k, c) in clients.iter().enumerate() {
-            let mut ev = PollFlags::POLLIN;
-            if !c.out.is_empty() {
-                ev |= PollFlags::POLLOUT;
-            }
-            fds.push(PollFd::new(c.stream.as_fd(), ev));
-            slots.push(Slot::Client(k));
-        }
-        // Once the container is gone, its pipes get a second to drain, no more:
-        // a process it left behind that keeps writing must not keep the exit
-        // status from its callers.
-        let timeout = match drain_until {
-            Some(end) => {
-                let left = end.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::ZERO)
-            }
-            None => nix::poll::PollTimeout::NONE,
-        };
-        match nix::poll::poll(&mut fds, timeout) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-        let ready: Vec<(Slot, PollFlags)> = fds
-            .iter()
-            .zip(slots)
-            .filter_map(|(f, s)| f.revents().filter(|r| !r.is_empty()).map(|r| (s, r)))
-            .collect();
-        drop(fds);
-        let mut dead_clients = Vec::new();
-        for (slot, revents) in ready {
-            match slot {
-                Slot::Output(i) => {
-                    let n = match io.outputs[i].as_mut().map(|f| f.read(&mut buf)) {
-                        Some(Ok(n)) => n,
-                        Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        // EOF, or EIO from a pty master once every slave is closed.
-                        _ => 0,
-                    };
-                    if n == 0 {
-                        io.outputs[i] = None;
-                        continue;
-                    }
-                    let (stream, kind) = if i == 0 {
-                        (Stream::Stdout, attach::STDOUT)
-                    } else {
-                        (Stream::Stderr, attach::STDERR)
-                    };
-                    if let Some(log) = &mut log {
-                        records.clear();
-                        log.records_into(&mut records, stream, &buf[..n], SystemTime::now());
-                        let mut records = &records[..];
-                        if let Some(max) = cfg.log_size_max {
-                            if log_size + records.len() as u64 > max {
-                                let _ = log.get_mut().set_len(0);
-                                log_size = 0;
-                                records = newest_within(records, max);
-                            }
-                        }
-                        if log.get_mut().write_all(records).is_ok() {
-                            log_size += records.len() as u64;
-                        }
-                    }
-                    if !clients.is_empty() {
-                        let frame = attach::encode(kind, &buf[..n]);
-                        for (k, c) in clients.iter_mut().enumerate() {
-                            if !c.send(&frame) {
-                                dead_clients.push(k);
-                            }
-                        }
-                    }
-                }
-                Slot::Listener => {
-                    if let Some(l) = &listener {
-                        while let Ok((stream, _)) = l.accept() {
-                            let _ = stream.set_nonblocking(true);
-                            clients.push(AttachClient {
-                                stream,
-                                inbuf: Vec::new(),
-                                out: Vec::new(),
-                            });
-                        }
-                    }
-                }
-                Slot::Stdin => flush_stdin(&mut io.stdin, &mut stdin_backlog),
-                Slot::Client(k) => {
-                    let c = &mut clients[k];
-                    if revents.contains(PollFlags::POLLOUT) && !c.flush() {
-                        dead_clients.push(k);
-                        continue;
-                    }
-                    if !revents
-                        .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-                    {
-                        continue;
-                    }
-                    let frames = match c.stream.read(&mut buf) {
-                        Ok(0) => {
-                            dead_clients.push(k);
-                            continue;
-                        }
-                        Ok(n) => {
-                            c.inbuf.extend_from_slice(&buf[..n]);
-                            attach::decode(&mut c.inbuf)
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => Err(e),
-                    };
-                    let Ok(frames) = frames else {
-                        dead_clients.push(k);
-                        continue;
-                    };
-                    for (kind, payload) in frames {
-                        match kind {
-                            attach::STDIN if io.stdin.is_some() => {
-                                stdin_backlog.extend_from_slice(&payload);
-                                flush_stdin(&mut io.stdin, &mut stdin_backlog);
-                            }
-                            attach::CLOSE_STDIN => match &io.terminal {
-                                // A terminal has no EOF of its own: send its EOF
-                                // character, as a user typing ^D would.
-                                Some(t) if io.stdin.is_some() => {
-                                    stdin_backlog.push(eof_char(t));
-                                    flush_stdin(&mut io.stdin, &mut stdin_backlog);
-                                }
-                                _ => {
-                                    io.stdin = None;
-                                    stdin_backlog.clear();
-                                }
-                            },
-                            attach::RESIZE if payload.len() == 4 => {
-                                if let Some(t) = &io.terminal {
-                                    let size = rustix::termios::Winsize {
-                                        ws_row: u16::from_be_bytes([payload[0], payload[1]]),
-                                        ws_col: u16::from_be_bytes([payload[2], payload[3]]),
-                                        ws_xpixel: 0,
-                                        ws_ypixel: 0,
-                                    };
-                                    let _ = rustix::termios::tcsetwinsize(t, size);
-                                }
-                            }
-                            attach::REOPEN_LOG => reopen(cfg, &mut log, &mut log_size),
-                            _ => {}
-                        }
-                    }
-                }
-                Slot::Signals => {
-                    while let Ok(Some(info)) = sigfd.read_signal() {
-                        if info.ssi_signo == Signal::SIGHUP as u32 {
-                            reopen(cfg, &mut log, &mut log_size);
-                        }
-                    }
-                    loop {
-                        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
-                                status = Some((Some(code), None));
-                                drain_until = Some(std::time::Instant::now() + DRAIN);
-                            }
-                            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
-                                status = Some((None, Some(sig as i32)));
-                                drain_until = Some(std::time::Instant::now() + DRAIN);
-                            }
-                            Ok(WaitStatus::StillAlive) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                    }
-                }
-            }
-        }
-        dead_clients.sort_unstable();
-        dead_clients.dedup();
-        for k in dead_clients.into_iter().rev() {
-            clients.remove(k);
-        }
-    }
-    // The log's last records outlive a crash of the node, as the exit file does.
-    if let Some(log) = &mut log {
-        let _ = log.get_mut().sync_data();
-    }
-    let (code, signal) = status.unwrap_or((None, None));
+    m.serve(&sigfd);
     let oom = cgroup.as_deref().is_some_and(|c| oom_kills(c) > oom_before);
-    let exit = ExitStatus::new(code, signal, oom, started, SystemTime::now());
-    let written = cfg.exit_file.as_deref().map(|f| exit.write_to(f));
-    // The socket goes first (no one new can attach to a finished container), then the
-    // attached clients learn the status.
-    drop(listener);
-    if let Some(p) = &cfg.attach_socket {
-        let _ = std::fs::remove_file(p);
-    }
-    if let Ok(json) = serde_json::to_vec(&exit) {
-        let frame = attach::encode(attach::EXIT, &json);
-        for mut c in clients {
-            let _ = c.stream.set_nonblocking(false);
-            let _ = c
-                .stream
-                .set_write_timeout(Some(std::time::Duration::from_secs(1)));
-            c.out.extend_from_slice(&frame);
-            let _ = c.stream.write_all(&c.out);
-        }
-    }
+    m.finish(started, oom)
+}
 
-    match cfg.launch {
-        Launch::Create { .. } if cfg.cleanup => {
-            let _ = runtime_cmd(cfg)
-                .arg("delete")
-                .arg("--force")
-                .arg(&cfg.id)
+/// A running monitor: the container's stdio, its log, its attach clients.
+struct Monitor<'a> {
+    cfg: &'a MonitorConfig,
+    /// The container's (or exec'd process's) pid.
+    pid: i32,
+    io: ProcessIo,
+    log: Option<CriLog<File>>,
+    log_size: u64,
+    listener: Option<UnixListener>,
+    clients: Vec<AttachClient>,
+    stdin_backlog: Vec<u8>,
+    /// How the process ended: (exit code, signal).
+    status: Option<(Option<i32>, Option<i32>)>,
+    /// Once it has ended, how long its pipes may still drain.
+    drain_until: Option<std::time::Instant>,
+    buf: Vec<u8>,
+    records: Vec<u8>,
+}
+
+impl<'a> Monitor<'a> {
+    /// Becomes a subreaper, opens the log and the attach socket, joins the monitor
+    /// cgroup, runs the runtime; the error is the message for the caller.
+    fn set_up(
+        cfg: &'a MonitorConfig,
+    ) -> Result<(Monitor<'a>, SignalFd, Option<super::cgroup::Joined>), String> {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| format!("becoming a subreaper: {e}"))?;
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.add(Signal::SIGHUP);
+        mask.thread_block()
+            .map_err(|e| format!("blocking signals: {e}"))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| format!("creating a signalfd: {e}"))?;
+        // The log opens before anything is created: a bad --log-path fails cleanly.
+        let log = match &cfg.log_path {
+            Some(path) => Some(CriLog::new(
+                open_log(path).map_err(|e| format!("opening the log {}: {e}", path.display()))?,
+                cfg.max_line,
+            )),
+            None => None,
+        };
+        let _ = std::fs::remove_file(&cfg.runtime_log);
+        // Listening before the pid is reported: the caller may attach right away.
+        let listener = match &cfg.attach_socket {
+            Some(path) => {
+                Some(listen(path).map_err(|e| format!("listening on {}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        let joined = match &cfg.cgroup_parent {
+            Some(parent) => Some(
+                super::cgroup::join(parent, &format!("ctrmon-{}", cfg.id))
+                    .map_err(|e| format!("joining the monitor's cgroup: {e}"))?,
+            ),
+            None => None,
+        };
+        let io = launch(cfg)?;
+        let pid: i32 = std::fs::read_to_string(&cfg.pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| format!("no pid in {}", cfg.pid_file.display()))?;
+        if let (Launch::Create { .. }, true) = (&cfg.launch, cfg.start) {
+            let started = cfg
+                .runtime
+                .start_logged(&cfg.runtime_log, &cfg.id)
                 .stdin(Stdio::null())
                 .status();
+            runtime_outcome(cfg, "start", started)?;
         }
-        // An exec leaves nothing behind but what its caller named.
-        Launch::Exec { .. } => {
-            let _ = std::fs::remove_file(&cfg.runtime_log);
-            let _ = std::fs::remove_file(&cfg.monitor_pid_file);
-        }
-        _ => {}
+        let log_size = log
+            .as_ref()
+            .and_then(|l: &CriLog<File>| l.get_ref().metadata().ok())
+            .map_or(0, |m| m.len());
+        let m = Monitor {
+            cfg,
+            pid,
+            io,
+            log,
+            log_size,
+            listener,
+            clients: Vec::new(),
+            stdin_backlog: Vec::new(),
+            status: None,
+            drain_until: None,
+            buf: vec![0u8; 64 * 1024],
+            records: Vec::new(),
+        };
+        Ok((m, sigfd, joined))
     }
-    drop(cgroup_joined);
-    match written {
-        Some(Err(_)) => 1,
-        _ => 0,
+
+    /// The poll loop: output to the log and the clients, clients' input to the
+    /// container, signals; until the process has ended and its output drained.
+    fn serve(&mut self, sigfd: &SignalFd) {
+        use nix::poll::{PollFd, PollFlags};
+        loop {
+            if self.status.is_some() && self.io.outputs.iter().all(Option::is_none) {
+                return;
+            }
+            let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+            let mut slots = vec![Slot::Signals];
+            for (i, f) in self.io.outputs.iter().enumerate() {
+                if let Some(f) = f {
+                    fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                    slots.push(Slot::Output(i));
+                }
+            }
+            if let Some(l) = &self.listener {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+                slots.push(Slot::Listener);
+            }
+            if let (Some(w), false) = (&self.io.stdin, self.stdin_backlog.is_empty()) {
+                fds.push(PollFd::new(w.as_fd(), PollFlags::POLLOUT));
+                slots.push(Slot::Stdin);
+            }
+            for (k, c) in self.clients.iter().enumerate() {
+                let mut ev = PollFlags::POLLIN;
+                if !c.out.is_empty() {
+                    ev |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(c.stream.as_fd(), ev));
+                slots.push(Slot::Client(k));
+            }
+            // Once the container is gone, its pipes get a second to drain, no more:
+            // a process it left behind that keeps writing must not keep the exit
+            // status from its callers.
+            let timeout = match self.drain_until {
+                Some(end) => {
+                    let left = end.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::ZERO)
+                }
+                None => nix::poll::PollTimeout::NONE,
+            };
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("container {}: poll: {e}", self.cfg.id);
+                    return;
+                }
+            }
+            let ready: Vec<(Slot, PollFlags)> = fds
+                .iter()
+                .zip(slots)
+                .filter_map(|(f, s)| f.revents().filter(|r| !r.is_empty()).map(|r| (s, r)))
+                .collect();
+            drop(fds);
+            let mut dead_clients = Vec::new();
+            for (slot, revents) in ready {
+                match slot {
+                    Slot::Output(i) => self.on_output(i, &mut dead_clients),
+                    Slot::Listener => self.on_accept(),
+                    Slot::Stdin => flush_stdin(&mut self.io.stdin, &mut self.stdin_backlog),
+                    Slot::Client(k) => {
+                        if !self.on_client(k, revents) {
+                            dead_clients.push(k);
+                        }
+                    }
+                    Slot::Signals => self.on_signals(sigfd),
+                }
+            }
+            dead_clients.sort_unstable();
+            dead_clients.dedup();
+            for k in dead_clients.into_iter().rev() {
+                self.clients.remove(k);
+            }
+        }
+    }
+
+    /// Output ready on stream `i`: into the log, and to every client.
+    fn on_output(&mut self, i: usize, dead_clients: &mut Vec<usize>) {
+        let n = match self.io.outputs[i].as_mut().map(|f| f.read(&mut self.buf)) {
+            Some(Ok(n)) => n,
+            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // EOF, or EIO from a pty master once every slave is closed.
+            _ => 0,
+        };
+        if n == 0 {
+            self.io.outputs[i] = None;
+            return;
+        }
+        let (stream, kind) = if i == 0 {
+            (Stream::Stdout, attach::STDOUT)
+        } else {
+            (Stream::Stderr, attach::STDERR)
+        };
+        if let Some(log) = &mut self.log {
+            self.records.clear();
+            log.records_into(&mut self.records, stream, &self.buf[..n], SystemTime::now());
+            let mut records = &self.records[..];
+            if let Some(max) = self.cfg.log_size_max {
+                if self.log_size + records.len() as u64 > max {
+                    let _ = log.get_mut().set_len(0);
+                    self.log_size = 0;
+                    records = newest_within(records, max);
+                }
+            }
+            match log.get_mut().write_all(records) {
+                Ok(()) => self.log_size += records.len() as u64,
+                Err(e) => tracing::warn!("container {}: writing its log: {e}", self.cfg.id),
+            }
+        }
+        if !self.clients.is_empty() {
+            let frame = attach::encode(kind, &self.buf[..n]);
+            for (k, c) in self.clients.iter_mut().enumerate() {
+                if !c.send(&frame) {
+                    dead_clients.push(k);
+                }
+            }
+        }
+    }
+
+    /// New attach clients.
+    fn on_accept(&mut self) {
+        if let Some(l) = &self.listener {
+            while let Ok((stream, _)) = l.accept() {
+                let _ = stream.set_nonblocking(true);
+                self.clients.push(AttachClient {
+                    stream,
+                    inbuf: Vec::new(),
+                    out: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// Client `k` is ready; false when it is gone.
+    fn on_client(&mut self, k: usize, revents: nix::poll::PollFlags) -> bool {
+        use nix::poll::PollFlags;
+        let c = &mut self.clients[k];
+        if revents.contains(PollFlags::POLLOUT) && !c.flush() {
+            return false;
+        }
+        if !revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            return true;
+        }
+        let frames = match c.stream.read(&mut self.buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                c.inbuf.extend_from_slice(&self.buf[..n]);
+                attach::decode(&mut c.inbuf)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) => Err(e),
+        };
+        let Ok(frames) = frames else {
+            return false;
+        };
+        for (kind, payload) in frames {
+            self.on_frame(kind, &payload);
+        }
+        true
+    }
+
+    /// One frame from a client.
+    fn on_frame(&mut self, kind: u8, payload: &[u8]) {
+        let io = &mut self.io;
+        match kind {
+            attach::STDIN if io.stdin.is_some() => {
+                self.stdin_backlog.extend_from_slice(payload);
+                flush_stdin(&mut io.stdin, &mut self.stdin_backlog);
+            }
+            attach::CLOSE_STDIN => match &io.terminal {
+                // A terminal has no EOF of its own: send its EOF character, as a
+                // user typing ^D would.
+                Some(t) if io.stdin.is_some() => {
+                    self.stdin_backlog.push(eof_char(t));
+                    flush_stdin(&mut io.stdin, &mut self.stdin_backlog);
+                }
+                _ => {
+                    io.stdin = None;
+                    self.stdin_backlog.clear();
+                }
+            },
+            attach::RESIZE if payload.len() == 4 => {
+                if let Some(t) = &io.terminal {
+                    let size = rustix::termios::Winsize {
+                        ws_row: u16::from_be_bytes([payload[0], payload[1]]),
+                        ws_col: u16::from_be_bytes([payload[2], payload[3]]),
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    let _ = rustix::termios::tcsetwinsize(t, size);
+                }
+            }
+            attach::REOPEN_LOG => self.reopen_log(),
+            _ => {}
+        }
+    }
+
+    /// SIGHUP reopens the log; SIGCHLD reaps, and the container's own end starts
+    /// the drain.
+    fn on_signals(&mut self, sigfd: &SignalFd) {
+        while let Ok(Some(info)) = sigfd.read_signal() {
+            if info.ssi_signo == Signal::SIGHUP as u32 {
+                self.reopen_log();
+            }
+        }
+        loop {
+            let ended = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, code)) if p.as_raw() == self.pid => (Some(code), None),
+                Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == self.pid => {
+                    (None, Some(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            self.status = Some(ended);
+            self.drain_until = Some(std::time::Instant::now() + DRAIN);
+        }
+    }
+
+    /// Log rotation: the file was moved away (or truncated); go on in a new one.
+    fn reopen_log(&mut self) {
+        if let (Some(path), Some(l)) = (&self.cfg.log_path, self.log.as_mut()) {
+            match open_log(path) {
+                Ok(f) => {
+                    self.log_size = f.metadata().map_or(0, |m| m.len());
+                    *l = CriLog::new(f, self.cfg.max_line);
+                }
+                Err(e) => tracing::warn!("reopening the log {}: {e}", path.display()),
+            }
+        }
+    }
+
+    /// Writes the exit file, tells the clients, cleans up; the monitor's exit code.
+    fn finish(mut self, started: SystemTime, oom: bool) -> i32 {
+        let cfg = self.cfg;
+        // The log's last records outlive a crash of the node, as the exit file does.
+        if let Some(log) = &mut self.log {
+            let _ = log.get_mut().sync_data();
+        }
+        let (code, signal) = self.status.unwrap_or((None, None));
+        let exit = ExitStatus::new(code, signal, oom, started, SystemTime::now());
+        let mut failed = false;
+        if let Some(f) = &cfg.exit_file {
+            if let Err(e) = exit.write_to(f) {
+                tracing::error!("container {}: writing the exit file: {e}", cfg.id);
+                failed = true;
+            }
+        }
+        // The socket goes first (no one new can attach to a finished container),
+        // then the attached clients learn the status.
+        drop(self.listener.take());
+        if let Some(p) = &cfg.attach_socket {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Ok(json) = serde_json::to_vec(&exit) {
+            let frame = attach::encode(attach::EXIT, &json);
+            for mut c in std::mem::take(&mut self.clients) {
+                let _ = c.stream.set_nonblocking(false);
+                let _ = c
+                    .stream
+                    .set_write_timeout(Some(std::time::Duration::from_secs(1)));
+                c.out.extend_from_slice(&frame);
+                let _ = c.stream.write_all(&c.out);
+            }
+        }
+        match cfg.launch {
+            Launch::Create { .. } if cfg.cleanup => {
+                let deleted = cfg
+                    .runtime
+                    .delete_logged(&cfg.runtime_log, &cfg.id)
+                    .stdin(Stdio::null())
+                    .status();
+                if let Err(m) = runtime_outcome(cfg, "delete", deleted) {
+                    tracing::warn!("container {}: {m}", cfg.id);
+                }
+            }
+            // An exec leaves nothing behind but what its caller named.
+            Launch::Exec { .. } => {
+                let _ = std::fs::remove_file(&cfg.runtime_log);
+                let _ = std::fs::remove_file(&cfg.monitor_pid_file);
+            }
+            _ => {}
+        }
+        i32::from(failed)
     }
 }
 
@@ -688,16 +792,6 @@ fn trim_heap() {
 
 fn open_log(p: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(p)
-}
-
-/// Log rotation: the file was moved away (or truncated); go on in a new one.
-fn reopen(cfg: &MonitorConfig, log: &mut Option<CriLog<File>>, size: &mut u64) {
-    if let (Some(path), Some(l)) = (&cfg.log_path, log.as_mut()) {
-        if let Ok(f) = open_log(path) {
-            *size = f.metadata().map_or(0, |m| m.len());
-            *l = CriLog::new(f, cfg.max_line);
-        }
-    }
 }
 
 /// Binds the attach socket, readable and writable by its owner only.
@@ -723,32 +817,32 @@ struct ProcessIo {
 
 /// Runs `runtime create` (or `exec --detach`) and returns the process's stdio.
 fn launch(cfg: &MonitorConfig) -> Result<ProcessIo, String> {
-    let mut cmd = runtime_cmd(cfg);
-    let verb = match &cfg.launch {
-        Launch::Create { bundle } => {
-            cmd.arg("create").arg("--bundle").arg(bundle);
-            "create"
-        }
-        Launch::Exec { process } => {
-            cmd.arg("exec")
-                .arg("--detach")
-                .arg("--process")
-                .arg(process);
-            "exec"
-        }
+    let command = |console: Console| match &cfg.launch {
+        Launch::Create { bundle } => (
+            cfg.runtime
+                .create(&cfg.runtime_log, bundle, &cfg.pid_file, console, &cfg.id),
+            "create",
+        ),
+        Launch::Exec { process } => (
+            cfg.runtime
+                .exec_detached(&cfg.runtime_log, process, &cfg.pid_file, console, &cfg.id),
+            "exec",
+        ),
     };
-    cmd.arg("--pid-file").arg(&cfg.pid_file);
     if cfg.tty {
         let console = ConsoleSocket::new().map_err(|e| format!("console socket: {e}"))?;
-        cmd.arg("--console-socket").arg(console.path());
-        cmd.arg(&cfg.id)
-            .stdin(Stdio::null())
+        let socket = console.path();
+        let (mut cmd, verb) = command(Console::Socket(&socket));
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         runtime_outcome(cfg, verb, cmd.status())?;
-        let master = console
-            .receive()
-            .map_err(|e| format!("receiving the terminal from {}: {e}", cfg.runtime.display()))?;
+        let master = console.receive().map_err(|e| {
+            format!(
+                "receiving the terminal from {}: {e}",
+                cfg.runtime.path.display()
+            )
+        })?;
         let _ = nix::fcntl::fcntl(
             &master,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -781,8 +875,8 @@ fn launch(cfg: &MonitorConfig) -> Result<ProcessIo, String> {
         (Stdio::null(), None)
     };
     // std resets the signal mask of the child, so runc and the container start clean.
-    cmd.arg(&cfg.id)
-        .stdin(stdin_for_runtime)
+    let (mut cmd, verb) = command(Console::Inherit);
+    cmd.stdin(stdin_for_runtime)
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w));
     let status = cmd.status();
