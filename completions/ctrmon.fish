@@ -14,6 +14,7 @@ complete -c ctrmon -l exec -d 'Exec mode: run the process described in FILE (a r
 complete -c ctrmon -l exec-timeout -d 'With a sync --exec: kill the process after this many seconds' -r
 complete -c ctrmon -l exec-output-max -d 'With --exec: keep at most this many bytes of each output stream' -r
 complete -c ctrmon -l log-size-max -d 'Truncate the log and start over when it would grow past this many bytes' -r
+complete -c ctrmon -l log-file -d 'Where the monitor writes its own diagnostics once it has detached (appended) [default: RUN/ctrmon/ID/ctrmon.log; none for an exec]' -r -F
 complete -c ctrmon -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c ctrmon -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"

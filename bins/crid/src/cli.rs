@@ -1,6 +1,7 @@
 //! Command line and configuration file of crid.
 
 use anyhow::{Context, Result};
+use crid::config::Settings;
 use crikit::cli::LogArgs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,79 +87,40 @@ pub struct FileConfig {
     ctrmon: Option<PathBuf>,
 }
 
-/// What crid runs with: flags over the file over the defaults.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Settings {
-    /// The socket path.
-    pub listen: PathBuf,
-    /// The state directory.
-    pub root: PathBuf,
-    /// The runtime state directory.
-    pub run_dir: PathBuf,
-    /// The OCI runtime.
-    pub runtime: PathBuf,
-    /// CNI configurations.
-    pub cni_conf_dir: PathBuf,
-    /// CNI plugin directories.
-    pub cni_bin_dirs: Vec<PathBuf>,
-    /// registries.conf, if any.
-    pub registries_conf: Option<PathBuf>,
-    /// The pause image.
-    pub pause_image: String,
-    /// No-progress limit for pulls; `None` never cancels.
-    #[serde(with = "secs")]
-    pub pull_progress_timeout: Option<Duration>,
-    /// Registries reached over plain HTTP.
-    pub insecure_registries: Vec<String>,
-    /// The ctrmon binary.
-    pub ctrmon: PathBuf,
-}
-
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &Option<std::time::Duration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.map_or(0, |d| d.as_secs()))
-    }
-}
-
-impl Settings {
-    /// Resolves `args` against the configuration file and the defaults.
-    pub fn resolve(args: &Args) -> Result<Settings> {
-        let file = match &args.config {
-            Some(p) => read_config(p)?,
-            None if Path::new(DEFAULT_CONFIG).exists() => read_config(Path::new(DEFAULT_CONFIG))?,
-            None => FileConfig::default(),
-        };
-        let run_dir =
-            pick(&args.run_dir, &file.run_dir).unwrap_or_else(crikit::paths::default_run_dir);
-        let listen = match pick(&args.listen, &file.listen) {
-            Some(a) => socket_path(&a)?,
-            None => run_dir.join("crid.sock"),
-        };
-        let cni_bin = pick(&args.cni_bin_dir, &file.cni_bin_dir)
-            .unwrap_or_else(|| "/opt/cni/bin:/usr/lib/cni".into());
-        let timeout = pick(&args.pull_progress_timeout, &file.pull_progress_timeout).unwrap_or(300);
-        let mut insecure = file.insecure_registry.clone();
-        insecure.extend(args.insecure_registry.iter().cloned());
-        let ctrmon = pick(&args.ctrmon, &file.ctrmon).unwrap_or_else(default_ctrmon);
-        Ok(Settings {
-            listen,
-            root: pick(&args.root, &file.root).unwrap_or_else(crikit::paths::default_root),
-            run_dir,
-            runtime: pick(&args.runtime, &file.runtime).unwrap_or_else(|| "runc".into()),
-            cni_conf_dir: pick(&args.cni_conf_dir, &file.cni_conf_dir)
-                .unwrap_or_else(|| "/etc/cni/net.d".into()),
-            cni_bin_dirs: std::env::split_paths(&cni_bin).collect(),
-            registries_conf: pick(&args.registries_conf, &file.registries_conf),
-            pause_image: pick(&args.pause_image, &file.pause_image)
-                .unwrap_or_else(|| "registry.k8s.io/pause:3.10".into()),
-            pull_progress_timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
-            insecure_registries: insecure,
-            ctrmon,
-        })
-    }
+/// Resolves `args` against the configuration file and the defaults: flags over
+/// the file over the defaults.
+pub fn resolve(args: &Args) -> Result<Settings> {
+    let file = match &args.config {
+        Some(p) => read_config(p)?,
+        None if Path::new(DEFAULT_CONFIG).exists() => read_config(Path::new(DEFAULT_CONFIG))?,
+        None => FileConfig::default(),
+    };
+    let run_dir = pick(&args.run_dir, &file.run_dir).unwrap_or_else(crikit::paths::default_run_dir);
+    let listen = match pick(&args.listen, &file.listen) {
+        Some(a) => socket_path(&a)?,
+        None => run_dir.join("crid.sock"),
+    };
+    let cni_bin = pick(&args.cni_bin_dir, &file.cni_bin_dir)
+        .unwrap_or_else(|| "/opt/cni/bin:/usr/lib/cni".into());
+    let timeout = pick(&args.pull_progress_timeout, &file.pull_progress_timeout).unwrap_or(300);
+    let mut insecure = file.insecure_registry.clone();
+    insecure.extend(args.insecure_registry.iter().cloned());
+    let ctrmon = pick(&args.ctrmon, &file.ctrmon).unwrap_or_else(default_ctrmon);
+    Ok(Settings {
+        listen,
+        root: pick(&args.root, &file.root).unwrap_or_else(crikit::paths::default_root),
+        run_dir,
+        runtime: pick(&args.runtime, &file.runtime).unwrap_or_else(|| "runc".into()),
+        cni_conf_dir: pick(&args.cni_conf_dir, &file.cni_conf_dir)
+            .unwrap_or_else(|| "/etc/cni/net.d".into()),
+        cni_bin_dirs: std::env::split_paths(&cni_bin).collect(),
+        registries_conf: pick(&args.registries_conf, &file.registries_conf),
+        pause_image: pick(&args.pause_image, &file.pause_image)
+            .unwrap_or_else(|| "registry.k8s.io/pause:3.10".into()),
+        pull_progress_timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
+        insecure_registries: insecure,
+        ctrmon,
+    })
 }
 
 fn pick<T: Clone>(flag: &Option<T>, file: &Option<T>) -> Option<T> {
@@ -220,7 +182,7 @@ mod tests {
             "--insecure-registry",
             "b:5000",
         ]);
-        let s = Settings::resolve(&args).unwrap();
+        let s = resolve(&args).unwrap();
         assert_eq!(s.root, Path::new("/flag/root"));
         assert_eq!(s.run_dir, Path::new("/run/x"));
         assert_eq!(s.listen, Path::new("/run/x/crid.sock"));
@@ -230,10 +192,10 @@ mod tests {
         assert_eq!(s.cni_conf_dir, Path::new("/etc/cni/net.d"));
 
         std::fs::write(&cfg, "roots = \"/x\"\n").unwrap();
-        let e = Settings::resolve(&args).unwrap_err().to_string();
+        let e = resolve(&args).unwrap_err().to_string();
         assert!(e.contains("crid.toml") && e.contains("roots"), "{e}");
         let bad = Args::parse_from(["crid", "--listen", "tcp://0:1", "--config", "/dev/null"]);
-        let e = Settings::resolve(&bad).unwrap_err().to_string();
+        let e = resolve(&bad).unwrap_err().to_string();
         assert!(e.contains("unix://"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

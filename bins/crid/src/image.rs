@@ -1,21 +1,23 @@
-//! The CRI ImageService over the crikit store: the images imgpull pulls are the
-//! images crid lists, and the other way round.
+//! Images over the crikit store: the images imgpull pulls are the images crid
+//! lists, and the other way round.
 //!
 //! An image's CRI id is its config digest, as containerd and CRI-O report it; its
 //! repo tags are the store names that point at it, its repo digests
-//! `REPOSITORY@DIGEST` with the digest the registry served.
+//! `REPOSITORY@DIGEST` with the digest the registry served. Concurrent pulls of
+//! one image with the same credentials share one download.
 
-use crate::state::Crid;
+use crate::error::{CridError, Result};
 use crikit::digest::Digest;
-use crikit::layout::{ImageEntry, Store, MAX_CONFIG_SIZE};
+use crikit::layout::{ImageEntry, LayoutError, Store as Layout, MAX_CONFIG_SIZE};
 use crikit::progress::{Event, Sink};
+use crikit::registry::Puller;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::{Request, Response, Status};
 
 /// One image as the CRI sees it: every store name of one config digest.
 #[derive(Debug, Clone)]
@@ -33,7 +35,8 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
-    fn to_cri(&self) -> cri::Image {
+    /// As the CRI reports it.
+    pub fn to_cri(&self) -> cri::Image {
         let user = self.user.split(':').next().unwrap_or_default();
         let (uid, username) = match user.parse::<i64>() {
             Ok(n) => (Some(cri::Int64Value { value: n }), String::new()),
@@ -58,7 +61,7 @@ impl ImageInfo {
 
 /// The store's entries grouped by config digest (one manifest read each), in
 /// index order.
-fn grouped(store: &Store) -> Result<Vec<(String, Vec<ImageEntry>)>, crikit::layout::LayoutError> {
+fn grouped(store: &Layout) -> Result<Vec<(String, Vec<ImageEntry>)>, LayoutError> {
     let mut groups: Vec<(String, Vec<ImageEntry>)> = Vec::new();
     let mut at: HashMap<String, usize> = HashMap::new();
     for e in store.list()? {
@@ -78,10 +81,10 @@ fn grouped(store: &Store) -> Result<Vec<(String, Vec<ImageEntry>)>, crikit::layo
 /// The image with config `id`, from its store entries: reads the config and sizes
 /// the blobs.
 fn describe(
-    store: &Store,
+    store: &Layout,
     id: String,
     entries: Vec<ImageEntry>,
-) -> Result<ImageInfo, crikit::layout::LayoutError> {
+) -> Result<ImageInfo, LayoutError> {
     let raw = store.read_blob(&Digest::parse(&id)?, MAX_CONFIG_SIZE)?;
     let user = serde_json::from_slice::<serde_json::Value>(&raw)
         .ok()
@@ -107,16 +110,6 @@ fn describe(
     })
 }
 
-/// Every image in the store, grouped by config digest, sorted by first name.
-pub fn list(store: &Store) -> Result<Vec<ImageInfo>, crikit::layout::LayoutError> {
-    let mut out = grouped(store)?
-        .into_iter()
-        .map(|(id, entries)| describe(store, id, entries))
-        .collect::<Result<Vec<_>, _>>()?;
-    out.sort_by(|a, b| a.names.cmp(&b.names));
-    Ok(out)
-}
-
 /// `REPOSITORY@DIGEST` of a store entry, the digest as the registry served it.
 fn repo_digest(e: &ImageEntry) -> String {
     format!("{}@{}", repository_of(&e.name), e.repo_digest)
@@ -131,11 +124,21 @@ fn repository_of(name: &str) -> &str {
     }
 }
 
+/// Every image in the store, grouped by config digest, sorted by first name.
+pub fn list(store: &Layout) -> Result<Vec<ImageInfo>> {
+    let mut out = grouped(store)?
+        .into_iter()
+        .map(|(id, entries)| describe(store, id, entries))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort_by(|a, b| a.names.cmp(&b.names));
+    Ok(out)
+}
+
 /// The image `spec` names: an id (full, or a prefix of at least 12 hex digits), a
 /// store name, a short name, a `NAME@DIGEST` or a repo digest. Only the image found
 /// has its config read and its blobs sized.
-pub fn find(store: &Store, spec: &str) -> Result<Option<ImageInfo>, Status> {
-    let groups = grouped(store).map_err(internal)?;
+pub fn find(store: &Layout, spec: &str) -> Result<Option<ImageInfo>> {
+    let groups = grouped(store)?;
     let hex = spec.strip_prefix("sha256:").unwrap_or(spec);
     let by_id = (hex.len() >= 12 && hex.chars().all(|c| c.is_ascii_hexdigit()))
         .then(|| {
@@ -157,37 +160,72 @@ pub fn find(store: &Store, spec: &str) -> Result<Option<ImageInfo>, Status> {
                 .position(|(_, entries)| entries.iter().any(|e| e.name == name)),
             Err(e) if e.is_not_found() => None,
             // What is not a digest cannot name an image here.
-            Err(crikit::layout::LayoutError::Digest(_)) => None,
-            Err(e) => return Err(internal(e)),
+            Err(LayoutError::Digest(_)) => None,
+            Err(e) => return Err(e.into()),
         },
     };
     let Some(i) = found else {
         return Ok(None);
     };
     let (id, entries) = groups.into_iter().nth(i).unwrap_or_default();
-    describe(store, id, entries).map(Some).map_err(internal)
+    Ok(Some(describe(store, id, entries)?))
 }
 
-pub(crate) fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(e.to_string())
+/// Credentials from the CRI's AuthConfig.
+pub fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<crikit::auth::Credentials>> {
+    let Some(a) = auth else { return Ok(None) };
+    if !a.username.is_empty() {
+        return Ok(Some(crikit::auth::Credentials {
+            username: a.username.clone(),
+            password: a.password.clone(),
+        }));
+    }
+    if !a.auth.is_empty() {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(a.auth.trim())
+            .map_err(|e| CridError::Invalid(format!("auth: not base64: {e}")))?;
+        let text = String::from_utf8(raw)
+            .map_err(|_| CridError::Invalid("auth: not USER:PASSWORD".into()))?;
+        return crikit::auth::Credentials::parse(&text)
+            .map(Some)
+            .map_err(|e| CridError::Invalid(format!("auth: {e}")));
+    }
+    if !a.identity_token.is_empty() || !a.registry_token.is_empty() {
+        return Err(CridError::Unsupported(
+            "identity and registry tokens (give a user name and password)".into(),
+        ));
+    }
+    Ok(None)
 }
 
-fn spec_of(s: &Option<cri::ImageSpec>) -> Result<&str, Status> {
-    match s.as_ref().map(|s| s.image.as_str()) {
-        Some(i) if !i.is_empty() => Ok(i),
-        _ => Err(Status::invalid_argument(
-            "no image given (ImageSpec.image is empty)",
-        )),
+/// Bytes and inodes of the image store and the layer cache under `root`.
+pub fn fs_usage(root: &Path) -> cri::FilesystemUsage {
+    let (bytes, inodes) = ["images", "layers"]
+        .iter()
+        .map(|d| crate::fsusage::usage(&root.join(d)))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    cri::FilesystemUsage {
+        timestamp: crate::now_ns(),
+        fs_id: Some(cri::FilesystemIdentifier {
+            mountpoint: root.display().to_string(),
+        }),
+        used_bytes: Some(cri::UInt64Value { value: bytes }),
+        inodes_used: Some(cri::UInt64Value { value: inodes }),
     }
 }
 
-/// A pull's outcome, shareable between the requests that wait for it.
-type PullOutcome = Result<String, (tonic::Code, String)>;
+/// A pull's outcome, shareable between the requests that wait for it: the
+/// image's id.
+type PullOutcome = Result<String, Arc<CridError>>;
 
-/// Pulls under way, by reference and credentials: concurrent requests for the same
-/// image wait for one download.
-#[derive(Default)]
-pub struct Pulls {
+/// The images: the store, the puller, the pulls under way.
+pub struct Images {
+    /// The image store (the one imgpull fills).
+    pub store: Layout,
+    puller: Puller,
+    progress_timeout: Option<Duration>,
+    /// Pulls under way, by reference and credentials.
     inflight: std::sync::Mutex<HashMap<String, Shared<BoxFuture<'static, PullOutcome>>>>,
 }
 
@@ -220,44 +258,25 @@ impl Watch {
     }
 }
 
-/// Credentials from the CRI's AuthConfig.
-fn credentials(
-    auth: &Option<cri::AuthConfig>,
-) -> Result<Option<crikit::auth::Credentials>, Status> {
-    let Some(a) = auth else { return Ok(None) };
-    if !a.username.is_empty() {
-        return Ok(Some(crikit::auth::Credentials {
-            username: a.username.clone(),
-            password: a.password.clone(),
-        }));
+impl Images {
+    /// Images in `store`, pulled by `puller`; a pull that makes no progress for
+    /// `progress_timeout` is cancelled.
+    pub fn new(store: Layout, puller: Puller, progress_timeout: Option<Duration>) -> Images {
+        Images {
+            store,
+            puller,
+            progress_timeout,
+            inflight: Default::default(),
+        }
     }
-    if !a.auth.is_empty() {
-        use base64::Engine as _;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(a.auth.trim())
-            .map_err(|e| Status::invalid_argument(format!("auth: not base64: {e}")))?;
-        let text = String::from_utf8(raw)
-            .map_err(|_| Status::invalid_argument("auth: not USER:PASSWORD"))?;
-        return crikit::auth::Credentials::parse(&text)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("auth: {e}")));
-    }
-    if !a.identity_token.is_empty() || !a.registry_token.is_empty() {
-        return Err(Status::invalid_argument(
-            "auth: identity and registry tokens are not supported; give a user name and password",
-        ));
-    }
-    Ok(None)
-}
 
-impl Crid {
     /// Pulls `image`, joining a pull of the same image with the same credentials
-    /// that is already under way.
+    /// that is already under way; the image's id.
     pub async fn pull(
         self: &Arc<Self>,
         image: &str,
         creds: Option<crikit::auth::Credentials>,
-    ) -> PullOutcome {
+    ) -> Result<String> {
         let key = format!(
             "{image}\0{}",
             creds
@@ -266,11 +285,7 @@ impl Crid {
                 .unwrap_or_default()
         );
         let shared = {
-            let mut map = self
-                .pulls
-                .inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&key) {
                 Some(s) => s.clone(),
                 None => {
@@ -280,31 +295,31 @@ impl Crid {
                     // download the others wait for.
                     let done_key = key.clone();
                     let task = tokio::spawn(async move {
-                        let out = me.pull_now(&image, creds).await;
+                        let out = me.pull_now(&image, creds).await.map_err(Arc::new);
                         // Finished: the next request pulls afresh, even if every
                         // waiter gave up before now.
-                        me.pulls
-                            .inflight
+                        me.inflight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&done_key);
                         out
                     });
-                    let fut = async move {
-                        task.await
-                            .unwrap_or_else(|e| Err((tonic::Code::Internal, e.to_string())))
-                    }
-                    .boxed()
-                    .shared();
+                    let fut = async move { task.await.map_err(|e| Arc::new(CridError::from(e)))? }
+                        .boxed()
+                        .shared();
                     map.insert(key.clone(), fut.clone());
                     fut
                 }
             }
         };
-        shared.await
+        shared.await.map_err(CridError::Shared)
     }
 
-    async fn pull_now(&self, image: &str, creds: Option<crikit::auth::Credentials>) -> PullOutcome {
+    async fn pull_now(
+        &self,
+        image: &str,
+        creds: Option<crikit::auth::Credentials>,
+    ) -> Result<String> {
         let watch = Watch {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -314,173 +329,41 @@ impl Crid {
         let forked;
         let puller = match &creds {
             Some(_) => {
-                forked = self
-                    .puller
-                    .fork()
-                    .map_err(|e| (tonic::Code::Internal, e.to_string()))?;
+                forked = self.puller.fork().map_err(CridError::Pull)?;
                 &forked
             }
             None => &self.puller,
         };
         let pull = puller.pull_as(&self.store, image, &watch, creds.as_ref());
-        let result = match self.settings.pull_progress_timeout {
+        let result = match self.progress_timeout {
             Some(limit) => tokio::select! {
                 r = pull => r,
                 () = watch.stalled(limit) => {
-                    return Err((
-                        tonic::Code::DeadlineExceeded,
-                        format!(
-                            "pulling {image}: no progress for {} s (pull-progress-timeout); cancelled",
-                            limit.as_secs()
-                        ),
-                    ));
+                    return Err(CridError::PullStalled {
+                        image: image.to_string(),
+                        secs: limit.as_secs(),
+                    });
                 }
             },
             None => pull.await,
         };
-        match result {
-            Ok(p) => {
-                tracing::info!("pulled {}", p.pinned);
-                let id = find(&self.store, &p.name)
-                    .map_err(|s| (s.code(), s.message().to_string()))?
-                    .map(|i| i.id)
-                    .unwrap_or_default();
-                Ok(id)
-            }
-            Err(e) => {
-                let code = match e.kind() {
-                    crikit::registry::ErrorKind::NotFound => tonic::Code::NotFound,
-                    crikit::registry::ErrorKind::Usage => tonic::Code::InvalidArgument,
-                    crikit::registry::ErrorKind::Registry => tonic::Code::Unavailable,
-                    crikit::registry::ErrorKind::Other => tonic::Code::Internal,
-                };
-                Err((code, e.to_string()))
-            }
-        }
-    }
-}
-
-/// The ImageService.
-pub struct ImageService(pub Arc<Crid>);
-
-#[tonic::async_trait]
-impl cri::image_service_server::ImageService for ImageService {
-    async fn list_images(
-        &self,
-        req: Request<cri::ListImagesRequest>,
-    ) -> Result<Response<cri::ListImagesResponse>, Status> {
-        let filter = req
-            .into_inner()
-            .filter
-            .and_then(|f| f.image)
-            .map(|s| s.image)
-            .filter(|s| !s.is_empty());
-        let store = self.0.store.clone();
-        let images = tokio::task::spawn_blocking(move || -> Result<_, Status> {
-            Ok(match filter {
-                Some(f) => find(&store, &f)?.into_iter().collect(),
-                None => list(&store).map_err(internal)?,
-            })
-        })
-        .await
-        .map_err(internal)??;
-        Ok(Response::new(cri::ListImagesResponse {
-            images: images.iter().map(ImageInfo::to_cri).collect(),
-        }))
+        let p = result.map_err(CridError::Pull)?;
+        tracing::info!("pulled {}", p.pinned);
+        let store = self.store.clone();
+        let name = p.name.clone();
+        let found = tokio::task::spawn_blocking(move || find(&store, &name)).await??;
+        Ok(found.map(|i| i.id).unwrap_or_default())
     }
 
-    async fn image_status(
-        &self,
-        req: Request<cri::ImageStatusRequest>,
-    ) -> Result<Response<cri::ImageStatusResponse>, Status> {
-        let req = req.into_inner();
-        let spec = spec_of(&req.image)?.to_string();
-        let store = self.0.store.clone();
-        let (image, info) = tokio::task::spawn_blocking(move || -> Result<_, Status> {
-            let Some(i) = find(&store, &spec)? else {
-                return Ok((None, HashMap::new()));
-            };
-            let mut info = HashMap::new();
-            if req.verbose {
-                let name = &i.names[0];
-                let v = crikit::layout::inspect(&store, name).map_err(internal)?;
-                info.insert("info".to_string(), v.to_string());
-            }
-            Ok((Some(i.to_cri()), info))
-        })
-        .await
-        .map_err(internal)??;
-        // An image that is not there is no error: the CRI answers with no image.
-        Ok(Response::new(cri::ImageStatusResponse { image, info }))
-    }
-
-    async fn pull_image(
-        &self,
-        req: Request<cri::PullImageRequest>,
-    ) -> Result<Response<cri::PullImageResponse>, Status> {
-        let req = req.into_inner();
-        let image = spec_of(&req.image)?.to_string();
-        crikit::reference::parse(&image)
-            .map_err(|e| Status::invalid_argument(format!("image {image:?}: {e}")))?;
-        let creds = credentials(&req.auth)?;
-        match self.0.pull(&image, creds).await {
-            Ok(image_ref) => Ok(Response::new(cri::PullImageResponse { image_ref })),
-            Err((code, message)) => Err(Status::new(code, message)),
-        }
-    }
-
-    async fn remove_image(
-        &self,
-        req: Request<cri::RemoveImageRequest>,
-    ) -> Result<Response<cri::RemoveImageResponse>, Status> {
-        let spec = spec_of(&req.into_inner().image)?.to_string();
-        let crid = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || crid.remove_image(&spec))
-            .await
-            .map_err(internal)??;
-        Ok(Response::new(cri::RemoveImageResponse {}))
-    }
-
-    async fn image_fs_info(
-        &self,
-        _req: Request<cri::ImageFsInfoRequest>,
-    ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        let root = self.0.settings.root.clone();
-        let usage = tokio::task::spawn_blocking(move || {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64);
-            let (bytes, inodes) = ["images", "layers"]
-                .iter()
-                .map(|d| crate::fsusage::usage(&root.join(d)))
-                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-            cri::FilesystemUsage {
-                timestamp: now,
-                fs_id: Some(cri::FilesystemIdentifier {
-                    mountpoint: root.display().to_string(),
-                }),
-                used_bytes: Some(cri::UInt64Value { value: bytes }),
-                inodes_used: Some(cri::UInt64Value { value: inodes }),
-            }
-        })
-        .await
-        .map_err(internal)?;
-        Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![usage.clone()],
-            container_filesystems: vec![usage],
-        }))
-    }
-}
-
-impl Crid {
-    /// Removes every name of the image `spec` names, then the blobs no image needs.
-    /// Nothing to remove is no error (the CRI's RemoveImage is idempotent).
-    fn remove_image(&self, spec: &str) -> Result<(), Status> {
+    /// Removes every name of the image `spec` names, then the blobs no image needs,
+    /// unless `in_use` names a container that uses it. Nothing to remove is no error
+    /// (the CRI's RemoveImage is idempotent).
+    pub fn remove(&self, spec: &str, in_use: impl Fn(&str) -> Option<String>) -> Result<()> {
         let Some(image) = find(&self.store, spec)? else {
             return Ok(());
         };
-        if let Some(user) = self.image_user(&image.id) {
-            return Err(Status::failed_precondition(format!(
+        if let Some(user) = in_use(&image.id) {
+            return Err(CridError::NotReady(format!(
                 "image {} is in use by container {user}",
                 image.names.first().unwrap_or(&image.id)
             )));
@@ -489,10 +372,10 @@ impl Crid {
             match self.store.remove(name) {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(internal(e)),
+                Err(e) => return Err(e.into()),
             }
         }
-        self.store.prune().map_err(internal)?;
+        self.store.prune()?;
         Ok(())
     }
 }
@@ -510,5 +393,24 @@ mod tests {
         assert_eq!(repository_of("127.0.0.1:5000/a/b:1"), "127.0.0.1:5000/a/b");
         assert_eq!(repository_of("127.0.0.1:5000/a/b"), "127.0.0.1:5000/a/b");
         assert_eq!(repository_of("registry/a@sha256:00"), "registry/a");
+    }
+
+    #[test]
+    fn credentials_from_auth_configs() {
+        use k8s_cri::v1::AuthConfig;
+        let c = super::credentials(Some(&AuthConfig {
+            auth: "dTpw".into(),
+            ..Default::default()
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
+        let e = super::credentials(Some(&AuthConfig {
+            auth: "%%".into(),
+            ..Default::default()
+        }))
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
+        assert!(super::credentials(None).unwrap().is_none());
     }
 }

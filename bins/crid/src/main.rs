@@ -1,17 +1,6 @@
 //! crid: serve the Kubernetes Container Runtime Interface for kubelet and crictl.
 
 mod cli;
-mod cni;
-mod container;
-mod fsusage;
-mod image;
-mod netns;
-mod network;
-mod pod;
-mod runtime;
-mod server;
-mod state;
-mod stats;
 
 use clap::Parser;
 
@@ -21,9 +10,6 @@ fn main() -> std::process::ExitCode {
     }
     let args = cli::Args::parse();
     crikit::cli::init_logging(&args.log);
-    let run = || -> anyhow::Result<()> {
-        let settings = cli::Settings::resolve(&args)?;
-        server::serve(settings)
-    };
+    let run = || -> anyhow::Result<()> { crid::server::serve(cli::resolve(&args)?) };
     crikit::cli::finish("crid", run(), |_| None)
 }

@@ -1,17 +1,13 @@
 //! Serving the CRI on a unix socket until SIGTERM or SIGINT.
 
-use crate::cli::Settings;
-use crate::image::ImageService;
-use crate::runtime::RuntimeService;
-use crate::state::Crid;
+use crate::config::Settings;
+use crate::service::{ImageService, RuntimeService};
+use crate::{Crid, MAX_MESSAGE};
 use anyhow::{Context, Result};
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use std::path::Path;
 use std::sync::Arc;
-
-/// The largest CRI message either way, as kubelet's own limit.
-pub const MAX_MESSAGE: usize = 16 << 20;
 
 /// Serves until a signal asks to stop; running containers are left alone.
 pub fn serve(settings: Settings) -> Result<()> {
@@ -23,8 +19,12 @@ pub fn serve(settings: Settings) -> Result<()> {
 }
 
 async fn run(settings: Settings) -> Result<()> {
-    let crid = Arc::new(Crid::new(settings.clone())?);
-    let (pods, containers) = crid.load()?;
+    let crid = Arc::new(
+        Crid::new(settings.clone())
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))
+            .with_context(|| format!("starting with state in {}", settings.root.display()))?,
+    );
+    let (pods, containers) = crid.restore();
     if pods + containers > 0 {
         tracing::info!("found {pods} pods and {containers} containers from before");
     }

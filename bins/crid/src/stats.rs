@@ -2,14 +2,12 @@
 //! unified hierarchy otherwise), the overlay's upper directory and the pod's
 //! network interfaces.
 
-use crate::container::Container;
-use crate::pod::Pod;
-use crate::state::{now_ns, Crid};
+use crate::record::{ContainerRecord, PodRecord};
+use crate::{now_ns, Crid};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tonic::Status;
+use std::sync::{Arc, Mutex};
 
 /// What one cgroup reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -97,17 +95,31 @@ fn u64v(v: Option<u64>) -> Option<cri::UInt64Value> {
     v.map(|value| cri::UInt64Value { value })
 }
 
-impl Crid {
+/// The last CPU sample (time, ns used) per container and pod, for rates.
+#[derive(Default)]
+pub struct Stats {
+    samples: Mutex<HashMap<String, (i64, u64)>>,
+}
+
+impl Stats {
     /// CPU use in nanocores since the last sample of `key`.
     fn nano_cores(&self, key: &str, now: i64, cpu_ns: Option<u64>) -> Option<u64> {
         let cpu = cpu_ns?;
-        let mut last = self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         let rate = last.get(key).and_then(|&(t, c)| {
             let dt = now.checked_sub(t).filter(|d| *d > 0)? as u128;
             Some((u128::from(cpu.checked_sub(c)?) * 1_000_000_000 / dt) as u64)
         });
         last.insert(key.to_string(), (now, cpu));
         rate
+    }
+
+    /// Forgets the samples of `key` (a container id, `pod:ID`).
+    pub fn forget(&self, key: &str) {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     fn cpu_memory(&self, key: &str, s: &CgroupStats) -> (cri::CpuUsage, cri::MemoryUsage) {
@@ -130,23 +142,18 @@ impl Crid {
         )
     }
 
-    /// One container's stats.
-    pub fn container_stats(&self, c: &Container) -> cri::ContainerStats {
-        let cgroup = std::fs::read(c.bundle.join("config.json"))
-            .ok()
-            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(String::from))
-            .unwrap_or_default();
-        let s = read(Path::new(CGROUP_ROOT), &cgroup);
+    /// One container's stats: its cgroup, its writable layer.
+    pub fn container(&self, c: &ContainerRecord) -> cri::ContainerStats {
+        let s = read(Path::new(CGROUP_ROOT), &c.cgroups_path);
         let (cpu, memory) = self.cpu_memory(&c.id, &s);
         let upper = c.bundle.join("upper");
         let (bytes, inodes) = crate::fsusage::usage(&upper);
         cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: c.id.clone(),
-                metadata: c.config.metadata.clone(),
-                labels: c.config.labels.clone(),
-                annotations: c.config.annotations.clone(),
+                metadata: Some(c.metadata()),
+                labels: c.labels.clone(),
+                annotations: c.annotations.clone(),
             }),
             cpu: Some(cpu),
             memory: Some(memory),
@@ -161,32 +168,34 @@ impl Crid {
             swap: None,
         }
     }
+}
 
+impl Crid {
     /// Stats of the containers that pass `keep`; the cgroup reads and the walk of
     /// each writable layer happen off the async workers.
     pub async fn containers_stats(
         self: &Arc<Self>,
-        keep: impl Fn(&Container) -> bool,
+        keep: impl Fn(&ContainerRecord) -> bool,
     ) -> Vec<cri::ContainerStats> {
         let mut picked = vec![];
-        for c in self.all_containers() {
+        for c in self.store.all_containers() {
             let c = c.lock().await.clone();
             if !c.infra && keep(&c) {
                 picked.push(c);
             }
         }
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || picked.iter().map(|c| me.container_stats(c)).collect())
+        tokio::task::spawn_blocking(move || picked.iter().map(|c| me.stats.container(c)).collect())
             .await
             .unwrap_or_default()
     }
 
     /// One pod's stats: its cgroup parent's when it has one, else the sum of its
     /// containers'; its network interfaces as a process inside sees them.
-    pub async fn pod_stats(self: &Arc<Self>, pod: &Pod) -> cri::PodSandboxStats {
+    pub async fn pod_stats(self: &Arc<Self>, pod: &PodRecord) -> cri::PodSandboxStats {
         let id = pod.id.clone();
         let containers = self.containers_stats(|c| c.pod_id == id).await;
-        let s = match pod.cgroup_parent() {
+        let s = match pod.cgroup_parent.as_deref() {
             Some(parent) => read(Path::new(CGROUP_ROOT), parent),
             None => {
                 let sum = |f: fn(&cri::ContainerStats) -> Option<u64>| -> Option<u64> {
@@ -212,12 +221,13 @@ impl Crid {
                 }
             }
         };
-        let (cpu, memory) = self.cpu_memory(&format!("pod:{}", pod.id), &s);
+        let (cpu, memory) = self.stats.cpu_memory(&format!("pod:{}", pod.id), &s);
         let pids: Vec<i32> = self
+            .store
             .containers_of(&pod.id)
             .iter()
             .chain(pod.infra.iter())
-            .filter_map(|c| self.container_pid(c).map(|(pid, _)| pid))
+            .filter_map(|c| self.store.container_pid(c).map(|(pid, _)| pid))
             .collect();
         let network = pids
             .first()
@@ -225,9 +235,9 @@ impl Crid {
         cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
                 id: pod.id.clone(),
-                metadata: pod.config.metadata.clone(),
-                labels: pod.config.labels.clone(),
-                annotations: pod.config.annotations.clone(),
+                metadata: Some(pod.cri_metadata()),
+                labels: pod.labels.clone(),
+                annotations: pod.annotations.clone(),
             }),
             linux: Some(cri::LinuxPodSandboxStats {
                 cpu: Some(cpu),
@@ -245,43 +255,6 @@ impl Crid {
             }),
             windows: None,
         }
-    }
-
-    /// UpdateContainerResources: `runtime update` with the new limits.
-    pub async fn update_resources(
-        self: &Arc<Self>,
-        id: &str,
-        res: Option<cri::LinuxContainerResources>,
-    ) -> Result<(), Status> {
-        let c = self
-            .container(id)
-            .ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
-        let mut c = c.lock().await;
-        let Some(res) = res else {
-            return Ok(());
-        };
-        let mut r = crate::container::resources_json(&res);
-        if res.memory_limit_in_bytes > 0 && res.memory_swap_limit_in_bytes <= 0 {
-            // runc refuses a limit above the current swap limit: lift that.
-            r["memory"]["swap"] = serde_json::Value::from(-1);
-        }
-        let me = Arc::clone(self);
-        let id2 = id.to_string();
-        tokio::task::spawn_blocking(move || {
-            me.runtime_with_input(&["update", "--resources", "-", &id2], &r.to_string())
-        })
-        .await
-        .map_err(crate::image::internal)?
-        .map_err(|e| Status::unknown(format!("updating container {id}: {e}")))?;
-        if let Some(l) = c.config.linux.as_mut() {
-            l.resources = Some(res);
-        } else {
-            c.config.linux = Some(cri::LinuxContainerConfig {
-                resources: Some(res),
-                security_context: None,
-            });
-        }
-        self.save_container(&c)
     }
 }
 

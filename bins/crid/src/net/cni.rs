@@ -6,6 +6,34 @@
 
 use std::path::{Path, PathBuf};
 
+/// Why there is no usable network configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfError {
+    /// The conf dir cannot be read.
+    #[error("CNI config dir {}", dir.display())]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It holds no configuration.
+    #[error("no CNI network config in {}", dir.display())]
+    Empty {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The configuration crid would use cannot be.
+    #[error("CNI config {}: {reason}", path.display())]
+    Bad {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
 /// A network configuration list.
 #[derive(Debug, Clone)]
 pub struct NetConf {
@@ -20,9 +48,12 @@ pub struct NetConf {
 }
 
 /// The network crid would use, or why there is none.
-pub fn load(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<NetConf, String> {
+pub fn load(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<NetConf, ConfError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(conf_dir)
-        .map_err(|e| format!("CNI config dir {}: {e}", conf_dir.display()))?
+        .map_err(|source| ConfError::Dir {
+            dir: conf_dir.to_path_buf(),
+            source,
+        })?
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
@@ -33,11 +64,13 @@ pub fn load(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<NetConf, String> {
         })
         .collect();
     files.sort();
-    let path = files
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("no CNI network config in {}", conf_dir.display()))?;
-    let bad = |reason: String| format!("CNI config {}: {reason}", path.display());
+    let path = files.into_iter().next().ok_or_else(|| ConfError::Empty {
+        dir: conf_dir.to_path_buf(),
+    })?;
+    let bad = |reason: String| ConfError::Bad {
+        path: path.clone(),
+        reason,
+    };
     let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
     let mut v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
@@ -104,6 +137,7 @@ mod tests {
         let dirs = [bin.clone()];
         assert!(load(&conf, &dirs)
             .unwrap_err()
+            .to_string()
             .contains("no CNI network config"));
         std::fs::write(
             conf.join("20-b.conflist"),
@@ -118,6 +152,7 @@ mod tests {
         std::fs::write(conf.join("00-ignored.txt"), "x").unwrap();
         assert!(load(&conf, &dirs)
             .unwrap_err()
+            .to_string()
             .contains("\"bridge\" is not in"));
         std::fs::write(bin.join("bridge"), "").unwrap();
         let n = load(&conf, &dirs).unwrap();
@@ -125,7 +160,10 @@ mod tests {
         assert_eq!(n.list["plugins"][0]["type"], "bridge");
         assert!(n.list["plugins"][0].get("name").is_none());
         std::fs::remove_file(conf.join("10-a.conf")).unwrap();
-        assert!(load(&conf, &dirs).unwrap_err().contains("\"portmap\""));
+        assert!(load(&conf, &dirs)
+            .unwrap_err()
+            .to_string()
+            .contains("\"portmap\""));
         std::fs::write(bin.join("portmap"), "").unwrap();
         assert_eq!(load(&conf, &dirs).unwrap().cni_version, "1.0.0");
     }

@@ -1,7 +1,8 @@
-//! The CRI RuntimeService: pods, containers, exec, logs. What this version does not
-//! do answers `Unimplemented`, naming itself, rather than pretending.
+//! The CRI RuntimeService over [`Crid`]'s pods and containers.
 
-use crate::state::Crid;
+use super::unimplemented;
+use crate::error::CridError;
+use crate::Crid;
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,13 +10,6 @@ use tonic::{Request, Response, Status};
 
 /// The RuntimeService.
 pub struct RuntimeService(pub Arc<Crid>);
-
-fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "crid {}: {rpc} is not implemented in this version",
-        env!("CARGO_PKG_VERSION")
-    ))
-}
 
 /// The CRI API version crid serves.
 pub const API_VERSION: &str = "v1";
@@ -39,10 +33,11 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         req: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
         let s = &self.0.settings;
-        let (conf_dir, bins) = (s.cni_conf_dir.clone(), s.cni_bin_dirs.clone());
-        let network = tokio::task::spawn_blocking(move || crate::cni::load(&conf_dir, &bins))
+        let net = self.0.network.clone();
+        let network = tokio::task::spawn_blocking(move || net.conf())
             .await
-            .map_err(crate::image::internal)?;
+            .map_err(CridError::from)?
+            .map_err(|e| e.to_string());
         let runtime = which(&s.runtime);
         let cond = |ty: &str, ok: Result<(), String>, reason: &str| cri::RuntimeCondition {
             r#type: ty.into(),
@@ -121,37 +116,13 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         req: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
         let req = req.into_inner();
-        let pod = self
-            .0
-            .pod(&req.pod_sandbox_id)
-            .ok_or_else(|| Status::not_found(format!("pod {} not found", req.pod_sandbox_id)))?;
-        let pod = pod.lock().await.clone();
-        let mut info = HashMap::new();
-        if req.verbose {
-            info.insert(
-                "info".to_string(),
-                serde_json::to_string(&pod).map_err(crate::image::internal)?,
-            );
-            // A verbose status checks the network too: CNI CHECK with the ADD's result.
-            if pod.ready && pod.network.is_some() {
-                let me = Arc::clone(&self.0);
-                let p = pod.clone();
-                let checked = tokio::task::spawn_blocking(move || crate::network::check(&me, &p))
-                    .await
-                    .map_err(crate::image::internal)?;
-                let text = match checked {
-                    Ok(true) => "ok".to_string(),
-                    Ok(false) => "not supported by the network's CNI version".to_string(),
-                    Err(e) => format!("failed: {e}"),
-                };
-                info.insert("networkCheck".to_string(), text);
-            }
-        }
+        // A verbose status checks the network too: CNI CHECK with the ADD's result.
+        let (status, info) = self.0.pod_status(&req.pod_sandbox_id, req.verbose).await?;
         Ok(Response::new(cri::PodSandboxStatusResponse {
-            status: Some(pod.status()),
-            info,
+            status: Some(status),
+            info: info.into_iter().collect(),
             containers_statuses: vec![],
-            timestamp: crate::state::now_ns(),
+            timestamp: crate::now_ns(),
         }))
     }
 
@@ -222,7 +193,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         if req.verbose {
             info.insert(
                 "info".to_string(),
-                serde_json::to_string(&c).map_err(crate::image::internal)?,
+                serde_json::to_string(&c).unwrap_or_default(),
             );
         }
         Ok(Response::new(cri::ContainerStatusResponse {
@@ -285,13 +256,14 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         let id = req.into_inner().container_id;
         let c = self
             .0
+            .store
             .container(&id)
-            .ok_or_else(|| Status::not_found(format!("container {id} not found")))?;
+            .ok_or_else(|| CridError::NotFound(format!("container {id}")))?;
         let c = c.lock().await.clone();
         let me = Arc::clone(&self.0);
-        let stats = tokio::task::spawn_blocking(move || me.container_stats(&c))
+        let stats = tokio::task::spawn_blocking(move || me.stats.container(&c))
             .await
-            .map_err(crate::image::internal)?;
+            .map_err(CridError::from)?;
         Ok(Response::new(cri::ContainerStatsResponse {
             stats: Some(stats),
         }))
@@ -309,7 +281,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
                     && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
                     && f.label_selector
                         .iter()
-                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+                        .all(|(k, v)| c.labels.get(k) == Some(v))
             })
             .await;
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
@@ -322,8 +294,9 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         let id = req.into_inner().pod_sandbox_id;
         let pod = self
             .0
+            .store
             .pod(&id)
-            .ok_or_else(|| Status::not_found(format!("pod {id} not found")))?;
+            .ok_or_else(|| CridError::NotFound(format!("pod {id}")))?;
         let pod = pod.lock().await.clone();
         Ok(Response::new(cri::PodSandboxStatsResponse {
             stats: Some(self.0.pod_stats(&pod).await),
@@ -335,14 +308,14 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
         let f = req.into_inner().filter.unwrap_or_default();
-        let pods = self.0.all_pods();
+        let pods = self.0.store.all_pods();
         let mut stats = vec![];
         for p in pods {
             let p = p.lock().await.clone();
             let keep = (f.id.is_empty() || p.id.starts_with(&f.id))
                 && f.label_selector
                     .iter()
-                    .all(|(k, v)| p.config.labels.get(k) == Some(v));
+                    .all(|(k, v)| p.labels.get(k) == Some(v));
             if keep {
                 stats.push(self.0.pod_stats(&p).await);
             }

@@ -1,0 +1,163 @@
+//! The ctrmon client: crid runs one monitor per container (`runtime create`, and
+//! for the infra process `start`), one per ExecSync, and talks to a running
+//! monitor through its attach socket. Command lines, paths and results are the
+//! library's ([`crikit::monitor`]); nothing of ctrmon's is parsed by hand here.
+
+use crate::error::{CridError, Result};
+use crikit::monitor::exec::ExecResult;
+use crikit::monitor::{MonitorCommand, StateDir};
+use crikit::oci_spec::runtime::Spec;
+use crikit::runc::Runtime;
+use std::path::Path;
+use std::process::Stdio;
+
+/// How crid runs ctrmon.
+pub struct Monitors<'a> {
+    /// The ctrmon binary.
+    pub ctrmon: &'a Path,
+    /// The OCI runtime.
+    pub runtime: &'a Runtime,
+    /// The run directory (monitors' state in `RUN/ctrmon/ID`).
+    pub run_dir: &'a Path,
+}
+
+/// A new container's monitor.
+#[derive(Debug, Default)]
+pub struct Create<'a> {
+    /// The CRI log file.
+    pub log_path: Option<&'a Path>,
+    /// A stdin pipe for attach clients.
+    pub stdin: bool,
+    /// A terminal.
+    pub tty: bool,
+    /// The monitor's cgroup parent.
+    pub cgroup_parent: Option<&'a str>,
+    /// Start it too.
+    pub start: bool,
+}
+
+impl Monitors<'_> {
+    fn command(&self, id: &str) -> MonitorCommand {
+        MonitorCommand::new(self.ctrmon, id, self.runtime, self.run_dir)
+    }
+
+    /// Runs `runtime create` for the bundle under a new monitor; the container's
+    /// pid. `what` names the container in errors.
+    pub fn create(&self, id: &str, what: &str, bundle: &Path, o: &Create) -> Result<i32> {
+        let dirs = StateDir::new(self.run_dir, id);
+        let mut cmd = self
+            .command(id)
+            .bundle(bundle)
+            .attach_socket(&dirs.attach_socket())
+            .stdin(o.stdin)
+            .tty(o.tty)
+            .start(o.start);
+        if let Some(p) = o.log_path {
+            cmd = cmd.log_path(p);
+        }
+        if let Some(p) = o.cgroup_parent {
+            cmd = cmd.cgroup_parent(p);
+        }
+        let out = cmd
+            .into_command()
+            .stdin(Stdio::null())
+            .output()
+            .map_err(CridError::io(format!("running {}", self.ctrmon.display())))?;
+        if !out.status.success() {
+            return Err(CridError::Monitor {
+                what: format!("creating container {what}"),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| CridError::Monitor {
+                what: format!("creating container {what}"),
+                message: format!(
+                    "no pid in its output {:?}",
+                    String::from_utf8_lossy(&out.stdout)
+                ),
+            })
+    }
+
+    /// Runs `cmd` in the running container `id` (its bundle's process, with these
+    /// arguments and no terminal) and waits for it, at most `timeout` seconds when
+    /// positive; each stream is kept up to `max_output` bytes.
+    pub fn exec_sync(
+        &self,
+        id: &str,
+        bundle: &Path,
+        cmd: &[String],
+        timeout: i64,
+        max_output: usize,
+    ) -> Result<ExecResult> {
+        let config = bundle.join("config.json");
+        let spec = Spec::load(&config).map_err(|e| CridError::Io {
+            what: format!("reading {}", config.display()),
+            source: std::io::Error::other(e),
+        })?;
+        let mut process = spec
+            .process()
+            .clone()
+            .ok_or_else(|| CridError::Invalid(format!("{}: no process", config.display())))?;
+        process.set_args(Some(cmd.to_vec()));
+        process.set_terminal(Some(false));
+        let dirs = StateDir::new(self.run_dir, id);
+        let dir = dirs.path();
+        std::fs::create_dir_all(dir)
+            .map_err(CridError::io(format!("creating {}", dir.display())))?;
+        let file = tempfile::Builder::new()
+            .prefix("exec-")
+            .suffix(".json")
+            .tempfile_in(dir)
+            .map_err(CridError::io(format!(
+                "creating a process file in {}",
+                dir.display()
+            )))?;
+        let data = serde_json::to_vec(&process).map_err(|e| CridError::Io {
+            what: "encoding the exec process".into(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(file.path(), data)
+            .map_err(CridError::io(format!("writing {}", file.path().display())))?;
+        let mut command = self
+            .command(id)
+            .exec(file.path())
+            .exec_output_max(max_output);
+        if timeout > 0 {
+            command = command.exec_timeout(timeout as u64);
+        }
+        let out = command
+            .into_command()
+            .stdin(Stdio::null())
+            .output()
+            .map_err(CridError::io(format!("running {}", self.ctrmon.display())))?;
+        if !out.status.success() {
+            return Err(CridError::Monitor {
+                what: format!("exec in {id}"),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let r: ExecResult =
+            serde_json::from_slice(&out.stdout).map_err(|e| CridError::Monitor {
+                what: format!("exec in {id}"),
+                message: format!("unreadable result: {e}"),
+            })?;
+        if r.timed_out {
+            return Err(CridError::ExecTimeout {
+                cmd: cmd.to_vec(),
+                secs: timeout,
+            });
+        }
+        Ok(r)
+    }
+
+    /// Asks the monitor of `id` to reopen its log file.
+    pub fn reopen_log(&self, id: &str) -> Result<()> {
+        let sock = StateDir::new(self.run_dir, id).attach_socket();
+        crikit::monitor::attach::Client::connect(&sock)
+            .and_then(|mut a| a.reopen_log())
+            .map_err(CridError::io(format!("reopening the log of {id}")))
+    }
+}

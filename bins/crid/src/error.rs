@@ -1,0 +1,323 @@
+//! crid's errors: one enum for the domain, each variant naming the object it failed
+//! on and keeping its cause, and an [`ErrorKind`] that says what happened in the
+//! terms a client acts on (retry, fix the request, wait). The service layer turns
+//! kinds into gRPC codes in one place; nothing here knows gRPC.
+
+use crikit::bundle::BundleError;
+use crikit::layer::LayerError;
+use crikit::layout::LayoutError;
+use crikit::registry::RegistryError;
+use crikit::runc::RuntimeError;
+use std::path::PathBuf;
+
+/// What went wrong, as a client should act on it (containerd's errdefs kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The pod, container or image does not exist.
+    NotFound,
+    /// The name is taken.
+    AlreadyExists,
+    /// The request is wrong, or asks for what crid does not do.
+    InvalidArgument,
+    /// The object is not in a state that allows it (not ready, not running).
+    FailedPrecondition,
+    /// Out of disk space or quota: retrying will not help until space is freed.
+    ResourceExhausted,
+    /// A registry or another service could not be reached: worth retrying.
+    Unavailable,
+    /// It took too long.
+    DeadlineExceeded,
+    /// The OCI runtime, the monitor or a CNI plugin failed.
+    Unknown,
+    /// crid itself failed.
+    Internal,
+}
+
+/// crid's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CridError {
+    /// A pod, container or image that is not there.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A name another object has.
+    #[error("{what} already exists (id {id})")]
+    AlreadyExists {
+        /// The object (`pod default/web`).
+        what: String,
+        /// The id of the one that has the name.
+        id: String,
+    },
+    /// A bad request: a missing field, a bad value.
+    #[error("{0}")]
+    Invalid(String),
+    /// A request for what crid cannot honour (SELinux labels, AppArmor, …).
+    #[error("{0} are not supported by crid")]
+    Unsupported(String),
+    /// The object is not in a state that allows the request.
+    #[error("{0}")]
+    NotReady(String),
+    /// A file or system call failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done, to what.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file could not be written.
+    #[error("saving {what}")]
+    Save {
+        /// The object (`pod ID`).
+        what: String,
+        /// The cause.
+        #[source]
+        source: crikit::atomic::WriteError,
+    },
+    /// A state file that cannot be loaded.
+    #[error("{}", path.display())]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: crate::record::StateError,
+    },
+    /// The image store failed.
+    #[error("image store")]
+    Store(#[from] LayoutError),
+    /// A pull failed.
+    #[error(transparent)]
+    Pull(RegistryError),
+    /// A pull made no progress for too long.
+    #[error("pulling {image}: no progress for {secs} s (pull-progress-timeout); cancelled")]
+    PullStalled {
+        /// The image.
+        image: String,
+        /// The limit.
+        secs: u64,
+    },
+    /// A container's bundle could not be made.
+    #[error("container {name}: making its bundle")]
+    Bundle {
+        /// The container's name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: BundleError,
+    },
+    /// The OCI runtime failed.
+    #[error("{action} container {id}")]
+    Runtime {
+        /// What crid asked (`starting`).
+        action: &'static str,
+        /// The container.
+        id: String,
+        /// The runtime's error.
+        #[source]
+        source: RuntimeError,
+    },
+    /// ctrmon failed; its own message, with the runtime's.
+    #[error("{what}: {message}")]
+    Monitor {
+        /// What it was asked (`creating container web`).
+        what: String,
+        /// Its error text.
+        message: String,
+    },
+    /// The pod network.
+    #[error("pod {pod}: {}", source.subject())]
+    Network {
+        /// The pod.
+        pod: String,
+        /// The cause.
+        #[source]
+        source: crate::net::NetError,
+    },
+    /// An exec that ran out of time.
+    #[error("command {cmd:?} timed out after {secs} s and was killed")]
+    ExecTimeout {
+        /// The command.
+        cmd: Vec<String>,
+        /// The timeout.
+        secs: i64,
+    },
+    /// A container that would not stop even when killed.
+    #[error("container {0} did not stop")]
+    Unstoppable(String),
+    /// The outcome of work that several requests shared (one pull for all).
+    #[error(transparent)]
+    Shared(std::sync::Arc<CridError>),
+    /// A blocking task of crid's died.
+    #[error("a worker task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// crid's results.
+pub type Result<T, E = CridError> = std::result::Result<T, E>;
+
+impl CridError {
+    /// An I/O error while doing `what`.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CridError {
+        let what = what.into();
+        move |source| CridError::Io { what, source }
+    }
+
+    /// A state file of `what` that could not be saved.
+    pub fn save(what: impl Into<String>) -> impl FnOnce(crikit::atomic::WriteError) -> CridError {
+        let what = what.into();
+        move |source| CridError::Save { what, source }
+    }
+
+    /// What happened, as a client should act on it.
+    pub fn kind(&self) -> ErrorKind {
+        // A full disk is the cause wherever it shows up in the chain.
+        if self.out_of_space() {
+            return ErrorKind::ResourceExhausted;
+        }
+        match self {
+            CridError::Shared(e) => e.kind(),
+            CridError::NotFound(_) => ErrorKind::NotFound,
+            CridError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            CridError::Invalid(_) | CridError::Unsupported(_) => ErrorKind::InvalidArgument,
+            CridError::NotReady(_) => ErrorKind::FailedPrecondition,
+            CridError::Io { .. } | CridError::Save { .. } | CridError::State { .. } => {
+                ErrorKind::Internal
+            }
+            CridError::Store(e) if e.is_not_found() => ErrorKind::NotFound,
+            CridError::Store(_) | CridError::Task(_) => ErrorKind::Internal,
+            CridError::Pull(e) => match e.kind() {
+                crikit::registry::ErrorKind::NotFound => ErrorKind::NotFound,
+                crikit::registry::ErrorKind::Usage => ErrorKind::InvalidArgument,
+                crikit::registry::ErrorKind::Registry => ErrorKind::Unavailable,
+                crikit::registry::ErrorKind::Other => ErrorKind::Internal,
+            },
+            CridError::PullStalled { .. } | CridError::ExecTimeout { .. } => {
+                ErrorKind::DeadlineExceeded
+            }
+            CridError::Bundle { source, .. } => bundle_kind(source),
+            CridError::Network { source, .. } => source.kind(),
+            CridError::Runtime { .. } | CridError::Monitor { .. } | CridError::Unstoppable(_) => {
+                ErrorKind::Unknown
+            }
+        }
+    }
+
+    /// Whether the cause is a full disk or an exceeded quota.
+    fn out_of_space(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+                    return true;
+                }
+            }
+            cur = e.source();
+        }
+        // Messages that crossed a process boundary (ctrmon, the runtime) as text.
+        matches!(self, CridError::Monitor { message, .. } if message.contains("no space left on device"))
+    }
+
+    /// The message with its whole cause chain, on one line, each cause once.
+    pub fn message(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(e) = cur {
+            let s = e.to_string();
+            if !s.is_empty() && !out.ends_with(&s) {
+                out.push_str(": ");
+                out.push_str(&s);
+            }
+            cur = e.source();
+        }
+        out
+    }
+}
+
+/// A bundle error's kind: the image's own trouble is the request's; the store's or
+/// the disk's is crid's.
+fn bundle_kind(e: &BundleError) -> ErrorKind {
+    match e {
+        BundleError::Store(l) if l.is_not_found() => ErrorKind::NotFound,
+        BundleError::Spec(_) | BundleError::Image { .. } => ErrorKind::InvalidArgument,
+        BundleError::Layer(l) => match l {
+            LayerError::Entry { .. } | LayerError::DigestMismatch { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            // A broken archive is the image's; a failing disk is not.
+            LayerError::Read { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                ErrorKind::InvalidArgument
+            }
+            _ => ErrorKind::Internal,
+        },
+        _ => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted_and_named_wherever_it_is() {
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = CridError::Bundle {
+            name: "web".into(),
+            source: BundleError::Io {
+                action: "writing",
+                path: "/x/config.json".into(),
+                source: enospc,
+            },
+        };
+        assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+        let m = e.message();
+        assert!(
+            m.starts_with("container web: making its bundle: writing /x/config.json: "),
+            "{m}"
+        );
+        assert!(m.contains("No space left on device"), "{m}");
+        let e = CridError::Monitor {
+            what: "creating container web".into(),
+            message: "runc create: write /x: no space left on device".into(),
+        };
+        assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(
+            CridError::NotFound("pod x".into()).kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            CridError::Unsupported("SELinux options".into()).to_string(),
+            "SELinux options are not supported by crid"
+        );
+        let io = CridError::io("reading x")(std::io::Error::other("boom"));
+        assert_eq!(
+            (io.kind(), io.message().as_str()),
+            (ErrorKind::Internal, "reading x: boom")
+        );
+        let stalled = CridError::PullStalled {
+            image: "a".into(),
+            secs: 3,
+        };
+        assert_eq!(stalled.kind(), ErrorKind::DeadlineExceeded);
+        let rt = CridError::Runtime {
+            action: "starting",
+            id: "c1".into(),
+            source: RuntimeError::Failed {
+                runtime: "runc".into(),
+                verb: "start",
+                message: "boom".into(),
+            },
+        };
+        assert_eq!(rt.kind(), ErrorKind::Unknown);
+        assert_eq!(rt.message(), "starting container c1: runc start: boom");
+    }
+}

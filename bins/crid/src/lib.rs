@@ -1,0 +1,114 @@
+//! crid's domain: pods, containers, images, their networks and statistics, and
+//! the state that outlives a restart, as a library; the `crid` binary parses its
+//! command line and serves this over gRPC.
+//!
+//! The layers, each using only those below it:
+//! - [`service`] and [`server`]: the gRPC adapters and the socket; the only
+//!   modules that know tonic. Errors become gRPC statuses in one place.
+//! - [`sandbox`] (pod lifecycle), then [`container`] (container lifecycle, the
+//!   CRI request fitted onto a typed runtime spec, the ctrmon client), and
+//!   [`stats`]: what [`Crid`] does.
+//! - [`image`] (the store, pulls), [`net`] (CNI), [`store`] (the pods and
+//!   containers in memory and their state files, [`record`]), [`netns`].
+//! - [`error`]: [`CridError`](error::CridError) and what kind of failure each is.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod container;
+pub mod error;
+mod fsusage;
+pub mod image;
+pub mod net;
+#[allow(unsafe_code)]
+pub mod netns;
+pub mod record;
+pub mod sandbox;
+pub mod server;
+pub mod service;
+pub mod stats;
+pub mod store;
+
+use config::Settings;
+use error::{CridError, Result};
+use std::sync::{Arc, Mutex};
+
+/// The largest CRI message either way, as kubelet's own limit.
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// What every RPC shares.
+pub struct Crid {
+    /// What it runs with.
+    pub settings: Settings,
+    /// The OCI runtime.
+    pub runtime: crikit::runc::Runtime,
+    /// The pods and containers.
+    pub store: store::Store,
+    /// The image store and the pulls.
+    pub images: Arc<image::Images>,
+    /// The pod network.
+    pub network: net::Network,
+    /// CPU samples for rates.
+    pub stats: stats::Stats,
+    /// The pod CIDR kubelet gave through UpdateRuntimeConfig.
+    pub pod_cidr: Mutex<String>,
+}
+
+impl Crid {
+    /// Opens the image store and sets up the puller (registries.conf, auth files).
+    pub fn new(settings: Settings) -> Result<Crid> {
+        let layout = crikit::layout::Store::open(crikit::paths::images_dir(&settings.root))?;
+        let conf = settings
+            .registries_conf
+            .clone()
+            .or_else(|| std::env::var_os("CONTAINERS_REGISTRIES_CONF").map(Into::into));
+        let mut registries = crikit::registries::Registries::load(conf.as_deref())
+            .map_err(|e| CridError::Pull(e.into()))?;
+        registries.add_insecure(settings.insecure_registries.iter().cloned());
+        let creds = crikit::auth::CredentialStore::from_env(None);
+        let puller = crikit::registry::Puller::new(
+            registries,
+            creds,
+            crikit::registry::PullOptions::default(),
+        )
+        .map_err(CridError::Pull)?;
+        Ok(Crid {
+            runtime: settings.oci_runtime(),
+            store: store::Store::new(&settings.root, &settings.run_dir),
+            images: Arc::new(image::Images::new(
+                layout,
+                puller,
+                settings.pull_progress_timeout,
+            )),
+            network: net::Network {
+                conf_dir: settings.cni_conf_dir.clone(),
+                bin_dirs: settings.cni_bin_dirs.clone(),
+            },
+            stats: Default::default(),
+            pod_cidr: Default::default(),
+            settings,
+        })
+    }
+
+    /// Finds the pods and containers a previous crid left; how many of each.
+    pub fn restore(&self) -> (usize, usize) {
+        self.store.restore(&self.runtime)
+    }
+}
+
+/// A fresh 64-hex-digit id, as containerd and CRI-O make them.
+pub fn new_id() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(CridError::io("reading /dev/urandom"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Nanoseconds since the epoch, as the CRI's timestamps.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

@@ -1,0 +1,381 @@
+//! Pod sandboxes: pinned namespaces, hostname and resolv.conf files, the log
+//! directory, the network, the infra process of a pod that shares its PID
+//! namespace; state kept in `<root>/pods/<id>/pod.json`.
+
+use crate::container::{check_apparmor, check_selinux_userns};
+use crate::error::{CridError, Result};
+use crate::record::{NsMode, PodRecord};
+use crate::store::pod_name_key;
+use crate::{now_ns, Crid};
+use k8s_cri::v1 as cri;
+use std::sync::Arc;
+
+/// The namespace options a pod asked for, as the CRI reports them.
+fn ns_options(pod: &PodRecord) -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: pod.namespaces.network.to_cri(),
+        pid: pod.namespaces.pid.to_cri(),
+        ipc: pod.namespaces.ipc.to_cri(),
+        ..Default::default()
+    }
+}
+
+fn state(pod: &PodRecord) -> i32 {
+    if pod.ready {
+        cri::PodSandboxState::SandboxReady as i32
+    } else {
+        cri::PodSandboxState::SandboxNotready as i32
+    }
+}
+
+/// As ListPodSandbox shows it.
+pub fn to_cri(pod: &PodRecord) -> cri::PodSandbox {
+    cri::PodSandbox {
+        id: pod.id.clone(),
+        metadata: Some(pod.cri_metadata()),
+        state: state(pod),
+        created_at: pod.created_at,
+        labels: pod.labels.clone(),
+        annotations: pod.annotations.clone(),
+        runtime_handler: pod.runtime_handler.clone(),
+    }
+}
+
+/// As PodSandboxStatus shows it.
+pub fn status_of(pod: &PodRecord) -> cri::PodSandboxStatus {
+    cri::PodSandboxStatus {
+        id: pod.id.clone(),
+        metadata: Some(pod.cri_metadata()),
+        state: state(pod),
+        created_at: pod.created_at,
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: pod.ips.first().cloned().unwrap_or_default(),
+            additional_ips: pod
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip: ip.clone() })
+                .collect(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(ns_options(pod)),
+            }),
+        }),
+        labels: pod.labels.clone(),
+        annotations: pod.annotations.clone(),
+        runtime_handler: pod.runtime_handler.clone(),
+    }
+}
+
+/// Whether it passes ListPodSandbox's filter.
+pub fn matches(pod: &PodRecord, f: &cri::PodSandboxFilter) -> bool {
+    (f.id.is_empty() || pod.id.starts_with(&f.id))
+        && f.state.as_ref().is_none_or(|s| s.state == state(pod))
+        && f.label_selector
+            .iter()
+            .all(|(k, v)| pod.labels.get(k) == Some(v))
+}
+
+/// Refuses what crid cannot honour, naming it.
+fn check_pod_config(config: &cri::PodSandboxConfig, handler: &str) -> Result<()> {
+    let m = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| CridError::Invalid("pod config has no metadata".into()))?;
+    for (what, v) in [
+        ("name", &m.name),
+        ("namespace", &m.namespace),
+        ("uid", &m.uid),
+    ] {
+        if v.is_empty() {
+            return Err(CridError::Invalid(format!("pod metadata has no {what}")));
+        }
+    }
+    if !handler.is_empty() && handler != "runc" {
+        return Err(CridError::Invalid(format!(
+            "runtime handler {handler:?}: crid has only the default (runc)"
+        )));
+    }
+    if let Some(sc) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+    {
+        check_selinux_userns(sc.selinux_options.as_ref(), sc.namespace_options.as_ref())?;
+        if sc
+            .namespace_options
+            .as_ref()
+            .is_some_and(|o| o.pid == cri::NamespaceMode::Target as i32)
+        {
+            return Err(CridError::Invalid(
+                "pod PID namespace mode TARGET applies to containers only".into(),
+            ));
+        }
+        check_apparmor(sc.apparmor.as_ref())?;
+    }
+    Ok(())
+}
+
+/// resolv.conf text from the pod's DNS config.
+fn resolv_conf(dns: &cri::DnsConfig) -> String {
+    let mut s = String::new();
+    if !dns.searches.is_empty() {
+        s.push_str(&format!("search {}\n", dns.searches.join(" ")));
+    }
+    for n in &dns.servers {
+        s.push_str(&format!("nameserver {n}\n"));
+    }
+    if !dns.options.is_empty() {
+        s.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    s
+}
+
+impl Crid {
+    /// RunPodSandbox.
+    pub async fn run_pod(self: &Arc<Self>, req: cri::RunPodSandboxRequest) -> Result<String> {
+        let config = req
+            .config
+            .ok_or_else(|| CridError::Invalid("RunPodSandbox without a pod config".into()))?;
+        check_pod_config(&config, &req.runtime_handler)?;
+        let id = crate::new_id()?;
+        let dir = self.settings.run_dir.join("pods").join(&id);
+        let mut pod = PodRecord::new(
+            id.clone(),
+            &config,
+            req.runtime_handler.clone(),
+            dir.clone(),
+        );
+        pod.created_at = now_ns();
+        let name = self.store.reserve(
+            pod_name_key(&pod.metadata),
+            &id,
+            format!("pod {}/{}", pod.metadata.namespace, pod.metadata.name),
+        )?;
+        // On disk before anything is made: a crid killed half way finds a pod
+        // that is not ready, which kubelet stops and removes.
+        self.store.save_pod(&pod)?;
+        let me = Arc::clone(self);
+        let made =
+            tokio::task::spawn_blocking(move || me.make_pod(&mut pod, &config).map(|()| pod))
+                .await?;
+        let mut pod = match made {
+            Ok(p) => p,
+            Err(e) => {
+                crate::netns::unpin(&dir.join("ns"));
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir_all(self.store.pod_dir(&id));
+                return Err(e);
+            }
+        };
+        if pod.namespaces.pid == NsMode::Pod {
+            let started = self.start_infra(&mut pod).await;
+            let started = started.and_then(|()| self.store.save_pod(&pod));
+            if let Err(e) = started {
+                if let Err(t) = self.teardown_pod(&mut pod).await {
+                    tracing::warn!("pod {id}: {}", t.message());
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir_all(self.store.pod_dir(&id));
+                return Err(e);
+            }
+        }
+        pod.ready = true;
+        self.store.save_pod(&pod)?;
+        self.store.insert_pod(pod);
+        name.keep();
+        Ok(id)
+    }
+
+    /// Namespaces, files, network: the slow, blocking part of RunPodSandbox.
+    fn make_pod(&self, pod: &mut PodRecord, config: &cri::PodSandboxConfig) -> Result<()> {
+        std::fs::create_dir_all(&pod.dir)
+            .map_err(CridError::io(format!("creating {}", pod.dir.display())))?;
+        // A host-network pod shares the host's UTS namespace too, as in containerd.
+        let mut kinds = vec![];
+        let host_net = pod.namespaces.network == NsMode::Node;
+        if !host_net {
+            kinds.push("uts");
+            kinds.push("net");
+        }
+        if pod.namespaces.ipc != NsMode::Node {
+            kinds.push("ipc");
+        }
+        let hostname = if host_net && config.hostname.is_empty() {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            config.hostname.clone()
+        };
+        let t0 = std::time::Instant::now();
+        let pinned = crate::netns::pin(&pod.dir.join("ns"), &kinds, &hostname).map_err(
+            CridError::io(format!("pod {}: pinning its namespaces", pod.id)),
+        )?;
+        for p in pinned {
+            let kind = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            pod.ns.insert(kind, p);
+        }
+        let file = pod.dir.join("hostname");
+        std::fs::write(&file, format!("{hostname}\n"))
+            .map_err(CridError::io(format!("writing {}", file.display())))?;
+        let resolv = match &config.dns_config {
+            Some(d) if !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()) => {
+                resolv_conf(d)
+            }
+            _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
+        let file = pod.dir.join("resolv.conf");
+        std::fs::write(&file, resolv)
+            .map_err(CridError::io(format!("writing {}", file.display())))?;
+        if !pod.log_directory.is_empty() {
+            std::fs::create_dir_all(&pod.log_directory).map_err(|e| {
+                CridError::Invalid(format!("log directory {}: {e}", pod.log_directory))
+            })?;
+        }
+        let t_files = t0.elapsed();
+        if !host_net {
+            self.network.add(pod).map_err(|source| CridError::Network {
+                pod: pod.id.clone(),
+                source,
+            })?;
+            // Recorded at once: a crid killed from here on still runs DEL.
+            self.store.save_pod(pod)?;
+        }
+        tracing::debug!(
+            "pod {}: namespaces and files in {t_files:?}, network by {:?}",
+            pod.id,
+            t0.elapsed()
+        );
+        Ok(())
+    }
+
+    /// StopPodSandbox: the pod's containers stop, its network goes. Unknown pods
+    /// are no error.
+    pub async fn stop_pod(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(pod) = self.store.pod(id) else {
+            return Ok(());
+        };
+        for c in self.store.containers_of(id) {
+            self.stop_container(&c, 0).await?;
+        }
+        let mut pod = pod.lock().await;
+        pod.ready = false;
+        let torn = self.teardown_pod(&mut pod).await;
+        self.store.save_pod(&pod)?;
+        torn
+    }
+
+    /// Stops the infra process, tears the network down, unpins the namespaces.
+    async fn teardown_pod(self: &Arc<Self>, pod: &mut PodRecord) -> Result<()> {
+        if let Some(infra) = pod.infra.clone() {
+            if let Err(e) = self.stop_container(&infra, 0).await {
+                tracing::warn!("pod {}: {}", pod.id, e.message());
+            }
+        }
+        if pod.network.is_some() {
+            let me = Arc::clone(self);
+            let p = pod.clone();
+            tokio::task::spawn_blocking(move || me.network.del(&p))
+                .await?
+                // The namespace and the ADD's result stay for the retry kubelet
+                // makes: a lease given up here would be lost for good.
+                .map_err(|source| CridError::Network {
+                    pod: pod.id.clone(),
+                    source,
+                })?;
+            pod.network = None;
+            pod.ips.clear();
+        }
+        crate::netns::unpin(&pod.dir.join("ns"));
+        pod.ns.clear();
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops it if need be, removes its containers and its
+    /// state. Unknown pods are no error.
+    pub async fn remove_pod(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(pod) = self.store.pod(id) else {
+            return Ok(());
+        };
+        for c in self.store.containers_of(id) {
+            self.remove_container(&c).await?;
+        }
+        let mut guard = pod.lock().await;
+        guard.ready = false;
+        if let Err(e) = self.teardown_pod(&mut guard).await {
+            self.store.save_pod(&guard)?;
+            return Err(e);
+        }
+        // The infra process, and any a crash left unrecorded in the pod.
+        for c in self.store.infra_of(id) {
+            self.remove_container(&c).await?;
+        }
+        if let Some(infra) = guard.infra.take() {
+            self.remove_container(&infra).await?;
+        }
+        let _ = std::fs::remove_dir_all(&guard.dir);
+        let dir = self.store.pod_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(CridError::io(format!("removing {}", dir.display()))(e))
+            }
+            _ => {}
+        }
+        self.store.release(&pod_name_key(&guard.metadata));
+        self.stats.forget(&format!("pod:{id}"));
+        self.store.forget_pod(id);
+        Ok(())
+    }
+
+    /// Every pod, for ListPodSandbox.
+    pub async fn list_pods(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
+        let mut out = Vec::new();
+        for p in self.store.all_pods() {
+            let p = p.lock().await;
+            if filter.as_ref().is_none_or(|f| matches(&p, f)) {
+                out.push(to_cri(&p));
+            }
+        }
+        out.sort_by_key(|p| p.created_at);
+        out
+    }
+
+    /// PodSandboxStatus: the status; with `verbose`, the record as JSON and the
+    /// outcome of a CNI CHECK with the ADD's result.
+    pub async fn pod_status(
+        self: &Arc<Self>,
+        id: &str,
+        verbose: bool,
+    ) -> Result<(cri::PodSandboxStatus, Vec<(String, String)>)> {
+        let pod = self
+            .store
+            .pod(id)
+            .ok_or_else(|| CridError::NotFound(format!("pod {id}")))?;
+        let pod = pod.lock().await.clone();
+        let mut info = vec![];
+        if verbose {
+            info.push((
+                "info".to_string(),
+                serde_json::to_string(&pod).unwrap_or_default(),
+            ));
+            if pod.ready && pod.network.is_some() {
+                let me = Arc::clone(self);
+                let p = pod.clone();
+                let checked = tokio::task::spawn_blocking(move || me.network.check(&p)).await?;
+                let text = match checked {
+                    Ok(true) => "ok".to_string(),
+                    Ok(false) => "not supported by the network's CNI version".to_string(),
+                    Err(e) => format!("failed: {e}"),
+                };
+                info.push(("networkCheck".to_string(), text));
+            }
+        }
+        Ok((status_of(&pod), info))
+    }
+}

@@ -1,0 +1,432 @@
+//! The pods and containers crid knows: in memory (maps, name reservations) and on
+//! disk (their state files, see [`crate::record`]), and finding them again when
+//! crid starts.
+
+use crate::error::{CridError, Result};
+use crate::record::{self, ContainerRecord, PodRecord};
+use crikit::monitor::StateDir;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A pod's state, behind the lock its RPCs take.
+pub type PodRef = Arc<tokio::sync::Mutex<PodRecord>>;
+
+/// A container's state, behind the lock its RPCs take.
+pub type ContainerRef = Arc<tokio::sync::Mutex<ContainerRecord>>;
+
+/// What never changes about a container once it is made, readable without waiting
+/// for its lock (held across a runtime call, say).
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// Its pod.
+    pub pod_id: String,
+    /// The pod's infra process, not a container of the pod's.
+    pub infra: bool,
+    /// The image's id.
+    pub image_id: String,
+    /// Its init process.
+    pub pid: i32,
+}
+
+/// A container crid tracks: its facts, and its state behind a lock.
+struct Tracked {
+    facts: Facts,
+    state: ContainerRef,
+}
+
+/// The pods and containers.
+pub struct Store {
+    root: PathBuf,
+    run_dir: PathBuf,
+    pods: RwLock<HashMap<String, PodRef>>,
+    containers: RwLock<HashMap<String, Tracked>>,
+    /// Names taken (pods' and containers' metadata keys) → id.
+    names: Mutex<HashMap<String, String>>,
+}
+
+/// A name held for an object being made; released on drop unless kept.
+pub struct Reservation<'a> {
+    store: &'a Store,
+    key: String,
+    kept: bool,
+}
+
+impl Reservation<'_> {
+    /// The object exists: the name stays taken.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.store.release(&self.key);
+        }
+    }
+}
+
+/// The key that makes a pod's name unique.
+pub fn pod_name_key(m: &record::PodMetadata) -> String {
+    format!("pod\0{}\0{}\0{}\0{}", m.name, m.namespace, m.uid, m.attempt)
+}
+
+/// The key that makes a container's name unique in its pod. The pod's infra
+/// process has a key of its own, so no container name is taken by it.
+pub fn container_name_key(pod: &str, name: &str, attempt: u32, infra: bool) -> String {
+    if infra {
+        format!("infra\0{pod}")
+    } else {
+        format!("ctr\0{pod}\0{name}\0{attempt}")
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Store {
+    /// An empty store over the state directory `root` and the run directory.
+    pub fn new(root: &Path, run_dir: &Path) -> Store {
+        Store {
+            root: root.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
+            pods: Default::default(),
+            containers: Default::default(),
+            names: Default::default(),
+        }
+    }
+
+    /// `<root>/pods/<id>`.
+    pub fn pod_dir(&self, id: &str) -> PathBuf {
+        self.root.join("pods").join(id)
+    }
+
+    /// `<root>/containers/<id>`.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// The monitor state directory of container `id`.
+    pub fn monitor_dir(&self, id: &str) -> StateDir {
+        StateDir::new(&self.run_dir, id)
+    }
+
+    /// Saves a pod's state file.
+    pub fn save_pod(&self, pod: &PodRecord) -> Result<()> {
+        let dir = self.pod_dir(&pod.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(CridError::io(format!("creating {}", dir.display())))?;
+        crikit::atomic::write_json(&dir.join("pod.json"), pod, 0o600)
+            .map_err(CridError::save(format!("pod {}", pod.id)))
+    }
+
+    /// Saves a container's state file.
+    pub fn save_container(&self, c: &ContainerRecord) -> Result<()> {
+        let dir = self.container_dir(&c.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(CridError::io(format!("creating {}", dir.display())))?;
+        crikit::atomic::write_json(&dir.join("container.json"), c, 0o600)
+            .map_err(CridError::save(format!("container {}", c.id)))
+    }
+
+    /// The pod `id`, if crid has it.
+    pub fn pod(&self, id: &str) -> Option<PodRef> {
+        read(&self.pods).get(id).cloned()
+    }
+
+    /// Every pod, as a snapshot of the map.
+    pub fn all_pods(&self) -> Vec<PodRef> {
+        read(&self.pods).values().cloned().collect()
+    }
+
+    /// Tracks a made pod.
+    pub fn insert_pod(&self, pod: PodRecord) {
+        write(&self.pods).insert(pod.id.clone(), Arc::new(tokio::sync::Mutex::new(pod)));
+    }
+
+    /// Forgets the pod `id`.
+    pub fn forget_pod(&self, id: &str) {
+        write(&self.pods).remove(id);
+    }
+
+    /// The container `id`, if crid has it.
+    pub fn container(&self, id: &str) -> Option<ContainerRef> {
+        read(&self.containers).get(id).map(|t| Arc::clone(&t.state))
+    }
+
+    /// Every container, as a snapshot of the map.
+    pub fn all_containers(&self) -> Vec<ContainerRef> {
+        read(&self.containers)
+            .values()
+            .map(|t| Arc::clone(&t.state))
+            .collect()
+    }
+
+    /// Tracks a made container.
+    pub fn insert_container(&self, c: ContainerRecord) {
+        let facts = Facts {
+            pod_id: c.pod_id.clone(),
+            infra: c.infra,
+            image_id: c.image_id.clone(),
+            pid: c.pid,
+        };
+        let id = c.id.clone();
+        let t = Tracked {
+            facts,
+            state: Arc::new(tokio::sync::Mutex::new(c)),
+        };
+        write(&self.containers).insert(id, t);
+    }
+
+    /// Forgets the container `id`.
+    pub fn forget_container(&self, id: &str) {
+        write(&self.containers).remove(id);
+    }
+
+    /// Ids of the containers whose facts pass `keep`.
+    fn containers_where(&self, keep: impl Fn(&Facts) -> bool) -> Vec<String> {
+        read(&self.containers)
+            .iter()
+            .filter(|(_, t)| keep(&t.facts))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Ids of the pod's (listed) containers.
+    pub fn containers_of(&self, pod: &str) -> Vec<String> {
+        self.containers_where(|f| !f.infra && f.pod_id == pod)
+    }
+
+    /// Ids of the pod's infra processes (one, unless a crash left another).
+    pub fn infra_of(&self, pod: &str) -> Vec<String> {
+        self.containers_where(|f| f.infra && f.pod_id == pod)
+    }
+
+    /// The id of a container that uses the image `id`, if one does.
+    pub fn image_user(&self, image_id: &str) -> Option<String> {
+        self.containers_where(|f| f.image_id == image_id)
+            .into_iter()
+            .next()
+    }
+
+    /// The running init pid of a container, with its pod. Only ids crid knows are
+    /// looked up: a request's id never becomes a path.
+    pub fn container_pid(&self, id: &str) -> Option<(i32, String)> {
+        let f = read(&self.containers).get(id)?.facts.clone();
+        (f.pid > 0 && self.monitor_dir(id).exit().is_none()).then_some((f.pid, f.pod_id))
+    }
+
+    /// Takes the name `key` for `id`; AlreadyExists when another object has it.
+    pub fn reserve(&self, key: String, id: &str, what: String) -> Result<Reservation<'_>> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(other) = names.get(&key) {
+            return Err(CridError::AlreadyExists {
+                what,
+                id: other.clone(),
+            });
+        }
+        names.insert(key.clone(), id.to_string());
+        Ok(Reservation {
+            store: self,
+            key,
+            kept: false,
+        })
+    }
+
+    /// Frees the name `key`.
+    pub fn release(&self, key: &str) {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// Finds the pods and containers a previous crid left in the state directory:
+    /// their state is on disk, their processes never depended on crid. Files that
+    /// cannot be loaded are reported and left alone; containers whose creation did
+    /// not finish are removed (see [`Store::remove_orphans`]). Returns how many
+    /// pods and containers were found.
+    pub fn restore(&self, runtime: &crikit::runc::Runtime) -> (usize, usize) {
+        let mut pods = 0;
+        for (id, path) in state_files(&self.root.join("pods"), "pod.json") {
+            match record::load::<PodRecord>(&path) {
+                Ok(mut pod) if pod.id == id => {
+                    // After a reboot the pinned namespaces are gone: not ready.
+                    if pod.ready && pod.ns.values().any(|p| !p.exists()) {
+                        pod.ready = false;
+                    }
+                    self.names
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(pod_name_key(&pod.metadata), id.clone());
+                    self.insert_pod(pod);
+                    pods += 1;
+                }
+                Ok(_) => tracing::warn!("{}: its id is not its directory's", path.display()),
+                Err(e) => tracing::warn!("{}", e.message()),
+            }
+        }
+        let mut containers = 0;
+        for (id, path) in state_files(&self.root.join("containers"), "container.json") {
+            match record::load::<ContainerRecord>(&path) {
+                Ok(c) if c.id == id => {
+                    self.names.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                        container_name_key(&c.pod_id, &c.name, c.attempt, c.infra),
+                        id.clone(),
+                    );
+                    self.insert_container(c);
+                    containers += 1;
+                }
+                Ok(_) => tracing::warn!("{}: its id is not its directory's", path.display()),
+                Err(e) => tracing::warn!("{}", e.message()),
+            }
+        }
+        self.remove_orphans(runtime);
+        (pods, containers)
+    }
+
+    /// Containers whose creation a previous crid did not finish (a bundle, maybe
+    /// a runtime container, no state file) are removed: nobody knows of them.
+    fn remove_orphans(&self, runtime: &crikit::runc::Runtime) {
+        let dir = self.root.join("containers");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if !path.is_dir() || path.join("container.json").exists() {
+                continue;
+            }
+            let id = e.file_name().to_string_lossy().into_owned();
+            tracing::warn!("removing container {id}, whose creation did not finish");
+            self.remove_container_files(runtime, &id, &path.join("bundle"));
+        }
+    }
+
+    /// Deletes the runtime's container `id`, its bundle, its state and monitor
+    /// directories; what fails is logged, the rest goes on.
+    pub fn remove_container_files(&self, runtime: &crikit::runc::Runtime, id: &str, bundle: &Path) {
+        if let Err(e) = runtime.delete(id) {
+            tracing::warn!("container {id}: {e}");
+        }
+        if let Err(e) = crikit::bundle::remove(&self.root, bundle) {
+            tracing::warn!("container {id}: removing its bundle: {e}");
+        }
+        let _ = std::fs::remove_dir_all(self.container_dir(id));
+        let _ = std::fs::remove_dir_all(self.monitor_dir(id).path());
+    }
+}
+
+/// `(id, dir/ID/FILE)` for every subdirectory of `dir` that has FILE.
+fn state_files(dir: &Path, file: &str) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.path().join(file),
+            )
+        })
+        .filter(|(_, p)| p.exists())
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/state")
+            .join(name)
+    }
+
+    /// A state root holding the fixtures, as a previous crid left it.
+    fn root_with(version: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let pod: PodRecord = record::load(&fixture(&format!("{version}/pod.json"))).unwrap();
+        let c: ContainerRecord =
+            record::load(&fixture(&format!("{version}/container.json"))).unwrap();
+        for (dir, file, src) in [
+            (format!("pods/{}", pod.id), "pod.json", "pod.json"),
+            (
+                format!("containers/{}", c.id),
+                "container.json",
+                "container.json",
+            ),
+        ] {
+            let dir = d.path().join(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(fixture(&format!("{version}/{src}")), dir.join(file)).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn restore_finds_pods_containers_and_their_names_and_drops_half_made_ones() {
+        for version in ["v0", "v1"] {
+            let d = root_with(version);
+            // A creation cut short: a container directory without a state file.
+            std::fs::create_dir_all(d.path().join("containers/half/bundle")).unwrap();
+            let store = Store::new(d.path(), &d.path().join("run"));
+            let runtime = crikit::runc::Runtime::new("/bin/true", None);
+            assert_eq!(store.restore(&runtime), (1, 1), "{version}");
+            assert!(!d.path().join("containers/half").exists());
+            let pod = store.all_pods().pop().unwrap();
+            let pod = pod.try_lock().unwrap().clone();
+            let e = store
+                .reserve(
+                    pod_name_key(&pod.metadata),
+                    "other",
+                    "pod default/web".into(),
+                )
+                .err()
+                .unwrap();
+            assert_eq!(
+                e.to_string(),
+                format!("pod default/web already exists (id {})", pod.id)
+            );
+            let c = store.all_containers().pop().unwrap();
+            let c = c.try_lock().unwrap().clone();
+            assert_eq!(store.containers_of(&pod.id), vec![c.id.clone()]);
+            assert_eq!(store.image_user(&c.image_id), Some(c.id.clone()));
+            // No exit file, a pid: running as far as the store knows.
+            assert_eq!(store.container_pid(&c.id), Some((c.pid, pod.id.clone())));
+        }
+    }
+
+    #[test]
+    fn a_newer_state_file_is_left_alone() {
+        let d = root_with("v1");
+        let pods = d.path().join("pods");
+        let file = std::fs::read_dir(&pods)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("pod.json");
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("\"version\":1", "\"version\":7");
+        std::fs::write(&file, &text).unwrap();
+        let store = Store::new(d.path(), &d.path().join("run"));
+        assert_eq!(
+            store.restore(&crikit::runc::Runtime::new("/bin/true", None)),
+            (0, 1)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            text,
+            "not rewritten"
+        );
+    }
+}
