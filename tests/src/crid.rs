@@ -228,9 +228,22 @@ pub struct World {
 impl World {
     /// Starts everything; `extra` goes to crid.
     pub async fn new(network: Network, extra: &[&str]) -> World {
+        World::build(network, extra, None).await
+    }
+
+    /// [`World::new`] with crid's root on a tmpfs of `size` (`8m`): a disk that
+    /// fills up.
+    pub async fn on_tmpfs(network: Network, extra: &[&str], size: &str) -> World {
+        World::build(network, extra, Some(size)).await
+    }
+
+    async fn build(network: Network, extra: &[&str], root_size: Option<&str>) -> World {
         let reg = crate::Registry::start();
         let pushed = crate::image::push(&reg.addr, "cri/busybox", "1", &crate::Image::busybox());
         let tmp = crate::TempRoot::new();
+        if let Some(size) = root_size {
+            tmp.mount_tmpfs("root", size);
+        }
         let tag = tmp
             .path()
             .file_name()

@@ -7,6 +7,7 @@
 pub mod cmd;
 pub mod crid;
 pub mod image;
+pub mod net;
 pub mod proxy;
 pub mod registry;
 pub mod runc;

@@ -278,13 +278,10 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
     let tag = w.cgroup.trim_start_matches("/crikit-test-").to_string();
     let hex = crikit::digest::Digest::of(tag.as_bytes()).hex().to_string();
     let bridge = Bridge(format!("ckt{}", &hex[..8]));
-    // A /24 of 10.0.0.0/8 picked from the test's name: parallel tests do not meet.
-    let (a, b) = (
-        u8::from_str_radix(&hex[8..10], 16).unwrap(),
-        u8::from_str_radix(&hex[10..12], 16).unwrap(),
-    );
-    let subnet = format!("10.{a}.{b}.0/24");
-    let host_port = 20000 + u16::from_str_radix(&hex[12..15], 16).unwrap() % 20000;
+    // A /24 and a host port that are free now, held for this test.
+    let held = e2e::net::Subnet::pick();
+    let subnet = held.cidr();
+    let host_port = e2e::net::free_port();
     e2e::crid::write_conflist(
         w.tmp.path(),
         "10-bridge",
@@ -350,11 +347,11 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
         .unwrap()
         .ip;
     assert!(
-        ip_a.starts_with(&format!("10.{a}.{b}.")),
+        ip_a.starts_with(&format!("{}.", held.prefix)),
         "{ip_a} in {subnet}"
     );
     assert!(
-        ip_b.starts_with(&format!("10.{a}.{b}.")) && ip_b != ip_a,
+        ip_b.starts_with(&format!("{}.", held.prefix)) && ip_b != ip_a,
         "{ip_b}"
     );
     w.start(
@@ -375,7 +372,10 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
         .await;
 
     // The host reaches pod A at its IP, and through the mapped port.
-    for addr in [format!("{ip_a}:8080"), format!("10.{a}.{b}.1:{host_port}")] {
+    for addr in [
+        format!("{ip_a}:8080"),
+        format!("{}:{host_port}", held.host(1)),
+    ] {
         let body = tokio::task::spawn_blocking(move || http_get(&addr, "/index.html"))
             .await
             .unwrap();

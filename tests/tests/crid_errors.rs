@@ -1,0 +1,261 @@
+//! crid's error paths, as a client sees them: the gRPC code says what happened
+//! (the request was wrong, the runtime failed, the disk is full), the message
+//! carries the cause, and nothing of a failed request is left behind. The runtime
+//! failures come from a stand-in: runc itself, except for the subcommands a test
+//! asks to fail, which fail the way runc does.
+
+use e2e::crid::{Network, World};
+use e2e::image::{push, Compression, Layer};
+use e2e::{Image, TempRoot};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::NamespaceMode::Container as OwnPid;
+use std::path::{Path, PathBuf};
+use tonic::Code;
+
+/// A stand-in OCI runtime: `runc "$@"`, except that a subcommand listed in its
+/// `fail` file fails with the message given there, in the JSON log when the caller
+/// asked for one (`--log`), and on stderr in runc's text format.
+struct StandIn {
+    dir: TempRoot,
+}
+
+impl StandIn {
+    fn new() -> StandIn {
+        let dir = TempRoot::new();
+        let script = format!(
+            r#"#!/bin/sh
+FAIL={fail}
+log= prev= verb=
+for a in "$@"; do
+  [ "$prev" = --log ] && log=$a
+  case "$a" in create|start|kill|delete|update|exec) [ -z "$verb" ] && verb=$a;; esac
+  prev=$a
+done
+if [ -n "$verb" ] && [ -f "$FAIL" ] && grep -q "^$verb " "$FAIL"; then
+  msg=$(grep "^$verb " "$FAIL" | head -n 1 | cut -d' ' -f2-)
+  [ -n "$log" ] && printf '{{"level":"error","msg":"%s","time":"2026-01-01T00:00:00Z"}}\n' "$msg" >>"$log"
+  printf 'time="2026-01-01T00:00:00Z" level=error msg="%s"\n' "$msg" >&2
+  exit 1
+fi
+exec runc "$@"
+"#,
+            fail = dir.path().join("fail").display()
+        );
+        let path = dir.path().join("runtime");
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        StandIn { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("runtime")
+    }
+
+    /// Makes `verb` fail with `message` (none with an empty verb).
+    fn fail(&self, verb: &str, message: &str) {
+        let text = if verb.is_empty() {
+            String::new()
+        } else {
+            format!("{verb} {message}\n")
+        };
+        std::fs::write(self.dir.path().join("fail"), text).unwrap();
+    }
+}
+
+/// Directories under `<root>/containers` and mounts below crid's root.
+fn leftovers(w: &World) -> (Vec<String>, Vec<String>) {
+    let dirs = std::fs::read_dir(w.crid.root.join("containers"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let root = w.crid.root.join("containers");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(&root))
+        .map(String::from)
+        .collect();
+    (dirs, mounts)
+}
+
+async fn containers(w: &World) -> Vec<cri::Container> {
+    w.rt.clone()
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_failures_are_unknown_with_the_runtimes_message_and_leave_nothing() {
+    let runtime = StandIn::new();
+    let flag = runtime.path().display().to_string();
+    let w = World::new(Network::Loopback, &["--runtime", &flag]).await;
+    let config = w.pod_config("errs", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+
+    // create: ctrmon reports the runtime's error; nothing of the container stays.
+    runtime.fail("create", "injected create failure");
+    let e = w
+        .create(&pod, &config, w.container_config("c1", "sleep 100"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unknown, "{e:?}");
+    assert!(e.message().starts_with("creating container c1: "), "{e:?}");
+    assert!(
+        e.message().contains("create: injected create failure"),
+        "{e:?}"
+    );
+    assert!(containers(&w).await.is_empty());
+    assert_eq!(leftovers(&w), (vec![], vec![]), "nothing left of c1");
+
+    // The runtime's own "no space left on device" is a full disk to the client.
+    runtime.fail("create", "mkdir /sys/fs/cgroup/x: no space left on device");
+    let e = w
+        .create(&pod, &config, w.container_config("c1", "sleep 100"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+
+    // start: the container stays created, and can be started once the runtime works.
+    runtime.fail("start", "injected start failure");
+    let id = w
+        .create(&pod, &config, w.container_config("c1", "sleep 100"))
+        .await
+        .unwrap();
+    let mut rt = w.rt.clone();
+    let e = rt
+        .start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unknown, "{e:?}");
+    assert_eq!(
+        e.message(),
+        format!(
+            "starting container {id}: {} start: injected start failure",
+            runtime.path().display()
+        )
+    );
+    assert_eq!(
+        w.status(&id).await.state,
+        cri::ContainerState::ContainerCreated as i32
+    );
+
+    // update: the recorded resources stay as they were.
+    runtime.fail("update", "injected update failure");
+    let e = rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unknown, "{e:?}");
+    assert!(
+        e.message().contains("update: injected update failure"),
+        "{e:?}"
+    );
+    assert_eq!(w.status(&id).await.resources, None);
+
+    runtime.fail("", "");
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        w.status(&id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+
+    // Requests that are wrong say so.
+    let e = rt
+        .start_container(cri::StartContainerRequest {
+            container_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::NotFound, "container nope not found")
+    );
+    let e = rt
+        .start_container(cri::StartContainerRequest { container_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    w.remove_pod(&pod).await;
+    assert_eq!(leftovers(&w), (vec![], vec![]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_resource_exhausted_and_names_the_cause() {
+    let w = World::on_tmpfs(Network::Loopback, &[], "8m").await;
+    let big = push(
+        &w.reg.addr,
+        "disk/big",
+        "1",
+        &Image::new(vec![Layer::large("big.bin", 12, Compression::None)]),
+    );
+    let mut img = w.img.clone();
+    let e = img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: big.reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("No space left on device"), "{e:?}");
+
+    let config = w.pod_config("full", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    // Fill what is left; the container's layer cannot be unpacked.
+    let filler = w.crid.root.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let e = w
+        .create(&pod, &config, w.container_config("c", "sleep 100"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("No space left on device"), "{e:?}");
+    assert!(e.message().starts_with("container c: "), "{e:?}");
+    assert_eq!(leftovers(&w), (vec![], vec![]));
+
+    // With room again the same request works: nothing stored was damaged.
+    std::fs::remove_file(&filler).unwrap();
+    let id = w
+        .start(
+            &pod,
+            &config,
+            w.container_config("c", "echo fine; sleep 100"),
+        )
+        .await;
+    let out = w
+        .exec(&id, &["/bin/sh", "-c", "echo $FOO"], 10)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"bar\n");
+    w.remove_pod(&pod).await;
+}
