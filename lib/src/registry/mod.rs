@@ -1,0 +1,284 @@
+//! Pulling images from registries into the store, through oci-client.
+//!
+//! Manifests are fetched raw (bounded, digest-checked) and parsed here: OCI and
+//! Docker schema 2 manifests, OCI image indexes and Docker manifest lists with
+//! platform selection. Blobs are streamed — never buffered whole — into
+//! [`crate::layout::BlobWriter`]s on a writer thread per blob, so hashing and disk
+//! writes overlap with the network. Layers download in parallel (bounded); blobs
+//! already stored are skipped; transient failures (5xx, 429, resets, timeouts) are
+//! retried with exponential backoff, and a blob cut off midway resumes with an HTTP
+//! range request when the registry honours one.
+//!
+//! Docker schema 2 manifests are converted to OCI manifests on the way in (same
+//! config and layer blobs, OCI media types), as `skopeo copy … oci:` does, so every
+//! OCI tool can read the store; the digest the registry gave is kept in the
+//! [`crate::layout::REPO_DIGEST`] annotation and is what the caller prints.
+
+//!
+//! The pieces: `error` (what can go wrong and which failures are retried),
+//! `client` (HTTP clients, per-registry CAs, credentials), `manifest` (fetching,
+//! parsing, platform choice, Docker → OCI), `blob` (streaming with resume and
+//! backoff) and `writer` (the writer thread).
+
+mod blob;
+mod client;
+mod error;
+mod manifest;
+mod writer;
+
+pub use error::{ErrorKind, RegistryError};
+
+use crate::auth::{CredentialStore, Credentials};
+use crate::digest::{Digest, DigestError};
+use crate::layout::{LayoutError, Store, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, REPO_DIGEST};
+use crate::platform::Platform;
+use crate::progress::{Event, Sink};
+use crate::reference::{self, Reference};
+use crate::registries::{Endpoint, Registries};
+use blob::*;
+use client::*;
+use error::*;
+use futures_util::{StreamExt, TryStreamExt};
+use manifest::*;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::Client;
+use oci_spec::image::{Descriptor, MediaType};
+use std::time::Duration;
+use writer::*;
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// The platform chosen from image indexes.
+    pub platform: Platform,
+    /// Blobs downloaded at once.
+    pub max_concurrent: usize,
+    /// Retries after the first attempt of each request, for transient failures.
+    pub retries: u32,
+    /// The first retry's delay; it doubles each time.
+    pub retry_delay: Duration,
+    /// A connection that delivers nothing for this long fails (and is retried);
+    /// a slow but moving download is never cut off.
+    pub stall_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// containers-certs.d(5) directories: `DIR/HOST[:PORT]/*.crt` are CAs trusted
+    /// for that registry, besides the system's.
+    pub certs_dirs: Vec<std::path::PathBuf>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: Platform::host(),
+            max_concurrent: 4,
+            retries: 4,
+            retry_delay: Duration::from_millis(500),
+            stall_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            certs_dirs: crate::certs::default_dirs(),
+        }
+    }
+}
+
+/// The outcome of one pull.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The name in the store (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// The digest the registry resolved the reference to.
+    pub repo_digest: Digest,
+    /// The stored manifest's digest (differs for converted Docker manifests).
+    pub manifest_digest: Digest,
+    /// The line to print: `NAME@DIGEST`.
+    pub pinned: String,
+}
+
+/// Pulls images from registries into a store.
+pub struct Puller {
+    client: Client,
+    /// Clients of registries with CAs of their own (certs.d), by host.
+    host_clients: std::sync::Mutex<std::collections::HashMap<String, HostClient>>,
+    registries: Registries,
+    creds: CredentialStore,
+    opts: PullOptions,
+}
+
+impl Puller {
+    /// Pulls `image` into `store` and names it. Tries mirrors from registries.conf
+    /// first, then the registry itself.
+    pub async fn pull(&self, store: &Store, image: &str, sink: &dyn Sink) -> Result<Pulled> {
+        self.pull_as(store, image, sink, None).await
+    }
+
+    /// [`Puller::pull`] with `creds` for every endpoint instead of the credential
+    /// store's (the CRI's PullImage carries its own).
+    pub async fn pull_as(
+        &self,
+        store: &Store,
+        image: &str,
+        sink: &dyn Sink,
+        creds: Option<&Credentials>,
+    ) -> Result<Pulled> {
+        let r = reference::parse(image)?;
+        let endpoints = self.registries.endpoints(&r)?;
+        let mut last = None;
+        for ep in &endpoints {
+            match self.pull_from(store, image, &r, ep, sink, creds).await {
+                Ok(p) => return Ok(p),
+                Err(e) if ep.mirror => {
+                    tracing::warn!(
+                        "mirror {} failed, trying the next endpoint: {e}",
+                        ep.reference.registry()
+                    );
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Network {
+            image: image.to_string(),
+            registry: r.registry().to_string(),
+            message: "no endpoint to try".into(),
+        }))
+    }
+
+    async fn pull_from(
+        &self,
+        store: &Store,
+        image: &str,
+        asked: &Reference,
+        ep: &Endpoint,
+        sink: &dyn Sink,
+        creds: Option<&Credentials>,
+    ) -> Result<Pulled> {
+        let r = &ep.reference;
+        let registry = r.registry().to_string();
+        let auth = self.auth_for(r, creds)?;
+        sink.event(&Event::Resolving {
+            image: image.to_string(),
+            endpoint: r.to_string(),
+        });
+        let client = self.client_for(&registry).await?;
+        let ctx = PullCtx {
+            names: Ctx {
+                image,
+                registry: &registry,
+            },
+            client: &client,
+        };
+
+        let (raw, top_digest) = self
+            .fetch_manifest(&ctx, r, &auth, r.digest(), sink)
+            .await?;
+        let mut raw = raw;
+        let mut manifest_digest = top_digest.clone();
+        let mut media_type = detect_media_type(&ctx, &raw, &top_digest)?;
+        if media_type == OCI_INDEX || media_type == DOCKER_LIST {
+            let child = self.choose_platform(&ctx, &raw, &top_digest)?;
+            let child_ref = r.clone_with_digest(child.to_string());
+            let (child_raw, _) = self
+                .fetch_manifest(&ctx, &child_ref, &auth, Some(child.as_str()), sink)
+                .await?;
+            media_type = detect_media_type(&ctx, &child_raw, &child)?;
+            if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
+                return Err(ctx.bad_manifest(
+                    &child,
+                    format!("index entry is a {media_type}, not an image manifest"),
+                ));
+            }
+            raw = child_raw;
+            manifest_digest = child;
+        }
+        let manifest = parse_manifest(&ctx, &raw, &manifest_digest)?;
+
+        // From here on the pull writes blobs: keep prune away until the entry is in.
+        let _guard = store.pull_guard().map_err(|source| RegistryError::Index {
+            image: image.to_string(),
+            source,
+        })?;
+        let mut blobs = vec![manifest.config.clone()];
+        blobs.extend(manifest.layers.iter().cloned());
+        // The first failure stops the pull: the other downloads are dropped, and
+        // their temp files with them.
+        futures_util::stream::iter(blobs.into_iter().map(|b| {
+            let auth = &auth;
+            async move { self.fetch_blob(store, &ctx, r, auth, &b, sink).await }
+        }))
+        .buffer_unordered(self.opts.max_concurrent.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+
+        // Docker schema 2 becomes an OCI manifest over the same blobs.
+        let (stored_raw, stored_digest) = if media_type == DOCKER_MANIFEST {
+            let converted =
+                docker_to_oci(&raw).map_err(|reason| ctx.bad_manifest(&manifest_digest, reason))?;
+            let d = Digest::of(&converted);
+            (converted, d)
+        } else {
+            (raw, manifest_digest.clone())
+        };
+        store
+            .put_blob(&stored_digest, &stored_raw)
+            .map_err(|source| RegistryError::Store {
+                image: image.to_string(),
+                digest: stored_digest.to_string(),
+                source,
+            })?;
+        let mut desc = Descriptor::new(
+            MediaType::ImageManifest,
+            stored_raw.len() as u64,
+            oci_digest(&stored_digest),
+        );
+        let mut ann = std::collections::HashMap::new();
+        ann.insert(REPO_DIGEST.to_string(), top_digest.to_string());
+        desc.set_annotations(Some(ann));
+        let name = reference::store_name(asked);
+        store
+            .add_image(&name, desc)
+            .map_err(|source| RegistryError::Index {
+                image: image.to_string(),
+                source,
+            })?;
+        let pinned = reference::pinned(asked, top_digest.as_str());
+        sink.event(&Event::Done {
+            image: image.to_string(),
+            reference: pinned.clone(),
+        });
+        Ok(Pulled {
+            name,
+            repo_digest: top_digest,
+            manifest_digest: stored_digest,
+            pinned,
+        })
+    }
+
+    /// Decides whether a failed attempt is retried: sleeps and returns true, or
+    /// returns false when the error is final or the retries are used up.
+    async fn backoff(
+        &self,
+        ctx: &Ctx<'_>,
+        what: &str,
+        sink: &dyn Sink,
+        attempt: &mut u32,
+        e: &RegistryError,
+    ) -> bool {
+        if !e.transient() || *attempt > self.opts.retries {
+            return false;
+        }
+        let delay = (self.opts.retry_delay * 2u32.saturating_pow(*attempt - 1))
+            .min(Duration::from_secs(30));
+        *attempt += 1;
+        sink.event(&Event::Retry {
+            image: ctx.image.to_string(),
+            what: what.to_string(),
+            attempt: *attempt,
+            delay_ms: delay.as_millis() as u64,
+            error: e.to_string(),
+        });
+        tracing::info!("retrying {what} in {delay:?} (attempt {attempt}): {e}");
+        tokio::time::sleep(delay).await;
+        true
+    }
+}
