@@ -404,6 +404,23 @@ fn resolve_flags() -> ResolveFlags {
     ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV
 }
 
+/// What every kind of tar entry carries besides its path.
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// Where an entry goes: its parent directory (opened inside the root), its name,
+/// and its path as the tar wrote it (for errors).
+struct At<'p> {
+    parent: &'p OwnedFd,
+    name: &'p OsStr,
+    raw: &'p Path,
+}
+
 impl<'a> Applier<'a> {
     fn new(root: &Path, layer: &'a str, opts: &ApplyOptions) -> Result<Self> {
         let fd = rustix::fs::open(
@@ -524,11 +541,7 @@ impl<'a> Applier<'a> {
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, report: &mut Report) -> Result<()> {
-        let raw_path = entry.path().map_err(|e| LayerError::Read {
-            layer: self.layer.to_string(),
-            source: e,
-        })?;
-        let raw_path = raw_path.into_owned();
+        let raw_path = entry.path().map_err(|e| self.read_err(e))?.into_owned();
         let Some(path) = clean(&raw_path).map_err(|r| self.err(&raw_path, r))? else {
             // The root itself: its metadata is the bundle's business, not the layer's.
             return Ok(());
@@ -550,169 +563,230 @@ impl<'a> Applier<'a> {
 
         let header = entry.header();
         let kind = header.entry_type();
-        let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        let uid = header.uid().unwrap_or(0);
-        let gid = header.gid().unwrap_or(0);
-        let mtime = header.mtime().unwrap_or(0);
-        let xattrs = pax_xattrs(entry);
+        let meta = Meta {
+            mode: header.mode().unwrap_or(0o644) & 0o7777,
+            uid: header.uid().unwrap_or(0),
+            gid: header.gid().unwrap_or(0),
+            mtime: header.mtime().unwrap_or(0),
+            xattrs: pax_xattrs(entry),
+        };
         let parent = self
             .dir(parent_rel.as_deref())
             .map_err(self.io_err(&raw_path, "opening its parent directory"))?;
-
-        match kind {
+        let at = At {
+            parent: &parent,
+            name: &name,
+            raw: &raw_path,
+        };
+        let made = match kind {
             tar::EntryType::Directory => {
-                match rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(0o700)) {
-                    Ok(()) => {}
-                    Err(rustix::io::Errno::EXIST) => {
-                        let st = rustix::fs::statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW)
-                            .map_err(self.io_err(&raw_path, "inspecting the existing entry"))?;
-                        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                            self.remove(&parent, &name)
-                                .map_err(self.io_err(&raw_path, "replacing the existing entry"))?;
-                            rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(0o700))
-                                .map_err(self.io_err(&raw_path, "creating the directory"))?;
-                        }
-                    }
-                    Err(e) => return Err(self.io_err(&raw_path, "creating the directory")(e)),
-                }
-                let fd = rustix::fs::openat(
-                    &parent,
-                    &name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(self.io_err(&raw_path, "opening the directory"))?;
-                self.set_owner_mode_xattrs(&fd, &raw_path, uid, gid, mode, &xattrs, report)?;
-                self.dir_times.push((path.clone(), mtime));
+                self.directory(&at, &meta, report)?;
+                self.dir_times.push((path.clone(), meta.mtime));
+                true
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                if kind == tar::EntryType::GNUSparse {
-                    return Err(self.err(&raw_path, "GNU sparse files are not supported"));
-                }
-                let fd = self.create_file(&parent, &name, &raw_path)?;
-                let mut file = std::fs::File::from(fd);
-                loop {
-                    let n = entry.read(&mut self.buf).map_err(|e| LayerError::Read {
-                        layer: self.layer.to_string(),
-                        source: e,
-                    })?;
-                    if n == 0 {
-                        break;
-                    }
-                    file.write_all(&self.buf[..n])
-                        .map_err(|e| LayerError::EntryIo {
-                            layer: self.layer.to_string(),
-                            entry: raw_path.display().to_string(),
-                            action: "writing the file",
-                            source: e,
-                        })?;
-                }
-                let fd = OwnedFd::from(file);
-                self.set_owner_mode_xattrs(&fd, &raw_path, uid, gid, mode, &xattrs, report)?;
-                rustix::fs::futimens(&fd, &times(mtime))
-                    .map_err(self.io_err(&raw_path, "setting its times"))?;
+            tar::EntryType::GNUSparse => {
+                return Err(self.err(&raw_path, "GNU sparse files are not supported"));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.regular(&at, entry, &meta, report)?;
+                true
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| LayerError::Read {
-                        layer: self.layer.to_string(),
-                        source: e,
-                    })?
-                    .ok_or_else(|| self.err(&raw_path, "symlink without a target"))?
-                    .into_owned();
-                self.make_room(&parent, &name, &raw_path)?;
-                // The target is only data: it is resolved inside the root whenever used.
-                rustix::fs::symlinkat(target.as_os_str(), &parent, &name)
-                    .map_err(self.io_err(&raw_path, "creating the symlink"))?;
-                self.chown_at(&parent, &name, &raw_path, uid, gid, report)?;
-                let _ =
-                    rustix::fs::utimensat(&parent, &name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
-                // A new symlink can redirect cached lookups.
-                self.cached_parent = None;
+                self.symlink(&at, entry, &meta, report)?;
+                true
             }
-            tar::EntryType::Link => {
-                let target_raw = entry
-                    .link_name()
-                    .map_err(|e| LayerError::Read {
-                        layer: self.layer.to_string(),
-                        source: e,
-                    })?
-                    .ok_or_else(|| self.err(&raw_path, "hardlink without a target"))?
-                    .into_owned();
-                let target = clean(&target_raw)
-                    .map_err(|r| {
-                        self.err(
-                            &raw_path,
-                            format!("hardlink target {}: {r}", target_raw.display()),
-                        )
-                    })?
-                    .ok_or_else(|| self.err(&raw_path, "hardlink to the rootfs itself"))?;
-                let src = rustix::fs::openat2(
-                    &self.root,
-                    &target,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    resolve_flags(),
-                )
-                .map_err(|e| match e {
-                    rustix::io::Errno::NOENT => self.err(
-                        &raw_path,
-                        format!("hardlink target {} does not exist", target_raw.display()),
-                    ),
-                    e => self.io_err(&raw_path, "opening the hardlink target")(e),
-                })?;
-                let st = rustix::fs::fstat(&src)
-                    .map_err(self.io_err(&raw_path, "inspecting the hardlink target"))?;
-                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                    return Err(self.err(
-                        &raw_path,
-                        format!("hardlink target {} is a directory", target_raw.display()),
-                    ));
-                }
-                if target == path {
-                    return Ok(()); // a link to itself: nothing to do
-                }
-                self.make_room(&parent, &name, &raw_path)?;
-                link_fd(&src, &parent, &name)
-                    .map_err(self.io_err(&raw_path, "creating the hardlink"))?;
-            }
+            tar::EntryType::Link => self.hardlink(&at, entry, &path)?,
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let (ft, dev) = match kind {
-                    tar::EntryType::Char => (FileType::CharacterDevice, dev_of(entry)),
-                    tar::EntryType::Block => (FileType::BlockDevice, dev_of(entry)),
-                    _ => (FileType::Fifo, 0),
-                };
-                if ft != FileType::Fifo && !self.privileged {
-                    tracing::warn!(
-                        "layer {}: skipping device node {} (needs root)",
-                        self.layer,
-                        raw_path.display()
-                    );
-                    report.skipped_devices += 1;
-                    return Ok(());
-                }
-                self.make_room(&parent, &name, &raw_path)?;
-                rustix::fs::mknodat(&parent, &name, ft, Mode::from_raw_mode(mode & 0o777), dev)
-                    .map_err(self.io_err(&raw_path, "creating the node"))?;
-                self.chown_at(&parent, &name, &raw_path, uid, gid, report)?;
-                rustix::fs::chmodat(&parent, &name, Mode::from_raw_mode(mode), AtFlags::empty())
-                    .map_err(self.io_err(&raw_path, "setting its mode"))?;
-                let _ =
-                    rustix::fs::utimensat(&parent, &name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
+                self.node(&at, entry, kind, &meta, report)?
             }
             tar::EntryType::XGlobalHeader
             | tar::EntryType::XHeader
             | tar::EntryType::GNULongName
-            | tar::EntryType::GNULongLink => {
-                return Ok(());
-            }
+            | tar::EntryType::GNULongLink => false,
             other => {
                 return Err(self.err(&raw_path, format!("unsupported entry type {other:?}")));
             }
+        };
+        if made {
+            self.created.insert(path);
         }
-        self.created.insert(path);
         Ok(())
+    }
+
+    fn read_err(&self, source: io::Error) -> LayerError {
+        LayerError::Read {
+            layer: self.layer.to_string(),
+            source,
+        }
+    }
+
+    /// A directory: made (or an existing non-directory replaced), then its owner,
+    /// mode and xattrs. Its times are set once the layer is done.
+    fn directory(&mut self, at: &At, m: &Meta, report: &mut Report) -> Result<()> {
+        let (parent, name, raw) = (at.parent, at.name, at.raw);
+        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(self.io_err(raw, "inspecting the existing entry"))?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                    self.remove(parent, name)
+                        .map_err(self.io_err(raw, "replacing the existing entry"))?;
+                    rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
+                        .map_err(self.io_err(raw, "creating the directory"))?;
+                }
+            }
+            Err(e) => return Err(self.io_err(raw, "creating the directory")(e)),
+        }
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(self.io_err(raw, "opening the directory"))?;
+        self.set_owner_mode_xattrs(&fd, raw, m.uid, m.gid, m.mode, &m.xattrs, report)
+    }
+
+    /// A regular file: its content, owner, mode, xattrs and times.
+    fn regular<R: Read>(
+        &mut self,
+        at: &At,
+        entry: &mut tar::Entry<'_, R>,
+        m: &Meta,
+        report: &mut Report,
+    ) -> Result<()> {
+        let raw = at.raw;
+        let fd = self.create_file(at.parent, at.name, raw)?;
+        let mut file = std::fs::File::from(fd);
+        loop {
+            let n = entry.read(&mut self.buf).map_err(|e| self.read_err(e))?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&self.buf[..n])
+                .map_err(|e| LayerError::EntryIo {
+                    layer: self.layer.to_string(),
+                    entry: raw.display().to_string(),
+                    action: "writing the file",
+                    source: e,
+                })?;
+        }
+        let fd = OwnedFd::from(file);
+        self.set_owner_mode_xattrs(&fd, raw, m.uid, m.gid, m.mode, &m.xattrs, report)?;
+        rustix::fs::futimens(&fd, &times(m.mtime)).map_err(self.io_err(raw, "setting its times"))
+    }
+
+    /// A symlink. Its target is only data: it is resolved inside the root whenever
+    /// it is used.
+    fn symlink<R: Read>(
+        &mut self,
+        at: &At,
+        entry: &tar::Entry<'_, R>,
+        m: &Meta,
+        report: &mut Report,
+    ) -> Result<()> {
+        let (parent, name, raw) = (at.parent, at.name, at.raw);
+        let target = entry
+            .link_name()
+            .map_err(|e| self.read_err(e))?
+            .ok_or_else(|| self.err(raw, "symlink without a target"))?
+            .into_owned();
+        self.make_room(parent, name, raw)?;
+        rustix::fs::symlinkat(target.as_os_str(), parent, name)
+            .map_err(self.io_err(raw, "creating the symlink"))?;
+        self.chown_at(parent, name, raw, m.uid, m.gid, report)?;
+        let _ = rustix::fs::utimensat(parent, name, &times(m.mtime), AtFlags::SYMLINK_NOFOLLOW);
+        // A new symlink can redirect cached lookups.
+        self.cached_parent = None;
+        Ok(())
+    }
+
+    /// A hardlink to a file already in the root, found without leaving it; false
+    /// for a link to itself (nothing made).
+    fn hardlink<R: Read>(
+        &mut self,
+        at: &At,
+        entry: &tar::Entry<'_, R>,
+        path: &Path,
+    ) -> Result<bool> {
+        let raw = at.raw;
+        let target_raw = entry
+            .link_name()
+            .map_err(|e| self.read_err(e))?
+            .ok_or_else(|| self.err(raw, "hardlink without a target"))?
+            .into_owned();
+        let target = clean(&target_raw)
+            .map_err(|r| {
+                self.err(
+                    raw,
+                    format!("hardlink target {}: {r}", target_raw.display()),
+                )
+            })?
+            .ok_or_else(|| self.err(raw, "hardlink to the rootfs itself"))?;
+        let src = rustix::fs::openat2(
+            &self.root,
+            &target,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve_flags(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::NOENT => self.err(
+                raw,
+                format!("hardlink target {} does not exist", target_raw.display()),
+            ),
+            e => self.io_err(raw, "opening the hardlink target")(e),
+        })?;
+        let st =
+            rustix::fs::fstat(&src).map_err(self.io_err(raw, "inspecting the hardlink target"))?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            return Err(self.err(
+                raw,
+                format!("hardlink target {} is a directory", target_raw.display()),
+            ));
+        }
+        if target == path {
+            return Ok(false);
+        }
+        self.make_room(at.parent, at.name, raw)?;
+        link_fd(&src, at.parent, at.name).map_err(self.io_err(raw, "creating the hardlink"))?;
+        Ok(true)
+    }
+
+    /// A device node (root only; skipped with a warning otherwise) or a FIFO;
+    /// whether one was made.
+    fn node<R: Read>(
+        &mut self,
+        at: &At,
+        entry: &tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        m: &Meta,
+        report: &mut Report,
+    ) -> Result<bool> {
+        let (parent, name, raw) = (at.parent, at.name, at.raw);
+        let (ft, dev) = match kind {
+            tar::EntryType::Char => (FileType::CharacterDevice, dev_of(entry)),
+            tar::EntryType::Block => (FileType::BlockDevice, dev_of(entry)),
+            _ => (FileType::Fifo, 0),
+        };
+        if ft != FileType::Fifo && !self.privileged {
+            tracing::warn!(
+                "layer {}: skipping device node {} (needs root)",
+                self.layer,
+                raw.display()
+            );
+            report.skipped_devices += 1;
+            return Ok(false);
+        }
+        self.make_room(parent, name, raw)?;
+        rustix::fs::mknodat(parent, name, ft, Mode::from_raw_mode(m.mode & 0o777), dev)
+            .map_err(self.io_err(raw, "creating the node"))?;
+        self.chown_at(parent, name, raw, m.uid, m.gid, report)?;
+        rustix::fs::chmodat(parent, name, Mode::from_raw_mode(m.mode), AtFlags::empty())
+            .map_err(self.io_err(raw, "setting its mode"))?;
+        let _ = rustix::fs::utimensat(parent, name, &times(m.mtime), AtFlags::SYMLINK_NOFOLLOW);
+        Ok(true)
     }
 
     /// Sets the owner of `name` (never following it) when privileged; counts the
