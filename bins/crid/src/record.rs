@@ -424,10 +424,10 @@ impl Versioned for ContainerRecord {
     fn from_v0(v: serde_json::Value) -> serde_json::Result<Self> {
         let old: ContainerV0 = serde_json::from_value(v)?;
         // Version 0 kept no cgroups path: it is config.json's.
-        let cgroups_path = std::fs::read(old.bundle.join("config.json"))
+        let cgroups_path = crikit::oci_spec::runtime::Spec::load(old.bundle.join("config.json"))
             .ok()
-            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(String::from))
+            .and_then(|s| s.linux().as_ref()?.cgroups_path().clone())
+            .map(|p| p.display().to_string())
             .unwrap_or_default();
         let meta = old.config.metadata.clone().unwrap_or_default();
         Ok(ContainerRecord {
@@ -547,10 +547,11 @@ impl PodRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> PathBuf {
+    /// A state file fixture (`v0/pod.json`).
+    pub(crate) fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/state")
             .join(name)

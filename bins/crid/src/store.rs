@@ -342,12 +342,7 @@ fn state_files(dir: &Path, file: &str) -> Vec<(String, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/state")
-            .join(name)
-    }
+    use crate::record::tests::fixture;
 
     /// A state root holding the fixtures, as a previous crid left it.
     fn root_with(version: &str) -> tempfile::TempDir {

@@ -58,25 +58,16 @@ impl Monitors<'_> {
         if let Some(p) = o.cgroup_parent {
             cmd = cmd.cgroup_parent(p);
         }
-        let out = cmd
-            .into_command()
-            .stdin(Stdio::null())
-            .output()
-            .map_err(CridError::io(format!("running {}", self.ctrmon.display())))?;
-        if !out.status.success() {
-            return Err(CridError::Monitor {
-                what: format!("creating container {what}"),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        String::from_utf8_lossy(&out.stdout)
+        let what = format!("creating container {what}");
+        let stdout = self.run(cmd, &what)?;
+        String::from_utf8_lossy(&stdout)
             .trim()
             .parse()
             .map_err(|_| CridError::Monitor {
-                what: format!("creating container {what}"),
+                what: what.clone(),
                 message: format!(
                     "no pid in its output {:?}",
-                    String::from_utf8_lossy(&out.stdout)
+                    String::from_utf8_lossy(&stdout)
                 ),
             })
     }
@@ -128,22 +119,11 @@ impl Monitors<'_> {
         if timeout > 0 {
             command = command.exec_timeout(timeout as u64);
         }
-        let out = command
-            .into_command()
-            .stdin(Stdio::null())
-            .output()
-            .map_err(CridError::io(format!("running {}", self.ctrmon.display())))?;
-        if !out.status.success() {
-            return Err(CridError::Monitor {
-                what: format!("exec in {id}"),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        let r: ExecResult =
-            serde_json::from_slice(&out.stdout).map_err(|e| CridError::Monitor {
-                what: format!("exec in {id}"),
-                message: format!("unreadable result: {e}"),
-            })?;
+        let stdout = self.run(command, &format!("exec in {id}"))?;
+        let r: ExecResult = serde_json::from_slice(&stdout).map_err(|e| CridError::Monitor {
+            what: format!("exec in {id}"),
+            message: format!("unreadable result: {e}"),
+        })?;
         if r.timed_out {
             return Err(CridError::ExecTimeout {
                 cmd: cmd.to_vec(),
@@ -151,6 +131,22 @@ impl Monitors<'_> {
             });
         }
         Ok(r)
+    }
+
+    /// Runs ctrmon; its stdout, or its error (`what` it was asked) when it failed.
+    fn run(&self, cmd: MonitorCommand, what: &str) -> Result<Vec<u8>> {
+        let out = cmd
+            .into_command()
+            .stdin(Stdio::null())
+            .output()
+            .map_err(CridError::io(format!("running {}", self.ctrmon.display())))?;
+        if !out.status.success() {
+            return Err(CridError::Monitor {
+                what: what.to_string(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(out.stdout)
     }
 
     /// Asks the monitor of `id` to reopen its log file.
