@@ -565,7 +565,7 @@ async fn crid_killed_and_restarted_loses_nothing() {
     );
 
     // A container whose monitor was killed is in an unknown state, and still goes.
-    let monitor = w.crid.run_dir.join("ctrmon").join(&long).join("ctrmon.pid");
+    let monitor = crikit::monitor::StateDir::new(&w.crid.run_dir, &long).monitor_pid_file();
     let monitor: i32 = std::fs::read_to_string(monitor)
         .unwrap()
         .trim()
