@@ -236,7 +236,7 @@ pub enum Spawned {
     Exit(i32),
 }
 
-/// The number of threads this process runs.
+/// The number of threads this process runs (0 when /proc cannot tell).
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
@@ -251,8 +251,9 @@ fn threads() -> usize {
 /// runs ctrmon as a program instead).
 pub fn spawn(cfg: &MonitorConfig) -> Result<Spawned, MonitorError> {
     check_launch(cfg)?;
+    // 0: no /proc to count with; the caller's word is all there is.
     match threads() {
-        1 => {}
+        0 | 1 => {}
         threads => return Err(MonitorError::Threaded { threads }),
     }
     let (r, w) = nix::unistd::pipe().map_err(|e| sys("creating the report pipe")(e.into()))?;
@@ -1101,6 +1102,52 @@ pub fn report_to_fd(fd: i32, report: &Report) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::{check_bundle, newest_within};
+
+    #[test]
+    fn a_process_with_threads_is_not_forked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+                "process": {"args": ["/bin/sh"], "cwd": "/"}}"#,
+        )
+        .unwrap();
+        // A second thread for certain, whatever the test harness runs on.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let cfg = super::MonitorConfig {
+            launch: super::Launch::Create {
+                bundle: dir.path().to_path_buf(),
+            },
+            tty: false,
+            id: "t".into(),
+            runtime: crate::runc::Runtime::new("/bin/false", None),
+            log_path: None,
+            exit_file: None,
+            pid_file: dir.path().join("pid"),
+            runtime_log: dir.path().join("runtime.log"),
+            monitor_pid_file: dir.path().join("ctrmon.pid"),
+            start: false,
+            cleanup: false,
+            max_line: 1024,
+            log_size_max: None,
+            attach_socket: None,
+            stdin: false,
+            cgroup_parent: None,
+            diagnostics: None,
+        };
+        let e = super::spawn(&cfg).unwrap_err();
+        assert!(
+            matches!(e, super::MonitorError::Threaded { threads } if threads >= 2),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with("refusing to fork the monitor"),
+            "{e}"
+        );
+        drop(tx);
+        let _ = other.join();
+    }
 
     #[test]
     fn bundle_checks_name_what_is_wrong() {
