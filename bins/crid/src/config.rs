@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The largest CRI message either way, as kubelet's own limit.
+pub const MAX_MESSAGE: usize = 16 << 20;
+
 /// crid's settings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Settings {

@@ -3,6 +3,7 @@
 //! terms a client acts on (retry, fix the request, wait). The service layer turns
 //! kinds into gRPC codes in one place; nothing here knows gRPC.
 
+use crate::net::NetError;
 use crikit::bundle::BundleError;
 use crikit::layer::LayerError;
 use crikit::layout::LayoutError;
@@ -132,7 +133,7 @@ pub enum CridError {
         pod: String,
         /// The cause.
         #[source]
-        source: crate::net::NetError,
+        source: NetError,
     },
     /// An exec that ran out of time.
     #[error("command {cmd:?} timed out after {secs} s and was killed")]
@@ -196,7 +197,11 @@ impl CridError {
                 ErrorKind::DeadlineExceeded
             }
             CridError::Bundle { source, .. } => bundle_kind(source),
-            CridError::Network { source, .. } => source.kind(),
+            CridError::Network { source, .. } => match source {
+                NetError::Conf(_) | NetError::PluginMissing { .. } => ErrorKind::FailedPrecondition,
+                NetError::Exec { .. } => ErrorKind::Internal,
+                NetError::Plugin { .. } => ErrorKind::Unknown,
+            },
             CridError::Runtime { .. } | CridError::Monitor { .. } | CridError::Unstoppable(_) => {
                 ErrorKind::Unknown
             }

@@ -206,7 +206,7 @@ pub fn fs_usage(root: &Path) -> cri::FilesystemUsage {
         .map(|d| crate::fsusage::usage(&root.join(d)))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     cri::FilesystemUsage {
-        timestamp: crate::now_ns(),
+        timestamp: crate::record::now_ns(),
         fs_id: Some(cri::FilesystemIdentifier {
             mountpoint: root.display().to_string(),
         }),

@@ -31,10 +31,10 @@ pub mod store;
 
 use config::Settings;
 use error::{CridError, Result};
-use std::sync::{Arc, Mutex};
 
-/// The largest CRI message either way, as kubelet's own limit.
-pub const MAX_MESSAGE: usize = 16 << 20;
+pub use config::MAX_MESSAGE;
+pub use record::{new_id, now_ns};
+use std::sync::{Arc, Mutex};
 
 /// What every RPC shares.
 pub struct Crid {
@@ -94,21 +94,4 @@ impl Crid {
     pub fn restore(&self) -> (usize, usize) {
         self.store.restore(&self.runtime)
     }
-}
-
-/// A fresh 64-hex-digit id, as containerd and CRI-O make them.
-pub fn new_id() -> Result<String> {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(CridError::io("reading /dev/urandom"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
-/// Nanoseconds since the epoch, as the CRI's timestamps.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }

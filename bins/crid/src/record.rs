@@ -8,7 +8,6 @@
 //! release's. A newer version is refused with a message that names it: a
 //! downgrade must not guess at a format it does not know.
 
-use crate::error::{CridError, Result};
 use k8s_cri::v1 as cri;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -91,6 +90,37 @@ pub struct PodNamespaces {
     pub ipc: NsMode,
 }
 
+/// The network a pod's ADD used, and what it returned: DEL and CHECK run with
+/// exactly these, whatever the conf dir holds by then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The network's name.
+    pub name: String,
+    /// Its CNI version.
+    pub cni_version: String,
+    /// The conflist (`plugins` and all) as the ADD ran it.
+    pub list: serde_json::Value,
+    /// The last plugin's result.
+    pub result: serde_json::Value,
+}
+
+impl Attachment {
+    /// From crid 0.1's record: `{"name", "cniVersion", "list", "result"}`.
+    pub fn from_v0(v: serde_json::Value) -> Attachment {
+        Attachment {
+            name: v["name"].as_str().unwrap_or_default().to_string(),
+            cni_version: v["cniVersion"].as_str().unwrap_or("0.4.0").to_string(),
+            list: v["list"].clone(),
+            result: v["result"].clone(),
+        }
+    }
+
+    /// The plugins of its list, in order.
+    pub fn plugins(&self) -> impl DoubleEndedIterator<Item = &serde_json::Value> {
+        self.list["plugins"].as_array().into_iter().flatten()
+    }
+}
+
 /// A port the pod's network maps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
@@ -165,7 +195,7 @@ pub struct PodRecord {
     pub ips: Vec<String>,
     /// The network its ADD used and the ADD's result, for DEL and CHECK.
     #[serde(default)]
-    pub network: Option<crate::net::Attachment>,
+    pub network: Option<Attachment>,
     /// The infra container, when the pod shares a PID namespace.
     #[serde(default)]
     pub infra: Option<String>,
@@ -343,21 +373,17 @@ impl ContainerRecord {
 }
 
 /// Loads a state file of either kind, migrating what an earlier version wrote.
-pub fn load<T: Versioned>(path: &Path) -> Result<T> {
-    let bad = |source| CridError::State {
-        path: path.to_path_buf(),
-        source,
-    };
-    let data = std::fs::read(path).map_err(|e| bad(StateError::Read(e)))?;
-    let v: serde_json::Value = serde_json::from_slice(&data)
-        .map_err(|source| bad(StateError::Parse { version: 0, source }))?;
+pub fn load<T: Versioned>(path: &Path) -> Result<T, StateError> {
+    let data = std::fs::read(path).map_err(StateError::Read)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|source| StateError::Parse { version: 0, source })?;
     let version = v.get("version").and_then(|n| n.as_u64()).unwrap_or(0);
     match version {
-        0 => T::from_v0(v).map_err(|source| bad(StateError::Parse { version, source })),
+        0 => T::from_v0(v).map_err(|source| StateError::Parse { version, source }),
         n if n == u64::from(VERSION) => {
-            serde_json::from_value(v).map_err(|source| bad(StateError::Parse { version, source }))
+            serde_json::from_value(v).map_err(|source| StateError::Parse { version, source })
         }
-        found => Err(bad(StateError::Newer { found })),
+        found => Err(StateError::Newer { found }),
     }
 }
 
@@ -393,7 +419,7 @@ impl Versioned for PodRecord {
         p.created_at = old.created_at;
         p.ns = old.ns;
         p.ips = old.ips;
-        p.network = old.network.map(crate::net::Attachment::from_v0);
+        p.network = old.network.map(Attachment::from_v0);
         p.infra = old.infra;
         Ok(p)
     }
@@ -546,6 +572,21 @@ impl PodRecord {
     }
 }
 
+/// A fresh 64-hex-digit id, as containerd and CRI-O make them.
+pub fn new_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Nanoseconds since the epoch, as the CRI's timestamps.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -604,13 +645,13 @@ pub(crate) mod tests {
             serde_json::from_slice(&std::fs::read(fixture("v1/pod.json")).unwrap()).unwrap();
         v["version"] = 2.into();
         std::fs::write(&p, v.to_string()).unwrap();
-        let e = load::<PodRecord>(&p).unwrap_err().message();
+        let e = load::<PodRecord>(&p).unwrap_err().to_string();
         assert!(
             e.contains("schema version 2 is newer than this crid's (1)"),
             "{e}"
         );
         std::fs::write(&p, "{\"version\": 1, \"id\": 3}").unwrap();
-        let e = load::<PodRecord>(&p).unwrap_err().message();
+        let e = load::<PodRecord>(&p).unwrap_err().to_string();
         assert!(e.contains("not a crid state file of version 1"), "{e}");
     }
 }

@@ -139,7 +139,7 @@ impl Crid {
             .config
             .ok_or_else(|| CridError::Invalid("RunPodSandbox without a pod config".into()))?;
         check_pod_config(&config, &req.runtime_handler)?;
-        let id = crate::new_id()?;
+        let id = crate::new_id().map_err(CridError::io("reading /dev/urandom"))?;
         let dir = self.settings.run_dir.join("pods").join(&id);
         let mut pod = PodRecord::new(
             id.clone(),
@@ -344,6 +344,20 @@ impl Crid {
         }
         out.sort_by_key(|p| p.created_at);
         out
+    }
+
+    /// A pod's stats (see [`crate::stats::Stats::pod`]), its network as its first
+    /// running process sees it.
+    pub async fn pod_stats(self: &Arc<Self>, pod: &PodRecord) -> cri::PodSandboxStats {
+        let id = pod.id.clone();
+        let containers = self.containers_stats(|c| c.pod_id == id).await;
+        let pid = self
+            .store
+            .containers_of(&pod.id)
+            .iter()
+            .chain(pod.infra.iter())
+            .find_map(|c| self.store.container_pid(c).map(|(pid, _)| pid));
+        self.stats.pod(pod, containers, pid)
     }
 
     /// PodSandboxStatus: the status; with `verbose`, the record as JSON and the

@@ -2,12 +2,12 @@
 //! unified hierarchy otherwise), the overlay's upper directory and the pod's
 //! network interfaces.
 
+use crate::record::now_ns;
 use crate::record::{ContainerRecord, PodRecord};
-use crate::{now_ns, Crid};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// What one cgroup reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -142,59 +142,14 @@ impl Stats {
         )
     }
 
-    /// One container's stats: its cgroup, its writable layer.
-    pub fn container(&self, c: &ContainerRecord) -> cri::ContainerStats {
-        let s = read(Path::new(CGROUP_ROOT), &c.cgroups_path);
-        let (cpu, memory) = self.cpu_memory(&c.id, &s);
-        let upper = c.bundle.join("upper");
-        let (bytes, inodes) = crate::fsusage::usage(&upper);
-        cri::ContainerStats {
-            attributes: Some(cri::ContainerAttributes {
-                id: c.id.clone(),
-                metadata: Some(c.metadata()),
-                labels: c.labels.clone(),
-                annotations: c.annotations.clone(),
-            }),
-            cpu: Some(cpu),
-            memory: Some(memory),
-            writable_layer: Some(cri::FilesystemUsage {
-                timestamp: now_ns(),
-                fs_id: Some(cri::FilesystemIdentifier {
-                    mountpoint: upper.display().to_string(),
-                }),
-                used_bytes: u64v(Some(bytes)),
-                inodes_used: u64v(Some(inodes)),
-            }),
-            swap: None,
-        }
-    }
-}
-
-impl Crid {
-    /// Stats of the containers that pass `keep`; the cgroup reads and the walk of
-    /// each writable layer happen off the async workers.
-    pub async fn containers_stats(
-        self: &Arc<Self>,
-        keep: impl Fn(&ContainerRecord) -> bool,
-    ) -> Vec<cri::ContainerStats> {
-        let mut picked = vec![];
-        for c in self.store.all_containers() {
-            let c = c.lock().await.clone();
-            if !c.infra && keep(&c) {
-                picked.push(c);
-            }
-        }
-        let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || picked.iter().map(|c| me.stats.container(c)).collect())
-            .await
-            .unwrap_or_default()
-    }
-
     /// One pod's stats: its cgroup parent's when it has one, else the sum of its
-    /// containers'; its network interfaces as a process inside sees them.
-    pub async fn pod_stats(self: &Arc<Self>, pod: &PodRecord) -> cri::PodSandboxStats {
-        let id = pod.id.clone();
-        let containers = self.containers_stats(|c| c.pod_id == id).await;
+    /// `containers`'; its network interfaces as `pid`, a process inside, sees them.
+    pub fn pod(
+        &self,
+        pod: &PodRecord,
+        containers: Vec<cri::ContainerStats>,
+        pid: Option<i32>,
+    ) -> cri::PodSandboxStats {
         let s = match pod.cgroup_parent.as_deref() {
             Some(parent) => read(Path::new(CGROUP_ROOT), parent),
             None => {
@@ -221,17 +176,8 @@ impl Crid {
                 }
             }
         };
-        let (cpu, memory) = self.stats.cpu_memory(&format!("pod:{}", pod.id), &s);
-        let pids: Vec<i32> = self
-            .store
-            .containers_of(&pod.id)
-            .iter()
-            .chain(pod.infra.iter())
-            .filter_map(|c| self.store.container_pid(c).map(|(pid, _)| pid))
-            .collect();
-        let network = pids
-            .first()
-            .and_then(|pid| net_dev(&PathBuf::from(format!("/proc/{pid}/net/dev"))));
+        let (cpu, memory) = self.cpu_memory(&format!("pod:{}", pod.id), &s);
+        let network = pid.and_then(|pid| net_dev(&PathBuf::from(format!("/proc/{pid}/net/dev"))));
         cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
                 id: pod.id.clone(),
@@ -254,6 +200,33 @@ impl Crid {
                 containers,
             }),
             windows: None,
+        }
+    }
+
+    /// One container's stats: its cgroup, its writable layer.
+    pub fn container(&self, c: &ContainerRecord) -> cri::ContainerStats {
+        let s = read(Path::new(CGROUP_ROOT), &c.cgroups_path);
+        let (cpu, memory) = self.cpu_memory(&c.id, &s);
+        let upper = c.bundle.join("upper");
+        let (bytes, inodes) = crate::fsusage::usage(&upper);
+        cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: c.id.clone(),
+                metadata: Some(c.metadata()),
+                labels: c.labels.clone(),
+                annotations: c.annotations.clone(),
+            }),
+            cpu: Some(cpu),
+            memory: Some(memory),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp: now_ns(),
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: upper.display().to_string(),
+                }),
+                used_bytes: u64v(Some(bytes)),
+                inodes_used: u64v(Some(inodes)),
+            }),
+            swap: None,
         }
     }
 }

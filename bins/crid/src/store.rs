@@ -255,7 +255,10 @@ impl Store {
     pub fn restore(&self, runtime: &crikit::runc::Runtime) -> (usize, usize) {
         let mut pods = 0;
         for (id, path) in state_files(&self.root.join("pods"), "pod.json") {
-            match record::load::<PodRecord>(&path) {
+            match record::load::<PodRecord>(&path).map_err(|source| CridError::State {
+                path: path.clone(),
+                source,
+            }) {
                 Ok(mut pod) if pod.id == id => {
                     // After a reboot the pinned namespaces are gone: not ready.
                     if pod.ready && pod.ns.values().any(|p| !p.exists()) {
@@ -274,7 +277,10 @@ impl Store {
         }
         let mut containers = 0;
         for (id, path) in state_files(&self.root.join("containers"), "container.json") {
-            match record::load::<ContainerRecord>(&path) {
+            match record::load::<ContainerRecord>(&path).map_err(|source| CridError::State {
+                path: path.clone(),
+                source,
+            }) {
                 Ok(c) if c.id == id => {
                     self.names.lock().unwrap_or_else(|p| p.into_inner()).insert(
                         container_name_key(&c.pod_id, &c.name, c.attempt, c.infra),

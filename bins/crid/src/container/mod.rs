@@ -399,7 +399,7 @@ impl Crid {
             .filter(|i| !i.is_empty())
             .ok_or_else(|| CridError::Invalid("container config names no image".into()))?;
         check_container_config(&config)?;
-        let id = crate::new_id()?;
+        let id = crate::new_id().map_err(CridError::io("reading /dev/urandom"))?;
         let name = self.store.reserve(
             container_name_key(&pod.id, &meta.name, meta.attempt, infra),
             &id,
@@ -809,6 +809,25 @@ impl Crid {
             })?;
         c.resources = Some(Resources::from_cri(&res));
         self.store.save_container(&c)
+    }
+
+    /// Stats of the containers that pass `keep`; the cgroup reads and the walk of
+    /// each writable layer happen off the async workers.
+    pub async fn containers_stats(
+        self: &Arc<Self>,
+        keep: impl Fn(&ContainerRecord) -> bool,
+    ) -> Vec<cri::ContainerStats> {
+        let mut picked = vec![];
+        for c in self.store.all_containers() {
+            let c = c.lock().await.clone();
+            if !c.infra && keep(&c) {
+                picked.push(c);
+            }
+        }
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || picked.iter().map(|c| me.stats.container(c)).collect())
+            .await
+            .unwrap_or_default()
     }
 
     /// Starts the pod's infra process: the pause image, holding the shared PID

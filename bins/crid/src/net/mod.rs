@@ -5,9 +5,7 @@
 
 pub mod cni;
 
-use crate::error::ErrorKind;
-use crate::record::PodRecord;
-use serde::{Deserialize, Serialize};
+use crate::record::{Attachment, PodRecord};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -64,45 +62,6 @@ impl NetError {
             | NetError::Exec { network, .. }
             | NetError::Plugin { network, .. } => format!("network {network}"),
         }
-    }
-
-    /// What happened, for the client.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            NetError::Conf(_) | NetError::PluginMissing { .. } => ErrorKind::FailedPrecondition,
-            NetError::Exec { .. } => ErrorKind::Internal,
-            NetError::Plugin { .. } => ErrorKind::Unknown,
-        }
-    }
-}
-
-/// The network a pod's ADD used, and what it returned: DEL and CHECK run with
-/// exactly these, whatever the conf dir holds by then.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Attachment {
-    /// The network's name.
-    pub name: String,
-    /// Its CNI version.
-    pub cni_version: String,
-    /// The conflist (`plugins` and all) as the ADD ran it.
-    pub list: Value,
-    /// The last plugin's result.
-    pub result: Value,
-}
-
-impl Attachment {
-    /// From crid 0.1's record: `{"name", "cniVersion", "list", "result"}`.
-    pub fn from_v0(v: Value) -> Attachment {
-        Attachment {
-            name: v["name"].as_str().unwrap_or_default().to_string(),
-            cni_version: v["cniVersion"].as_str().unwrap_or("0.4.0").to_string(),
-            list: v["list"].clone(),
-            result: v["result"].clone(),
-        }
-    }
-
-    fn plugins(&self) -> impl DoubleEndedIterator<Item = &Value> {
-        self.list["plugins"].as_array().into_iter().flatten()
     }
 }
 
