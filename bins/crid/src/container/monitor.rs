@@ -154,6 +154,9 @@ impl Monitors<'_> {
         let sock = StateDir::new(self.run_dir, id).attach_socket();
         crikit::monitor::attach::Client::connect(&sock)
             .and_then(|mut a| a.reopen_log())
-            .map_err(CridError::io(format!("reopening the log of {id}")))
+            .map_err(|e| CridError::Monitor {
+                what: format!("reopening the log of {id}"),
+                message: e.to_string(),
+            })
     }
 }
