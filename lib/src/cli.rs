@@ -189,16 +189,5 @@ pub fn finish(
 
 /// An error chain on one line, each cause once.
 pub fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for c in e.chain() {
-        let s = c.to_string();
-        if s.is_empty() || out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out.replace('\n', " ")
+    crate::one_line(e.as_ref())
 }

@@ -26,3 +26,22 @@ pub mod registry;
 pub mod runc;
 pub mod seccomp;
 pub mod spec;
+
+/// An error and its causes on one line, each cause once (a cause whose text the
+/// line already holds is left out), newlines made spaces: what every tool prints
+/// and crid answers.
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !s.is_empty() && !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out.replace('\n', " ")
+}

@@ -227,17 +227,7 @@ impl CridError {
 
     /// The message with its whole cause chain, on one line, each cause once.
     pub fn message(&self) -> String {
-        let mut out = self.to_string();
-        let mut cur = std::error::Error::source(self);
-        while let Some(e) = cur {
-            let s = e.to_string();
-            if !s.is_empty() && !out.ends_with(&s) {
-                out.push_str(": ");
-                out.push_str(&s);
-            }
-            cur = e.source();
-        }
-        out
+        crikit::one_line(self)
     }
 }
 

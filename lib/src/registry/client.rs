@@ -38,7 +38,7 @@ pub(super) fn make_client(
     // Not Client::new: it logs a failed set-up (no CA certificates, say) and carries
     // on with a default client that ignores the insecure hosts.
     Client::try_from(config).map_err(|e| {
-        let mut message = chain(&e);
+        let mut message = crate::one_line(&e);
         // rustls-platform-verifier's words. The client is built with the system's
         // CAs even when every registry is plain HTTP, so say where they come from.
         if message.contains("No CA certificates were loaded") {

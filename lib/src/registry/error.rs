@@ -291,7 +291,7 @@ impl Ctx<'_> {
         RegistryError::Network {
             image: self.image.to_string(),
             registry: self.registry.to_string(),
-            message: format!("{what}: {}", chain(e)),
+            message: format!("{what}: {}", crate::one_line(e)),
         }
     }
 
@@ -437,21 +437,6 @@ pub(super) fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<
         cur = c.source();
     }
     None
-}
-
-/// An error and its sources on one line.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
