@@ -26,7 +26,7 @@ complete -c bundlegen -l prune -d 'Delete cached layers that no image in the sto
 complete -c bundlegen -l json -d 'Print what was made as JSON on stdout (see JSON OUTPUT)'
 complete -c bundlegen -l read-only -d 'Make the rootfs read-only'
 complete -c bundlegen -s t -l tty -d 'Give the process a terminal'
-complete -c bundlegen -l privileged -d 'All capabilities, no seccomp filter, no masked paths, no no_new_privs'
+complete -c bundlegen -l privileged -d 'All the capabilities this process holds, no seccomp filter, no masked paths, no no_new_privs'
 complete -c bundlegen -s v -l verbose -d 'More diagnostics (-v info, -vv debug, -vvv trace)'
 complete -c bundlegen -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bundlegen -s V -l version -d 'Print version'

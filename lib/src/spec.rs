@@ -61,7 +61,8 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability, for `--privileged`.
+/// Every capability, in number order (bit N of a capability set is entry N);
+/// `--privileged` gets those the bounding set holds.
 pub const ALL_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -392,7 +393,7 @@ pub fn generate(
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "0".into());
     let user = resolve_user(rootfs, &user_spec)?;
-    let caps = capabilities(o)?;
+    let caps = capabilities(o, bounding_set())?;
     let mut doc = json!({
         "ociVersion": OCI_VERSION,
         "process": process(&cfg, o, name, &user, &user_spec, args, &caps)?,
@@ -495,13 +496,35 @@ fn environment(cfg: &Value, o: &Overrides, name: &str, user: &ResolvedUser) -> V
     merge_env(&env, &o.env)
 }
 
-/// The capability set: the default one, or all when privileged; then drops and
-/// adds.
-fn capabilities(o: &Overrides) -> Result<Vec<String>> {
-    let mut caps: Vec<String> = if o.privileged { ALL_CAPS } else { DEFAULT_CAPS }
+/// This process's capability bounding set (`CapBnd` in /proc/self/status), bit N
+/// for capability N; `None` when it cannot be read.
+pub fn bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Every capability, as far as `bounding` (see [`bounding_set`]) holds it: what a
+/// privileged container or `ALL` gets, as containerd and CRI-O give it. A runtime
+/// cannot grant what it does not hold itself (runc fails with "unable to apply
+/// caps"), and some hosts withhold one (CAP_SYS_RESOURCE, say) even from root.
+fn all_caps(bounding: Option<u64>) -> Vec<String> {
+    ALL_CAPS
         .iter()
-        .map(|s| s.to_string())
-        .collect();
+        .enumerate()
+        .filter(|(bit, _)| bounding.is_none_or(|b| b >> bit & 1 == 1))
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// The capability set: the default one, or all the runtime holds when privileged;
+/// then drops and adds (`ALL` again as far as the bounding set goes).
+fn capabilities(o: &Overrides, bounding: Option<u64>) -> Result<Vec<String>> {
+    let mut caps: Vec<String> = if o.privileged {
+        all_caps(bounding)
+    } else {
+        DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
+    };
     for c in &o.cap_drop {
         let c = normalise_cap(c)?;
         if c == "CAP_ALL" {
@@ -513,7 +536,7 @@ fn capabilities(o: &Overrides) -> Result<Vec<String>> {
     for c in &o.cap_add {
         let c = normalise_cap(c)?;
         let add: Vec<String> = if c == "CAP_ALL" {
-            ALL_CAPS.iter().map(|s| s.to_string()).collect()
+            all_caps(bounding)
         } else {
             vec![c]
         };
@@ -930,13 +953,12 @@ mod tests {
             ..Default::default()
         };
         let s = to_value(generate(ic.as_bytes(), d.path(), "b", &o, None));
-        assert_eq!(
-            s["process"]["capabilities"]["bounding"]
-                .as_array()
-                .unwrap()
-                .len(),
-            ALL_CAPS.len()
-        );
+        let mut bounding: Vec<String> =
+            serde_json::from_value(s["process"]["capabilities"]["bounding"].clone()).unwrap();
+        bounding.sort();
+        let mut want = all_caps(bounding_set());
+        want.sort();
+        assert_eq!(bounding, want, "every capability this process holds");
         assert!(s["linux"].get("seccomp").is_none());
         assert_eq!(s["linux"]["maskedPaths"], json!([]));
         assert_eq!(s["process"]["noNewPrivileges"], false);
@@ -950,6 +972,32 @@ mod tests {
             generate(none.as_bytes(), d.path(), "b", &Overrides::default(), None),
             Err(SpecError::NoCommand)
         ));
+    }
+
+    #[test]
+    fn privileged_and_all_get_what_the_bounding_set_holds() {
+        // A host without CAP_SYS_RESOURCE (bit 24) and CAP_BPF (bit 39).
+        let bounding = Some(((1u64 << 41) - 1) & !(1 << 24) & !(1 << 39));
+        let all = all_caps(bounding);
+        assert_eq!(all.len(), ALL_CAPS.len() - 2);
+        assert!(!all.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert!(!all.contains(&"CAP_BPF".to_string()));
+        assert!(all.contains(&"CAP_SYS_ADMIN".to_string()));
+        let privileged = Overrides {
+            privileged: true,
+            ..Default::default()
+        };
+        assert_eq!(capabilities(&privileged, bounding).unwrap(), all);
+        let add_all = Overrides {
+            cap_add: vec!["ALL".into()],
+            ..Default::default()
+        };
+        let caps = capabilities(&add_all, bounding).unwrap();
+        assert_eq!(caps.len(), all.len());
+        assert!(!caps.contains(&"CAP_SYS_RESOURCE".to_string()));
+        // Unknown, every capability is asked for.
+        assert_eq!(all_caps(None).len(), ALL_CAPS.len());
+        assert!(bounding_set().is_some(), "this process has a CapBnd line");
     }
 
     #[test]

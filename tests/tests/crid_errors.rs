@@ -180,7 +180,19 @@ async fn runtime_failures_are_unknown_with_the_runtimes_message_and_leave_nothin
         cri::ContainerState::ContainerRunning as i32
     );
 
-    // Requests that are wrong say so.
+    // Requests that are wrong say so: a group without a user (issue 11), …
+    let mut c = w.container_config("grouponly", "true");
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_group: Some(cri::Int64Value { value: 10 }),
+            ..Default::default()
+        }),
+    });
+    let e = w.create(&pod, &config, c).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("RunAsGroup"), "{e:?}");
+    // … an unknown container, one that is not in the created state.
     let e = rt
         .start_container(cri::StartContainerRequest {
             container_id: "nope".into(),

@@ -80,11 +80,21 @@ async fn pod_and_container_lifecycle() {
         .is_empty());
 
     // A container: created, started, logging, in the pod's namespaces.
-    let cconfig = w.container_config(
+    let mut cconfig = w.container_config(
         "main",
         "echo hello; hostname; cat /etc/resolv.conf; echo err >&2; grep Seccomp: /proc/self/status; \
          while true; do echo tick; sleep 0.2; done",
     );
+    cconfig.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        }),
+    });
     let ctr = w.create(&pod, &config, cconfig.clone()).await.unwrap();
     let dup = w.create(&pod, &config, cconfig).await.unwrap_err();
     assert_eq!(dup.code(), tonic::Code::AlreadyExists, "{dup:?}");
@@ -112,7 +122,7 @@ async fn pod_and_container_lifecycle() {
         "stdout F nameserver 10.0.0.10",
         "stdout F search svc.cluster.local",
         "stderr F err",
-        // No seccomp asked for: the default profile, in filter mode.
+        // RuntimeDefault: the default profile, in filter mode.
         "stdout F Seccomp:\t2",
     ] {
         assert!(log.contains(want), "{want:?} in {log}");
@@ -964,6 +974,44 @@ async fn host_network_devices_seccomp_profile_and_mount_propagation() {
         b"late\n",
         "{}",
         String::from_utf8_lossy(&r.stderr)
+    );
+
+    // No seccomp field at all: unconfined, as the CRI defines it (issue 11).
+    let bare = w.container_config(
+        "bare",
+        "grep Seccomp: /proc/self/status; echo ready; exec sleep 1000",
+    );
+    w.start(&pod, &config, bare).await;
+    let log = w
+        .wait_for_log(&log_of(&w, "hostnet", "bare"), "stdout F ready")
+        .await;
+    assert!(log.contains("stdout F Seccomp:\t0"), "{log}");
+
+    // Privileged: every capability the runtime holds (this host withholds
+    // CAP_SYS_RESOURCE even from root), not a failure to apply them (issue 11).
+    let mut privileged = w.container_config(
+        "privileged",
+        "grep CapEff: /proc/self/status; echo ready; exec sleep 1000",
+    );
+    privileged.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+    });
+    w.start(&pod, &config, privileged).await;
+    let log = w
+        .wait_for_log(&log_of(&w, "hostnet", "privileged"), "stdout F ready")
+        .await;
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .unwrap();
+    assert!(
+        log.contains(&format!("stdout F CapEff:\t{bounding}")),
+        "{bounding} in {log}"
     );
     w.remove_pod(&pod).await;
 }

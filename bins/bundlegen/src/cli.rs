@@ -89,7 +89,8 @@ pub struct Args {
     /// Drop a capability (or ALL)
     #[arg(long, value_name = "CAP")]
     pub cap_drop: Vec<String>,
-    /// All capabilities, no seccomp filter, no masked paths, no no_new_privs
+    /// All the capabilities this process holds, no seccomp filter, no masked paths, no
+    /// no_new_privs
     #[arg(long)]
     pub privileged: bool,
     /// Memory limit: bytes, or with k, m, g suffix

@@ -198,6 +198,11 @@ fn check_container_config(config: &cri::ContainerConfig) -> Result<()> {
     else {
         return Ok(());
     };
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        return Err(CridError::Invalid(
+            "RunAsGroup is set without RunAsUser or RunAsUsername".into(),
+        ));
+    }
     check_apparmor(sc.apparmor.as_ref())?;
     if !sc.apparmor_profile.is_empty() && sc.apparmor_profile != "unconfined" {
         return Err(CridError::Unsupported(

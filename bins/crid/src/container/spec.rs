@@ -110,18 +110,14 @@ pub fn fit(spec: &mut Spec, f: &Fit) -> Result<()> {
         if !sc.readonly_paths.is_empty() {
             linux.set_readonly_paths(Some(sc.readonly_paths.clone()));
         }
-        match sc
-            .seccomp
-            .as_ref()
-            .map(|s| (s.profile_type, s.localhost_ref.as_str()))
-        {
-            Some((t, _)) if t == cri::security_profile::ProfileType::Unconfined as i32 => {
+        match seccomp(&sc) {
+            Seccomp::Unconfined => {
                 linux.set_seccomp(None);
             }
-            Some((t, path)) if t == cri::security_profile::ProfileType::Localhost as i32 => {
-                linux.set_seccomp(Some(load_seccomp(path)?));
+            Seccomp::Localhost(path) => {
+                linux.set_seccomp(Some(load_seccomp(&path)?));
             }
-            _ => {}
+            Seccomp::RuntimeDefault => {}
         }
     }
     spec.set_linux(Some(linux));
@@ -158,6 +154,39 @@ fn namespaces(spec: &mut Spec, f: &Fit) {
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(ns));
     spec.set_linux(Some(linux));
+}
+
+/// The seccomp profile a container asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Seccomp {
+    /// None.
+    Unconfined,
+    /// The runtime's default (the library's profile).
+    RuntimeDefault,
+    /// A profile file on the node.
+    Localhost(String),
+}
+
+/// What `seccomp` asks for, else the deprecated `seccomp_profile_path` of kubelets
+/// before 1.22 (`runtime/default`, `docker/default`, `localhost/PATH`,
+/// `unconfined`); neither set is unconfined, as the CRI defines it.
+#[allow(deprecated)]
+fn seccomp(sc: &cri::LinuxContainerSecurityContext) -> Seccomp {
+    use cri::security_profile::ProfileType;
+    if let Some(p) = &sc.seccomp {
+        return match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => Seccomp::RuntimeDefault,
+            Ok(ProfileType::Localhost) => Seccomp::Localhost(p.localhost_ref.clone()),
+            _ => Seccomp::Unconfined,
+        };
+    }
+    match sc.seccomp_profile_path.as_str() {
+        "runtime/default" | "docker/default" => Seccomp::RuntimeDefault,
+        p => match p.strip_prefix("localhost/") {
+            Some(path) => Seccomp::Localhost(path.to_string()),
+            None => Seccomp::Unconfined,
+        },
+    }
 }
 
 /// The CRI's resources onto a runtime spec's (set fields only), for create and
@@ -555,6 +584,42 @@ mod tests {
         let e = fit(&mut spec, &f(&p, &config)).unwrap_err();
         assert!(e.to_string().contains("\"CAP_FLY\""), "{e}");
         assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn seccomp_unset_is_unconfined_and_the_old_paths_are_read() {
+        use cri::security_profile::ProfileType;
+        let sc = |seccomp: Option<ProfileType>, path: &str| cri::LinuxContainerSecurityContext {
+            seccomp: seccomp.map(|t| cri::SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: "/p.json".into(),
+            }),
+            seccomp_profile_path: path.into(),
+            ..Default::default()
+        };
+        assert_eq!(seccomp(&sc(None, "")), Seccomp::Unconfined);
+        assert_eq!(
+            seccomp(&sc(Some(ProfileType::RuntimeDefault), "")),
+            Seccomp::RuntimeDefault
+        );
+        assert_eq!(
+            seccomp(&sc(Some(ProfileType::Unconfined), "runtime/default")),
+            Seccomp::Unconfined
+        );
+        assert_eq!(
+            seccomp(&sc(Some(ProfileType::Localhost), "")),
+            Seccomp::Localhost("/p.json".into())
+        );
+        assert_eq!(
+            seccomp(&sc(None, "docker/default")),
+            Seccomp::RuntimeDefault
+        );
+        assert_eq!(
+            seccomp(&sc(None, "localhost//x.json")),
+            Seccomp::Localhost("/x.json".into())
+        );
+        assert_eq!(seccomp(&sc(None, "unconfined")), Seccomp::Unconfined);
     }
 
     #[test]
