@@ -186,6 +186,10 @@ pub struct Overrides {
     pub rootless: Option<(u32, u32)>,
     /// cgroups path for runc.
     pub cgroups_path: Option<String>,
+    /// Add the groups the image's /etc/group lists the user in even when `user`
+    /// names a group, as the CRI's Merge policy does (without it, an explicit
+    /// group means that group only, as `docker run --user uid:gid`).
+    pub member_groups: bool,
 }
 
 /// A resolved user.
@@ -230,6 +234,12 @@ fn read_in_root(rootfs: &Path, path: &str) -> Option<String> {
 /// Resolves a user spec (`name`, `uid`, `uid:gid`, `name:group`, …) against the
 /// rootfs' /etc/passwd and /etc/group. Numeric ids need no entry; names do.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
+    resolve_user_with(rootfs, spec, false)
+}
+
+/// [`resolve_user`]; with `member_groups`, the groups that list the user as a
+/// member are added even when `spec` names a group.
+pub fn resolve_user_with(rootfs: &Path, spec: &str, member_groups: bool) -> Result<ResolvedUser> {
     let err = |reason: String| SpecError::User {
         user: spec.to_string(),
         reason,
@@ -279,9 +289,10 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
         None => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
     };
     // Supplementary groups, as containerd sets them: the primary group, then (unless
-    // a group was given explicitly) those naming the user as a member.
+    // a group was given explicitly, and not asked to all the same) those naming the
+    // user as a member.
     let mut additional = vec![gid];
-    if group.is_none() {
+    if group.is_none() || member_groups {
         if let Some(name) = entry.map(|f| f[0]) {
             for f in &gr {
                 let members = f.get(3).copied().unwrap_or_default();
@@ -392,7 +403,7 @@ pub fn generate(
         .or_else(|| cfg.get("User").and_then(|u| u.as_str()).map(String::from))
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "0".into());
-    let user = resolve_user(rootfs, &user_spec)?;
+    let user = resolve_user_with(rootfs, &user_spec, o.member_groups)?;
     let caps = capabilities(o, bounding_set())?;
     let mut doc = json!({
         "ociVersion": OCI_VERSION,

@@ -1015,3 +1015,107 @@ async fn host_network_devices_seccomp_profile_and_mount_propagation() {
     );
     w.remove_pod(&pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supplemental_groups_policy_and_the_user_in_the_status() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let features =
+        w.rt.clone()
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .features;
+    assert_eq!(
+        features.map(|f| f.supplemental_groups_policy),
+        Some(true),
+        "Status says the policy is supported"
+    );
+    // An image whose /etc/group lists root in a group of its own: an implicit
+    // membership, as the CRI's SupplementalGroupsPolicy is about.
+    let groups = e2e::image::Layer::new(
+        &[
+            e2e::image::Entry::Dir("etc".into(), 0o755),
+            e2e::image::Entry::File(
+                "etc/group".into(),
+                b"root:x:0:\nimplicit:x:50000:root\n".to_vec(),
+                0o644,
+            ),
+        ],
+        e2e::image::Compression::Gzip,
+    );
+    let image = e2e::image::Image::new(vec![
+        e2e::image::Layer::busybox(e2e::image::Compression::Gzip),
+        groups,
+    ]);
+    let pushed = e2e::image::push(&w.reg.addr, "cri/groups", "1", &image);
+    w.img
+        .clone()
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: pushed.reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let config = w.pod_config("groups", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    for (name, policy, want) in [
+        // Merge: the requested groups and the image's membership of the user.
+        (
+            "merge",
+            cri::SupplementalGroupsPolicy::Merge,
+            vec![3000, 50000, 4000],
+        ),
+        // Strict: the requested ones only.
+        (
+            "strict",
+            cri::SupplementalGroupsPolicy::Strict,
+            vec![3000, 4000],
+        ),
+    ] {
+        let mut c = w.container_config(name, "id -G; echo ready; exec sleep 1000");
+        c.image = Some(cri::ImageSpec {
+            image: pushed.reference.clone(),
+            ..Default::default()
+        });
+        c.linux = Some(cri::LinuxContainerConfig {
+            resources: None,
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                run_as_user: Some(cri::Int64Value { value: 0 }),
+                run_as_group: Some(cri::Int64Value { value: 3000 }),
+                supplemental_groups: vec![4000],
+                supplemental_groups_policy: policy as i32,
+                ..Default::default()
+            }),
+        });
+        let id = w.start(&pod, &config, c).await;
+        let log = w
+            .wait_for_log(&log_of(&w, "groups", name), "stdout F ready")
+            .await;
+        let mut sorted = want.clone();
+        sorted.sort();
+        let line = sorted
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            log.contains(&format!("stdout F {line}\n")),
+            "{name}: {line:?} in {log}"
+        );
+        let user = w.status(&id).await.user.and_then(|u| u.linux);
+        assert_eq!(
+            user,
+            Some(cri::LinuxContainerUser {
+                uid: 0,
+                gid: 3000,
+                supplemental_groups: want,
+            }),
+            "{name}"
+        );
+    }
+    w.remove_pod(&pod).await;
+}

@@ -341,6 +341,7 @@ pub fn run(args: Args) -> Result<()> {
         annotations,
         rootless: None,
         cgroups_path: None,
+        member_groups: false,
     };
     let opts = BundleOptions {
         mode: match args.rootfs_mode {

@@ -360,6 +360,21 @@ pub struct ContainerRecord {
     /// The cgroup parent ctrmon was put under, to clean up after a killed one.
     #[serde(default)]
     pub monitor_cgroup_parent: Option<String>,
+    /// The identity its first process started with (absent in files of crid 0.1).
+    #[serde(default)]
+    pub user: Option<UserRecord>,
+}
+
+/// A process's user and groups, as config.json gives them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    #[serde(default)]
+    pub groups: Vec<u32>,
 }
 
 impl ContainerRecord {
@@ -483,6 +498,7 @@ impl Versioned for ContainerRecord {
             stop_signal: old.stop_signal,
             infra: old.infra,
             monitor_cgroup_parent: old.monitor_cgroup_parent,
+            user: None,
         })
     }
 }

@@ -122,7 +122,13 @@ pub fn status_of(c: &ContainerRecord, dirs: &StateDir) -> cri::ContainerStatus {
             windows: None,
         }),
         image_id: c.image_id.clone(),
-        user: None,
+        user: c.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: i64::from(u.uid),
+                gid: i64::from(u.gid),
+                supplemental_groups: u.groups.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
     }
 }
 
@@ -325,6 +331,9 @@ fn overrides(
             .collect(),
         rootless: None,
         cgroups_path: Some(cgroups_path),
+        // Merge, the CRI's default policy: the image's memberships of the user
+        // count whatever group is asked (Strict drops them in spec::fit).
+        member_groups: true,
     })
 }
 
@@ -526,6 +535,7 @@ impl Crid {
         let t_find = t0.elapsed();
         let mut stop_signal = String::from("SIGTERM");
         let mut cgroups_path = String::new();
+        let mut user = None;
         crikit::bundle::create_with(
             &self.images.store,
             &self.settings.root,
@@ -547,6 +557,11 @@ impl Crid {
                     .and_then(|l| l.cgroups_path().as_ref())
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
+                user = s.process().as_ref().map(|p| record::UserRecord {
+                    uid: p.user().uid(),
+                    gid: p.user().gid(),
+                    groups: p.user().additional_gids().clone().unwrap_or_default(),
+                });
                 Ok(())
             },
         )
@@ -606,6 +621,7 @@ impl Crid {
             stop_signal,
             infra,
             monitor_cgroup_parent: pod.cgroup_parent.clone(),
+            user,
         };
         self.store.save_container(&c)?;
         Ok(c)

@@ -262,6 +262,32 @@ pub fn update_resources(res: &cri::LinuxContainerResources) -> LinuxResources {
     r
 }
 
+/// The process's supplementary groups. Merge (the default): the groups the
+/// image's /etc/group gives its user, then the requested ones. Strict: the
+/// primary group and the requested ones only, whatever the image says.
+fn groups(
+    p: &mut crikit::oci_spec::runtime::Process,
+    sc: &cri::LinuxContainerSecurityContext,
+) -> Result<()> {
+    let strict = sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32;
+    let mut all = if strict {
+        vec![p.user().gid()]
+    } else {
+        p.user().additional_gids().clone().unwrap_or_default()
+    };
+    for g in &sc.supplemental_groups {
+        let g = u32::try_from(*g)
+            .map_err(|_| CridError::Invalid(format!("supplemental group {g} is not a group id")))?;
+        if !all.contains(&g) {
+            all.push(g);
+        }
+    }
+    if strict || !sc.supplemental_groups.is_empty() {
+        p.user_mut().set_additional_gids(Some(all));
+    }
+    Ok(())
+}
+
 /// OOM score, supplementary groups, no_new_privs, ambient capabilities.
 fn process(spec: &mut Spec, f: &Fit, sc: &cri::LinuxContainerSecurityContext) -> Result<()> {
     let Some(mut p) = spec.process().clone() else {
@@ -272,17 +298,7 @@ fn process(spec: &mut Spec, f: &Fit, sc: &cri::LinuxContainerSecurityContext) ->
     // Never below crid's own: this kernel may deny lowering it.
     let adj = i32::try_from(f.resources().oom_score_adj).unwrap_or(i32::MAX);
     p.set_oom_score_adj(Some(adj.max(f.own_oom_score_adj)));
-    if !sc.supplemental_groups.is_empty() {
-        let gids = p.user_mut().additional_gids_mut();
-        let mut all = gids.clone().unwrap_or_default();
-        for g in &sc.supplemental_groups {
-            let g = u32::try_from(*g).map_err(|_| {
-                CridError::Invalid(format!("supplemental group {g} is not a group id"))
-            })?;
-            all.push(g);
-        }
-        *gids = Some(all);
-    }
+    groups(&mut p, sc)?;
     p.set_no_new_privileges(Some(sc.no_new_privs));
     let ambient = ambient_capabilities(sc)?;
     if !ambient.is_empty() {
@@ -620,6 +636,62 @@ mod tests {
             Seccomp::Localhost("/x.json".into())
         );
         assert_eq!(seccomp(&sc(None, "unconfined")), Seccomp::Unconfined);
+    }
+
+    #[test]
+    fn strict_groups_leave_out_the_images_and_merge_keeps_them() {
+        let pod = pod();
+        let mut spec = generated();
+        let image_groups = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .user()
+            .additional_gids()
+            .clone();
+        assert_eq!(
+            image_groups,
+            Some(vec![0]),
+            "the image's root is in group 0"
+        );
+        let config = |policy: cri::SupplementalGroupsPolicy| cri::ContainerConfig {
+            linux: Some(cri::LinuxContainerConfig {
+                resources: None,
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    supplemental_groups: vec![4000],
+                    supplemental_groups_policy: policy as i32,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let fit_with = |spec: &mut Spec, c: &cri::ContainerConfig| {
+            let f = Fit {
+                pod: &pod,
+                config: c,
+                pid: PidNs::New,
+                own_oom_score_adj: 0,
+                cgroup_v2: false,
+            };
+            fit(spec, &f).unwrap();
+            spec.process()
+                .as_ref()
+                .unwrap()
+                .user()
+                .additional_gids()
+                .clone()
+        };
+        let merge = config(cri::SupplementalGroupsPolicy::Merge);
+        assert_eq!(fit_with(&mut spec, &merge), Some(vec![0, 4000]));
+        // Strict: the primary group and the requested ones, none of the image's.
+        let mut spec = generated();
+        let mut user = spec.process().as_ref().unwrap().user().clone();
+        user.set_gid(3000);
+        let mut p = spec.process().clone().unwrap();
+        p.set_user(user);
+        spec.set_process(Some(p));
+        let strict = config(cri::SupplementalGroupsPolicy::Strict);
+        assert_eq!(fit_with(&mut spec, &strict), Some(vec![3000, 4000]));
     }
 
     #[test]

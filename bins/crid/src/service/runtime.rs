@@ -81,7 +81,10 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
             runtime_handlers: vec![],
-            features: None,
+            // SupplementalGroupsPolicy (Merge and Strict) and ContainerStatus.user.
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
         }))
     }
 
