@@ -423,8 +423,10 @@ pub fn generate(
     Ok(spec)
 }
 
-/// The runtime-spec version generated configs declare.
-pub const OCI_VERSION: &str = "1.2.0";
+/// The runtime-spec version generated configs declare: one every runtime here
+/// takes (crun 1.8 refuses anything but 1.0.x; runc 1.1's `features` says
+/// ociVersionMax 1.0.2-dev), and what they contain needs no later one.
+pub const OCI_VERSION: &str = "1.0.2";
 
 /// Checks what every OCI runtime needs of a spec, beyond its types: a process
 /// with arguments and an absolute working directory, a root, absolute mount
@@ -803,6 +805,8 @@ mod tests {
         let o = Overrides::default();
         let mut spec = generate(ic.as_bytes(), d.path(), "b", &o, None).unwrap();
         validate(&spec).unwrap();
+        // What crun 1.8 (1.0.x only) and runc 1.1 (up to 1.0.2) both take.
+        assert_eq!(spec.version(), "1.0.2");
         let mut ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
         ns.push(ns[0].clone());
         spec.linux_mut().as_mut().unwrap().set_namespaces(Some(ns));
