@@ -25,6 +25,7 @@ impl StandIn {
         let script = format!(
             r#"#!/bin/sh
 FAIL={fail}
+echo "$@" >>{calls}
 log= prev= verb=
 for a in "$@"; do
   [ "$prev" = --log ] && log=$a
@@ -39,7 +40,8 @@ if [ -n "$verb" ] && [ -f "$FAIL" ] && grep -q "^$verb " "$FAIL"; then
 fi
 exec runc "$@"
 "#,
-            fail = dir.path().join("fail").display()
+            fail = dir.path().join("fail").display(),
+            calls = dir.path().join("calls").display()
         );
         let path = dir.path().join("runtime");
         std::fs::write(&path, script).unwrap();
@@ -50,6 +52,11 @@ exec runc "$@"
 
     fn path(&self) -> PathBuf {
         self.dir.path().join("runtime")
+    }
+
+    /// Every command line it was run with, one a line.
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls")).unwrap_or_default()
     }
 
     /// Makes `verb` fail with `message` (none with an empty verb).
@@ -270,4 +277,92 @@ async fn a_full_disk_is_resource_exhausted_and_names_the_cause() {
         .unwrap();
     assert_eq!(out.stdout, b"bar\n");
     w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_runtime_handler_runs_its_containers() {
+    let standin = StandIn::new();
+    let conf = standin.dir.path().join("crid.toml");
+    let root = standin.dir.path().join("standin-root");
+    std::fs::write(
+        &conf,
+        format!(
+            "[runtimes.standin]\npath = {:?}\nroot = {:?}\nrecursive-read-only-mounts = true\n",
+            standin.path().display().to_string(),
+            root.display().to_string()
+        ),
+    )
+    .unwrap();
+    let flag = conf.display().to_string();
+    let w = World::new(Network::Loopback, &["--config", &flag]).await;
+    let mut rt = w.rt.clone();
+
+    // Status lists the handlers with their features, the default also as "".
+    let handlers = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_handlers;
+    let names: Vec<&str> = handlers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names[0], "", "the default first: {names:?}");
+    assert!(
+        names.contains(&"runc") && names.contains(&"standin"),
+        "{names:?}"
+    );
+    let feature = |name: &str| {
+        handlers
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| h.features.as_ref())
+            .map(|f| f.recursive_read_only_mounts)
+    };
+    assert_eq!(
+        (feature("standin"), feature("runc")),
+        (Some(true), Some(false))
+    );
+
+    // An unknown handler is a bad request.
+    let config = w.pod_config("handler", OwnPid);
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("\"nope\" is not configured"), "{e:?}");
+
+    // The pod's handler runs its containers, with its own state root.
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "standin".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let id = w
+        .start(
+            &pod,
+            &config,
+            w.container_config("c", "echo via the handler; sleep 100"),
+        )
+        .await;
+    let out = w.exec(&id, &["/bin/echo", "exec too"], 10).await.unwrap();
+    assert_eq!(out.stdout, b"exec too\n");
+    w.remove_pod(&pod).await;
+    let calls = standin.calls();
+    let root = root.display().to_string();
+    for verb in ["create", "start", "exec", "kill", "delete"] {
+        assert!(
+            calls.lines().any(
+                |l| l.starts_with(&format!("--root {root}")) && l.split(' ').any(|w| w == verb)
+            ),
+            "{verb} through the handler, with its root: {calls}"
+        );
+    }
+    assert!(!calls.lines().any(|l| !l.contains(&root)), "{calls}");
 }

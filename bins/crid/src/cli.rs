@@ -1,8 +1,9 @@
 //! Command line and configuration file of crid.
 
 use anyhow::{Context, Result};
-use crid::config::Settings;
+use crid::config::{Handler, Settings};
 use crikit::cli::LogArgs;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,7 +37,8 @@ pub struct Args {
     /// Runtime state directory [default: /run/crikit as root]
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// OCI runtime [default: runc]
+    /// The OCI runtime of the default handler, runc (other handlers are configured in
+    /// the file's [runtimes.NAME] tables) [default: runc]
     #[arg(long, value_name = "PATH")]
     pub runtime: Option<PathBuf>,
     /// CNI network configurations; the first .conflist (or .conf) by name is used
@@ -77,6 +79,9 @@ pub struct FileConfig {
     root: Option<PathBuf>,
     run_dir: Option<PathBuf>,
     runtime: Option<PathBuf>,
+    default_runtime: Option<String>,
+    #[serde(default)]
+    runtimes: BTreeMap<String, FileHandler>,
     cni_conf_dir: Option<PathBuf>,
     cni_bin_dir: Option<String>,
     registries_conf: Option<PathBuf>,
@@ -85,6 +90,88 @@ pub struct FileConfig {
     #[serde(default)]
     insecure_registry: Vec<String>,
     ctrmon: Option<PathBuf>,
+}
+
+/// A `[runtimes.NAME]` table.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileHandler {
+    path: Option<PathBuf>,
+    root: Option<PathBuf>,
+    #[serde(default)]
+    recursive_read_only_mounts: bool,
+    #[serde(default)]
+    user_namespaces: bool,
+}
+
+/// The runtime handlers: `runc` (its path from --runtime or `runtime`, its state in
+/// RUN/runc), `crun` when it is installed, then the file's tables, each over what
+/// came before it.
+fn handlers(
+    args: &Args,
+    file: &FileConfig,
+    run_dir: &Path,
+) -> Result<(BTreeMap<String, Handler>, String)> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "runc".to_string(),
+        Handler {
+            path: pick(&args.runtime, &file.runtime).unwrap_or_else(|| "runc".into()),
+            root: run_dir.join("runc"),
+            recursive_read_only_mounts: false,
+            user_namespaces: false,
+        },
+    );
+    if let Some(crun) = on_path("crun") {
+        out.insert(
+            "crun".to_string(),
+            Handler {
+                path: crun,
+                root: run_dir.join("runtimes").join("crun"),
+                recursive_read_only_mounts: false,
+                user_namespaces: false,
+            },
+        );
+    }
+    for (name, h) in &file.runtimes {
+        if name.is_empty() || name.contains('/') {
+            anyhow::bail!("config: runtime handler {name:?}: not a name");
+        }
+        let known = out.get(name).cloned();
+        let path = h
+            .path
+            .clone()
+            .or_else(|| known.as_ref().map(|k| k.path.clone()))
+            .ok_or_else(|| anyhow::anyhow!("config: [runtimes.{name}] has no path"))?;
+        out.insert(
+            name.clone(),
+            Handler {
+                path,
+                root: h
+                    .root
+                    .clone()
+                    .or_else(|| known.map(|k| k.root))
+                    .unwrap_or_else(|| run_dir.join("runtimes").join(name)),
+                recursive_read_only_mounts: h.recursive_read_only_mounts,
+                user_namespaces: h.user_namespaces,
+            },
+        );
+    }
+    let default = file
+        .default_runtime
+        .clone()
+        .unwrap_or_else(|| "runc".into());
+    if !out.contains_key(&default) {
+        anyhow::bail!("config: default-runtime {default:?} is not a configured runtime handler");
+    }
+    Ok((out, default))
+}
+
+/// `prog` found on PATH.
+fn on_path(prog: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
 }
 
 /// Resolves `args` against the configuration file and the defaults: flags over
@@ -106,11 +193,13 @@ pub fn resolve(args: &Args) -> Result<Settings> {
     let mut insecure = file.insecure_registry.clone();
     insecure.extend(args.insecure_registry.iter().cloned());
     let ctrmon = pick(&args.ctrmon, &file.ctrmon).unwrap_or_else(default_ctrmon);
+    let (runtimes, default_runtime) = handlers(args, &file, &run_dir)?;
     Ok(Settings {
         listen,
         root: pick(&args.root, &file.root).unwrap_or_else(crikit::paths::default_root),
         run_dir,
-        runtime: pick(&args.runtime, &file.runtime).unwrap_or_else(|| "runc".into()),
+        runtimes,
+        default_runtime,
         cni_conf_dir: pick(&args.cni_conf_dir, &file.cni_conf_dir)
             .unwrap_or_else(|| "/etc/cni/net.d".into()),
         cni_bin_dirs: std::env::split_paths(&cni_bin).collect(),
@@ -198,5 +287,48 @@ mod tests {
         let e = resolve(&bad).unwrap_err().to_string();
         assert!(e.contains("unix://"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn runtime_handlers_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("crid.toml");
+        let args = Args::parse_from([
+            "crid",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--run-dir",
+            "/run/t",
+            "--runtime",
+            "/opt/runc",
+        ]);
+        std::fs::write(
+            &cfg,
+            "default-runtime = \"kata\"\n[runtimes.kata]\npath = \"/opt/kata\"\nuser-namespaces = true\n\
+             [runtimes.runc]\nroot = \"/srv/runc\"\n",
+        )
+        .unwrap();
+        let s = resolve(&args).unwrap();
+        assert_eq!(s.default_runtime, "kata");
+        let kata = s.handler("").unwrap();
+        assert_eq!(kata.path, Path::new("/opt/kata"));
+        assert_eq!(kata.root, Path::new("/run/t/runtimes/kata"));
+        assert!(kata.user_namespaces && !kata.recursive_read_only_mounts);
+        // A table of a known handler changes what it says, keeps the rest.
+        let runc = s.handler("runc").unwrap();
+        assert_eq!(
+            (runc.path.as_path(), runc.root.as_path()),
+            (Path::new("/opt/runc"), Path::new("/srv/runc"))
+        );
+        assert!(s.handler("nope").is_none());
+        for (text, want) in [
+            ("[runtimes.x]\nroot = \"/r\"\n", "[runtimes.x] has no path"),
+            ("default-runtime = \"y\"\n", "default-runtime \"y\""),
+            ("[runtimes.z]\npath = \"/z\"\nspeed = 1\n", "speed"),
+        ] {
+            std::fs::write(&cfg, text).unwrap();
+            let e = resolve(&args).unwrap_err().to_string();
+            assert!(e.contains(want), "{want:?} in {e}");
+        }
     }
 }

@@ -1,8 +1,29 @@
 //! What crid runs with, once the command line, the configuration file and the
 //! defaults are resolved (by the binary).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// An OCI runtime a pod may ask for by its RuntimeClass's handler name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Handler {
+    /// The runtime binary.
+    pub path: PathBuf,
+    /// Its state directory (`--root`).
+    pub root: PathBuf,
+    /// It honours recursive read-only mounts.
+    pub recursive_read_only_mounts: bool,
+    /// It runs pods in user namespaces.
+    pub user_namespaces: bool,
+}
+
+impl Handler {
+    /// The runtime, to run.
+    pub fn runtime(&self) -> crikit::runc::Runtime {
+        crikit::runc::Runtime::new(&self.path, Some(self.root.clone()))
+    }
+}
 
 /// The largest CRI message either way, as kubelet's own limit.
 pub const MAX_MESSAGE: usize = 16 << 20;
@@ -16,8 +37,10 @@ pub struct Settings {
     pub root: PathBuf,
     /// The runtime state directory.
     pub run_dir: PathBuf,
-    /// The OCI runtime.
-    pub runtime: PathBuf,
+    /// The runtime handlers by name; `default_runtime` is one of them.
+    pub runtimes: BTreeMap<String, Handler>,
+    /// The handler of pods that name none.
+    pub default_runtime: String,
     /// CNI configurations.
     pub cni_conf_dir: PathBuf,
     /// CNI plugin directories.
@@ -36,9 +59,14 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The OCI runtime, its state in `RUN/runc`.
-    pub fn oci_runtime(&self) -> crikit::runc::Runtime {
-        crikit::runc::Runtime::new(&self.runtime, Some(self.run_dir.join("runc")))
+    /// The handler `name` names: the default for "", none for one not configured.
+    pub fn handler(&self, name: &str) -> Option<&Handler> {
+        let name = if name.is_empty() {
+            self.default_runtime.as_str()
+        } else {
+            name
+        };
+        self.runtimes.get(name)
     }
 }
 

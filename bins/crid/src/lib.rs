@@ -40,8 +40,6 @@ use std::sync::{Arc, Mutex};
 pub struct Crid {
     /// What it runs with.
     pub settings: Settings,
-    /// The OCI runtime.
-    pub runtime: crikit::runc::Runtime,
     /// The pods and containers.
     pub store: store::Store,
     /// The image store and the pulls.
@@ -73,7 +71,6 @@ impl Crid {
         )
         .map_err(CridError::Pull)?;
         Ok(Crid {
-            runtime: settings.oci_runtime(),
             store: store::Store::new(&settings.root, &settings.run_dir),
             images: Arc::new(image::Images::new(
                 layout,
@@ -92,6 +89,27 @@ impl Crid {
 
     /// Finds the pods and containers a previous crid left; how many of each.
     pub fn restore(&self) -> (usize, usize) {
-        self.store.restore(&self.runtime)
+        self.store.restore(&self.all_runtimes())
+    }
+
+    /// The OCI runtime of the handler `name` ("" for the default).
+    pub fn runtime(&self, name: &str) -> Result<crikit::runc::Runtime> {
+        self.settings
+            .handler(name)
+            .map(config::Handler::runtime)
+            .ok_or_else(|| {
+                CridError::Invalid(format!(
+                    "runtime handler {name:?} is not configured (crid.toml [runtimes.{name}])"
+                ))
+            })
+    }
+
+    /// Every handler's runtime.
+    pub fn all_runtimes(&self) -> Vec<crikit::runc::Runtime> {
+        self.settings
+            .runtimes
+            .values()
+            .map(config::Handler::runtime)
+            .collect()
     }
 }

@@ -363,6 +363,9 @@ pub struct ContainerRecord {
     /// The identity its first process started with (absent in files of crid 0.1).
     #[serde(default)]
     pub user: Option<UserRecord>,
+    /// Its pod's runtime handler ("" for the default).
+    #[serde(default)]
+    pub runtime_handler: String,
 }
 
 /// A process's user and groups, as config.json gives them.
@@ -499,6 +502,7 @@ impl Versioned for ContainerRecord {
             infra: old.infra,
             monitor_cgroup_parent: old.monitor_cgroup_parent,
             user: None,
+            runtime_handler: String::new(),
         })
     }
 }

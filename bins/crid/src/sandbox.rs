@@ -78,7 +78,11 @@ pub fn matches(pod: &PodRecord, f: &cri::PodSandboxFilter) -> bool {
 }
 
 /// Refuses what crid cannot honour, naming it.
-fn check_pod_config(config: &cri::PodSandboxConfig, handler: &str) -> Result<()> {
+fn check_pod_config(
+    config: &cri::PodSandboxConfig,
+    handler: &str,
+    settings: &crate::config::Settings,
+) -> Result<()> {
     let m = config
         .metadata
         .as_ref()
@@ -92,9 +96,16 @@ fn check_pod_config(config: &cri::PodSandboxConfig, handler: &str) -> Result<()>
             return Err(CridError::Invalid(format!("pod metadata has no {what}")));
         }
     }
-    if !handler.is_empty() && handler != "runc" {
+    if settings.handler(handler).is_none() {
         return Err(CridError::Invalid(format!(
-            "runtime handler {handler:?}: crid has only the default (runc)"
+            "runtime handler {handler:?} is not configured (crid.toml [runtimes.{handler}]; \
+             there are {})",
+            settings
+                .runtimes
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     if let Some(sc) = config
@@ -138,7 +149,7 @@ impl Crid {
         let config = req
             .config
             .ok_or_else(|| CridError::Invalid("RunPodSandbox without a pod config".into()))?;
-        check_pod_config(&config, &req.runtime_handler)?;
+        check_pod_config(&config, &req.runtime_handler, &self.settings)?;
         let id = crate::new_id().map_err(CridError::io("reading /dev/urandom"))?;
         let dir = self.settings.run_dir.join("pods").join(&id);
         let mut pod = PodRecord::new(

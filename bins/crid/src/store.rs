@@ -252,7 +252,7 @@ impl Store {
     /// cannot be loaded are reported and left alone; containers whose creation did
     /// not finish are removed (see [`Store::remove_orphans`]). Returns how many
     /// pods and containers were found.
-    pub fn restore(&self, runtime: &crikit::runc::Runtime) -> (usize, usize) {
+    pub fn restore(&self, runtimes: &[crikit::runc::Runtime]) -> (usize, usize) {
         let mut pods = 0;
         for (id, path) in state_files(&self.root.join("pods"), "pod.json") {
             match record::load::<PodRecord>(&path).map_err(|source| CridError::State {
@@ -293,13 +293,14 @@ impl Store {
                 Err(e) => tracing::warn!("{}", e.message()),
             }
         }
-        self.remove_orphans(runtime);
+        self.remove_orphans(runtimes);
         (pods, containers)
     }
 
     /// Containers whose creation a previous crid did not finish (a bundle, maybe
-    /// a runtime container, no state file) are removed: nobody knows of them.
-    fn remove_orphans(&self, runtime: &crikit::runc::Runtime) {
+    /// a runtime container of any handler, no state file) are removed: nobody knows
+    /// of them.
+    fn remove_orphans(&self, runtimes: &[crikit::runc::Runtime]) {
         let dir = self.root.join("containers");
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = e.path();
@@ -308,15 +309,22 @@ impl Store {
             }
             let id = e.file_name().to_string_lossy().into_owned();
             tracing::warn!("removing container {id}, whose creation did not finish");
-            self.remove_container_files(runtime, &id, &path.join("bundle"));
+            self.remove_container_files(runtimes, &id, &path.join("bundle"));
         }
     }
 
-    /// Deletes the runtime's container `id`, its bundle, its state and monitor
-    /// directories; what fails is logged, the rest goes on.
-    pub fn remove_container_files(&self, runtime: &crikit::runc::Runtime, id: &str, bundle: &Path) {
-        if let Err(e) = runtime.delete(id) {
-            tracing::warn!("container {id}: {e}");
+    /// Deletes the container `id` in these runtimes, its bundle, its state and
+    /// monitor directories; what fails is logged, the rest goes on.
+    pub fn remove_container_files(
+        &self,
+        runtimes: &[crikit::runc::Runtime],
+        id: &str,
+        bundle: &Path,
+    ) {
+        for runtime in runtimes {
+            if let Err(e) = runtime.delete(id) {
+                tracing::warn!("container {id}: {e}");
+            }
         }
         if let Err(e) = crikit::bundle::remove(&self.root, bundle) {
             tracing::warn!("container {id}: removing its bundle: {e}");
@@ -379,7 +387,7 @@ mod tests {
             std::fs::create_dir_all(d.path().join("containers/half/bundle")).unwrap();
             let store = Store::new(d.path(), &d.path().join("run"));
             let runtime = crikit::runc::Runtime::new("/bin/true", None);
-            assert_eq!(store.restore(&runtime), (1, 1), "{version}");
+            assert_eq!(store.restore(&[runtime]), (1, 1), "{version}");
             assert!(!d.path().join("containers/half").exists());
             let pod = store.all_pods().pop().unwrap();
             let pod = pod.try_lock().unwrap().clone();
@@ -421,7 +429,7 @@ mod tests {
         std::fs::write(&file, &text).unwrap();
         let store = Store::new(d.path(), &d.path().join("run"));
         assert_eq!(
-            store.restore(&crikit::runc::Runtime::new("/bin/true", None)),
+            store.restore(&[crikit::runc::Runtime::new("/bin/true", None)]),
             (0, 1)
         );
         assert_eq!(

@@ -358,11 +358,11 @@ fn own_oom_score_adj() -> i32 {
 }
 
 impl Crid {
-    /// The monitors of this crid's containers.
-    pub fn monitors(&self) -> monitor::Monitors<'_> {
+    /// The monitors of containers run by `runtime`.
+    pub fn monitors<'a>(&'a self, runtime: &'a crikit::runc::Runtime) -> monitor::Monitors<'a> {
         monitor::Monitors {
             ctrmon: &self.settings.ctrmon,
-            runtime: &self.runtime,
+            runtime,
             run_dir: &self.settings.run_dir,
         }
     }
@@ -444,9 +444,12 @@ impl Crid {
             }
             Err(e) => {
                 let me = Arc::clone(self);
+                let runtimes = self
+                    .runtime(&pod.runtime_handler)
+                    .map_or_else(|_| vec![], |r| vec![r]);
                 let _ = tokio::task::spawn_blocking(move || {
                     let bundle = me.store.container_dir(&id).join("bundle");
-                    me.store.remove_container_files(&me.runtime, &id, &bundle);
+                    me.store.remove_container_files(&runtimes, &id, &bundle);
                 })
                 .await;
                 Err(e)
@@ -507,6 +510,7 @@ impl Crid {
         infra: bool,
     ) -> Result<ContainerRecord> {
         let t0 = Instant::now();
+        let runtime = self.runtime(&pod.runtime_handler)?;
         let name = config
             .metadata
             .as_ref()
@@ -574,7 +578,7 @@ impl Crid {
         })?;
         let t_bundle = t0.elapsed();
         let log_path = log_path(pod, &config)?;
-        let pid = self.monitors().create(
+        let pid = self.monitors(&runtime).create(
             id,
             &name,
             &bundle,
@@ -622,6 +626,7 @@ impl Crid {
             infra,
             monitor_cgroup_parent: pod.cgroup_parent.clone(),
             user,
+            runtime_handler: pod.runtime_handler.clone(),
         };
         self.store.save_container(&c)?;
         Ok(c)
@@ -636,9 +641,9 @@ impl Crid {
                 "container {id} is not in the created state"
             )));
         }
-        let me = Arc::clone(self);
+        let runtime = self.runtime(&c.runtime_handler)?;
         let id2 = id.to_string();
-        tokio::task::spawn_blocking(move || me.runtime.start(&id2))
+        tokio::task::spawn_blocking(move || runtime.start(&id2))
             .await?
             .map_err(|source| CridError::Runtime {
                 action: "starting",
@@ -661,9 +666,9 @@ impl Crid {
         if dirs.exit().is_some() {
             return Ok(());
         }
-        let me = Arc::clone(self);
+        let runtime = self.runtime(&c2.runtime_handler)?;
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = me.runtime.kill(&c2.id, &c2.stop_signal, false) {
+            if let Err(e) = runtime.kill(&c2.id, &c2.stop_signal, false) {
                 tracing::debug!("{e}");
             }
             let wait = |d: Duration| {
@@ -681,7 +686,7 @@ impl Crid {
             if wait(Duration::from_secs(timeout.clamp(0, 365 * 86_400) as u64)) {
                 return Ok(());
             }
-            if let Err(e) = me.runtime.kill(&c2.id, "KILL", true) {
+            if let Err(e) = runtime.kill(&c2.id, "KILL", true) {
                 tracing::debug!("{e}");
             }
             if wait(Duration::from_secs(10)) {
@@ -707,15 +712,14 @@ impl Crid {
         let c2 = c.lock().await.clone();
         let me = Arc::clone(self);
         let c3 = c2.clone();
+        let runtime = self.runtime(&c2.runtime_handler)?;
         tokio::task::spawn_blocking(move || -> Result<()> {
             let c = c3;
-            me.runtime
-                .delete(&c.id)
-                .map_err(|source| CridError::Runtime {
-                    action: "deleting",
-                    id: c.id.clone(),
-                    source,
-                })?;
+            runtime.delete(&c.id).map_err(|source| CridError::Runtime {
+                action: "deleting",
+                id: c.id.clone(),
+                source,
+            })?;
             crikit::bundle::remove(&me.settings.root, &c.bundle).map_err(|source| {
                 CridError::Bundle {
                     name: c.name.clone(),
@@ -788,9 +792,15 @@ impl Crid {
         }
         let c = self.running(&req.container_id).await?;
         let me = Arc::clone(self);
+        let runtime = self.runtime(&c.runtime_handler)?;
         let r = tokio::task::spawn_blocking(move || {
-            me.monitors()
-                .exec_sync(&c.id, &c.bundle, &req.cmd, req.timeout, EXEC_OUTPUT_MAX)
+            me.monitors(&runtime).exec_sync(
+                &c.id,
+                &c.bundle,
+                &req.cmd,
+                req.timeout,
+                EXEC_OUTPUT_MAX,
+            )
         })
         .await??;
         Ok(cri::ExecSyncResponse {
@@ -804,7 +814,8 @@ impl Crid {
     pub async fn reopen_log(self: &Arc<Self>, id: &str) -> Result<()> {
         let c = self.running(id).await?;
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || me.monitors().reopen_log(&c.id)).await?
+        let runtime = self.runtime(&c.runtime_handler)?;
+        tokio::task::spawn_blocking(move || me.monitors(&runtime).reopen_log(&c.id)).await?
     }
 
     /// UpdateContainerResources: `runtime update` with the new limits.
@@ -819,9 +830,9 @@ impl Crid {
             return Ok(());
         };
         let update = spec::update_resources(&res);
-        let me = Arc::clone(self);
+        let runtime = self.runtime(&c.runtime_handler)?;
         let id2 = id.to_string();
-        tokio::task::spawn_blocking(move || me.runtime.update(&id2, &update))
+        tokio::task::spawn_blocking(move || runtime.update(&id2, &update))
             .await?
             .map_err(|source| CridError::Runtime {
                 action: "updating",

@@ -38,7 +38,8 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .await
             .map_err(CridError::from)?
             .map_err(|e| e.to_string());
-        let runtime = which(&s.runtime);
+        let default = s.handler("").map(|h| h.path.clone()).unwrap_or_default();
+        let runtime = which(&default);
         let cond = |ty: &str, ok: Result<(), String>, reason: &str| cri::RuntimeCondition {
             r#type: ty.into(),
             status: ok.is_ok(),
@@ -54,7 +55,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
                 "RuntimeReady",
                 runtime
                     .map(|_| ())
-                    .ok_or_else(|| format!("the OCI runtime {} is not there", s.runtime.display())),
+                    .ok_or_else(|| format!("the OCI runtime {} is not there", default.display())),
                 "RuntimeNotFound",
             ),
             cond(
@@ -80,7 +81,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: vec![],
+            runtime_handlers: runtime_handlers(s),
             // SupplementalGroupsPolicy (Merge and Strict) and ContainerStatus.user.
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
@@ -387,6 +388,22 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             }),
         }))
     }
+}
+
+/// The handlers with their features; the default one also under "", as kubelet
+/// looks it up for pods without a RuntimeClass.
+fn runtime_handlers(s: &crate::config::Settings) -> Vec<cri::RuntimeHandler> {
+    let entry = |name: &str, h: &crate::config::Handler| cri::RuntimeHandler {
+        name: name.to_string(),
+        features: Some(cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: h.recursive_read_only_mounts,
+            user_namespaces: h.user_namespaces,
+        }),
+    };
+    let mut out: Vec<cri::RuntimeHandler> =
+        s.handler("").map(|h| entry("", h)).into_iter().collect();
+    out.extend(s.runtimes.iter().map(|(n, h)| entry(n, h)));
+    out
 }
 
 /// `prog` as a path, or found on PATH.
