@@ -13,7 +13,7 @@ DEPS := docker-registry skopeo umoci runc conmon containerd busybox-static deboo
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build release test lint fmt clippy docs man completions check-docs deps demo bench fuzz install help
+.PHONY: all build release test test-cri lint fmt clippy docs man completions check-docs deps demo bench fuzz install help
 
 all: build
 
@@ -28,6 +28,9 @@ release: ## build every binary (release)
 
 test: deps build ## unit, cli and integration tests (as root; installs missing packages first)
 	$(CARGO) test --workspace --locked
+
+test-cri: release ## critest against a crid of its own (CRITEST/CRICTL or PATH; CRI_MIRROR=HOST:PORT offline)
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/test-cri.sh
 
 fmt: ## check formatting
 	$(CARGO) fmt --all -- --check
