@@ -457,6 +457,18 @@ impl Crid {
         }
     }
 
+    /// The runtime that stops and removes `c`: its handler's, or, when the handler
+    /// is no longer configured, the default one, so that teardown never fails on it.
+    fn teardown_runtime(&self, c: &ContainerRecord) -> crikit::runc::Runtime {
+        self.runtime(&c.runtime_handler).unwrap_or_else(|e| {
+            tracing::warn!("container {}: {e}; using the default runtime", c.id);
+            self.settings
+                .handler("")
+                .map(crate::config::Handler::runtime)
+                .unwrap_or_else(|| crikit::runc::Runtime::new("runc", None))
+        })
+    }
+
     /// The PID namespace a new container gets.
     fn pid_ns(
         &self,
@@ -666,7 +678,7 @@ impl Crid {
         if dirs.exit().is_some() {
             return Ok(());
         }
-        let runtime = self.runtime(&c2.runtime_handler)?;
+        let runtime = self.teardown_runtime(&c2);
         tokio::task::spawn_blocking(move || {
             if let Err(e) = runtime.kill(&c2.id, &c2.stop_signal, false) {
                 tracing::debug!("{e}");
@@ -712,7 +724,7 @@ impl Crid {
         let c2 = c.lock().await.clone();
         let me = Arc::clone(self);
         let c3 = c2.clone();
-        let runtime = self.runtime(&c2.runtime_handler)?;
+        let runtime = self.teardown_runtime(&c2);
         tokio::task::spawn_blocking(move || -> Result<()> {
             let c = c3;
             runtime.delete(&c.id).map_err(|source| CridError::Runtime {
