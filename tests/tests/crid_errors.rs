@@ -287,7 +287,7 @@ async fn a_pods_runtime_handler_runs_its_containers() {
     std::fs::write(
         &conf,
         format!(
-            "[runtimes.standin]\npath = {:?}\nroot = {:?}\nrecursive-read-only-mounts = true\n",
+            "[runtimes.standin]\npath = {:?}\nroot = {:?}\nrecursive-read-only-mounts = false\n",
             standin.path().display().to_string(),
             root.display().to_string()
         ),
@@ -318,8 +318,8 @@ async fn a_pods_runtime_handler_runs_its_containers() {
             .map(|f| f.recursive_read_only_mounts)
     };
     assert_eq!(
-        (feature("standin"), feature("runc")),
-        (Some(true), Some(false))
+        (feature("standin"), feature("runc"), feature("")),
+        (Some(false), Some(true), Some(true))
     );
 
     // An unknown handler is a bad request.

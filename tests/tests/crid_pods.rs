@@ -1119,3 +1119,87 @@ async fn supplemental_groups_policy_and_the_user_in_the_status() {
     }
     w.remove_pod(&pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_read_only_mounts_reach_submounts() {
+    let w = World::new(Network::Loopback, &[]).await;
+    // A host directory with a tmpfs mounted inside it (TempRoot unmounts it).
+    let host = w.tmp.path().join("rro-host");
+    std::fs::create_dir_all(host.join("tmpfs")).unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "rro-test"])
+        .arg(host.join("tmpfs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = w.pod_config("rro", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let mount = |rro: bool, readonly: bool, propagation: cri::MountPropagation| cri::Mount {
+        container_path: "/mnt".into(),
+        host_path: host.display().to_string(),
+        readonly,
+        recursive_read_only: rro,
+        propagation: propagation as i32,
+        ..Default::default()
+    };
+    let write = "echo x > /mnt/tmpfs/f && echo wrote; echo x > /mnt/top 2>/dev/null || echo top-ro";
+    let mut results = vec![];
+    for (name, rro) in [("plain", false), ("recursive", true)] {
+        let mut c = w.container_config(name, "exec sleep 1000");
+        c.mounts = vec![mount(rro, true, cri::MountPropagation::PropagationPrivate)];
+        let id = w.start(&pod, &config, c).await;
+        let r = w.exec(&id, &["/bin/sh", "-c", write], 10).await.unwrap();
+        results.push((
+            String::from_utf8_lossy(&r.stdout).into_owned(),
+            String::from_utf8_lossy(&r.stderr).into_owned(),
+        ));
+        let status = w.status(&id).await;
+        assert_eq!(status.mounts[0].recursive_read_only, rro, "{name}");
+    }
+    // Read-only: the top is; without recursion the tmpfs inside stays writable.
+    assert_eq!(results[0].0, "wrote\ntop-ro\n", "{results:?}");
+    assert_eq!(results[1].0, "top-ro\n", "{results:?}");
+    assert!(
+        results[1].1.contains("Read-only file system"),
+        "{results:?}"
+    );
+    // What the CRI says cannot go with it.
+    for (m, why) in [
+        (
+            mount(true, false, cri::MountPropagation::PropagationPrivate),
+            "needs readonly",
+        ),
+        (
+            mount(
+                true,
+                true,
+                cri::MountPropagation::PropagationHostToContainer,
+            ),
+            "needs private propagation",
+        ),
+        (
+            mount(true, true, cri::MountPropagation::PropagationBidirectional),
+            "needs private propagation",
+        ),
+    ] {
+        let mut c = w.container_config("bad", "true");
+        c.mounts = vec![m];
+        let e = w.create(&pod, &config, c).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(why), "{e:?}");
+    }
+    w.remove_pod(&pod).await;
+    // The read-only copies went with their container.
+    let rro = w.crid.run_dir.join("rro");
+    let left = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&rro.display().to_string()))
+        .count();
+    assert_eq!(left, 0, "no mount left under {}", rro.display());
+    assert!(std::fs::read_dir(&rro).map(|d| d.count()).unwrap_or(0) == 0);
+}

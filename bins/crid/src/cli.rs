@@ -98,8 +98,7 @@ pub struct FileConfig {
 pub struct FileHandler {
     path: Option<PathBuf>,
     root: Option<PathBuf>,
-    #[serde(default)]
-    recursive_read_only_mounts: bool,
+    recursive_read_only_mounts: Option<bool>,
     #[serde(default)]
     user_namespaces: bool,
 }
@@ -118,7 +117,8 @@ fn handlers(
         Handler {
             path: pick(&args.runtime, &file.runtime).unwrap_or_else(|| "runc".into()),
             root: run_dir.join("runc"),
-            recursive_read_only_mounts: false,
+            // crid makes them itself, whatever the runtime (see container.rs).
+            recursive_read_only_mounts: true,
             user_namespaces: false,
         },
     );
@@ -128,7 +128,7 @@ fn handlers(
             Handler {
                 path: crun,
                 root: run_dir.join("runtimes").join("crun"),
-                recursive_read_only_mounts: false,
+                recursive_read_only_mounts: true,
                 user_namespaces: false,
             },
         );
@@ -152,7 +152,7 @@ fn handlers(
                     .clone()
                     .or_else(|| known.map(|k| k.root))
                     .unwrap_or_else(|| run_dir.join("runtimes").join(name)),
-                recursive_read_only_mounts: h.recursive_read_only_mounts,
+                recursive_read_only_mounts: h.recursive_read_only_mounts.unwrap_or(true),
                 user_namespaces: h.user_namespaces,
             },
         );
@@ -313,7 +313,7 @@ mod tests {
         let kata = s.handler("").unwrap();
         assert_eq!(kata.path, Path::new("/opt/kata"));
         assert_eq!(kata.root, Path::new("/run/t/runtimes/kata"));
-        assert!(kata.user_namespaces && !kata.recursive_read_only_mounts);
+        assert!(kata.user_namespaces && kata.recursive_read_only_mounts);
         // A table of a known handler changes what it says, keeps the rest.
         let runc = s.handler("runc").unwrap();
         assert_eq!(

@@ -2,6 +2,9 @@
 //! a thread of their own (unshare(2) acts on the calling thread for these kinds),
 //! bind-mounted onto files under the pod's run directory, and joined by path by
 //! every container of the pod. No process has to hold them.
+//!
+//! Also the recursive read-only binds that runtimes without `rro` cannot make: the
+//! one module of crid with unsafe code (the ioctl and the mount_setattr syscall).
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -106,4 +109,83 @@ fn loopback_up() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Binds `src` at `dst` (an empty directory) with every mount of the copy read-only
+/// and private: a recursive read-only view of `src` whose submounts stay read-only
+/// when a runtime binds it again (runc 1.1 knows no `rro`; a bind keeps each mount's
+/// read-only flag). Needs mount_setattr(2), Linux 5.12. On failure nothing stays
+/// mounted.
+pub fn bind_recursive_readonly(src: &Path, dst: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)?;
+    let sealed = (|| -> io::Result<()> {
+        mount(
+            None::<&str>,
+            dst,
+            None::<&str>,
+            MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)?;
+        let path = std::ffi::CString::new(dst.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: mount_setattr reads `size` bytes of `attr`, a live repr(C) struct of
+        // exactly that size, and the NUL-terminated `path`, which lives across the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::AT_RECURSIVE as libc::c_uint,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    })();
+    if let Err(e) = sealed {
+        let _ = umount2(dst, MntFlags::MNT_DETACH);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Unmounts every bind made under `dir` by [`bind_recursive_readonly`] and removes
+/// the (then empty) directories, never their content: what a bind shows belongs to
+/// the host.
+pub fn unbind_all(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let _ = umount2(&p, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&p);
+    }
+    let _ = std::fs::remove_dir(dir);
 }

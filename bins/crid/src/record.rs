@@ -214,6 +214,9 @@ pub struct MountRecord {
     /// The CRI's MountPropagation number.
     #[serde(default)]
     pub propagation: i32,
+    /// Recursively read-only.
+    #[serde(default)]
+    pub recursive_read_only: bool,
 }
 
 /// A hugepage limit.
@@ -517,6 +520,7 @@ pub fn mounts_of(config: &cri::ContainerConfig) -> Vec<MountRecord> {
             host_path: m.host_path.clone(),
             readonly: m.readonly,
             propagation: m.propagation,
+            recursive_read_only: m.recursive_read_only,
         })
         .collect()
 }

@@ -112,6 +112,11 @@ impl Store {
         self.root.join("containers").join(id)
     }
 
+    /// Where container `id`'s recursive read-only copies are mounted.
+    pub fn rro_dir(&self, id: &str) -> PathBuf {
+        self.run_dir.join("rro").join(id)
+    }
+
     /// The monitor state directory of container `id`.
     pub fn monitor_dir(&self, id: &str) -> StateDir {
         StateDir::new(&self.run_dir, id)
@@ -329,6 +334,7 @@ impl Store {
         if let Err(e) = crikit::bundle::remove(&self.root, bundle) {
             tracing::warn!("container {id}: removing its bundle: {e}");
         }
+        crate::netns::unbind_all(&self.rro_dir(id));
         let _ = std::fs::remove_dir_all(self.container_dir(id));
         let _ = std::fs::remove_dir_all(self.monitor_dir(id).path());
     }

@@ -113,6 +113,7 @@ pub fn status_of(c: &ContainerRecord, dirs: &StateDir) -> cri::ContainerStatus {
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
                 propagation: m.propagation,
+                recursive_read_only: m.recursive_read_only,
                 ..Default::default()
             })
             .collect(),
@@ -181,6 +182,20 @@ pub fn check_apparmor(p: Option<&cri::SecurityProfile>) -> Result<()> {
 // The deprecated apparmor_profile field is what kubelets before 1.30 send.
 #[allow(deprecated)]
 fn check_container_config(config: &cri::ContainerConfig) -> Result<()> {
+    for m in config.mounts.iter().filter(|m| m.recursive_read_only) {
+        if !m.readonly {
+            return Err(CridError::Invalid(format!(
+                "mount {}: recursive read-only needs readonly too",
+                m.container_path
+            )));
+        }
+        if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
+            return Err(CridError::Invalid(format!(
+                "mount {}: recursive read-only needs private propagation",
+                m.container_path
+            )));
+        }
+    }
     if let Some(m) = config
         .mounts
         .iter()
@@ -249,6 +264,7 @@ fn overrides(
     pod: &PodRecord,
     id: &str,
     config: &cri::ContainerConfig,
+    sources: &[Option<PathBuf>],
 ) -> Result<crikit::spec::Overrides> {
     let sc = config
         .linux
@@ -267,10 +283,17 @@ fn overrides(
                 .map_err(|e| CridError::Invalid(format!("mount source {}: {e}", m.host_path)))?;
         }
     }
+    // A recursive read-only mount binds its read-only copy (see `recursive_readonly`).
     let mut mounts: Vec<(String, String, bool)> = config
         .mounts
         .iter()
-        .map(|m| (m.host_path.clone(), m.container_path.clone(), m.readonly))
+        .zip(sources.iter().chain(std::iter::repeat(&None)))
+        .map(|(m, src)| {
+            let host = src
+                .as_ref()
+                .map_or_else(|| m.host_path.clone(), |s| s.display().to_string());
+            (host, m.container_path.clone(), m.readonly)
+        })
         .collect();
     for (file, dest) in [
         ("hostname", "/etc/hostname"),
@@ -457,6 +480,34 @@ impl Crid {
         }
     }
 
+    /// Read-only copies of the mounts that ask to be recursively read-only, each
+    /// with every submount read-only too, under `RUN/rro/ID/N`: the sources to bind
+    /// instead of theirs, by the mount's index.
+    fn recursive_readonly(
+        &self,
+        id: &str,
+        config: &cri::ContainerConfig,
+    ) -> Result<Vec<Option<PathBuf>>> {
+        let mut out = Vec::with_capacity(config.mounts.len());
+        for (i, m) in config.mounts.iter().enumerate() {
+            if !m.recursive_read_only {
+                out.push(None);
+                continue;
+            }
+            let dst = self.store.rro_dir(id).join(i.to_string());
+            std::fs::create_dir_all(&dst)
+                .map_err(CridError::io(format!("creating {}", dst.display())))?;
+            crate::netns::bind_recursive_readonly(Path::new(&m.host_path), &dst).map_err(
+                CridError::io(format!(
+                    "mount {}: a recursive read-only copy of {}",
+                    m.container_path, m.host_path
+                )),
+            )?;
+            out.push(Some(dst));
+        }
+        Ok(out)
+    }
+
     /// The runtime that stops and removes `c`: its handler's, or, when the handler
     /// is no longer configured, the default one, so that teardown never fails on it.
     fn teardown_runtime(&self, c: &ContainerRecord) -> crikit::runc::Runtime {
@@ -536,9 +587,10 @@ impl Crid {
         std::fs::create_dir_all(&dir)
             .map_err(CridError::io(format!("creating {}", dir.display())))?;
         let bundle = dir.join("bundle");
+        let sources = self.recursive_readonly(id, &config)?;
         let opts = crikit::bundle::BundleOptions {
             mode: crikit::bundle::RootfsMode::Auto,
-            overrides: overrides(pod, id, &config)?,
+            overrides: overrides(pod, id, &config, &sources)?,
             patch: None,
         };
         let fit = spec::Fit {
@@ -741,6 +793,7 @@ impl Crid {
             if let Some(parent) = &c.monitor_cgroup_parent {
                 crikit::monitor::cgroup::remove(Path::new(parent), &format!("ctrmon-{}", c.id));
             }
+            crate::netns::unbind_all(&me.store.rro_dir(&c.id));
             let _ = std::fs::remove_dir_all(me.store.container_dir(&c.id));
             let _ = std::fs::remove_dir_all(me.store.monitor_dir(&c.id).path());
             Ok(())
