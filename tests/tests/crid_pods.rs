@@ -1159,6 +1159,14 @@ async fn recursive_read_only_mounts_reach_submounts() {
         ));
         let status = w.status(&id).await;
         assert_eq!(status.mounts[0].recursive_read_only, rro, "{name}");
+        // The host keeps no copy of its own once the container has one, and the
+        // host path's mountpoints can go while it runs.
+        let copies = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&w.crid.run_dir.join("rro").display().to_string()))
+            .count();
+        assert_eq!(copies, 0, "{name}");
     }
     // Read-only: the top is; without recursion the tmpfs inside stays writable.
     assert_eq!(results[0].0, "wrote\ntop-ro\n", "{results:?}");
@@ -1167,6 +1175,18 @@ async fn recursive_read_only_mounts_reach_submounts() {
         results[1].1.contains("Read-only file system"),
         "{results:?}"
     );
+    // The host path's submount can be taken away while the containers run.
+    let out = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(host.join("tmpfs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir(host.join("tmpfs")).expect("no mount of this namespace pins it");
     // What the CRI says cannot go with it.
     for (m, why) in [
         (

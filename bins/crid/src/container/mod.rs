@@ -482,7 +482,8 @@ impl Crid {
 
     /// Read-only copies of the mounts that ask to be recursively read-only, each
     /// with every submount read-only too, under `RUN/rro/ID/N`: the sources to bind
-    /// instead of theirs, by the mount's index.
+    /// instead of theirs, by the mount's index. They are unmounted once the runtime
+    /// has made the container (which keeps its own copies).
     fn recursive_readonly(
         &self,
         id: &str,
@@ -654,6 +655,10 @@ impl Crid {
                 start: infra,
             },
         )?;
+        // The container's mount namespace holds its own copies of the read-only
+        // binds now: the host's go, so that nothing pins the host path's mountpoints
+        // here (an rmdir of one in this namespace would fail with EBUSY).
+        crate::netns::unbind_all(&self.store.rro_dir(id));
         tracing::debug!(
             "container {id}: image found in {t_find:?}, bundle and spec made by {t_bundle:?}, \
              created by {:?}",
