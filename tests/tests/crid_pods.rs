@@ -29,6 +29,19 @@ fn list_running(pod: &str) -> cri::ListContainersRequest {
     }
 }
 
+/// Runs `prog args` on the host; panics with its stderr when it fails.
+fn on_host(prog: &str, args: &[&str]) {
+    let out = std::process::Command::new(prog)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{prog}: {e}"));
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn log_of(w: &World, pod: &str, container: &str) -> PathBuf {
     w.tmp
         .path()
@@ -873,17 +886,7 @@ async fn host_network_devices_seccomp_profile_and_mount_propagation() {
     // A shared mount on the host whose later submounts reach the container.
     let prop = w.tmp.path().join("prop");
     std::fs::create_dir_all(prop.join("sub")).unwrap();
-    let mount = |args: &[&str]| {
-        let out = std::process::Command::new("mount")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let mount = |args: &[&str]| on_host("mount", args);
     let prop_s = prop.display().to_string();
     mount(&["--bind", &prop_s, &prop_s]);
     mount(&["--make-shared", &prop_s]);
@@ -1126,16 +1129,8 @@ async fn recursive_read_only_mounts_reach_submounts() {
     // A host directory with a tmpfs mounted inside it (TempRoot unmounts it).
     let host = w.tmp.path().join("rro-host");
     std::fs::create_dir_all(host.join("tmpfs")).unwrap();
-    let out = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "rro-test"])
-        .arg(host.join("tmpfs"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let sub = host.join("tmpfs").display().to_string();
+    on_host("mount", &["-t", "tmpfs", "rro-test", &sub]);
     let config = w.pod_config("rro", OwnPid);
     let pod = w.run_pod(&config).await.unwrap();
     let mount = |rro: bool, readonly: bool, propagation: cri::MountPropagation| cri::Mount {
@@ -1176,17 +1171,8 @@ async fn recursive_read_only_mounts_reach_submounts() {
         "{results:?}"
     );
     // The host path's submount can be taken away while the containers run.
-    let out = std::process::Command::new("umount")
-        .arg("-l")
-        .arg(host.join("tmpfs"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::remove_dir(host.join("tmpfs")).expect("no mount of this namespace pins it");
+    on_host("umount", &["-l", &sub]);
+    std::fs::remove_dir(&sub).expect("no mount of this namespace pins it");
     // What the CRI says cannot go with it.
     for (m, why) in [
         (
