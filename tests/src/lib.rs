@@ -138,6 +138,17 @@ impl Default for TempRoot {
     }
 }
 
+/// The mount points of this process's mount namespace at or below `dir`.
+pub fn mounts_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|mp| std::path::PathBuf::from(mp.replace("\\040", " ")))
+        .filter(|mp| mp.starts_with(dir))
+        .collect()
+}
+
 impl Drop for TempRoot {
     fn drop(&mut self) {
         // Everything mounted below the root, ours or a bundle's, deepest first.
@@ -146,14 +157,9 @@ impl Drop for TempRoot {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
-            for line in info.lines() {
-                if let Some(mp) = line.split(' ').nth(4) {
-                    let mp = std::path::PathBuf::from(mp.replace("\\040", " "));
-                    if mp.starts_with(self.path()) && !mounts.contains(&mp) {
-                        mounts.push(mp);
-                    }
-                }
+        for mp in mounts_under(self.path()) {
+            if !mounts.contains(&mp) {
+                mounts.push(mp);
             }
         }
         mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));

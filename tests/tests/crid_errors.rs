@@ -9,7 +9,7 @@ use e2e::image::{push, Compression, Layer};
 use e2e::{Image, TempRoot};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::NamespaceMode::Container as OwnPid;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tonic::Code;
 
 /// A stand-in OCI runtime: `runc "$@"`, except that a subcommand listed in its
@@ -79,13 +79,9 @@ fn leftovers(w: &World) -> (Vec<String>, Vec<String>) {
                 .collect()
         })
         .unwrap_or_default();
-    let root = w.crid.root.join("containers");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(&root))
-        .map(String::from)
+    let mounts = e2e::mounts_under(&w.crid.root.join("containers"))
+        .iter()
+        .map(|m| m.display().to_string())
         .collect();
     (dirs, mounts)
 }

@@ -1156,12 +1156,8 @@ async fn recursive_read_only_mounts_reach_submounts() {
         assert_eq!(status.mounts[0].recursive_read_only, rro, "{name}");
         // The host keeps no copy of its own once the container has one, and the
         // host path's mountpoints can go while it runs.
-        let copies = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&w.crid.run_dir.join("rro").display().to_string()))
-            .count();
-        assert_eq!(copies, 0, "{name}");
+        let copies = e2e::mounts_under(&w.crid.run_dir.join("rro"));
+        assert_eq!(copies, Vec::<PathBuf>::new(), "{name}");
     }
     // Read-only: the top is; without recursion the tmpfs inside stays writable.
     assert_eq!(results[0].0, "wrote\ntop-ro\n", "{results:?}");
@@ -1201,11 +1197,12 @@ async fn recursive_read_only_mounts_reach_submounts() {
     w.remove_pod(&pod).await;
     // The read-only copies went with their container.
     let rro = w.crid.run_dir.join("rro");
-    let left = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&rro.display().to_string()))
-        .count();
-    assert_eq!(left, 0, "no mount left under {}", rro.display());
+    let left = e2e::mounts_under(&rro);
+    assert_eq!(
+        left,
+        Vec::<PathBuf>::new(),
+        "no mount left under {}",
+        rro.display()
+    );
     assert!(std::fs::read_dir(&rro).map(|d| d.count()).unwrap_or(0) == 0);
 }

@@ -122,7 +122,7 @@ fn handlers(
             user_namespaces: false,
         },
     );
-    if let Some(crun) = on_path("crun") {
+    if let Some(crun) = crid::config::which(Path::new("crun")) {
         out.insert(
             "crun".to_string(),
             Handler {
@@ -165,13 +165,6 @@ fn handlers(
         anyhow::bail!("config: default-runtime {default:?} is not a configured runtime handler");
     }
     Ok((out, default))
-}
-
-/// `prog` found on PATH.
-fn on_path(prog: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(prog))
-        .find(|p| p.is_file())
 }
 
 /// Resolves `args` against the configuration file and the defaults: flags over

@@ -70,6 +70,16 @@ impl Settings {
     }
 }
 
+/// `prog` as a path when it has a directory in it, else the first on PATH.
+pub fn which(prog: &std::path::Path) -> Option<PathBuf> {
+    if prog.components().count() > 1 {
+        return prog.is_file().then(|| prog.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
 mod secs {
     pub fn serialize<S: serde::Serializer>(
         d: &Option<std::time::Duration>,

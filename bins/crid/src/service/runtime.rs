@@ -39,7 +39,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .map_err(CridError::from)?
             .map_err(|e| e.to_string());
         let default = s.handler("").map(|h| h.path.clone()).unwrap_or_default();
-        let runtime = which(&default);
+        let runtime = crate::config::which(&default);
         let cond = |ty: &str, ok: Result<(), String>, reason: &str| cri::RuntimeCondition {
             r#type: ty.into(),
             status: ok.is_ok(),
@@ -404,14 +404,4 @@ fn runtime_handlers(s: &crate::config::Settings) -> Vec<cri::RuntimeHandler> {
         s.handler("").map(|h| entry("", h)).into_iter().collect();
     out.extend(s.runtimes.iter().map(|(n, h)| entry(n, h)));
     out
-}
-
-/// `prog` as a path, or found on PATH.
-fn which(prog: &std::path::Path) -> Option<std::path::PathBuf> {
-    if prog.components().count() > 1 {
-        return prog.is_file().then(|| prog.to_path_buf());
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(prog))
-        .find(|p| p.is_file())
 }
