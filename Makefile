@@ -8,7 +8,7 @@ S8 := ctrmon crid
 REL := target/release
 
 # Debian packages the tests, the benchmarks and the demo use.
-DEPS := docker-registry skopeo umoci runc conmon containerd busybox-static debootstrap curl jq openssl zstd \
+DEPS := docker-registry skopeo umoci runc crun conmon containerd busybox-static debootstrap curl jq openssl zstd \
         python3 util-linux ca-certificates protobuf-compiler containernetworking-plugins iproute2 iptables
 
 FUZZ_SECONDS ?= 60
@@ -26,8 +26,16 @@ build: ## build every binary (debug)
 release: ## build every binary (release)
 	$(CARGO) build --workspace --release --locked
 
-test: deps build ## unit, cli and integration tests (as root; installs missing packages first)
+# The suites that run containers, run a second time under each other runtime.
+RUNTIME_SUITES := --test crid --test crid_pods --test crid_errors --test bundlegen
+OTHER_RUNTIMES ?= crun
+
+test: deps build ## unit, cli and integration tests, the runtime suites under runc and crun (root)
 	$(CARGO) test --workspace --locked
+	for r in $(OTHER_RUNTIMES); do \
+	  echo "== the runtime suites under $$r"; \
+	  CRIKIT_TEST_RUNTIME=$$r $(CARGO) test --locked -p e2e $(RUNTIME_SUITES) || exit 1; \
+	done
 
 test-cri: release ## critest against a crid of its own (CRITEST/CRICTL or PATH; CRI_MIRROR=HOST:PORT offline)
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/test-cri.sh
@@ -62,6 +70,7 @@ deps: ## install the Debian packages tests, benchmarks and the demo need (root; 
 	  echo "installing:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@scripts/cgroup-hybrid.sh
 
 demo: deps release ## the pipeline on a throwaway loopback registry holding a busybox image
 	$(CARGO) build --release --locked -p crid --example cri

@@ -23,7 +23,7 @@ _crid() {
 
     case "${cmd}" in
         crid)
-            opts="-v -h -V --config --listen --root --run-dir --runtime --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --ctrmon --log-level --log-format --verbose --help --version"
+            opts="-v -h -V --config --listen --root --run-dir --runtime --default-runtime --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --ctrmon --log-level --log-format --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -46,6 +46,10 @@ _crid() {
                     return 0
                     ;;
                 --runtime)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --default-runtime)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -2,6 +2,7 @@ complete -c ctrmon -l bundle -d 'Bundle directory of the container (not needed w
 complete -c ctrmon -l id -d 'Container id' -r
 complete -c ctrmon -l runtime -d 'OCI runtime to run' -r -F
 complete -c ctrmon -l runtime-root -d 'The runtime\'s state directory (its --root)' -r -F
+complete -c ctrmon -l runtime-arg -d 'A global option for the runtime, given before each of its subcommands (repeatable; write --runtime-arg=--systemd-cgroup)' -r
 complete -c ctrmon -l run-dir -d 'ctrmon\'s own state directory; defaults for the files below live in RUN/ctrmon/ID' -r -F
 complete -c ctrmon -l log-path -d 'CRI log file [default: RUN/ctrmon/ID/ctr.log; none for an exec]' -r -F
 complete -c ctrmon -l exit-file -d 'Exit status file, JSON [default: RUN/ctrmon/ID/exit; none for an exec]' -r -F

@@ -7,6 +7,8 @@
 #      CRI_MIRROR        HOST:PORT serving critest's images (registry.k8s.io, k8s.gcr.io
 #                        and gcr.io are sent there over plain HTTP), for machines offline
 #      CRI_PAUSE_IMAGE   the pause image (default: crid's own default)
+#      CRI_RUNTIME_HANDLER  the runtime handler critest asks for (critest -runtime-handler;
+#                        default: crid's default, runc)
 #      CRID_ARGS         more flags for crid
 #      CRIKIT_BIN_DIR    crid and ctrmon (default: target/release)
 set -euo pipefail
@@ -24,7 +26,11 @@ CRID_PID=
 cleanup() {
   "$CRICTL" -r "unix://$SOCK" rmp -fa >/dev/null 2>&1 || true
   if [ -n "$CRID_PID" ]; then kill "$CRID_PID" 2>/dev/null; wait "$CRID_PID" 2>/dev/null || true; fi
-  for c in $(ls "$W/run/runc" 2>/dev/null); do runc --root "$W/run/runc" delete -f "$c" >/dev/null 2>&1 || true; done
+  for root in "$W/run/runc" "$W"/run/runtimes/*; do
+    [ -d "$root" ] || continue
+    rt=$(basename "$root")
+    for c in $(ls "$root"); do "$rt" --root "$root" delete -f "$c" >/dev/null 2>&1 || true; done
+  done
   ip link del "$BRIDGE" >/dev/null 2>&1 || true
   grep -o " $W[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$W"
@@ -72,10 +78,12 @@ CRID_PID=$!
 for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
 [ -S "$SOCK" ] || { echo "test-cri: crid did not start: $(tail -3 "$W/crid.log")" >&2; exit 1; }
 
-echo "critest $("$CRITEST" --version 2>/dev/null | awk '/version/ {print $NF; exit}') against crid on $SOCK" >&2
+HANDLER=()
+[ -n "${CRI_RUNTIME_HANDLER:-}" ] && HANDLER=(-runtime-handler "$CRI_RUNTIME_HANDLER")
+echo "critest $("$CRITEST" --version 2>/dev/null | awk '/version/ {print $NF; exit}') against crid on $SOCK${CRI_RUNTIME_HANDLER:+, runtime handler $CRI_RUNTIME_HANDLER}" >&2
 printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n' "$SOCK" "$SOCK" > "$W/crictl.yaml"
 set +e
-(cd "$W" && "$CRITEST" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" -config "$W/crictl.yaml" \
+(cd "$W" && "$CRITEST" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" -config "$W/crictl.yaml" "${HANDLER[@]}" \
    --ginkgo.no-color --ginkgo.json-report="$W/report.json") > "$W/critest.log" 2>&1
 set -e
 [ -s "$W/report.json" ] || { echo "test-cri: critest wrote no report:"; tail -20 "$W/critest.log"; exit 1; } >&2
@@ -94,6 +102,8 @@ while IFS= read -r spec; do
     echo "  known failure: $spec"
   else
     echo "  FAILED: $spec"; unknown=$((unknown + 1))
+    jq -r --arg s "$spec" '.[].SpecReports[] | select(([.ContainerHierarchyTexts[]?, .LeafNodeText] | join(" ")) == $s)
+      | "    \(.Failure.Location.FileName):\(.Failure.Location.LineNumber): \(.Failure.Message)"' "$W/report.json" | head -c 2000
   fi
 done < "$W/failed.txt"
 if [ "$unknown" -gt 0 ]; then

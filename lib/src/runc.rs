@@ -18,6 +18,8 @@ pub struct Runtime {
     pub path: PathBuf,
     /// Its state directory (`--root`), or its own default.
     pub root: Option<PathBuf>,
+    /// Global options given before every subcommand (`--systemd-cgroup`, `--debug`).
+    pub args: Vec<String>,
 }
 
 /// The runtime could not be run, or it failed.
@@ -74,15 +76,23 @@ impl Runtime {
         Runtime {
             path: path.into(),
             root,
+            args: Vec::new(),
         }
     }
 
-    /// `RUNTIME [--root ROOT]`.
+    /// The same runtime with `args` before every subcommand.
+    pub fn with_args(mut self, args: Vec<String>) -> Runtime {
+        self.args = args;
+        self
+    }
+
+    /// `RUNTIME [--root ROOT] [ARGS…]`.
     pub fn command(&self) -> Command {
         let mut c = Command::new(&self.path);
         if let Some(root) = &self.root {
             c.arg("--root").arg(root);
         }
+        c.args(&self.args);
         c
     }
 

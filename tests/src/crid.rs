@@ -44,6 +44,13 @@ impl Crid {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("crid log file"));
+        // The runtime under test, unless the test picks the runtime itself.
+        if !extra
+            .iter()
+            .any(|a| *a == "--runtime" || *a == "--default-runtime")
+        {
+            c.args(["--default-runtime", &crate::runc::runtime()]);
+        }
         let child = c.spawn().expect("starting crid");
         let mut crid = Crid {
             child: Some(child),
@@ -153,18 +160,23 @@ impl Drop for Crid {
         }
         self.stop_with(nix::sys::signal::Signal::SIGTERM);
         // Containers outlive crid by design; a test's do not outlive the test.
-        let runc_root = self.run_dir.join("runc");
-        for e in std::fs::read_dir(&runc_root)
+        let mut roots = vec![("runc".to_string(), self.run_dir.join("runc"))];
+        for h in std::fs::read_dir(self.run_dir.join("runtimes"))
             .into_iter()
             .flatten()
             .flatten()
         {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(&runc_root)
-                .args(["delete", "--force"])
-                .arg(e.file_name())
-                .output();
+            roots.push((h.file_name().to_string_lossy().into_owned(), h.path()));
+        }
+        for (runtime, root) in roots {
+            for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                let _ = Command::new(&runtime)
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force"])
+                    .arg(e.file_name())
+                    .output();
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Running bundles with Debian's runc, each test with its own state root; every
-//! container started is force-deleted on drop.
+//! Running bundles with the OCI runtime under test (`CRIKIT_TEST_RUNTIME`: `runc`, the
+//! default, or `crun`), each test with its own state root; every container started is
+//! force-deleted on drop.
 
 use crate::cmd::{run, Run};
 use std::cell::RefCell;
@@ -7,21 +8,30 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// A runc with a private `--root`.
+/// The runtime under test with a private `--root`.
 pub struct Runc {
     state: PathBuf,
     ids: RefCell<Vec<String>>,
 }
 
+/// The runtime the suites run under: `CRIKIT_TEST_RUNTIME`, else `runc`. It is also the
+/// name of crid's handler for it (`--default-runtime`).
+pub fn runtime() -> String {
+    std::env::var("CRIKIT_TEST_RUNTIME")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "runc".into())
+}
+
 fn runc_bin() -> String {
-    let exe = std::env::var("RUNC").unwrap_or_else(|_| "runc".into());
+    let exe = runtime();
     let found = Command::new(&exe)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(
         found,
-        "{exe} is missing: install Debian's runc (make deps) or set RUNC"
+        "{exe} is missing: install Debian's {exe} (make deps) or set CRIKIT_TEST_RUNTIME"
     );
     exe
 }

@@ -469,7 +469,7 @@ fn copy_mode_unprivileged_maps_the_user_namespace() {
         .arg(user_root.join("b2"))
         .env("HOME", &user_root);
     run(c, T).ok();
-    let runc = std::env::var("RUNC").unwrap_or_else(|_| "runc".into());
+    let runc = e2e::runc::runtime();
     let mut c = Command::new("setpriv");
     c.args([
         "--reuid=65534",

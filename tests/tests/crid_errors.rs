@@ -283,7 +283,8 @@ async fn a_pods_runtime_handler_runs_its_containers() {
     std::fs::write(
         &conf,
         format!(
-            "[runtimes.standin]\npath = {:?}\nroot = {:?}\nrecursive-read-only-mounts = false\n",
+            "[runtimes.standin]\npath = {:?}\nroot = {:?}\nrecursive-read-only-mounts = false\n\
+             args = [\"--rootless=false\"]\n",
             standin.path().display().to_string(),
             root.display().to_string()
         ),
@@ -355,9 +356,10 @@ async fn a_pods_runtime_handler_runs_its_containers() {
     for verb in ["create", "start", "exec", "kill", "delete"] {
         assert!(
             calls.lines().any(
-                |l| l.starts_with(&format!("--root {root}")) && l.split(' ').any(|w| w == verb)
+                |l| l.starts_with(&format!("--root {root} --rootless=false"))
+                    && l.split(' ').any(|w| w == verb)
             ),
-            "{verb} through the handler, with its root: {calls}"
+            "{verb} through the handler, with its root and args: {calls}"
         );
     }
     assert!(!calls.lines().any(|l| !l.contains(&root)), "{calls}");

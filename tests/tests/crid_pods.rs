@@ -126,6 +126,17 @@ async fn pod_and_container_lifecycle() {
     .unwrap();
     let s = w.status(&ctr).await;
     assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
+    // Run by the runtime under test: its state is in that handler's root.
+    let handler_root = match e2e::runc::runtime().as_str() {
+        "runc" => w.crid.run_dir.join("runc"),
+        other => w.crid.run_dir.join("runtimes").join(other),
+    };
+    assert!(
+        handler_root.join(&ctr).join("state.json").is_file()
+            || handler_root.join(&ctr).join("status").is_file(),
+        "{} holds no state of {ctr}",
+        handler_root.display()
+    );
     let log_path = PathBuf::from(&s.log_path);
     assert_eq!(log_path, log_of(&w, "web", "main"));
     let log = w.wait_for_log(&log_path, "stdout F tick").await;

@@ -41,6 +41,10 @@ pub struct Args {
     /// the file's [runtimes.NAME] tables) [default: runc]
     #[arg(long, value_name = "PATH")]
     pub runtime: Option<PathBuf>,
+    /// The handler of pods whose RunPodSandbox names none: runc, crun (when installed) or
+    /// one of the file's [runtimes.NAME] [default: runc]
+    #[arg(long, value_name = "NAME")]
+    pub default_runtime: Option<String>,
     /// CNI network configurations; the first .conflist (or .conf) by name is used
     /// [default: /etc/cni/net.d]
     #[arg(long, value_name = "DIR")]
@@ -101,6 +105,8 @@ pub struct FileHandler {
     recursive_read_only_mounts: Option<bool>,
     #[serde(default)]
     user_namespaces: bool,
+    #[serde(default)]
+    args: Vec<String>,
 }
 
 /// The runtime handlers: `runc` (its path from --runtime or `runtime`, its state in
@@ -120,6 +126,7 @@ fn handlers(
             // crid makes them itself, whatever the runtime (see container.rs).
             recursive_read_only_mounts: true,
             user_namespaces: false,
+            args: Vec::new(),
         },
     );
     if let Some(crun) = crid::config::which(Path::new("crun")) {
@@ -130,6 +137,7 @@ fn handlers(
                 root: run_dir.join("runtimes").join("crun"),
                 recursive_read_only_mounts: true,
                 user_namespaces: false,
+                args: Vec::new(),
             },
         );
     }
@@ -150,17 +158,20 @@ fn handlers(
                 root: h
                     .root
                     .clone()
-                    .or_else(|| known.map(|k| k.root))
+                    .or_else(|| known.as_ref().map(|k| k.root.clone()))
                     .unwrap_or_else(|| run_dir.join("runtimes").join(name)),
                 recursive_read_only_mounts: h.recursive_read_only_mounts.unwrap_or(true),
                 user_namespaces: h.user_namespaces,
+                args: if h.args.is_empty() {
+                    known.map(|k| k.args).unwrap_or_default()
+                } else {
+                    h.args.clone()
+                },
             },
         );
     }
-    let default = file
-        .default_runtime
-        .clone()
-        .unwrap_or_else(|| "runc".into());
+    let default =
+        pick(&args.default_runtime, &file.default_runtime).unwrap_or_else(|| "runc".into());
     if !out.contains_key(&default) {
         anyhow::bail!("config: default-runtime {default:?} is not a configured runtime handler");
     }
@@ -297,7 +308,7 @@ mod tests {
         ]);
         std::fs::write(
             &cfg,
-            "default-runtime = \"kata\"\n[runtimes.kata]\npath = \"/opt/kata\"\nuser-namespaces = true\n\
+            "default-runtime = \"kata\"\n[runtimes.kata]\npath = \"/opt/kata\"\nuser-namespaces = true\nargs = [\"--debug\"]\n\
              [runtimes.runc]\nroot = \"/srv/runc\"\n",
         )
         .unwrap();
@@ -307,6 +318,11 @@ mod tests {
         assert_eq!(kata.path, Path::new("/opt/kata"));
         assert_eq!(kata.root, Path::new("/run/t/runtimes/kata"));
         assert!(kata.user_namespaces && kata.recursive_read_only_mounts);
+        assert_eq!(kata.args, ["--debug"]);
+        assert_eq!(
+            kata.runtime().command().get_args().collect::<Vec<_>>(),
+            ["--root", "/run/t/runtimes/kata", "--debug"]
+        );
         // A table of a known handler changes what it says, keeps the rest.
         let runc = s.handler("runc").unwrap();
         assert_eq!(
@@ -314,6 +330,17 @@ mod tests {
             (Path::new("/opt/runc"), Path::new("/srv/runc"))
         );
         assert!(s.handler("nope").is_none());
+        let mut with_flag = Args::parse_from([
+            "crid",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--default-runtime",
+            "runc",
+        ]);
+        assert_eq!(resolve(&with_flag).unwrap().default_runtime, "runc");
+        with_flag.default_runtime = Some("gone".into());
+        let e = resolve(&with_flag).unwrap_err().to_string();
+        assert!(e.contains("\"gone\" is not a configured"), "{e}");
         for (text, want) in [
             ("[runtimes.x]\nroot = \"/r\"\n", "[runtimes.x] has no path"),
             ("default-runtime = \"y\"\n", "default-runtime \"y\""),

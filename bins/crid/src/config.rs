@@ -16,12 +16,14 @@ pub struct Handler {
     pub recursive_read_only_mounts: bool,
     /// It runs pods in user namespaces.
     pub user_namespaces: bool,
+    /// Global options given to it before every subcommand.
+    pub args: Vec<String>,
 }
 
 impl Handler {
     /// The runtime, to run.
     pub fn runtime(&self) -> crikit::runc::Runtime {
-        crikit::runc::Runtime::new(&self.path, Some(self.root.clone()))
+        crikit::runc::Runtime::new(&self.path, Some(self.root.clone())).with_args(self.args.clone())
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Args {
     /// The runtime's state directory (its --root)
     #[arg(long, value_name = "DIR")]
     pub runtime_root: Option<PathBuf>,
+    /// A global option for the runtime, given before each of its subcommands
+    /// (repeatable; write --runtime-arg=--systemd-cgroup)
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub runtime_arg: Vec<String>,
     /// ctrmon's own state directory; defaults for the files below live in RUN/ctrmon/ID
     ///
     /// Defaults to /run/crikit as root, $XDG_RUNTIME_DIR/crikit otherwise.
@@ -173,7 +177,8 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
         launch,
         tty: args.tty,
         id: args.id.clone(),
-        runtime: Runtime::new(&args.runtime, args.runtime_root.clone()),
+        runtime: Runtime::new(&args.runtime, args.runtime_root.clone())
+            .with_args(args.runtime_arg.clone()),
         log_path: file(args.log_path.as_ref(), unless_exec(dirs.log_file()))?,
         exit_file: file(args.exit_file.as_ref(), unless_exec(dirs.exit_file()))?,
         pid_file: file(args.pid_file.as_ref(), Some(own("pid", dirs.pid_file())))?
@@ -237,7 +242,8 @@ fn usage(reason: &str) -> anyhow::Error {
 fn exec(args: &Args, process: &std::path::Path, dirs: &StateDir) -> Result<()> {
     crikit::monitor::exec::check_process(process)?;
     let o = crikit::monitor::exec::ExecOptions {
-        runtime: Runtime::new(&args.runtime, args.runtime_root.clone()),
+        runtime: Runtime::new(&args.runtime, args.runtime_root.clone())
+            .with_args(args.runtime_arg.clone()),
         id: args.id.clone(),
         process: std::path::absolute(process)?,
         timeout: args.exec_timeout.map(std::time::Duration::from_secs),

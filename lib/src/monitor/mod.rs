@@ -96,12 +96,15 @@ impl StateDir {
 pub struct MonitorCommand(std::process::Command);
 
 impl MonitorCommand {
-    /// `CTRMON --id ID --runtime R [--runtime-root ROOT] --run-dir RUN`.
+    /// `CTRMON --id ID --runtime R [--runtime-root ROOT] [--runtime-arg A…] --run-dir RUN`.
     pub fn new(ctrmon: &Path, id: &str, runtime: &Runtime, run_dir: &Path) -> MonitorCommand {
         let mut c = std::process::Command::new(ctrmon);
         c.args(["--id", id]).arg("--runtime").arg(&runtime.path);
         if let Some(root) = &runtime.root {
             c.arg("--runtime-root").arg(root);
+        }
+        for a in &runtime.args {
+            c.arg(format!("--runtime-arg={a}"));
         }
         c.arg("--run-dir").arg(run_dir);
         MonitorCommand(c)
