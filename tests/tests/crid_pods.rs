@@ -188,6 +188,11 @@ async fn pod_and_container_lifecycle() {
     })
     .await
     .unwrap();
+    // Open by the time the call returns, as kubelet's log rotation expects.
+    assert!(
+        log_path.exists(),
+        "no new log once ReopenContainerLog returned"
+    );
     w.wait_for_log(&log_path, "stdout F tick").await;
 
     // The image is in use.

@@ -654,7 +654,16 @@ fn log_reopens_on_a_control_message() {
     let log = w.state("ro").join("ctr.log");
     let moved = w.tmp.path().join("ro.log.1");
     std::fs::rename(&log, &moved).unwrap();
+    // A log that cannot be opened: the answer says why, and the old file goes on.
+    std::fs::create_dir(&log).unwrap();
+    let e = a.reopen_log().unwrap_err().to_string();
+    assert!(
+        e.contains("reopening the log") && e.contains("ctr.log"),
+        "{e}"
+    );
+    std::fs::remove_dir(&log).unwrap();
     a.reopen_log().unwrap();
+    assert!(log.is_file(), "the new log is open once reopen_log returns");
     a.stdin(b"\n").unwrap();
     let _ = drain(&mut a);
     let old = std::fs::read_to_string(&moved).unwrap();

@@ -12,6 +12,7 @@
 //! | 4 `CLOSE_STDIN` | client → ctrmon | empty: the container's stdin reaches EOF |
 //! | 5 `RESIZE` | client → ctrmon | `u16` rows, `u16` columns (big-endian); with a terminal |
 //! | 6 `REOPEN_LOG` | client → ctrmon | empty: reopen the log file (as SIGHUP does) |
+//! | 7 `LOG_REOPENED` | ctrmon → client | the answer to `REOPEN_LOG`, to its sender only: empty once the new file is open, else the error |
 //!
 //! With a terminal (`--tty`) all output comes as `STDOUT`, and `CLOSE_STDIN` sends the
 //! terminal's EOF character (^D) instead of closing anything.
@@ -38,6 +39,10 @@ pub const CLOSE_STDIN: u8 = 4;
 pub const RESIZE: u8 = 5;
 /// Reopen the log file.
 pub const REOPEN_LOG: u8 = 6;
+/// The log file was reopened (empty payload) or could not be (the error).
+pub const LOG_REOPENED: u8 = 7;
+/// How long [`Client::reopen_log`] waits for ctrmon's answer.
+pub const REOPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest payload accepted in one frame.
 pub const MAX_FRAME: u32 = 1 << 20;
 /// Unsent bytes after which a slow client is dropped.
@@ -135,9 +140,44 @@ impl Client {
         self.stream.write_all(&encode(RESIZE, &p))
     }
 
-    /// Asks ctrmon to reopen its log file.
+    /// Asks ctrmon to reopen its log file and waits until it has: when this returns
+    /// Ok, output goes to the new file. Output frames that arrive meanwhile are
+    /// dropped (this client is for the request alone).
     pub fn reopen_log(&mut self) -> io::Result<()> {
-        self.stream.write_all(&encode(REOPEN_LOG, &[]))
+        self.stream.write_all(&encode(REOPEN_LOG, &[]))?;
+        self.stream.set_read_timeout(Some(REOPEN_TIMEOUT))?;
+        let answer = loop {
+            match self.next_frame() {
+                Ok(Some((LOG_REOPENED, payload))) => break payload,
+                Ok(Some((EXIT, _))) | Ok(None) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the container exited before its log was reopened",
+                    ))
+                }
+                Ok(Some(_)) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("ctrmon did not answer within {}s", REOPEN_TIMEOUT.as_secs()),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.stream.set_read_timeout(None)?;
+        if answer.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                String::from_utf8_lossy(&answer).into_owned(),
+            ))
+        }
     }
 
     /// The next frame from ctrmon; `None` once it closed the connection.

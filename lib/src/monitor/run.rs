@@ -648,13 +648,17 @@ impl<'a> Monitor<'a> {
             return false;
         };
         for (kind, payload) in frames {
-            self.on_frame(kind, &payload);
+            if let Some(answer) = self.on_frame(kind, &payload) {
+                if !self.clients[k].send(&answer) {
+                    return false;
+                }
+            }
         }
         true
     }
 
-    /// One frame from a client.
-    fn on_frame(&mut self, kind: u8, payload: &[u8]) {
+    /// One frame from a client; what to answer it, if anything.
+    fn on_frame(&mut self, kind: u8, payload: &[u8]) -> Option<Vec<u8>> {
         let io = &mut self.io;
         match kind {
             attach::STDIN if io.stdin.is_some() => {
@@ -684,9 +688,13 @@ impl<'a> Monitor<'a> {
                     let _ = rustix::termios::tcsetwinsize(t, size);
                 }
             }
-            attach::REOPEN_LOG => self.reopen_log(),
+            attach::REOPEN_LOG => {
+                let error = self.reopen_log().err().unwrap_or_default();
+                return Some(attach::encode(attach::LOG_REOPENED, error.as_bytes()));
+            }
             _ => {}
         }
+        None
     }
 
     /// SIGHUP reopens the log; SIGCHLD reaps, and the container's own end starts
@@ -694,7 +702,7 @@ impl<'a> Monitor<'a> {
     fn on_signals(&mut self, sigfd: &SignalFd) {
         while let Ok(Some(info)) = sigfd.read_signal() {
             if info.ssi_signo == Signal::SIGHUP as u32 {
-                self.reopen_log();
+                let _ = self.reopen_log();
             }
         }
         loop {
@@ -712,16 +720,21 @@ impl<'a> Monitor<'a> {
     }
 
     /// Log rotation: the file was moved away (or truncated); go on in a new one.
-    fn reopen_log(&mut self) {
+    fn reopen_log(&mut self) -> Result<(), String> {
         if let (Some(path), Some(l)) = (&self.cfg.log_path, self.log.as_mut()) {
             match open_log(path) {
                 Ok(f) => {
                     self.log_size = f.metadata().map_or(0, |m| m.len());
                     *l = CriLog::new(f, self.cfg.max_line);
                 }
-                Err(e) => tracing::warn!("reopening the log {}: {e}", path.display()),
+                Err(e) => {
+                    let e = format!("reopening the log {}: {e}", path.display());
+                    tracing::warn!("{e}");
+                    return Err(e);
+                }
             }
         }
+        Ok(())
     }
 
     /// Writes the exit file, tells the clients, cleans up; the monitor's exit code.
