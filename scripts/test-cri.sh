@@ -10,7 +10,9 @@
 #      CRI_RUNTIME_HANDLER  the runtime handler critest asks for (critest -runtime-handler;
 #                        default: crid's default, runc)
 #      CRID_ARGS         more flags for crid
+#      CRITEST_ARGS      more flags for critest (-ginkgo.focus=REGEX runs some specs only)
 #      CRIKIT_BIN_DIR    crid and ctrmon (default: target/release)
+#      CRI_KEEP          set: keep the work directory (logs, report) afterwards
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CRIKIT_BIN_DIR:-$TOP/target/release}
@@ -20,6 +22,7 @@ for t in "$CRITEST" "$CRICTL" jq ip; do
   command -v "$t" >/dev/null || { echo "test-cri: $t is missing (set CRITEST/CRICTL or PATH)" >&2; exit 2; }
 done
 W=$(mktemp -d /tmp/crikit-cri.XXXXXX)
+chmod 711 "$W" # user namespaces' roots reach their rootfs below it
 SOCK=$W/crid.sock
 BRIDGE=ckcri$(printf '%04x' $((RANDOM % 65536)))
 CRID_PID=
@@ -33,7 +36,7 @@ cleanup() {
   done
   ip link del "$BRIDGE" >/dev/null 2>&1 || true
   grep -o " $W[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$W"
+  if [ -n "${CRI_KEEP:-}" ]; then echo "test-cri: kept $W (crid.log, critest.log, report.json)" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 
@@ -84,7 +87,7 @@ echo "critest $("$CRITEST" --version 2>/dev/null | awk '/version/ {print $NF; ex
 printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n' "$SOCK" "$SOCK" > "$W/crictl.yaml"
 set +e
 (cd "$W" && "$CRITEST" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" -config "$W/crictl.yaml" "${HANDLER[@]}" \
-   --ginkgo.no-color --ginkgo.json-report="$W/report.json") > "$W/critest.log" 2>&1
+   --ginkgo.no-color --ginkgo.json-report="$W/report.json" ${CRITEST_ARGS:-}) > "$W/critest.log" 2>&1
 set -e
 [ -s "$W/report.json" ] || { echo "test-cri: critest wrote no report:"; tail -20 "$W/critest.log"; exit 1; } >&2
 

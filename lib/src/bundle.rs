@@ -94,6 +94,61 @@ pub struct BundleOptions {
     pub overrides: Overrides,
     /// A JSON merge patch applied last.
     pub patch: Option<serde_json::Value>,
+    /// The user namespace the container will run in, if any.
+    pub userns: Option<UsernsRootfs>,
+}
+
+/// The user namespace a bundle's rootfs is made for: the overlay's layers are
+/// ID-mapped through it, so the image's files show owned by the namespace's own IDs
+/// (the shared layer cache stays as it is), and the bundle's upper directory belongs
+/// to the namespace's root. Needs the overlay mode and a layer cache on a file system
+/// that allows ID-mapped mounts (ext4, xfs, btrfs).
+#[derive(Debug, Clone)]
+pub struct UsernsRootfs {
+    /// The namespace: `/proc/PID/ns/user` or a file it is pinned to.
+    pub userns: PathBuf,
+    /// The host uid of the namespace's root.
+    pub root_uid: u32,
+    /// The host gid of the namespace's root.
+    pub root_gid: u32,
+}
+
+/// ID-mapped copies of the layers, mounted under a bundle's temp dir for as long as
+/// the overlay mount takes to find them (it keeps its own references): unmounted on
+/// drop, before anything could remove the temp dir through them.
+struct IdmappedLayers {
+    dir: PathBuf,
+    mounted: Vec<PathBuf>,
+}
+
+impl IdmappedLayers {
+    fn new(dir: PathBuf, layers: &[PathBuf], userns: &Path) -> Result<IdmappedLayers> {
+        let ns = File::open(userns).map_err(io_err("opening the user namespace", userns))?;
+        fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
+        let mut me = IdmappedLayers {
+            dir,
+            mounted: Vec::new(),
+        };
+        for (i, layer) in layers.iter().enumerate() {
+            let at = me.dir.join(i.to_string());
+            fs::create_dir(&at).map_err(io_err("creating", &at))?;
+            crate::mountattr::idmapped_bind(layer, &at, &ns)
+                .map_err(io_err("mounting an ID-mapped copy of", layer))?;
+            me.mounted.push(at);
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for IdmappedLayers {
+    fn drop(&mut self) {
+        for at in &self.mounted {
+            if rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH).is_ok() {
+                let _ = fs::remove_dir(at);
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
 }
 
 /// What was made.
@@ -379,6 +434,13 @@ pub fn create_with<E: From<BundleError>>(
         .prefix(&format!(".{name}.tmp-"))
         .tempdir_in(&parent)
         .map_err(io_err("creating a temp dir in", &parent))?;
+    if opts.userns.is_some() {
+        // The runtime mounts the rootfs from inside the user namespace, as its root:
+        // the path must be searchable by others.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o711))
+            .map_err(io_err("setting the mode of", tmp.path()))?;
+    }
     let rootfs = tmp.path().join("rootfs");
     fs::create_dir(&rootfs).map_err(io_err("creating", &rootfs))?;
     let diff_ids: Vec<Digest> = img.layers.iter().map(|l| l.2.clone()).collect();
@@ -400,11 +462,27 @@ pub fn create_with<E: From<BundleError>>(
             let work = tmp.path().join("work");
             fs::create_dir(&upper).map_err(io_err("creating", &upper))?;
             fs::create_dir(&work).map_err(io_err("creating", &work))?;
-            let lower: Vec<String> = chains
-                .iter()
-                .rev()
-                .map(|c| cache.diff_dir(c).display().to_string())
-                .collect();
+            let layers: Vec<PathBuf> = chains.iter().rev().map(|c| cache.diff_dir(c)).collect();
+            let idmapped = match &opts.userns {
+                Some(u) => {
+                    rustix::fs::chown(
+                        &upper,
+                        Some(rustix::process::Uid::from_raw(u.root_uid)),
+                        Some(rustix::process::Gid::from_raw(u.root_gid)),
+                    )
+                    .map_err(|e| io_err("changing the owner of", &upper)(e.into()))?;
+                    Some(IdmappedLayers::new(
+                        tmp.path().join("idmapped"),
+                        &layers,
+                        &u.userns,
+                    )?)
+                }
+                None => None,
+            };
+            let lower: Vec<String> = match &idmapped {
+                Some(m) => m.mounted.iter().map(|p| p.display().to_string()).collect(),
+                None => layers.iter().map(|p| p.display().to_string()).collect(),
+            };
             let data = format!(
                 "lowerdir={},upperdir={},workdir={}",
                 lower.join(":"),
@@ -422,6 +500,17 @@ pub fn create_with<E: From<BundleError>>(
             )
             .map_err(|e| io_err("mounting an overlay on", &rootfs)(e.into()))?;
             mounted = true;
+            drop(idmapped);
+        } else if opts.userns.is_some() {
+            return Err(BundleError::Io {
+                action: "making a user namespace's rootfs in",
+                path: rootfs.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "user namespaces need the overlay rootfs mode",
+                ),
+            }
+            .into());
         } else {
             for (digest, media_type, diff_id) in &img.layers {
                 let blob = store.blob_path(digest);

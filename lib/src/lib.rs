@@ -17,6 +17,7 @@ pub mod digest;
 pub mod layer;
 pub mod layout;
 pub mod monitor;
+pub mod mountattr;
 pub mod paths;
 pub mod platform;
 pub mod progress;

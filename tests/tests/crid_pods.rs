@@ -1222,3 +1222,245 @@ async fn recursive_read_only_mounts_reach_submounts() {
     );
     assert!(std::fs::read_dir(&rro).map(|d| d.count()).unwrap_or(0) == 0);
 }
+
+/// A pod's user namespace as kubelet asks for one (`hostUsers: false`).
+fn userns_options(host_id: u32, mode: cri::NamespaceMode) -> cri::UserNamespace {
+    let map = vec![cri::IdMapping {
+        host_id,
+        container_id: 0,
+        length: 65536,
+    }];
+    cri::UserNamespace {
+        mode: mode as i32,
+        uids: map.clone(),
+        gids: map,
+    }
+}
+
+fn with_userns(mut config: cri::PodSandboxConfig, u: cri::UserNamespace) -> cri::PodSandboxConfig {
+    if let Some(o) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        o.userns_options = Some(u);
+    }
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_in_a_user_namespace_owns_its_rootfs_and_the_layers_stay_the_hosts() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // The pod shares its PID namespace: its infra process runs in the namespace too.
+    let reg = e2e::Registry::start();
+    let mut image = e2e::Image::busybox();
+    image.cmd = vec!["/bin/sleep".into(), "2147483647".into()];
+    let pause = e2e::image::push(&reg.addr, "cri/pause", "1", &image);
+    let w = World::new(
+        Network::Loopback,
+        &[
+            "--pause-image",
+            &pause.reference,
+            "--insecure-registry",
+            &reg.addr,
+        ],
+    )
+    .await;
+    let mut rt = w.rt.clone();
+    // Clear of the host's own IDs and of other tests' pods.
+    let host_id = 1_000_000 + (std::process::id() % 1000) * 65536;
+    let base = w.pod_config("userns", SharedPid);
+
+    // Refused, naming why: another mode, two ranges, a range not from 0, the host's
+    // network beside it.
+    let mut two = userns_options(host_id, cri::NamespaceMode::Pod);
+    two.uids.push(two.uids[0]);
+    let mut from_one = userns_options(host_id, cri::NamespaceMode::Pod);
+    from_one.gids[0].container_id = 1;
+    let mut host_net = with_userns(
+        base.clone(),
+        userns_options(host_id, cri::NamespaceMode::Pod),
+    );
+    if let Some(o) = host_net
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        o.network = Node as i32;
+    }
+    for (config, want) in [
+        (
+            with_userns(
+                base.clone(),
+                userns_options(host_id, cri::NamespaceMode::Target),
+            ),
+            "mode TARGET",
+        ),
+        (with_userns(base.clone(), two), "2 uid mappings"),
+        (with_userns(base.clone(), from_one), "container ID 1, not 0"),
+        (host_net, "host's network"),
+    ] {
+        let e = w.run_pod(&config).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(want), "{want:?} in {e:?}");
+    }
+
+    // A private directory above crid's root: the namespace's root could not reach
+    // the rootfs, and crid says so before making anything.
+    std::fs::set_permissions(w.tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = with_userns(
+        base.clone(),
+        userns_options(host_id, cri::NamespaceMode::Pod),
+    );
+    let e = w.run_pod(&config).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(&w.tmp.path().display().to_string())
+            && e.message().contains("not searchable"),
+        "{e:?}"
+    );
+    std::fs::set_permissions(w.tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+
+    let pod = w
+        .run_pod(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    let status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let reported = status
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .and_then(|o| o.userns_options)
+        .unwrap();
+    assert_eq!(reported, userns_options(host_id, cri::NamespaceMode::Pod));
+
+    // A volume as kubelet gives one to such a pod: ID-mapped like the namespace.
+    let vol = w.tmp.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("config"), "from the host\n").unwrap();
+    std::fs::set_permissions(vol.join("config"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let idmapped_mount = |path: &str| cri::Mount {
+        container_path: path.into(),
+        host_path: vol.display().to_string(),
+        uid_mappings: userns_options(host_id, cri::NamespaceMode::Pod).uids,
+        gid_mappings: userns_options(host_id, cri::NamespaceMode::Pod).gids,
+        ..Default::default()
+    };
+    let mut cconfig = w.container_config(
+        "main",
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u; stat -c '%u:%g' /bin/busybox /etc; \
+         echo made > /etc/made-here && stat -c '%u:%g' /etc/made-here; \
+         stat -c '%u:%g' /vol/config; cat /vol/config; echo back > /vol/written; \
+         echo more >> /etc/passwd && echo appended; sleep 100",
+    );
+    cconfig.mounts = vec![idmapped_mount("/vol")];
+    cconfig.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                userns_options: Some(userns_options(host_id, cri::NamespaceMode::Pod)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    });
+    // A container asking for another user namespace than its pod's is refused.
+    let mut other = cconfig.clone();
+    other.metadata.as_mut().unwrap().name = "other".into();
+    if let Some(o) = other
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        o.userns_options = Some(userns_options(host_id + 65536, cri::NamespaceMode::Pod));
+    }
+    let e = w.create(&pod, &config, other).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // So is a mount mapped otherwise than the namespace.
+    let mut other_map = cconfig.clone();
+    other_map.metadata.as_mut().unwrap().name = "other-map".into();
+    other_map.mounts[0].uid_mappings[0].host_id += 1;
+    let e = w.create(&pod, &config, other_map).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("mount /vol"), "{e:?}");
+
+    let ctr = w.start(&pod, &config, cconfig).await;
+    let log = w
+        .wait_for_log(&log_of(&w, "userns", "main"), "appended")
+        .await;
+    let out: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(" stdout F ").map(|(_, t)| t))
+        .collect();
+    let map = format!("0 {host_id} 65536");
+    let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(squeeze(out[0]), map, "{log}");
+    assert_eq!(squeeze(out[1]), map, "{log}");
+    // Root inside, and the image's files its own: the layers are ID-mapped.
+    assert_eq!(&out[2..6], ["0", "0:0", "0:0", "0:0"], "{log}");
+    // The volume's root-owned, private file is the namespace root's own, and what it
+    // writes there is the host's root's.
+    assert_eq!(&out[6..8], ["0:0", "from the host"], "{log}");
+    let written = std::fs::metadata(vol.join("written")).unwrap();
+    assert_eq!((written.uid(), written.gid()), (0, 0));
+
+    // On the host: what it made belongs to the namespace's root; the shared layer
+    // cache still belongs to the host's root.
+    let upper = w
+        .crid
+        .root
+        .join("containers")
+        .join(&ctr)
+        .join("bundle")
+        .join("upper");
+    let made = std::fs::metadata(upper.join("etc/made-here")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (host_id, host_id));
+    let passwd = std::fs::metadata(upper.join("etc/passwd")).unwrap();
+    assert_eq!(passwd.uid(), host_id, "copied up as the namespace's root");
+    let mut layer_files = 0;
+    for e in std::fs::read_dir(w.crid.root.join("layers"))
+        .unwrap()
+        .flatten()
+    {
+        let busybox = e.path().join("diff/bin/busybox");
+        if let Ok(m) = std::fs::metadata(&busybox) {
+            assert_eq!((m.uid(), m.gid()), (0, 0), "{}", busybox.display());
+            layer_files += 1;
+        }
+    }
+    assert_eq!(layer_files, 1, "one cached layer holds busybox");
+    // No ID-mapped copy of a layer outlives the making of the rootfs.
+    let idmapped: Vec<_> = e2e::mounts_under(&w.crid.root)
+        .into_iter()
+        .filter(|m| m.to_string_lossy().contains("idmapped"))
+        .collect();
+    assert!(idmapped.is_empty(), "{idmapped:?}");
+
+    // Exec joins the same namespace.
+    let r = w
+        .exec(&ctr, &["/bin/cat", "/proc/self/uid_map"], 10)
+        .await
+        .unwrap();
+    assert_eq!(squeeze(&String::from_utf8_lossy(&r.stdout)), map);
+
+    w.remove_pod(&pod).await;
+    let ns_dir = w.crid.run_dir.join("pods").join(&pod).join("ns");
+    assert!(!ns_dir.exists(), "the pinned namespaces went with the pod");
+    assert!(
+        e2e::mounts_under(w.tmp.path()).is_empty(),
+        "{:?}",
+        e2e::mounts_under(w.tmp.path())
+    );
+}

@@ -351,6 +351,7 @@ pub fn run(args: Args) -> Result<()> {
         },
         overrides,
         patch,
+        userns: None,
     };
     let images = crikit::paths::images_dir(&root);
     let store = Store::open_existing(&images)

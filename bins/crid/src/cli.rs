@@ -103,8 +103,7 @@ pub struct FileHandler {
     path: Option<PathBuf>,
     root: Option<PathBuf>,
     recursive_read_only_mounts: Option<bool>,
-    #[serde(default)]
-    user_namespaces: bool,
+    user_namespaces: Option<bool>,
     #[serde(default)]
     args: Vec<String>,
 }
@@ -125,7 +124,9 @@ fn handlers(
             root: run_dir.join("runc"),
             // crid makes them itself, whatever the runtime (see container.rs).
             recursive_read_only_mounts: true,
-            user_namespaces: false,
+            // crid makes the user namespace and the ID-mapped rootfs; the runtime
+            // joins it by path, as runc 1.1 and crun 1.8 can.
+            user_namespaces: true,
             args: Vec::new(),
         },
     );
@@ -136,7 +137,7 @@ fn handlers(
                 path: crun,
                 root: run_dir.join("runtimes").join("crun"),
                 recursive_read_only_mounts: true,
-                user_namespaces: false,
+                user_namespaces: true,
                 args: Vec::new(),
             },
         );
@@ -161,7 +162,10 @@ fn handlers(
                     .or_else(|| known.as_ref().map(|k| k.root.clone()))
                     .unwrap_or_else(|| run_dir.join("runtimes").join(name)),
                 recursive_read_only_mounts: h.recursive_read_only_mounts.unwrap_or(true),
-                user_namespaces: h.user_namespaces,
+                user_namespaces: h
+                    .user_namespaces
+                    .or_else(|| known.as_ref().map(|k| k.user_namespaces))
+                    .unwrap_or(false),
                 args: if h.args.is_empty() {
                     known.map(|k| k.args).unwrap_or_default()
                 } else {

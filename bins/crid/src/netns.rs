@@ -3,9 +3,14 @@
 //! bind-mounted onto files under the pod's run directory, and joined by path by
 //! every container of the pod. No process has to hold them.
 //!
+//! A pod with a user namespace of its own gets it, and the others owned by it, from a
+//! short-lived child process (a multithreaded process cannot unshare a user
+//! namespace): crid writes the child's ID maps, pins its namespaces and lets it go.
+//!
 //! Also the recursive read-only binds that runtimes without `rro` cannot make: the
 //! one module of crid with unsafe code (the ioctl and the mount_setattr syscall).
 
+use crate::record::UserNamespace;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use std::io;
@@ -20,8 +25,17 @@ pub const KINDS: [(&str, CloneFlags); 3] = [
 
 /// Makes new namespaces of the `kinds` named (`net`, `ipc`, `uts`) and pins each at
 /// `dir/KIND`. The UTS namespace gets `hostname`; the network namespace has its
-/// loopback up. On failure nothing stays pinned.
-pub fn pin(dir: &Path, kinds: &[&str], hostname: &str) -> io::Result<Vec<PathBuf>> {
+/// loopback up. With `userns`, a user namespace with those ID maps comes first, pinned
+/// at `dir/user`, and owns the others. On failure nothing stays pinned.
+pub fn pin(
+    dir: &Path,
+    kinds: &[&str],
+    hostname: &str,
+    userns: Option<&UserNamespace>,
+) -> io::Result<Vec<PathBuf>> {
+    if let Some(u) = userns {
+        return pin_in_userns(dir, kinds, hostname, u);
+    }
     std::fs::create_dir_all(dir)?;
     let dir = dir.to_path_buf();
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
@@ -70,9 +84,151 @@ pub fn pin(dir: &Path, kinds: &[&str], hostname: &str) -> io::Result<Vec<PathBuf
     .map_err(|_| io::Error::other("the namespace thread panicked"))?
 }
 
+fn flags_of(kinds: &[&str]) -> CloneFlags {
+    let mut flags = CloneFlags::empty();
+    for (k, f) in KINDS {
+        if kinds.contains(&k) {
+            flags |= f;
+        }
+    }
+    flags
+}
+
+/// Binds `/proc/PID/ns/KIND` (or the thread's own, for `pid` None) at `dir/KIND`.
+fn pin_one(dir: &Path, pid: Option<i32>, kind: &str) -> io::Result<PathBuf> {
+    let target = dir.join(kind);
+    let source = match pid {
+        Some(p) => format!("/proc/{p}/ns/{kind}"),
+        None => format!("/proc/thread-self/ns/{kind}"),
+    };
+    std::fs::File::create(&target)
+        .and_then(|_| {
+            mount(
+                Some(source.as_str()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(io::Error::from)
+        })
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("pinning the {kind} namespace at {}: {e}", target.display()),
+            )
+        })?;
+    Ok(target)
+}
+
+/// [`pin`] with a user namespace: a forked child unshares the user namespace and the
+/// `kinds` together (so it owns them), crid writes its uid and gid maps, pins them
+/// all from `/proc/CHILD/ns`, then sets the hostname and the loopback from a thread
+/// that joins the pinned UTS and network namespaces.
+fn pin_in_userns(
+    dir: &Path,
+    kinds: &[&str],
+    hostname: &str,
+    userns: &UserNamespace,
+) -> io::Result<Vec<PathBuf>> {
+    use std::io::{Read, Write};
+    std::fs::create_dir_all(dir)?;
+    let flags = flags_of(kinds) | CloneFlags::CLONE_NEWUSER;
+    let (mut ready_r, ready_w) = std::io::pipe()?;
+    let (go_r, go_w) = std::io::pipe()?;
+    let child = spawn_unshared(flags, ready_w, go_r, &go_w)?;
+    let pid = child.pid;
+    let made = (|| -> io::Result<Vec<PathBuf>> {
+        let mut ok = [0u8; 1];
+        ready_r.read_exact(&mut ok)?;
+        if ok[0] != 1 {
+            return Err(io::Error::other(
+                "unsharing a user namespace failed (are user namespaces enabled?)",
+            ));
+        }
+        for (file, m) in [("uid_map", userns.uids), ("gid_map", userns.gids)] {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/{pid}/{file}"))?
+                .write_all(format!("{} {} {}\n", m.container_id, m.host_id, m.length).as_bytes())
+                .map_err(|e| io::Error::new(e.kind(), format!("writing the {file}: {e}")))?;
+        }
+        let mut pinned = vec![pin_one(dir, Some(pid), "user")?];
+        for k in kinds {
+            pinned.push(pin_one(dir, Some(pid), k)?);
+        }
+        Ok(pinned)
+    })();
+    drop(go_w); // the child ends
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    let pinned = match made {
+        Ok(p) => p,
+        Err(e) => {
+            unpin(dir);
+            return Err(e);
+        }
+    };
+    let net = kinds.contains(&"net").then(|| dir.join("net"));
+    let uts = (kinds.contains(&"uts") && !hostname.is_empty()).then(|| dir.join("uts"));
+    let hostname = hostname.to_string();
+    let set = std::thread::spawn(move || -> io::Result<()> {
+        if let Some(p) = uts {
+            nix::sched::setns(std::fs::File::open(p)?, CloneFlags::CLONE_NEWUTS)?;
+            nix::unistd::sethostname(&hostname)?;
+        }
+        if let Some(p) = net {
+            nix::sched::setns(std::fs::File::open(p)?, CloneFlags::CLONE_NEWNET)?;
+            loopback_up()?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| io::Error::other("the namespace thread panicked"))
+    .and_then(|r| r);
+    if let Err(e) = set {
+        unpin(dir);
+        return Err(e);
+    }
+    Ok(pinned)
+}
+
+struct Unshared {
+    pid: i32,
+}
+
+/// Forks a child that unshares `flags`, says on `ready` whether it could (one byte, 1
+/// for yes), then waits for `go` to close (the parent's `go_w`, which the child closes
+/// on its side) and exits. It dies with crid.
+fn spawn_unshared(
+    flags: CloneFlags,
+    ready: std::io::PipeWriter,
+    go: std::io::PipeReader,
+    go_w: &std::io::PipeWriter,
+) -> io::Result<Unshared> {
+    use std::os::fd::AsRawFd;
+    let (ready_fd, go_fd, go_w_fd) = (ready.as_raw_fd(), go.as_raw_fd(), go_w.as_raw_fd());
+    // SAFETY: the child runs only async-signal-safe system calls (prctl, close,
+    // unshare, write, read, _exit) on descriptors that stay open in it, then exits without
+    // returning into Rust: fork in a multithreaded process allows exactly that.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Child => unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::close(go_w_fd);
+            let ok: u8 = u8::from(libc::unshare(flags.bits()) == 0);
+            libc::write(ready_fd, &ok as *const u8 as *const libc::c_void, 1);
+            let mut b = 0u8;
+            libc::read(go_fd, &mut b as *mut u8 as *mut libc::c_void, 1);
+            libc::_exit(0);
+        },
+        nix::unistd::ForkResult::Parent { child } => Ok(Unshared {
+            pid: child.as_raw(),
+        }),
+    }
+}
+
 /// Unmounts and removes whatever is pinned under `dir`, then `dir` itself.
 pub fn unpin(dir: &Path) {
-    for (k, _) in KINDS {
+    for k in KINDS.iter().map(|(k, _)| *k).chain(["user"]) {
         let p = dir.join(k);
         let _ = umount2(&p, MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&p);
@@ -111,24 +267,12 @@ fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
 /// Binds `src` at `dst` (an empty directory) with every mount of the copy read-only
 /// and private: a recursive read-only view of `src` whose submounts stay read-only
 /// when a runtime binds it again (runc 1.1 knows no `rro`; a bind keeps each mount's
 /// read-only flag). Needs mount_setattr(2), Linux 5.12. On failure nothing stays
 /// mounted.
 pub fn bind_recursive_readonly(src: &Path, dst: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     mount(
         Some(src),
         dst,
@@ -146,29 +290,7 @@ pub fn bind_recursive_readonly(src: &Path, dst: &Path) -> io::Result<()> {
             None::<&str>,
         )
         .map_err(io::Error::from)?;
-        let path = std::ffi::CString::new(dst.as_os_str().as_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: mount_setattr reads `size` bytes of `attr`, a live repr(C) struct of
-        // exactly that size, and the NUL-terminated `path`, which lives across the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                libc::AT_RECURSIVE as libc::c_uint,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crikit::mountattr::readonly_recursive(dst)?;
         Ok(())
     })();
     if let Err(e) = sealed {
@@ -178,14 +300,15 @@ pub fn bind_recursive_readonly(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Unmounts every bind made under `dir` by [`bind_recursive_readonly`] and removes
-/// the (then empty) directories, never their content: what a bind shows belongs to
-/// the host.
+/// Unmounts every copy crid made under `dir` (by [`bind_recursive_readonly`], or
+/// ID-mapped) and removes the then empty directories and files they were mounted
+/// on, never their content: what a bind shows belongs to the host.
 pub fn unbind_all(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         let _ = umount2(&p, MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir(&p);
+        // Fails (EBUSY) on anything still mounted: never reaches the host's file.
+        let _ = std::fs::remove_dir(&p).or_else(|_| std::fs::remove_file(&p));
     }
     let _ = std::fs::remove_dir(dir);
 }

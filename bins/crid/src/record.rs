@@ -90,6 +90,38 @@ pub struct PodNamespaces {
     pub ipc: NsMode,
 }
 
+/// One ID range of a user namespace: IDs `container_id..container_id+length` in it
+/// are `host_id..host_id+length` outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// The first ID inside.
+    pub container_id: u32,
+    /// The first ID outside.
+    pub host_id: u32,
+    /// How many.
+    pub length: u32,
+}
+
+impl IdMap {
+    /// The CRI's form.
+    pub fn to_cri(self) -> cri::IdMapping {
+        cri::IdMapping {
+            host_id: self.host_id,
+            container_id: self.container_id,
+            length: self.length,
+        }
+    }
+}
+
+/// A pod's own user namespace (NamespaceMode POD): one range each of uids and gids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNamespace {
+    /// The uid range.
+    pub uids: IdMap,
+    /// The gid range.
+    pub gids: IdMap,
+}
+
 /// The network a pod's ADD used, and what it returned: DEL and CHECK run with
 /// exactly these, whatever the conf dir holds by then.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +201,9 @@ pub struct PodRecord {
     /// The namespace modes it asked for.
     #[serde(default)]
     pub namespaces: PodNamespaces,
+    /// Its own user namespace, when it has one (pinned as `ns["user"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UserNamespace>,
     /// Its cgroup parent, if it names one.
     #[serde(default)]
     pub cgroup_parent: Option<String>,
@@ -557,6 +592,7 @@ impl PodRecord {
                 pid: NsMode::from_cri(ns.pid),
                 ipc: NsMode::from_cri(ns.ipc),
             },
+            userns: None,
             cgroup_parent: Some(linux.cgroup_parent).filter(|c| !c.is_empty()),
             sysctls: linux.sysctls.into_iter().collect(),
             log_directory: config.log_directory.clone(),

@@ -2,9 +2,9 @@
 //! directory, the network, the infra process of a pod that shares its PID
 //! namespace; state kept in `<root>/pods/<id>/pod.json`.
 
-use crate::container::{check_apparmor, check_selinux_userns};
+use crate::container::{check_apparmor, check_selinux};
 use crate::error::{CridError, Result};
-use crate::record::{NsMode, PodRecord};
+use crate::record::{IdMap, NsMode, PodRecord, UserNamespace};
 use crate::store::pod_name_key;
 use crate::{now_ns, Crid};
 use k8s_cri::v1 as cri;
@@ -16,8 +16,118 @@ fn ns_options(pod: &PodRecord) -> cri::NamespaceOption {
         network: pod.namespaces.network.to_cri(),
         pid: pod.namespaces.pid.to_cri(),
         ipc: pod.namespaces.ipc.to_cri(),
+        userns_options: Some(match pod.userns {
+            Some(u) => cri::UserNamespace {
+                mode: cri::NamespaceMode::Pod as i32,
+                uids: vec![u.uids.to_cri()],
+                gids: vec![u.gids.to_cri()],
+            },
+            None => cri::UserNamespace {
+                mode: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            },
+        }),
         ..Default::default()
     }
+}
+
+/// One range of a pod's user namespace: exactly one, from ID 0, within 32 bits.
+fn id_map(what: &str, maps: &[cri::IdMapping]) -> Result<IdMap> {
+    let [m] = maps else {
+        return Err(CridError::Invalid(format!(
+            "user namespace: {} {what} mappings; crid takes exactly one",
+            maps.len()
+        )));
+    };
+    if m.container_id != 0 {
+        return Err(CridError::Invalid(format!(
+            "user namespace: the {what} mapping starts at container ID {}, not 0 (the \
+             container's root must be mapped)",
+            m.container_id
+        )));
+    }
+    if m.length == 0 || m.host_id.checked_add(m.length - 1).is_none() {
+        return Err(CridError::Invalid(format!(
+            "user namespace: the {what} mapping {}+{} is out of range",
+            m.host_id, m.length
+        )));
+    }
+    Ok(IdMap {
+        container_id: m.container_id,
+        host_id: m.host_id,
+        length: m.length,
+    })
+}
+
+/// The user namespace a pod asks for: none (NODE, or nothing asked), or one of its
+/// own (POD) with one uid and one gid range from 0, on a handler that supports them,
+/// with no host namespace beside it.
+pub fn user_namespace(
+    ns: Option<&cri::NamespaceOption>,
+    handler: &str,
+    settings: &crate::config::Settings,
+) -> Result<Option<UserNamespace>> {
+    let Some(o) = ns else { return Ok(None) };
+    let Some(u) = o.userns_options.as_ref() else {
+        return Ok(None);
+    };
+    match cri::NamespaceMode::try_from(u.mode) {
+        Ok(cri::NamespaceMode::Node) => return Ok(None),
+        Ok(cri::NamespaceMode::Pod) => {}
+        _ => {
+            return Err(CridError::Invalid(format!(
+                "user namespace mode {}: a pod has its own (POD) or the host's (NODE)",
+                cri::NamespaceMode::try_from(u.mode)
+                    .map(|m| m.as_str_name())
+                    .unwrap_or("unknown")
+            )))
+        }
+    }
+    if !settings.handler(handler).is_some_and(|h| h.user_namespaces) {
+        return Err(CridError::Invalid(format!(
+            "user namespace: runtime handler {handler:?} does not run pods in user namespaces \
+             (crid.toml: user-namespaces = true)"
+        )));
+    }
+    let node = cri::NamespaceMode::Node as i32;
+    for (what, mode) in [("network", o.network), ("PID", o.pid), ("IPC", o.ipc)] {
+        if mode == node {
+            return Err(CridError::Invalid(format!(
+                "user namespace: the pod shares the host's {what} namespace"
+            )));
+        }
+    }
+    let userns = UserNamespace {
+        uids: id_map("uid", &u.uids)?,
+        gids: id_map("gid", &u.gids)?,
+    };
+    // The runtime mounts the rootfs and the pod's files from inside the namespace.
+    for dir in [&settings.root, &settings.run_dir] {
+        searchable_by_others(dir)?;
+    }
+    Ok(Some(userns))
+}
+
+/// Every directory from `/` down to `dir` lets others search it (`o+x`), as a user
+/// namespace's root, whose host uid owns none of them, needs to reach below it.
+fn searchable_by_others(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for d in abs.ancestors() {
+        let Ok(meta) = std::fs::metadata(d) else {
+            continue; // made by crid later, searchable
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(CridError::NotReady(format!(
+                "user namespace: {} (mode {:o}) is not searchable by others, so a user \
+                 namespace's root cannot reach the rootfs below it; chmod o+x it",
+                d.display(),
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn state(pod: &PodRecord) -> i32 {
@@ -113,7 +223,7 @@ fn check_pod_config(
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
     {
-        check_selinux_userns(sc.selinux_options.as_ref(), sc.namespace_options.as_ref())?;
+        check_selinux(sc.selinux_options.as_ref())?;
         if sc
             .namespace_options
             .as_ref()
@@ -150,6 +260,15 @@ impl Crid {
             .config
             .ok_or_else(|| CridError::Invalid("RunPodSandbox without a pod config".into()))?;
         check_pod_config(&config, &req.runtime_handler, &self.settings)?;
+        let userns = user_namespace(
+            config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.as_ref()),
+            &req.runtime_handler,
+            &self.settings,
+        )?;
         let id = crate::new_id().map_err(CridError::io("reading /dev/urandom"))?;
         let dir = self.settings.run_dir.join("pods").join(&id);
         let mut pod = PodRecord::new(
@@ -158,6 +277,7 @@ impl Crid {
             req.runtime_handler.clone(),
             dir.clone(),
         );
+        pod.userns = userns;
         pod.created_at = now_ns();
         let name = self.store.reserve(
             pod_name_key(&pod.metadata),
@@ -221,9 +341,11 @@ impl Crid {
             config.hostname.clone()
         };
         let t0 = std::time::Instant::now();
-        let pinned = crate::netns::pin(&pod.dir.join("ns"), &kinds, &hostname).map_err(
-            CridError::io(format!("pod {}: pinning its namespaces", pod.id)),
-        )?;
+        let pinned = crate::netns::pin(&pod.dir.join("ns"), &kinds, &hostname, pod.userns.as_ref())
+            .map_err(CridError::io(format!(
+                "pod {}: pinning its namespaces",
+                pod.id
+            )))?;
         for p in pinned {
             let kind = p
                 .file_name()

@@ -145,11 +145,8 @@ pub fn matches(c: &ContainerRecord, f: &cri::ContainerFilter, dirs: &StateDir) -
             .all(|(k, v)| c.labels.get(k) == Some(v))
 }
 
-/// Refuses SELinux options and user namespaces, which crid cannot honour.
-pub fn check_selinux_userns(
-    selinux: Option<&cri::SeLinuxOption>,
-    ns: Option<&cri::NamespaceOption>,
-) -> Result<()> {
+/// Refuses SELinux options, which crid cannot honour.
+pub fn check_selinux(selinux: Option<&cri::SeLinuxOption>) -> Result<()> {
     if selinux.is_some_and(|s| {
         !(s.user.is_empty() && s.role.is_empty() && s.r#type.is_empty() && s.level.is_empty())
     }) {
@@ -157,12 +154,26 @@ pub fn check_selinux_userns(
             "SELinux options (crid does not label containers)".into(),
         ));
     }
-    if ns
-        .and_then(|o| o.userns_options.as_ref())
-        .is_some_and(|u| u.mode != cri::NamespaceMode::Node as i32)
-    {
-        return Err(CridError::Unsupported(
-            "user namespaces (run the pod without hostUsers: false)".into(),
+    Ok(())
+}
+
+/// A container's user namespace is its pod's: it may say so (kubelet repeats the
+/// pod's options), not ask for another.
+fn check_userns(pod: &PodRecord, ns: Option<&cri::NamespaceOption>) -> Result<()> {
+    let Some(u) = ns.and_then(|o| o.userns_options.as_ref()) else {
+        return Ok(());
+    };
+    let same = match (cri::NamespaceMode::try_from(u.mode), pod.userns) {
+        (Ok(cri::NamespaceMode::Node), None) => true,
+        (Ok(cri::NamespaceMode::Pod), Some(p)) => {
+            (u.uids.is_empty() && u.gids.is_empty())
+                || (u.uids == [p.uids.to_cri()] && u.gids == [p.gids.to_cri()])
+        }
+        _ => false,
+    };
+    if !same {
+        return Err(CridError::Invalid(
+            "container user namespace: a container runs in its pod's user namespace".into(),
         ));
     }
     Ok(())
@@ -181,7 +192,7 @@ pub fn check_apparmor(p: Option<&cri::SecurityProfile>) -> Result<()> {
 /// Refuses container options crid cannot honour.
 // The deprecated apparmor_profile field is what kubelets before 1.30 send.
 #[allow(deprecated)]
-fn check_container_config(config: &cri::ContainerConfig) -> Result<()> {
+fn check_container_config(pod: &PodRecord, config: &cri::ContainerConfig) -> Result<()> {
     for m in config.mounts.iter().filter(|m| m.recursive_read_only) {
         if !m.readonly {
             return Err(CridError::Invalid(format!(
@@ -196,15 +207,23 @@ fn check_container_config(config: &cri::ContainerConfig) -> Result<()> {
             )));
         }
     }
-    if let Some(m) = config
+    for m in config
         .mounts
         .iter()
-        .find(|m| !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty())
+        .filter(|m| !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty())
     {
-        return Err(CridError::Unsupported(format!(
-            "ID-mapped mounts (mount {})",
-            m.container_path
-        )));
+        let Some(u) = pod.userns else {
+            return Err(CridError::Invalid(format!(
+                "mount {}: ID mappings are for pods with a user namespace",
+                m.container_path
+            )));
+        };
+        if m.uid_mappings != [u.uids.to_cri()] || m.gid_mappings != [u.gids.to_cri()] {
+            return Err(CridError::Invalid(format!(
+                "mount {}: its ID mappings are not those of its pod's user namespace",
+                m.container_path
+            )));
+        }
     }
     if let Some(m) = config.mounts.iter().find(|m| m.image.is_some()) {
         return Err(CridError::Unsupported(format!(
@@ -224,13 +243,14 @@ fn check_container_config(config: &cri::ContainerConfig) -> Result<()> {
             "RunAsGroup is set without RunAsUser or RunAsUsername".into(),
         ));
     }
+    check_userns(pod, sc.namespace_options.as_ref())?;
     check_apparmor(sc.apparmor.as_ref())?;
     if !sc.apparmor_profile.is_empty() && sc.apparmor_profile != "unconfined" {
         return Err(CridError::Unsupported(
             "AppArmor profiles (ask for unconfined or none)".into(),
         ));
     }
-    check_selinux_userns(sc.selinux_options.as_ref(), sc.namespace_options.as_ref())
+    check_selinux(sc.selinux_options.as_ref())
 }
 
 /// The CRI log path of a container: relative and inside the pod's log directory,
@@ -435,7 +455,7 @@ impl Crid {
             .map(|i| i.image.clone())
             .filter(|i| !i.is_empty())
             .ok_or_else(|| CridError::Invalid("container config names no image".into()))?;
-        check_container_config(&config)?;
+        check_container_config(pod, &config)?;
         let id = crate::new_id().map_err(CridError::io("reading /dev/urandom"))?;
         let name = self.store.reserve(
             container_name_key(&pod.id, &meta.name, meta.attempt, infra),
@@ -480,30 +500,58 @@ impl Crid {
         }
     }
 
-    /// Read-only copies of the mounts that ask to be recursively read-only, each
-    /// with every submount read-only too, under `RUN/rro/ID/N`: the sources to bind
-    /// instead of theirs, by the mount's index. They are unmounted once the runtime
-    /// has made the container (which keeps its own copies).
-    fn recursive_readonly(
+    /// The mounts crid makes itself for the runtime to bind instead of the host's
+    /// path, under `RUN/rro/ID/N` by the mount's index: recursive read-only copies
+    /// (every submount read-only too, which runc 1.1 cannot do) and ID-mapped copies
+    /// through the pod's user namespace (which runc 1.1 cannot make either), both for
+    /// a mount that asks for both. They are unmounted once the runtime has made the
+    /// container (which keeps its own copies).
+    fn crid_made_mounts(
         &self,
+        pod: &PodRecord,
         id: &str,
         config: &cri::ContainerConfig,
     ) -> Result<Vec<Option<PathBuf>>> {
         let mut out = Vec::with_capacity(config.mounts.len());
         for (i, m) in config.mounts.iter().enumerate() {
-            if !m.recursive_read_only {
+            let idmapped = !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty();
+            if !m.recursive_read_only && !idmapped {
                 out.push(None);
                 continue;
             }
+            let src = Path::new(&m.host_path);
             let dst = self.store.rro_dir(id).join(i.to_string());
-            std::fs::create_dir_all(&dst)
-                .map_err(CridError::io(format!("creating {}", dst.display())))?;
-            crate::netns::bind_recursive_readonly(Path::new(&m.host_path), &dst).map_err(
+            let failed = |what: &str| {
                 CridError::io(format!(
-                    "mount {}: a recursive read-only copy of {}",
+                    "mount {}: {what} of {}",
                     m.container_path, m.host_path
-                )),
-            )?;
+                ))
+            };
+            let is_dir = std::fs::metadata(src)
+                .map_err(failed("the source"))?
+                .is_dir();
+            std::fs::create_dir_all(self.store.rro_dir(id))
+                .map_err(CridError::io(format!("creating {}", dst.display())))?;
+            if is_dir {
+                std::fs::create_dir(&dst)
+            } else {
+                std::fs::File::create(&dst).map(drop)
+            }
+            .map_err(CridError::io(format!("creating {}", dst.display())))?;
+            match pod.ns.get("user").filter(|_| idmapped) {
+                Some(userns) => {
+                    let ns = std::fs::File::open(userns)
+                        .map_err(CridError::io(format!("opening {}", userns.display())))?;
+                    crikit::mountattr::idmapped_bind(src, &dst, &ns)
+                        .map_err(failed("an ID-mapped copy"))?;
+                    if m.recursive_read_only {
+                        crikit::mountattr::readonly_recursive(&dst)
+                            .map_err(failed("a read-only ID-mapped copy"))?;
+                    }
+                }
+                None => crate::netns::bind_recursive_readonly(src, &dst)
+                    .map_err(failed("a recursive read-only copy"))?,
+            }
             out.push(Some(dst));
         }
         Ok(out)
@@ -588,11 +636,19 @@ impl Crid {
         std::fs::create_dir_all(&dir)
             .map_err(CridError::io(format!("creating {}", dir.display())))?;
         let bundle = dir.join("bundle");
-        let sources = self.recursive_readonly(id, &config)?;
+        let sources = self.crid_made_mounts(pod, id, &config)?;
         let opts = crikit::bundle::BundleOptions {
             mode: crikit::bundle::RootfsMode::Auto,
             overrides: overrides(pod, id, &config, &sources)?,
             patch: None,
+            userns: match (pod.userns, pod.ns.get("user")) {
+                (Some(u), Some(file)) => Some(crikit::bundle::UsernsRootfs {
+                    userns: file.clone(),
+                    root_uid: u.uids.host_id,
+                    root_gid: u.gids.host_id,
+                }),
+                _ => None,
+            },
         };
         let fit = spec::Fit {
             pod,

@@ -131,7 +131,7 @@ pub fn fit(spec: &mut Spec, f: &Fit) -> Result<()> {
 fn namespaces(spec: &mut Spec, f: &Fit) {
     use LinuxNamespaceType as T;
     let mut ns = vec![namespace(T::Mount, None)];
-    for (kind, typ) in [("net", T::Network), ("ipc", T::Ipc)] {
+    for (kind, typ) in [("user", T::User), ("net", T::Network), ("ipc", T::Ipc)] {
         if let Some(p) = f.pod.ns.get(kind) {
             ns.push(namespace(typ, Some(p)));
         }
@@ -153,6 +153,21 @@ fn namespaces(spec: &mut Spec, f: &Fit) {
     }
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(ns));
+    // The maps of the pinned user namespace it joins: runc wants them to own the
+    // /dev and the files it makes for the container's root.
+    if let Some(u) = f.pod.userns {
+        let map = |m: crate::record::IdMap| {
+            crikit::oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(m.container_id)
+                .host_id(m.host_id)
+                .size(m.length)
+                .build()
+        };
+        if let (Ok(uid), Ok(gid)) = (map(u.uids), map(u.gids)) {
+            linux.set_uid_mappings(Some(vec![uid]));
+            linux.set_gid_mappings(Some(vec![gid]));
+        }
+    }
     spec.set_linux(Some(linux));
 }
 
