@@ -1,0 +1,260 @@
+//! crid driven by cri-tools' crictl, as a node operator drives a runtime: pull, runp,
+//! create, start, exec -s, logs, stats, inspect, then stop and remove, with crictl's
+//! bare pod config and with the one kubelet sends. crictl is not part of the
+//! project: these tests run when `CRICTL` or PATH finds it and say so when not.
+
+use e2e::crid::{Network, World};
+use e2e::{run, Run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+
+/// crictl, if this machine has it.
+fn crictl_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CRICTL") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("crictl"))
+        .find(|p| p.is_file())
+}
+
+struct Crictl {
+    bin: PathBuf,
+    socket: String,
+}
+
+impl Crictl {
+    fn find(w: &World) -> Option<Crictl> {
+        let Some(bin) = crictl_bin() else {
+            eprintln!("crictl not found (CRICTL or PATH): skipped");
+            return None;
+        };
+        Some(Crictl {
+            bin,
+            socket: format!("unix://{}", w.crid.socket.display()),
+        })
+    }
+
+    /// `crictl ARGS` against the test's crid, no configuration file of the host's.
+    fn run(&self, args: &[&str]) -> Run {
+        let mut c = Command::new(&self.bin);
+        c.args(["--config", "/dev/null", "--timeout", "30s"])
+            .args(["--runtime-endpoint", &self.socket])
+            .args(["--image-endpoint", &self.socket])
+            .args(args);
+        run(c, T)
+    }
+
+    /// `crictl ARGS`, which must succeed; its stdout, trimmed.
+    fn ok(&self, args: &[&str]) -> String {
+        self.run(args).ok().stdout.trim().to_string()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl {args:?}: {e}: {out}"))
+    }
+}
+
+fn write_json(dir: &Path, name: &str, v: &serde_json::Value) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, v.to_string()).unwrap();
+    p.display().to_string()
+}
+
+/// A World whose pause image is a busybox sleeping, from its own registry.
+async fn world() -> (World, e2e::Registry) {
+    let reg = e2e::Registry::start();
+    let mut image = e2e::Image::busybox();
+    image.cmd = vec!["/bin/sleep".into(), "2147483647".into()];
+    let pause = e2e::image::push(&reg.addr, "cri/pause", "1", &image);
+    let w = World::new(
+        Network::Loopback,
+        &[
+            "--pause-image",
+            &pause.reference,
+            "--insecure-registry",
+            &reg.addr,
+        ],
+    )
+    .await;
+    (w, reg)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crictl_runs_a_bare_pod_from_pull_to_removal() {
+    let (w, _pause_reg) = world().await;
+    let Some(c) = Crictl::find(&w) else { return };
+    let dir = w.tmp.path();
+
+    let version = c.ok(&["version"]);
+    assert!(version.contains("RuntimeName:  crikit"), "{version}");
+
+    // Pull an image crid has not seen, by the name a user types.
+    let pushed = e2e::image::push(&w.reg.addr, "cri/tools", "2", &e2e::Image::busybox());
+    let out = c.ok(&["pull", &pushed.reference]);
+    assert!(out.contains(&pushed.config), "{out}");
+    let ids = c.ok(&["images", "-q"]);
+    assert!(ids.lines().any(|l| l == pushed.config), "{ids}");
+
+    // crictl's bare pod: metadata, a log directory and an empty linux section.
+    let pod_json = write_json(
+        dir,
+        "pod.json",
+        &serde_json::json!({
+            "metadata": {"name": "bare", "namespace": "default", "uid": "bare-uid", "attempt": 1},
+            "log_directory": dir.join("logs/bare").display().to_string(),
+            "linux": {}
+        }),
+    );
+    let ctr_json = write_json(
+        dir,
+        "ctr.json",
+        &serde_json::json!({
+            "metadata": {"name": "main"},
+            "image": {"image": pushed.reference},
+            "command": ["/bin/sh", "-c", "echo hello from crictl; while true; do sleep 1; done"],
+            "log_path": "main.log"
+        }),
+    );
+    let pod = c.ok(&["runp", &pod_json]);
+    assert_eq!(pod.len(), 64, "{pod}");
+    let ctr = c.ok(&["create", &pod, &ctr_json, &pod_json]);
+    c.ok(&["start", &ctr]);
+    assert_eq!(c.ok(&["ps", "-q", "--pod", &pod]), ctr);
+    assert_eq!(c.ok(&["pods", "-q", "--name", "bare"]), pod);
+
+    let r = c.run(&[
+        "exec",
+        "-s",
+        &ctr,
+        "/bin/sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    // crictl prints both streams on its stdout, each with a newline of its own.
+    let shown: Vec<&str> = r.stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        (r.code, shown),
+        (Some(0), vec!["out", "err"]),
+        "{}",
+        r.describe()
+    );
+    // crictl reports a failed command with its code and stderr.
+    let r = c.run(&["exec", "-s", &ctr, "/bin/sh", "-c", "echo oops >&2; exit 3"]);
+    assert!(
+        r.code == Some(1) && r.stderr.contains("exited with 3: oops"),
+        "{}",
+        r.describe()
+    );
+    wait_for("the log line", || {
+        c.ok(&["logs", &ctr]).contains("hello from crictl")
+    });
+
+    let inspect = c.json(&["inspect", "-o", "json", &ctr]);
+    assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING", "{inspect}");
+    assert_eq!(inspect["status"]["metadata"]["name"], "main");
+    assert_eq!(inspect["status"]["imageId"], pushed.config, "{inspect}");
+    let inspectp = c.json(&["inspectp", "-o", "json", &pod]);
+    assert_eq!(inspectp["status"]["state"], "SANDBOX_READY", "{inspectp}");
+    // No namespace options: the pod shares one PID namespace (the CRI default).
+    assert_eq!(
+        inspectp["status"]["linux"]["namespaces"]["options"]["pid"], "POD",
+        "{inspectp}"
+    );
+
+    let stats = c.json(&["stats", "-o", "json", &ctr]);
+    let s = &stats["stats"][0];
+    assert_eq!(s["attributes"]["id"], ctr, "{stats}");
+    let memory: u64 = s["memory"]["workingSetBytes"]["value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!(memory > 0, "{stats}");
+
+    c.ok(&["stop", "--timeout", "2", &ctr]);
+    let inspect = c.json(&["inspect", "-o", "json", &ctr]);
+    assert_eq!(inspect["status"]["state"], "CONTAINER_EXITED", "{inspect}");
+    c.ok(&["rm", &ctr]);
+    c.ok(&["stopp", &pod]);
+    c.ok(&["rmp", &pod]);
+    assert_eq!(c.ok(&["pods", "-q"]), "");
+    c.ok(&["rmi", &pushed.reference]);
+    let ids = c.ok(&["images", "-q"]);
+    assert!(!ids.lines().any(|l| l == pushed.config), "{ids}");
+    // A bad id is one line that names it.
+    let r = c.run(&["inspect", "nope"]);
+    assert_ne!(r.code, Some(0), "{}", r.describe());
+    assert!(r.stderr.contains("nope"), "{}", r.describe());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crictl_runs_a_kubelet_like_pod() {
+    let (w, _pause_reg) = world().await;
+    let Some(c) = Crictl::find(&w) else { return };
+    let dir = w.tmp.path();
+    // What kubelet sends by default: a PID namespace per container, seccomp as the
+    // pod asks (RuntimeDefault here), the cgroup parent, labels and annotations.
+    let pod_json = write_json(
+        dir,
+        "pod.json",
+        &serde_json::json!({
+            "metadata": {"name": "kubelet-like", "namespace": "default", "uid": "kl-uid"},
+            "hostname": "kubelet-like",
+            "log_directory": dir.join("logs/kl").display().to_string(),
+            "dns_config": {"servers": ["10.96.0.10"], "searches": ["default.svc.cluster.local"]},
+            "labels": {"io.kubernetes.pod.name": "kubelet-like"},
+            "annotations": {"kubernetes.io/config.source": "api"},
+            "linux": {
+                "cgroup_parent": w.cgroup,
+                "security_context": {
+                    "namespace_options": {"pid": 1},
+                    "seccomp": {"profile_type": 0}
+                }
+            }
+        }),
+    );
+    let ctr_json = write_json(
+        dir,
+        "ctr.json",
+        &serde_json::json!({
+            "metadata": {"name": "app"},
+            "image": {"image": w.image},
+            "command": ["/bin/sh", "-c", "while true; do sleep 1; done"],
+            "log_path": "app/0.log",
+            "linux": {"security_context": {
+                "namespace_options": {"pid": 1},
+                "seccomp": {"profile_type": 0}
+            }}
+        }),
+    );
+    let pod = c.ok(&["runp", &pod_json]);
+    let ctr = c.ok(&["create", &pod, &ctr_json, &pod_json]);
+    c.ok(&["start", &ctr]);
+    // Its own PID namespace: the shell is PID 1; RuntimeDefault filters syscalls.
+    let out = c.ok(&[
+        "exec",
+        "-s",
+        &ctr,
+        "/bin/sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; grep Seccomp: /proc/self/status; hostname",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("/bin/sh -c while"), "{out}");
+    assert_eq!(lines[1].split_whitespace().last(), Some("2"), "{out}");
+    assert_eq!(lines[2], "kubelet-like", "{out}");
+    c.ok(&["rmp", "-f", &pod]);
+    assert_eq!(c.ok(&["ps", "-a", "-q"]), "");
+}
