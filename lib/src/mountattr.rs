@@ -1,7 +1,9 @@
-//! Mount attributes set with mount_setattr(2) (Linux 5.12), which neither nix nor rustix
-//! wraps: read-only over a whole mount tree, and ID-mapped copies of a directory (a
-//! user namespace's mapping applied to the owners seen through the mount), which is
-//! how the layers under a user-namespaced container's overlay look owned by its root.
+//! Mounts: attributes set with mount_setattr(2) (Linux 5.12), which neither nix nor
+//! rustix wraps — read-only over a whole mount tree, and ID-mapped copies of a
+//! directory (a user namespace's mapping applied to the owners seen through the
+//! mount), which is how the layers under a user-namespaced container's overlay look
+//! owned by its root — and the mounts below a directory, found and detached before it
+//! is removed.
 
 use std::fs::File;
 use std::io;
@@ -88,4 +90,68 @@ pub fn idmapped_bind(src: &Path, dst: &Path, userns: &File) -> io::Result<()> {
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )?;
     Ok(())
+}
+
+/// The mount points at or below `dir` in this process's mount namespace, deepest
+/// first (`/proc/self/mountinfo`, its octal escapes decoded).
+pub fn mounts_below(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut out: Vec<std::path::PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| std::path::PathBuf::from(unescape(mp)))
+        .filter(|mp| mp.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    Ok(out)
+}
+
+/// Detaches every mount at or below `dir`, deepest first, so that removing `dir`
+/// afterwards cannot reach through a mount into what it shows (a layer of the shared
+/// cache, a host path). Returns how many there were.
+pub fn unmount_below(dir: &Path) -> io::Result<usize> {
+    let mounts = mounts_below(dir)?;
+    for mp in &mounts {
+        match rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("unmounting {}: {e}", mp.display()),
+                ))
+            }
+        }
+    }
+    Ok(mounts.len())
+}
+
+/// mountinfo's `\ooo` escapes (space, tab, newline, backslash) decoded.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(super::unescape("/a\\040b\\011c\\134d"), "/a b\tc\\d");
+        assert_eq!(super::unescape("/plain"), "/plain");
+        assert_eq!(super::unescape("/end\\04"), "/end\\04");
+    }
 }

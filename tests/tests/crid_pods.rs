@@ -1464,3 +1464,72 @@ async fn a_pod_in_a_user_namespace_owns_its_rootfs_and_the_layers_stay_the_hosts
         e2e::mounts_under(w.tmp.path())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cut_short_is_removed_at_start_without_reaching_through_its_mounts() {
+    let mut w = World::new(Network::Loopback, &[]).await;
+    let config = w.pod_config("cut", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    // A container, so that the image's layer is in the shared cache.
+    w.start(&pod, &config, w.container_config("c", "sleep 100"))
+        .await;
+    let layer = std::fs::read_dir(w.crid.root.join("layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("diff"))
+        .find(|d| d.join("bin/busybox").exists())
+        .expect("the cached busybox layer");
+    w.crid.stop_with(nix::sys::signal::Signal::SIGKILL);
+
+    // What a crid killed while making a user-namespaced bundle leaves: a container
+    // directory without its state file, a temp bundle holding a copy of a shared
+    // layer mounted, and the rootfs overlay on top of it.
+    let half = w.crid.root.join("containers").join("f".repeat(64));
+    let tmp = half.join(".bundle.tmp-cut");
+    let copy = tmp.join("idmapped/0");
+    for d in [
+        &copy,
+        &tmp.join("rootfs"),
+        &tmp.join("upper"),
+        &tmp.join("work"),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    on_host(
+        "mount",
+        &[
+            "--bind",
+            &layer.display().to_string(),
+            &copy.display().to_string(),
+        ],
+    );
+    on_host(
+        "mount",
+        &[
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            &format!(
+                "lowerdir={},upperdir={},workdir={}",
+                copy.display(),
+                tmp.join("upper").display(),
+                tmp.join("work").display()
+            ),
+            &tmp.join("rootfs").display().to_string(),
+        ],
+    );
+
+    w.restart().await;
+    assert!(!half.exists(), "the half-made container is gone");
+    assert!(e2e::mounts_under(&half).is_empty());
+    assert!(
+        layer.join("bin/busybox").is_file(),
+        "the shared layer lost files through the mount: {}",
+        w.crid.stderr()
+    );
+    // And the image still runs.
+    w.start(&pod, &config, w.container_config("after", "sleep 100"))
+        .await;
+    w.remove_pod(&pod).await;
+}

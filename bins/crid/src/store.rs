@@ -335,7 +335,19 @@ impl Store {
             tracing::warn!("container {id}: removing its bundle: {e}");
         }
         crate::netns::unbind_all(&self.rro_dir(id));
-        let _ = std::fs::remove_dir_all(self.container_dir(id));
+        // A create cut short leaves its half-made bundle mounted (its rootfs, the
+        // ID-mapped copies of shared layers): detached first, so the removal cannot
+        // reach through them.
+        let dir = self.container_dir(id);
+        match crikit::mountattr::unmount_below(&dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("container {id}: detached {n} mounts left below its directory"),
+            Err(e) => {
+                tracing::warn!("container {id}: {e}; leaving {} in place", dir.display());
+                return;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(self.monitor_dir(id).path());
     }
 }
