@@ -34,7 +34,7 @@ test: deps build ## unit, cli and integration tests, the runtime suites under ru
 	$(CARGO) test --workspace --locked
 	for r in $(OTHER_RUNTIMES); do \
 	  echo "== the runtime suites under $$r"; \
-	  CRIKIT_TEST_RUNTIME=$$r $(CARGO) test --locked -p e2e $(RUNTIME_SUITES) || exit 1; \
+	  CRIKIT_TEST_RUNTIME=$$r $(CARGO) test --workspace --locked $(RUNTIME_SUITES) || exit 1; \
 	done
 
 test-cri: release ## critest against a crid of its own (CRITEST/CRICTL or PATH; CRI_MIRROR=HOST:PORT offline)

@@ -38,45 +38,31 @@ pub fn pin(
     }
     std::fs::create_dir_all(dir)?;
     let dir = dir.to_path_buf();
-    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    let kinds: Vec<&'static str> = KINDS
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| kinds.contains(k))
+        .collect();
     let hostname = hostname.to_string();
     // A thread that ends once its namespaces are pinned: nothing else ever runs in
     // them from crid.
     std::thread::spawn(move || {
-        let mut flags = CloneFlags::empty();
-        for (k, f) in KINDS {
-            if kinds.iter().any(|x| x == k) {
-                flags |= f;
-            }
-        }
-        nix::sched::unshare(flags).map_err(io::Error::from)?;
-        if kinds.iter().any(|k| k == "uts") && !hostname.is_empty() {
+        nix::sched::unshare(flags_of(&kinds)).map_err(io::Error::from)?;
+        if kinds.contains(&"uts") && !hostname.is_empty() {
             nix::unistd::sethostname(&hostname).map_err(io::Error::from)?;
         }
-        if kinds.iter().any(|k| k == "net") {
+        if kinds.contains(&"net") {
             loopback_up()?;
         }
         let mut pinned = Vec::new();
         for k in &kinds {
-            let target = dir.join(k);
-            let r = std::fs::File::create(&target).and_then(|_| {
-                mount(
-                    Some(format!("/proc/thread-self/ns/{k}").as_str()),
-                    &target,
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(io::Error::from)
-            });
-            if let Err(e) = r {
-                unpin(&dir);
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("pinning the {k} namespace at {}: {e}", target.display()),
-                ));
+            match pin_one(&dir, None, k) {
+                Ok(p) => pinned.push(p),
+                Err(e) => {
+                    unpin(&dir);
+                    return Err(e);
+                }
             }
-            pinned.push(target);
         }
         Ok(pinned)
     })
@@ -136,8 +122,7 @@ fn pin_in_userns(
     let flags = flags_of(kinds) | CloneFlags::CLONE_NEWUSER;
     let (mut ready_r, ready_w) = std::io::pipe()?;
     let (go_r, go_w) = std::io::pipe()?;
-    let child = spawn_unshared(flags, ready_w, go_r, &go_w)?;
-    let pid = child.pid;
+    let pid = spawn_unshared(flags, ready_w, go_r, &go_w)?;
     let made = (|| -> io::Result<Vec<PathBuf>> {
         let mut ok = [0u8; 1];
         ready_r.read_exact(&mut ok)?;
@@ -192,19 +177,15 @@ fn pin_in_userns(
     Ok(pinned)
 }
 
-struct Unshared {
-    pid: i32,
-}
-
 /// Forks a child that unshares `flags`, says on `ready` whether it could (one byte, 1
 /// for yes), then waits for `go` to close (the parent's `go_w`, which the child closes
-/// on its side) and exits. It dies with crid.
+/// on its side) and exits; its pid. It dies with crid.
 fn spawn_unshared(
     flags: CloneFlags,
     ready: std::io::PipeWriter,
     go: std::io::PipeReader,
     go_w: &std::io::PipeWriter,
-) -> io::Result<Unshared> {
+) -> io::Result<i32> {
     use std::os::fd::AsRawFd;
     let (ready_fd, go_fd, go_w_fd) = (ready.as_raw_fd(), go.as_raw_fd(), go_w.as_raw_fd());
     // SAFETY: the child runs only async-signal-safe system calls (prctl, close,
@@ -220,9 +201,7 @@ fn spawn_unshared(
             libc::read(go_fd, &mut b as *mut u8 as *mut libc::c_void, 1);
             libc::_exit(0);
         },
-        nix::unistd::ForkResult::Parent { child } => Ok(Unshared {
-            pid: child.as_raw(),
-        }),
+        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
     }
 }
 
