@@ -240,18 +240,34 @@ pub struct World {
 impl World {
     /// Starts everything; `extra` goes to crid.
     pub async fn new(network: Network, extra: &[&str]) -> World {
-        World::build(network, extra, None).await
+        World::build(network, extra, None, false).await
+    }
+
+    /// [`World::new`] with a pause image of its own (busybox sleeping, in the same
+    /// registry, pulled by the first pod that shares its PID namespace).
+    pub async fn with_pause_image(network: Network, extra: &[&str]) -> World {
+        World::build(network, extra, None, true).await
     }
 
     /// [`World::new`] with crid's root on a tmpfs of `size` (`8m`): a disk that
     /// fills up.
     pub async fn on_tmpfs(network: Network, extra: &[&str], size: &str) -> World {
-        World::build(network, extra, Some(size)).await
+        World::build(network, extra, Some(size), false).await
     }
 
-    async fn build(network: Network, extra: &[&str], root_size: Option<&str>) -> World {
+    async fn build(
+        network: Network,
+        extra: &[&str],
+        root_size: Option<&str>,
+        pause: bool,
+    ) -> World {
         let reg = crate::Registry::start();
         let pushed = crate::image::push(&reg.addr, "cri/busybox", "1", &crate::Image::busybox());
+        let pause_ref = pause.then(|| {
+            let mut image = crate::Image::busybox();
+            image.cmd = vec!["/bin/sleep".into(), "2147483647".into()];
+            crate::image::push(&reg.addr, "cri/pause", "1", &image).reference
+        });
         let tmp = crate::TempRoot::new();
         if let Some(size) = root_size {
             tmp.mount_tmpfs("root", size);
@@ -281,6 +297,9 @@ impl World {
         .chain(extra)
         .map(|s| s.to_string())
         .collect();
+        if let Some(r) = pause_ref {
+            args.extend(["--pause-image".to_string(), r]);
+        }
         args.shrink_to_fit();
         let crid = Crid::start(
             tmp.path(),
@@ -466,6 +485,21 @@ impl World {
             .into_inner()
             .status
             .expect("a status")
+    }
+
+    /// PodSandboxStatus (not verbose).
+    pub async fn pod_status(&self, id: &str) -> k8s_cri::v1::PodSandboxStatus {
+        self.rt
+            .clone()
+            .pod_sandbox_status(k8s_cri::v1::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("status of pod {id}: {e:?}"))
+            .into_inner()
+            .status
+            .expect("a pod status")
     }
 
     /// ExecSync with a timeout in seconds.

@@ -65,25 +65,6 @@ fn write_json(dir: &Path, name: &str, v: &serde_json::Value) -> String {
     p.display().to_string()
 }
 
-/// A World whose pause image is a busybox sleeping, from its own registry.
-async fn world() -> (World, e2e::Registry) {
-    let reg = e2e::Registry::start();
-    let mut image = e2e::Image::busybox();
-    image.cmd = vec!["/bin/sleep".into(), "2147483647".into()];
-    let pause = e2e::image::push(&reg.addr, "cri/pause", "1", &image);
-    let w = World::new(
-        Network::Loopback,
-        &[
-            "--pause-image",
-            &pause.reference,
-            "--insecure-registry",
-            &reg.addr,
-        ],
-    )
-    .await;
-    (w, reg)
-}
-
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -94,7 +75,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crictl_runs_a_bare_pod_from_pull_to_removal() {
-    let (w, _pause_reg) = world().await;
+    let w = World::with_pause_image(Network::Loopback, &[]).await;
     let Some(c) = Crictl::find(&w) else { return };
     let dir = w.tmp.path();
 
@@ -201,7 +182,7 @@ async fn crictl_runs_a_bare_pod_from_pull_to_removal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crictl_runs_a_kubelet_like_pod() {
-    let (w, _pause_reg) = world().await;
+    let w = World::with_pause_image(Network::Loopback, &[]).await;
     let Some(c) = Crictl::find(&w) else { return };
     let dir = w.tmp.path();
     // What kubelet sends by default: a PID namespace per container, seccomp as the

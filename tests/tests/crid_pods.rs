@@ -64,16 +64,7 @@ async fn pod_and_container_lifecycle() {
     }
     let again = w.run_pod(&config).await.unwrap_err();
     assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
-    let status = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = w.pod_status(&pod).await;
     assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
     assert_eq!(status.metadata.unwrap().name, "web");
     let items = rt
@@ -490,20 +481,7 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_pid_namespace_has_an_infra_process() {
     // The pause image: busybox sleeping; pulled on demand by the first such pod.
-    let reg = e2e::Registry::start();
-    let mut image = e2e::Image::busybox();
-    image.cmd = vec!["/bin/sleep".into(), "2147483647".into()];
-    let pause = e2e::image::push(&reg.addr, "cri/pause", "1", &image);
-    let w = World::new(
-        Network::Loopback,
-        &[
-            "--pause-image",
-            &pause.reference,
-            "--insecure-registry",
-            &reg.addr,
-        ],
-    )
-    .await;
+    let w = World::with_pause_image(Network::Loopback, &[]).await;
     let config = w.pod_config("shared", SharedPid);
     let pod = w
         .run_pod(&config)
@@ -1253,21 +1231,7 @@ fn with_userns(mut config: cri::PodSandboxConfig, u: cri::UserNamespace) -> cri:
 async fn a_pod_in_a_user_namespace_owns_its_rootfs_and_the_layers_stay_the_hosts() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     // The pod shares its PID namespace: its infra process runs in the namespace too.
-    let reg = e2e::Registry::start();
-    let mut image = e2e::Image::busybox();
-    image.cmd = vec!["/bin/sleep".into(), "2147483647".into()];
-    let pause = e2e::image::push(&reg.addr, "cri/pause", "1", &image);
-    let w = World::new(
-        Network::Loopback,
-        &[
-            "--pause-image",
-            &pause.reference,
-            "--insecure-registry",
-            &reg.addr,
-        ],
-    )
-    .await;
-    let mut rt = w.rt.clone();
+    let w = World::with_pause_image(Network::Loopback, &[]).await;
     // Clear of the host's own IDs and of other tests' pods.
     let host_id = 1_000_000 + (std::process::id() % 1000) * 65536;
     let base = w.pod_config("userns", SharedPid);
@@ -1327,16 +1291,7 @@ async fn a_pod_in_a_user_namespace_owns_its_rootfs_and_the_layers_stay_the_hosts
         .run_pod(&config)
         .await
         .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
-    let status = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = w.pod_status(&pod).await;
     let reported = status
         .linux
         .and_then(|l| l.namespaces)
