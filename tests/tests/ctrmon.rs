@@ -630,6 +630,39 @@ fn interactive_exec_on_an_attach_socket() {
     assert!(String::from_utf8_lossy(&out).contains("done"), "{out:?}");
     assert_eq!(exit["exit_code"], 0);
 
+    // --attach-wait: the process starts once a client is there, so its first output
+    // reaches it; with nobody coming, nothing starts.
+    let sock = w.tmp.path().join("ix3.sock");
+    let p = write_process("p3.json", false, &["/bin/sh", "-c", "echo first; exit 3"]);
+    let waiting = {
+        std::thread::scope(|s| {
+            let t = s.spawn(|| exec(&p, &sock, &["--attach-wait", "10"]));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut a = loop {
+                if let Ok(a) = attach::Client::connect(&sock) {
+                    break a;
+                }
+                assert!(Instant::now() < deadline, "no attach socket");
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let (out, exit) = drain(&mut a);
+            (t.join().unwrap(), out, exit)
+        })
+    };
+    let (r, out, exit) = waiting;
+    r.ok();
+    assert_eq!(
+        (out.as_slice(), exit["exit_code"].as_i64()),
+        (&b"first\n"[..], Some(3))
+    );
+    let nobody = exec(&p, &w.tmp.path().join("ix4.sock"), &["--attach-wait", "1"]);
+    assert_eq!(nobody.code, Some(1), "{}", nobody.describe());
+    assert!(
+        nobody.stderr.contains("waiting for an attach client"),
+        "{}",
+        nobody.describe()
+    );
+
     // The container itself is untouched by its execs.
     let state = Command::new("runc")
         .arg("--root")

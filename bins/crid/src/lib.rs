@@ -28,6 +28,7 @@ pub mod server;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod stream;
 
 use config::Settings;
 use error::{CridError, Result};

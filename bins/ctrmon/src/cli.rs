@@ -66,6 +66,10 @@ pub struct Args {
     /// Serve attach clients on this unix socket (framing: see the ATTACH section)
     #[arg(long, value_name = "PATH")]
     pub attach_socket: Option<PathBuf>,
+    /// Start the process only once a first client has connected to the attach socket,
+    /// waiting at most SECONDS (for an exec whose output must all reach a client)
+    #[arg(long, value_name = "SECONDS", requires = "attach_socket")]
+    pub attach_wait: Option<u64>,
     /// Give the container a stdin pipe that attach clients write to
     #[arg(long)]
     pub stdin: bool,
@@ -196,6 +200,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
             .map(std::path::absolute)
             .transpose()?,
         stdin: args.stdin,
+        attach_wait: args.attach_wait.map(std::time::Duration::from_secs),
         cgroup_parent: args.cgroup_parent.clone(),
     };
     let report = match crikit::monitor::run::spawn(&cfg) {

@@ -112,6 +112,10 @@ pub struct MonitorConfig {
     pub log_size_max: Option<u64>,
     /// The attach socket to serve (see [`super::attach`]).
     pub attach_socket: Option<PathBuf>,
+    /// Launch only once a first attach client has connected, waiting at most this
+    /// long: none of the process's output is produced before someone reads it (an
+    /// exec streamed to kubectl or crictl).
+    pub attach_wait: Option<std::time::Duration>,
     /// Give the container a stdin pipe that attach clients write to.
     pub stdin: bool,
     /// Put the monitor in `PARENT/ctrmon-ID` (see [`super::cgroup`]).
@@ -445,6 +449,12 @@ impl<'a> Monitor<'a> {
             }
             None => None,
         };
+        let first_client = match (&listener, cfg.attach_wait) {
+            (Some(l), Some(wait)) => Some(accept_within(l, wait).map_err(|e| {
+                format!("waiting for an attach client for {}s: {e}", wait.as_secs())
+            })?),
+            _ => None,
+        };
         let joined = match &cfg.cgroup_parent {
             Some(parent) => Some(
                 super::cgroup::join(parent, &format!("ctrmon-{}", cfg.id))
@@ -476,7 +486,14 @@ impl<'a> Monitor<'a> {
             log,
             log_size,
             listener,
-            clients: Vec::new(),
+            clients: first_client
+                .into_iter()
+                .map(|stream| AttachClient {
+                    stream,
+                    inbuf: Vec::new(),
+                    out: Vec::new(),
+                })
+                .collect(),
             stdin_backlog: Vec::new(),
             status: None,
             drain_until: None,
@@ -809,6 +826,24 @@ fn open_log(p: &Path) -> io::Result<File> {
 }
 
 /// Binds the attach socket, readable and writable by its owner only.
+/// The first client of `l`, within `wait`; non-blocking, as the loop wants it.
+fn accept_within(
+    l: &UnixListener,
+    wait: std::time::Duration,
+) -> io::Result<std::os::unix::net::UnixStream> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let ms = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(l.as_fd(), PollFlags::POLLIN)];
+    if nix::poll::poll(&mut fds, ms)? == 0 {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "no client came"));
+    }
+    l.set_nonblocking(false)?;
+    let (stream, _) = l.accept()?;
+    l.set_nonblocking(true)?;
+    stream.set_nonblocking(true)?;
+    Ok(stream)
+}
+
 fn listen(path: &Path) -> io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
@@ -1145,6 +1180,7 @@ mod tests {
             max_line: 1024,
             log_size_max: None,
             attach_socket: None,
+            attach_wait: None,
             stdin: false,
             cgroup_parent: None,
             diagnostics: None,
