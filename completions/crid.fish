@@ -11,6 +11,8 @@ complete -c crid -l pause-image -d 'Image of the infra process of pods that shar
 complete -c crid -l pull-progress-timeout -d 'Cancel an image pull that has made no progress for this many seconds; 0 never does [default: 300]' -r
 complete -c crid -l insecure-registry -d 'Plain HTTP for this registry (repeatable), as registries.conf\'s insecure = true' -r
 complete -c crid -l ctrmon -d 'The ctrmon binary [default: the one beside crid, else ctrmon on PATH]' -r -F
+complete -c crid -l stream-address -d 'Address of the streaming server that Exec, Attach and PortForward URLs point at [default: 127.0.0.1]' -r
+complete -c crid -l stream-port -d 'Its port; 0 picks a free one [default: 0]' -r
 complete -c crid -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c crid -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"

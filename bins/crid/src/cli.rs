@@ -70,6 +70,13 @@ pub struct Args {
     /// The ctrmon binary [default: the one beside crid, else ctrmon on PATH]
     #[arg(long, value_name = "PATH")]
     pub ctrmon: Option<PathBuf>,
+    /// Address of the streaming server that Exec, Attach and PortForward URLs point at
+    /// [default: 127.0.0.1]
+    #[arg(long, value_name = "IP")]
+    pub stream_address: Option<std::net::IpAddr>,
+    /// Its port; 0 picks a free one [default: 0]
+    #[arg(long, value_name = "PORT")]
+    pub stream_port: Option<u16>,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -94,6 +101,8 @@ pub struct FileConfig {
     #[serde(default)]
     insecure_registry: Vec<String>,
     ctrmon: Option<PathBuf>,
+    stream_address: Option<std::net::IpAddr>,
+    stream_port: Option<u16>,
 }
 
 /// A `[runtimes.NAME]` table.
@@ -217,6 +226,9 @@ pub fn resolve(args: &Args) -> Result<Settings> {
         pull_progress_timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
         insecure_registries: insecure,
         ctrmon,
+        stream_address: pick(&args.stream_address, &file.stream_address)
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        stream_port: pick(&args.stream_port, &file.stream_port).unwrap_or(0),
     })
 }
 

@@ -58,6 +58,10 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// The ctrmon binary.
     pub ctrmon: PathBuf,
+    /// Where the streaming server (Exec, Attach, PortForward) listens.
+    pub stream_address: std::net::IpAddr,
+    /// Its port; 0 for any free one.
+    pub stream_port: u16,
 }
 
 impl Settings {

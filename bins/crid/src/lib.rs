@@ -51,6 +51,8 @@ pub struct Crid {
     pub stats: stats::Stats,
     /// The pod CIDR kubelet gave through UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
+    /// The streaming server's URLs handed out and not yet used.
+    pub streams: stream::Tokens,
 }
 
 impl Crid {
@@ -84,6 +86,7 @@ impl Crid {
             },
             stats: Default::default(),
             pod_cidr: Default::default(),
+            streams: Default::default(),
             settings,
         })
     }

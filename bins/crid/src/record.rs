@@ -404,6 +404,12 @@ pub struct ContainerRecord {
     /// Its pod's runtime handler ("" for the default).
     #[serde(default)]
     pub runtime_handler: String,
+    /// It was made with a stdin pipe attach clients write to.
+    #[serde(default)]
+    pub stdin: bool,
+    /// It was made with a terminal.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// A process's user and groups, as config.json gives them.
@@ -541,6 +547,8 @@ impl Versioned for ContainerRecord {
             monitor_cgroup_parent: old.monitor_cgroup_parent,
             user: None,
             runtime_handler: String::new(),
+            stdin: old.config.stdin,
+            tty: old.config.tty,
         })
     }
 }

@@ -28,6 +28,20 @@ async fn run(settings: Settings) -> Result<()> {
     if pods + containers > 0 {
         tracing::info!("found {pods} pods and {containers} containers from before");
     }
+    let streaming = tokio::net::TcpListener::bind((settings.stream_address, settings.stream_port))
+        .await
+        .with_context(|| {
+            format!(
+                "streaming server: listening on {}:{}",
+                settings.stream_address, settings.stream_port
+            )
+        })?;
+    let at = streaming
+        .local_addr()
+        .context("streaming server: its address")?;
+    crid.streams.set_base(format!("http://{at}"));
+    tracing::info!("streaming server on http://{at}");
+    tokio::spawn(crate::stream::server::serve(streaming, Arc::clone(&crid)));
     let listener = bind(&settings.listen)?;
     tracing::info!("serving the CRI on {}", settings.listen.display());
     let runtime = RuntimeServiceServer::new(RuntimeService(Arc::clone(&crid)))

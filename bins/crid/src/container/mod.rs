@@ -752,6 +752,8 @@ impl Crid {
             monitor_cgroup_parent: pod.cgroup_parent.clone(),
             user,
             runtime_handler: pod.runtime_handler.clone(),
+            stdin: config.stdin,
+            tty: config.tty,
         };
         self.store.save_container(&c)?;
         Ok(c)
@@ -896,7 +898,7 @@ impl Crid {
     }
 
     /// A copy of a container's record that must be running.
-    async fn running(&self, id: &str) -> Result<ContainerRecord> {
+    pub(crate) async fn running(&self, id: &str) -> Result<ContainerRecord> {
         let c = self.container_or_not_found(id)?;
         let c = c.lock().await.clone();
         let dirs = self.store.monitor_dir(id);

@@ -83,35 +83,7 @@ impl Monitors<'_> {
         timeout: i64,
         max_output: usize,
     ) -> Result<ExecResult> {
-        let config = bundle.join("config.json");
-        let spec = Spec::load(&config).map_err(|e| CridError::Io {
-            what: format!("reading {}", config.display()),
-            source: std::io::Error::other(e),
-        })?;
-        let mut process = spec
-            .process()
-            .clone()
-            .ok_or_else(|| CridError::Invalid(format!("{}: no process", config.display())))?;
-        process.set_args(Some(cmd.to_vec()));
-        process.set_terminal(Some(false));
-        let dirs = StateDir::new(self.run_dir, id);
-        let dir = dirs.path();
-        std::fs::create_dir_all(dir)
-            .map_err(CridError::io(format!("creating {}", dir.display())))?;
-        let file = tempfile::Builder::new()
-            .prefix("exec-")
-            .suffix(".json")
-            .tempfile_in(dir)
-            .map_err(CridError::io(format!(
-                "creating a process file in {}",
-                dir.display()
-            )))?;
-        let data = serde_json::to_vec(&process).map_err(|e| CridError::Io {
-            what: "encoding the exec process".into(),
-            source: std::io::Error::other(e),
-        })?;
-        std::fs::write(file.path(), data)
-            .map_err(CridError::io(format!("writing {}", file.path().display())))?;
+        let file = self.process_file(id, bundle, cmd, false)?;
         let mut command = self
             .command(id)
             .exec(file.path())
@@ -131,6 +103,78 @@ impl Monitors<'_> {
             });
         }
         Ok(r)
+    }
+
+    /// The container's process with `cmd` as its arguments, in a file of its monitor
+    /// directory, for `ctrmon --exec`; removed when the handle drops.
+    fn process_file(
+        &self,
+        id: &str,
+        bundle: &Path,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<tempfile::NamedTempFile> {
+        let config = bundle.join("config.json");
+        let spec = Spec::load(&config).map_err(|e| CridError::Io {
+            what: format!("reading {}", config.display()),
+            source: std::io::Error::other(e),
+        })?;
+        let mut process = spec
+            .process()
+            .clone()
+            .ok_or_else(|| CridError::Invalid(format!("{}: no process", config.display())))?;
+        process.set_args(Some(cmd.to_vec()));
+        process.set_terminal(Some(tty));
+        let dirs = StateDir::new(self.run_dir, id);
+        let dir = dirs.path();
+        std::fs::create_dir_all(dir)
+            .map_err(CridError::io(format!("creating {}", dir.display())))?;
+        let file = tempfile::Builder::new()
+            .prefix("exec-")
+            .suffix(".json")
+            .tempfile_in(dir)
+            .map_err(CridError::io(format!(
+                "creating a process file in {}",
+                dir.display()
+            )))?;
+        let data = serde_json::to_vec(&process).map_err(|e| CridError::Io {
+            what: "encoding the exec process".into(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(file.path(), data)
+            .map_err(CridError::io(format!("writing {}", file.path().display())))?;
+        Ok(file)
+    }
+
+    /// Starts an interactive exec of `cmd` in `id` under a monitor serving it on
+    /// `socket`, which starts the process once a first client is there (at most 30
+    /// seconds). The monitor prints the process's pid then; the process file is kept
+    /// until that.
+    pub fn exec_interactive(
+        &self,
+        id: &str,
+        bundle: &Path,
+        cmd: &[String],
+        io: crate::stream::Io,
+        socket: &Path,
+    ) -> Result<(tokio::process::Child, tempfile::NamedTempFile)> {
+        let file = self.process_file(id, bundle, cmd, io.tty)?;
+        let command = self
+            .command(id)
+            .exec(file.path())
+            .attach_socket(socket)
+            .stdin(io.stdin)
+            .tty(io.tty)
+            .arg("--attach-wait")
+            .arg("30");
+        let child = tokio::process::Command::from(command.into_command())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(CridError::io(format!("running {}", self.ctrmon.display())))?;
+        Ok((child, file))
     }
 
     /// Runs ctrmon; its stdout, or its error (`what` it was asked) when it failed.

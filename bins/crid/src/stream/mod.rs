@@ -1,4 +1,217 @@
-//! The streaming server: Exec, Attach and PortForward answer with a URL on it, and
-//! the client (kubelet, kubectl, crictl) connects there with SPDY/3.1.
+//! The streaming server: Exec, Attach and PortForward answer with a URL on it,
+//! `http://ADDRESS:PORT/{exec,attach,portforward}/TOKEN`, and the client (kubelet,
+//! kubectl, crictl) connects there and upgrades to SPDY/3.1.
+//!
+//! A token is random, good for one connection, and only for a minute; any other
+//! path, a used token or an expired one is a bare 404. At most
+//! [`MAX_SESSIONS`] sessions run at once.
 
+pub mod forward;
+pub mod remote;
+pub mod server;
+pub mod session;
 pub mod spdy;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a URL stays good.
+pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Sessions served at once; more wait for the connection to be accepted.
+pub const MAX_SESSIONS: usize = 64;
+/// How long the client has to open its streams after the upgrade.
+pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a URL was handed out for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A process in a running container.
+    Exec {
+        /// The container.
+        container: String,
+        /// The command.
+        cmd: Vec<String>,
+        /// Its standard streams, and a terminal.
+        io: Io,
+    },
+    /// The container's own process.
+    Attach {
+        /// The container.
+        container: String,
+        /// The streams wanted, and whether the container has a terminal.
+        io: Io,
+    },
+    /// Ports in a pod's network namespace.
+    PortForward {
+        /// The pod.
+        pod: String,
+    },
+}
+
+impl Request {
+    fn kind(&self) -> &'static str {
+        match self {
+            Request::Exec { .. } => "exec",
+            Request::Attach { .. } => "attach",
+            Request::PortForward { .. } => "portforward",
+        }
+    }
+}
+
+/// The standard streams a remote command session carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Io {
+    /// Standard input.
+    pub stdin: bool,
+    /// Standard output.
+    pub stdout: bool,
+    /// Standard error (never with a terminal: it is the terminal's output).
+    pub stderr: bool,
+    /// A terminal.
+    pub tty: bool,
+}
+
+/// The URLs handed out and not yet used.
+#[derive(Default)]
+pub struct Tokens {
+    base: OnceLock<String>,
+    pending: Mutex<HashMap<String, (Instant, Request)>>,
+}
+
+impl Tokens {
+    /// Sets where the server listens (`http://HOST:PORT`), once.
+    pub fn set_base(&self, base: String) {
+        let _ = self.base.set(base);
+    }
+
+    /// A URL for `r`; None when no streaming server runs.
+    pub fn url_for(&self, r: Request) -> std::io::Result<Option<String>> {
+        let Some(base) = self.base.get() else {
+            return Ok(None);
+        };
+        let token = crate::new_id()?[..32].to_string();
+        let kind = r.kind();
+        let now = Instant::now();
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|_, (at, _)| now.duration_since(*at) < TOKEN_TTL);
+        p.insert(token.clone(), (now, r));
+        Ok(Some(format!("{base}/{kind}/{token}")))
+    }
+
+    /// The request behind `token` at `kind`'s path, used up; None for an unknown,
+    /// used or expired one.
+    pub fn take(&self, kind: &str, token: &str) -> Option<Request> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, r) = p.remove(token)?;
+        (at.elapsed() < TOKEN_TTL && r.kind() == kind).then_some(r)
+    }
+}
+
+impl crate::Crid {
+    fn url(&self, r: Request) -> crate::error::Result<String> {
+        use crate::error::CridError;
+        self.streams
+            .url_for(r)
+            .map_err(CridError::io("reading /dev/urandom"))?
+            .ok_or_else(|| CridError::NotReady("no streaming server runs".into()))
+    }
+
+    /// Exec: a URL for a process in the running container.
+    pub async fn exec_url(&self, req: k8s_cri::v1::ExecRequest) -> crate::error::Result<String> {
+        use crate::error::CridError;
+        if req.cmd.is_empty() {
+            return Err(CridError::Invalid("Exec without a command".into()));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(CridError::Invalid(
+                "Exec: one of stdin, stdout and stderr must be asked for".into(),
+            ));
+        }
+        let c = self.running(&req.container_id).await?;
+        self.url(Request::Exec {
+            container: c.id,
+            cmd: req.cmd,
+            io: Io {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr && !req.tty,
+                tty: req.tty,
+            },
+        })
+    }
+
+    /// Attach: a URL for the running container's own process.
+    pub async fn attach_url(
+        &self,
+        req: k8s_cri::v1::AttachRequest,
+    ) -> crate::error::Result<String> {
+        use crate::error::CridError;
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(CridError::Invalid(
+                "Attach: one of stdin, stdout and stderr must be asked for".into(),
+            ));
+        }
+        let c = self.running(&req.container_id).await?;
+        if req.stdin && !c.stdin {
+            return Err(CridError::Invalid(format!(
+                "Attach: container {} was made without stdin",
+                c.id
+            )));
+        }
+        self.url(Request::Attach {
+            container: c.id,
+            io: Io {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr && !c.tty,
+                tty: c.tty,
+            },
+        })
+    }
+
+    /// PortForward: a URL for ports in the ready pod's network namespace.
+    pub async fn port_forward_url(
+        &self,
+        req: k8s_cri::v1::PortForwardRequest,
+    ) -> crate::error::Result<String> {
+        use crate::error::CridError;
+        let pod = self
+            .store
+            .pod(&req.pod_sandbox_id)
+            .ok_or_else(|| CridError::NotFound(format!("pod {}", req.pod_sandbox_id)))?;
+        let pod = pod.lock().await;
+        if !pod.ready {
+            return Err(CridError::NotReady(format!("pod {} is not ready", pod.id)));
+        }
+        if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(CridError::Invalid(format!("PortForward: port {p}")));
+        }
+        self.url(Request::PortForward {
+            pod: pod.id.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_good_once_at_its_own_path_only() {
+        let t = Tokens::default();
+        let r = Request::PortForward { pod: "p".into() };
+        assert_eq!(t.url_for(r.clone()).unwrap(), None, "no server, no URL");
+        t.set_base("http://127.0.0.1:1".into());
+        let url = t.url_for(r.clone()).unwrap().unwrap();
+        let token = url.rsplit('/').next().unwrap().to_string();
+        assert!(url.starts_with("http://127.0.0.1:1/portforward/"));
+        assert_eq!(token.len(), 32);
+        assert_eq!(t.take("exec", &token), None, "another path uses it up");
+        let url = t.url_for(r.clone()).unwrap().unwrap();
+        let token = url.rsplit('/').next().unwrap().to_string();
+        assert_eq!(t.take("portforward", &token), Some(r));
+        assert_eq!(t.take("portforward", &token), None, "used");
+        assert_eq!(t.take("portforward", "nope"), None);
+    }
+}

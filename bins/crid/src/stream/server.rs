@@ -1,0 +1,180 @@
+//! The HTTP side: a TCP listener, a path and token per request, the SPDY/3.1
+//! upgrade with the subprotocol the client prefers among those crid speaks.
+
+use super::session::Session;
+use super::{Request, MAX_SESSIONS};
+use crate::Crid;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{header, Response, StatusCode};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// The remote command subprotocols, crid's preference first (as kubelet's).
+pub const REMOTE_COMMAND_PROTOCOLS: [&str; 4] = [
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
+/// The port-forward subprotocol.
+pub const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
+
+const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
+const ACCEPTED_HEADER: &str = "x-accepted-stream-protocol-versions";
+
+/// Serves `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, crid: Arc<Crid>) {
+    let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!("streaming server: accepting: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let crid = Arc::clone(&crid);
+        let sessions = Arc::clone(&sessions);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                handle(Arc::clone(&crid), Arc::clone(&sessions), req)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The subprotocol to speak: the first the client offers that crid speaks.
+pub fn negotiate<'a>(offered: &[String], ours: &[&'a str]) -> Option<&'a str> {
+    offered
+        .iter()
+        .find_map(|o| ours.iter().find(|p| **p == o.as_str()).copied())
+}
+
+async fn handle(
+    crid: Arc<Crid>,
+    sessions: Arc<Semaphore>,
+    mut req: hyper::Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().trim_start_matches('/').to_string();
+    let (kind, token) = path.split_once('/').unwrap_or((path.as_str(), ""));
+    if !matches!(*req.method(), hyper::Method::GET | hyper::Method::POST) || token.contains('/') {
+        return Ok(plain(StatusCode::NOT_FOUND, "404 page not found"));
+    }
+    let Some(request) = crid.streams.take(kind, token) else {
+        return Ok(plain(StatusCode::NOT_FOUND, "404 page not found"));
+    };
+    let headers = req.headers();
+    let wants_spdy = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("spdy/3.1"));
+    if !wants_spdy {
+        return Ok(plain(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: missing upgrade headers in request (this server speaks SPDY/3.1)",
+        ));
+    }
+    let offered: Vec<String> = headers
+        .get_all(PROTOCOL_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let ours: &[&str] = match request {
+        Request::PortForward { .. } => &[PORT_FORWARD_PROTOCOL],
+        _ => &REMOTE_COMMAND_PROTOCOLS,
+    };
+    let Some(protocol) = negotiate(&offered, ours) else {
+        let mut r = plain(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, \
+                 server accepts {ours:?}"
+            ),
+        );
+        for p in ours {
+            r.headers_mut()
+                .append(ACCEPTED_HEADER, header::HeaderValue::from_static(p));
+        }
+        return Ok(r);
+    };
+    let Ok(permit) = sessions.try_acquire_owned() else {
+        return Ok(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("too many streaming sessions (at most {MAX_SESSIONS})"),
+        ));
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let _permit = permit;
+        match upgrade.await {
+            Ok(io) => {
+                let session = Session::start(hyper_util::rt::TokioIo::new(io));
+                match request {
+                    Request::PortForward { pod } => super::forward::serve(crid, pod, session).await,
+                    r => super::remote::serve(crid, r, protocol, session).await,
+                }
+            }
+            Err(e) => tracing::debug!("streaming: upgrade failed: {e}"),
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("SPDY/3.1"),
+    );
+    h.insert(PROTOCOL_HEADER, header::HeaderValue::from_static(protocol));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clients_first_choice_that_crid_speaks_wins() {
+        let offered = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            negotiate(
+                &offered(&["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io"]),
+                &REMOTE_COMMAND_PROTOCOLS
+            ),
+            Some("v4.channel.k8s.io")
+        );
+        assert_eq!(
+            negotiate(&offered(&["channel.k8s.io"]), &REMOTE_COMMAND_PROTOCOLS),
+            Some("channel.k8s.io")
+        );
+        assert_eq!(negotiate(&offered(&["x"]), &REMOTE_COMMAND_PROTOCOLS), None);
+        assert_eq!(negotiate(&[], &[PORT_FORWARD_PROTOCOL]), None);
+    }
+}
