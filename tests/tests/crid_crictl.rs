@@ -239,3 +239,159 @@ async fn crictl_runs_a_kubelet_like_pod() {
     c.ok(&["rmp", "-f", &pod]);
     assert_eq!(c.ok(&["ps", "-a", "-q"]), "");
 }
+
+impl Crictl {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(["--config", "/dev/null", "--timeout", "30s"])
+            .args(["--runtime-endpoint", &self.socket])
+            .args(["--image-endpoint", &self.socket])
+            .args(args);
+        c
+    }
+}
+
+/// A pod of its own PID namespace (as kubelet sends) with one started container.
+fn pod_with(c: &Crictl, w: &World, name: &str, container: serde_json::Value) -> (String, String) {
+    let dir = w.tmp.path();
+    let pod_json = write_json(
+        dir,
+        &format!("{name}-pod.json"),
+        &serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid")},
+            "log_directory": dir.join("logs").join(name).display().to_string(),
+            "linux": {"security_context": {"namespace_options": {"pid": 1}}}
+        }),
+    );
+    let ctr_json = write_json(dir, &format!("{name}-ctr.json"), &container);
+    let pod = c.ok(&["runp", &pod_json]);
+    let ctr = c.ok(&["create", &pod, &ctr_json, &pod_json]);
+    c.ok(&["start", &ctr]);
+    (pod, ctr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crictl_exec_attach_and_port_forward_stream_through_crid() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let Some(c) = Crictl::find(&w) else { return };
+
+    // exec, plain: both streams and the exit code.
+    let (pod, ctr) = pod_with(
+        &c,
+        &w,
+        "streams",
+        serde_json::json!({
+            "metadata": {"name": "sh"},
+            "image": {"image": w.image},
+            "command": ["/bin/sh", "-c", "mkdir -p /www; echo forwarded > /www/index.html; \
+                        exec httpd -f -p 8080 -h /www"],
+            "log_path": "sh.log"
+        }),
+    );
+    // crictl reports the code it got in the v4 status, and exits 1.
+    let r = c.run(&[
+        "exec",
+        &ctr,
+        "/bin/sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (Some(1), "out\n"),
+        "{}\n{}",
+        r.describe(),
+        w.crid.stderr()
+    );
+    assert!(
+        r.stderr.starts_with("err\n") && r.stderr.contains("command terminated with exit code 3"),
+        "{}",
+        r.describe()
+    );
+    let r = c.run(&["exec", &ctr, "/bin/true"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (Some(0), ""),
+        "{}",
+        r.describe()
+    );
+
+    // exec -i: stdin piped through, its end the process's.
+    let mut cmd = c.command(&["exec", "-i", &ctr, "/bin/sh", "-c", "wc -c; echo done"]);
+    let r = e2e::run_input(cmd, Some(b"twelve bytes"), T);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert_eq!(
+        r.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["12", "done"],
+        "{}",
+        r.describe()
+    );
+
+    // exec -it under a terminal: its size reaches the process's terminal.
+    let line = format!(
+        "stty rows 33 cols 101; {} --config /dev/null --runtime-endpoint {} exec -it {ctr} \
+         /bin/sh -c 'stty size; tty'",
+        c.bin.display(),
+        c.socket
+    );
+    cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]);
+    let r = e2e::run_input(cmd, Some(b""), T);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(r.stdout.contains("33 101"), "{}", r.describe());
+    assert!(r.stdout.contains("/dev/pts/"), "{}", r.describe());
+
+    // port-forward: an HTTP GET through a forwarded port, twice on one session.
+    let port = e2e::net::free_port();
+    let mut pf = c
+        .command(&["port-forward", &pod, &format!("{port}:8080")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let get = || -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    let mut got = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.is_none() && Instant::now() < deadline {
+        got = get().filter(|r| r.contains("forwarded"));
+        if got.is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let second = get();
+    let _ = pf.kill();
+    let _ = pf.wait();
+    let got =
+        got.unwrap_or_else(|| panic!("no answer through the forwarded port: {}", w.crid.stderr()));
+    assert!(got.starts_with("HTTP/1.") && got.contains("200"), "{got}");
+    assert!(
+        second.is_some_and(|r| r.contains("forwarded")),
+        "a second connection"
+    );
+
+    // attach -i: the container's own stdin and stdout.
+    let (_, cat) = pod_with(
+        &c,
+        &w,
+        "attach",
+        serde_json::json!({
+            "metadata": {"name": "cat"},
+            "image": {"image": w.image},
+            "command": ["/bin/sh", "-c", "read line; echo got $line"],
+            "stdin": true,
+            "stdin_once": true,
+            "log_path": "cat.log"
+        }),
+    );
+    let r = e2e::run_input(c.command(&["attach", "-i", &cat]), Some(b"hi there\n"), T);
+    assert!(r.stdout.contains("got hi there"), "{}", r.describe());
+
+    c.ok(&["rmp", "-fa"]);
+}

@@ -83,7 +83,7 @@ impl Monitors<'_> {
         timeout: i64,
         max_output: usize,
     ) -> Result<ExecResult> {
-        let file = self.process_file(id, bundle, cmd, false)?;
+        let file = self.process_file(id, bundle, cmd, false, None)?;
         let mut command = self
             .command(id)
             .exec(file.path())
@@ -113,6 +113,7 @@ impl Monitors<'_> {
         bundle: &Path,
         cmd: &[String],
         tty: bool,
+        size: Option<(u16, u16)>,
     ) -> Result<tempfile::NamedTempFile> {
         let config = bundle.join("config.json");
         let spec = Spec::load(&config).map_err(|e| CridError::Io {
@@ -125,6 +126,13 @@ impl Monitors<'_> {
             .ok_or_else(|| CridError::Invalid(format!("{}: no process", config.display())))?;
         process.set_args(Some(cmd.to_vec()));
         process.set_terminal(Some(tty));
+        if let (true, Some((width, height))) = (tty, size) {
+            let b = crikit::oci_spec::runtime::BoxBuilder::default()
+                .width(u64::from(width))
+                .height(u64::from(height))
+                .build();
+            process.set_console_size(b.ok());
+        }
         let dirs = StateDir::new(self.run_dir, id);
         let dir = dirs.path();
         std::fs::create_dir_all(dir)
@@ -148,7 +156,7 @@ impl Monitors<'_> {
 
     /// Starts an interactive exec of `cmd` in `id` under a monitor serving it on
     /// `socket`, which starts the process once a first client is there (at most 30
-    /// seconds). The monitor prints the process's pid then; the process file is kept
+    /// seconds), with a terminal of `size` (columns, rows) when it has one. The monitor prints the process's pid then; the process file is kept
     /// until that.
     pub fn exec_interactive(
         &self,
@@ -156,9 +164,10 @@ impl Monitors<'_> {
         bundle: &Path,
         cmd: &[String],
         io: crate::stream::Io,
+        size: Option<(u16, u16)>,
         socket: &Path,
     ) -> Result<(tokio::process::Child, tempfile::NamedTempFile)> {
-        let file = self.process_file(id, bundle, cmd, io.tty)?;
+        let file = self.process_file(id, bundle, cmd, io.tty, size)?;
         let command = self
             .command(id)
             .exec(file.path())

@@ -46,12 +46,23 @@ pub async fn serve(crid: Arc<Crid>, request: Request, protocol: &str, mut sessio
         session.close().await;
         return;
     };
-    let outcome = match connect(&crid, &request).await {
+    // A terminal's first size, before the process starts: a client sends it at once.
+    let mut size = None;
+    if let (Request::Exec { .. }, true, Some(r)) = (&request, io.tty, streams.resize.as_mut()) {
+        if let Ok(Some(d)) =
+            tokio::time::timeout(std::time::Duration::from_secs(1), r.rx.recv()).await
+        {
+            size = d.split(|b| *b == b'\n').filter_map(terminal_size).last();
+        }
+    }
+    let outcome = match connect(&crid, &request, size).await {
         Ok((sock, exec)) => pump(sock, exec, &mut streams, &mut session, io).await,
         Err(e) => Outcome::Failed(e),
     };
-    if let Outcome::Failed(e) = &outcome {
-        tracing::warn!("streaming: {what}: {e}");
+    match &outcome {
+        Outcome::Failed(e) => tracing::warn!("streaming: {what}: {e}"),
+        Outcome::Exited(code) => tracing::debug!("streaming: {what}: exited with {code}"),
+        Outcome::Detached => tracing::debug!("streaming: {what}: detached"),
     }
     if let Some(e) = &streams.error {
         if let Some(status) = status_text(protocol, &outcome) {
@@ -135,6 +146,7 @@ fn status_text(protocol: &str, outcome: &Outcome) -> Option<String> {
 async fn connect(
     crid: &Arc<Crid>,
     request: &Request,
+    size: Option<(u16, u16)>,
 ) -> Result<(tokio::net::UnixStream, Option<Exec>), String> {
     match request {
         Request::Attach { container, .. } => {
@@ -149,7 +161,7 @@ async fn connect(
         }
         Request::Exec { container, cmd, io } => {
             let mut exec = crid
-                .start_exec(container, cmd, *io)
+                .start_exec(container, cmd, *io, size)
                 .await
                 .map_err(|e| e.message())?;
             let sock = exec.connect().await.map_err(|e| e.message())?;
@@ -182,11 +194,14 @@ async fn pump(
         .resize
         .as_mut()
         .map(|s| std::mem::replace(&mut s.rx, closed()));
-    // Client to process: stdin (its end becomes the process's), terminal sizes.
+    // Client to process: stdin (its end becomes the process's), terminal sizes. The
+    // task holds the socket's write half until it is aborted at the end: dropping
+    // it would shut the connection down, and ctrmon would take crid for gone before
+    // it sent the exit frame.
     let input = tokio::spawn(async move {
         let (mut stdin, mut resize) = (stdin, resize);
         let mut sizes = BytesMut::new();
-        loop {
+        let _open = loop {
             tokio::select! {
                 d = recv(&mut stdin), if stdin.is_some() => match d {
                     Some(d) => {
@@ -217,9 +232,11 @@ async fn pump(
                     }
                     None => resize = None,
                 },
-                else => return,
+                else => break (),
             }
-        }
+        };
+        std::future::pending::<()>().await;
+        drop(wr);
     });
     let out = streams.stdout.as_ref().map(|s| s.tx.clone());
     let err = streams.stderr.as_ref().map(|s| s.tx.clone());
@@ -377,7 +394,13 @@ impl Crid {
     }
 
     /// Starts an interactive exec of `cmd` in the running container `id`.
-    pub async fn start_exec(&self, id: &str, cmd: &[String], io: Io) -> crate::error::Result<Exec> {
+    pub async fn start_exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        io: Io,
+        size: Option<(u16, u16)>,
+    ) -> crate::error::Result<Exec> {
         use crate::error::CridError;
         let c = self.running(id).await?;
         let runtime = self.runtime(&c.runtime_handler)?;
@@ -387,7 +410,7 @@ impl Crid {
             .join(format!("exec-{}.sock", &tag[..16]));
         let (child, process) = self
             .monitors(&runtime)
-            .exec_interactive(&c.id, &c.bundle, cmd, io, &socket)?;
+            .exec_interactive(&c.id, &c.bundle, cmd, io, size, &socket)?;
         Ok(Exec {
             child,
             socket,
