@@ -52,7 +52,10 @@ pub async fn serve(crid: Arc<Crid>, request: Request, protocol: &str, mut sessio
         if let Ok(Some(d)) =
             tokio::time::timeout(std::time::Duration::from_secs(1), r.rx.recv()).await
         {
-            size = d.split(|b| *b == b'\n').filter_map(terminal_size).last();
+            size = d
+                .split(|b| *b == b'\n')
+                .filter_map(terminal_size)
+                .next_back();
         }
     }
     let outcome = match connect(&crid, &request, size).await {
@@ -201,7 +204,7 @@ async fn pump(
     let input = tokio::spawn(async move {
         let (mut stdin, mut resize) = (stdin, resize);
         let mut sizes = BytesMut::new();
-        let _open = loop {
+        loop {
             tokio::select! {
                 d = recv(&mut stdin), if stdin.is_some() => match d {
                     Some(d) => {
@@ -232,9 +235,9 @@ async fn pump(
                     }
                     None => resize = None,
                 },
-                else => break (),
+                else => break,
             }
-        };
+        }
         std::future::pending::<()>().await;
         drop(wr);
     });
