@@ -39,7 +39,7 @@ impl Crid {
             .arg(format!("unix://{}", socket.display()))
             .arg("--cni-conf-dir")
             .arg(dir.join("cni"))
-            .args(["--registries-conf", "/dev/null", "--log-level", "debug"])
+            .args(["--registries-conf", "/dev/null", "--log-level", "info"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -395,3 +395,154 @@ async fn crictl_exec_attach_and_port_forward_stream_through_crid() {
 
     c.ok(&["rmp", "-fa"]);
 }
+
+/// One HTTP/1.1 request to `url`'s host with `headers`; the status line.
+fn http_status(url: &str, method: &str, headers: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').expect("a path");
+    let mut s = std::net::TcpStream::connect(host).expect("connecting to the streaming server");
+    let mut req = format!("{method} /{path} HTTP/1.1\r\nHost: {host}\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_urls_are_single_use_and_the_upgrade_is_checked() {
+    use k8s_cri::v1 as cri;
+    let w = World::new(Network::Loopback, &[]).await;
+    let config = w.pod_config("urls", k8s_cri::v1::NamespaceMode::Container);
+    let pod = w.run_pod(&config).await.unwrap();
+    let ctr = w
+        .start(&pod, &config, w.container_config("c", "sleep 100"))
+        .await;
+    let mut rt = w.rt.clone();
+    let exec_url = |rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<_>| {
+        let mut rt = rt.clone();
+        let ctr = ctr.clone();
+        async move {
+            rt.exec(cri::ExecRequest {
+                container_id: ctr,
+                cmd: vec!["/bin/true".into()],
+                stdout: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+        }
+    };
+    let spdy = ["Connection: Upgrade", "Upgrade: SPDY/3.1"];
+    let v4 = "X-Stream-Protocol-Version: v4.channel.k8s.io";
+
+    // Absolute, on loopback, with a token.
+    let url = exec_url(&mut rt).await;
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
+        "{url}"
+    );
+    // Without an upgrade: 400, and the token is spent.
+    assert!(http_status(&url, "POST", &[v4]).contains(" 400 "));
+    assert!(http_status(&url, "POST", &[spdy[0], spdy[1], v4]).contains(" 404 "));
+    // A protocol crid does not speak: 403.
+    let url = exec_url(&mut rt).await;
+    let other = "X-Stream-Protocol-Version: v9.channel.k8s.io";
+    assert!(http_status(&url, "POST", &[spdy[0], spdy[1], other]).contains(" 403 "));
+    // The upgrade, then never again.
+    let url = exec_url(&mut rt).await;
+    assert!(http_status(&url, "POST", &[spdy[0], spdy[1], v4]).contains(" 101 "));
+    assert!(http_status(&url, "POST", &[spdy[0], spdy[1], v4]).contains(" 404 "));
+    // A token at another path, or made up: 404.
+    let url = exec_url(&mut rt).await;
+    let attach = url.replace("/exec/", "/attach/");
+    assert!(http_status(&attach, "POST", &[spdy[0], spdy[1], v4]).contains(" 404 "));
+    let made_up = format!(
+        "{}/exec/{}",
+        url.rsplit_once("/exec/").unwrap().0,
+        "0".repeat(32)
+    );
+    assert!(http_status(&made_up, "POST", &[spdy[0], spdy[1], v4]).contains(" 404 "));
+
+    // Refusals at the RPC: no command, no stream, stdin the container lacks.
+    let e = rt
+        .exec(cri::ExecRequest {
+            container_id: ctr.clone(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = rt
+        .attach(cri::AttachRequest {
+            container_id: ctr.clone(),
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: "nope".into(),
+            port: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_whose_client_goes_away_is_killed() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let Some(c) = Crictl::find(&w) else { return };
+    let (_pod, ctr) = pod_with(
+        &c,
+        &w,
+        "gone",
+        serde_json::json!({
+            "metadata": {"name": "c"},
+            "image": {"image": w.image},
+            "command": ["/bin/sleep", "1000"],
+            "log_path": "c.log"
+        }),
+    );
+    let mut client = c
+        .command(&[
+            "exec",
+            &ctr,
+            "/bin/sh",
+            "-c",
+            "echo started; exec sleep 777",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Seen from the host: a process whose command line is the exec's.
+    let sleeping = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\0777\0"))
+    };
+    wait_for("the exec", sleeping);
+    let _ = client.kill();
+    let _ = client.wait();
+    wait_for("the exec's end once its client went", || !sleeping());
+    c.ok(&["rmp", "-fa"]);
+}
