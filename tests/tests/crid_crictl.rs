@@ -535,10 +535,9 @@ async fn an_exec_whose_client_goes_away_is_killed() {
         .unwrap();
     // Seen from the host: a process whose command line is the exec's.
     let sleeping = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00777\x00"))
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00777\x00")
+        })
     };
     wait_for("the exec", sleeping);
     let _ = client.kill();

@@ -11,6 +11,7 @@ pub mod remote;
 pub mod server;
 pub mod session;
 pub mod spdy;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};

@@ -119,7 +119,8 @@ async fn wait_for_streams(session: &mut Session, expected: usize) -> Option<Stre
 /// What the error stream says at the end: v4 a JSON status always, the older
 /// protocols a message on failure only.
 fn status_text(protocol: &str, outcome: &Outcome) -> Option<String> {
-    let v4 = protocol == "v4.channel.k8s.io";
+    // v5 (WebSocket) writes v4's status.
+    let v4 = matches!(protocol, "v4.channel.k8s.io" | "v5.channel.k8s.io");
     let json = match outcome {
         Outcome::Exited(0) | Outcome::Detached => {
             return v4.then(|| r#"{"status":"Success"}"#.to_string())

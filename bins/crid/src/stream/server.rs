@@ -84,6 +84,14 @@ async fn handle(
         return Ok(plain(StatusCode::NOT_FOUND, "404 page not found"));
     };
     let headers = req.headers();
+    let wants_websocket = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_websocket {
+        return Ok(websocket(crid, sessions, req, request));
+    }
     let wants_spdy = headers
         .get_all(header::UPGRADE)
         .iter()
@@ -177,4 +185,87 @@ mod tests {
         assert_eq!(negotiate(&offered(&["x"]), &REMOTE_COMMAND_PROTOCOLS), None);
         assert_eq!(negotiate(&[], &[PORT_FORWARD_PROTOCOL]), None);
     }
+}
+
+/// The WebSocket upgrade: v5.channel.k8s.io for Exec and Attach, SPDY tunnelled
+/// through it for PortForward.
+fn websocket(
+    crid: Arc<Crid>,
+    sessions: Arc<Semaphore>,
+    mut req: hyper::Request<Incoming>,
+    request: Request,
+) -> Response<Full<Bytes>> {
+    use super::websocket::{PORT_FORWARD, REMOTE_COMMAND};
+    let headers = req.headers();
+    let Some(key) = headers
+        .get("sec-websocket-key")
+        .map(|k| k.as_bytes().to_vec())
+    else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade without Sec-WebSocket-Key",
+        );
+    };
+    let offered: Vec<String> = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .collect();
+    let ours = match request {
+        Request::PortForward { .. } => PORT_FORWARD,
+        _ => REMOTE_COMMAND,
+    };
+    if !offered.iter().any(|o| o == ours) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            &format!("unable to upgrade: client offers {offered:?}, server accepts [{ours:?}]"),
+        );
+    }
+    let Ok(permit) = sessions.try_acquire_owned() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("too many streaming sessions (at most {MAX_SESSIONS})"),
+        );
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let io = match upgrade.await {
+            Ok(io) => hyper_util::rt::TokioIo::new(io),
+            Err(e) => return tracing::debug!("streaming: upgrade failed: {e}"),
+        };
+        match request {
+            Request::PortForward { pod } => {
+                let session = super::websocket::tunnel(io).await;
+                super::forward::serve(crid, pod, session).await
+            }
+            Request::Exec { io: sio, .. } | Request::Attach { io: sio, .. } => {
+                let session = super::websocket::remote_command(io, sio).await;
+                super::remote::serve(crid, request, REMOTE_COMMAND, session).await
+            }
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(
+        &tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
+    ) {
+        h.insert("sec-websocket-accept", v);
+    }
+    h.insert(
+        "sec-websocket-protocol",
+        header::HeaderValue::from_static(ours),
+    );
+    r
 }

@@ -40,6 +40,11 @@ pub struct StreamTx {
 }
 
 impl StreamTx {
+    /// Sending on stream `id` through the writer fed by `out`.
+    pub fn new(id: u32, out: mpsc::Sender<Frame>) -> StreamTx {
+        StreamTx { id, out }
+    }
+
     /// Accepts the stream (SYN_REPLY).
     pub async fn reply(&self) -> bool {
         self.frame(Frame::SynReply {
@@ -120,6 +125,23 @@ impl Session {
             accept: accept_rx,
             out: out_tx,
             last_stream,
+            writer,
+            reader,
+        }
+    }
+
+    /// A session of another framing (WebSocket channels) that feeds `accept` and
+    /// writes what `out` gets, through its own `writer` and `reader` tasks.
+    pub fn from_parts(
+        accept: mpsc::Receiver<Stream>,
+        out: mpsc::Sender<Frame>,
+        writer: tokio::task::JoinHandle<()>,
+        reader: tokio::task::JoinHandle<()>,
+    ) -> Session {
+        Session {
+            accept,
+            out,
+            last_stream: Arc::new(Mutex::new(0)),
             writer,
             reader,
         }
