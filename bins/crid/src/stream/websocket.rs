@@ -144,11 +144,7 @@ where
     tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
             match msg {
-                Message::Binary(d) => {
-                    if wr.write_all(&d).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(d) if wr.write_all(&d).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }
