@@ -164,29 +164,6 @@ async fn handle(
     Ok(r)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_clients_first_choice_that_crid_speaks_wins() {
-        let offered = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            negotiate(
-                &offered(&["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io"]),
-                &REMOTE_COMMAND_PROTOCOLS
-            ),
-            Some("v4.channel.k8s.io")
-        );
-        assert_eq!(
-            negotiate(&offered(&["channel.k8s.io"]), &REMOTE_COMMAND_PROTOCOLS),
-            Some("channel.k8s.io")
-        );
-        assert_eq!(negotiate(&offered(&["x"]), &REMOTE_COMMAND_PROTOCOLS), None);
-        assert_eq!(negotiate(&[], &[PORT_FORWARD_PROTOCOL]), None);
-    }
-}
-
 /// The WebSocket upgrade: v5.channel.k8s.io for Exec and Attach, SPDY tunnelled
 /// through it for PortForward.
 fn websocket(
@@ -268,4 +245,27 @@ fn websocket(
         header::HeaderValue::from_static(ours),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clients_first_choice_that_crid_speaks_wins() {
+        let offered = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            negotiate(
+                &offered(&["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io"]),
+                &REMOTE_COMMAND_PROTOCOLS
+            ),
+            Some("v4.channel.k8s.io")
+        );
+        assert_eq!(
+            negotiate(&offered(&["channel.k8s.io"]), &REMOTE_COMMAND_PROTOCOLS),
+            Some("channel.k8s.io")
+        );
+        assert_eq!(negotiate(&offered(&["x"]), &REMOTE_COMMAND_PROTOCOLS), None);
+        assert_eq!(negotiate(&[], &[PORT_FORWARD_PROTOCOL]), None);
+    }
 }
