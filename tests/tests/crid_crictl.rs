@@ -271,9 +271,20 @@ fn pod_with(c: &Crictl, w: &World, name: &str, container: serde_json::Value) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crictl_exec_attach_and_port_forward_stream_through_crid() {
+async fn crictl_exec_attach_and_port_forward_over_spdy() {
+    streams_through_crid("spdy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crictl_exec_attach_and_port_forward_over_websocket() {
+    streams_through_crid("websocket").await;
+}
+
+/// exec (plain, -i, -it), port-forward and attach -i with crictl's `transport`.
+async fn streams_through_crid(transport: &str) {
     let w = World::new(Network::Loopback, &[]).await;
     let Some(c) = Crictl::find(&w) else { return };
+    let t = ["-r", transport];
 
     // exec, plain: both streams and the exit code.
     let (pod, ctr) = pod_with(
@@ -288,9 +299,11 @@ async fn crictl_exec_attach_and_port_forward_stream_through_crid() {
             "log_path": "sh.log"
         }),
     );
-    // crictl reports the code it got in the v4 status, and exits 1.
+    // crictl reports the code it got in the status (v4 or v5), and exits 1.
     let r = c.run(&[
         "exec",
+        t[0],
+        t[1],
         &ctr,
         "/bin/sh",
         "-c",
@@ -308,7 +321,7 @@ async fn crictl_exec_attach_and_port_forward_stream_through_crid() {
         "{}",
         r.describe()
     );
-    let r = c.run(&["exec", &ctr, "/bin/true"]);
+    let r = c.run(&["exec", t[0], t[1], &ctr, "/bin/true"]);
     assert_eq!(
         (r.code, r.stdout.as_str()),
         (Some(0), ""),
@@ -317,7 +330,16 @@ async fn crictl_exec_attach_and_port_forward_stream_through_crid() {
     );
 
     // exec -i: stdin piped through, its end the process's.
-    let mut cmd = c.command(&["exec", "-i", &ctr, "/bin/sh", "-c", "wc -c; echo done"]);
+    let mut cmd = c.command(&[
+        "exec",
+        t[0],
+        t[1],
+        "-i",
+        &ctr,
+        "/bin/sh",
+        "-c",
+        "wc -c; echo done",
+    ]);
     let r = e2e::run_input(cmd, Some(b"twelve bytes"), T);
     assert_eq!(r.code, Some(0), "{}", r.describe());
     assert_eq!(
@@ -329,7 +351,7 @@ async fn crictl_exec_attach_and_port_forward_stream_through_crid() {
 
     // exec -it under a terminal: its size reaches the process's terminal.
     let line = format!(
-        "stty rows 33 cols 101; {} --config /dev/null --runtime-endpoint {} exec -it {ctr} \
+        "stty rows 33 cols 101; {} --config /dev/null --runtime-endpoint {} exec -r {transport} -it {ctr} \
          /bin/sh -c 'stty size; tty'",
         c.bin.display(),
         c.socket
@@ -344,7 +366,7 @@ async fn crictl_exec_attach_and_port_forward_stream_through_crid() {
     // port-forward: an HTTP GET through a forwarded port, twice on one session.
     let port = e2e::net::free_port();
     let mut pf = c
-        .command(&["port-forward", &pod, &format!("{port}:8080")])
+        .command(&["port-forward", t[0], t[1], &pod, &format!("{port}:8080")])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -390,7 +412,11 @@ async fn crictl_exec_attach_and_port_forward_stream_through_crid() {
             "log_path": "cat.log"
         }),
     );
-    let r = e2e::run_input(c.command(&["attach", "-i", &cat]), Some(b"hi there\n"), T);
+    let r = e2e::run_input(
+        c.command(&["attach", t[0], t[1], "-i", &cat]),
+        Some(b"hi there\n"),
+        T,
+    );
     assert!(r.stdout.contains("got hi there"), "{}", r.describe());
 
     c.ok(&["rmp", "-fa"]);
