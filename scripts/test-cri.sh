@@ -11,6 +11,8 @@
 #                        default: crid's default, runc)
 #      CRID_ARGS         more flags for crid
 #      CRITEST_ARGS      more flags for critest (-ginkgo.focus=REGEX runs some specs only)
+#      CRI_WEBSOCKET     set: critest streams over WebSocket (-websocket-exec, -attach,
+#                        -portforward) instead of SPDY
 #      CRIKIT_BIN_DIR    crid and ctrmon (default: target/release)
 #      CRI_KEEP          set: keep the work directory (logs, report) afterwards
 set -euo pipefail
@@ -83,7 +85,8 @@ for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
 
 HANDLER=()
 [ -n "${CRI_RUNTIME_HANDLER:-}" ] && HANDLER=(-runtime-handler "$CRI_RUNTIME_HANDLER")
-echo "critest $("$CRITEST" --version 2>/dev/null | awk '/version/ {print $NF; exit}') against crid on $SOCK${CRI_RUNTIME_HANDLER:+, runtime handler $CRI_RUNTIME_HANDLER}" >&2
+[ -n "${CRI_WEBSOCKET:-}" ] && HANDLER+=(-websocket-exec -websocket-attach -websocket-portforward)
+echo "critest $("$CRITEST" --version 2>/dev/null | awk '/version/ {print $NF; exit}') against crid on $SOCK${CRI_RUNTIME_HANDLER:+, runtime handler $CRI_RUNTIME_HANDLER}${CRI_WEBSOCKET:+, streaming over WebSocket}" >&2
 printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n' "$SOCK" "$SOCK" > "$W/crictl.yaml"
 set +e
 (cd "$W" && "$CRITEST" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" -config "$W/crictl.yaml" "${HANDLER[@]}" \
