@@ -67,9 +67,15 @@ async fn version_status_unimplemented_and_a_clean_stop() {
         c.linux.unwrap().cgroup_driver,
         cri::CgroupDriver::Cgroupfs as i32
     );
-    let e = rt.exec(cri::ExecRequest::default()).await.unwrap_err();
+    let e = rt
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("Exec"), "{e:?}");
+    assert!(e.message().contains("CheckpointContainer"), "{e:?}");
+    // Exec without a command is a bad request, not a URL.
+    let e = rt.exec(cri::ExecRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     // Bad requests say what is wrong.
     let e = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest::default())
