@@ -13,6 +13,8 @@ complete -c crid -l insecure-registry -d 'Plain HTTP for this registry (repeatab
 complete -c crid -l ctrmon -d 'The ctrmon binary [default: the one beside crid, else ctrmon on PATH]' -r -F
 complete -c crid -l stream-address -d 'Address of the streaming server that Exec, Attach and PortForward URLs point at [default: 127.0.0.1]' -r
 complete -c crid -l stream-port -d 'Its port; 0 picks a free one [default: 0]' -r
+complete -c crid -l stream-max-sessions -d 'Streaming sessions served at once; more are refused with 503 [default: 64]' -r
+complete -c crid -l stream-idle-timeout -d 'End a streaming session after this many seconds without traffic either way [default: 14400, as kubelet\'s]' -r
 complete -c crid -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c crid -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"

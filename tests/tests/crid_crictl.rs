@@ -571,3 +571,78 @@ async fn an_exec_whose_client_goes_away_is_killed() {
     wait_for("the exec's end once its client went", || !sleeping());
     c.ok(&["rmp", "-fa"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_sessions_are_bounded_and_end_when_idle() {
+    let w = World::new(
+        Network::Loopback,
+        &["--stream-max-sessions", "1", "--stream-idle-timeout", "2"],
+    )
+    .await;
+    let Some(c) = Crictl::find(&w) else { return };
+    let (_pod, ctr) = pod_with(
+        &c,
+        &w,
+        "bounded",
+        serde_json::json!({
+            "metadata": {"name": "c"},
+            "image": {"image": w.image},
+            "command": ["/bin/sleep", "1000"],
+            "log_path": "c.log"
+        }),
+    );
+    // One session, silent: a second is refused while it lasts, and it ends once
+    // idle, its process with it.
+    let t0 = Instant::now();
+    let mut quiet = c
+        .command(&["exec", &ctr, "/bin/sleep", "555"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(w.tmp.path().join("quiet.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"/bin/sleep\x00555\x00")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !running() {
+        assert!(
+            Instant::now() < deadline,
+            "the quiet exec never ran: {:?} {}\n{}",
+            quiet.try_wait(),
+            std::fs::read_to_string(w.tmp.path().join("quiet.err")).unwrap_or_default(),
+            w.crid.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = c.run(&["exec", &ctr, "/bin/true"]);
+    assert!(
+        second.code != Some(0)
+            && second
+                .stderr
+                .contains("too many streaming sessions (at most 1)"),
+        "{}",
+        second.describe()
+    );
+    let status = quiet.wait().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert!(!status.success() || !running(), "the idle session ended");
+    wait_for("the idle exec's end", || !running());
+    // The slot is free again (once the session's task has wound up).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.run(&["exec", &ctr, "/bin/true"]).code != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the session's slot stayed taken: {}",
+            w.crid
+                .stderr()
+                .lines()
+                .filter(|l| l.contains("streaming"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.ok(&["rmp", "-fa"]);
+}

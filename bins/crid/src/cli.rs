@@ -77,6 +77,13 @@ pub struct Args {
     /// Its port; 0 picks a free one [default: 0]
     #[arg(long, value_name = "PORT")]
     pub stream_port: Option<u16>,
+    /// Streaming sessions served at once; more are refused with 503 [default: 64]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_max_sessions: Option<u32>,
+    /// End a streaming session after this many seconds without traffic either way
+    /// [default: 14400, as kubelet's]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_idle_timeout: Option<u64>,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -103,6 +110,8 @@ pub struct FileConfig {
     ctrmon: Option<PathBuf>,
     stream_address: Option<std::net::IpAddr>,
     stream_port: Option<u16>,
+    stream_max_sessions: Option<u32>,
+    stream_idle_timeout: Option<u64>,
 }
 
 /// A `[runtimes.NAME]` table.
@@ -229,6 +238,14 @@ pub fn resolve(args: &Args) -> Result<Settings> {
         stream_address: pick(&args.stream_address, &file.stream_address)
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         stream_port: pick(&args.stream_port, &file.stream_port).unwrap_or(0),
+        stream_max_sessions: pick(&args.stream_max_sessions, &file.stream_max_sessions)
+            .unwrap_or(64)
+            .max(1) as usize,
+        stream_idle_timeout: Duration::from_secs(
+            pick(&args.stream_idle_timeout, &file.stream_idle_timeout)
+                .unwrap_or(4 * 3600)
+                .max(1),
+        ),
     })
 }
 

@@ -62,6 +62,11 @@ pub struct Settings {
     pub stream_address: std::net::IpAddr,
     /// Its port; 0 for any free one.
     pub stream_port: u16,
+    /// Streaming sessions served at once; more get 503.
+    pub stream_max_sessions: usize,
+    /// A streaming session with no frame either way for this long ends.
+    #[serde(with = "secs_required")]
+    pub stream_idle_timeout: Duration,
 }
 
 impl Settings {
@@ -92,5 +97,14 @@ mod secs {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.map_or(0, |d| d.as_secs()))
+    }
+}
+
+mod secs_required {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
     }
 }

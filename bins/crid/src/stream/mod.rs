@@ -3,8 +3,8 @@
 //! kubectl, crictl) connects there and upgrades to SPDY/3.1.
 //!
 //! A token is random, good for one connection, and only for a minute; any other
-//! path, a used token or an expired one is a bare 404. At most
-//! [`MAX_SESSIONS`] sessions run at once.
+//! path, a used token or an expired one is a bare 404. Sessions are bounded in
+//! number (`--stream-max-sessions`) and end when idle (`--stream-idle-timeout`).
 
 pub mod forward;
 pub mod remote;
@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 
 /// How long a URL stays good.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
-/// Sessions served at once; more wait for the connection to be accepted.
-pub const MAX_SESSIONS: usize = 64;
 /// How long the client has to open its streams after the upgrade.
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -2,7 +2,7 @@
 //! upgrade with the subprotocol the client prefers among those crid speaks.
 
 use super::session::Session;
-use super::{Request, MAX_SESSIONS};
+use super::Request;
 use crate::Crid;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -27,7 +27,7 @@ const ACCEPTED_HEADER: &str = "x-accepted-stream-protocol-versions";
 
 /// Serves `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, crid: Arc<Crid>) {
-    let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let sessions = Arc::new(Semaphore::new(crid.settings.stream_max_sessions));
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -132,7 +132,10 @@ async fn handle(
     let Ok(permit) = sessions.try_acquire_owned() else {
         return Ok(plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!("too many streaming sessions (at most {MAX_SESSIONS})"),
+            &format!(
+                "too many streaming sessions (at most {})",
+                crid.settings.stream_max_sessions
+            ),
         ));
     };
     let upgrade = hyper::upgrade::on(&mut req);
@@ -140,11 +143,15 @@ async fn handle(
         let _permit = permit;
         match upgrade.await {
             Ok(io) => {
-                let session = Session::start(hyper_util::rt::TokioIo::new(io));
+                let session = Session::start(
+                    hyper_util::rt::TokioIo::new(io),
+                    crid.settings.stream_idle_timeout,
+                );
                 match request {
                     Request::PortForward { pod } => super::forward::serve(crid, pod, session).await,
                     r => super::remote::serve(crid, r, protocol, session).await,
                 }
+                tracing::debug!("streaming: a session ended");
             }
             Err(e) => tracing::debug!("streaming: upgrade failed: {e}"),
         }
@@ -203,7 +210,10 @@ fn websocket(
     let Ok(permit) = sessions.try_acquire_owned() else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!("too many streaming sessions (at most {MAX_SESSIONS})"),
+            &format!(
+                "too many streaming sessions (at most {})",
+                crid.settings.stream_max_sessions
+            ),
         );
     };
     let upgrade = hyper::upgrade::on(&mut req);
@@ -215,7 +225,7 @@ fn websocket(
         };
         match request {
             Request::PortForward { pod } => {
-                let session = super::websocket::tunnel(io).await;
+                let session = super::websocket::tunnel(io, crid.settings.stream_idle_timeout).await;
                 super::forward::serve(crid, pod, session).await
             }
             Request::Exec { io: sio, .. } | Request::Attach { io: sio, .. } => {

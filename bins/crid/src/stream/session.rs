@@ -13,12 +13,16 @@
 use super::spdy::{self, Codec, Frame, Headers};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// The most data put in one DATA frame.
 pub const MAX_DATA: usize = 32 * 1024;
+/// How long closing waits for the client to take what is still queued.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A stream the client opened.
 pub struct Stream {
@@ -105,8 +109,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// Serves SPDY on `io` (the connection after its HTTP upgrade).
-    pub fn start<IO>(io: IO) -> Session
+    /// Serves SPDY on `io` (the connection after its HTTP upgrade); a session
+    /// where no frame went either way for `idle` ends as if the client had gone.
+    pub fn start<IO>(io: IO, idle: Duration) -> Session
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -114,13 +119,16 @@ impl Session {
         let (out_tx, out_rx) = mpsc::channel::<Frame>(64);
         let (accept_tx, accept_rx) = mpsc::channel::<Stream>(16);
         let last_stream = Arc::new(Mutex::new(0));
-        let writer = tokio::spawn(write_frames(wr, out_rx));
+        let activity = Activity::new();
+        let writer = tokio::spawn(write_frames(wr, out_rx, activity.clone()));
         let reader = tokio::spawn(read_frames(
             rd,
             out_tx.clone(),
             accept_tx,
             Arc::clone(&last_stream),
+            activity.clone(),
         ));
+        activity.watch(idle, reader.abort_handle());
         Session {
             accept: accept_rx,
             out: out_tx,
@@ -147,7 +155,8 @@ impl Session {
         }
     }
 
-    /// Ends the session: GOAWAY, what is queued written, the connection closed.
+    /// Ends the session: GOAWAY, what is queued written (for at most
+    /// [`CLOSE_TIMEOUT`]), the connection closed.
     pub async fn close(self) {
         let last_good = *self.last_stream.lock().unwrap_or_else(|p| p.into_inner());
         let _ = self
@@ -159,11 +168,61 @@ impl Session {
             .await;
         drop(self.out);
         self.reader.abort();
-        let _ = self.writer.await;
+        // A client that stopped reading must not hold the session (and its slot):
+        // what it has not taken in a few seconds is dropped with the connection.
+        let mut writer = self.writer;
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
     }
 }
 
-async fn write_frames<W: AsyncWrite>(wr: W, mut rx: mpsc::Receiver<Frame>) {
+/// When a frame last went either way, for the idle timeout.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Ends `reader` (so the session's users see the client gone) once `idle` passed
+    /// without a frame; the watch ends with the reader.
+    fn watch(&self, idle: Duration, reader: tokio::task::AbortHandle) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+            loop {
+                tokio::time::sleep(every).await;
+                if reader.is_finished() {
+                    return;
+                }
+                let last = Duration::from_millis(me.last_ms.load(Ordering::Relaxed));
+                if me.start.elapsed().saturating_sub(last) >= idle {
+                    tracing::debug!("streaming: a session idle for {idle:?} ends");
+                    reader.abort();
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn write_frames<W: AsyncWrite>(wr: W, mut rx: mpsc::Receiver<Frame>, activity: Activity) {
     tokio::pin!(wr);
     let mut codec = Codec::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -187,6 +246,7 @@ async fn write_frames<W: AsyncWrite>(wr: W, mut rx: mpsc::Receiver<Frame>) {
         if wr.write_all(&buf).await.is_err() {
             return;
         }
+        activity.touch();
         buf.clear();
         if goaway {
             break;
@@ -201,6 +261,7 @@ async fn read_frames<R: AsyncRead>(
     out: mpsc::Sender<Frame>,
     accept: mpsc::Sender<Stream>,
     last_stream: Arc<Mutex<u32>>,
+    activity: Activity,
 ) {
     tokio::pin!(rd);
     let mut codec = Codec::new();
@@ -208,7 +269,10 @@ async fn read_frames<R: AsyncRead>(
     let mut streams: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
     loop {
         let frame = match codec.decode(&mut buf) {
-            Ok(Some(f)) => f,
+            Ok(Some(f)) => {
+                activity.touch();
+                f
+            }
             Ok(None) => {
                 buf.reserve(64 * 1024);
                 match rd.read_buf(&mut buf).await {

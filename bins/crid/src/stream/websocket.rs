@@ -133,7 +133,7 @@ where
 
 /// A SPDY session tunnelled through the WebSocket on `io`: its binary messages in
 /// order are the session's bytes.
-pub async fn tunnel<IO>(io: IO) -> Session
+pub async fn tunnel<IO>(io: IO, idle: std::time::Duration) -> Session
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -175,5 +175,5 @@ where
             .await;
         let _ = sink.close().await;
     });
-    Session::start(ours)
+    Session::start(ours, idle)
 }

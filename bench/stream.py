@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""make bench, part five: streaming through crid and through containerd's CRI plugin,
+with crictl as the client (CRICTL, else crictl on PATH; skipped without one).
+
+Both runtimes start as in bench/crid.py (private state, the same CNI bridge config,
+the corpus registry on loopback) and run one pod each whose container serves a
+200 MB file with busybox httpd.
+
+  exec       wall time of `crictl exec CTR true` (not -s: the streaming server,
+             SPDY), p50 and p90 over --runs, alternating which runtime goes first
+  forward    `crictl port-forward POD LOCAL:8080`, then an HTTP GET of the 200 MB
+             file through the forwarded port: time to first byte and MB/s,
+             median of --forwards
+
+Prints markdown tables with same-run ratios (crid / containerd). Needs root.
+"""
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pull  # registry, corpus, die
+import crid as cridbench  # the two runtimes
+
+SIZE_MB = 200
+
+
+def crictl_bin():
+    c = os.environ.get("CRICTL") or shutil.which("crictl")
+    return c if c and os.access(c, os.X_OK) else None
+
+
+def crictl(bin, sock, *args, check=True):
+    r = subprocess.run([bin, "--config", "/dev/null", "--timeout", "60s", "-r", f"unix://{sock}",
+                        "-i", f"unix://{sock}", *args], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        pull.die(f"crictl {' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def serve_pod(bin, rt, work, image):
+    pod = os.path.join(work, f"{rt.name}-stream-pod.json")
+    ctr = os.path.join(work, f"{rt.name}-stream-ctr.json")
+    with open(pod, "w") as f:
+        json.dump({"metadata": {"name": "stream", "namespace": "bench", "uid": f"{rt.name}-stream"},
+                   "log_directory": os.path.join(work, "logs", rt.name),
+                   "linux": {"security_context": {"namespace_options": {"pid": 1}}}}, f)
+    with open(ctr, "w") as f:
+        json.dump({"metadata": {"name": "web"}, "image": {"image": image},
+                   "command": ["/bin/busybox", "sh", "-c",
+                               f"mkdir -p /www && /bin/busybox dd if=/dev/zero of=/www/big bs=1M "
+                               f"count={SIZE_MB} 2>/dev/null && touch /www/ready && "
+                               "exec /bin/busybox httpd -f -p 8080 -h /www"],
+                   "log_path": "web.log"}, f)
+    p = crictl(bin, rt.sock, "runp", pod)
+    c = crictl(bin, rt.sock, "create", p, ctr, pod)
+    crictl(bin, rt.sock, "start", c)
+    for _ in range(600):
+        ready = subprocess.run([bin, "--config", "/dev/null", "-r", f"unix://{rt.sock}", "exec", "-s", c,
+                                "/bin/busybox", "test", "-f", "/www/ready"], capture_output=True)
+        if ready.returncode == 0:
+            return p, c
+        time.sleep(0.1)
+    pull.die(f"{rt.name}: the web container never got ready")
+
+
+def timed_exec(bin, rt, ctr):
+    t0 = time.perf_counter()
+    r = subprocess.run([bin, "--config", "/dev/null", "-r", f"unix://{rt.sock}", "exec", ctr, "/bin/true"],
+                       capture_output=True)
+    if r.returncode != 0:
+        pull.die(f"{rt.name}: crictl exec: {r.stderr.decode(errors='replace').strip()}")
+    return (time.perf_counter() - t0) * 1000
+
+
+def forward_once(bin, rt, pod):
+    port = pull.free_port()
+    pf = subprocess.Popen([bin, "--config", "/dev/null", "-r", f"unix://{rt.sock}", "port-forward", pod,
+                           f"{port}:8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=30)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    pull.die(f"{rt.name}: port-forward never listened")
+                time.sleep(0.05)
+        t0 = time.perf_counter()
+        s.sendall(b"GET /big HTTP/1.0\r\n\r\n")
+        first = None
+        total = 0
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            if first is None:
+                first = time.perf_counter()
+            total += len(b)
+        t1 = time.perf_counter()
+        s.close()
+        if total < SIZE_MB << 20:
+            pull.die(f"{rt.name}: only {total} bytes came through the forwarded port")
+        return (first - t0) * 1000, total / (1 << 20) / (t1 - t0)
+    finally:
+        pf.terminate()
+        pf.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--forwards", type=int, default=5)
+    a = ap.parse_args()
+    bin = crictl_bin()
+    if not bin:
+        print("bench/stream.py: no crictl (set CRICTL or PATH): skipped", file=sys.stderr)
+        return
+    for tool in ["containerd", "skopeo", "umoci", "runc"]:
+        if not shutil.which(tool):
+            pull.die(f"{tool} is missing: run 'make deps'")
+    work = tempfile.mkdtemp(prefix="crikit-bench-stream-", dir="/var/tmp")
+    reg_proc, reg = pull.start_registry(work)
+    bridge = "ckbench1"
+    runtimes = []
+    try:
+        pull.ensure_corpus(reg)
+        pause = cridbench.build_pause(work, reg)
+        cni = os.path.join(work, "cni")
+        os.makedirs(cni)
+        with open(os.path.join(cni, "10-bench.conflist"), "w") as f:
+            json.dump({"cniVersion": "1.0.0", "name": "crikit-bench", "plugins": [
+                {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.252.0.0/16"}]],
+                          "dataDir": os.path.join(work, "ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": True}}]}, f)
+        runtimes = [cridbench.start_crid(work, reg, cni, pause),
+                    cridbench.start_containerd(work, reg, cni, pause)]
+        image = f"{reg}/busybox:latest"
+        served = {}
+        for rt in runtimes:
+            crictl(bin, rt.sock, "pull", image)
+            served[rt.name] = serve_pod(bin, rt, work, image)
+        execs = {rt.name: [] for rt in runtimes}
+        for i in range(a.runs):
+            for rt in runtimes if i % 2 == 0 else runtimes[::-1]:
+                execs[rt.name].append(timed_exec(bin, rt, served[rt.name][1]))
+        fwd = {rt.name: [] for rt in runtimes}
+        for i in range(a.forwards):
+            for rt in runtimes if i % 2 == 0 else runtimes[::-1]:
+                fwd[rt.name].append(forward_once(bin, rt, served[rt.name][0]))
+            print(f"forward {i + 1}/{a.forwards}", file=sys.stderr)
+    finally:
+        for rt in runtimes:
+            subprocess.run([bin, "--config", "/dev/null", "-r", f"unix://{rt.sock}", "rmp", "-fa"],
+                           capture_output=True)
+            rt.stop()
+        reg_proc.kill()
+        reg_proc.wait()
+        subprocess.run(["ip", "link", "del", bridge], stderr=subprocess.DEVNULL)
+        for rt in runtimes:
+            subprocess.run(["sh", "-c", f"grep -o ' {rt.root}[^ ]*' /proc/self/mountinfo | sort -r | "
+                                        "xargs -r -n1 umount -l"], stderr=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run(["sh", "-c", "rmdir /sys/fs/cgroup/*/crikit /sys/fs/cgroup/*/k8s.io 2>/dev/null"])
+
+    c, k = "crid", "containerd"
+    pct = cridbench.pct
+    print(f"\n### streaming: crid vs containerd {cridbench.containerd_version()}, crictl as the client\n")
+    print("| | crid | containerd | ratio |\n|---|---:|---:|---:|")
+    for p, label in [(0.5, "p50"), (0.9, "p90")]:
+        x, y = pct(execs[c], p), pct(execs[k], p)
+        print(f"| `crictl exec CTR true`, {label} of {a.runs} | {x:.0f} ms | {y:.0f} ms | {x / y:.2f} |")
+    ttfb = {n: statistics.median(v[0] for v in fwd[n]) for n in fwd}
+    rate = {n: statistics.median(v[1] for v in fwd[n]) for n in fwd}
+    print(f"| port-forward, time to first byte (median of {a.forwards}) | {ttfb[c]:.0f} ms | "
+          f"{ttfb[k]:.0f} ms | {ttfb[c] / ttfb[k]:.2f} |")
+    print(f"| port-forward, {SIZE_MB} MB through one connection (median of {a.forwards}) | "
+          f"{rate[c]:.0f} MB/s | {rate[k]:.0f} MB/s | {rate[c] / rate[k]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
