@@ -157,6 +157,37 @@ state = "{d}/state"
     return Runtime("containerd", work, sock, proc, d)
 
 
+def write_cni(work, bridge, subnet):
+    """A CNI conf dir under work: bridge (on `bridge`, addresses from `subnet`) and
+    portmap, for both runtimes."""
+    cni = os.path.join(work, "cni")
+    os.makedirs(cni)
+    with open(os.path.join(cni, "10-bench.conflist"), "w") as f:
+        json.dump({"cniVersion": "1.0.0", "name": "crikit-bench", "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                      "dataDir": os.path.join(work, "ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": True}}]}, f)
+    return cni
+
+
+def cleanup(runtimes, reg_proc, bridge, work):
+    """Stops the runtimes (their pods already removed) and the registry; removes the
+    bridge, what is mounted below the runtimes' roots, the work dir and the runtimes'
+    default cgroup parents."""
+    for rt in runtimes:
+        rt.stop()
+    reg_proc.kill()
+    reg_proc.wait()
+    subprocess.run(["ip", "link", "del", bridge], stderr=subprocess.DEVNULL)
+    for rt in runtimes:
+        subprocess.run(["sh", "-c", f"grep -o ' {rt.root}[^ ]*' /proc/self/mountinfo | sort -r | "
+                                    "xargs -r -n1 umount -l"], stderr=subprocess.DEVNULL)
+    shutil.rmtree(work, ignore_errors=True)
+    # Empty once their pods are gone.
+    subprocess.run(["sh", "-c", "rmdir /sys/fs/cgroup/*/crikit /sys/fs/cgroup/*/k8s.io 2>/dev/null"])
+
+
 def pct(xs, p):
     xs = sorted(xs)
     k = (len(xs) - 1) * p
@@ -181,14 +212,7 @@ def main():
     try:
         pull.ensure_corpus(reg)
         pause = build_pause(work, reg)
-        cni = os.path.join(work, "cni")
-        os.makedirs(cni)
-        with open(os.path.join(cni, "10-bench.conflist"), "w") as f:
-            json.dump({"cniVersion": "1.0.0", "name": "crikit-bench", "plugins": [
-                {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.253.0.0/16"}]],
-                          "dataDir": os.path.join(work, "ipam")}},
-                {"type": "portmap", "capabilities": {"portMappings": True}}]}, f)
+        cni = write_cni(work, bridge, "10.253.0.0/16")
         runtimes = [start_crid(work, reg, cni, pause), start_containerd(work, reg, cni, pause)]
         image = f"{reg}/busybox:latest"
         for rt in runtimes:
@@ -239,16 +263,7 @@ def main():
                 cri(rt.sock, "down")
             except SystemExit:
                 pass
-            rt.stop()
-        reg_proc.kill()
-        reg_proc.wait()
-        subprocess.run(["ip", "link", "del", bridge], stderr=subprocess.DEVNULL)
-        for rt in runtimes:
-            subprocess.run(["sh", "-c", f"grep -o ' {rt.root}[^ ]*' /proc/self/mountinfo | sort -r | "
-                                        "xargs -r -n1 umount -l"], stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
-        # The runtimes' default cgroup parents, empty once their pods are gone.
-        subprocess.run(["sh", "-c", "rmdir /sys/fs/cgroup/*/crikit /sys/fs/cgroup/*/k8s.io 2>/dev/null"])
+        cleanup(runtimes, reg_proc, bridge, work)
 
     c, k = "crid", "containerd"
     n = len(lat[c]["start_ms"])

@@ -125,14 +125,7 @@ def main():
     try:
         pull.ensure_corpus(reg)
         pause = cridbench.build_pause(work, reg)
-        cni = os.path.join(work, "cni")
-        os.makedirs(cni)
-        with open(os.path.join(cni, "10-bench.conflist"), "w") as f:
-            json.dump({"cniVersion": "1.0.0", "name": "crikit-bench", "plugins": [
-                {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.252.0.0/16"}]],
-                          "dataDir": os.path.join(work, "ipam")}},
-                {"type": "portmap", "capabilities": {"portMappings": True}}]}, f)
+        cni = cridbench.write_cni(work, bridge, "10.252.0.0/16")
         runtimes = [cridbench.start_crid(work, reg, cni, pause),
                     cridbench.start_containerd(work, reg, cni, pause)]
         image = f"{reg}/busybox:latest"
@@ -153,15 +146,7 @@ def main():
         for rt in runtimes:
             subprocess.run([bin, "--config", "/dev/null", "-r", f"unix://{rt.sock}", "rmp", "-fa"],
                            capture_output=True)
-            rt.stop()
-        reg_proc.kill()
-        reg_proc.wait()
-        subprocess.run(["ip", "link", "del", bridge], stderr=subprocess.DEVNULL)
-        for rt in runtimes:
-            subprocess.run(["sh", "-c", f"grep -o ' {rt.root}[^ ]*' /proc/self/mountinfo | sort -r | "
-                                        "xargs -r -n1 umount -l"], stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
-        subprocess.run(["sh", "-c", "rmdir /sys/fs/cgroup/*/crikit /sys/fs/cgroup/*/k8s.io 2>/dev/null"])
+        cridbench.cleanup(runtimes, reg_proc, bridge, work)
 
     c, k = "crid", "containerd"
     pct = cridbench.pct

@@ -533,21 +533,31 @@ async fn streaming_urls_are_single_use_and_the_upgrade_is_checked() {
     w.remove_pod(&pod).await;
 }
 
+/// A pod whose container sleeps; the container's id.
+fn sleeper(c: &Crictl, w: &World, name: &str) -> String {
+    let container = serde_json::json!({
+        "metadata": {"name": "c"},
+        "image": {"image": w.image},
+        "command": ["/bin/sleep", "1000"],
+        "log_path": "c.log"
+    });
+    pod_with(c, w, name, container).1
+}
+
+/// Whether a process of this command line (NUL-terminated arguments) runs, as the
+/// host sees it.
+fn process_runs(cmdline: &[u8]) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exec_whose_client_goes_away_is_killed() {
     let w = World::new(Network::Loopback, &[]).await;
     let Some(c) = Crictl::find(&w) else { return };
-    let (_pod, ctr) = pod_with(
-        &c,
-        &w,
-        "gone",
-        serde_json::json!({
-            "metadata": {"name": "c"},
-            "image": {"image": w.image},
-            "command": ["/bin/sleep", "1000"],
-            "log_path": "c.log"
-        }),
-    );
+    let ctr = sleeper(&c, &w, "gone");
     let mut client = c
         .command(&[
             "exec",
@@ -560,11 +570,7 @@ async fn an_exec_whose_client_goes_away_is_killed() {
         .spawn()
         .unwrap();
     // Seen from the host: a process whose command line is the exec's.
-    let sleeping = || {
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00777\x00")
-        })
-    };
+    let sleeping = || process_runs(b"sleep\x00777\x00");
     wait_for("the exec", sleeping);
     let _ = client.kill();
     let _ = client.wait();
@@ -580,17 +586,7 @@ async fn streaming_sessions_are_bounded_and_end_when_idle() {
     )
     .await;
     let Some(c) = Crictl::find(&w) else { return };
-    let (_pod, ctr) = pod_with(
-        &c,
-        &w,
-        "bounded",
-        serde_json::json!({
-            "metadata": {"name": "c"},
-            "image": {"image": w.image},
-            "command": ["/bin/sleep", "1000"],
-            "log_path": "c.log"
-        }),
-    );
+    let ctr = sleeper(&c, &w, "bounded");
     // One session, silent: a second is refused while it lasts, and it ends once
     // idle, its process with it.
     let t0 = Instant::now();
@@ -600,11 +596,7 @@ async fn streaming_sessions_are_bounded_and_end_when_idle() {
         .stderr(std::fs::File::create(w.tmp.path().join("quiet.err")).unwrap())
         .spawn()
         .unwrap();
-    let running = || {
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"/bin/sleep\x00555\x00")
-        })
-    };
+    let running = || process_runs(b"/bin/sleep\x00555\x00");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !running() {
         assert!(

@@ -63,6 +63,42 @@ fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
     r
 }
 
+/// 101, upgrading to `protocol`.
+fn switching(protocol: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(header::UPGRADE, header::HeaderValue::from_static(protocol));
+    r
+}
+
+/// 503: every session slot is taken.
+fn too_many(crid: &Crid) -> Response<Full<Bytes>> {
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "too many streaming sessions (at most {})",
+            crid.settings.stream_max_sessions
+        ),
+    )
+}
+
+/// The values of header `name`, its lines and their comma-separated parts in order.
+fn listed(headers: &hyper::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 /// The subprotocol to speak: the first the client offers that crid speaks.
 pub fn negotiate<'a>(offered: &[String], ours: &[&'a str]) -> Option<&'a str> {
     offered
@@ -103,14 +139,7 @@ async fn handle(
             "unable to upgrade: missing upgrade headers in request (this server speaks SPDY/3.1)",
         ));
     }
-    let offered: Vec<String> = headers
-        .get_all(PROTOCOL_HEADER)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
+    let offered = listed(headers, PROTOCOL_HEADER);
     let ours: &[&str] = match request {
         Request::PortForward { .. } => &[PORT_FORWARD_PROTOCOL],
         _ => &REMOTE_COMMAND_PROTOCOLS,
@@ -130,13 +159,7 @@ async fn handle(
         return Ok(r);
     };
     let Ok(permit) = sessions.try_acquire_owned() else {
-        return Ok(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "too many streaming sessions (at most {})",
-                crid.settings.stream_max_sessions
-            ),
-        ));
+        return Ok(too_many(&crid));
     };
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -156,18 +179,9 @@ async fn handle(
             Err(e) => tracing::debug!("streaming: upgrade failed: {e}"),
         }
     });
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("SPDY/3.1"),
-    );
-    h.insert(PROTOCOL_HEADER, header::HeaderValue::from_static(protocol));
+    let mut r = switching("SPDY/3.1");
+    r.headers_mut()
+        .insert(PROTOCOL_HEADER, header::HeaderValue::from_static(protocol));
     Ok(r)
 }
 
@@ -190,13 +204,7 @@ fn websocket(
             "a WebSocket upgrade without Sec-WebSocket-Key",
         );
     };
-    let offered: Vec<String> = headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .collect();
+    let offered = listed(headers, "sec-websocket-protocol");
     let ours = match request {
         Request::PortForward { .. } => PORT_FORWARD,
         _ => REMOTE_COMMAND,
@@ -208,13 +216,7 @@ fn websocket(
         );
     }
     let Ok(permit) = sessions.try_acquire_owned() else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "too many streaming sessions (at most {})",
-                crid.settings.stream_max_sessions
-            ),
-        );
+        return too_many(&crid);
     };
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -234,17 +236,8 @@ fn websocket(
             }
         }
     });
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let mut r = switching("websocket");
     let h = r.headers_mut();
-    h.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("websocket"),
-    );
     if let Ok(v) = header::HeaderValue::from_str(
         &tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
     ) {

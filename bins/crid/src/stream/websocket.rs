@@ -88,16 +88,7 @@ where
                         return;
                     }
                 }
-                Frame::GoAway { .. } => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::Normal,
-                            reason: "".into(),
-                        })))
-                        .await;
-                    let _ = sink.close().await;
-                    return;
-                }
+                Frame::GoAway { .. } => return close(sink).await,
                 _ => {}
             }
         }
@@ -167,13 +158,21 @@ where
                 }
             }
         }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await;
-        let _ = sink.close().await;
+        close(sink).await
     });
     Session::start(ours, idle)
+}
+
+/// Ends the WebSocket normally (1000), which clients read as the end of every channel.
+async fn close<S>(mut sink: S)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+    let _ = sink.close().await;
 }
