@@ -30,6 +30,8 @@ pub async fn serve(crid: Arc<Crid>, pod: String, mut session: Session) {
         HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(s) = session.accept.recv().await {
+        // Forwarded connections that ended are reaped as new ones come.
+        while tasks.try_join_next().is_some() {}
         let port = spdy::header(&s.headers, "port").and_then(|p| p.parse::<u16>().ok());
         let kind = spdy::header(&s.headers, "streamtype").map(str::to_string);
         let (Some(port), Some(kind)) = (port.filter(|p| *p > 0), kind) else {
