@@ -638,3 +638,45 @@ async fn streaming_sessions_are_bounded_and_end_when_idle() {
     }
     c.ok(&["rmp", "-fa"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_leaves_a_stdin_that_is_not_stdin_once_open() {
+    use std::io::{BufRead, Write};
+    let w = World::new(Network::Loopback, &[]).await;
+    let Some(c) = Crictl::find(&w) else { return };
+    let (_pod, ctr) = pod_with(
+        &c,
+        &w,
+        "reattach",
+        serde_json::json!({
+            "metadata": {"name": "reader"},
+            "image": {"image": w.image},
+            "command": ["/bin/sh", "-c", "while read l; do echo got $l; done; echo stdin closed"],
+            "stdin": true,
+            "stdin_once": false,
+            "log_path": "reader.log"
+        }),
+    );
+    // Two attach sessions one after the other, each typing a line and ending its
+    // stdin: the container reads both, its stdin still open after each.
+    for word in ["one", "two"] {
+        let mut a = c
+            .command(&["attach", "-i", &ctr])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = a.stdin.take().unwrap();
+        writeln!(stdin, "{word}").unwrap();
+        drop(stdin);
+        let mut out = std::io::BufReader::new(a.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let _ = a.kill();
+        let _ = a.wait();
+        assert_eq!(line.trim(), format!("got {word}"));
+    }
+    let log = std::fs::read_to_string(w.tmp.path().join("logs/reattach/reader.log")).unwrap();
+    assert!(!log.contains("stdin closed"), "{log}");
+    c.ok(&["rmp", "-fa"]);
+}

@@ -410,6 +410,9 @@ pub struct ContainerRecord {
     /// It was made with a terminal.
     #[serde(default)]
     pub tty: bool,
+    /// Its stdin closes when the first attach session ends.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// A process's user and groups, as config.json gives them.
@@ -549,6 +552,7 @@ impl Versioned for ContainerRecord {
             runtime_handler: String::new(),
             stdin: old.config.stdin,
             tty: old.config.tty,
+            stdin_once: old.config.stdin_once,
         })
     }
 }

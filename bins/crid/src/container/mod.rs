@@ -754,6 +754,7 @@ impl Crid {
             runtime_handler: pod.runtime_handler.clone(),
             stdin: config.stdin,
             tty: config.tty,
+            stdin_once: config.stdin_once,
         };
         self.store.save_container(&c)?;
         Ok(c)

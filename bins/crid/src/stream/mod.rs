@@ -40,6 +40,8 @@ pub enum Request {
         container: String,
         /// The streams wanted, and whether the container has a terminal.
         io: Io,
+        /// The end of the client's stdin closes the container's (StdinOnce).
+        stdin_once: bool,
     },
     /// Ports in a pod's network namespace.
     PortForward {
@@ -159,6 +161,7 @@ impl crate::Crid {
             )));
         }
         self.url(Request::Attach {
+            stdin_once: c.stdin_once,
             container: c.id,
             io: Io {
                 stdin: req.stdin,

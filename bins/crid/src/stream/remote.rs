@@ -32,7 +32,7 @@ enum Outcome {
 pub async fn serve(crid: Arc<Crid>, request: Request, protocol: &str, mut session: Session) {
     let (io, what) = match &request {
         Request::Exec { io, container, .. } => (*io, format!("exec in {container}")),
-        Request::Attach { io, container } => (*io, format!("attach to {container}")),
+        Request::Attach { io, container, .. } => (*io, format!("attach to {container}")),
         Request::PortForward { .. } => return,
     };
     let resize = io.tty && protocol != "v2.channel.k8s.io" && protocol != "channel.k8s.io";
@@ -59,7 +59,18 @@ pub async fn serve(crid: Arc<Crid>, request: Request, protocol: &str, mut sessio
         }
     }
     let outcome = match connect(&crid, &request, size).await {
-        Ok((sock, exec)) => pump(sock, exec, &mut streams, &mut session, io).await,
+        Ok((sock, exec)) => {
+            // An exec's stdin is its own; a container's closes with an attach's only
+            // when it was made StdinOnce, else the next attach types on.
+            let close_stdin = !matches!(
+                request,
+                Request::Attach {
+                    stdin_once: false,
+                    ..
+                }
+            );
+            pump(sock, exec, &mut streams, &mut session, io, close_stdin).await
+        }
         Err(e) => Outcome::Failed(e),
     };
     match &outcome {
@@ -188,6 +199,7 @@ async fn pump(
     streams: &mut Streams,
     session: &mut Session,
     io: Io,
+    close_stdin: bool,
 ) -> Outcome {
     let (mut rd, mut wr) = sock.into_split();
     let stdin = streams
@@ -215,7 +227,9 @@ async fn pump(
                     }
                     None => {
                         stdin = None;
-                        if wr.write_all(&attach::encode(attach::CLOSE_STDIN, &[])).await.is_err() {
+                        if close_stdin
+                            && wr.write_all(&attach::encode(attach::CLOSE_STDIN, &[])).await.is_err()
+                        {
                             return;
                         }
                     }
