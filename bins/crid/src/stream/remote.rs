@@ -354,11 +354,7 @@ impl Exec {
                 Ok(s) => break s,
                 Err(e) => {
                     if let Ok(Some(_)) = self.child.try_wait() {
-                        let mut err = String::new();
-                        if let Some(mut e) = self.child.stderr.take() {
-                            let _ = e.read_to_string(&mut err).await;
-                        }
-                        return Err(failed(err.trim().to_string()));
+                        return Err(failed(self.monitor_error().await));
                     }
                     if tokio::time::Instant::now() > deadline {
                         return Err(failed(format!("no attach socket: {e}")));
@@ -376,15 +372,18 @@ impl Exec {
         }
         match line.trim().parse() {
             Ok(pid) => self.pid = Some(pid),
-            Err(_) => {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err).await;
-                }
-                return Err(failed(err.trim().to_string()));
-            }
+            Err(_) => return Err(failed(self.monitor_error().await)),
         }
         Ok(sock)
+    }
+
+    /// What the monitor said on stderr before it gave up.
+    async fn monitor_error(&mut self) -> String {
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err).await;
+        }
+        err.trim().to_string()
     }
 
     /// Kills the process (its client went away).

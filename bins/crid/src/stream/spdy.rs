@@ -294,19 +294,20 @@ impl Codec {
                 stream_id,
                 flags,
                 headers,
-            } => {
-                body.put_u32(stream_id & 0x7fff_ffff);
-                body.put_slice(&self.compress(headers)?);
-                control(out, SYN_REPLY, *flags, &body);
             }
-            Frame::Headers {
+            | Frame::Headers {
                 stream_id,
                 flags,
                 headers,
             } => {
+                let kind = if matches!(f, Frame::SynReply { .. }) {
+                    SYN_REPLY
+                } else {
+                    HEADERS
+                };
                 body.put_u32(stream_id & 0x7fff_ffff);
                 body.put_slice(&self.compress(headers)?);
-                control(out, HEADERS, *flags, &body);
+                control(out, kind, *flags, &body);
             }
             Frame::RstStream { stream_id, status } => {
                 body.put_u32(stream_id & 0x7fff_ffff);
