@@ -15,6 +15,9 @@ complete -c crid -l stream-address -d 'Address of the streaming server that Exec
 complete -c crid -l stream-port -d 'Its port; 0 picks a free one [default: 0]' -r
 complete -c crid -l stream-max-sessions -d 'Streaming sessions served at once; more are refused with 503 [default: 64]' -r
 complete -c crid -l stream-idle-timeout -d 'End a streaming session after this many seconds without traffic either way [default: 14400, as kubelet\'s]' -r
+complete -c crid -l stream-tls-cert -d 'Serve the streaming server over TLS with this PEM certificate (chain); URLs become https. Read again when it changes' -r -F
+complete -c crid -l stream-tls-key -d 'The certificate\'s PEM private key' -r -F
+complete -c crid -l stream-tls-ca -d 'Require client certificates that chain to these PEM CA certificates (needs --stream-tls-cert)' -r -F
 complete -c crid -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c crid -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"

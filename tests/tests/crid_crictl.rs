@@ -680,3 +680,109 @@ async fn an_attach_leaves_a_stdin_that_is_not_stdin_once_open() {
     assert!(!log.contains("stdin closed"), "{log}");
     c.ok(&["rmp", "-fa"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streaming_server_speaks_tls_and_checks_client_certificates() {
+    use e2e::tls::Certs;
+    let files = tempfile::tempdir().unwrap();
+    let one = Certs::make(&files.path().join("one"), "crikit test CA one");
+    let two = Certs::make(&files.path().join("two"), "crikit test CA two");
+    // The served pair lives at paths of its own, so that it can be replaced.
+    let (cert, key) = (files.path().join("tls.crt"), files.path().join("tls.key"));
+    std::fs::copy(one.path("server.crt"), &cert).unwrap();
+    std::fs::copy(one.path("server.key"), &key).unwrap();
+    let w = World::new(
+        Network::Loopback,
+        &[
+            "--stream-tls-cert",
+            &cert.display().to_string(),
+            "--stream-tls-key",
+            &key.display().to_string(),
+            "--stream-tls-ca",
+            &one.path("ca.crt"),
+        ],
+    )
+    .await;
+    let Some(c) = Crictl::find(&w) else { return };
+    let ctr = sleeper(&c, &w, "tls");
+    let mut rt = w.rt.clone();
+    let url = rt
+        .exec(k8s_cri::v1::ExecRequest {
+            container_id: ctr.clone(),
+            cmd: vec!["/bin/true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    // No client certificate: refused in the handshake.
+    let r = c.run(&["exec", &ctr, "/bin/echo", "hi"]);
+    assert!(
+        r.code != Some(0) && r.stderr.contains("certificate required"),
+        "{}",
+        r.describe()
+    );
+    // Client and server checked against the CA, over SPDY and WebSocket.
+    let with = |ca: &Certs, transport: &str, word: &str| {
+        c.run(&[
+            "exec",
+            "-r",
+            transport,
+            "--tls-ca",
+            &ca.path("ca.crt"),
+            "--tls-cert",
+            &one.path("client.crt"),
+            "--tls-key",
+            &one.path("client.key"),
+            &ctr,
+            "/bin/echo",
+            word,
+        ])
+    };
+    for transport in ["spdy", "websocket"] {
+        let r = with(&one, transport, transport);
+        assert_eq!(
+            (r.code, r.stdout.trim()),
+            (Some(0), transport),
+            "{}",
+            r.describe()
+        );
+    }
+    // A client certificate of another CA: refused.
+    let r = c.run(&[
+        "exec",
+        "--tls-ca",
+        &one.path("ca.crt"),
+        "--tls-cert",
+        &two.path("client.crt"),
+        "--tls-key",
+        &two.path("client.key"),
+        &ctr,
+        "/bin/true",
+    ]);
+    assert_ne!(r.code, Some(0), "{}", r.describe());
+
+    // The pair replaced on disk serves the next session, no restart.
+    std::fs::copy(two.path("server.key"), &key).unwrap();
+    std::fs::copy(two.path("server.crt"), &cert).unwrap();
+    let r = with(&two, "spdy", "rotated");
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (Some(0), "rotated"),
+        "{}\n{}",
+        r.describe(),
+        w.crid.stderr()
+    );
+    let r = with(&one, "spdy", "old");
+    assert_ne!(
+        r.code,
+        Some(0),
+        "the old CA no longer vouches: {}",
+        r.describe()
+    );
+    c.ok(&["rmp", "-fa"]);
+}

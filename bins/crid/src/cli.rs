@@ -1,7 +1,7 @@
 //! Command line and configuration file of crid.
 
 use anyhow::{Context, Result};
-use crid::config::{Handler, Settings};
+use crid::config::{Handler, Settings, StreamTls};
 use crikit::cli::LogArgs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,6 +84,17 @@ pub struct Args {
     /// [default: 14400, as kubelet's]
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub stream_idle_timeout: Option<u64>,
+    /// Serve the streaming server over TLS with this PEM certificate (chain); URLs
+    /// become https. Read again when it changes
+    #[arg(long, value_name = "FILE", requires = "stream_tls_key")]
+    pub stream_tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key
+    #[arg(long, value_name = "FILE", requires = "stream_tls_cert")]
+    pub stream_tls_key: Option<PathBuf>,
+    /// Require client certificates that chain to these PEM CA certificates
+    /// (needs --stream-tls-cert)
+    #[arg(long, value_name = "FILE")]
+    pub stream_tls_ca: Option<PathBuf>,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -112,6 +123,9 @@ pub struct FileConfig {
     stream_port: Option<u16>,
     stream_max_sessions: Option<u32>,
     stream_idle_timeout: Option<u64>,
+    stream_tls_cert: Option<PathBuf>,
+    stream_tls_key: Option<PathBuf>,
+    stream_tls_ca: Option<PathBuf>,
 }
 
 /// A `[runtimes.NAME]` table.
@@ -246,7 +260,26 @@ pub fn resolve(args: &Args) -> Result<Settings> {
                 .unwrap_or(4 * 3600)
                 .max(1),
         ),
+        stream_tls: stream_tls(args, &file)?,
     })
+}
+
+/// The streaming server's TLS files: a certificate and a key together, a client CA
+/// only with them.
+fn stream_tls(args: &Args, file: &FileConfig) -> Result<Option<StreamTls>> {
+    let cert = pick(&args.stream_tls_cert, &file.stream_tls_cert);
+    let key = pick(&args.stream_tls_key, &file.stream_tls_key);
+    let client_ca = pick(&args.stream_tls_ca, &file.stream_tls_ca);
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(StreamTls {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) => anyhow::bail!("stream-tls-ca needs stream-tls-cert and stream-tls-key"),
+        _ => anyhow::bail!("stream-tls-cert and stream-tls-key go together"),
+    }
 }
 
 fn pick<T: Clone>(flag: &Option<T>, file: &Option<T>) -> Option<T> {

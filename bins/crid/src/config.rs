@@ -67,6 +67,20 @@ pub struct Settings {
     /// A streaming session with no frame either way for this long ends.
     #[serde(with = "secs_required")]
     pub stream_idle_timeout: Duration,
+    /// TLS for the streaming server; None serves plain HTTP.
+    pub stream_tls: Option<StreamTls>,
+}
+
+/// The streaming server's certificate, key and, to require client certificates,
+/// the CA they must chain to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamTls {
+    /// PEM certificate chain, the server's first.
+    pub cert: PathBuf,
+    /// Its PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Settings {

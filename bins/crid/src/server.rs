@@ -39,9 +39,20 @@ async fn run(settings: Settings) -> Result<()> {
     let at = streaming
         .local_addr()
         .context("streaming server: its address")?;
-    crid.streams.set_base(format!("http://{at}"));
-    tracing::info!("streaming server on http://{at}");
-    tokio::spawn(crate::stream::server::serve(streaming, Arc::clone(&crid)));
+    let tls = match &settings.stream_tls {
+        Some(t) => {
+            Some(crate::stream::tls::server_config(t).context("streaming server: its TLS files")?)
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    crid.streams.set_base(format!("{scheme}://{at}"));
+    tracing::info!("streaming server on {scheme}://{at}");
+    tokio::spawn(crate::stream::server::serve(
+        streaming,
+        tls,
+        Arc::clone(&crid),
+    ));
     let listener = bind(&settings.listen)?;
     tracing::info!("serving the CRI on {}", settings.listen.display());
     let runtime = RuntimeServiceServer::new(RuntimeService(Arc::clone(&crid)))

@@ -1,6 +1,7 @@
 //! The streaming server: Exec, Attach and PortForward answer with a URL on it,
-//! `http://ADDRESS:PORT/{exec,attach,portforward}/TOKEN`, and the client (kubelet,
-//! kubectl, crictl) connects there and upgrades to SPDY/3.1.
+//! `http://ADDRESS:PORT/{exec,attach,portforward}/TOKEN` (https with
+//! `--stream-tls-cert`), and the client (kubelet, kubectl, crictl) connects there and
+//! upgrades to SPDY/3.1 or WebSocket.
 //!
 //! A token is random, good for one connection, and only for a minute; any other
 //! path, a used token or an expired one is a bare 404. Sessions are bounded in
@@ -11,6 +12,7 @@ pub mod remote;
 pub mod server;
 pub mod session;
 pub mod spdy;
+pub mod tls;
 pub mod websocket;
 
 use std::collections::HashMap;

@@ -25,12 +25,20 @@ pub const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
 const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 const ACCEPTED_HEADER: &str = "x-accepted-stream-protocol-versions";
 
-/// Serves `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, crid: Arc<Crid>) {
+/// How long a client has for its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `listener` until the process ends, over TLS when `tls` is given.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    crid: Arc<Crid>,
+) {
     let sessions = Arc::new(Semaphore::new(crid.settings.stream_max_sessions));
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
             Err(e) => {
                 tracing::warn!("streaming server: accepting: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -40,17 +48,35 @@ pub async fn serve(listener: tokio::net::TcpListener, crid: Arc<Crid>) {
         let _ = tcp.set_nodelay(true);
         let crid = Arc::clone(&crid);
         let sessions = Arc::clone(&sessions);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                handle(Arc::clone(&crid), Arc::clone(&sessions), req)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .max_buf_size(64 * 1024)
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                .with_upgrades()
-                .await;
+            match tls {
+                None => connection(tcp, crid, sessions).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => connection(stream, crid, sessions).await,
+                        Ok(Err(e)) => tracing::debug!("streaming server: TLS from {peer}: {e}"),
+                        Err(_) => tracing::debug!("streaming server: TLS from {peer}: timed out"),
+                    }
+                }
+            }
         });
     }
+}
+
+/// Serves HTTP/1.1 requests on one connection, and the upgrade it may ask for.
+async fn connection<I>(io: I, crid: Arc<Crid>, sessions: Arc<Semaphore>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        handle(Arc::clone(&crid), Arc::clone(&sessions), req)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(64 * 1024)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {

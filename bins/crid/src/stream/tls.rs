@@ -1,0 +1,150 @@
+//! TLS for the streaming server (`--stream-tls-cert`, `--stream-tls-key`, and with
+//! `--stream-tls-ca` client certificates required and checked against that CA), on
+//! rustls with ring's cryptography, as crid's registry client.
+//!
+//! The certificate and key are read again for a new connection when either file's
+//! modification time or size changed, so a rotated pair serves the next session
+//! without a restart; a pair that does not load keeps the one before it (and says so
+//! in the log). The client CA is read once, at start.
+
+use crate::config::StreamTls;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// A file of the TLS configuration that does not do.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct TlsError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn bad(path: &Path, reason: impl std::fmt::Display) -> TlsError {
+    TlsError {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The rustls server configuration for `tls`, its files read and checked.
+pub fn server_config(tls: &StreamTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = Arc::new(Reloading::new(
+        tls.cert.clone(),
+        tls.key.clone(),
+        &provider,
+    )?);
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&tls.cert, e))?;
+    let builder = match &tls.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates(ca)? {
+                roots.add(cert).map_err(|e| bad(ca, e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| bad(ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(builder.with_cert_resolver(resolver)))
+}
+
+/// Every PEM certificate in `path`, at least one.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let data = std::fs::read(path).map_err(|e| bad(path, e))?;
+    let certs = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(path, e))?;
+    if certs.is_empty() {
+        return Err(bad(path, "no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
+/// The certificate chain and key, paired and checked.
+fn load(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = certificates(cert)?;
+    let data = std::fs::read(key).map_err(|e| bad(key, e))?;
+    let der = PrivateKeyDer::from_pem_slice(&data).map_err(|e| bad(key, e))?;
+    let signer = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| bad(key, e))?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified
+        .keys_match()
+        .map_err(|_| bad(key, format!("is not the key of {}", cert.display())))?;
+    Ok(Arc::new(certified))
+}
+
+/// What identifies a version of a file: its modification time and size.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The server's certificate, read again when its files change.
+#[derive(Debug)]
+struct Reloading {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: Mutex<((Stamp, Stamp), Arc<CertifiedKey>)>,
+}
+
+impl Reloading {
+    fn new(
+        cert: PathBuf,
+        key: PathBuf,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Reloading, TlsError> {
+        let stamps = (stamp(&cert), stamp(&key));
+        let loaded = load(&cert, &key, provider)?;
+        Ok(Reloading {
+            cert,
+            key,
+            provider: Arc::clone(provider),
+            current: Mutex::new((stamps, loaded)),
+        })
+    }
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let stamps = (stamp(&self.cert), stamp(&self.key));
+        if stamps != cur.0 {
+            match load(&self.cert, &self.key, &self.provider) {
+                Ok(k) => {
+                    tracing::info!("streaming server: {} reloaded", self.cert.display());
+                    *cur = (stamps, k);
+                }
+                Err(e) => {
+                    tracing::warn!("streaming server: keeping the certificate before: {e}");
+                    cur.0 = stamps;
+                }
+            }
+        }
+        Some(Arc::clone(&cur.1))
+    }
+}
