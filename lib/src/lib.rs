@@ -26,6 +26,7 @@ pub mod registries;
 pub mod registry;
 pub mod runc;
 pub mod seccomp;
+pub mod spdy;
 pub mod spec;
 
 /// An error and its causes on one line, each cause once (a cause whose text the

@@ -11,6 +11,7 @@ pub mod net;
 pub mod proxy;
 pub mod registry;
 pub mod runc;
+pub mod stream;
 pub mod tls;
 
 pub use cmd::{bin, run, run_input, Run};

@@ -11,7 +11,7 @@ pub mod forward;
 pub mod remote;
 pub mod server;
 pub mod session;
-pub mod spdy;
+pub use crikit::spdy;
 pub mod tls;
 pub mod websocket;
 

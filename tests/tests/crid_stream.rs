@@ -1,0 +1,232 @@
+//! crid's streaming server through the tests' own SPDY and WebSocket clients, for
+//! what crictl cannot show: exit codes in each protocol's status, a resize reaching
+//! the terminal mid-session, sessions at once, a client that drops mid-stream.
+
+use e2e::crid::{Network, World};
+use e2e::stream::{ExecIo, RemoteCommand};
+use k8s_cri::v1 as cri;
+use std::time::{Duration, Instant};
+
+/// A pod of its own PID namespace with one container that sleeps; its id and the
+/// container's.
+async fn sleeper(w: &World, name: &str) -> (String, String) {
+    let config = w.pod_config(name, cri::NamespaceMode::Container);
+    let pod = w.run_pod(&config).await.unwrap();
+    let ctr = w
+        .start(&pod, &config, w.container_config("c", "exec sleep 1000"))
+        .await;
+    (pod, ctr)
+}
+
+/// An Exec URL for `cmd` in `ctr`.
+async fn exec_url(w: &World, ctr: &str, cmd: &[&str], io: ExecIo) -> String {
+    w.rt.clone()
+        .exec(cri::ExecRequest {
+            container_id: ctr.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty: io.tty,
+            stdin: io.stdin,
+            stdout: true,
+            stderr: !io.tty,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url
+}
+
+/// Runs `f` on a blocking thread (the clients are blocking), failing with its panic.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Whether a process of this command line (NUL-terminated arguments) runs.
+fn process_runs(cmdline: &[u8]) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline))
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_reach_the_error_stream_in_each_protocol() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let (pod, ctr) = sleeper(&w, "codes").await;
+    let script = ["/bin/sh", "-c", "echo out; echo err >&2; exit 7"];
+    // v4: Kubernetes JSON, the code in the ExitCode cause; stdout and stderr apart.
+    let url = exec_url(&w, &ctr, &script, ExecIo::default()).await;
+    let (status, out, err) = blocking(move || {
+        let mut s = RemoteCommand::open(&url, "v4.channel.k8s.io", ExecIo::default());
+        let status = s.status();
+        (status, s.text("stdout"), s.text("stderr"))
+    })
+    .await;
+    let v: serde_json::Value =
+        serde_json::from_str(&status).unwrap_or_else(|e| panic!("{e}: {status}"));
+    assert_eq!(v["status"], "Failure", "{v}");
+    assert_eq!(v["reason"], "NonZeroExitCode", "{v}");
+    assert_eq!(v["details"]["causes"][0]["reason"], "ExitCode", "{v}");
+    assert_eq!(v["details"]["causes"][0]["message"], "7", "{v}");
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+    // v4, success.
+    let url = exec_url(&w, &ctr, &["/bin/true"], ExecIo::default()).await;
+    let status = blocking(move || {
+        RemoteCommand::open(&url, "v4.channel.k8s.io", ExecIo::default()).status()
+    })
+    .await;
+    assert_eq!(status, r#"{"status":"Success"}"#);
+    // The older protocols: a message on failure, nothing on success.
+    for protocol in ["v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"] {
+        let url = exec_url(&w, &ctr, &script, ExecIo::default()).await;
+        let status =
+            blocking(move || RemoteCommand::open(&url, protocol, ExecIo::default()).status()).await;
+        assert!(status.contains("exit status 7"), "{protocol}: {status}");
+        let url = exec_url(&w, &ctr, &["/bin/true"], ExecIo::default()).await;
+        let status =
+            blocking(move || RemoteCommand::open(&url, protocol, ExecIo::default()).status()).await;
+        assert_eq!(status, "", "{protocol}");
+    }
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resize_mid_session_reaches_the_terminal() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let (pod, ctr) = sleeper(&w, "resize").await;
+    let io = ExecIo {
+        stdin: true,
+        tty: true,
+    };
+    let url = exec_url(
+        &w,
+        &ctr,
+        &["/bin/sh", "-c", "stty size; read x; stty size; tty"],
+        io,
+    )
+    .await;
+    let (out, status) = blocking(move || {
+        let mut s = RemoteCommand::open(&url, "v4.channel.k8s.io", io);
+        // The first size, as a client sends it at once: the process starts with it.
+        s.resize(100, 40);
+        assert!(
+            s.read_until(|g| g
+                .get("stdout")
+                .is_some_and(|o| o.windows(6).any(|w| w == b"40 100"))),
+            "the first size: {:?}",
+            s.text("stdout")
+        );
+        // A new size while it runs, then the line it waits for.
+        s.resize(120, 50);
+        std::thread::sleep(Duration::from_millis(200));
+        s.send("stdin", b"\n", false);
+        let status = s.status();
+        (s.text("stdout"), status)
+    })
+    .await;
+    assert!(out.contains("50 120"), "{out:?}");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    assert_eq!(status, r#"{"status":"Success"}"#);
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_at_once_each_get_their_own_output() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let (pod, ctr) = sleeper(&w, "many").await;
+    let script = "for i in 1 2 3 4 5; do echo $0-$i; sleep 0.1; done; exit $0";
+    let mut urls = Vec::new();
+    for n in 1..=6 {
+        let tag = n.to_string();
+        urls.push((
+            n,
+            exec_url(
+                &w,
+                &ctr,
+                &["/bin/sh", "-c", script, &tag],
+                ExecIo::default(),
+            )
+            .await,
+        ));
+    }
+    // All six open before any has ended.
+    let t0 = Instant::now();
+    let handles: Vec<_> = urls
+        .into_iter()
+        .map(|(n, url)| {
+            std::thread::spawn(move || {
+                let mut s = RemoteCommand::open(&url, "v4.channel.k8s.io", ExecIo::default());
+                let status = s.status();
+                (n, s.text("stdout"), status)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (n, out, status) = h.join().unwrap();
+        let want: String = (1..=5).map(|i| format!("{n}-{i}\n")).collect();
+        assert_eq!(out, want, "session {n}");
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(v["details"]["causes"][0]["message"], n.to_string(), "{v}");
+    }
+    // Each takes half a second; one after the other would take three.
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    w.remove_pod(&pod).await;
+}
+
+/// crid's open descriptors.
+fn fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dropped_mid_stream_frees_its_session_process_and_sockets() {
+    let w = World::new(Network::Loopback, &["--stream-max-sessions", "1"]).await;
+    let (pod, ctr) = sleeper(&w, "dropped").await;
+    let before = fds(w.crid.pid());
+    let url = exec_url(
+        &w,
+        &ctr,
+        &["/bin/sh", "-c", "echo started; exec sleep 777"],
+        ExecIo::default(),
+    )
+    .await;
+    blocking(move || {
+        let mut s = RemoteCommand::open(&url, "v4.channel.k8s.io", ExecIo::default());
+        assert!(s.read_until(|g| g.contains_key("stdout")));
+        wait_for("the exec", || process_runs(b"sleep\x00777\x00"));
+        // Gone without a word: the connection just closes.
+        drop(s);
+        wait_for("the exec's end", || !process_runs(b"sleep\x00777\x00"));
+    })
+    .await;
+    // The one session slot is free again (once the session's task wound up), and
+    // what the session held is closed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let url = exec_url(&w, &ctr, &["/bin/true"], ExecIo::default()).await;
+        let r = blocking(move || {
+            RemoteCommand::try_open(&url, "v4.channel.k8s.io", ExecIo::default())
+                .map(|mut s| s.status())
+        })
+        .await;
+        match r {
+            Ok(status) => break status,
+            Err(head) => assert!(
+                head.contains(" 503 ") && Instant::now() < deadline,
+                "the slot stayed taken: {head}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, r#"{"status":"Success"}"#);
+    let pid = w.crid.pid();
+    wait_for("crid's descriptors back to before", || fds(pid) <= before);
+    w.remove_pod(&pod).await;
+}
