@@ -110,7 +110,7 @@ impl Spdy {
 
     /// The next frame from the server (PINGs answered on the way); None once it
     /// closed the connection.
-    pub fn next(&mut self) -> Option<Frame> {
+    pub fn next_frame(&mut self) -> Option<Frame> {
         loop {
             if let Some(f) = self.codec.decode(&mut self.buf).expect("a SPDY frame") {
                 if let Frame::Ping { id } = f {
@@ -205,7 +205,7 @@ impl RemoteCommand {
 
     /// Reads one frame and keeps what it carried; false once the session ended.
     fn step(&mut self) -> bool {
-        match self.spdy.next() {
+        match self.spdy.next_frame() {
             None | Some(Frame::GoAway { .. }) => false,
             Some(Frame::Data {
                 stream_id,
