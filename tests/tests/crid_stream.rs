@@ -230,3 +230,102 @@ async fn a_client_dropped_mid_stream_frees_its_session_process_and_sockets() {
     wait_for("crid's descriptors back to before", || fds(pid) <= before);
     w.remove_pod(&pod).await;
 }
+
+/// A v5.channel.k8s.io WebSocket to `url`.
+async fn websocket(url: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let (host, _) = e2e::stream::split_url(url);
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "v5.channel.k8s.io"
+    );
+    ws
+}
+
+/// Reads messages until the WebSocket closes (for at most 30 s): what came on each
+/// channel, and whether it closed with a close message.
+async fn read_channels(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) -> (std::collections::HashMap<u8, Vec<u8>>, bool) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut got: std::collections::HashMap<u8, Vec<u8>> = Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the session never ended");
+        match msg {
+            Some(Ok(Message::Binary(d))) if !d.is_empty() => {
+                got.entry(d[0]).or_default().extend_from_slice(&d[1..]);
+            }
+            Some(Ok(Message::Close(_))) => return (got, true),
+            None | Some(Err(_)) => return (got, false),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_over_websocket_carries_stdin_its_close_and_the_exit_code() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let w = World::new(Network::Loopback, &[]).await;
+    let (pod, ctr) = sleeper(&w, "ws").await;
+    let io = ExecIo {
+        stdin: true,
+        tty: false,
+    };
+    let url = exec_url(
+        &w,
+        &ctr,
+        &["/bin/sh", "-c", "wc -c; echo e >&2; exit 4"],
+        io,
+    )
+    .await;
+    let mut ws = websocket(&url).await;
+    ws.send(Message::binary(b"\x0012345".to_vec()))
+        .await
+        .unwrap();
+    // [255, 0]: the end of stdin, which wc waits for.
+    ws.send(Message::binary(vec![255u8, 0])).await.unwrap();
+    let (got, closed) = read_channels(&mut ws).await;
+    assert!(closed, "crid ends the session with a close message");
+    let text = |ch: u8| String::from_utf8_lossy(got.get(&ch).map_or(&[][..], |v| v)).to_string();
+    assert_eq!(text(1).trim(), "5");
+    assert_eq!(text(2), "e\n");
+    let v: serde_json::Value = serde_json::from_str(&text(3)).unwrap();
+    assert_eq!(v["details"]["causes"][0]["message"], "4", "{v}");
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_session_ends_and_takes_its_process() {
+    let w = World::new(Network::Loopback, &["--stream-idle-timeout", "2"]).await;
+    let (pod, ctr) = sleeper(&w, "wsidle").await;
+    let url = exec_url(&w, &ctr, &["/bin/sleep", "556"], ExecIo::default()).await;
+    let t0 = Instant::now();
+    let mut ws = websocket(&url).await;
+    wait_for("the exec", || process_runs(b"/bin/sleep\x00556\x00"));
+    let (got, _) = read_channels(&mut ws).await;
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(15),
+        "{elapsed:?}"
+    );
+    assert!(got.get(&1).is_none_or(|o| o.is_empty()), "{got:?}");
+    wait_for("the idle exec's end", || {
+        !process_runs(b"/bin/sleep\x00556\x00")
+    });
+    w.remove_pod(&pod).await;
+}

@@ -257,7 +257,9 @@ fn websocket(
                 super::forward::serve(crid, pod, session).await
             }
             Request::Exec { io: sio, .. } | Request::Attach { io: sio, .. } => {
-                let session = super::websocket::remote_command(io, sio).await;
+                let session =
+                    super::websocket::remote_command(io, sio, crid.settings.stream_idle_timeout)
+                        .await;
                 super::remote::serve(crid, request, REMOTE_COMMAND, session).await
             }
         }

@@ -182,27 +182,35 @@ impl Session {
 
 /// When a frame last went either way, for the idle timeout.
 #[derive(Clone)]
-struct Activity {
+pub struct Activity {
     start: Instant,
     last_ms: Arc<AtomicU64>,
 }
 
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity::new()
+    }
+}
+
 impl Activity {
-    fn new() -> Activity {
+    /// Nothing has gone either way yet.
+    pub fn new() -> Activity {
         Activity {
             start: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    fn touch(&self) {
+    /// Something went one way or the other.
+    pub fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Ends `reader` (so the session's users see the client gone) once `idle` passed
     /// without a frame; the watch ends with the reader.
-    fn watch(&self, idle: Duration, reader: tokio::task::AbortHandle) {
+    pub fn watch(&self, idle: Duration, reader: tokio::task::AbortHandle) {
         let me = self.clone();
         tokio::spawn(async move {
             let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));

@@ -8,7 +8,7 @@
 //! - PortForward with `SPDY/3.1+portforward.k8s.io`: the binary messages carry a SPDY
 //!   session's bytes, one continuous stream across messages, run as any other.
 
-use super::session::{Session, Stream, StreamTx};
+use super::session::{Activity, Session, Stream, StreamTx};
 use super::spdy::Frame;
 use super::Io;
 use bytes::Bytes;
@@ -46,8 +46,9 @@ fn channels(io: Io) -> Vec<(u8, &'static str)> {
 }
 
 /// A v5 session on `io` (the upgraded connection), as a [`Session`] whose streams
-/// (the channels `sio` asks for) are there from the start.
-pub async fn remote_command<IO>(io: IO, sio: Io) -> Session
+/// (the channels `sio` asks for) are there from the start; no message either way
+/// for `idle` ends it as if the client had gone.
+pub async fn remote_command<IO>(io: IO, sio: Io, idle: std::time::Duration) -> Session
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -70,6 +71,8 @@ where
         // The queue holds them all: it is as long as there are channels.
         let _ = accept_tx.try_send(s);
     }
+    let activity = Activity::new();
+    let seen = activity.clone();
     let writer = tokio::spawn(async move {
         let mut sink = sink;
         let mut rx = out_rx;
@@ -87,16 +90,19 @@ where
                     if sink.send(Message::binary(m)).await.is_err() {
                         return;
                     }
+                    seen.touch();
                 }
                 Frame::GoAway { .. } => return close(sink).await,
                 _ => {}
             }
         }
     });
+    let seen = activity.clone();
     let reader = tokio::spawn(async move {
         let mut stream = stream;
         let _accept = accept_tx; // closed when the client goes
         while let Some(Ok(msg)) = stream.next().await {
+            seen.touch();
             let data = match msg {
                 Message::Binary(d) => d,
                 Message::Close(_) => break,
@@ -119,6 +125,7 @@ where
             }
         }
     });
+    activity.watch(idle, reader.abort_handle());
     Session::from_parts(accept_rx, out_tx, writer, reader)
 }
 
