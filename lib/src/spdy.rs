@@ -704,6 +704,85 @@ mod tests {
     }
 
     #[test]
+    fn the_control_frames_have_the_specs_layouts() {
+        let layout = |f: Frame| {
+            let mut out = BytesMut::new();
+            Codec::new().encode(&f, &mut out).unwrap();
+            // And back: what the spec's layout says is what decodes.
+            let mut back = out.clone();
+            assert_eq!(Codec::new().decode(&mut back).unwrap(), Some(f));
+            out.to_vec()
+        };
+        // RST_STREAM (2.6.3): type 3, length 8, stream id, status code.
+        assert_eq!(
+            layout(Frame::RstStream {
+                stream_id: 3,
+                status: status::CANCEL
+            }),
+            [0x80, 3, 0, 3, 0, 0, 0, 8, 0, 0, 0, 3, 0, 0, 0, 5]
+        );
+        // SETTINGS (2.6.4): type 4, the number of entries, each 8 bits of flags,
+        // 24 of id and 32 of value.
+        assert_eq!(
+            layout(Frame::Settings {
+                flags: 0,
+                entries: vec![(0, SETTINGS_INITIAL_WINDOW_SIZE, 0x20000)],
+            }),
+            [0x80, 3, 0, 4, 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 7, 0, 2, 0, 0]
+        );
+        // GOAWAY (2.6.6): type 7, length 8, last good stream id, status code.
+        assert_eq!(
+            layout(Frame::GoAway {
+                last_good: 9,
+                status: 0
+            }),
+            [0x80, 3, 0, 7, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 0]
+        );
+    }
+
+    /// The first three SYN_STREAMs of `crictl exec` (v1.36: client-go and
+    /// moby/spdystream, Go's zlib) as they came over the wire: one compression
+    /// context across the session, primed with the dictionary.
+    #[test]
+    fn client_gos_syn_streams_decode() {
+        let wire: &[&[u8]] = &[
+            &[
+                0x80, 3, 0, 1, 0, 0, 0, 0x2a, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x78, 0xf9, 0xe3, 0xc6,
+                0xa7, 0xc2, 0x62, 0x60, 0x60, 0x60, 0x04, 0xa7, 0xb3, 0x92, 0xa2, 0xd4, 0xc4, 0x5c,
+                0x68, 0x51, 0xc2, 0x9a, 0x5a, 0x54, 0x94, 0x5f, 0x04, 0, 0, 0, 0xff, 0xff,
+            ],
+            &[
+                0x80, 3, 0, 1, 0, 0, 0, 0x19, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0xc2, 0x2a, 0xc5, 0x56,
+                0x5c, 0x92, 0x92, 0x5f, 0x5a, 0x02, 0, 0, 0, 0xff, 0xff,
+            ],
+            &[
+                0x80, 3, 0, 1, 0, 0, 0, 0x15, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0xc2, 0x29, 0x97, 0x5a,
+                0x54, 0x04, 0, 0, 0, 0xff, 0xff,
+            ],
+        ];
+        let mut c = Codec::new();
+        let mut got = Vec::new();
+        for frame in wire {
+            let mut buf = BytesMut::from(*frame);
+            match c.decode(&mut buf).unwrap() {
+                Some(Frame::SynStream {
+                    stream_id, headers, ..
+                }) => got.push((
+                    stream_id,
+                    header(&headers, "streamtype").map(str::to_string),
+                )),
+                other => panic!("{other:?}"),
+            }
+            assert!(buf.is_empty());
+        }
+        let want = |id, t: &str| (id, Some(t.to_string()));
+        assert_eq!(
+            got,
+            [want(1, "error"), want(3, "stdout"), want(5, "stderr")]
+        );
+    }
+
+    #[test]
     fn a_header_block_starts_with_a_zlib_header_naming_the_dictionary() {
         let mut c = Codec::new();
         let mut out = BytesMut::new();
