@@ -7,7 +7,11 @@ the corpus registry on loopback) and run one pod each whose container serves a
 200 MB file with busybox httpd.
 
   exec       wall time of `crictl exec CTR true` (not -s: the streaming server,
-             SPDY), p50 and p90 over --runs, alternating which runtime goes first
+             SPDY), p50 and p90 over --runs, alternating which runtime goes first;
+             also through a crid pod of the crun handler (when crun is installed)
+  floor      in the same loop, what no runtime can take off: `crictl version`
+             against each socket (crictl's own start, one RPC) and the OCI
+             runtime's own `exec CTR true` on crid's containers
   forward    `crictl port-forward POD LOCAL:8080`, then an HTTP GET of the 200 MB
              file through the forwarded port: time to first byte and MB/s,
              median of --forwards
@@ -36,11 +40,13 @@ def crictl(bin, sock, *args, check=True):
     return r.stdout.strip()
 
 
-def serve_pod(bin, rt, work, image):
-    pod = os.path.join(work, f"{rt.name}-stream-pod.json")
-    ctr = os.path.join(work, f"{rt.name}-stream-ctr.json")
+def serve_pod(bin, rt, work, image, handler=None):
+    tag = f"{rt.name}-{handler or 'default'}"
+    pod = os.path.join(work, f"{tag}-stream-pod.json")
+    ctr = os.path.join(work, f"{tag}-stream-ctr.json")
     with open(pod, "w") as f:
-        json.dump({"metadata": {"name": "stream", "namespace": "bench", "uid": f"{rt.name}-stream"},
+        json.dump({"metadata": {"name": f"stream-{handler or 'default'}", "namespace": "bench",
+                                "uid": f"{tag}-stream"},
                    "log_directory": os.path.join(work, "logs", rt.name),
                    "linux": {"security_context": {"namespace_options": {"pid": 1}}}}, f)
     with open(ctr, "w") as f:
@@ -50,7 +56,7 @@ def serve_pod(bin, rt, work, image):
                                f"count={SIZE_MB} 2>/dev/null && touch /www/ready && "
                                "exec /bin/busybox httpd -f -p 8080 -h /www"],
                    "log_path": "web.log"}, f)
-    p = crictl(bin, rt.sock, "runp", pod)
+    p = crictl(bin, rt.sock, "runp", *(["--runtime", handler] if handler else []), pod)
     c = crictl(bin, rt.sock, "create", p, ctr, pod)
     crictl(bin, rt.sock, "start", c)
     for _ in range(600):
@@ -62,13 +68,18 @@ def serve_pod(bin, rt, work, image):
     pull.die(f"{rt.name}: the web container never got ready")
 
 
-def timed_exec(bin, rt, ctr):
+def timed(what, argv):
+    """Wall time of argv in ms; it must succeed."""
     t0 = time.perf_counter()
-    r = subprocess.run([bin, "--config", "/dev/null", "-r", f"unix://{rt.sock}", "exec", ctr, "/bin/true"],
-                       capture_output=True)
+    r = subprocess.run(argv, capture_output=True)
     if r.returncode != 0:
-        pull.die(f"{rt.name}: crictl exec: {r.stderr.decode(errors='replace').strip()}")
+        pull.die(f"{what}: {r.stderr.decode(errors='replace').strip()}")
     return (time.perf_counter() - t0) * 1000
+
+
+def timed_exec(bin, rt, ctr):
+    return timed(f"{rt.name}: crictl exec",
+                 [bin, "--config", "/dev/null", "-r", f"unix://{rt.sock}", "exec", ctr, "/bin/true"])
 
 
 def forward_once(bin, rt, pod):
@@ -133,10 +144,30 @@ def main():
         for rt in runtimes:
             crictl(bin, rt.sock, "pull", image)
             served[rt.name] = serve_pod(bin, rt, work, image)
-        execs = {rt.name: [] for rt in runtimes}
+        crid = runtimes[0]
+        crun = shutil.which("crun")
+        if crun:
+            served["crun"] = serve_pod(bin, crid, work, image, "crun")
+        # Each sample of a round in turn, the order alternating round by round.
+        samples = {
+            "crid": lambda: timed_exec(bin, crid, served["crid"][1]),
+            "containerd": lambda: timed_exec(bin, runtimes[1], served["containerd"][1]),
+            "crid version": lambda: timed("crictl version", [bin, "--config", "/dev/null", "-r",
+                                                             f"unix://{crid.sock}", "version"]),
+            "containerd version": lambda: timed("crictl version", [
+                bin, "--config", "/dev/null", "-r", f"unix://{runtimes[1].sock}", "version"]),
+            "runc exec": lambda: timed("runc exec", ["runc", "--root", f"{crid.root}/run/runc", "exec",
+                                                     served["crid"][1], "/bin/true"]),
+        }
+        if crun:
+            samples["crid crun"] = lambda: timed_exec(bin, crid, served["crun"][1])
+            samples["crun exec"] = lambda: timed("crun exec", [
+                "crun", "--root", f"{crid.root}/run/runtimes/crun", "exec", served["crun"][1], "/bin/true"])
+        execs = {n: [] for n in samples}
+        order = list(samples)
         for i in range(a.runs):
-            for rt in runtimes if i % 2 == 0 else runtimes[::-1]:
-                execs[rt.name].append(timed_exec(bin, rt, served[rt.name][1]))
+            for n in order if i % 2 == 0 else order[::-1]:
+                execs[n].append(samples[n]())
         fwd = {rt.name: [] for rt in runtimes}
         for i in range(a.forwards):
             for rt in runtimes if i % 2 == 0 else runtimes[::-1]:
@@ -155,6 +186,16 @@ def main():
     for p, label in [(0.5, "p50"), (0.9, "p90")]:
         x, y = pct(execs[c], p), pct(execs[k], p)
         print(f"| `crictl exec CTR true`, {label} of {a.runs} | {x:.0f} ms | {y:.0f} ms | {x / y:.2f} |")
+    if "crid crun" in execs:
+        for p, label in [(0.5, "p50"), (0.9, "p90")]:
+            x, y = pct(execs["crid crun"], p), pct(execs[k], p)
+            print(f"| the same, crid's pod of the crun handler (containerd: runc), {label} | {x:.0f} ms | "
+                  f"{y:.0f} ms | {x / y:.2f} |")
+    x, y = pct(execs["crid version"], 0.5), pct(execs["containerd version"], 0.5)
+    print(f"| floor: `crictl version` (crictl's start and one RPC), p50 | {x:.0f} ms | {y:.0f} ms | {x / y:.2f} |")
+    for n in ["runc exec", "crun exec"]:
+        if n in execs:
+            print(f"| floor: `{n} CTR true` alone on crid's container, p50 | {pct(execs[n], 0.5):.0f} ms | | |")
     ttfb = {n: statistics.median(v[0] for v in fwd[n]) for n in fwd}
     rate = {n: statistics.median(v[1] for v in fwd[n]) for n in fwd}
     print(f"| port-forward, time to first byte (median of {a.forwards}) | {ttfb[c]:.0f} ms | "
