@@ -5,6 +5,7 @@
 use e2e::crid::{Network, World};
 use e2e::stream::{ExecIo, RemoteCommand};
 use k8s_cri::v1 as cri;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// A pod of its own PID namespace with one container that sleeps; its id and the
@@ -327,5 +328,116 @@ async fn an_idle_websocket_session_ends_and_takes_its_process() {
     wait_for("the idle exec's end", || {
         !process_runs(b"/bin/sleep\x00556\x00")
     });
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_port_forward_session_carries_several_ports_and_connections_at_once() {
+    use crikit::spdy::{Frame, FLAG_FIN};
+    let w = World::new(Network::Loopback, &[]).await;
+    let config = w.pod_config("forward", cri::NamespaceMode::Container);
+    let pod = w.run_pod(&config).await.unwrap();
+    let script = "mkdir -p /a /b; echo eighty > /a/index.html; echo eighty-one > /b/index.html; \
+                  httpd -p 8080 -h /a; exec httpd -f -p 8081 -h /b";
+    let ctr = w
+        .start(&pod, &config, w.container_config("web", script))
+        .await;
+    let get = "wget -q -O- http://127.0.0.1:8080/index.html http://127.0.0.1:8081/index.html";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !w
+        .exec(&ctr, &["/bin/sh", "-c", get], 10)
+        .await
+        .is_ok_and(|r| r.exit_code == 0)
+    {
+        assert!(Instant::now() < deadline, "the web servers never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url =
+        w.rt.clone()
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![8080, 8081],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let answers = blocking(move || {
+        let mut s = e2e::stream::Spdy::connect(&url, &["portforward.k8s.io"]);
+        assert_eq!(s.protocol, "portforward.k8s.io");
+        // Four connections opened before any is answered: two to each port and one
+        // to a port nothing listens on.
+        let mut data = HashMap::new();
+        let mut errors = HashMap::new();
+        for (req, port) in [
+            ("1", "8080"),
+            ("2", "8081"),
+            ("3", "8081"),
+            ("4", "8080"),
+            ("5", "9"),
+        ] {
+            let h = |t| [("streamtype", t), ("port", port), ("requestid", req)];
+            errors.insert(s.open(&h("error")), req);
+            let d = s.open(&h("data"));
+            data.insert(d, req);
+            if port != "9" {
+                s.send(d, b"GET /index.html HTTP/1.0\r\n\r\n", false);
+            }
+        }
+        let mut got: HashMap<&str, Vec<u8>> = HashMap::new();
+        let mut open: Vec<u32> = data.keys().copied().collect();
+        while !open.is_empty() {
+            match s.next_frame().expect("the session ended early") {
+                Frame::Data {
+                    stream_id,
+                    flags,
+                    data: bytes,
+                } => {
+                    let key = match (data.get(&stream_id), errors.get(&stream_id)) {
+                        (Some(r), _) => *r,
+                        (None, Some(r)) => {
+                            if *r == "5" {
+                                "5 error"
+                            } else {
+                                "error"
+                            }
+                        }
+                        _ => continue,
+                    };
+                    got.entry(key).or_default().extend_from_slice(&bytes);
+                    if flags & FLAG_FIN != 0 {
+                        open.retain(|id| *id != stream_id);
+                    }
+                }
+                Frame::RstStream { stream_id, .. } => open.retain(|id| *id != stream_id),
+                _ => {}
+            }
+        }
+        got.into_iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(&v).to_string()))
+            .collect::<HashMap<String, String>>()
+    })
+    .await;
+    for (req, body) in [
+        ("1", "eighty\n"),
+        ("4", "eighty\n"),
+        ("2", "eighty-one\n"),
+        ("3", "eighty-one\n"),
+    ] {
+        let a = &answers[req];
+        assert!(
+            a.starts_with("HTTP/1.") && a.ends_with(body),
+            "{req}: {a:?}"
+        );
+    }
+    assert!(
+        answers["5 error"].contains("error forwarding port 9"),
+        "{answers:?}"
+    );
+    // The others' error streams end with nothing said.
+    assert!(
+        answers.get("error").is_none_or(|e| e.is_empty()),
+        "{answers:?}"
+    );
     w.remove_pod(&pod).await;
 }
