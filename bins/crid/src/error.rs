@@ -57,6 +57,9 @@ pub enum CridError {
     /// The object is not in a state that allows the request.
     #[error("{0}")]
     NotReady(String),
+    /// A bound was reached (streaming URLs handed out and not used).
+    #[error("{0}")]
+    TooMany(String),
     /// A file or system call failed.
     #[error("{what}")]
     Io {
@@ -182,6 +185,7 @@ impl CridError {
             CridError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             CridError::Invalid(_) | CridError::Unsupported(_) => ErrorKind::InvalidArgument,
             CridError::NotReady(_) => ErrorKind::FailedPrecondition,
+            CridError::TooMany(_) => ErrorKind::ResourceExhausted,
             CridError::Io { .. } | CridError::Save { .. } | CridError::State { .. } => {
                 ErrorKind::Internal
             }

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// How long a URL stays good.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// URLs handed out and not yet used, at most (as kubelet's streaming server).
+pub const MAX_PENDING: usize = 1000;
 /// How long the client has to open its streams after the upgrade.
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -88,16 +90,24 @@ impl Tokens {
         let _ = self.base.set(base);
     }
 
-    /// A URL for `r`; None when no streaming server runs.
-    pub fn url_for(&self, r: Request) -> std::io::Result<Option<String>> {
+    /// A URL for `r`; None when no streaming server runs. More than
+    /// [`MAX_PENDING`] unused ones at once are refused.
+    pub fn url_for(&self, r: Request) -> crate::error::Result<Option<String>> {
+        use crate::error::CridError;
         let Some(base) = self.base.get() else {
             return Ok(None);
         };
-        let token = crate::new_id()?[..32].to_string();
+        let token =
+            crate::new_id().map_err(CridError::io("reading /dev/urandom"))?[..32].to_string();
         let kind = r.kind();
         let now = Instant::now();
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.retain(|_, (at, _)| now.duration_since(*at) < TOKEN_TTL);
+        if p.len() >= MAX_PENDING {
+            return Err(CridError::TooMany(format!(
+                "{MAX_PENDING} streaming URLs are waiting for their clients; try again later"
+            )));
+        }
         p.insert(token.clone(), (now, r));
         Ok(Some(format!("{base}/{kind}/{token}")))
     }
@@ -113,11 +123,9 @@ impl Tokens {
 
 impl crate::Crid {
     fn url(&self, r: Request) -> crate::error::Result<String> {
-        use crate::error::CridError;
         self.streams
-            .url_for(r)
-            .map_err(CridError::io("reading /dev/urandom"))?
-            .ok_or_else(|| CridError::NotReady("no streaming server runs".into()))
+            .url_for(r)?
+            .ok_or_else(|| crate::error::CridError::NotReady("no streaming server runs".into()))
     }
 
     /// Exec: a URL for a process in the running container.
@@ -217,5 +225,21 @@ mod tests {
         assert_eq!(t.take("portforward", &token), Some(r));
         assert_eq!(t.take("portforward", &token), None, "used");
         assert_eq!(t.take("portforward", "nope"), None);
+    }
+
+    #[test]
+    fn unused_urls_are_bounded() {
+        let t = Tokens::default();
+        t.set_base("http://127.0.0.1:1".into());
+        let r = Request::PortForward { pod: "p".into() };
+        let urls: Vec<String> = (0..MAX_PENDING)
+            .map(|_| t.url_for(r.clone()).unwrap().unwrap())
+            .collect();
+        let e = t.url_for(r.clone()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::ResourceExhausted);
+        // One used makes room for one more.
+        let token = urls[0].rsplit('/').next().unwrap();
+        assert!(t.take("portforward", token).is_some());
+        assert!(t.url_for(r).unwrap().is_some());
     }
 }
