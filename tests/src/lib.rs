@@ -35,6 +35,29 @@ pub fn pull_into(root: &std::path::Path, registry: &str, reference: &str) -> Str
         .to_string()
 }
 
+/// Whether a process of this command line (its NUL-terminated arguments) runs, as
+/// the host sees it.
+pub fn process_runs(cmdline: &[u8]) -> bool {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits up to 20 s for `f` to hold, failing the test with `what` otherwise.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// sha256 digest string of `data`.
 pub fn sha256(data: &[u8]) -> String {
     use sha2::Digest as _;

@@ -18,25 +18,7 @@ impl Certs {
         let c = Certs {
             dir: dir.to_path_buf(),
         };
-        c.openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "1",
-                "-subj",
-            ],
-            &format!("/CN={ca}"),
-        );
+        c.new_key(&["-x509", "-days", "1", "-out", "ca.crt"], "ca", ca);
         std::fs::write(
             dir.join("server.ext"),
             "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
@@ -48,48 +30,52 @@ impl Certs {
         )
         .unwrap();
         for who in ["server", "client"] {
-            c.openssl(
-                &[
-                    "req",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                    "-keyout",
-                    &format!("{who}.key"),
-                    "-out",
-                    &format!("{who}.csr"),
-                    "-subj",
-                ],
-                &format!("/CN={who}"),
+            c.new_key(&["-out", &format!("{who}.csr")], who, who);
+            let (csr, crt, ext) = (
+                format!("{who}.csr"),
+                format!("{who}.crt"),
+                format!("{who}.ext"),
             );
-            c.openssl(
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{who}.csr"),
-                    "-CA",
-                    "ca.crt",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "1",
-                    "-out",
-                    &format!("{who}.crt"),
-                    "-extfile",
-                ],
-                &format!("{who}.ext"),
-            );
+            c.openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                &crt,
+                "-extfile",
+                &ext,
+            ]);
         }
         c
     }
 
-    fn openssl(&self, args: &[&str], last: &str) {
+    /// `openssl req` with a new P-256 key in NAME.key, for the subject CN=`cn`.
+    fn new_key(&self, args: &[&str], name: &str, cn: &str) {
+        let key = format!("{name}.key");
+        let subject = format!("/CN={cn}");
+        let mut all = vec![
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ];
+        all.extend(["-nodes", "-keyout", &key, "-subj", &subject]);
+        all.extend(args);
+        self.openssl(&all);
+    }
+
+    fn openssl(&self, args: &[&str]) {
         let mut cmd = Command::new("openssl");
-        cmd.current_dir(&self.dir).args(args).arg(last);
+        cmd.current_dir(&self.dir).args(args);
         crate::run(cmd, Duration::from_secs(30)).ok();
     }
 

@@ -4,7 +4,7 @@
 //! project: these tests run when `CRICTL` or PATH finds it and say so when not.
 
 use e2e::crid::{Network, World};
-use e2e::{run, Run};
+use e2e::{process_runs, run, wait_for, Run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -63,14 +63,6 @@ fn write_json(dir: &Path, name: &str, v: &serde_json::Value) -> String {
     let p = dir.join(name);
     std::fs::write(&p, v.to_string()).unwrap();
     p.display().to_string()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,15 +536,6 @@ fn sleeper(c: &Crictl, w: &World, name: &str) -> String {
     pod_with(c, w, name, container).1
 }
 
-/// Whether a process of this command line (NUL-terminated arguments) runs, as the
-/// host sees it.
-fn process_runs(cmdline: &[u8]) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exec_whose_client_goes_away_is_killed() {
     let w = World::new(Network::Loopback, &[]).await;
@@ -726,8 +709,9 @@ async fn the_streaming_server_speaks_tls_and_checks_client_certificates() {
         "{}",
         r.describe()
     );
-    // Client and server checked against the CA, over SPDY and WebSocket.
-    let with = |ca: &Certs, transport: &str, word: &str| {
+    // Client and server checked against the CA, over SPDY and WebSocket: `ca`
+    // vouches for the server, `client` made the client's certificate.
+    let with = |ca: &Certs, client: &Certs, transport: &str, word: &str| {
         c.run(&[
             "exec",
             "-r",
@@ -735,16 +719,16 @@ async fn the_streaming_server_speaks_tls_and_checks_client_certificates() {
             "--tls-ca",
             &ca.path("ca.crt"),
             "--tls-cert",
-            &one.path("client.crt"),
+            &client.path("client.crt"),
             "--tls-key",
-            &one.path("client.key"),
+            &client.path("client.key"),
             &ctr,
             "/bin/echo",
             word,
         ])
     };
     for transport in ["spdy", "websocket"] {
-        let r = with(&one, transport, transport);
+        let r = with(&one, &one, transport, transport);
         assert_eq!(
             (r.code, r.stdout.trim()),
             (Some(0), transport),
@@ -753,23 +737,13 @@ async fn the_streaming_server_speaks_tls_and_checks_client_certificates() {
         );
     }
     // A client certificate of another CA: refused.
-    let r = c.run(&[
-        "exec",
-        "--tls-ca",
-        &one.path("ca.crt"),
-        "--tls-cert",
-        &two.path("client.crt"),
-        "--tls-key",
-        &two.path("client.key"),
-        &ctr,
-        "/bin/true",
-    ]);
+    let r = with(&one, &two, "spdy", "stranger");
     assert_ne!(r.code, Some(0), "{}", r.describe());
 
     // The pair replaced on disk serves the next session, no restart.
     std::fs::copy(two.path("server.key"), &key).unwrap();
     std::fs::copy(two.path("server.crt"), &cert).unwrap();
-    let r = with(&two, "spdy", "rotated");
+    let r = with(&two, &one, "spdy", "rotated");
     assert_eq!(
         (r.code, r.stdout.trim()),
         (Some(0), "rotated"),
@@ -777,7 +751,7 @@ async fn the_streaming_server_speaks_tls_and_checks_client_certificates() {
         r.describe(),
         w.crid.stderr()
     );
-    let r = with(&one, "spdy", "old");
+    let r = with(&one, &one, "spdy", "old");
     assert_ne!(
         r.code,
         Some(0),

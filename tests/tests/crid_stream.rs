@@ -4,6 +4,7 @@
 
 use e2e::crid::{Network, World};
 use e2e::stream::{ExecIo, RemoteCommand};
+use e2e::{process_runs, wait_for};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -39,22 +40,6 @@ async fn exec_url(w: &World, ctr: &str, cmd: &[&str], io: ExecIo) -> String {
 /// Runs `f` on a blocking thread (the clients are blocking), failing with its panic.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-/// Whether a process of this command line (NUL-terminated arguments) runs.
-fn process_runs(cmdline: &[u8]) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline))
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
