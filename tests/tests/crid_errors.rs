@@ -213,6 +213,21 @@ async fn runtime_failures_are_unknown_with_the_runtimes_message_and_leave_nothin
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     w.remove_pod(&pod).await;
     assert_eq!(leftovers(&w), (vec![], vec![]));
+    // A DNS server with a line of its own in it: refused, no pod made.
+    let mut bad = w.pod_config("dns", OwnPid);
+    if let Some(d) = bad.dns_config.as_mut() {
+        d.servers = vec!["10.0.0.10\nnameserver 192.0.2.66".into()];
+    }
+    let e = w.run_pod(&bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("DNS server"), "{e:?}");
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,6 +206,9 @@ fn check_pod_config(
             return Err(CridError::Invalid(format!("pod metadata has no {what}")));
         }
     }
+    if let Some(dns) = &config.dns_config {
+        check_dns(dns)?;
+    }
     if settings.handler(handler).is_none() {
         return Err(CridError::Invalid(format!(
             "runtime handler {handler:?} is not configured (crid.toml [runtimes.{handler}]; \
@@ -234,6 +237,26 @@ fn check_pod_config(
             ));
         }
         check_apparmor(sc.apparmor.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Refuses a DNS server, search domain or option that is not one resolv.conf word:
+/// whitespace or a control character in one would add words or lines of its own.
+fn check_dns(dns: &cri::DnsConfig) -> Result<()> {
+    for (what, values) in [
+        ("server", &dns.servers),
+        ("search domain", &dns.searches),
+        ("option", &dns.options),
+    ] {
+        if let Some(v) = values
+            .iter()
+            .find(|v| v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(CridError::Invalid(format!(
+                "DNS {what} {v:?}: empty, or holds whitespace or a control character"
+            )));
+        }
     }
     Ok(())
 }
@@ -524,5 +547,45 @@ impl Crid {
             }
         }
         Ok((status_of(&pod), info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dns_entry_is_one_resolv_conf_word() {
+        let ok = cri::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        };
+        check_dns(&ok).unwrap();
+        assert_eq!(
+            resolv_conf(&ok),
+            "search default.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
+        for bad in [
+            cri::DnsConfig {
+                servers: vec!["10.0.0.1\nnameserver 6.6.6.6".into()],
+                ..ok.clone()
+            },
+            cri::DnsConfig {
+                searches: vec!["a.example b.example".into()],
+                ..ok.clone()
+            },
+            cri::DnsConfig {
+                options: vec!["ndots:5\r".into()],
+                ..ok.clone()
+            },
+            cri::DnsConfig {
+                servers: vec![String::new()],
+                ..ok.clone()
+            },
+        ] {
+            let e = check_dns(&bad).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument, "{e}");
+        }
     }
 }
