@@ -265,6 +265,7 @@ fn apply_opts(form: Form, media_type: &str, diff_id: &Digest) -> ApplyOptions {
         digest: None,
         diff_id: Some(diff_id.clone()),
         compression: Compression::from_media_type(media_type),
+        lower: Vec::new(),
     }
 }
 
@@ -301,31 +302,46 @@ impl LayerCache {
     }
 
     /// Makes sure every layer is unpacked, unpacking the missing ones in parallel.
-    /// Returns how many were unpacked.
+    /// A layer that hardlinks to a file of the layers below it waits for them: it is
+    /// unpacked again once they are, with the file copied up. Returns how many were
+    /// unpacked.
     fn ensure(&self, store: &Store, img: &ImageParts, chains: &[Digest]) -> Result<usize> {
         let missing: Vec<usize> = (0..chains.len())
             .filter(|&i| !self.diff_dir(&chains[i]).is_dir())
             .collect();
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let results: Vec<(usize, Result<()>)> = std::thread::scope(|s| {
             let handles: Vec<_> = missing
                 .iter()
-                .map(|&i| s.spawn(move || self.unpack(store, &img.layers[i], &chains[i])))
+                .map(|&i| s.spawn(move || self.unpack(store, &img.layers[i], &chains[i], &[])))
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
+                .zip(missing.iter().copied())
+                .map(|(h, i)| {
+                    let r = h.join().unwrap_or_else(|_| {
                         Err(BundleError::Io {
                             action: "unpacking (thread panicked) into",
                             path: self.dir.clone(),
                             source: io::Error::other("panic"),
                         })
-                    })
+                    });
+                    (i, r)
                 })
                 .collect()
         });
-        for r in results {
-            r?;
+        let mut linked_below = Vec::new();
+        for (i, r) in results {
+            match r {
+                Err(BundleError::Layer(LayerError::LinkTargetMissing { .. })) if i > 0 => {
+                    linked_below.push(i)
+                }
+                r => r?,
+            }
+        }
+        // In order, so that the layers below each are complete.
+        for i in linked_below {
+            let lower: Vec<PathBuf> = chains[..i].iter().rev().map(|c| self.diff_dir(c)).collect();
+            self.unpack(store, &img.layers[i], &chains[i], &lower)?;
         }
         Ok(missing.len())
     }
@@ -335,6 +351,7 @@ impl LayerCache {
         store: &Store,
         layer: &(Digest, String, Digest),
         chain: &Digest,
+        lower: &[PathBuf],
     ) -> Result<()> {
         let (digest, media_type, diff_id) = layer;
         let tmp = tempfile::Builder::new()
@@ -345,12 +362,9 @@ impl LayerCache {
         fs::create_dir(&diff).map_err(io_err("creating", &diff))?;
         let blob = store.blob_path(digest);
         let f = File::open(&blob).map_err(io_err("opening", &blob))?;
-        layer::apply(
-            &diff,
-            f,
-            digest.as_str(),
-            &apply_opts(Form::Overlay, media_type, diff_id),
-        )?;
+        let mut opts = apply_opts(Form::Overlay, media_type, diff_id);
+        opts.lower = lower.to_vec();
+        layer::apply(&diff, f, digest.as_str(), &opts)?;
         let dest = self.dir.join(chain.hex());
         let tmp_path = tmp.keep();
         match fs::rename(&tmp_path, &dest) {

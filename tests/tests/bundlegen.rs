@@ -602,3 +602,53 @@ fn prune_keeps_layers_in_use_and_drops_the_rest() {
     let r = w.runc.run(&w.bundle("a1"));
     assert_eq!(r.code, Some(0), "{}", r.describe());
 }
+
+#[test]
+fn a_hardlink_to_an_earlier_layers_file_works_in_both_rootfs_modes() {
+    let w = World::new();
+    let image = Image::new(vec![
+        Layer::busybox(Compression::Gzip),
+        Layer::new(
+            &[
+                Entry::Dir("keep".into(), 0o750),
+                Entry::File("keep/hard-src".into(), b"source\n".to_vec(), 0o640),
+            ],
+            Compression::Gzip,
+        ),
+        Layer::new(
+            &[Entry::Raw {
+                name: "keep/hard-link".into(),
+                kind: tar::EntryType::Link,
+                data: Vec::new(),
+                link: Some("keep/hard-src".into()),
+                mode: 0o640,
+            }],
+            Compression::Gzip,
+        ),
+    ]);
+    let line = w.image("layers/hardlink", &image);
+    for mode in ["overlay", "copy"] {
+        let r = w
+            .run(
+                &line,
+                &format!("hl-{mode}"),
+                &[
+                    "--rootfs-mode",
+                    mode,
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    "cat /keep/hard-link; stat -c '%i %h %a' /keep/hard-src /keep/hard-link; \
+                     stat -c %a /keep",
+                ],
+            )
+            .ok();
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(lines.len(), 4, "{mode}: {}", r.describe());
+        assert_eq!(lines[0], "source", "{mode}: {}", r.describe());
+        // One file under two names, its mode and its directory's as the image has them.
+        assert_eq!(lines[1], lines[2], "{mode}: {}", r.describe());
+        assert!(lines[1].ends_with(" 2 640"), "{mode}: {}", r.describe());
+        assert_eq!(lines[3], "750", "{mode}: {}", r.describe());
+    }
+}

@@ -242,9 +242,9 @@ fn bundle_kind(e: &BundleError) -> ErrorKind {
         BundleError::Store(l) if l.is_not_found() => ErrorKind::NotFound,
         BundleError::Spec(_) | BundleError::Image { .. } => ErrorKind::InvalidArgument,
         BundleError::Layer(l) => match l {
-            LayerError::Entry { .. } | LayerError::DigestMismatch { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            LayerError::Entry { .. }
+            | LayerError::LinkTargetMissing { .. }
+            | LayerError::DigestMismatch { .. } => ErrorKind::InvalidArgument,
             // A broken archive is the image's; a failing disk is not.
             LayerError::Read { source, .. }
                 if matches!(

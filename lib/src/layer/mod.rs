@@ -75,6 +75,17 @@ pub enum LayerError {
         /// Actual.
         actual: Digest,
     },
+    /// A hardlink to a path that is neither in the layer nor (overlay form) in the
+    /// layers below it.
+    #[error("layer {layer}: entry {entry:?}: hardlink target {target} does not exist")]
+    LinkTargetMissing {
+        /// The layer.
+        layer: String,
+        /// The link's path as written in the tar.
+        entry: String,
+        /// Its target as written.
+        target: String,
+    },
     /// The target directory cannot be opened.
     #[error("opening {}", path.display())]
     Root {
@@ -162,6 +173,11 @@ pub struct ApplyOptions {
     pub diff_id: Option<Digest>,
     /// Compression; `None` sniffs the magic bytes.
     pub compression: Option<Compression>,
+    /// Overlay form: the layers below this one, topmost first, as overlayfs stacks
+    /// them. A hardlink to a file only they hold gets that file copied up into this
+    /// layer first (its parent directories with it), as overlayfs copies a lower
+    /// file up before it links it.
+    pub lower: Vec<PathBuf>,
 }
 
 /// A reader that hashes what passes through it, when asked to.
@@ -391,6 +407,7 @@ struct Applier<'a> {
     layer: &'a str,
     form: Form,
     privileged: bool,
+    lower: &'a [PathBuf],
     /// Paths this layer created (an opaque whiteout keeps them).
     created: HashSet<PathBuf>,
     /// Directory mtimes, set at the end (entries below would change them).
@@ -422,7 +439,7 @@ struct At<'p> {
 }
 
 impl<'a> Applier<'a> {
-    fn new(root: &Path, layer: &'a str, opts: &ApplyOptions) -> Result<Self> {
+    fn new(root: &Path, layer: &'a str, opts: &'a ApplyOptions) -> Result<Self> {
         let fd = rustix::fs::open(
             root,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -437,6 +454,7 @@ impl<'a> Applier<'a> {
             layer,
             form: opts.form,
             privileged: opts.privileged,
+            lower: &opts.lower,
             created: HashSet::new(),
             dir_times: Vec::new(),
             cached_parent: None,
@@ -502,14 +520,7 @@ impl<'a> Applier<'a> {
                         Ok(_) => {}
                         Err(rustix::io::Errno::NOENT) => {
                             let parent = self.dir_exact(cur.parent())?;
-                            match rustix::fs::mkdirat(
-                                &parent,
-                                c.as_os_str(),
-                                Mode::from_raw_mode(0o755),
-                            ) {
-                                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                                Err(e) => return Err(e),
-                            }
+                            self.implicit_dir(&parent, c.as_os_str(), &cur)?;
                         }
                         Err(e) => return Err(e),
                     }
@@ -724,20 +735,31 @@ impl<'a> Applier<'a> {
                 )
             })?
             .ok_or_else(|| self.err(raw, "hardlink to the rootfs itself"))?;
-        let src = rustix::fs::openat2(
-            &self.root,
-            &target,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            resolve_flags(),
-        )
-        .map_err(|e| match e {
-            rustix::io::Errno::NOENT => self.err(
-                raw,
-                format!("hardlink target {} does not exist", target_raw.display()),
-            ),
-            e => self.io_err(raw, "opening the hardlink target")(e),
-        })?;
+        let open = |root: &OwnedFd| {
+            rustix::fs::openat2(
+                root,
+                &target,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                resolve_flags(),
+            )
+        };
+        let missing = || LayerError::LinkTargetMissing {
+            layer: self.layer.to_string(),
+            entry: raw.display().to_string(),
+            target: target_raw.display().to_string(),
+        };
+        let src = match open(&self.root) {
+            Err(rustix::io::Errno::NOENT) if self.form == Form::Overlay => {
+                if !self.copy_up(&target, raw)? {
+                    return Err(missing());
+                }
+                open(&self.root).map_err(self.io_err(raw, "opening the copied-up target"))?
+            }
+            Err(rustix::io::Errno::NOENT) => return Err(missing()),
+            Err(e) => return Err(self.io_err(raw, "opening the hardlink target")(e)),
+            Ok(fd) => fd,
+        };
         let st =
             rustix::fs::fstat(&src).map_err(self.io_err(raw, "inspecting the hardlink target"))?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
@@ -752,6 +774,173 @@ impl<'a> Applier<'a> {
         self.make_room(at.parent, at.name, raw)?;
         link_fd(&src, at.parent, at.name).map_err(self.io_err(raw, "creating the hardlink"))?;
         Ok(true)
+    }
+
+    /// Copies `target` up from the topmost lower layer that shows it (none once a
+    /// whiteout or an opaque directory hides it), with the directories above it that
+    /// this layer lacks; false when no lower layer shows it. Only regular files and
+    /// symlinks are copied.
+    fn copy_up(&mut self, target: &Path, raw: &Path) -> Result<bool> {
+        // An opaque directory of this layer's own above it hides the lower layers.
+        let mut cur = PathBuf::new();
+        for c in target.parent().into_iter().flat_map(Path::components) {
+            cur.push(c);
+            match open_in(&self.root, &cur, OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(fd) if is_opaque(&fd) => return Ok(false),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let Some((lower, st)) = self
+            .find_below(target)
+            .map_err(self.io_err(raw, "looking in the layers below"))?
+        else {
+            return Ok(false);
+        };
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if !matches!(kind, FileType::RegularFile | FileType::Symlink) {
+            return Ok(false);
+        }
+        let parent = self
+            .dir(target.parent().filter(|p| !p.as_os_str().is_empty()))
+            .map_err(self.io_err(raw, "making the directory to copy up into"))?;
+        let name = target.file_name().unwrap_or_default();
+        if kind == FileType::Symlink {
+            let at = open_in(
+                &lower,
+                target.parent().unwrap_or(Path::new("")),
+                OFlags::PATH | OFlags::DIRECTORY,
+            )
+            .map_err(self.io_err(raw, "opening the lower target's directory"))?;
+            let link = rustix::fs::readlinkat(&at, name, Vec::new())
+                .map_err(self.io_err(raw, "reading the lower symlink"))?;
+            rustix::fs::symlinkat(link.as_c_str(), &parent, name)
+                .map_err(self.io_err(raw, "copying the symlink up"))?;
+        } else {
+            let src = open_in(&lower, target, OFlags::RDONLY)
+                .map_err(self.io_err(raw, "opening the lower target"))?;
+            let dst = rustix::fs::openat(
+                &parent,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(self.io_err(raw, "creating the copied-up target"))?;
+            let (mut from, mut to) = (std::fs::File::from(src), std::fs::File::from(dst));
+            io::copy(&mut from, &mut to).map_err(|e| {
+                self.io_err(raw, "copying the target up")(
+                    rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
+                )
+            })?;
+            self.copy_meta(&parent, name, &st)
+                .map_err(self.io_err(raw, "giving the copied-up target its metadata"))?;
+            // After the owner: a chown drops file capabilities.
+            copy_xattrs(&from, &to);
+        }
+        if kind == FileType::Symlink {
+            self.copy_meta(&parent, name, &st)
+                .map_err(self.io_err(raw, "giving the copied-up target its metadata"))?;
+        }
+        self.created.insert(target.to_path_buf());
+        self.cached_parent = None;
+        Ok(true)
+    }
+
+    /// The topmost lower layer that shows `path`, and what it shows there.
+    fn find_below(&self, path: &Path) -> rustix::io::Result<Option<(OwnedFd, rustix::fs::Stat)>> {
+        for dir in self.lower {
+            let lower = rustix::fs::open(
+                dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            // Each directory on the way: a whiteout hides the rest; an opaque one
+            // hides the layers below this one.
+            let mut cur = PathBuf::new();
+            let mut opaque = false;
+            for c in path.components() {
+                cur.push(c);
+                let fd = match open_in(&lower, &cur, OFlags::PATH) {
+                    Ok(fd) => fd,
+                    Err(rustix::io::Errno::NOENT) => break,
+                    // Something not a directory on the way hides what is below.
+                    Err(rustix::io::Errno::NOTDIR) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let st = rustix::fs::fstat(&fd)?;
+                if is_whiteout(&st) {
+                    return Ok(None);
+                }
+                if cur.as_path() == path {
+                    return Ok(Some((lower, st)));
+                }
+                opaque |=
+                    FileType::from_raw_mode(st.st_mode) == FileType::Directory && is_opaque(&fd);
+            }
+            if opaque {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives `name` in `parent` the owner (when privileged), mode and times of `st`.
+    fn copy_meta(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        st: &rustix::fs::Stat,
+    ) -> rustix::io::Result<()> {
+        if self.privileged {
+            rustix::fs::chownat(
+                parent,
+                name,
+                Some(rustix::process::Uid::from_raw(st.st_uid)),
+                Some(rustix::process::Gid::from_raw(st.st_gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
+            rustix::fs::chmodat(
+                parent,
+                name,
+                Mode::from_raw_mode(st.st_mode & 0o7777),
+                AtFlags::empty(),
+            )?;
+        }
+        let _ = rustix::fs::utimensat(
+            parent,
+            name,
+            &times(st.st_mtime.max(0) as u64),
+            AtFlags::SYMLINK_NOFOLLOW,
+        );
+        Ok(())
+    }
+
+    /// Makes the directory `rel` (`name` in `parent`) that an entry needs and the tar
+    /// did not give: in overlay form as the layers below show it (in the merged view
+    /// this one stands for theirs), else 0755 as tar makes it.
+    fn implicit_dir(
+        &mut self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+    ) -> rustix::io::Result<()> {
+        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if self.form == Form::Overlay {
+            if let Some((_, st)) = self.find_below(rel)? {
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    self.copy_meta(parent, name, &st)?;
+                    self.dir_times
+                        .push((rel.to_path_buf(), st.st_mtime.max(0) as u64));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A device node (root only; skipped with a warning otherwise) or a FIFO;
@@ -1091,6 +1280,55 @@ pub(crate) fn remove_all_at(parent: &OwnedFd, name: &OsStr) -> rustix::io::Resul
         remove_all_at(&dirfd, &n)?;
     }
     rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)
+}
+
+/// Opens `rel` inside the lower layer `root` (symlinks resolved within it).
+fn open_in(root: &OwnedFd, rel: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    rustix::fs::openat2(
+        root,
+        rel,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve_flags(),
+    )
+}
+
+/// An overlayfs whiteout: a 0:0 character device.
+fn is_whiteout(st: &rustix::fs::Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+}
+
+/// Whether the directory `fd` (an O_PATH descriptor) is marked opaque.
+fn is_opaque(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let mut v = [0u8; 4];
+    matches!(
+        rustix::fs::getxattr(path.as_str(), "trusted.overlay.opaque", &mut v),
+        Ok(1) if v[0] == b'y'
+    )
+}
+
+/// Copies the extended attributes `from` has onto `to`, as far as allowed.
+fn copy_xattrs(from: &std::fs::File, to: &std::fs::File) {
+    let mut names = vec![0u8; 64 * 1024];
+    let Ok(n) = rustix::fs::flistxattr(from, &mut names) else {
+        return;
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(name) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        let mut value = vec![0u8; 64 * 1024];
+        if let Ok(len) = rustix::fs::fgetxattr(from, name.as_c_str(), &mut value) {
+            let _ = rustix::fs::fsetxattr(to, name.as_c_str(), &value[..len], XattrFlags::empty());
+        }
+    }
 }
 
 #[cfg(test)]

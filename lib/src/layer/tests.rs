@@ -72,6 +72,7 @@ fn opts(form: Form) -> ApplyOptions {
         digest: None,
         diff_id: None,
         compression: None,
+        lower: Vec::new(),
     }
 }
 
@@ -488,4 +489,121 @@ fn truncated_archives_are_errors() {
     let t = Tar::new().file("a", &[7u8; 5000]).bytes();
     let e = sb.apply(&t[..2000], Form::Copy).unwrap_err().to_string();
     assert!(e.starts_with("layer test-layer"), "{e}");
+}
+
+/// Layers stacked in overlay form in a temp dir, each in a directory of its own.
+struct Stack {
+    dir: tempfile::TempDir,
+    layers: Vec<PathBuf>,
+}
+
+impl Stack {
+    fn new() -> Self {
+        Stack {
+            dir: tempfile::tempdir().expect("tempdir"),
+            layers: Vec::new(),
+        }
+    }
+
+    /// Applies `tar` as the next layer, over the ones before it.
+    fn push(&mut self, tar: &[u8]) -> Result<PathBuf> {
+        let root = self.dir.path().join(self.layers.len().to_string());
+        std::fs::create_dir(&root).unwrap();
+        let mut o = opts(Form::Overlay);
+        o.lower = self.layers.iter().rev().cloned().collect();
+        let r = apply(&root, tar, "test-layer", &o);
+        self.layers.push(root.clone());
+        r.map(|_| root)
+    }
+}
+
+#[test]
+fn a_hardlink_to_a_lower_layers_file_copies_it_up_first() {
+    let mut s = Stack::new();
+    s.push(
+        &Tar::new()
+            .raw("keep", tar::EntryType::Directory, b"", None, 0o750)
+            .raw(
+                "keep/hard-src",
+                tar::EntryType::Regular,
+                b"source",
+                None,
+                0o640,
+            )
+            .symlink("keep/sym", "hard-src")
+            .bytes(),
+    )
+    .unwrap();
+    let top = s
+        .push(
+            &Tar::new()
+                .hardlink("keep/hard-link", "keep/hard-src")
+                .hardlink("sym-link", "keep/sym")
+                .bytes(),
+        )
+        .unwrap();
+    // The target and its directory are in the new layer, as the lower ones were.
+    let dir = std::fs::metadata(top.join("keep")).unwrap();
+    assert!(dir.is_dir());
+    assert_eq!(dir.permissions().mode() & 0o7777, 0o750);
+    let src = std::fs::metadata(top.join("keep/hard-src")).unwrap();
+    let link = std::fs::metadata(top.join("keep/hard-link")).unwrap();
+    assert_eq!(
+        std::fs::read(top.join("keep/hard-link")).unwrap(),
+        b"source"
+    );
+    assert_eq!(src.permissions().mode() & 0o7777, 0o640);
+    assert_eq!((src.ino(), src.nlink()), (link.ino(), 2));
+    assert_eq!(src.mtime(), 1_600_000_000);
+    // A symlink is copied up as a symlink, and the link is to it.
+    assert_eq!(
+        std::fs::read_link(top.join("sym-link")).unwrap(),
+        Path::new("hard-src")
+    );
+    // The lower layer is as it was.
+    let below = std::fs::metadata(s.layers[0].join("keep/hard-src")).unwrap();
+    assert_eq!(below.nlink(), 1);
+}
+
+#[test]
+fn a_lower_file_a_whiteout_or_an_opaque_directory_hides_is_not_linked() {
+    assert!(
+        is_root(),
+        "this test needs root (overlay whiteouts are device nodes)"
+    );
+    let mut s = Stack::new();
+    s.push(
+        &Tar::new()
+            .dir("a")
+            .file("a/gone", b"x")
+            .dir("b")
+            .file("b/hidden", b"y")
+            .file("c", b"z")
+            .bytes(),
+    )
+    .unwrap();
+    s.push(
+        &Tar::new()
+            .file("a/.wh.gone", b"")
+            .dir("b")
+            .file("b/.wh..wh..opq", b"")
+            .bytes(),
+    )
+    .unwrap();
+    for (link, target) in [("l1", "a/gone"), ("l2", "b/hidden"), ("l3", "nowhere")] {
+        let e = s
+            .push(&Tar::new().hardlink(link, target).bytes())
+            .unwrap_err();
+        assert!(
+            matches!(&e, LayerError::LinkTargetMissing { target: t, .. } if t == target),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("layer test-layer: entry {link:?}: hardlink target {target} does not exist")
+        );
+    }
+    // What nothing hides still links.
+    let top = s.push(&Tar::new().hardlink("l4", "c").bytes()).unwrap();
+    assert_eq!(std::fs::read(top.join("l4")).unwrap(), b"z");
 }
