@@ -1488,3 +1488,36 @@ async fn a_create_cut_short_is_removed_at_start_without_reaching_through_its_mou
         .await;
     w.remove_pod(&pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_container_in_a_shared_pid_namespace_leaves_nothing_running() {
+    let w = World::with_pause_image(Network::Loopback, &[]).await;
+    // crictl's bare pod: one PID namespace for the pod. The shell ends on SIGTERM;
+    // the sleep it started would live on in the pod's namespace, holding stdout.
+    let config = w.pod_config("shared-stop", SharedPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let ctr = w
+        .start(
+            &pod,
+            &config,
+            w.container_config("c", "trap 'exit 0' TERM; sleep 3579 & wait"),
+        )
+        .await;
+    e2e::wait_for("the sleep", || e2e::process_runs(b"sleep\x003579\x00"));
+    let mut rt = w.rt.clone();
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 10,
+    })
+    .await
+    .unwrap();
+    let s = w.status(&ctr).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 0, "{s:?}");
+    // Once StopContainer has answered, nothing of the container runs.
+    assert!(
+        !e2e::process_runs(b"sleep\x003579\x00"),
+        "the sleep outlived its container"
+    );
+    w.remove_pod(&pod).await;
+}

@@ -805,3 +805,36 @@ fn fast_output_is_logged_whole_and_in_order() {
     assert_eq!(lines("stdout"), (1..=200_000).collect::<Vec<u64>>());
     assert_eq!(lines("stderr"), (1..=100_000).collect::<Vec<u64>>());
 }
+
+#[test]
+fn what_the_init_leaves_behind_is_killed_before_the_exit_is_recorded() {
+    let w = World::new();
+    // No PID namespace of its own (as a container in a pod's shared one): the init's
+    // end does not end the sleep it started, which holds its stdout.
+    let patch = w.tmp.path().join("no-pidns.json");
+    std::fs::write(
+        &patch,
+        r#"{"linux": {"namespaces": [{"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}]}}"#,
+    )
+    .unwrap();
+    let b = w.bundle(
+        "leftover",
+        &["--patch", patch.to_str().unwrap()],
+        "sleep 4321 & echo init-done; exit 3",
+    );
+    w.ctrmon(&b, "leftover", &["--start"]).ok();
+    let e = w.exit("leftover");
+    assert_eq!(e["exit_code"], 3, "{e}");
+    // By the time the exit file is there, the sleep is gone, and the output came.
+    assert!(
+        !e2e::process_runs(b"sleep\x004321\x00"),
+        "the init's leftover still runs"
+    );
+    assert!(
+        w.log("leftover")
+            .iter()
+            .any(|(s, _, l)| s == "stdout" && l == "init-done"),
+        "{:?}",
+        w.log("leftover")
+    );
+}

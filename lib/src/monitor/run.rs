@@ -386,6 +386,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     // counter can be compared after the exit.
     let cgroup = memory_cgroup(m.pid);
     let oom_before = cgroup.as_deref().map(oom_kills).unwrap_or(0);
+    m.cgroup = cgroup.clone();
     send(
         &mut report,
         &Report {
@@ -414,6 +415,11 @@ struct Monitor<'a> {
     status: Option<(Option<i32>, Option<i32>)>,
     /// Once it has ended, how long its pipes may still drain.
     drain_until: Option<std::time::Instant>,
+    /// When it ended, for the exit file.
+    ended_at: Option<SystemTime>,
+    /// The container's memory cgroup (whose processes outlive its init, in a shared
+    /// PID namespace).
+    cgroup: Option<PathBuf>,
     buf: Vec<u8>,
     records: Vec<u8>,
 }
@@ -497,6 +503,8 @@ impl<'a> Monitor<'a> {
             stdin_backlog: Vec::new(),
             status: None,
             drain_until: None,
+            ended_at: None,
+            cgroup: None,
             buf: vec![0u8; 64 * 1024],
             records: Vec::new(),
         };
@@ -732,7 +740,26 @@ impl<'a> Monitor<'a> {
                 Ok(_) => continue,
             };
             self.status = Some(ended);
+            self.ended_at = Some(SystemTime::now());
             self.drain_until = Some(std::time::Instant::now() + DRAIN);
+            if let Launch::Create { .. } = self.cfg.launch {
+                self.kill_leftovers();
+            }
+        }
+    }
+
+    /// Once a container's init has ended, what it left behind in the container (in a
+    /// PID namespace it shares with its pod, its init's end does not end them) is
+    /// killed, as containerd does: its output then ends, and the drain with it.
+    fn kill_leftovers(&self) {
+        if let Some(cg) = &self.cgroup {
+            let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+            if procs.trim().is_empty() {
+                return;
+            }
+        }
+        if let Err(e) = self.cfg.runtime.kill(&self.cfg.id, "KILL", true) {
+            tracing::debug!("container {}: killing what its init left: {e}", self.cfg.id);
         }
     }
 
@@ -762,7 +789,8 @@ impl<'a> Monitor<'a> {
             let _ = log.get_mut().sync_data();
         }
         let (code, signal) = self.status.unwrap_or((None, None));
-        let exit = ExitStatus::new(code, signal, oom, started, SystemTime::now());
+        let ended = self.ended_at.unwrap_or_else(SystemTime::now);
+        let exit = ExitStatus::new(code, signal, oom, started, ended);
         let mut failed = false;
         if let Some(f) = &cfg.exit_file {
             if let Err(e) = exit.write_to(f) {
