@@ -22,6 +22,54 @@ use std::time::{Duration, Instant};
 pub const EXEC_OUTPUT_MAX: usize = crate::MAX_MESSAGE / 2 - 64 * 1024;
 
 /// Whether `pid` runs (a zombie does not).
+/// Waits up to `d` for `ended`, looked at again whenever something is written into
+/// the monitor's directory `dir` (the exit file arrives there by a rename; inotify
+/// tells, as CRI-O watches its exit files) and at least every 100 ms, for what
+/// inotify cannot tell (a monitor that died). Whether it ended.
+fn wait_for_exit(dir: &Path, d: Duration, ended: impl Fn() -> bool) -> bool {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let deadline = Instant::now() + d;
+    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .ok()
+        .filter(|i| {
+            i.add_watch(
+                dir,
+                AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_CREATE,
+            )
+            .is_ok()
+        });
+    loop {
+        if ended() {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let nap = left.min(Duration::from_millis(100));
+        match &watch {
+            Some(i) => {
+                use nix::poll::{PollFd, PollFlags, PollTimeout};
+                use std::os::fd::AsFd;
+                let mut fds = [PollFd::new(i.as_fd(), PollFlags::POLLIN)];
+                let _ = nix::poll::poll(
+                    &mut fds,
+                    PollTimeout::try_from(nap).unwrap_or(PollTimeout::ZERO),
+                );
+                // What came is only a reason to look again.
+                while let Ok(events) = i.read_events() {
+                    if events.is_empty() {
+                        break;
+                    }
+                }
+            }
+            None => std::thread::sleep(nap.min(Duration::from_millis(20))),
+        }
+    }
+}
+
 fn alive(pid: i32) -> bool {
     pid > 0
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -799,17 +847,9 @@ impl Crid {
             if let Err(e) = runtime.kill(&c2.id, &c2.stop_signal, false) {
                 tracing::debug!("{e}");
             }
-            let wait = |d: Duration| {
-                let deadline = Instant::now() + d;
-                while Instant::now() < deadline {
-                    // Ended: ctrmon says so, or, with ctrmon gone, the process is.
-                    if dirs.exit().is_some() || (!dirs.monitor_alive() && !alive(c2.pid)) {
-                        return true;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                false
-            };
+            // Ended: ctrmon says so, or, with ctrmon gone, the process is.
+            let ended = || dirs.exit().is_some() || (!dirs.monitor_alive() && !alive(c2.pid));
+            let wait = |d: Duration| wait_for_exit(dirs.path(), d, ended);
             // At most a year: a grace period that large means "wait", not overflow.
             if wait(Duration::from_secs(timeout.clamp(0, 365 * 86_400) as u64)) {
                 return Ok(());
