@@ -502,6 +502,25 @@ impl World {
             .expect("a pod status")
     }
 
+    /// An Exec URL for `cmd` in `ctr`: stdout, and stderr unless `io` asks for a
+    /// terminal.
+    pub async fn exec_url(&self, ctr: &str, cmd: &[&str], io: crate::stream::ExecIo) -> String {
+        self.rt
+            .clone()
+            .exec(k8s_cri::v1::ExecRequest {
+                container_id: ctr.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                tty: io.tty,
+                stdin: io.stdin,
+                stdout: true,
+                stderr: !io.tty,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("Exec in {ctr}: {e:?}"))
+            .into_inner()
+            .url
+    }
+
     /// ExecSync with a timeout in seconds.
     pub async fn exec(
         &self,

@@ -447,27 +447,11 @@ async fn streaming_urls_are_single_use_and_the_upgrade_is_checked() {
         .start(&pod, &config, w.container_config("c", "sleep 100"))
         .await;
     let mut rt = w.rt.clone();
-    let exec_url = |rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<_>| {
-        let mut rt = rt.clone();
-        let ctr = ctr.clone();
-        async move {
-            rt.exec(cri::ExecRequest {
-                container_id: ctr,
-                cmd: vec!["/bin/true".into()],
-                stdout: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url
-        }
-    };
     let spdy = ["Connection: Upgrade", "Upgrade: SPDY/3.1"];
     let v4 = "X-Stream-Protocol-Version: v4.channel.k8s.io";
 
     // Absolute, on loopback, with a token.
-    let url = exec_url(&mut rt).await;
+    let url = w.exec_url(&ctr, &["/bin/true"], Default::default()).await;
     assert!(
         url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
         "{url}"
@@ -476,15 +460,15 @@ async fn streaming_urls_are_single_use_and_the_upgrade_is_checked() {
     assert!(http_status(&url, "POST", &[v4]).contains(" 400 "));
     assert!(http_status(&url, "POST", &[spdy[0], spdy[1], v4]).contains(" 404 "));
     // A protocol crid does not speak: 403.
-    let url = exec_url(&mut rt).await;
+    let url = w.exec_url(&ctr, &["/bin/true"], Default::default()).await;
     let other = "X-Stream-Protocol-Version: v9.channel.k8s.io";
     assert!(http_status(&url, "POST", &[spdy[0], spdy[1], other]).contains(" 403 "));
     // The upgrade, then never again.
-    let url = exec_url(&mut rt).await;
+    let url = w.exec_url(&ctr, &["/bin/true"], Default::default()).await;
     assert!(http_status(&url, "POST", &[spdy[0], spdy[1], v4]).contains(" 101 "));
     assert!(http_status(&url, "POST", &[spdy[0], spdy[1], v4]).contains(" 404 "));
     // A token at another path, or made up: 404.
-    let url = exec_url(&mut rt).await;
+    let url = w.exec_url(&ctr, &["/bin/true"], Default::default()).await;
     let attach = url.replace("/exec/", "/attach/");
     assert!(http_status(&attach, "POST", &[spdy[0], spdy[1], v4]).contains(" 404 "));
     let made_up = format!(
@@ -688,18 +672,7 @@ async fn the_streaming_server_speaks_tls_and_checks_client_certificates() {
     .await;
     let Some(c) = Crictl::find(&w) else { return };
     let ctr = sleeper(&c, &w, "tls");
-    let mut rt = w.rt.clone();
-    let url = rt
-        .exec(k8s_cri::v1::ExecRequest {
-            container_id: ctr.clone(),
-            cmd: vec!["/bin/true".into()],
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let url = w.exec_url(&ctr, &["/bin/true"], Default::default()).await;
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
 
     // No client certificate: refused in the handshake.

@@ -20,23 +20,6 @@ async fn sleeper(w: &World, name: &str) -> (String, String) {
     (pod, ctr)
 }
 
-/// An Exec URL for `cmd` in `ctr`.
-async fn exec_url(w: &World, ctr: &str, cmd: &[&str], io: ExecIo) -> String {
-    w.rt.clone()
-        .exec(cri::ExecRequest {
-            container_id: ctr.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            tty: io.tty,
-            stdin: io.stdin,
-            stdout: true,
-            stderr: !io.tty,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url
-}
-
 /// Runs `f` on a blocking thread (the clients are blocking), failing with its panic.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -48,7 +31,7 @@ async fn exit_codes_reach_the_error_stream_in_each_protocol() {
     let (pod, ctr) = sleeper(&w, "codes").await;
     let script = ["/bin/sh", "-c", "echo out; echo err >&2; exit 7"];
     // v4: Kubernetes JSON, the code in the ExitCode cause; stdout and stderr apart.
-    let url = exec_url(&w, &ctr, &script, ExecIo::default()).await;
+    let url = w.exec_url(&ctr, &script, ExecIo::default()).await;
     let (status, out, err) = blocking(move || {
         let mut s = RemoteCommand::open(&url, "v4.channel.k8s.io", ExecIo::default());
         let status = s.status();
@@ -63,7 +46,7 @@ async fn exit_codes_reach_the_error_stream_in_each_protocol() {
     assert_eq!(v["details"]["causes"][0]["message"], "7", "{v}");
     assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
     // v4, success.
-    let url = exec_url(&w, &ctr, &["/bin/true"], ExecIo::default()).await;
+    let url = w.exec_url(&ctr, &["/bin/true"], ExecIo::default()).await;
     let status = blocking(move || {
         RemoteCommand::open(&url, "v4.channel.k8s.io", ExecIo::default()).status()
     })
@@ -71,11 +54,11 @@ async fn exit_codes_reach_the_error_stream_in_each_protocol() {
     assert_eq!(status, r#"{"status":"Success"}"#);
     // The older protocols: a message on failure, nothing on success.
     for protocol in ["v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"] {
-        let url = exec_url(&w, &ctr, &script, ExecIo::default()).await;
+        let url = w.exec_url(&ctr, &script, ExecIo::default()).await;
         let status =
             blocking(move || RemoteCommand::open(&url, protocol, ExecIo::default()).status()).await;
         assert!(status.contains("exit status 7"), "{protocol}: {status}");
-        let url = exec_url(&w, &ctr, &["/bin/true"], ExecIo::default()).await;
+        let url = w.exec_url(&ctr, &["/bin/true"], ExecIo::default()).await;
         let status =
             blocking(move || RemoteCommand::open(&url, protocol, ExecIo::default()).status()).await;
         assert_eq!(status, "", "{protocol}");
@@ -91,13 +74,13 @@ async fn a_resize_mid_session_reaches_the_terminal() {
         stdin: true,
         tty: true,
     };
-    let url = exec_url(
-        &w,
-        &ctr,
-        &["/bin/sh", "-c", "stty size; read x; stty size; tty"],
-        io,
-    )
-    .await;
+    let url = w
+        .exec_url(
+            &ctr,
+            &["/bin/sh", "-c", "stty size; read x; stty size; tty"],
+            io,
+        )
+        .await;
     let (out, status) = blocking(move || {
         let mut s = RemoteCommand::open(&url, "v4.channel.k8s.io", io);
         // The first size, as a client sends it at once: the process starts with it.
@@ -133,13 +116,8 @@ async fn sessions_at_once_each_get_their_own_output() {
         let tag = n.to_string();
         urls.push((
             n,
-            exec_url(
-                &w,
-                &ctr,
-                &["/bin/sh", "-c", script, &tag],
-                ExecIo::default(),
-            )
-            .await,
+            w.exec_url(&ctr, &["/bin/sh", "-c", script, &tag], ExecIo::default())
+                .await,
         ));
     }
     // All six open before any has ended.
@@ -176,13 +154,13 @@ async fn a_client_dropped_mid_stream_frees_its_session_process_and_sockets() {
     let w = World::new(Network::Loopback, &["--stream-max-sessions", "1"]).await;
     let (pod, ctr) = sleeper(&w, "dropped").await;
     let before = fds(w.crid.pid());
-    let url = exec_url(
-        &w,
-        &ctr,
-        &["/bin/sh", "-c", "echo started; exec sleep 777"],
-        ExecIo::default(),
-    )
-    .await;
+    let url = w
+        .exec_url(
+            &ctr,
+            &["/bin/sh", "-c", "echo started; exec sleep 777"],
+            ExecIo::default(),
+        )
+        .await;
     blocking(move || {
         let mut s = RemoteCommand::open(&url, "v4.channel.k8s.io", ExecIo::default());
         assert!(s.read_until(|g| g.contains_key("stdout")));
@@ -196,7 +174,7 @@ async fn a_client_dropped_mid_stream_frees_its_session_process_and_sockets() {
     // what the session held is closed.
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        let url = exec_url(&w, &ctr, &["/bin/true"], ExecIo::default()).await;
+        let url = w.exec_url(&ctr, &["/bin/true"], ExecIo::default()).await;
         let r = blocking(move || {
             RemoteCommand::try_open(&url, "v4.channel.k8s.io", ExecIo::default())
                 .map(|mut s| s.status())
@@ -272,13 +250,9 @@ async fn v5_over_websocket_carries_stdin_its_close_and_the_exit_code() {
         stdin: true,
         tty: false,
     };
-    let url = exec_url(
-        &w,
-        &ctr,
-        &["/bin/sh", "-c", "wc -c; echo e >&2; exit 4"],
-        io,
-    )
-    .await;
+    let url = w
+        .exec_url(&ctr, &["/bin/sh", "-c", "wc -c; echo e >&2; exit 4"], io)
+        .await;
     let mut ws = websocket(&url).await;
     ws.send(Message::binary(b"\x0012345".to_vec()))
         .await
@@ -299,7 +273,9 @@ async fn v5_over_websocket_carries_stdin_its_close_and_the_exit_code() {
 async fn an_idle_websocket_session_ends_and_takes_its_process() {
     let w = World::new(Network::Loopback, &["--stream-idle-timeout", "2"]).await;
     let (pod, ctr) = sleeper(&w, "wsidle").await;
-    let url = exec_url(&w, &ctr, &["/bin/sleep", "556"], ExecIo::default()).await;
+    let url = w
+        .exec_url(&ctr, &["/bin/sleep", "556"], ExecIo::default())
+        .await;
     let t0 = Instant::now();
     let mut ws = websocket(&url).await;
     wait_for("the exec", || process_runs(b"/bin/sleep\x00556\x00"));

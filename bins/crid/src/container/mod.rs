@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 /// CRI message, as kubelet's own limit.
 pub const EXEC_OUTPUT_MAX: usize = crate::MAX_MESSAGE / 2 - 64 * 1024;
 
-/// Whether `pid` runs (a zombie does not).
 /// Waits up to `d` for `ended`, looked at again whenever something is written into
 /// the monitor's directory `dir` (the exit file arrives there by a rename; inotify
 /// tells, as CRI-O watches its exit files) and at least every 100 ms, for what
@@ -70,6 +69,7 @@ fn wait_for_exit(dir: &Path, d: Duration, ended: impl Fn() -> bool) -> bool {
     }
 }
 
+/// Whether `pid` runs (a zombie does not).
 fn alive(pid: i32) -> bool {
     pid > 0
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
