@@ -26,7 +26,7 @@ BIN = pull.BIN
 timed = pull.timed
 
 # Seconds to let the filesystem settle after trees are deleted: for about a minute,
-# extracting into it is several times slower (see shared/bench/README.md).
+# extracting into it is several times slower (measured on these machines).
 SETTLE = 60
 
 

@@ -3,7 +3,7 @@
 
 Starts Debian's docker-registry on loopback over the corpus storage
 ($CORPUS_DIR/registry, default /var/tmp/crikit-bench-corpus), building and pushing
-the corpus with shared/bench/build-corpus.sh the first time. For every image it
+the corpus with bench/corpus.py the first time. For every image it
 times, alternating the order run by run, with the page cache dropped before each:
 
   imgpull   imgpull --root FRESH REG/IMAGE
@@ -27,7 +27,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 BIN = os.environ.get("CRIKIT_BIN_DIR", os.path.join(TOP, "target", "release"))
 CORPUS = os.environ.get("CORPUS_DIR", "/var/tmp/crikit-bench-corpus")
-SHARED = os.environ.get("CRIKIT_SHARED_DIR", os.path.join(TOP, "..", "shared"))
 ACCEPT = "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json"
 
 
@@ -63,14 +62,12 @@ def start_registry(work):
 
 
 def ensure_corpus(addr):
-    """Builds and pushes the corpus with shared/bench/build-corpus.sh, once."""
+    """Builds and pushes the corpus with bench/corpus.py, once."""
     if os.path.exists(os.path.join(CORPUS, "pushed.done")):
         return
-    script = os.path.join(SHARED, "bench", "build-corpus.sh")
-    if not os.path.exists(script):
-        die(f"{script} is missing (set CRIKIT_SHARED_DIR)")
+    import corpus
     print(f"building the corpus into {CORPUS} (a few minutes, once)", file=sys.stderr)
-    subprocess.run(["bash", script, addr], check=True, env=dict(os.environ, CORPUS_DIR=CORPUS))
+    corpus.build(addr, CORPUS)
     open(os.path.join(CORPUS, "pushed.done"), "w").close()
 
 
