@@ -15,13 +15,13 @@ pub enum CertsError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A `.crt` file without a PEM certificate in it.
+    /// A CA file without a PEM certificate in it.
     #[error("{}: no PEM certificate in it", path.display())]
     NoCertificate {
         /// The file.
         path: PathBuf,
     },
-    /// A `.crt` file with a certificate that does not parse.
+    /// A CA file with a certificate that does not parse.
     #[error("{}: certificate {index}: {reason}", path.display())]
     BadCertificate {
         /// The file.
@@ -95,24 +95,32 @@ pub fn for_host(dirs: &[PathBuf], host: &str) -> Result<Option<HostCerts>, Certs
     };
     for path in names {
         match path.extension().and_then(|e| e.to_str()) {
-            Some("crt") => {
-                let data = std::fs::read(&path).map_err(|e| read_err(&path, e))?;
-                let roots =
-                    trust_anchors(&data).map_err(|(index, reason)| CertsError::BadCertificate {
-                        path: path.clone(),
-                        index,
-                        reason,
-                    })?;
-                if roots.is_empty() {
-                    return Err(CertsError::NoCertificate { path });
-                }
-                out.roots.extend(roots);
-            }
+            Some("crt") => out.roots.extend(ca_file(&path)?),
             Some("cert") | Some("key") => out.client_identity = true,
             _ => {}
         }
     }
     Ok(Some(out))
+}
+
+/// The CA certificates of the PEM file `path`: the DER of each, checked to make a
+/// trust anchor; at least one.
+pub fn ca_file(path: &Path) -> Result<Vec<Vec<u8>>, CertsError> {
+    let data = std::fs::read(path).map_err(|source| CertsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let roots = trust_anchors(&data).map_err(|(index, reason)| CertsError::BadCertificate {
+        path: path.to_path_buf(),
+        index,
+        reason,
+    })?;
+    if roots.is_empty() {
+        return Err(CertsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(roots)
 }
 
 /// The DER of each PEM `CERTIFICATE` in `data`, each checked to make a trust

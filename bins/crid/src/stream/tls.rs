@@ -18,16 +18,22 @@ use std::time::SystemTime;
 
 /// A file of the TLS configuration that does not do.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {reason}", path.display())]
-pub struct TlsError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong with it.
-    pub reason: String,
+pub enum TlsError {
+    /// The certificate or its key.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The client CA file.
+    #[error(transparent)]
+    ClientCa(#[from] crikit::certs::CertsError),
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> TlsError {
-    TlsError {
+    TlsError::File {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     }
@@ -47,8 +53,10 @@ pub fn server_config(tls: &StreamTls) -> Result<Arc<rustls::ServerConfig>, TlsEr
     let builder = match &tls.client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in certificates(ca)? {
-                roots.add(cert).map_err(|e| bad(ca, e))?;
+            for der in crikit::certs::ca_file(ca)? {
+                roots
+                    .add(CertificateDer::from(der))
+                    .map_err(|e| bad(ca, e))?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
