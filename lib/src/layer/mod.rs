@@ -735,15 +735,7 @@ impl<'a> Applier<'a> {
                 )
             })?
             .ok_or_else(|| self.err(raw, "hardlink to the rootfs itself"))?;
-        let open = |root: &OwnedFd| {
-            rustix::fs::openat2(
-                root,
-                &target,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-                resolve_flags(),
-            )
-        };
+        let open = |root: &OwnedFd| open_in(root, &target, OFlags::PATH);
         let missing = || LayerError::LinkTargetMissing {
             layer: self.layer.to_string(),
             entry: raw.display().to_string(),
@@ -816,6 +808,8 @@ impl<'a> Applier<'a> {
                 .map_err(self.io_err(raw, "reading the lower symlink"))?;
             rustix::fs::symlinkat(link.as_c_str(), &parent, name)
                 .map_err(self.io_err(raw, "copying the symlink up"))?;
+            self.copy_meta(&parent, name, &st)
+                .map_err(self.io_err(raw, "giving the copied-up target its metadata"))?;
         } else {
             let src = open_in(&lower, target, OFlags::RDONLY)
                 .map_err(self.io_err(raw, "opening the lower target"))?;
@@ -836,10 +830,6 @@ impl<'a> Applier<'a> {
                 .map_err(self.io_err(raw, "giving the copied-up target its metadata"))?;
             // After the owner: a chown drops file capabilities.
             copy_xattrs(&from, &to);
-        }
-        if kind == FileType::Symlink {
-            self.copy_meta(&parent, name, &st)
-                .map_err(self.io_err(raw, "giving the copied-up target its metadata"))?;
         }
         self.created.insert(target.to_path_buf());
         self.cached_parent = None;
@@ -1282,7 +1272,8 @@ pub(crate) fn remove_all_at(parent: &OwnedFd, name: &OsStr) -> rustix::io::Resul
     rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)
 }
 
-/// Opens `rel` inside the lower layer `root` (symlinks resolved within it).
+/// Opens `rel` inside the layer `root` (symlinks resolved within it, the last
+/// component not followed).
 fn open_in(root: &OwnedFd, rel: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
