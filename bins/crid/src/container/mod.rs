@@ -21,50 +21,51 @@ use std::time::{Duration, Instant};
 /// CRI message, as kubelet's own limit.
 pub const EXEC_OUTPUT_MAX: usize = crate::MAX_MESSAGE / 2 - 64 * 1024;
 
-/// Waits up to `d` for `ended`, looked at again whenever something is written into
-/// the monitor's directory `dir` (the exit file arrives there by a rename; inotify
-/// tells, as CRI-O watches its exit files) and at least every 100 ms, for what
-/// inotify cannot tell (a monitor that died). Whether it ended.
-fn wait_for_exit(dir: &Path, d: Duration, ended: impl Fn() -> bool) -> bool {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    let deadline = Instant::now() + d;
-    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .ok()
-        .filter(|i| {
-            i.add_watch(
-                dir,
-                AddWatchFlags::IN_MOVED_TO
-                    | AddWatchFlags::IN_CLOSE_WRITE
-                    | AddWatchFlags::IN_CREATE,
-            )
-            .is_ok()
-        });
-    loop {
-        if ended() {
-            return true;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let nap = left.min(Duration::from_millis(100));
-        match &watch {
-            Some(i) => {
-                use nix::poll::{PollFd, PollFlags, PollTimeout};
-                use std::os::fd::AsFd;
-                let mut fds = [PollFd::new(i.as_fd(), PollFlags::POLLIN)];
-                let _ = nix::poll::poll(
-                    &mut fds,
-                    PollTimeout::try_from(nap).unwrap_or(PollTimeout::ZERO),
-                );
-                // What came is only a reason to look again.
-                while let Ok(events) = i.read_events() {
-                    if events.is_empty() {
-                        break;
-                    }
-                }
+/// Wakes a wait for a container's exit whenever something is written into the
+/// monitor's directory (the exit file arrives there by a rename; inotify tells, as
+/// CRI-O watches its exit files).
+struct ExitWatch(Option<nix::sys::inotify::Inotify>);
+
+impl ExitWatch {
+    fn new(dir: &Path) -> ExitWatch {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let flags =
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_CREATE;
+        ExitWatch(
+            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+                .ok()
+                .filter(|i| i.add_watch(dir, flags).is_ok()),
+        )
+    }
+
+    /// Waits up to `d` for `ended`, looked at again on every wake-up and at least
+    /// every 100 ms, for what inotify cannot tell (a monitor that died). Whether it
+    /// ended.
+    fn wait(&self, d: Duration, ended: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + d;
+        loop {
+            if ended() {
+                return true;
             }
-            None => std::thread::sleep(nap.min(Duration::from_millis(20))),
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let nap = left.min(Duration::from_millis(100));
+            match &self.0 {
+                Some(i) => {
+                    use nix::poll::{PollFd, PollFlags, PollTimeout};
+                    use std::os::fd::AsFd;
+                    let mut fds = [PollFd::new(i.as_fd(), PollFlags::POLLIN)];
+                    let _ = nix::poll::poll(
+                        &mut fds,
+                        PollTimeout::try_from(nap).unwrap_or(PollTimeout::ZERO),
+                    );
+                    // What came is only a reason to look again.
+                    while i.read_events().is_ok_and(|e| !e.is_empty()) {}
+                }
+                None => std::thread::sleep(nap.min(Duration::from_millis(20))),
+            }
         }
     }
 }
@@ -849,7 +850,8 @@ impl Crid {
             }
             // Ended: ctrmon says so, or, with ctrmon gone, the process is.
             let ended = || dirs.exit().is_some() || (!dirs.monitor_alive() && !alive(c2.pid));
-            let wait = |d: Duration| wait_for_exit(dirs.path(), d, ended);
+            let watch = ExitWatch::new(dirs.path());
+            let wait = |d: Duration| watch.wait(d, ended);
             // At most a year: a grace period that large means "wait", not overflow.
             if wait(Duration::from_secs(timeout.clamp(0, 365 * 86_400) as u64)) {
                 return Ok(());
