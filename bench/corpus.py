@@ -29,15 +29,11 @@ def sh(*argv, **kw):
     subprocess.run(list(argv), check=True, **kw)
 
 
-def tar_dir(src, out, excludes=()):
-    """A tar of `src`'s contents as root owns them, names sorted (GNU tar)."""
-    sh("tar", "--numeric-owner", "--sort=name", "--owner=0", "--group=0",
-       *[f"--exclude={e}" for e in excludes], "-C", src, "-cf", out, ".")
-
-
-def tar_dir_as_is(src, out, excludes=()):
-    """Like tar_dir, keeping the owners the tree has (a debootstrap root)."""
-    sh("tar", "--numeric-owner", "--sort=name", *[f"--exclude={e}" for e in excludes],
+def tar_dir(src, out, excludes=(), as_root=True):
+    """A tar of `src`'s contents, names sorted (GNU tar), owned by root, or with
+    `as_root=False` by the owners the tree has (a debootstrap root)."""
+    owners = ["--owner=0", "--group=0"] if as_root else []
+    sh("tar", "--numeric-owner", "--sort=name", *owners, *[f"--exclude={e}" for e in excludes],
        "-C", src, "-cf", out, ".")
 
 
@@ -160,7 +156,7 @@ def build(reg, work=WORK):
 
     root = minbase(work)
     base_tar = os.path.join(work, "minbase.tar")
-    tar_dir_as_is(root, base_tar, ["./dev/*", "./proc/*", "./sys/*"])
+    tar_dir(root, base_tar, ["./dev/*", "./proc/*", "./sys/*"], as_root=False)
     umoci("new", "--image", img("debian-minbase"))
     umoci("config", "--image", img("debian-minbase"), "--config.cmd", "/bin/bash")
     umoci("raw", "add-layer", "--image", img("debian-minbase"), base_tar)
