@@ -288,7 +288,9 @@ impl LayerCache {
         self.dir.join(chain_id.hex()).join("diff")
     }
 
-    fn lock(&self, exclusive: bool) -> Result<File> {
+    /// The cache's lock file: shared by unpackers and bundles being made,
+    /// exclusive for prune and sweeps.
+    fn lock_file(&self) -> Result<(File, PathBuf)> {
         fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
         let p = self.dir.join(".lock");
         let f = File::options()
@@ -297,8 +299,23 @@ impl LayerCache {
             .write(true)
             .open(&p)
             .map_err(io_err("opening", &p))?;
+        Ok((f, p))
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<File> {
+        let (f, p) = self.lock_file()?;
         if exclusive { f.lock() } else { f.lock_shared() }.map_err(io_err("locking", &p))?;
         Ok(f)
+    }
+
+    /// The lock taken exclusively, unless someone holds it.
+    fn try_lock_exclusive(&self) -> Result<Option<File>> {
+        let (f, p) = self.lock_file()?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_err("locking", &p)(e)),
+        }
     }
 
     /// Makes sure every layer is unpacked, unpacking the missing ones in parallel.
@@ -632,6 +649,31 @@ pub fn remove(root: &Path, bundle: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes the half-unpacked layers (`.tmp-*`) that killed unpackers left in the
+/// layer cache under `root`, when no unpacker runs now (the cache's lock is free for
+/// the taking); returns how many went. With the lock held elsewhere nothing is
+/// touched: those may be in progress.
+pub fn sweep_layer_cache(root: &Path) -> Result<usize> {
+    let cache = LayerCache::new(root);
+    if !cache.dir.is_dir() {
+        return Ok(0);
+    }
+    let Some(_lock) = cache.try_lock_exclusive()? else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for e in fs::read_dir(&cache.dir)
+        .map_err(io_err("reading", &cache.dir))?
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            remove_tree(&e.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// What [`prune_layers`] removed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct LayerPruneReport {
@@ -694,6 +736,26 @@ pub fn prune_layers(store: &Store, root: &Path) -> Result<LayerPruneReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_unpacked_layers_are_swept_only_when_no_unpacker_holds_the_cache() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = LayerCache::new(root.path());
+        assert_eq!(sweep_layer_cache(root.path()).unwrap(), 0, "no cache yet");
+        let half = cache.dir.join(".tmp-abc-123");
+        fs::create_dir_all(half.join("diff/etc")).unwrap();
+        fs::create_dir_all(cache.dir.join("0123abcd/diff")).unwrap();
+        let held = cache.lock(false).unwrap();
+        assert_eq!(sweep_layer_cache(root.path()).unwrap(), 0);
+        assert!(half.exists(), "an unpacker may still be writing it");
+        drop(held);
+        assert_eq!(sweep_layer_cache(root.path()).unwrap(), 1);
+        assert!(!half.exists());
+        assert!(
+            cache.dir.join("0123abcd/diff").is_dir(),
+            "complete layers stay"
+        );
+    }
 
     #[test]
     fn chain_ids_follow_the_image_spec() {

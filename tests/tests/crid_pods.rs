@@ -1521,3 +1521,183 @@ async fn a_stopped_container_in_a_shared_pid_namespace_leaves_nothing_running() 
     );
     w.remove_pod(&pod).await;
 }
+
+/// What is left on the host of the pods a crid under `w` made: mounts, network
+/// namespaces and other pins, veths on `bridge`, leases in `ipam`, iptables rules of
+/// the network `net`, cgroups below the test's parent, ctrmon processes, runtime
+/// state, and directories of pods and containers. Empty when nothing is.
+fn leftovers(w: &World, bridge: &str, ipam: &Path, net: &str) -> Vec<String> {
+    let mut out: Vec<String> = e2e::mounts_under(w.tmp.path())
+        .iter()
+        .map(|m| format!("mount {}", m.display()))
+        .collect();
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.extend(links.lines().map(|l| format!("veth {l}")));
+    for e in std::fs::read_dir(ipam.join(net))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "lock" && !name.starts_with("last_reserved_ip") {
+            out.push(format!("lease {name}"));
+        }
+    }
+    let nat = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.extend(
+        nat.lines()
+            .filter(|l| l.contains(&format!("name: \\\"{net}\\\"")) || l.contains(net))
+            .map(|l| format!("iptables {l}")),
+    );
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for h in crikit::monitor::cgroup::hierarchies(&info) {
+        let top = h.mount.join(w.cgroup.trim_start_matches('/'));
+        for e in std::fs::read_dir(&top).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(format!("cgroup {}", e.path().display()));
+            }
+        }
+    }
+    if e2e::process_runs(w.crid.run_dir.as_os_str().as_encoded_bytes()) {
+        out.push(format!(
+            "a process whose command line names {}",
+            w.crid.run_dir.display()
+        ));
+    }
+    for dir in [
+        w.crid.root.join("pods"),
+        w.crid.root.join("containers"),
+        w.crid.run_dir.join("pods"),
+        w.crid.run_dir.join("ctrmon"),
+        w.crid.run_dir.join("rro"),
+        w.crid.run_dir.join("runc"),
+        w.crid.run_dir.join("runtimes/crun"),
+    ] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            out.push(format!("left in {}: {:?}", dir.display(), e.file_name()));
+        }
+    }
+    for e in std::fs::read_dir(w.crid.root.join("layers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            out.push(format!("half-unpacked layer {:?}", e.file_name()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crid_killed_at_any_moment_of_a_burst_of_creates_leaves_nothing_once_its_pods_go() {
+    let mut w = World::with_pause_image(Network::None, &[]).await;
+    let tag = w.cgroup.trim_start_matches("/crikit-test-").to_string();
+    let hex = crikit::digest::Digest::of(tag.as_bytes()).hex().to_string();
+    let bridge = Bridge(format!("ckc{}", &hex[..8]));
+    let held = e2e::net::Subnet::pick();
+    let net = format!("crikit-crash-{}", &hex[..8]);
+    let ipam = w.tmp.path().join("ipam");
+    // As kubelet's nodes have it: masquerading and hairpin, so that an ADD cut short
+    // leaves iptables rules as well as a lease and a veth.
+    e2e::crid::write_conflist(
+        w.tmp.path(),
+        "10-bridge",
+        &serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": net,
+            "plugins": [
+                {"type": "bridge", "bridge": bridge.0, "isGateway": true, "ipMasq": true,
+                 "hairpinMode": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": held.cidr()}]],
+                          "dataDir": ipam}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "loopback"},
+            ],
+        }),
+    );
+    // Kill moments from before the first RPC lands to after the last create.
+    let mut half_made = 0;
+    for (round, delay_ms) in [0u64, 15, 40, 80, 140, 220, 350, 600, 1000, 1600]
+        .into_iter()
+        .enumerate()
+    {
+        let mut burst = tokio::task::JoinSet::new();
+        for i in 0..12 {
+            // Half crictl's bare pods (an infra process), half kubelet's.
+            let pid = if i % 2 == 0 { SharedPid } else { OwnPid };
+            let config = w.pod_config(&format!("burst-{round}-{i}"), pid);
+            let ctr = w.container_config("c", "exec sleep 1000");
+            let mut rt = w.rt.clone();
+            burst.spawn(async move {
+                let pod = rt
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(config.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .pod_sandbox_id;
+                rt.create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod,
+                    config: Some(ctr),
+                    sandbox_config: Some(config),
+                })
+                .await
+                .map(drop)
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        w.kill_and_restart(Duration::ZERO).await;
+        // The calls in flight fail with the connection; none may hang.
+        while let Some(r) = tokio::time::timeout(Duration::from_secs(30), burst.join_next())
+            .await
+            .expect("a call to the killed crid ended")
+        {
+            r.expect("the call's task");
+        }
+        let mut rt = w.rt.clone();
+        let pods = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        for p in &pods {
+            // As `crictl rmp -fa` does it.
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: p.id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("stopping {}: {e:?}: {}", p.id, w.crid.stderr()));
+            w.remove_pod(&p.id).await;
+        }
+        let half = w
+            .crid
+            .stderr()
+            .matches("whose creation did not finish")
+            .count();
+        eprintln!(
+            "killed {delay_ms} ms into the burst: {} pods, {half} half-made containers",
+            pods.len()
+        );
+        half_made += half;
+        let left = leftovers(&w, &bridge.0, &ipam, &net);
+        assert!(
+            left.is_empty(),
+            "killed {delay_ms} ms into the burst, {} pods found after the restart; left: \
+             {left:#?}\n{}",
+            pods.len(),
+            w.crid.stderr()
+        );
+    }
+    assert!(half_made > 0, "no kill fell in the middle of a create");
+}

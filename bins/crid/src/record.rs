@@ -132,7 +132,7 @@ pub struct Attachment {
     pub cni_version: String,
     /// The conflist (`plugins` and all) as the ADD ran it.
     pub list: serde_json::Value,
-    /// The last plugin's result.
+    /// The last plugin's result; null while the ADD has not finished.
     pub result: serde_json::Value,
 }
 

@@ -302,6 +302,14 @@ impl Crid {
         );
         pod.userns = userns;
         pod.created_at = now_ns();
+        if pod.namespaces.network != NsMode::Node {
+            // On disk before the ADD runs: a crid killed during it still runs DEL,
+            // which releases what the plugins did so far (lease, iptables rules).
+            pod.network = Some(self.network.begin().map_err(|source| CridError::Network {
+                pod: id.clone(),
+                source,
+            })?);
+        }
         let name = self.store.reserve(
             pod_name_key(&pod.metadata),
             &id,
@@ -395,13 +403,14 @@ impl Crid {
             })?;
         }
         let t_files = t0.elapsed();
-        if !host_net {
-            self.network.add(pod).map_err(|source| CridError::Network {
+        if let Some(att) = pod.network.clone().filter(|_| !host_net) {
+            let added = self.network.add(pod, att);
+            // Recorded at once, the result with it.
+            self.store.save_pod(pod)?;
+            added.map_err(|source| CridError::Network {
                 pod: pod.id.clone(),
                 source,
             })?;
-            // Recorded at once: a crid killed from here on still runs DEL.
-            self.store.save_pod(pod)?;
         }
         tracing::debug!(
             "pod {}: namespaces and files in {t_files:?}, network by {:?}",

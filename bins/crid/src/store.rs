@@ -302,10 +302,23 @@ impl Store {
         (pods, containers)
     }
 
-    /// Containers whose creation a previous crid did not finish (a bundle, maybe
-    /// a runtime container of any handler, no state file) are removed: nobody knows
-    /// of them.
+    /// Containers whose creation a previous crid did not finish (a bundle or a
+    /// half-made one, mounts, a monitor maybe still running the runtime's create,
+    /// a runtime container of any handler, no state file) are removed: nobody
+    /// knows of them. So are the monitor and mount directories of containers that
+    /// are gone, and the layer cache's half-unpacked layers.
     fn remove_orphans(&self, runtimes: &[crikit::runc::Runtime]) {
+        // A pod's state file is written before anything of the pod is made: a
+        // directory without one (a crid killed writing it) holds nothing else.
+        for e in std::fs::read_dir(self.root.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().is_dir() && !e.path().join("pod.json").exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         let dir = self.root.join("containers");
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = e.path();
@@ -314,7 +327,77 @@ impl Store {
             }
             let id = e.file_name().to_string_lossy().into_owned();
             tracing::warn!("removing container {id}, whose creation did not finish");
+            self.end_monitors(runtimes, &id);
             self.remove_container_files(runtimes, &id, &path.join("bundle"));
+        }
+        // A removal cut short after the container's directory went.
+        for sub in ["ctrmon", "rro"] {
+            for e in std::fs::read_dir(self.run_dir.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if self.container(&id).is_none() && !self.container_dir(&id).exists() {
+                    self.end_monitors(runtimes, &id);
+                    self.remove_container_files(
+                        runtimes,
+                        &id,
+                        &self.container_dir(&id).join("bundle"),
+                    );
+                }
+            }
+        }
+        match crikit::bundle::sweep_layer_cache(&self.root) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} half-unpacked layers from the layer cache"),
+            Err(e) => tracing::warn!("layer cache: {e}"),
+        }
+    }
+
+    /// Ends the monitors of a container nobody knows of: lets a create they are
+    /// running finish (the runtime writes the pid file) or fail, deletes the
+    /// container in every runtime, which ends them; kills what is left after that,
+    /// and removes the cgroups it leaves.
+    fn end_monitors(&self, runtimes: &[crikit::runc::Runtime], id: &str) {
+        use std::time::{Duration, Instant};
+        let dirs = self.monitor_dir(id);
+        let wait = |d: Duration, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + d;
+            while !done() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let found = dirs.monitor_processes();
+        if found.is_empty() {
+            return;
+        }
+        let cgroups: Vec<PathBuf> = found.iter().filter_map(|&p| own_cgroup(p)).collect();
+        wait(Duration::from_secs(10), &|| {
+            dirs.pid_file().exists() || dirs.monitor_processes().is_empty()
+        });
+        for runtime in runtimes {
+            if let Err(e) = runtime.delete(id) {
+                tracing::warn!("container {id}: {e}");
+            }
+        }
+        wait(Duration::from_secs(5), &|| {
+            dirs.monitor_processes().is_empty()
+        });
+        for pid in dirs.monitor_processes() {
+            tracing::warn!("container {id}: killing its monitor {pid}");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        wait(Duration::from_secs(5), &|| {
+            dirs.monitor_processes().is_empty()
+        });
+        for c in cgroups {
+            if let (Some(parent), Some(name)) = (c.parent(), c.file_name()) {
+                crikit::monitor::cgroup::remove(parent, &name.to_string_lossy());
+            }
         }
     }
 
@@ -350,6 +433,20 @@ impl Store {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(self.monitor_dir(id).path());
     }
+}
+
+/// The cgroup a monitor made for itself (`PARENT/ctrmon-ID`, as its memory
+/// hierarchy shows it), if it made one.
+fn own_cgroup(pid: i32) -> Option<PathBuf> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()?
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .map(PathBuf::from)
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ctrmon-"))
+        })
 }
 
 /// `(id, dir/ID/FILE)` for every subdirectory of `dir` that has FILE.
@@ -403,10 +500,13 @@ mod tests {
             let d = root_with(version);
             // A creation cut short: a container directory without a state file.
             std::fs::create_dir_all(d.path().join("containers/half/bundle")).unwrap();
+            // A pod whose state file was never written.
+            std::fs::create_dir_all(d.path().join("pods/halfpod")).unwrap();
             let store = Store::new(d.path(), &d.path().join("run"));
             let runtime = crikit::runc::Runtime::new("/bin/true", None);
             assert_eq!(store.restore(&[runtime]), (1, 1), "{version}");
             assert!(!d.path().join("containers/half").exists());
+            assert!(!d.path().join("pods/halfpod").exists());
             let pod = store.all_pods().pop().unwrap();
             let pod = pod.try_lock().unwrap().clone();
             let e = store

@@ -81,6 +81,45 @@ impl StateDir {
         ExitStatus::read_from(&self.exit_file()).ok().flatten()
     }
 
+    /// Every ctrmon process of this container, found by its command line
+    /// (`--id ID … --run-dir RUN`): the monitor, a caller still waiting for its
+    /// report, interactive execs. For cleaning up after a caller that was killed
+    /// before it learned of them; zombies are not counted.
+    pub fn monitor_processes(&self) -> Vec<i32> {
+        let (Some(id), Some(run_dir)) =
+            (self.0.file_name(), self.0.parent().and_then(Path::parent))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+            else {
+                continue;
+            };
+            if comm != "ctrmon" || rest.starts_with('Z') {
+                continue;
+            }
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let after = |flag: &str| {
+                args.windows(2)
+                    .find(|w| w[0] == flag.as_bytes())
+                    .map(|w| w[1])
+            };
+            if after("--id") == Some(id.as_encoded_bytes())
+                && after("--run-dir") == Some(run_dir.as_os_str().as_encoded_bytes())
+            {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
     /// Whether the monitor runs: its pid file names a live process called ctrmon (a
     /// pid taken over by another program is no monitor).
     pub fn monitor_alive(&self) -> bool {

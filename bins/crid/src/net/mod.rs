@@ -80,15 +80,23 @@ impl Network {
         cni::load(&self.conf_dir, &self.bin_dirs)
     }
 
-    /// Runs ADD for the pod; records the attachment and the pod's IPs in it.
-    pub fn add(&self, pod: &mut PodRecord) -> Result<(), NetError> {
+    /// The attachment an ADD is about to make: the network as configured now, no
+    /// result yet. Recorded in the pod before the first plugin runs, so that a crid
+    /// killed during the ADD still runs DEL (with no previous result) for it.
+    pub fn begin(&self) -> Result<Attachment, NetError> {
         let net = self.conf()?;
-        let mut att = Attachment {
+        Ok(Attachment {
             name: net.name.clone(),
             cni_version: net.cni_version.clone(),
             list: net.list.clone(),
-            result: json!({}),
-        };
+            result: Value::Null,
+        })
+    }
+
+    /// Runs ADD for the pod through the attachment `att` ([`Network::begin`]);
+    /// records it, with its result, and the pod's IPs in the pod. A failed ADD is
+    /// undone and leaves the pod without an attachment.
+    pub fn add(&self, pod: &mut PodRecord, mut att: Attachment) -> Result<(), NetError> {
         let plugins: Vec<Value> = att.plugins().cloned().collect();
         let mut prev: Option<Value> = None;
         for (i, plugin) in plugins.iter().enumerate() {
@@ -105,6 +113,7 @@ impl Network {
                     if let Err(undo) = self.del_with(pod, &done, prev.is_some()) {
                         tracing::warn!("pod {}: undoing a failed ADD: {undo}", pod.id);
                     }
+                    pod.network = None;
                     return Err(e);
                 }
             }
@@ -118,7 +127,8 @@ impl Network {
     /// Runs DEL for the pod with the attachment its ADD recorded.
     pub fn del(&self, pod: &PodRecord) -> Result<(), NetError> {
         match &pod.network {
-            Some(att) => self.del_with(pod, att, true),
+            // An ADD cut short has no result to give.
+            Some(att) => self.del_with(pod, att, !att.result.is_null()),
             None => Ok(()),
         }
     }
@@ -173,7 +183,18 @@ impl Network {
             network: att.name.clone(),
             plugin: ty.to_string(),
         })?;
-        let netns = pod.ns.get("net").cloned().unwrap_or_default();
+        // A pod recorded before its namespaces were (a crid killed in between) has
+        // its network namespace pinned where they all are.
+        let netns = pod.ns.get("net").cloned().unwrap_or_else(|| {
+            let pinned = pod.dir.join("ns").join("net");
+            let is_ns = nix::sys::statfs::statfs(&pinned)
+                .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+            if is_ns {
+                pinned
+            } else {
+                PathBuf::new()
+            }
+        });
         let m = &pod.metadata;
         let args = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
