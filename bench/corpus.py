@@ -26,6 +26,8 @@ ZSTD = ["debian-python", "bigfile"]
 
 
 def sh(*argv, **kw):
+    # The tools' chatter goes to stderr: stdout is the benchmarks' tables.
+    kw.setdefault("stdout", sys.stderr)
     subprocess.run(list(argv), check=True, **kw)
 
 

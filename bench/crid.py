@@ -158,16 +158,18 @@ state = "{d}/state"
 
 
 def write_cni(work, bridge, subnet):
-    """A CNI conf dir under work: bridge (on `bridge`, addresses from `subnet`) and
-    portmap, for both runtimes."""
+    """A CNI conf dir under work, as a node has it: bridge (on `bridge`, addresses
+    from `subnet`, masquerading, hairpin), host-local, portmap and loopback, for
+    both runtimes."""
     cni = os.path.join(work, "cni")
     os.makedirs(cni)
     with open(os.path.join(cni, "10-bench.conflist"), "w") as f:
         json.dump({"cniVersion": "1.0.0", "name": "crikit-bench", "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
                       "dataDir": os.path.join(work, "ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": True}}]}, f)
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "loopback"}]}, f)
     return cni
 
 
