@@ -1556,7 +1556,7 @@ fn leftovers(w: &World, bridge: &str, ipam: &Path, net: &str) -> Vec<String> {
         .unwrap_or_default();
     out.extend(
         nat.lines()
-            .filter(|l| l.contains(&format!("name: \\\"{net}\\\"")) || l.contains(net))
+            .filter(|l| l.contains(net))
             .map(|l| format!("iptables {l}")),
     );
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

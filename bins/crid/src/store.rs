@@ -435,8 +435,8 @@ impl Store {
     }
 }
 
-/// The cgroup a monitor made for itself (`PARENT/ctrmon-ID`, as its memory
-/// hierarchy shows it), if it made one.
+/// The cgroup a monitor made for itself (`PARENT/ctrmon-ID`, as the first
+/// hierarchy holding it shows it), if it made one.
 fn own_cgroup(pid: i32) -> Option<PathBuf> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()?
