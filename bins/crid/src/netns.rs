@@ -205,6 +205,15 @@ fn spawn_unshared(
     }
 }
 
+/// `dir/KIND` when a namespace is pinned there (an nsfs mount, not the empty file a
+/// pin cut short leaves).
+pub fn pinned(dir: &Path, kind: &str) -> Option<PathBuf> {
+    let p = dir.join(kind);
+    nix::sys::statfs::statfs(&p)
+        .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        .then_some(p)
+}
+
 /// Unmounts and removes whatever is pinned under `dir`, then `dir` itself.
 pub fn unpin(dir: &Path) {
     for k in KINDS.iter().map(|(k, _)| *k).chain(["user"]) {

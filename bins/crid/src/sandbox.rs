@@ -403,7 +403,8 @@ impl Crid {
             })?;
         }
         let t_files = t0.elapsed();
-        if let Some(att) = pod.network.clone().filter(|_| !host_net) {
+        // Begun in run_pod for every pod that does not share the host's network.
+        if let Some(att) = pod.network.clone() {
             let added = self.network.add(pod, att);
             // Recorded at once, the result with it.
             self.store.save_pod(pod)?;

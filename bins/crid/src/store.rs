@@ -327,8 +327,7 @@ impl Store {
             }
             let id = e.file_name().to_string_lossy().into_owned();
             tracing::warn!("removing container {id}, whose creation did not finish");
-            self.end_monitors(runtimes, &id);
-            self.remove_container_files(runtimes, &id, &path.join("bundle"));
+            self.remove_unknown(runtimes, &id);
         }
         // A removal cut short after the container's directory went.
         for sub in ["ctrmon", "rro"] {
@@ -339,12 +338,7 @@ impl Store {
             {
                 let id = e.file_name().to_string_lossy().into_owned();
                 if self.container(&id).is_none() && !self.container_dir(&id).exists() {
-                    self.end_monitors(runtimes, &id);
-                    self.remove_container_files(
-                        runtimes,
-                        &id,
-                        &self.container_dir(&id).join("bundle"),
-                    );
+                    self.remove_unknown(runtimes, &id);
                 }
             }
         }
@@ -353,6 +347,13 @@ impl Store {
             Ok(n) => tracing::info!("removed {n} half-unpacked layers from the layer cache"),
             Err(e) => tracing::warn!("layer cache: {e}"),
         }
+    }
+
+    /// Ends the monitors of a container nobody knows of and removes its files.
+    fn remove_unknown(&self, runtimes: &[crikit::runc::Runtime], id: &str) {
+        self.end_monitors(runtimes, id);
+        let bundle = self.container_dir(id).join("bundle");
+        self.remove_container_files(runtimes, id, &bundle);
     }
 
     /// Ends the monitors of a container nobody knows of: lets a create they are

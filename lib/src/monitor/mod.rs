@@ -96,12 +96,7 @@ impl StateDir {
             let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
                 continue;
             };
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
-            else {
-                continue;
-            };
-            if comm != "ctrmon" || rest.starts_with('Z') {
+            if !process_state(pid).is_some_and(|(comm, state)| comm == "ctrmon" && state != 'Z') {
                 continue;
             }
             let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
@@ -128,6 +123,16 @@ impl StateDir {
             .and_then(|p| std::fs::read_to_string(format!("/proc/{}/comm", p.trim())).ok())
             .is_some_and(|comm| comm.trim() == "ctrmon")
     }
+}
+
+/// A process's command name and state letter (`R`, `S`, `Z` for a zombie, …), from
+/// `/proc/PID/stat`; `None` once it is gone. The name sits between the first `(` and
+/// the last `)`, and may hold either.
+pub fn process_state(pid: i32) -> Option<(String, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.split_once('(')?;
+    let (comm, rest) = rest.rsplit_once(')')?;
+    Some((comm.to_string(), rest.trim_start().chars().next()?))
 }
 
 /// ctrmon's command line, as its callers build it.
@@ -470,6 +475,13 @@ impl ExitStatus {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_process_state_is_read_from_proc() {
+        let (_, state) = process_state(std::process::id() as i32).expect("this process");
+        assert!(matches!(state, 'R' | 'S'), "{state}");
+        assert_eq!(process_state(i32::MAX), None, "no such pid");
+    }
 
     fn at(secs: u64, nanos: u32) -> SystemTime {
         UNIX_EPOCH + Duration::new(secs, nanos)

@@ -72,14 +72,7 @@ impl ExitWatch {
 
 /// Whether `pid` runs (a zombie does not).
 fn alive(pid: i32) -> bool {
-    pid > 0
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-            .is_some_and(|zombie| !zombie)
+    pid > 0 && crikit::monitor::process_state(pid).is_some_and(|(_, state)| state != 'Z')
 }
 
 /// The state a container is in: exited once its monitor wrote the exit file;

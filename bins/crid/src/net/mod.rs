@@ -185,16 +185,12 @@ impl Network {
         })?;
         // A pod recorded before its namespaces were (a crid killed in between) has
         // its network namespace pinned where they all are.
-        let netns = pod.ns.get("net").cloned().unwrap_or_else(|| {
-            let pinned = pod.dir.join("ns").join("net");
-            let is_ns = nix::sys::statfs::statfs(&pinned)
-                .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
-            if is_ns {
-                pinned
-            } else {
-                PathBuf::new()
-            }
-        });
+        let netns = pod
+            .ns
+            .get("net")
+            .cloned()
+            .or_else(|| crate::netns::pinned(&pod.dir.join("ns"), "net"))
+            .unwrap_or_default();
         let m = &pod.metadata;
         let args = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
