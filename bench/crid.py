@@ -157,6 +157,24 @@ state = "{d}/state"
     return Runtime("containerd", work, sock, proc, d)
 
 
+RUNTIME_TOOLS = ["containerd", "skopeo", "umoci", "runc"]
+
+
+def require(tools):
+    for tool in tools:
+        if not shutil.which(tool):
+            pull.die(f"{tool} is missing: run 'make deps'")
+
+
+def start_runtimes(work, reg, bridge, subnet):
+    """The corpus pushed, the pause image built, the CNI conf written; crid and
+    containerd started on them. Returns the pause image and [crid, containerd]."""
+    pull.ensure_corpus(reg)
+    pause = build_pause(work, reg)
+    cni = write_cni(work, bridge, subnet)
+    return pause, [start_crid(work, reg, cni, pause), start_containerd(work, reg, cni, pause)]
+
+
 def write_cni(work, bridge, subnet):
     """A CNI conf dir under work, as a node has it: bridge (on `bridge`, addresses
     from `subnet`, masquerading, hairpin), host-local, portmap and loopback, for
@@ -202,9 +220,7 @@ def main():
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--pods", type=int, default=50)
     a = ap.parse_args()
-    for tool in ["containerd", "skopeo", "umoci", "runc"]:
-        if not shutil.which(tool):
-            pull.die(f"{tool} is missing: run 'make deps'")
+    require(RUNTIME_TOOLS)
     if not os.access(CRI, os.X_OK):
         pull.die(f"{CRI} is missing: cargo build --release --example cri")
     work = tempfile.mkdtemp(prefix="crikit-bench-crid-", dir="/var/tmp")
@@ -212,10 +228,7 @@ def main():
     bridge = "ckbench0"
     runtimes = []
     try:
-        pull.ensure_corpus(reg)
-        pause = build_pause(work, reg)
-        cni = write_cni(work, bridge, "10.253.0.0/16")
-        runtimes = [start_crid(work, reg, cni, pause), start_containerd(work, reg, cni, pause)]
+        pause, runtimes = start_runtimes(work, reg, bridge, "10.253.0.0/16")
         image = f"{reg}/busybox:latest"
         for rt in runtimes:
             cri(rt.sock, "pull", image)

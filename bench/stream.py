@@ -126,19 +126,13 @@ def main():
     if not bin:
         print("bench/stream.py: no crictl (set CRICTL or PATH): skipped", file=sys.stderr)
         return
-    for tool in ["containerd", "skopeo", "umoci", "runc"]:
-        if not shutil.which(tool):
-            pull.die(f"{tool} is missing: run 'make deps'")
+    cridbench.require(cridbench.RUNTIME_TOOLS)
     work = tempfile.mkdtemp(prefix="crikit-bench-stream-", dir="/var/tmp")
     reg_proc, reg = pull.start_registry(work)
     bridge = "ckbench1"
     runtimes = []
     try:
-        pull.ensure_corpus(reg)
-        pause = cridbench.build_pause(work, reg)
-        cni = cridbench.write_cni(work, bridge, "10.252.0.0/16")
-        runtimes = [cridbench.start_crid(work, reg, cni, pause),
-                    cridbench.start_containerd(work, reg, cni, pause)]
+        pause, runtimes = cridbench.start_runtimes(work, reg, bridge, "10.252.0.0/16")
         image = f"{reg}/busybox:latest"
         served = {}
         for rt in runtimes:
