@@ -7,7 +7,7 @@ complete -c crid -l default-runtime -d 'The handler of pods whose RunPodSandbox 
 complete -c crid -l cni-conf-dir -d 'CNI network configurations; the first .conflist (or .conf) by name is used [default: /etc/cni/net.d]' -r -F
 complete -c crid -l cni-bin-dir -d 'CNI plugin directories, colon-separated [default: /opt/cni/bin:/usr/lib/cni]' -r
 complete -c crid -l registries-conf -d 'containers-registries.conf(5) file [default: $CONTAINERS_REGISTRIES_CONF or /etc/containers/registries.conf]' -r -F
-complete -c crid -l pause-image -d 'Image of the infra process of pods that share a PID namespace [default: registry.k8s.io/pause:3.10]' -r
+complete -c crid -l pause-image -d 'Run the infra process of pods that share a PID namespace as a container of this image (registry.k8s.io/pause:3.10, say) instead of crid\'s own (ctrmon --infra: no image, bundle or runtime)' -r
 complete -c crid -l pull-progress-timeout -d 'Cancel an image pull that has made no progress for this many seconds; 0 never does [default: 300]' -r
 complete -c crid -l insecure-registry -d 'Plain HTTP for this registry (repeatable), as registries.conf\'s insecure = true' -r
 complete -c crid -l ctrmon -d 'The ctrmon binary [default: the one beside crid, else ctrmon on PATH]' -r -F

@@ -1,4 +1,4 @@
-complete -c ctrmon -l bundle -d 'Bundle directory of the container (not needed with --exec)' -r -F
+complete -c ctrmon -l bundle -d 'Bundle directory of the container (not needed with --exec or --infra)' -r -F
 complete -c ctrmon -l id -d 'Container id' -r
 complete -c ctrmon -l runtime -d 'OCI runtime to run' -r -F
 complete -c ctrmon -l runtime-root -d 'The runtime\'s state directory (its --root)' -r -F
@@ -15,6 +15,7 @@ complete -c ctrmon -l log-line-max -d 'Split log lines longer than this many byt
 complete -c ctrmon -l exec -d 'Exec mode: run the process described in FILE (a runtime-spec process object) in the running container ID. Without --attach-socket: wait for it and print a JSON result; with it: serve it on the socket like a container (see EXEC)' -r -F
 complete -c ctrmon -l exec-timeout -d 'With a sync --exec: kill the process after this many seconds' -r
 complete -c ctrmon -l exec-output-max -d 'With --exec: keep at most this many bytes of each output stream' -r
+complete -c ctrmon -l ns-dir -d 'With --infra: the pod\'s pinned namespaces (files named net, ipc, uts, user), each joined when present; the new root\'s mount point' -r -F
 complete -c ctrmon -l log-size-max -d 'Truncate the log and start over when it would grow past this many bytes' -r
 complete -c ctrmon -l log-file -d 'Where the monitor writes its own diagnostics once it has detached (appended) [default: RUN/ctrmon/ID/ctrmon.log; none for an exec]' -r -F
 complete -c ctrmon -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
@@ -24,6 +25,7 @@ complete -c ctrmon -l stdin -d 'Give the container a stdin pipe that attach clie
 complete -c ctrmon -s t -l tty -d 'Give the container a terminal (its process.terminal must be true); output is logged as stdout, attach clients may resize it'
 complete -c ctrmon -l start -d 'Also start the container (without it the caller runs `RUNTIME start`)'
 complete -c ctrmon -l cleanup -d 'Run `RUNTIME delete` once the container has exited'
+complete -c ctrmon -l infra -d 'Infra mode: start the infra process of the pod ID, PID 1 of a new PID namespace that its containers join, in the namespaces pinned in --ns-dir, and print its pid (see INFRA)'
 complete -c ctrmon -s v -l verbose -d 'More diagnostics (-v info, -vv debug, -vvv trace)'
 complete -c ctrmon -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ctrmon -s V -l version -d 'Print version'

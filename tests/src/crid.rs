@@ -502,6 +502,37 @@ impl World {
             .expect("a pod status")
     }
 
+    /// PodSandboxStatus's verbose `info`: crid's record of the pod.
+    pub async fn pod_info(&self, id: &str) -> serde_json::Value {
+        let r = self
+            .rt
+            .clone()
+            .pod_sandbox_status(k8s_cri::v1::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("status of pod {id}: {e:?}"))
+            .into_inner();
+        serde_json::from_str(&r.info["info"]).expect("the pod's record")
+    }
+
+    /// The container's pid, from ContainerStatus's verbose `info` (crid's record).
+    pub async fn container_pid(&self, id: &str) -> i32 {
+        let r = self
+            .rt
+            .clone()
+            .container_status(k8s_cri::v1::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("status of {id}: {e:?}"))
+            .into_inner();
+        let v: serde_json::Value = serde_json::from_str(&r.info["info"]).expect("its record");
+        v["pid"].as_i64().expect("a pid") as i32
+    }
+
     /// An Exec URL for `cmd` in `ctr`: stdout, and stderr unless `io` asks for a
     /// terminal.
     pub async fn exec_url(&self, ctr: &str, cmd: &[&str], io: crate::stream::ExecIo) -> String {

@@ -67,7 +67,7 @@ fn write_json(dir: &Path, name: &str, v: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crictl_runs_a_bare_pod_from_pull_to_removal() {
-    let w = World::with_pause_image(Network::Loopback, &[]).await;
+    let w = World::new(Network::Loopback, &[]).await;
     let Some(c) = Crictl::find(&w) else { return };
     let dir = w.tmp.path();
 
@@ -174,7 +174,7 @@ async fn crictl_runs_a_bare_pod_from_pull_to_removal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crictl_runs_a_kubelet_like_pod() {
-    let w = World::with_pause_image(Network::Loopback, &[]).await;
+    let w = World::new(Network::Loopback, &[]).await;
     let Some(c) = Crictl::find(&w) else { return };
     let dir = w.tmp.path();
     // What kubelet sends by default: a PID namespace per container, seccomp as the

@@ -478,11 +478,10 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
     assert!(!leases.join(&ip_b).exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shared_pid_namespace_has_an_infra_process() {
-    // The pause image: busybox sleeping; pulled on demand by the first such pod.
-    let w = World::with_pause_image(Network::Loopback, &[]).await;
-    let config = w.pod_config("shared", SharedPid);
+/// Two containers in a pod of `w` that shares its PID namespace; the pod, the second
+/// container, and what it sees: PID 1's command line, then every process's.
+async fn shared_pid_pod(w: &World, name: &str) -> (String, String, String) {
+    let config = w.pod_config(name, SharedPid);
     let pod = w
         .run_pod(&config)
         .await
@@ -499,8 +498,7 @@ async fn a_shared_pid_namespace_has_an_infra_process() {
         .await;
     let script = "tr '\\0' ' ' < /proc/1/cmdline; echo; cat /proc/[0-9]*/cmdline | tr '\\0' ' '";
     let r = w.exec(&two, &["/bin/sh", "-c", script], 10).await.unwrap();
-    let out = String::from_utf8_lossy(&r.stdout);
-    assert_eq!(out.lines().next(), Some("/bin/sleep 2147483647 "), "{out}");
+    let out = String::from_utf8_lossy(&r.stdout).into_owned();
     assert!(
         out.contains("sleep 1000"),
         "the other container is visible: {out}"
@@ -512,11 +510,149 @@ async fn a_shared_pid_namespace_has_an_infra_process() {
             .await
             .unwrap();
     assert_eq!(list.into_inner().containers.len(), 2);
+    (pod, two, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_pid_namespace_is_held_by_an_infra_process_that_sees_nothing_of_the_host() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let (pod, two, out) = shared_pid_pod(&w, "shared").await;
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(" --infra ") && first.contains(&format!("--id {pod} ")),
+        "PID 1 is crid's infra process: {out}"
+    );
+    // From the host: PID 1 of the containers' namespace, in the pod's network, IPC
+    // and UTS namespaces, with an empty root, no privileges, in the pod's cgroup.
+    let info = w.pod_info(&pod).await;
+    let infra = info["infra_pid"].as_i64().expect("an infra pid") as i32;
+    let status = std::fs::read_to_string(format!("/proc/{infra}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("NSpid").split(' ').nth(1), Some("1"), "{status}");
+    assert_eq!(field("Uid"), "65535 65535 65535 65535", "{status}");
+    assert_eq!(field("Gid"), "65535 65535 65535 65535", "{status}");
+    for caps in ["CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(field(caps), "0000000000000000", "{caps}: {status}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1");
+    let ns = |pid: &str, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    let ctr_pid = w.container_pid(&two).await.to_string();
+    for kind in ["net", "ipc", "uts", "pid"] {
+        assert_eq!(ns(&infra.to_string(), kind), ns(&ctr_pid, kind), "{kind}");
+    }
+    assert_ne!(ns(&infra.to_string(), "mnt"), ns("self", "mnt"));
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{infra}/root"))
+        .unwrap()
+        .collect();
+    assert!(root.is_empty(), "the infra process's root is empty");
+    let mounts = std::fs::read_to_string(format!("/proc/{infra}/mountinfo")).unwrap();
+    assert_eq!(mounts.lines().count(), 1, "{mounts}");
+    let cgroup = std::fs::read_to_string(format!("/proc/{infra}/cgroup")).unwrap();
+    assert!(
+        cgroup.contains(&format!("{}/ctrmon-{pod}", w.cgroup)),
+        "{cgroup}"
+    );
+    // The container cannot look through it at the host.
+    let r = w
+        .exec(
+            &two,
+            &[
+                "/bin/sh",
+                "-c",
+                "ls /proc/1/root/ 2>&1; cat /proc/1/net/dev",
+            ],
+            10,
+        )
+        .await
+        .unwrap();
+    let seen = String::from_utf8_lossy(&r.stdout);
+    assert!(seen.contains("Permission denied"), "{seen}");
+    assert!(seen.contains("lo:") && !seen.contains("eth"), "{seen}");
+
+    // It is gone with the pod, and its cgroup with it.
+    w.remove_pod(&pod).await;
+    assert!(crikit::monitor::process_state(infra).is_none_or(|(_, s)| s == 'Z'));
+    for h in ["memory", "pids", "unified"] {
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join(w.cgroup.trim_start_matches('/'));
+        assert!(
+            !dir.join(format!("ctrmon-{pod}")).exists(),
+            "{}",
+            dir.display()
+        );
+    }
+    let left = std::fs::read_dir(w.crid.root.join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "the containers are gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_infra_process_dies_is_not_ready_and_takes_no_containers() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let config = w.pod_config("orphaned", SharedPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let c = w
+        .start(&pod, &config, w.container_config("c", "exec sleep 1002"))
+        .await;
+    assert_eq!(
+        w.pod_status(&pod).await.state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    let infra = w.pod_info(&pod).await["infra_pid"].as_i64().unwrap() as i32;
+    // As a container's `kill 1` would: pause's way out.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(infra),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    e2e::wait_for("the pod's processes to end", || {
+        !e2e::process_runs(b"sleep\x001002\x00")
+    });
+    e2e::wait_for("the infra process to end", || {
+        crikit::monitor::process_state(infra).is_none_or(|(_, s)| s == 'Z')
+    });
+    assert_eq!(
+        w.pod_status(&pod).await.state,
+        cri::PodSandboxState::SandboxNotready as i32
+    );
+    let e =
+        w.rt.clone()
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(w.container_config("late", "sleep 1")),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .unwrap_err();
+    assert!(
+        e.message().contains("infra process is not running"),
+        "{e:?}"
+    );
+    let s = w.status(&c).await;
+    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_pause_image_the_infra_process_is_a_container_of_it() {
+    // The pause image: busybox sleeping; pulled on demand by the first such pod.
+    let w = World::with_pause_image(Network::Loopback, &[]).await;
+    let (pod, _, out) = shared_pid_pod(&w, "paused").await;
+    assert_eq!(out.lines().next(), Some("/bin/sleep 2147483647 "), "{out}");
+    assert!(w.pod_info(&pod).await["infra"].is_string());
     w.remove_pod(&pod).await;
     let left = std::fs::read_dir(w.crid.root.join("containers"))
         .unwrap()
         .count();
-    assert_eq!(left, 0, "containers and the infra process are gone");
+    assert_eq!(left, 0, "containers and the infra container are gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1233,7 +1369,7 @@ fn with_userns(mut config: cri::PodSandboxConfig, u: cri::UserNamespace) -> cri:
 async fn a_pod_in_a_user_namespace_owns_its_rootfs_and_the_layers_stay_the_hosts() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     // The pod shares its PID namespace: its infra process runs in the namespace too.
-    let w = World::with_pause_image(Network::Loopback, &[]).await;
+    let w = World::new(Network::Loopback, &[]).await;
     // Clear of the host's own IDs and of other tests' pods.
     let host_id = 1_000_000 + (std::process::id() % 1000) * 65536;
     let base = w.pod_config("userns", SharedPid);
@@ -1493,7 +1629,7 @@ async fn a_create_cut_short_is_removed_at_start_without_reaching_through_its_mou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_container_in_a_shared_pid_namespace_leaves_nothing_running() {
-    let w = World::with_pause_image(Network::Loopback, &[]).await;
+    let w = World::new(Network::Loopback, &[]).await;
     // crictl's bare pod: one PID namespace for the pod. The shell ends on SIGTERM;
     // the sleep it started would live on in the pod's namespace, holding stdout.
     let config = w.pod_config("shared-stop", SharedPid);
@@ -1601,7 +1737,7 @@ fn leftovers(w: &World, bridge: &str, ipam: &Path, net: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crid_killed_at_any_moment_of_a_burst_of_creates_leaves_nothing_once_its_pods_go() {
-    let mut w = World::with_pause_image(Network::None, &[]).await;
+    let mut w = World::new(Network::None, &[]).await;
     let tag = w.cgroup.trim_start_matches("/crikit-test-").to_string();
     let hex = crikit::digest::Digest::of(tag.as_bytes()).hex().to_string();
     let bridge = Bridge(format!("ckc{}", &hex[..8]));

@@ -56,8 +56,9 @@ pub struct Args {
     /// /etc/containers/registries.conf]
     #[arg(long, value_name = "FILE")]
     pub registries_conf: Option<PathBuf>,
-    /// Image of the infra process of pods that share a PID namespace [default:
-    /// registry.k8s.io/pause:3.10]
+    /// Run the infra process of pods that share a PID namespace as a container of
+    /// this image (registry.k8s.io/pause:3.10, say) instead of crid's own (ctrmon
+    /// --infra: no image, bundle or runtime)
     #[arg(long, value_name = "REF")]
     pub pause_image: Option<String>,
     /// Cancel an image pull that has made no progress for this many seconds; 0 never
@@ -244,8 +245,7 @@ pub fn resolve(args: &Args) -> Result<Settings> {
             .unwrap_or_else(|| "/etc/cni/net.d".into()),
         cni_bin_dirs: std::env::split_paths(&cni_bin).collect(),
         registries_conf: pick(&args.registries_conf, &file.registries_conf),
-        pause_image: pick(&args.pause_image, &file.pause_image)
-            .unwrap_or_else(|| "registry.k8s.io/pause:3.10".into()),
+        pause_image: pick(&args.pause_image, &file.pause_image).filter(|i| !i.is_empty()),
         pull_progress_timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
         insecure_registries: insecure,
         ctrmon,

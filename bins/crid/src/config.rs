@@ -49,8 +49,8 @@ pub struct Settings {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// registries.conf, if any.
     pub registries_conf: Option<PathBuf>,
-    /// The pause image.
-    pub pause_image: String,
+    /// The pause image of infra containers; `None`: crid's own infra process.
+    pub pause_image: Option<String>,
     /// No-progress limit for pulls; `None` never cancels.
     #[serde(with = "secs")]
     pub pull_progress_timeout: Option<Duration>,

@@ -80,6 +80,11 @@ fn flags_of(kinds: &[&str]) -> CloneFlags {
     flags
 }
 
+/// Pins the PID namespace of process `pid` (a pod's infra process) at `dir/pid`.
+pub fn pin_pid(dir: &Path, pid: i32) -> io::Result<PathBuf> {
+    pin_one(dir, Some(pid), "pid")
+}
+
 /// Binds `/proc/PID/ns/KIND` (or the thread's own, for `pid` None) at `dir/KIND`.
 fn pin_one(dir: &Path, pid: Option<i32>, kind: &str) -> io::Result<PathBuf> {
     let target = dir.join(kind);
@@ -216,7 +221,7 @@ pub fn pinned(dir: &Path, kind: &str) -> Option<PathBuf> {
 
 /// Unmounts and removes whatever is pinned under `dir`, then `dir` itself.
 pub fn unpin(dir: &Path) {
-    for k in KINDS.iter().map(|(k, _)| *k).chain(["user"]) {
+    for k in KINDS.iter().map(|(k, _)| *k).chain(["user", "pid"]) {
         let p = dir.join(k);
         let _ = umount2(&p, MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&p);

@@ -231,9 +231,14 @@ pub struct PodRecord {
     /// The network its ADD used and the ADD's result, for DEL and CHECK.
     #[serde(default)]
     pub network: Option<Attachment>,
-    /// The infra container, when the pod shares a PID namespace.
+    /// The infra container, when the pod shares a PID namespace and crid runs a
+    /// pause image for it (`--pause-image`).
     #[serde(default)]
     pub infra: Option<String>,
+    /// The pid of crid's own infra process (`ctrmon --infra`), when the pod shares a
+    /// PID namespace; the namespace is pinned at `ns["pid"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infra_pid: Option<i32>,
 }
 
 /// A mount of a container, as ContainerStatus reports it.
@@ -630,6 +635,7 @@ impl PodRecord {
             ips: vec![],
             network: None,
             infra: None,
+            infra_pid: None,
         }
     }
 

@@ -131,7 +131,9 @@ fn searchable_by_others(dir: &std::path::Path) -> Result<()> {
 }
 
 fn state(pod: &PodRecord) -> i32 {
-    if pod.ready {
+    // A pod whose infra process died has lost its PID namespace, as one whose pause
+    // container exited.
+    if pod.ready && (pod.infra_pid.is_none() || crate::container::infra_process_alive(pod)) {
         cri::PodSandboxState::SandboxReady as i32
     } else {
         cri::PodSandboxState::SandboxNotready as i32
@@ -439,6 +441,15 @@ impl Crid {
 
     /// Stops the infra process, tears the network down, unpins the namespaces.
     async fn teardown_pod(self: &Arc<Self>, pod: &mut PodRecord) -> Result<()> {
+        if pod.namespaces.pid == NsMode::Pod {
+            // crid's own, recorded or (after a crash) in its pid file only.
+            let p = pod.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::container::end_infra_process(&p, p.infra_pid)
+            })
+            .await?;
+            pod.infra_pid = None;
+        }
         if let Some(infra) = pod.infra.clone() {
             if let Err(e) = self.stop_container(&infra, 0).await {
                 tracing::warn!("pod {}: {}", pod.id, e.message());
@@ -522,7 +533,8 @@ impl Crid {
             .containers_of(&pod.id)
             .iter()
             .chain(pod.infra.iter())
-            .find_map(|c| self.store.container_pid(c).map(|(pid, _)| pid));
+            .find_map(|c| self.store.container_pid(c).map(|(pid, _)| pid))
+            .or(pod.infra_pid);
         self.stats.pod(pod, containers, pid)
     }
 

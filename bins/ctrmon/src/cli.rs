@@ -24,8 +24,8 @@ pub const MAN_EXTRA: &str = include_str!("../../../man/ctrmon.extra.roff");
 #[derive(Debug, clap::Parser)]
 #[command(name = "ctrmon", version, max_term_width = 100)]
 pub struct Args {
-    /// Bundle directory of the container (not needed with --exec)
-    #[arg(long, value_name = "DIR", required_unless_present = "exec")]
+    /// Bundle directory of the container (not needed with --exec or --infra)
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["exec", "infra"])]
     pub bundle: Option<PathBuf>,
     /// Container id
     #[arg(long, value_name = "ID")]
@@ -102,6 +102,19 @@ pub struct Args {
     /// With --exec: keep at most this many bytes of each output stream
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, requires = "exec")]
     pub exec_output_max: usize,
+    /// Infra mode: start the infra process of the pod ID, PID 1 of a new PID namespace
+    /// that its containers join, in the namespaces pinned in --ns-dir, and print its
+    /// pid (see INFRA)
+    #[arg(
+        long,
+        requires = "ns_dir",
+        conflicts_with_all = ["bundle", "exec", "tty", "stdin", "attach_socket", "start", "cleanup"]
+    )]
+    pub infra: bool,
+    /// With --infra: the pod's pinned namespaces (files named net, ipc, uts, user),
+    /// each joined when present; the new root's mount point
+    #[arg(long, value_name = "DIR", requires = "infra")]
+    pub ns_dir: Option<PathBuf>,
     /// Truncate the log and start over when it would grow past this many bytes
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub log_size_max: Option<u64>,
@@ -126,6 +139,9 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
             "--id {:?}: not a container id (empty, a path, or . or ..)",
             args.id
         )));
+    }
+    if args.infra {
+        return infra(&args).map(|()| std::process::ExitCode::SUCCESS);
     }
     let dirs = StateDir::new(&run_dir, &args.id);
     let state = dirs.path();
@@ -241,6 +257,26 @@ fn usage(reason: &str) -> anyhow::Error {
         reason: reason.into(),
     }
     .into()
+}
+
+/// `--infra`: start the pod's infra process and print its pid.
+fn infra(args: &Args) -> Result<()> {
+    let ns_dir = args.ns_dir.clone().unwrap_or_default();
+    let cfg = crikit::monitor::infra::InfraConfig {
+        id: args.id.clone(),
+        ns_dir: std::path::absolute(&ns_dir)
+            .with_context(|| format!("--ns-dir {}", ns_dir.display()))?,
+        pid_file: args
+            .pid_file
+            .as_ref()
+            .map(std::path::absolute)
+            .transpose()?,
+        cgroup_parent: args.cgroup_parent.clone(),
+    };
+    let pid = crikit::monitor::infra::spawn(&cfg)
+        .with_context(|| format!("infra process of pod {}", args.id))?;
+    writeln!(std::io::stdout(), "{pid}")?;
+    Ok(())
 }
 
 /// `--exec`: run a process in the container and print the JSON result.

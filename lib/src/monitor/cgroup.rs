@@ -132,13 +132,18 @@ impl Drop for Joined {
 
 /// Removes `PARENT/NAME` in every hierarchy, as [`Joined`] would have on its way
 /// out: for callers cleaning up after a monitor that was killed. A cgroup that
-/// still has processes stays.
-pub fn remove(parent: &Path, name: &str) {
+/// still has processes stays; whether none is left.
+pub fn remove(parent: &Path, name: &str) -> bool {
     let rel = parent.strip_prefix("/").unwrap_or(parent).join(name);
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut gone = true;
     for h in hierarchies(&info) {
-        let _ = fs::remove_dir(h.mount.join(&rel));
+        let dir = h.mount.join(&rel);
+        if fs::remove_dir(&dir).is_err() && dir.exists() {
+            gone = false;
+        }
     }
+    gone
 }
 
 impl Joined {

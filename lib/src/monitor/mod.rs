@@ -13,6 +13,8 @@ pub mod attach;
 pub mod cgroup;
 pub mod exec;
 #[allow(unsafe_code)]
+pub mod infra;
+#[allow(unsafe_code)]
 pub mod run;
 
 use crate::runc::Runtime;
@@ -154,6 +156,15 @@ impl MonitorCommand {
         MonitorCommand(c)
     }
 
+    /// `CTRMON --id POD --infra --ns-dir DIR`: the infra process of a pod (see
+    /// [`infra`]); no runtime and no run directory, so no monitor scan takes it for
+    /// a container's.
+    pub fn infra(ctrmon: &Path, pod: &str, ns_dir: &Path) -> MonitorCommand {
+        let mut c = std::process::Command::new(ctrmon);
+        c.args(["--id", pod, "--infra", "--ns-dir"]).arg(ns_dir);
+        MonitorCommand(c)
+    }
+
     fn with(mut self, flag: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.0.arg(flag).arg(value);
         self
@@ -194,6 +205,11 @@ impl MonitorCommand {
     /// `--log-path FILE`.
     pub fn log_path(self, path: &Path) -> Self {
         self.with("--log-path", path)
+    }
+
+    /// `--pid-file FILE`.
+    pub fn pid_file(self, path: &Path) -> Self {
+        self.with("--pid-file", path)
     }
 
     /// `--cgroup-parent PARENT`.

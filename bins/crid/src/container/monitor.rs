@@ -1,5 +1,6 @@
 //! The ctrmon client: crid runs one monitor per container (`runtime create`, and
-//! for the infra process `start`), one per ExecSync, and talks to a running
+//! for an infra container `start`), the infra process of a pod that shares a PID
+//! namespace (`ctrmon --infra`), one monitor per ExecSync, and talks to a running
 //! monitor through its attach socket. Command lines, paths and results are the
 //! library's ([`crikit::monitor`]); nothing of ctrmon's is parsed by hand here.
 
@@ -59,17 +60,7 @@ impl Monitors<'_> {
             cmd = cmd.cgroup_parent(p);
         }
         let what = format!("creating container {what}");
-        let stdout = self.run(cmd, &what)?;
-        String::from_utf8_lossy(&stdout)
-            .trim()
-            .parse()
-            .map_err(|_| CridError::Monitor {
-                what: what.clone(),
-                message: format!(
-                    "no pid in its output {:?}",
-                    String::from_utf8_lossy(&stdout)
-                ),
-            })
+        pid_of(&self.run(cmd, &what)?, &what)
     }
 
     /// Runs `cmd` in the running container `id` (its bundle's process, with these
@@ -188,18 +179,7 @@ impl Monitors<'_> {
 
     /// Runs ctrmon; its stdout, or its error (`what` it was asked) when it failed.
     fn run(&self, cmd: MonitorCommand, what: &str) -> Result<Vec<u8>> {
-        let out = cmd
-            .into_command()
-            .stdin(Stdio::null())
-            .output()
-            .map_err(CridError::io(format!("running {}", self.ctrmon.display())))?;
-        if !out.status.success() {
-            return Err(CridError::Monitor {
-                what: what.to_string(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(out.stdout)
+        run(self.ctrmon, cmd, what)
     }
 
     /// Asks the monitor of `id` to reopen its log file.
@@ -212,4 +192,48 @@ impl Monitors<'_> {
                 message: e.to_string(),
             })
     }
+}
+
+/// Runs `cmd`, a ctrmon that reports and exits; its stdout, or its error.
+fn run(ctrmon: &Path, cmd: MonitorCommand, what: &str) -> Result<Vec<u8>> {
+    let out = cmd
+        .into_command()
+        .stdin(Stdio::null())
+        .output()
+        .map_err(CridError::io(format!("running {}", ctrmon.display())))?;
+    if !out.status.success() {
+        return Err(CridError::Monitor {
+            what: what.to_string(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// The pid a ctrmon printed.
+fn pid_of(stdout: &[u8], what: &str) -> Result<i32> {
+    String::from_utf8_lossy(stdout)
+        .trim()
+        .parse()
+        .map_err(|_| CridError::Monitor {
+            what: what.to_string(),
+            message: format!("no pid in its output {:?}", String::from_utf8_lossy(stdout)),
+        })
+}
+
+/// Starts the infra process of pod `pod` (`ctrmon --infra`) in the namespaces pinned
+/// in `ns_dir`, its pid written to `pid_file` before it is reported; its pid.
+pub fn start_infra(
+    ctrmon: &Path,
+    pod: &str,
+    ns_dir: &Path,
+    pid_file: &Path,
+    cgroup_parent: Option<&str>,
+) -> Result<i32> {
+    let mut cmd = MonitorCommand::infra(ctrmon, pod, ns_dir).pid_file(pid_file);
+    if let Some(p) = cgroup_parent {
+        cmd = cmd.cgroup_parent(p);
+    }
+    let what = format!("starting the infra process of pod {pod}");
+    pid_of(&run(ctrmon, cmd, &what)?, &what)
 }
