@@ -379,3 +379,41 @@ async fn a_pods_runtime_handler_runs_its_containers() {
     }
     assert!(!calls.lines().any(|l| !l.contains(&root)), "{calls}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_callers_deadline_is_deadline_exceeded() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let big = push(
+        &w.reg.addr,
+        "slow/big",
+        "1",
+        &Image::new(vec![Layer::large("big.bin", 16, Compression::None)]),
+    );
+    // The header alone, with no timer in this client: what crid answers is what
+    // arrives, as for a Go client whose own timer fires late.
+    let mut req = tonic::Request::new(cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: big.reference.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("grpc-timeout", "20m".parse().unwrap());
+    let t0 = std::time::Instant::now();
+    let e = w.img.clone().pull_image(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    // Without one, the same pull completes.
+    w.img
+        .clone()
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: big.reference,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}

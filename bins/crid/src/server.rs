@@ -62,6 +62,7 @@ async fn run(settings: Settings) -> Result<()> {
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let served = tonic::transport::Server::builder()
+        .layer(crate::service::deadline::DeadlineLayer)
         .add_service(runtime)
         .add_service(images)
         .serve_with_incoming_shutdown(

@@ -4,6 +4,7 @@
 //!
 //! [`Crid`]: crate::Crid
 
+pub mod deadline;
 mod image;
 mod runtime;
 
