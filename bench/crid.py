@@ -4,8 +4,8 @@
 Both run side by side with private state, the same CNI bridge config (bridge,
 host-local, portmap; a bridge and /16 of their own), the corpus registry on
 loopback and a pause image this script builds from the corpus busybox (containerd
-runs one per pod; crid only for pods that share a PID namespace, which these do
-not). The client is bins/crid/examples/cri.rs for both.
+runs one per pod; crid needs none: pods that share a PID namespace, which these do
+not, get its own infra process). The client is bins/crid/examples/cri.rs for both.
 
   start      RunPodSandbox + CreateContainer + StartContainer of a busybox `sleep`
              (seccomp Unconfined, as kubelet asks unless seccompDefault is on)
@@ -116,13 +116,15 @@ class Runtime:
             self.proc.kill()
 
 
-def start_crid(work, reg, cni, pause):
+def start_crid(work, reg, cni):
+    """crid with its defaults: its own infra process for pods that share a PID
+    namespace (containerd runs the pause image for them)."""
     d = os.path.join(work, "crid")
     os.makedirs(d)
     sock = os.path.join(d, "crid.sock")
     proc = subprocess.Popen([os.path.join(pull.BIN, "crid"), "--root", f"{d}/root", "--run-dir", f"{d}/run",
                              "--listen", f"unix://{sock}", "--cni-conf-dir", cni, "--cni-bin-dir", "/usr/lib/cni",
-                             "--insecure-registry", reg, "--registries-conf", "/dev/null", "--pause-image", pause],
+                             "--insecure-registry", reg, "--registries-conf", "/dev/null"],
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "crid.log"), "w"))
     wait_socket(sock, proc, "crid")
     return Runtime("crid", work, sock, proc, d)
@@ -172,7 +174,7 @@ def start_runtimes(work, reg, bridge, subnet):
     pull.ensure_corpus(reg)
     pause = build_pause(work, reg)
     cni = write_cni(work, bridge, subnet)
-    return pause, [start_crid(work, reg, cni, pause), start_containerd(work, reg, cni, pause)]
+    return pause, [start_crid(work, reg, cni), start_containerd(work, reg, cni, pause)]
 
 
 def write_cni(work, bridge, subnet):

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """make bench, part five: the pod lifecycle as kubelet's stand-in sees it, crictl
-against crid (runc, and its crun handler) and containerd's CRI plugin.
+against crid (its default handler, crun where installed, and its runc handler) and
+containerd's CRI plugin.
 
 The same set-up as bench/crid.py (private state, one CNI bridge conf for both:
 bridge + host-local + portmap + loopback with masquerading and hairpin, the corpus
-busybox, a pause image of the corpus busybox). crictl comes from $CRICTL or PATH.
+busybox, a pause image of the corpus busybox for containerd; crid's pods get its
+own infra process). crictl comes from $CRICTL or PATH.
 For each pod kind, in cycles that rotate which runtime goes first, crictl runs
 
   runp, create, start, stop -t 10, stopp, rmp
@@ -102,9 +104,10 @@ def main():
     try:
         pause, runtimes = cridbench.start_runtimes(work, reg, bridge, "10.251.0.0/16")
         image = f"{reg}/busybox:latest"
+        # crid's default handler (crun where installed), then its runc handler.
         targets = [Target(runtimes[0], "crid"), Target(runtimes[1], "containerd")]
         if shutil.which("crun"):
-            targets.insert(1, Target(runtimes[0], "crid-crun", "crun"))
+            targets.insert(1, Target(runtimes[0], "crid-runc", "runc"))
         for rt in runtimes:
             run(bin, Target(rt, rt.name), "pull", image)
             run(bin, Target(rt, rt.name), "pull", pause)

@@ -338,6 +338,13 @@ impl World {
         self.restart().await;
     }
 
+    /// Starts crid again on the same state with `extra` for flags instead of the
+    /// earlier ones (after the test stopped it).
+    pub async fn restart_with(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+        self.restart().await;
+    }
+
     /// Starts crid again on the same state (after the test stopped it).
     pub async fn restart(&mut self) {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();

@@ -417,3 +417,57 @@ async fn a_call_past_its_callers_deadline_is_deadline_exceeded() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_keeps_its_runtime_when_the_default_changes() {
+    if std::process::Command::new("crun")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no crun: skipped");
+        return;
+    }
+    let mut w = World::new(Network::Loopback, &["--default-runtime", "runc"]).await;
+    let config = w.pod_config("keep-runtime", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let new = w
+        .start(&pod, &config, w.container_config("new", "exec sleep 1003"))
+        .await;
+    let old = w
+        .start(&pod, &config, w.container_config("old", "exec sleep 1004"))
+        .await;
+    let status = w.crid.stop_with(nix::sys::signal::Signal::SIGKILL);
+    assert!(!status.success());
+    // `old` as an earlier crid recorded it: no handler's name, the default meant.
+    let file = w
+        .crid
+        .root
+        .join("containers")
+        .join(&old)
+        .join("container.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(record["runtime_handler"], "runc", "{record}");
+    record["runtime_handler"] = "".into();
+    std::fs::write(&file, record.to_string()).unwrap();
+    w.restart_with(&["--default-runtime", "crun"]).await;
+    // Both still run under runc: they stop, and runc's state of them goes.
+    let runc_root = w.crid.run_dir.join("runc");
+    for c in [&new, &old] {
+        assert!(runc_root.join(c).is_dir(), "{c} in runc's state");
+        w.rt.clone()
+            .stop_container(cri::StopContainerRequest {
+                container_id: c.to_string(),
+                timeout: 0,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+        let s = w.status(c).await;
+        assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+    }
+    w.remove_pod(&pod).await;
+    for c in [&new, &old] {
+        assert!(!runc_root.join(c).exists(), "{c} left in runc's state");
+    }
+}

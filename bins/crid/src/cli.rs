@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub runtime: Option<PathBuf>,
     /// The handler of pods whose RunPodSandbox names none: runc, crun (when installed) or
-    /// one of the file's [runtimes.NAME] [default: runc]
+    /// one of the file's [runtimes.NAME] [default: crun when installed and --runtime is
+    /// not given, else runc]
     #[arg(long, value_name = "NAME")]
     pub default_runtime: Option<String>,
     /// CNI network configurations; the first .conflist (or .conf) by name is used
@@ -207,8 +208,16 @@ fn handlers(
             },
         );
     }
-    let default =
-        pick(&args.default_runtime, &file.default_runtime).unwrap_or_else(|| "runc".into());
+    // crun when it is there, as CRI-O does: its create takes about half of runc's.
+    // Whoever names the runc handler's binary means it.
+    let default = pick(&args.default_runtime, &file.default_runtime).unwrap_or_else(|| {
+        let runc_named = args.runtime.is_some() || file.runtime.is_some();
+        if out.contains_key("crun") && !runc_named {
+            "crun".into()
+        } else {
+            "runc".into()
+        }
+    });
     if !out.contains_key(&default) {
         anyhow::bail!("config: default-runtime {default:?} is not a configured runtime handler");
     }
@@ -396,6 +405,16 @@ mod tests {
             (Path::new("/opt/runc"), Path::new("/srv/runc"))
         );
         assert!(s.handler("nope").is_none());
+        // Without a file's or a flag's word: crun when installed, unless --runtime
+        // names runc's binary.
+        let bare = Args::parse_from(["crid", "--config", "/dev/null", "--run-dir", "/run/t"]);
+        let crun = crid::config::which(Path::new("crun")).is_some();
+        assert_eq!(
+            resolve(&bare).unwrap().default_runtime,
+            if crun { "crun" } else { "runc" }
+        );
+        let named = Args::parse_from(["crid", "--config", "/dev/null", "--runtime", "/opt/runc"]);
+        assert_eq!(resolve(&named).unwrap().default_runtime, "runc");
         let mut with_flag = Args::parse_from([
             "crid",
             "--config",

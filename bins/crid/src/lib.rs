@@ -93,7 +93,33 @@ impl Crid {
 
     /// Finds the pods and containers a previous crid left; how many of each.
     pub fn restore(&self) -> (usize, usize) {
-        self.store.restore(&self.all_runtimes())
+        let found = self.store.restore(&self.all_runtimes());
+        self.pin_legacy_handlers();
+        found
+    }
+
+    /// Containers recorded with no handler's name (by a crid that resolved the default
+    /// at each use) get the handler whose state directory holds them, so that a
+    /// default changed since (runc, then crun) does not lose them.
+    fn pin_legacy_handlers(&self) {
+        for c in self.store.all_containers() {
+            let Ok(mut c) = c.try_lock() else { continue };
+            if !c.runtime_handler.is_empty() {
+                continue;
+            }
+            let held = self
+                .settings
+                .runtimes
+                .iter()
+                .find(|(_, h)| h.root.join(&c.id).is_dir())
+                .map(|(name, _)| name.clone());
+            if let Some(name) = held {
+                c.runtime_handler = name;
+                if let Err(e) = self.store.save_container(&c) {
+                    tracing::warn!("container {}: {}", c.id, e.message());
+                }
+            }
+        }
     }
 
     /// The OCI runtime of the handler `name` ("" for the default).

@@ -802,7 +802,13 @@ impl Crid {
             infra,
             monitor_cgroup_parent: pod.cgroup_parent.clone(),
             user,
-            runtime_handler: pod.runtime_handler.clone(),
+            // The handler by name, the default resolved now: a default changed later
+            // must not send it to another runtime.
+            runtime_handler: if pod.runtime_handler.is_empty() {
+                self.settings.default_runtime.clone()
+            } else {
+                pod.runtime_handler.clone()
+            },
             stdin: config.stdin,
             tty: config.tty,
             stdin_once: config.stdin_once,
