@@ -6,11 +6,11 @@ complete -c ctrmon -l runtime-arg -d 'A global option for the runtime, given bef
 complete -c ctrmon -l run-dir -d 'ctrmon\'s own state directory; defaults for the files below live in RUN/ctrmon/ID' -r -F
 complete -c ctrmon -l log-path -d 'CRI log file [default: RUN/ctrmon/ID/ctr.log; none for an exec]' -r -F
 complete -c ctrmon -l exit-file -d 'Exit status file, JSON [default: RUN/ctrmon/ID/exit; none for an exec]' -r -F
-complete -c ctrmon -l pid-file -d 'Container pid file [default: RUN/ctrmon/ID/pid; RUN/ctrmon/ID/exec-N.pid for an exec]' -r -F
+complete -c ctrmon -l pid-file -d 'Container pid file [default: RUN/ctrmon/ID/pid; RUN/ctrmon/ID/exec-N.pid for an exec; none for --infra, whose process\'s pid it then holds]' -r -F
 complete -c ctrmon -l sync-fd -d 'Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to' -r
 complete -c ctrmon -l attach-socket -d 'Serve attach clients on this unix socket (framing: see the ATTACH section)' -r -F
 complete -c ctrmon -l attach-wait -d 'Start the process only once a first client has connected to the attach socket, waiting at most SECONDS (for an exec whose output must all reach a client)' -r
-complete -c ctrmon -l cgroup-parent -d 'Put the monitor in the cgroup PARENT/ctrmon-ID (every hierarchy but v1 cpuset), removed when it exits; the container goes where its cgroupsPath says' -r -F
+complete -c ctrmon -l cgroup-parent -d 'Put the monitor in the cgroup PARENT/ctrmon-ID (every hierarchy but v1 cpuset), removed when it exits; the container goes where its cgroupsPath says (with --infra, the infra process goes there and stays)' -r -F
 complete -c ctrmon -l log-line-max -d 'Split log lines longer than this many bytes into partial records' -r
 complete -c ctrmon -l exec -d 'Exec mode: run the process described in FILE (a runtime-spec process object) in the running container ID. Without --attach-socket: wait for it and print a JSON result; with it: serve it on the socket like a container (see EXEC)' -r -F
 complete -c ctrmon -l exec-timeout -d 'With a sync --exec: kill the process after this many seconds' -r

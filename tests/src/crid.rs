@@ -9,6 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+/// A gRPC channel of [`Crid::images_without_timer`].
+pub type BareChannel = tower::util::BoxCloneService<
+    tonic::codegen::http::Request<tonic::body::Body>,
+    tonic::codegen::http::Response<hyper::body::Incoming>,
+    hyper::Error,
+>;
+
 /// A running crid.
 pub struct Crid {
     child: Option<Child>,
@@ -102,6 +109,28 @@ impl Crid {
     /// An ImageService client.
     pub async fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(self.channel().await)
+    }
+
+    /// An ImageService client on a bare HTTP/2 connection with no timer of its own:
+    /// a `grpc-timeout` it sends is enforced by crid alone, so the caller sees what
+    /// crid answers (tonic's channel would end the call itself at that deadline).
+    pub async fn images_without_timer(&self) -> ImageServiceClient<BareChannel> {
+        let s = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .expect("connecting to crid");
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(s),
+        )
+        .await
+        .expect("HTTP/2 with crid");
+        tokio::spawn(conn);
+        let svc = tower::service_fn(move |req| {
+            let mut send = send.clone();
+            async move { send.send_request(req).await }
+        });
+        let origin = "http://crid".parse().expect("a URI");
+        ImageServiceClient::with_origin(BareChannel::new(svc), origin)
     }
 
     /// Sends `signal` and waits for crid to exit; returns its exit status.

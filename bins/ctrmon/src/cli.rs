@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub exit_file: Option<PathBuf>,
     /// Container pid file [default: RUN/ctrmon/ID/pid; RUN/ctrmon/ID/exec-N.pid for an
-    /// exec]
+    /// exec; none for --infra, whose process's pid it then holds]
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
     /// Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to
@@ -74,7 +74,8 @@ pub struct Args {
     #[arg(long)]
     pub stdin: bool,
     /// Put the monitor in the cgroup PARENT/ctrmon-ID (every hierarchy but v1 cpuset),
-    /// removed when it exits; the container goes where its cgroupsPath says
+    /// removed when it exits; the container goes where its cgroupsPath says (with
+    /// --infra, the infra process goes there and stays)
     #[arg(long, value_name = "PARENT")]
     pub cgroup_parent: Option<PathBuf>,
     /// Give the container a terminal (its process.terminal must be true); output is

@@ -296,6 +296,10 @@ pub fn is_infra(pid: i32, ns_dir: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
+    // As ctrmon has it: absolute.
+    let Ok(ns_dir) = std::path::absolute(ns_dir) else {
+        return false;
+    };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     args.contains(&b"--infra".as_slice())
         && args
