@@ -53,6 +53,17 @@ impl Crictl {
         self.run(args).ok().stdout.trim().to_string()
     }
 
+    /// `crictl events -o json` running, its output going to `out`.
+    fn events(&self, out: &Path) -> std::process::Child {
+        Command::new(&self.bin)
+            .args(["--config", "/dev/null", "--runtime-endpoint", &self.socket])
+            .args(["events", "--output", "json"])
+            .stdout(std::fs::File::create(out).expect("the events file"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("crictl events")
+    }
+
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.ok(args);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl {args:?}: {e}: {out}"))
@@ -101,6 +112,10 @@ async fn crictl_runs_a_bare_pod_from_pull_to_removal() {
             "log_path": "main.log"
         }),
     );
+    // `crictl events` watching it all.
+    let events_out = dir.join("events.json");
+    let mut events = c.events(&events_out);
+    std::thread::sleep(Duration::from_millis(300));
     let pod = c.ok(&["runp", &pod_json]);
     assert_eq!(pod.len(), 64, "{pod}");
     let ctr = c.ok(&["create", &pod, &ctr_json, &pod_json]);
@@ -163,6 +178,35 @@ async fn crictl_runs_a_bare_pod_from_pull_to_removal() {
     c.ok(&["stopp", &pod]);
     c.ok(&["rmp", &pod]);
     assert_eq!(c.ok(&["pods", "-q"]), "");
+    // crictl saw the container's life as it happened.
+    let seen = || -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(&events_out).unwrap_or_default();
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<serde_json::Value>()
+            .map_while(Result::ok)
+            .map(|e| {
+                let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (field("containerId"), field("containerEventType"))
+            })
+            .collect()
+    };
+    wait_for("crictl events to print the removal", || seen().len() >= 4);
+    let _ = events.kill();
+    let _ = events.wait();
+    let kinds: Vec<String> = seen()
+        .into_iter()
+        .filter(|(id, _)| *id == ctr)
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "CONTAINER_CREATED_EVENT",
+            "CONTAINER_STARTED_EVENT",
+            "CONTAINER_STOPPED_EVENT",
+            "CONTAINER_DELETED_EVENT"
+        ]
+    );
     c.ok(&["rmi", &pushed.reference]);
     let ids = c.ok(&["images", "-q"]);
     assert!(!ids.lines().any(|l| l == pushed.config), "{ids}");

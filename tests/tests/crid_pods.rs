@@ -1840,3 +1840,104 @@ async fn crid_killed_at_any_moment_of_a_burst_of_creates_leaves_nothing_once_its
     }
     assert!(half_made > 0, "no kill fell in the middle of a create");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_events_follow_each_container_from_creation_to_removal() {
+    use futures_util::StreamExt;
+    use std::collections::HashMap;
+    use tokio::time::timeout;
+    let w = World::new(Network::Loopback, &[]).await;
+    let subscribe = || async {
+        w.rt.clone()
+            .get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()))
+            .into_inner()
+    };
+    let mut first = subscribe().await;
+    let mut second = subscribe().await;
+    let config = w.pod_config("events", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let long = w
+        .start(&pod, &config, w.container_config("long", "exec sleep 1005"))
+        .await;
+    let short = w
+        .start(
+            &pod,
+            &config,
+            w.container_config("short", "sleep 1; exit 3"),
+        )
+        .await;
+    // The short one ends by itself; the long one is stopped; both are removed.
+    let mut seen: HashMap<String, Vec<i32>> = HashMap::new();
+    let mut stopped_short = None;
+    let mut all = vec![];
+    while seen.values().map(Vec::len).sum::<usize>() < 8 {
+        let n = seen.values().map(Vec::len).sum::<usize>();
+        if n == 5 {
+            // Created ×2, started ×2, the short one's stop: now the long one.
+            w.rt.clone()
+                .stop_container(cri::StopContainerRequest {
+                    container_id: long.clone(),
+                    timeout: 0,
+                })
+                .await
+                .unwrap();
+        }
+        if n == 6 {
+            w.remove_pod(&pod).await;
+        }
+        let e = timeout(Duration::from_secs(10), first.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event after {seen:?}"))
+            .expect("the stream goes on")
+            .unwrap();
+        if e.container_id == short
+            && e.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32
+        {
+            stopped_short = Some(e.clone());
+        }
+        seen.entry(e.container_id.clone())
+            .or_default()
+            .push(e.container_event_type);
+        all.push(e);
+    }
+    use cri::ContainerEventType::*;
+    let life = vec![
+        ContainerCreatedEvent as i32,
+        ContainerStartedEvent as i32,
+        ContainerStoppedEvent as i32,
+        ContainerDeletedEvent as i32,
+    ];
+    assert_eq!(seen[&long], life);
+    assert_eq!(seen[&short], life);
+    // Each event carries the pod's status and its containers' as they were.
+    let e = stopped_short.expect("the short one's stop");
+    assert_eq!(
+        e.pod_sandbox_status.as_ref().map(|p| p.id.as_str()),
+        Some(pod.as_str())
+    );
+    let s = e
+        .containers_statuses
+        .iter()
+        .find(|s| s.id == short)
+        .expect("its status");
+    assert_eq!(
+        (s.state, s.exit_code),
+        (cri::ContainerState::ContainerExited as i32, 3)
+    );
+    let deleted = all.last().unwrap();
+    assert!(deleted.containers_statuses.is_empty(), "{deleted:?}");
+    // Every subscriber gets every event, in the same order.
+    for want in &all {
+        let got = timeout(Duration::from_secs(5), second.next())
+            .await
+            .expect("the second subscriber's event")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (&got.container_id, got.container_event_type),
+            (&want.container_id, want.container_event_type)
+        );
+    }
+}

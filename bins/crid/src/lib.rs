@@ -17,6 +17,7 @@
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod events;
 mod fsusage;
 pub mod image;
 pub mod net;
@@ -53,6 +54,8 @@ pub struct Crid {
     pub pod_cidr: Mutex<String>,
     /// The streaming server's URLs handed out and not yet used.
     pub streams: stream::Tokens,
+    /// GetContainerEvents' subscribers and the exit watcher.
+    pub events: events::Events,
 }
 
 impl Crid {
@@ -87,6 +90,7 @@ impl Crid {
             stats: Default::default(),
             pod_cidr: Default::default(),
             streams: Default::default(),
+            events: Default::default(),
             settings,
         })
     }
@@ -95,6 +99,15 @@ impl Crid {
     pub fn restore(&self) -> (usize, usize) {
         let found = self.store.restore(&self.all_runtimes());
         self.pin_legacy_handlers();
+        // Exits from now on are events; those while crid was away are not.
+        for c in self.store.all_containers() {
+            if let Ok(c) = c.try_lock() {
+                let dirs = self.store.monitor_dir(&c.id);
+                if !c.infra && dirs.exit().is_none() {
+                    self.events.watch(&c.id, dirs.path());
+                }
+            }
+        }
         found
     }
 

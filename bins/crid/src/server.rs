@@ -53,6 +53,10 @@ async fn run(settings: Settings) -> Result<()> {
         tls,
         Arc::clone(&crid),
     ));
+    {
+        let (crid, rt) = (Arc::clone(&crid), tokio::runtime::Handle::current());
+        std::thread::spawn(move || crid.watch_exits(rt));
+    }
     let listener = bind(&settings.listen)?;
     tracing::info!("serving the CRI on {}", settings.listen.display());
     let runtime = RuntimeServiceServer::new(RuntimeService(Arc::clone(&crid)))

@@ -474,7 +474,11 @@ impl Crid {
         if !pod.ready {
             return Err(CridError::NotReady(format!("pod {} is not ready", pod.id)));
         }
-        self.create_in(&pod, config, false).await
+        let id = self.create_in(&pod, config, false).await?;
+        self.events.watch(&id, self.store.monitor_dir(&id).path());
+        self.emit(&id, &pod.id, cri::ContainerEventType::ContainerCreatedEvent)
+            .await;
+        Ok(id)
     }
 
     /// Makes a container in `pod` (its infra process with `infra`).
@@ -836,7 +840,12 @@ impl Crid {
                 source,
             })?;
         c.started_at = now_ns();
-        self.store.save_container(&c)
+        self.store.save_container(&c)?;
+        let pod = c.pod_id.clone();
+        drop(c);
+        self.emit(id, &pod, cri::ContainerEventType::ContainerStartedEvent)
+            .await;
+        Ok(())
     }
 
     /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds.
@@ -918,6 +927,14 @@ impl Crid {
         ));
         self.stats.forget(id);
         self.store.forget_container(id);
+        if !c2.infra {
+            self.emit(
+                id,
+                &c2.pod_id,
+                cri::ContainerEventType::ContainerDeletedEvent,
+            )
+            .await;
+        }
         Ok(())
     }
 

@@ -363,7 +363,20 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(unimplemented("GetContainerEvents"))
+        let rx = self.0.events.subscribe();
+        let events = futures_util::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(e) => Some((Ok(e), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        "GetContainerEvents: a subscriber fell {n} events behind and is dropped"
+                    );
+                    None
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_metric_descriptors(

@@ -1,0 +1,163 @@
+//! Container events for GetContainerEvents (kubelet's evented PLEG): CREATED and
+//! STARTED when those calls succeed, STOPPED when a container's monitor writes its
+//! exit file (one inotify watch per monitor directory, as CRI-O watches its exit
+//! files), DELETED when RemoveContainer is done. Each event carries the pod's
+//! status and the statuses of its containers as they are then.
+//!
+//! Any number of subscribers each get every event sent after they subscribed; one
+//! that falls more than [`BACKLOG`] events behind is dropped with a log line, and
+//! never slows crid or the others. Nothing survives a restart, as in containerd.
+
+use crate::Crid;
+use k8s_cri::v1 as cri;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// How many events a subscriber may lag behind before it is dropped.
+pub const BACKLOG: usize = 1024;
+
+/// The event feed and the exit watcher.
+pub struct Events {
+    tx: broadcast::Sender<cri::ContainerEventResponse>,
+    /// Blocking: read by a thread of its own.
+    inotify: Option<Inotify>,
+    /// Watched monitor directories: their container's id.
+    watched: Mutex<HashMap<WatchDescriptor, String>>,
+}
+
+impl Events {
+    /// A feed with nobody subscribed; the exit watcher when inotify is there
+    /// (without it, no STOPPED events).
+    pub fn new() -> Events {
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC).ok();
+        if inotify.is_none() {
+            tracing::warn!("no inotify: GetContainerEvents sends no STOPPED events");
+        }
+        Events {
+            tx: broadcast::channel(BACKLOG).0,
+            inotify,
+            watched: Mutex::default(),
+        }
+    }
+
+    /// A new subscriber's receiver.
+    pub fn subscribe(&self) -> broadcast::Receiver<cri::ContainerEventResponse> {
+        self.tx.subscribe()
+    }
+
+    /// Watches the monitor directory `dir` of container `id` for its exit file.
+    pub fn watch(&self, id: &str, dir: &Path) {
+        let Some(i) = &self.inotify else { return };
+        let flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE;
+        match i.add_watch(dir, flags) {
+            Ok(wd) => {
+                self.watched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(wd, id.to_string());
+            }
+            Err(e) => tracing::warn!("container {id}: watching {}: {e}", dir.display()),
+        }
+    }
+
+    fn send(&self, e: cri::ContainerEventResponse) {
+        // No subscriber is no error.
+        let _ = self.tx.send(e);
+    }
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new()
+    }
+}
+
+impl Crid {
+    /// Sends a `kind` event of container `id` to every subscriber, with its pod's
+    /// status and its containers' (infra containers have none).
+    pub async fn emit(&self, id: &str, pod: &str, kind: cri::ContainerEventType) {
+        if self.events.tx.receiver_count() == 0 {
+            return;
+        }
+        let pod_status = match self.store.pod(pod) {
+            Some(p) => Some(crate::sandbox::status_of(&*p.lock().await)),
+            None => None,
+        };
+        let mut statuses = Vec::new();
+        for c in self.store.containers_of(pod) {
+            if let Some(r) = self.store.container(&c) {
+                let r = r.lock().await;
+                statuses.push(crate::container::status_of(
+                    &r,
+                    &self.store.monitor_dir(&r.id),
+                ));
+            }
+        }
+        statuses.sort_by_key(|s| s.created_at);
+        self.events.send(cri::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: kind as i32,
+            created_at: crate::now_ns(),
+            pod_sandbox_status: pod_status,
+            containers_statuses: statuses,
+        });
+    }
+
+    /// The exit watcher, in a thread of its own that blocks on inotify: a STOPPED
+    /// event for each exit file a monitor writes, sent through `rt`. Runs until crid
+    /// stops.
+    pub fn watch_exits(self: Arc<Self>, rt: tokio::runtime::Handle) {
+        let Some(i) = &self.events.inotify else {
+            return;
+        };
+        loop {
+            let events = match i.read_events() {
+                Ok(e) => e,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!("the exit watcher stops: {e}");
+                    return;
+                }
+            };
+            for e in events {
+                if e.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    self.events
+                        .watched
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&e.wd);
+                    continue;
+                }
+                if e.name.as_deref() != Some(std::ffi::OsStr::new("exit")) {
+                    continue;
+                }
+                // One exit per container: the file may be written again (its
+                // status completed), and that is no new event.
+                let id = self
+                    .events
+                    .watched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&e.wd);
+                let Some(id) = id else { continue };
+                let _ = i.rm_watch(e.wd);
+                rt.block_on(async {
+                    let Some(c) = self.store.container(&id) else {
+                        return;
+                    };
+                    let (pod, infra) = {
+                        let c = c.lock().await;
+                        (c.pod_id.clone(), c.infra)
+                    };
+                    if !infra {
+                        self.emit(&id, &pod, cri::ContainerEventType::ContainerStoppedEvent)
+                            .await;
+                    }
+                });
+            }
+        }
+    }
+}
