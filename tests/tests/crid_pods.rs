@@ -1941,3 +1941,67 @@ async fn container_events_follow_each_container_from_creation_to_removal() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_file_gets_each_event_as_a_json_line_and_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("events.jsonl");
+    let feed_arg = feed.display().to_string();
+    let w = World::new(
+        Network::Loopback,
+        &["--events-file", &feed_arg, "--events-file-max", "1000"],
+    )
+    .await;
+    let config = w.pod_config("feed", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let ctr = w
+        .start(&pod, &config, w.container_config("c", "sleep 1; exit 7"))
+        .await;
+    let lines = || -> Vec<serde_json::Value> {
+        let mut rotated = feed.clone().into_os_string();
+        rotated.push(".1");
+        [PathBuf::from(rotated), feed.clone()]
+            .iter()
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    e2e::wait_for("the stop in the feed", || lines().len() >= 3);
+    w.remove_pod(&pod).await;
+    e2e::wait_for("the removal in the feed", || lines().len() >= 4);
+    let seen = lines();
+    let kinds: Vec<&str> = seen.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "CONTAINER_CREATED",
+            "CONTAINER_STARTED",
+            "CONTAINER_STOPPED",
+            "CONTAINER_DELETED"
+        ]
+    );
+    for l in &seen {
+        assert_eq!(l["version"], 1, "{l}");
+        assert_eq!(l["container_id"], ctr.as_str());
+        assert_eq!(
+            (l["pod_id"].as_str(), l["pod_name"].as_str()),
+            (Some(pod.as_str()), Some("feed"))
+        );
+        assert!(l["time"].as_str().unwrap().ends_with('Z'), "{l}");
+    }
+    assert_eq!(seen[2]["exit_code"], 7, "{}", seen[2]);
+    assert_eq!(seen[2]["state"], "CONTAINER_EXITED");
+    assert_eq!(seen[0]["container_name"], "c");
+    // 1000 bytes hold two lines at most: the feed has rotated, each file within bounds.
+    let mut rotated = feed.clone().into_os_string();
+    rotated.push(".1");
+    for p in [PathBuf::from(rotated), feed.clone()] {
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(len > 0 && len <= 1000, "{}: {len}", p.display());
+    }
+}

@@ -97,6 +97,13 @@ pub struct Args {
     /// (needs --stream-tls-cert)
     #[arg(long, value_name = "FILE")]
     pub stream_tls_ca: Option<PathBuf>,
+    /// Append every container event to FILE as a JSON line (see EVENTS)
+    #[arg(long, value_name = "FILE")]
+    pub events_file: Option<PathBuf>,
+    /// Rotate the events file to FILE.1 when a line would take it past BYTES
+    /// [default: 10485760]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub events_file_max: Option<u64>,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -128,6 +135,8 @@ pub struct FileConfig {
     stream_tls_cert: Option<PathBuf>,
     stream_tls_key: Option<PathBuf>,
     stream_tls_ca: Option<PathBuf>,
+    events_file: Option<PathBuf>,
+    events_file_max: Option<u64>,
 }
 
 /// A `[runtimes.NAME]` table.
@@ -270,6 +279,10 @@ pub fn resolve(args: &Args) -> Result<Settings> {
                 .max(1),
         ),
         stream_tls: stream_tls(args, &file)?,
+        events_file: pick(&args.events_file, &file.events_file),
+        events_file_max: pick(&args.events_file_max, &file.events_file_max)
+            .unwrap_or(10 << 20)
+            .max(1),
     })
 }
 

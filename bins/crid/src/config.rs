@@ -69,6 +69,10 @@ pub struct Settings {
     pub stream_idle_timeout: Duration,
     /// TLS for the streaming server; None serves plain HTTP.
     pub stream_tls: Option<StreamTls>,
+    /// The JSON-lines event feed, if any.
+    pub events_file: Option<PathBuf>,
+    /// Its size before it rotates.
+    pub events_file_max: u64,
 }
 
 /// The streaming server's certificate, key and, to require client certificates,

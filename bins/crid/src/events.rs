@@ -161,3 +161,98 @@ impl Crid {
         }
     }
 }
+
+/// The version of the JSON-lines feed's schema.
+pub const FEED_VERSION: u32 = 1;
+
+/// One event as a line of the feed (see EVENTS in crid(8)).
+pub fn feed_line(e: &cri::ContainerEventResponse) -> String {
+    let kind = cri::ContainerEventType::try_from(e.container_event_type)
+        .map(|k| k.as_str_name().trim_end_matches("_EVENT").to_string())
+        .unwrap_or_else(|_| e.container_event_type.to_string());
+    let pod = e.pod_sandbox_status.as_ref();
+    let meta = pod.and_then(|p| p.metadata.as_ref());
+    let ctr = e
+        .containers_statuses
+        .iter()
+        .find(|s| s.id == e.container_id);
+    let state = ctr
+        .and_then(|s| cri::ContainerState::try_from(s.state).ok())
+        .map(|s| s.as_str_name().to_string());
+    let mut v = serde_json::json!({
+        "version": FEED_VERSION,
+        "time": crikit::monitor::rfc3339_nanos(
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(e.created_at.max(0) as u64)
+        ),
+        "type": kind,
+        "container_id": e.container_id,
+        "container_name": ctr.and_then(|s| s.metadata.as_ref()).map(|m| m.name.clone()),
+        "pod_id": pod.map(|p| p.id.clone()),
+        "pod_name": meta.map(|m| m.name.clone()),
+        "pod_namespace": meta.map(|m| m.namespace.clone()),
+        "pod_uid": meta.map(|m| m.uid.clone()),
+        "state": state,
+    });
+    if e.container_event_type == cri::ContainerEventType::ContainerStoppedEvent as i32 {
+        if let Some(s) = ctr {
+            v["exit_code"] = s.exit_code.into();
+            v["reason"] = s.reason.clone().into();
+        }
+    }
+    let mut line = v.to_string();
+    line.push('\n');
+    line
+}
+
+/// The JSON-lines feed: appends each event to `path` as one line, in one write(2)
+/// on a file opened with O_APPEND (a reader never sees half a line); before a line
+/// would take the file past `max` bytes it is renamed to `PATH.1` (replacing the
+/// one before) and a new file started. Runs in a thread of its own until crid
+/// stops; a subscriber that falls behind starts again with the next event, after a
+/// line in the log.
+pub fn write_feed(
+    mut rx: broadcast::Receiver<cri::ContainerEventResponse>,
+    path: std::path::PathBuf,
+    max: u64,
+) {
+    use std::io::Write;
+    let open = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+    };
+    let mut rotated = path.clone().into_os_string();
+    rotated.push(".1");
+    let mut file = open(&path);
+    loop {
+        let e = match rx.blocking_recv() {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!("events file {}: {n} events lost", path.display());
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let line = feed_line(&e);
+        let size = file
+            .as_ref()
+            .ok()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        if size > 0 && size + line.len() as u64 > max {
+            if let Err(err) = std::fs::rename(&path, &rotated) {
+                tracing::warn!("events file {}: rotating: {err}", path.display());
+            }
+            file = open(&path);
+        }
+        let written = match &mut file {
+            Ok(f) => f.write_all(line.as_bytes()),
+            Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+        };
+        if let Err(err) = written {
+            tracing::warn!("events file {}: {err}", path.display());
+            file = open(&path);
+        }
+    }
+}

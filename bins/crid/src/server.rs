@@ -57,6 +57,11 @@ async fn run(settings: Settings) -> Result<()> {
         let (crid, rt) = (Arc::clone(&crid), tokio::runtime::Handle::current());
         std::thread::spawn(move || crid.watch_exits(rt));
     }
+    if let Some(path) = settings.events_file.clone() {
+        let (rx, max) = (crid.events.subscribe(), settings.events_file_max);
+        tracing::info!("container events to {}", path.display());
+        std::thread::spawn(move || crate::events::write_feed(rx, path, max));
+    }
     let listener = bind(&settings.listen)?;
     tracing::info!("serving the CRI on {}", settings.listen.display());
     let runtime = RuntimeServiceServer::new(RuntimeService(Arc::clone(&crid)))
