@@ -38,6 +38,25 @@ pub use config::MAX_MESSAGE;
 pub use record::{new_id, now_ns};
 use std::sync::{Arc, Mutex};
 
+/// Looks at `done` every `step` until it holds or `d` has passed; whether it held.
+/// For the few waits with nothing to be woken by (a process not crid's child).
+pub fn poll_until(
+    d: std::time::Duration,
+    step: std::time::Duration,
+    done: impl Fn() -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + d;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(step);
+    }
+}
+
 /// What every RPC shares.
 pub struct Crid {
     /// What it runs with.
@@ -98,39 +117,35 @@ impl Crid {
     /// Finds the pods and containers a previous crid left; how many of each.
     pub fn restore(&self) -> (usize, usize) {
         let found = self.store.restore(&self.all_runtimes());
-        self.pin_legacy_handlers();
-        // Exits from now on are events; those while crid was away are not.
         for c in self.store.all_containers() {
-            if let Ok(c) = c.try_lock() {
-                let dirs = self.store.monitor_dir(&c.id);
-                if !c.infra && dirs.exit().is_none() {
-                    self.events.watch(&c.id, dirs.path());
-                }
+            let Ok(mut c) = c.try_lock() else { continue };
+            self.pin_legacy_handler(&mut c);
+            // Exits from now on are events; those while crid was away are not.
+            let dirs = self.store.monitor_dir(&c.id);
+            if !c.infra && dirs.exit().is_none() {
+                self.events.watch(&c.id, dirs.path());
             }
         }
         found
     }
 
-    /// Containers recorded with no handler's name (by a crid that resolved the default
-    /// at each use) get the handler whose state directory holds them, so that a
-    /// default changed since (runc, then crun) does not lose them.
-    fn pin_legacy_handlers(&self) {
-        for c in self.store.all_containers() {
-            let Ok(mut c) = c.try_lock() else { continue };
-            if !c.runtime_handler.is_empty() {
-                continue;
-            }
-            let held = self
-                .settings
-                .runtimes
-                .iter()
-                .find(|(_, h)| h.root.join(&c.id).is_dir())
-                .map(|(name, _)| name.clone());
-            if let Some(name) = held {
-                c.runtime_handler = name;
-                if let Err(e) = self.store.save_container(&c) {
-                    tracing::warn!("container {}: {}", c.id, e.message());
-                }
+    /// A container recorded with no handler's name (by a crid that resolved the
+    /// default at each use) gets the handler whose state directory holds it, so that
+    /// a default changed since (runc, then crun) does not lose it.
+    fn pin_legacy_handler(&self, c: &mut record::ContainerRecord) {
+        if !c.runtime_handler.is_empty() {
+            return;
+        }
+        let held = self
+            .settings
+            .runtimes
+            .iter()
+            .find(|(_, h)| h.root.join(&c.id).is_dir())
+            .map(|(name, _)| name.clone());
+        if let Some(name) = held {
+            c.runtime_handler = name;
+            if let Err(e) = self.store.save_container(c) {
+                tracing::warn!("container {}: {}", c.id, e.message());
             }
         }
     }

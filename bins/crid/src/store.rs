@@ -361,13 +361,10 @@ impl Store {
     /// container in every runtime, which ends them; kills what is left after that,
     /// and removes the cgroups it leaves.
     fn end_monitors(&self, runtimes: &[crikit::runc::Runtime], id: &str) {
-        use std::time::{Duration, Instant};
+        use std::time::Duration;
         let dirs = self.monitor_dir(id);
         let wait = |d: Duration, done: &dyn Fn() -> bool| {
-            let deadline = Instant::now() + d;
-            while !done() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            crate::poll_until(d, Duration::from_millis(10), done);
         };
         let found = dirs.monitor_processes();
         if found.is_empty() {

@@ -12,7 +12,7 @@
 //! then says it is ready. Its view of the host is gone: `/proc/1/root`, `/proc/1/mounts`
 //! and `/proc/1/net` as the pod's containers see them show nothing of the node.
 
-use super::run::MonitorError;
+use super::run::{single_threaded, sys, MonitorError};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
@@ -48,17 +48,10 @@ pub struct InfraConfig {
     pub cgroup_parent: Option<PathBuf>,
 }
 
-fn sys(action: &'static str) -> impl FnOnce(io::Error) -> MonitorError {
-    move |source| MonitorError::Sys { action, source }
-}
-
 /// Starts the infra process for `cfg`; its pid, as the caller's PID namespace sees
 /// it. Call it single-threaded (a fork copies only the calling thread).
 pub fn spawn(cfg: &InfraConfig) -> Result<i32, MonitorError> {
-    match std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()) {
-        0 | 1 => {}
-        threads => return Err(MonitorError::Threaded { threads }),
-    }
+    single_threaded()?;
     if !cfg.ns_dir.is_dir() {
         return Err(MonitorError::Usage {
             reason: format!("--ns-dir {}: not a directory", cfg.ns_dir.display()),
@@ -293,17 +286,12 @@ fn reap() {
 /// Whether `pid` is the infra process started for the namespaces in `ns_dir`: its
 /// command line says so (a pid taken over by another program is not).
 pub fn is_infra(pid: i32, ns_dir: &Path) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
     // As ctrmon has it: absolute.
     let Ok(ns_dir) = std::path::absolute(ns_dir) else {
         return false;
     };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.contains(&b"--infra".as_slice())
-        && args
-            .windows(2)
-            .any(|w| w[0] == b"--ns-dir" && w[1] == ns_dir.as_os_str().as_encoded_bytes())
+    let args = super::Cmdline::of(pid);
+    args.has("--infra")
+        && args.after("--ns-dir") == Some(ns_dir.as_os_str().as_encoded_bytes())
         && !matches!(super::process_state(pid), Some((_, 'Z')) | None)
 }

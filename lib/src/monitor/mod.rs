@@ -101,15 +101,9 @@ impl StateDir {
             if !process_state(pid).is_some_and(|(comm, state)| comm == "ctrmon" && state != 'Z') {
                 continue;
             }
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let after = |flag: &str| {
-                args.windows(2)
-                    .find(|w| w[0] == flag.as_bytes())
-                    .map(|w| w[1])
-            };
-            if after("--id") == Some(id.as_encoded_bytes())
-                && after("--run-dir") == Some(run_dir.as_os_str().as_encoded_bytes())
+            let args = Cmdline::of(pid);
+            if args.after("--id") == Some(id.as_encoded_bytes())
+                && args.after("--run-dir") == Some(run_dir.as_os_str().as_encoded_bytes())
             {
                 out.push(pid);
             }
@@ -124,6 +118,31 @@ impl StateDir {
             .ok()
             .and_then(|p| std::fs::read_to_string(format!("/proc/{}/comm", p.trim())).ok())
             .is_some_and(|comm| comm.trim() == "ctrmon")
+    }
+}
+
+/// A process's arguments, from `/proc/PID/cmdline` (none once it is gone).
+pub(crate) struct Cmdline(Vec<u8>);
+
+impl Cmdline {
+    pub(crate) fn of(pid: i32) -> Cmdline {
+        Cmdline(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+    }
+
+    fn args(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.split(|b| *b == 0)
+    }
+
+    /// Whether `flag` is one of them.
+    pub(crate) fn has(&self, flag: &str) -> bool {
+        self.args().any(|a| a == flag.as_bytes())
+    }
+
+    /// The argument after the first `flag`.
+    pub(crate) fn after(&self, flag: &str) -> Option<&[u8]> {
+        let mut args = self.args();
+        args.find(|a| *a == flag.as_bytes())?;
+        args.next()
     }
 }
 

@@ -75,7 +75,7 @@ pub enum MonitorError {
     },
 }
 
-fn sys(action: &'static str) -> impl FnOnce(io::Error) -> MonitorError {
+pub(super) fn sys(action: &'static str) -> impl FnOnce(io::Error) -> MonitorError {
     move |source| MonitorError::Sys { action, source }
 }
 
@@ -240,9 +240,13 @@ pub enum Spawned {
     Exit(i32),
 }
 
-/// The number of threads this process runs (0 when /proc cannot tell).
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+/// Refuses to go on in a process that runs more than one thread (a fork copies only
+/// the caller's); with no /proc to count with, the caller's word is all there is.
+pub(super) fn single_threaded() -> Result<(), MonitorError> {
+    match std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()) {
+        0 | 1 => Ok(()),
+        threads => Err(MonitorError::Threaded { threads }),
+    }
 }
 
 /// Detaches a monitor for `cfg` (new session, double fork) and returns, in the
@@ -255,11 +259,7 @@ fn threads() -> usize {
 /// runs ctrmon as a program instead).
 pub fn spawn(cfg: &MonitorConfig) -> Result<Spawned, MonitorError> {
     check_launch(cfg)?;
-    // 0: no /proc to count with; the caller's word is all there is.
-    match threads() {
-        0 | 1 => {}
-        threads => return Err(MonitorError::Threaded { threads }),
-    }
+    single_threaded()?;
     let (r, w) = nix::unistd::pipe().map_err(|e| sys("creating the report pipe")(e.into()))?;
     // SAFETY: the process is single-threaded here (checked just above, and nothing
     // in between starts a thread), so the child may run arbitrary code.

@@ -1165,21 +1165,16 @@ pub fn end_infra_process(pod: &PodRecord, pid: Option<i32>) {
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
-        let t0 = Instant::now();
-        while crikit::monitor::infra::is_infra(pid, &ns_dir)
-            && t0.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        crate::poll_until(Duration::from_secs(5), Duration::from_millis(1), || {
+            !crikit::monitor::infra::is_infra(pid, &ns_dir)
+        });
     }
     if let Some(parent) = &pod.cgroup_parent {
         // Busy until the process's parent has reaped it.
-        let t0 = Instant::now();
-        while !crikit::monitor::cgroup::remove(Path::new(parent), &format!("ctrmon-{}", pod.id))
-            && t0.elapsed() < Duration::from_secs(1)
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let name = format!("ctrmon-{}", pod.id);
+        crate::poll_until(Duration::from_secs(1), Duration::from_millis(5), || {
+            crikit::monitor::cgroup::remove(Path::new(parent), &name)
+        });
     }
     let _ = std::fs::remove_file(&file);
 }
