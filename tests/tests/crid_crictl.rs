@@ -171,6 +171,35 @@ async fn crictl_runs_a_bare_pod_from_pull_to_removal() {
         .unwrap_or_default();
     assert!(memory > 0, "{stats}");
 
+    // The cAdvisor metrics, as kubelet's CRI stats provider asks for them.
+    let descs = c.json(&["metricdescs", "-o", "json"]);
+    let described = |name: &str| {
+        descs["descriptors"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["name"] == name))
+    };
+    assert!(described("container_memory_working_set_bytes"), "{descs}");
+    let metrics = c.json(&["metricsp", "-o", "json"]);
+    let pm = &metrics["podMetrics"][0];
+    assert_eq!(pm["podSandboxId"], pod, "{metrics}");
+    let cm = &pm["containerMetrics"][0];
+    assert_eq!(cm["containerId"], ctr, "{metrics}");
+    let ws = cm["metrics"]
+        .as_array()
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m["name"] == "container_memory_working_set_bytes")
+        })
+        .unwrap_or_else(|| panic!("no working set in {metrics}"));
+    assert!(described(ws["name"].as_str().unwrap_or_default()));
+    assert_eq!(ws["labelValues"][4], "main", "{ws}");
+    assert_eq!(ws["metricType"], "GAUGE", "{ws}");
+    let value: u64 = ws["value"]["value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!(value > 0, "{ws}");
+
     c.ok(&["stop", "--timeout", "2", &ctr]);
     let inspect = c.json(&["inspect", "-o", "json", &ctr]);
     assert_eq!(inspect["status"]["state"], "CONTAINER_EXITED", "{inspect}");

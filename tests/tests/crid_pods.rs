@@ -437,6 +437,29 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
     let eth0 = net.default_interface.unwrap();
     assert_eq!(eth0.name, "eth0");
     assert!(eth0.rx_bytes.unwrap().value > 0 && eth0.tx_bytes.unwrap().value > 0);
+    // And so do its metrics, labelled as the pod's.
+    let all = pod_metrics(&w).await;
+    let a = all.iter().find(|p| p.pod_sandbox_id == pod_a).unwrap();
+    for name in [
+        "container_network_receive_bytes_total",
+        "container_network_receive_packets_total",
+        "container_network_transmit_bytes_total",
+        "container_network_transmit_packets_total",
+    ] {
+        assert!(metric(&a.metrics, name, &["eth0"]).unwrap() > 0, "{name}");
+    }
+    let m = &a.metrics[0];
+    assert_eq!(
+        m.label_values[..5],
+        [
+            pod_a.clone(),
+            String::new(),
+            "default".into(),
+            "a".into(),
+            "POD".into()
+        ]
+    );
+    assert!(a.metrics.iter().all(|m| m.label_values[5] != "lo"));
 
     // A verbose status runs CNI CHECK: fine, then not once eth0 is gone.
     let check = |pod: String| {
@@ -749,6 +772,128 @@ fn before_pid(w: &World, id: &str) -> i32 {
         .join("container.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
     v["pid"].as_i64().unwrap() as i32
+}
+
+/// ListPodSandboxMetrics, as a map from (metric name, label values) to value.
+async fn pod_metrics(w: &World) -> Vec<cri::PodSandboxMetrics> {
+    w.rt.clone()
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .into_inner()
+        .pod_metrics
+}
+
+/// The value of the metric `name` among `metrics`, whose labels after the base
+/// ones are `extra`.
+fn metric(metrics: &[cri::Metric], name: &str, extra: &[&str]) -> Option<u64> {
+    metrics
+        .iter()
+        .find(|m| m.name == name && m.label_values[5..] == *extra)
+        .map(|m| m.value.as_ref().unwrap().value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_metrics_move_when_a_container_burns_cpu_and_allocates_memory() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let data = w.tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = w.pod_config("metrics", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let mut c = w.container_config(
+        "burner",
+        "echo ready; while [ ! -e /data/go ]; do sleep 0.05; done; \
+         x=$(head -c 48000000 /dev/zero | tr '\\0' a); echo allocated; \
+         while [ ! -e /data/stop ]; do :; done; echo done; exec sleep 1000",
+    );
+    c.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: data.display().to_string(),
+        ..Default::default()
+    }];
+    let id = w.start(&pod, &config, c).await;
+    let log = log_of(&w, "metrics", "burner");
+    w.wait_for_log(&log, "stdout F ready").await;
+
+    // Every descriptor has the five base label keys; every metric reported is
+    // described, with as many label values as its descriptor has keys.
+    let descs =
+        w.rt.clone()
+            .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .descriptors;
+    let keys: std::collections::HashMap<_, _> = descs
+        .iter()
+        .map(|d| (d.name.clone(), d.label_keys.clone()))
+        .collect();
+    for d in &descs {
+        assert_eq!(
+            d.label_keys[..5],
+            ["id", "image", "namespace", "pod", "container"]
+        );
+    }
+    let idle = pod_metrics(&w).await;
+    assert_eq!(idle.len(), 1);
+    assert_eq!(idle[0].pod_sandbox_id, pod);
+    assert_eq!(idle[0].container_metrics.len(), 1, "the one container");
+    let ctr = &idle[0].container_metrics[0];
+    assert_eq!(ctr.container_id, id);
+    for m in &ctr.metrics {
+        let k = keys
+            .get(&m.name)
+            .unwrap_or_else(|| panic!("{} is not described", m.name));
+        assert_eq!(k.len(), m.label_values.len(), "{m:?}");
+        let image = w.image.clone();
+        assert_eq!(
+            m.label_values[..5],
+            [
+                id.clone(),
+                image,
+                "default".into(),
+                "metrics".into(),
+                "burner".into()
+            ],
+            "{m:?}"
+        );
+    }
+    let ms = &ctr.metrics;
+    let idle_ws = metric(ms, "container_memory_working_set_bytes", &[]).unwrap();
+    assert!(metric(ms, "container_processes", &[]).unwrap() >= 1);
+    assert!(metric(ms, "container_threads", &[]).unwrap() >= 1);
+    assert!(metric(ms, "container_file_descriptors", &[]).unwrap() >= 3);
+    assert_eq!(metric(ms, "container_oom_events_total", &[]), Some(0));
+    assert!(metric(ms, "container_fs_limit_bytes", &[]).unwrap() > 0);
+    let started = metric(ms, "container_start_time_seconds", &[]).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(started <= now && now - started < 120, "{started} {now}");
+    let idle_cpu = metric(ms, "container_cpu_usage_seconds_total", &["total"]).unwrap();
+
+    // 48 MB held in a shell variable, then a busy loop: both show.
+    std::fs::write(data.join("go"), "").unwrap();
+    w.wait_for_log(&log, "stdout F allocated").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let busy = loop {
+        let now = pod_metrics(&w).await;
+        let ms = now[0].container_metrics[0].metrics.clone();
+        if metric(&ms, "container_cpu_usage_seconds_total", &["total"]).unwrap() >= idle_cpu + 2 {
+            break ms;
+        }
+        assert!(Instant::now() < deadline, "the CPU use never moved: {ms:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    std::fs::write(data.join("stop"), "").unwrap();
+    let ws = metric(&busy, "container_memory_working_set_bytes", &[]).unwrap();
+    let rss = metric(&busy, "container_memory_rss", &[]).unwrap();
+    assert!(ws >= idle_ws + 40_000_000, "{idle_ws} -> {ws}");
+    assert!(rss >= 40_000_000, "{rss}");
+    let user = metric(&busy, "container_cpu_user_seconds_total", &[]).unwrap();
+    assert!(user >= 1, "{user}");
+    w.wait_for_log(&log, "stdout F done").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,7 @@ pub mod image;
 pub mod net;
 #[allow(unsafe_code)]
 pub mod netns;
+pub mod podmetrics;
 pub mod record;
 pub mod sandbox;
 pub mod server;

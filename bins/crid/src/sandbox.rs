@@ -528,14 +528,18 @@ impl Crid {
     pub async fn pod_stats(self: &Arc<Self>, pod: &PodRecord) -> cri::PodSandboxStats {
         let id = pod.id.clone();
         let containers = self.containers_stats(|c| c.pod_id == id).await;
-        let pid = self
-            .store
+        self.stats.pod(pod, containers, self.pod_pid(pod))
+    }
+
+    /// A process in `pod`'s network namespace: a container's, else its infra
+    /// process.
+    pub fn pod_pid(&self, pod: &PodRecord) -> Option<i32> {
+        self.store
             .containers_of(&pod.id)
             .iter()
             .chain(pod.infra.iter())
             .find_map(|c| self.store.container_pid(c).map(|(pid, _)| pid))
-            .or(pod.infra_pid);
-        self.stats.pod(pod, containers, pid)
+            .or(pod.infra_pid)
     }
 
     /// PodSandboxStatus: the status; with `verbose`, the record as JSON and the

@@ -28,6 +28,32 @@ pub struct CgroupStats {
     pub limit: Option<u64>,
     /// Tasks in it.
     pub pids: Option<u64>,
+    /// The most tasks it may have.
+    pub pids_max: Option<u64>,
+    /// CPU time in user mode, ns.
+    pub cpu_user_ns: Option<u64>,
+    /// CPU time in kernel mode, ns.
+    pub cpu_system_ns: Option<u64>,
+    /// CFS enforcement periods elapsed.
+    pub cfs_periods: Option<u64>,
+    /// CFS periods it was throttled in.
+    pub cfs_throttled_periods: Option<u64>,
+    /// Time it was throttled, ns.
+    pub cfs_throttled_ns: Option<u64>,
+    /// Page cache.
+    pub cache: Option<u64>,
+    /// Memory-mapped files.
+    pub mapped_file: Option<u64>,
+    /// Swap in use.
+    pub swap: Option<u64>,
+    /// Kernel memory.
+    pub kernel: Option<u64>,
+    /// The highest usage seen.
+    pub max_usage: Option<u64>,
+    /// Times usage hit the limit.
+    pub failcnt: Option<u64>,
+    /// Processes the OOM killer ended in it.
+    pub oom_kills: Option<u64>,
 }
 
 fn read_u64(p: &Path) -> Option<u64> {
@@ -54,11 +80,19 @@ pub fn read(root: &Path, path: &str) -> CgroupStats {
         let mem = v1.join(rel);
         let stat = stat_file(&mem.join("memory.stat"));
         let usage = read_u64(&mem.join("memory.usage_in_bytes"));
-        let cpu = ["cpuacct", "cpu,cpuacct"]
+        let cpu_dir = ["cpu", "cpu,cpuacct"]
             .iter()
-            .find_map(|d| read_u64(&root.join(d).join(rel).join("cpuacct.usage")));
+            .map(|d| root.join(d).join(rel))
+            .find(|d| d.join("cpu.stat").exists());
+        let cpu_stat = cpu_dir.map(|d| stat_file(&d.join("cpu.stat")));
+        let acct = ["cpuacct", "cpu,cpuacct"]
+            .iter()
+            .map(|d| root.join(d).join(rel))
+            .find(|d| d.join("cpuacct.usage").exists());
+        let acct_ns = |f: &str| acct.as_ref().and_then(|d| read_u64(&d.join(f)));
+        let oom = stat_file(&mem.join("memory.oom_control"));
         CgroupStats {
-            cpu_ns: cpu,
+            cpu_ns: acct_ns("cpuacct.usage"),
             usage,
             working_set: usage
                 .map(|u| u.saturating_sub(stat.get("total_inactive_file").copied().unwrap_or(0))),
@@ -68,15 +102,33 @@ pub fn read(root: &Path, path: &str) -> CgroupStats {
             // v1 says "no limit" with a page-rounded i64::MAX.
             limit: read_u64(&mem.join("memory.limit_in_bytes")).filter(|l| *l < 1 << 62),
             pids: read_u64(&root.join("pids").join(rel).join("pids.current")),
+            pids_max: read_u64(&root.join("pids").join(rel).join("pids.max")),
+            cpu_user_ns: acct_ns("cpuacct.usage_user"),
+            cpu_system_ns: acct_ns("cpuacct.usage_sys"),
+            cfs_periods: cpu_stat.as_ref().and_then(|c| c.get("nr_periods").copied()),
+            cfs_throttled_periods: cpu_stat
+                .as_ref()
+                .and_then(|c| c.get("nr_throttled").copied()),
+            cfs_throttled_ns: cpu_stat
+                .as_ref()
+                .and_then(|c| c.get("throttled_time").copied()),
+            cache: stat.get("total_cache").copied(),
+            mapped_file: stat.get("total_mapped_file").copied(),
+            swap: stat.get("total_swap").copied(),
+            kernel: read_u64(&mem.join("memory.kmem.usage_in_bytes")),
+            max_usage: read_u64(&mem.join("memory.max_usage_in_bytes")),
+            failcnt: read_u64(&mem.join("memory.failcnt")),
+            oom_kills: oom.get("oom_kill").copied(),
         }
     } else {
         let dir = root.join(rel);
         let stat = stat_file(&dir.join("memory.stat"));
+        let cpu = stat_file(&dir.join("cpu.stat"));
+        let events = stat_file(&dir.join("memory.events"));
+        let usec = |k: &str| cpu.get(k).map(|u| u * 1000);
         let usage = read_u64(&dir.join("memory.current"));
         CgroupStats {
-            cpu_ns: stat_file(&dir.join("cpu.stat"))
-                .get("usage_usec")
-                .map(|u| u * 1000),
+            cpu_ns: usec("usage_usec"),
             usage,
             working_set: usage
                 .map(|u| u.saturating_sub(stat.get("inactive_file").copied().unwrap_or(0))),
@@ -85,11 +137,44 @@ pub fn read(root: &Path, path: &str) -> CgroupStats {
             pgmajfault: stat.get("pgmajfault").copied(),
             limit: read_u64(&dir.join("memory.max")),
             pids: read_u64(&dir.join("pids.current")),
+            pids_max: read_u64(&dir.join("pids.max")),
+            cpu_user_ns: usec("user_usec"),
+            cpu_system_ns: usec("system_usec"),
+            cfs_periods: cpu.get("nr_periods").copied(),
+            cfs_throttled_periods: cpu.get("nr_throttled").copied(),
+            cfs_throttled_ns: usec("throttled_usec"),
+            cache: stat.get("file").copied(),
+            mapped_file: stat.get("file_mapped").copied(),
+            swap: read_u64(&dir.join("memory.swap.current")),
+            kernel: stat
+                .get("kernel")
+                .copied()
+                .or_else(|| Some(stat.get("kernel_stack")? + stat.get("slab")?)),
+            max_usage: read_u64(&dir.join("memory.peak")),
+            failcnt: events.get("max").copied(),
+            oom_kills: events.get("oom_kill").copied(),
         }
     }
 }
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The processes in the cgroup at `path` under `root`: the pids controller's
+/// list on v1, the unified one's on v2.
+pub fn processes(root: &Path, path: &str) -> Vec<i32> {
+    let rel = path.trim_start_matches('/');
+    let v1 = root.join("pids").join(rel).join("cgroup.procs");
+    let file = if root.join("pids").join("cgroup.procs").exists() {
+        v1
+    } else {
+        root.join(rel).join("cgroup.procs")
+    };
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 fn u64v(v: Option<u64>) -> Option<cri::UInt64Value> {
     v.map(|value| cri::UInt64Value { value })
@@ -231,8 +316,24 @@ impl Stats {
     }
 }
 
-/// Interfaces other than loopback from a /proc/PID/net/dev.
-fn net_dev(p: &Path) -> Option<Vec<cri::NetworkInterfaceUsage>> {
+/// One interface's counters from /proc/PID/net/dev.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // named as the file's columns
+pub struct NetDev {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// Interfaces other than loopback from a /proc/PID/net/dev, as cAdvisor counts
+/// them.
+pub fn net_devices(p: &Path) -> Option<Vec<NetDev>> {
     let text = std::fs::read_to_string(p).ok()?;
     Some(
         text.lines()
@@ -244,13 +345,32 @@ fn net_dev(p: &Path) -> Option<Vec<cri::NetworkInterfaceUsage>> {
                     .filter_map(|x| x.parse().ok())
                     .collect();
                 let name = name.trim();
-                (name != "lo" && f.len() >= 11).then(|| cri::NetworkInterfaceUsage {
+                (name != "lo" && f.len() >= 16).then(|| NetDev {
                     name: name.to_string(),
-                    rx_bytes: u64v(Some(f[0])),
-                    rx_errors: u64v(Some(f[2])),
-                    tx_bytes: u64v(Some(f[8])),
-                    tx_errors: u64v(Some(f[10])),
+                    rx_bytes: f[0],
+                    rx_packets: f[1],
+                    rx_errors: f[2],
+                    rx_dropped: f[3],
+                    tx_bytes: f[8],
+                    tx_packets: f[9],
+                    tx_errors: f[10],
+                    tx_dropped: f[11],
                 })
+            })
+            .collect(),
+    )
+}
+
+fn net_dev(p: &Path) -> Option<Vec<cri::NetworkInterfaceUsage>> {
+    Some(
+        net_devices(p)?
+            .into_iter()
+            .map(|d| cri::NetworkInterfaceUsage {
+                name: d.name,
+                rx_bytes: u64v(Some(d.rx_bytes)),
+                rx_errors: u64v(Some(d.rx_errors)),
+                tx_bytes: u64v(Some(d.tx_bytes)),
+                tx_errors: u64v(Some(d.tx_errors)),
             })
             .collect(),
     )
