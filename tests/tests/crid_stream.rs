@@ -402,3 +402,147 @@ async fn one_port_forward_session_carries_several_ports_and_connections_at_once(
     );
     w.remove_pod(&pod).await;
 }
+
+/// `curl URL`: its status code and body.
+fn curl(url: &str, method: &str) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-X", method, "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), body.to_string())
+}
+
+/// The value of the sample `series` (name and labels, as written) in Prometheus text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_counts_calls_pulls_containers_cni_and_sessions() {
+    let port = e2e::net::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = World::new(Network::Loopback, &["--metrics-address", &addr]).await;
+    let url = format!("http://{addr}/metrics");
+    let (pod, ctr) = sleeper(&w, "metrics").await;
+    // A pull that fails: the tag is not in the registry.
+    let missing = format!("{}-missing", w.image);
+    let err = w
+        .img
+        .clone()
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: missing,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    // A call that fails.
+    let err =
+        w.rt.clone()
+            .container_status(cri::ContainerStatusRequest {
+                container_id: "nope".into(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    // A container the OOM killer ends.
+    let config = w.pod_config("metrics", cri::NamespaceMode::Container);
+    let mut oom = w.container_config("oom", "head -c 200m /dev/zero | tail");
+    oom.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            memory_swap_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        security_context: None,
+    });
+    let oom = w.start(&pod, &config, oom).await;
+    // An exec session, open while the metrics are read.
+    let exec = w
+        .exec_url(
+            &ctr,
+            &["/bin/sh", "-c", "echo open; sleep 3"],
+            ExecIo::default(),
+        )
+        .await;
+    let session = std::thread::spawn(move || {
+        RemoteCommand::open(&exec, "v4.channel.k8s.io", ExecIo::default()).status()
+    });
+    let read = {
+        let url = url.clone();
+        move || curl(&url, "GET")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let (code, text) = blocking(read.clone()).await;
+        assert_eq!(code, "200", "{text}");
+        let settled = sample(&text, "crid_containers_oom_total") == Some(1.0)
+            && sample(&text, "crid_streaming_sessions_active{kind=\"exec\"}") == Some(1.0);
+        if settled {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never settled: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(w.status(&oom).await.reason, "OOMKilled");
+    let at_least = |series: &str, n: f64| {
+        let v = sample(&text, series);
+        assert!(v.is_some_and(|v| v >= n), "{series} = {v:?} in {text}");
+    };
+    at_least("crid_operations_total{operation=\"RunPodSandbox\"}", 1.0);
+    at_least("crid_operations_total{operation=\"CreateContainer\"}", 2.0);
+    at_least(
+        "crid_operations_latency_seconds_count{operation=\"StartContainer\"}",
+        2.0,
+    );
+    at_least(
+        "crid_operations_errors_total{operation=\"ContainerStatus\",code=\"NotFound\"}",
+        1.0,
+    );
+    at_least(
+        "crid_operations_errors_total{operation=\"PullImage\",code=\"NotFound\"}",
+        1.0,
+    );
+    at_least("crid_image_pulls_success_total", 1.0);
+    at_least("crid_image_pulls_failure_total{reason=\"not_found\"}", 1.0);
+    at_least("crid_image_pulls_bytes_total", 100_000.0);
+    at_least("crid_image_pulls_duration_seconds_count", 2.0);
+    at_least("crid_containers_created_total", 2.0);
+    at_least("crid_containers_started_total", 2.0);
+    at_least("crid_containers_exited_total", 1.0);
+    at_least(
+        "crid_cni_operations_latency_seconds_count{operation=\"ADD\"}",
+        1.0,
+    );
+    at_least("crid_streaming_sessions_total{kind=\"exec\"}", 1.0);
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    let status = blocking(move || session.join().unwrap()).await;
+    assert_eq!(status, r#"{"status":"Success"}"#);
+    w.remove_pod(&pod).await;
+    // Its end shows once crid has closed it.
+    let text = loop {
+        let (_, text) = blocking(read.clone()).await;
+        if sample(&text, "crid_streaming_sessions_active{kind=\"exec\"}") == Some(0.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the session stays open: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        sample(
+            &text,
+            "crid_cni_operations_latency_seconds_count{operation=\"DEL\"}"
+        ) >= Some(1.0)
+    );
+    // Only /metrics, and only to read it.
+    assert_eq!(curl(&format!("http://{addr}/other"), "GET").0, "404");
+    assert_eq!(curl(&url, "POST").0, "405");
+}

@@ -104,6 +104,10 @@ pub struct Args {
     /// [default: 10485760]
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub events_file_max: Option<u64>,
+    /// Serve crid's own metrics (Prometheus text) at http://ADDR:PORT/metrics; off
+    /// unless given (see METRICS)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -137,6 +141,7 @@ pub struct FileConfig {
     stream_tls_ca: Option<PathBuf>,
     events_file: Option<PathBuf>,
     events_file_max: Option<u64>,
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// A `[runtimes.NAME]` table.
@@ -283,6 +288,7 @@ pub fn resolve(args: &Args) -> Result<Settings> {
         events_file_max: pick(&args.events_file_max, &file.events_file_max)
             .unwrap_or(10 << 20)
             .max(1),
+        metrics_address: pick(&args.metrics_address, &file.metrics_address),
     })
 }
 

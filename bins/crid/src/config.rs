@@ -73,6 +73,8 @@ pub struct Settings {
     pub events_file: Option<PathBuf>,
     /// Its size before it rotates.
     pub events_file_max: u64,
+    /// Where to serve crid's own metrics, if anywhere.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// The streaming server's certificate, key and, to require client certificates,

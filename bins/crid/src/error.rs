@@ -34,6 +34,23 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// Its name as a metric's label value (`not_found`).
+    pub fn as_label(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::FailedPrecondition => "failed_precondition",
+            ErrorKind::ResourceExhausted => "resource_exhausted",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
+            ErrorKind::Unknown => "unknown",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
 /// crid's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum CridError {

@@ -79,6 +79,7 @@ impl Crid {
     /// Sends a `kind` event of container `id` to every subscriber, with its pod's
     /// status and its containers' (infra containers have none).
     pub async fn emit(&self, id: &str, pod: &str, kind: cri::ContainerEventType) {
+        self.count(id, kind).await;
         if self.events.tx.receiver_count() == 0 {
             return;
         }
@@ -104,6 +105,31 @@ impl Crid {
             pod_sandbox_status: pod_status,
             containers_statuses: statuses,
         });
+    }
+
+    /// Counts the event in crid's metrics.
+    async fn count(&self, id: &str, kind: cri::ContainerEventType) {
+        use cri::ContainerEventType as T;
+        let m = &self.metrics;
+        match kind {
+            T::ContainerCreatedEvent => {
+                m.containers_created.inc();
+            }
+            T::ContainerStartedEvent => {
+                m.containers_started.inc();
+            }
+            T::ContainerStoppedEvent => {
+                m.containers_exited.inc();
+                if let Some(c) = self.store.container(id) {
+                    let c = c.lock().await;
+                    let s = crate::container::status_of(&c, &self.store.monitor_dir(id));
+                    if s.reason == "OOMKilled" {
+                        m.containers_oom.inc();
+                    }
+                }
+            }
+            T::ContainerDeletedEvent => {}
+        }
     }
 
     /// The exit watcher, in a thread of its own that blocks on inotify: a STOPPED

@@ -225,24 +225,47 @@ pub struct Images {
     pub store: Layout,
     puller: Puller,
     progress_timeout: Option<Duration>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Pulls under way, by reference and credentials.
     inflight: std::sync::Mutex<HashMap<String, Shared<BoxFuture<'static, PullOutcome>>>>,
 }
 
-/// Records when a pull last moved.
-struct Watch {
+/// Records when a pull last moved, and counts the bytes it downloads.
+struct Watch<'a> {
     start: Instant,
     last_ms: AtomicU64,
+    metrics: &'a crate::metrics::Metrics,
+    /// The bytes each resumed blob already had.
+    resumed: std::sync::Mutex<HashMap<String, u64>>,
 }
 
-impl Sink for Watch {
-    fn event(&self, _: &Event) {
+impl Sink for Watch<'_> {
+    fn event(&self, e: &Event) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        match e {
+            // What a resumed download already had is not downloaded again.
+            Event::BlobStart { digest, offset, .. } if *offset > 0 => {
+                self.resumed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone(), *offset);
+            }
+            Event::BlobDone { digest, size, .. } => {
+                let had = self
+                    .resumed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(digest)
+                    .unwrap_or(0);
+                self.metrics.pull_bytes.inc_by(size.saturating_sub(had));
+            }
+            _ => {}
+        }
     }
 }
 
-impl Watch {
+impl Watch<'_> {
     /// Returns once nothing has happened for `limit`.
     async fn stalled(&self, limit: Duration) {
         loop {
@@ -261,11 +284,17 @@ impl Watch {
 impl Images {
     /// Images in `store`, pulled by `puller`; a pull that makes no progress for
     /// `progress_timeout` is cancelled.
-    pub fn new(store: Layout, puller: Puller, progress_timeout: Option<Duration>) -> Images {
+    pub fn new(
+        store: Layout,
+        puller: Puller,
+        progress_timeout: Option<Duration>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Images {
         Images {
             store,
             puller,
             progress_timeout,
+            metrics,
             inflight: Default::default(),
         }
     }
@@ -295,7 +324,10 @@ impl Images {
                     // download the others wait for.
                     let done_key = key.clone();
                     let task = tokio::spawn(async move {
+                        let t0 = Instant::now();
                         let out = me.pull_now(&image, creds).await.map_err(Arc::new);
+                        let failed = out.as_ref().err().map(|e| e.kind().as_label());
+                        me.metrics.pull(failed, t0.elapsed());
                         // Finished: the next request pulls afresh, even if every
                         // waiter gave up before now.
                         me.inflight
@@ -323,6 +355,8 @@ impl Images {
         let watch = Watch {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            metrics: &self.metrics,
+            resumed: Default::default(),
         };
         // The shared client keeps the first credentials and the tokens it got per
         // registry: a request's own credentials get a client of their own.

@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 mod fsusage;
 pub mod image;
+pub mod metrics;
 pub mod net;
 #[allow(unsafe_code)]
 pub mod netns;
@@ -76,6 +77,8 @@ pub struct Crid {
     pub streams: stream::Tokens,
     /// GetContainerEvents' subscribers and the exit watcher.
     pub events: events::Events,
+    /// crid's own metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Crid {
@@ -96,12 +99,14 @@ impl Crid {
             crikit::registry::PullOptions::default(),
         )
         .map_err(CridError::Pull)?;
+        let metrics = Arc::new(metrics::Metrics::new());
         Ok(Crid {
             store: store::Store::new(&settings.root, &settings.run_dir),
             images: Arc::new(image::Images::new(
                 layout,
                 puller,
                 settings.pull_progress_timeout,
+                Arc::clone(&metrics),
             )),
             network: net::Network {
                 conf_dir: settings.cni_conf_dir.clone(),
@@ -111,6 +116,7 @@ impl Crid {
             pod_cidr: Default::default(),
             streams: Default::default(),
             events: Default::default(),
+            metrics,
             settings,
         })
     }

@@ -367,12 +367,7 @@ impl Metrics {
                 Some(fs.blocks() * frag),
                 &[],
             );
-            self.put(
-                "container_fs_inodes_total",
-                GAUGE,
-                Some(fs.files()),
-                &[],
-            );
+            self.put("container_fs_inodes_total", GAUGE, Some(fs.files()), &[]);
             self.put(
                 "container_fs_inodes_free",
                 GAUGE,

@@ -407,7 +407,9 @@ impl Crid {
         let t_files = t0.elapsed();
         // Begun in run_pod for every pod that does not share the host's network.
         if let Some(att) = pod.network.clone() {
+            let t_add = std::time::Instant::now();
             let added = self.network.add(pod, att);
+            self.metrics.cni("ADD", added.is_ok(), t_add.elapsed());
             // Recorded at once, the result with it.
             self.store.save_pod(pod)?;
             added.map_err(|source| CridError::Network {
@@ -458,14 +460,19 @@ impl Crid {
         if pod.network.is_some() {
             let me = Arc::clone(self);
             let p = pod.clone();
-            tokio::task::spawn_blocking(move || me.network.del(&p))
-                .await?
-                // The namespace and the ADD's result stay for the retry kubelet
-                // makes: a lease given up here would be lost for good.
-                .map_err(|source| CridError::Network {
-                    pod: pod.id.clone(),
-                    source,
-                })?;
+            tokio::task::spawn_blocking(move || {
+                let t0 = std::time::Instant::now();
+                let r = me.network.del(&p);
+                me.metrics.cni("DEL", r.is_ok(), t0.elapsed());
+                r
+            })
+            .await?
+            // The namespace and the ADD's result stay for the retry kubelet
+            // makes: a lease given up here would be lost for good.
+            .map_err(|source| CridError::Network {
+                pod: pod.id.clone(),
+                source,
+            })?;
             pod.network = None;
             pod.ips.clear();
         }

@@ -62,15 +62,24 @@ async fn run(settings: Settings) -> Result<()> {
         tracing::info!("container events to {}", path.display());
         std::thread::spawn(move || crate::events::write_feed(rx, path, max));
     }
+    if let Some(addr) = settings.metrics_address {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics server: listening on {addr}"))?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        tokio::spawn(crate::metrics::serve(l, Arc::clone(&crid.metrics)));
+    }
     let listener = bind(&settings.listen)?;
     tracing::info!("serving the CRI on {}", settings.listen.display());
     let runtime = RuntimeServiceServer::new(RuntimeService(Arc::clone(&crid)))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let images = ImageServiceServer::new(ImageService(crid))
+    let images = ImageServiceServer::new(ImageService(Arc::clone(&crid)))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let metered = crate::service::metered::MeteredLayer(Arc::clone(&crid.metrics));
     let served = tonic::transport::Server::builder()
+        .layer(metered)
         .layer(crate::service::deadline::DeadlineLayer)
         .add_service(runtime)
         .add_service(images)

@@ -6,6 +6,7 @@
 
 pub mod deadline;
 mod image;
+pub mod metered;
 mod runtime;
 
 pub use image::ImageService;

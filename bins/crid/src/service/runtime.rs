@@ -364,13 +364,15 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         _req: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         let rx = self.0.events.subscribe();
-        let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let metrics = Arc::clone(&self.0.metrics);
+        let events = futures_util::stream::unfold((rx, metrics), |(mut rx, metrics)| async move {
             match rx.recv().await {
-                Ok(e) => Some((Ok(e), rx)),
+                Ok(e) => Some((Ok(e), (rx, metrics))),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(
                         "GetContainerEvents: a subscriber fell {n} events behind and is dropped"
                     );
+                    metrics.events_dropped.inc();
                     None
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => None,

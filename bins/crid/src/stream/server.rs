@@ -188,8 +188,9 @@ async fn handle(
         return Ok(too_many(&crid));
     };
     let upgrade = hyper::upgrade::on(&mut req);
+    let counted = crid.metrics.stream(request.kind());
     tokio::spawn(async move {
-        let _permit = permit;
+        let _permit = (permit, counted);
         match upgrade.await {
             Ok(io) => {
                 let session = Session::start(
@@ -245,8 +246,9 @@ fn websocket(
         return too_many(&crid);
     };
     let upgrade = hyper::upgrade::on(&mut req);
+    let counted = crid.metrics.stream(request.kind());
     tokio::spawn(async move {
-        let _permit = permit;
+        let _permit = (permit, counted);
         let io = match upgrade.await {
             Ok(io) => hyper_util::rt::TokioIo::new(io),
             Err(e) => return tracing::debug!("streaming: upgrade failed: {e}"),
