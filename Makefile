@@ -8,7 +8,7 @@ S8 := ctrmon crid
 REL := target/release
 
 # Debian packages the tests, the benchmarks and the demo use.
-DEPS := docker-registry skopeo umoci runc crun conmon containerd busybox-static debootstrap curl jq openssl zstd \
+DEPS := docker-registry skopeo umoci runc crun conmon containerd busybox-static debootstrap curl jq openssl zstd criu \
         python3 util-linux ca-certificates protobuf-compiler containernetworking-plugins iproute2 iptables
 
 FUZZ_SECONDS ?= 60

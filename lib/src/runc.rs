@@ -1,5 +1,5 @@
 //! Every OCI runtime command line crikit runs, built in one place: `create`,
-//! `exec --detach`, `start`, `kill`, `delete` and `update`, for runc or any runtime
+//! `exec --detach`, `start`, `kill`, `delete`, `update` and `checkpoint`, for runc or any runtime
 //! that speaks its command line (crun, youki). The runtime's path and its state
 //! root are fields, not constants, so a test can point them at a stand-in.
 //!
@@ -190,6 +190,62 @@ impl Runtime {
         self.run("update", c, &input)
     }
 
+    /// Runs `checkpoint --image-path IMAGES --work-path WORK --leave-running ID`:
+    /// CRIU dumps the container into IMAGES (its log, `dump.log`, into WORK) and the
+    /// container keeps running. Killed, and failed, once `timeout` has passed.
+    pub fn checkpoint(
+        &self,
+        id: &str,
+        images: &Path,
+        work: &Path,
+        timeout: std::time::Duration,
+    ) -> Result<(), RuntimeError> {
+        let mut c = self.command();
+        c.arg("checkpoint")
+            .arg("--image-path")
+            .arg(images)
+            .arg("--work-path")
+            .arg(work)
+            .args(["--leave-running", id]);
+        let spawn = |source| RuntimeError::Spawn {
+            runtime: self.path.clone(),
+            verb: "checkpoint",
+            source,
+        };
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn)?;
+        let mut stderr = child.stderr.take();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(s) = stderr.as_mut() {
+                let _ = io::Read::read_to_string(s, &mut text);
+            }
+            text
+        });
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = child.try_wait().map_err(spawn)? {
+                break s;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RuntimeError::Failed {
+                    runtime: self.path.clone(),
+                    verb: "checkpoint",
+                    message: format!("did not finish within {timeout:?}"),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let text = reader.join().unwrap_or_default();
+        self.outcome("checkpoint", status, &text)
+    }
+
     /// Runs `c` with `input` on stdin; its trimmed stderr is the error when it fails.
     fn run(&self, verb: &'static str, mut c: Command, input: &[u8]) -> Result<(), RuntimeError> {
         let spawn = |source| RuntimeError::Spawn {
@@ -212,14 +268,23 @@ impl Runtime {
             let _ = stdin.write_all(input);
         }
         let out = child.wait_with_output().map_err(spawn)?;
-        if out.status.success() {
+        self.outcome(verb, out.status, &String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// A run's end: success, or the error its stderr gives.
+    fn outcome(
+        &self,
+        verb: &'static str,
+        status: std::process::ExitStatus,
+        stderr: &str,
+    ) -> Result<(), RuntimeError> {
+        if status.success() {
             return Ok(());
         }
-        let text = String::from_utf8_lossy(&out.stderr);
-        let message = match text_log_message(&text) {
+        let message = match text_log_message(stderr) {
             Some(m) => m,
-            None if text.trim().is_empty() => format!("exited with {}", out.status),
-            None => text.trim().to_string(),
+            None if stderr.trim().is_empty() => format!("exited with {status}"),
+            None => stderr.trim().to_string(),
         };
         Err(RuntimeError::Failed {
             runtime: self.path.clone(),

@@ -200,6 +200,31 @@ async fn crictl_runs_a_bare_pod_from_pull_to_removal() {
         .unwrap_or_default();
     assert!(value > 0, "{ws}");
 
+    // crictl checkpoint: the archive, or CRIU's reason it cannot be made here.
+    let archive = w.tmp.path().join("checkpoint.tar");
+    let export = format!("--export={}", archive.display());
+    let r = c.run(&["checkpoint", &export, &ctr]);
+    let criu_works = Command::new("criu")
+        .arg("check")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if criu_works {
+        r.ok();
+        assert!(archive.is_file());
+    } else {
+        assert_ne!(r.code, Some(0), "{}", r.stdout);
+        assert!(
+            r.stderr.contains("CRIU cannot run here: criu"),
+            "{}",
+            r.stderr
+        );
+        eprintln!(
+            "crictl checkpoint, as CRIU cannot run here: {}",
+            r.stderr.trim()
+        );
+        assert!(!archive.exists());
+    }
+
     c.ok(&["stop", "--timeout", "2", &ctr]);
     let inspect = c.json(&["inspect", "-o", "json", &ctr]);
     assert_eq!(inspect["status"]["state"], "CONTAINER_EXITED", "{inspect}");

@@ -2150,3 +2150,170 @@ async fn the_events_file_gets_each_event_as_a_json_line_and_rotates() {
         assert!(len > 0 && len <= 1000, "{}: {len}", p.display());
     }
 }
+
+/// Whether CRIU can checkpoint on this machine (`criu check` passes).
+fn criu_works() -> bool {
+    std::process::Command::new("criu")
+        .arg("check")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A tar archive at `path` holding `files` (name, body).
+fn write_tar(path: &Path, files: &[(&str, &str)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, body.as_bytes()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_container_dumps_with_criu_or_says_why_it_cannot() {
+    let w = World::new(Network::Loopback, &[]).await;
+    let mut rt = w.rt.clone();
+    let config = w.pod_config("ckpt", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let id = w
+        .start(
+            &pod,
+            &config,
+            w.container_config("c", "echo changed > /made; echo ready; exec sleep 1000"),
+        )
+        .await;
+    w.wait_for_log(&log_of(&w, "ckpt", "c"), "stdout F ready")
+        .await;
+    let archive = w.tmp.path().join("ckpt.tar");
+    let checkpoint = |container_id: String, location: String| {
+        let mut rt = rt.clone();
+        async move {
+            rt.checkpoint_container(cri::CheckpointContainerRequest {
+                container_id,
+                location,
+                timeout: 60,
+            })
+            .await
+        }
+    };
+    let got = checkpoint(id.clone(), archive.display().to_string()).await;
+    if criu_works() {
+        got.unwrap_or_else(|e| panic!("{e:?}"));
+        let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        for want in [
+            "config.dump",
+            "spec.dump",
+            "rootfs-diff.tar",
+            "deleted.files",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+        }
+        assert!(
+            names.iter().any(|n| n.starts_with("checkpoint/")),
+            "{names:?}"
+        );
+    } else {
+        // CRIU cannot run on this machine: the call says so, and why, and leaves
+        // nothing behind.
+        let e = got.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("CRIU cannot run here: criu"), "{e:?}");
+        assert!(e.message().contains(&id), "{e:?}");
+        assert!(!archive.exists());
+        let dir = w.crid.root.join("containers").join(&id);
+        let tmp: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".checkpoint"))
+            .collect();
+        assert!(tmp.is_empty(), "{tmp:?}");
+    }
+    // Either way the container runs on.
+    assert_eq!(
+        w.status(&id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+
+    // Bad requests.
+    let e = checkpoint(id.clone(), "relative.tar".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("not an absolute path"), "{e:?}");
+    let e = checkpoint("nope".into(), archive.display().to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let ended = w
+        .start(&pod, &config, w.container_config("ended", "exit 0"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.status(&ended).await.state != cri::ContainerState::ContainerExited as i32 {
+        assert!(Instant::now() < deadline, "the container never exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = checkpoint(ended, archive.display().to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+    // A restore: CreateContainer whose image is a checkpoint archive.
+    let create = |image: &Path, name: &str| {
+        let mut c = w.container_config(name, "true");
+        c.image = Some(cri::ImageSpec {
+            image: image.display().to_string(),
+            ..Default::default()
+        });
+        let mut rt = rt.clone();
+        let (pod, config) = (pod.clone(), config.clone());
+        async move {
+            rt.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod,
+                config: Some(c),
+                sandbox_config: Some(config),
+            })
+            .await
+        }
+    };
+    let not_tar = w.tmp.path().join("not-a.tar");
+    std::fs::write(&not_tar, "x".repeat(2000)).unwrap();
+    let e = create(&not_tar, "r1").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let other = w.tmp.path().join("other.tar");
+    write_tar(&other, &[("config.dump", "{}")]);
+    let e = create(&other, "r2").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message()
+            .contains("not a checkpoint archive (no spec.dump)"),
+        "{e:?}"
+    );
+    let restore = w.tmp.path().join("restore.tar");
+    write_tar(&restore, &[("config.dump", "{}"), ("spec.dump", "{}")]);
+    let e = create(&restore, "r3").await.unwrap_err();
+    if criu_works() {
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    } else {
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("CRIU cannot run here"), "{e:?}");
+    }
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.len(),
+        2,
+        "no restored container was made: {listed:?}"
+    );
+}

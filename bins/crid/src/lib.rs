@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod container;
 pub mod error;

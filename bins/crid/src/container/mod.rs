@@ -474,6 +474,15 @@ impl Crid {
         if !pod.ready {
             return Err(CridError::NotReady(format!("pod {} is not ready", pod.id)));
         }
+        let image = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image.starts_with('/') {
+            let me = Arc::clone(self);
+            tokio::task::spawn_blocking(move || me.restore_requested(&image)).await??;
+        }
         let id = self.create_in(&pod, config, false).await?;
         self.events.watch(&id, self.store.monitor_dir(&id).path());
         self.emit(&id, &pod.id, cri::ContainerEventType::ContainerCreatedEvent)

@@ -43,15 +43,6 @@ impl From<CridError> for Status {
     }
 }
 
-/// What this version does not do answers `Unimplemented`, naming itself, rather
-/// than pretending.
-fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "crid {}: {rpc} is not implemented in this version",
-        env!("CARGO_PKG_VERSION")
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,5 @@
 //! The CRI RuntimeService over [`Crid`]'s pods and containers.
 
-use super::unimplemented;
 use crate::error::CridError;
 use crate::Crid;
 use k8s_cri::v1 as cri;
@@ -350,9 +349,10 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
 
     async fn checkpoint_container(
         &self,
-        _req: Request<cri::CheckpointContainerRequest>,
+        req: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
-        Err(unimplemented("CheckpointContainer"))
+        self.0.checkpoint_container(req.into_inner()).await?;
+        Ok(Response::new(cri::CheckpointContainerResponse {}))
     }
 
     type GetContainerEventsStream = std::pin::Pin<
