@@ -85,6 +85,7 @@ bench: deps release ## imgpull, bundlegen, ctrmon, crid against skopeo, umoci, c
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/crid.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/stream.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/lifecycle.py
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/events.py
 
 fuzz: ## fuzz the layer applier for FUZZ_SECONDS (installs cargo-fuzz when missing)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz

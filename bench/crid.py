@@ -116,7 +116,7 @@ class Runtime:
             self.proc.kill()
 
 
-def start_crid(work, reg, cni):
+def start_crid(work, reg, cni, extra=()):
     """crid with its defaults: its own infra process for pods that share a PID
     namespace (containerd runs the pause image for them)."""
     d = os.path.join(work, "crid")
@@ -124,7 +124,7 @@ def start_crid(work, reg, cni):
     sock = os.path.join(d, "crid.sock")
     proc = subprocess.Popen([os.path.join(pull.BIN, "crid"), "--root", f"{d}/root", "--run-dir", f"{d}/run",
                              "--listen", f"unix://{sock}", "--cni-conf-dir", cni, "--cni-bin-dir", "/usr/lib/cni",
-                             "--insecure-registry", reg, "--registries-conf", "/dev/null"],
+                             "--insecure-registry", reg, "--registries-conf", "/dev/null", *extra],
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "crid.log"), "w"))
     wait_socket(sock, proc, "crid")
     return Runtime("crid", work, sock, proc, d)
@@ -168,13 +168,13 @@ def require(tools):
             pull.die(f"{tool} is missing: run 'make deps'")
 
 
-def start_runtimes(work, reg, bridge, subnet):
+def start_runtimes(work, reg, bridge, subnet, crid_extra=()):
     """The corpus pushed, the pause image built, the CNI conf written; crid and
     containerd started on them. Returns the pause image and [crid, containerd]."""
     pull.ensure_corpus(reg)
     pause = build_pause(work, reg)
     cni = write_cni(work, bridge, subnet)
-    return pause, [start_crid(work, reg, cni), start_containerd(work, reg, cni, pause)]
+    return pause, [start_crid(work, reg, cni, crid_extra), start_containerd(work, reg, cni, pause)]
 
 
 def write_cni(work, bridge, subnet):
