@@ -784,19 +784,21 @@ impl<'a> Monitor<'a> {
     /// Writes the exit file, tells the clients, cleans up; the monitor's exit code.
     fn finish(mut self, started: SystemTime, oom: bool) -> i32 {
         let cfg = self.cfg;
-        // The log's last records outlive a crash of the node, as the exit file does.
-        if let Some(log) = &mut self.log {
-            let _ = log.get_mut().sync_data();
-        }
         let (code, signal) = self.status.unwrap_or((None, None));
         let ended = self.ended_at.unwrap_or_else(SystemTime::now);
         let exit = ExitStatus::new(code, signal, oom, started, ended);
         let mut failed = false;
+        // The log's last records are written already: a reader that sees the exit
+        // file sees them. The exit file goes first, so that the exit is known as
+        // soon as it can be; the log is made durable right after.
         if let Some(f) = &cfg.exit_file {
             if let Err(e) = exit.write_to(f) {
                 tracing::error!("container {}: writing the exit file: {e}", cfg.id);
                 failed = true;
             }
+        }
+        if let Some(log) = &mut self.log {
+            let _ = log.get_mut().sync_data();
         }
         // The socket goes first (no one new can attach to a finished container),
         // then the attached clients learn the status.
