@@ -426,6 +426,21 @@ impl World {
         }
     }
 
+    /// A container the OOM killer ends: 200 MB through a pipe under a 16 MiB limit.
+    pub fn oom_container_config(&self, name: &str) -> k8s_cri::v1::ContainerConfig {
+        use k8s_cri::v1 as cri;
+        let mut oom = self.container_config(name, "head -c 200m /dev/zero | tail");
+        oom.linux = Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 16 << 20,
+                memory_swap_limit_in_bytes: 16 << 20,
+                ..Default::default()
+            }),
+            security_context: None,
+        });
+        oom
+    }
+
     /// A container config running `script` under /bin/sh from the test image, with
     /// FOO=bar, a `tier` label and the log at NAME.log.
     pub fn container_config(&self, name: &str, script: &str) -> k8s_cri::v1::ContainerConfig {

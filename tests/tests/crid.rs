@@ -24,7 +24,7 @@ fn pull_request(image: &str) -> cri::PullImageRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_status_unimplemented_and_a_clean_stop() {
+async fn version_status_bad_requests_and_a_clean_stop() {
     let tmp = TempRoot::new();
     let mut crid = Crid::start(tmp.path(), &[]);
     let mode = std::fs::metadata(&crid.socket)
@@ -57,7 +57,7 @@ async fn version_status_unimplemented_and_a_clean_stop() {
     let info: serde_json::Value = serde_json::from_str(&s.info["config"]).unwrap();
     assert_eq!(info["config"]["root"], crid.root.to_str().unwrap());
 
-    // What this version does not do says so.
+    // The cgroup driver kubelet must use.
     let c = rt
         .runtime_config(cri::RuntimeConfigRequest::default())
         .await
@@ -67,12 +67,13 @@ async fn version_status_unimplemented_and_a_clean_stop() {
         c.linux.unwrap().cgroup_driver,
         cri::CgroupDriver::Cgroupfs as i32
     );
+    // A checkpoint without a location is a bad request.
     let e = rt
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("CheckpointContainer"), "{e:?}");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("checkpoint location"), "{e:?}");
     // Exec without a command is a bad request, not a URL.
     let e = rt.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");

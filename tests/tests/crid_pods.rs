@@ -1024,16 +1024,7 @@ async fn container_config_resources_and_stats() {
     let mut tty = w.container_config("tty", "[ -t 1 ] && echo on-a-terminal");
     tty.tty = true;
     let tty = w.start(&pod, &config, tty).await;
-    let mut oom = w.container_config("oom", "head -c 200m /dev/zero | tail");
-    oom.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 16 << 20,
-            memory_swap_limit_in_bytes: 16 << 20,
-            ..Default::default()
-        }),
-        security_context: None,
-    });
-    let oom = w.start(&pod, &config, oom).await;
+    let oom = w.start(&pod, &config, w.oom_container_config("oom")).await;
     for (id, reason) in [(&tty, "Completed"), (&oom, "OOMKilled")] {
         let deadline = Instant::now() + Duration::from_secs(30);
         let s = loop {

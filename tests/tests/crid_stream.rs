@@ -455,16 +455,7 @@ async fn the_metrics_endpoint_counts_calls_pulls_containers_cni_and_sessions() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     // A container the OOM killer ends.
     let config = w.pod_config("metrics", cri::NamespaceMode::Container);
-    let mut oom = w.container_config("oom", "head -c 200m /dev/zero | tail");
-    oom.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 16 << 20,
-            memory_swap_limit_in_bytes: 16 << 20,
-            ..Default::default()
-        }),
-        security_context: None,
-    });
-    let oom = w.start(&pod, &config, oom).await;
+    let oom = w.start(&pod, &config, w.oom_container_config("oom")).await;
     // An exec session, open while the metrics are read.
     let exec = w
         .exec_url(
