@@ -46,11 +46,13 @@ pub async fn serve(crid: Arc<Crid>, request: Request, protocol: &str, mut sessio
         session.close().await;
         return;
     };
-    // A terminal's first size, before the process starts: a client sends it at once.
+    // A terminal's first size, before the process starts: a client sends it at once
+    // (kubectl and crictl do), so the wait ends when it comes; the bound is for a
+    // client that never sends one, and generous for a loaded node.
     let mut size = None;
     if let (Request::Exec { .. }, true, Some(r)) = (&request, io.tty, streams.resize.as_mut()) {
         if let Ok(Some(d)) =
-            tokio::time::timeout(std::time::Duration::from_secs(1), r.rx.recv()).await
+            tokio::time::timeout(std::time::Duration::from_secs(3), r.rx.recv()).await
         {
             size = d
                 .split(|b| *b == b'\n')
