@@ -774,7 +774,7 @@ fn before_pid(w: &World, id: &str) -> i32 {
     v["pid"].as_i64().unwrap() as i32
 }
 
-/// ListPodSandboxMetrics, as a map from (metric name, label values) to value.
+/// ListPodSandboxMetrics: every pod's metrics.
 async fn pod_metrics(w: &World) -> Vec<cri::PodSandboxMetrics> {
     w.rt.clone()
         .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
