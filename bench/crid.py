@@ -48,31 +48,42 @@ def pids_named(name):
     return out
 
 
-def children_rss(root_dir, names):
-    """RSS of processes called one of `names` whose command line mentions root_dir."""
-    total = 0
+def pids_with(names, mark=None):
+    """Pids of processes called one of `names` whose command line mentions `mark`
+    (any, for None)."""
+    out = []
     for name in names:
         for pid in pids_named(name):
             try:
                 cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
             except OSError:
                 continue
-            if root_dir in cmd:
-                total += rss_kib(pid)
-    return total
+            if mark is None or mark in cmd:
+                out.append(pid)
+    return out
 
 
-def pause_rss(pause_cmd):
-    """RSS of the pause processes (`/bin/sleep 2147483647`)."""
-    total = 0
+def children_rss(root_dir, names):
+    """RSS of processes called one of `names` whose command line mentions root_dir."""
+    return sum(rss_kib(p) for p in pids_with(names, root_dir))
+
+
+def pause_pids(pause_cmd):
+    """The pause processes (`/bin/sleep 2147483647`)."""
+    out = []
     for pid in pids_named("sleep"):
         try:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
         except OSError:
             continue
         if pause_cmd.encode() in cmd:
-            total += rss_kib(pid)
-    return total
+            out.append(pid)
+    return out
+
+
+def pause_rss(pause_cmd):
+    """RSS of the pause processes."""
+    return sum(rss_kib(p) for p in pause_pids(pause_cmd))
 
 
 def cri(sock, *args):

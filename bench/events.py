@@ -102,21 +102,6 @@ def proc_stat(pid):
         return 0
 
 
-def helpers(names, mark):
-    """Pids of processes called one of `names` whose command line holds `mark`
-    (or any, for mark None)."""
-    out = []
-    for name in names:
-        for pid in cridbench.pids_named(name):
-            try:
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-            except OSError:
-                continue
-            if mark is None or mark in cmd:
-                out.append(pid)
-    return out
-
-
 def measure(daemon, extra, seconds=10):
     """RSS (KiB) of the daemon and of daemon + extra, and CPU (% of one core) of
     each over `seconds` idle."""
@@ -167,10 +152,9 @@ def main():
                 Subscriber(["ctr", "-a", cd_rt.sock, "events"], ctr_events)]
         time.sleep(1)
         usage = {
-            "crid": measure(crid_rt.proc.pid, helpers(["ctrmon"], crid_rt.root)),
-            "containerd": measure(cd_rt.proc.pid, helpers(["containerd-shim"], None) +
-                                  [p for p in cridbench.pids_named("sleep")
-                                   if b"2147483647" in open(f"/proc/{p}/cmdline", "rb").read()]),
+            "crid": measure(crid_rt.proc.pid, cridbench.pids_with(["ctrmon"], crid_rt.root)),
+            "containerd": measure(cd_rt.proc.pid, cridbench.pids_with(["containerd-shim"]) +
+                                  cridbench.pause_pids("2147483647")),
         }
         scraped = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{metrics_port}/metrics"],
                                  capture_output=True, text=True).stdout

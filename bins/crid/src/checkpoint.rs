@@ -59,33 +59,22 @@ pub fn criu_ready() -> std::result::Result<(), String> {
     Err(format!("criu check: {}", first_error(&text)))
 }
 
-/// The first of CRIU's `Error (file.c:N): what` lines, as `what`; the whole text
-/// when it has none.
-fn first_error(text: &str) -> String {
+/// What CRIU's `Error (file.c:N): what` lines say, as `what`, in order.
+fn criu_errors(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
-        .find_map(|l| {
-            let rest = &l[l.find("Error (")?..];
-            Some(rest.split_once("): ")?.1.trim().to_string())
-        })
-        .unwrap_or_else(|| text.trim().to_string())
+        .filter_map(|l| Some(l[l.find("Error (")?..].split_once("): ")?.1.trim()))
 }
 
-/// CRIU's error lines at the end of its log in `work`, to add to the runtime's
-/// "criu failed" (which only names the log).
+/// The first of CRIU's errors in `text`; the whole text when it has none.
+fn first_error(text: &str) -> String {
+    criu_errors(text).next().unwrap_or(text.trim()).to_string()
+}
+
+/// CRIU's errors in its log in `work`, to add to the runtime's "criu failed"
+/// (which only names the log).
 fn dump_log_errors(work: &Path) -> Option<String> {
     let text = std::fs::read_to_string(work.join("dump.log")).ok()?;
-    let errors: Vec<String> = text
-        .lines()
-        .filter_map(|l| {
-            Some(
-                l[l.find("Error (")?..]
-                    .split_once("): ")?
-                    .1
-                    .trim()
-                    .to_string(),
-            )
-        })
-        .collect();
+    let errors: Vec<&str> = criu_errors(&text).collect();
     (!errors.is_empty()).then(|| errors.join("; "))
 }
 
@@ -175,32 +164,32 @@ impl Crid {
         })
         .await?
     }
+}
 
-    /// The restore a CreateContainer asks for when its image is a checkpoint
-    /// archive (a file at an absolute path); `Ok(false)` when the image is not a
-    /// path to a file.
-    pub fn restore_requested(&self, image: &str) -> Result<bool> {
-        let path = Path::new(image);
-        if !path.is_absolute() || !path.is_file() {
-            return Ok(false);
-        }
-        let found = archive_members(path).map_err(|e| {
-            CridError::Invalid(format!("image {image}: a file, but not a tar archive: {e}"))
-        })?;
-        if let Some(missing) = REQUIRED.iter().find(|m| !found.iter().any(|f| f == *m)) {
-            return Err(CridError::Invalid(format!(
-                "image {image}: a file, but not a checkpoint archive (no {missing})"
-            )));
-        }
-        criu_ready().map_err(|why| {
-            CridError::NotReady(format!(
-                "restoring a container from {image}: CRIU cannot run here: {why}"
-            ))
-        })?;
-        Err(CridError::Unsupported(
-            "restores of containers from checkpoint archives".into(),
-        ))
+/// The answer to a CreateContainer whose image is a file at an absolute path, which
+/// asks for a restore from that checkpoint archive: why not. Any other image is
+/// `Ok`.
+pub fn refuse_restore(image: &str) -> Result<()> {
+    let path = Path::new(image);
+    if !path.is_absolute() || !path.is_file() {
+        return Ok(());
     }
+    let found = archive_members(path).map_err(|e| {
+        CridError::Invalid(format!("image {image}: a file, but not a tar archive: {e}"))
+    })?;
+    if let Some(missing) = REQUIRED.iter().find(|m| !found.iter().any(|f| f == *m)) {
+        return Err(CridError::Invalid(format!(
+            "image {image}: a file, but not a checkpoint archive (no {missing})"
+        )));
+    }
+    criu_ready().map_err(|why| {
+        CridError::NotReady(format!(
+            "restoring a container from {image}: CRIU cannot run here: {why}"
+        ))
+    })?;
+    Err(CridError::Unsupported(
+        "restores of containers from checkpoint archives".into(),
+    ))
 }
 
 /// The names of the top-level members of the tar archive at `path`.

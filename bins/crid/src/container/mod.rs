@@ -480,8 +480,8 @@ impl Crid {
             .map(|i| i.image.clone())
             .unwrap_or_default();
         if image.starts_with('/') {
-            let me = Arc::clone(self);
-            tokio::task::spawn_blocking(move || me.restore_requested(&image)).await??;
+            tokio::task::spawn_blocking(move || crate::checkpoint::refuse_restore(&image))
+                .await??;
         }
         let id = self.create_in(&pod, config, false).await?;
         self.events.watch(&id, self.store.monitor_dir(&id).path());

@@ -2,8 +2,7 @@
 //! the gRPC code it was answered with.
 
 use crate::metrics::Metrics;
-use std::future::Future;
-use std::pin::Pin;
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -50,8 +49,6 @@ fn code_name(status: Option<&http::HeaderValue>) -> String {
     format!("{:?}", tonic::Code::from_i32(code))
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, B, R> tower::Service<http::Request<B>> for Metered<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
@@ -60,7 +57,7 @@ where
 {
     type Response = http::Response<R>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
