@@ -24,7 +24,7 @@ json\t'One JSON object per line'"
 complete -c ctrmon -l stdin -d 'Give the container a stdin pipe that attach clients write to'
 complete -c ctrmon -s t -l tty -d 'Give the container a terminal (its process.terminal must be true); output is logged as stdout, attach clients may resize it'
 complete -c ctrmon -l start -d 'Also start the container (without it the caller runs `RUNTIME start`)'
-complete -c ctrmon -l cleanup -d 'Run `RUNTIME delete` once the container has exited'
+complete -c ctrmon -l cleanup -d 'Run `RUNTIME delete` once the container has exited (and, when it succeeded, create the state directory\'s `deleted`)'
 complete -c ctrmon -l infra -d 'Infra mode: start the infra process of the pod ID, PID 1 of a new PID namespace that its containers join, in the namespaces pinned in --ns-dir, and print its pid (see INFRA)'
 complete -c ctrmon -s v -l verbose -d 'More diagnostics (-v info, -vv debug, -vvv trace)'
 complete -c ctrmon -s h -l help -d 'Print help (see more with \'--help\')'

@@ -216,11 +216,29 @@ async fn pod_and_container_lifecycle() {
     rt.stop_container(stop)
         .await
         .expect("stopping twice is no error");
+    // The exited container's runtime state goes with its exit, as containerd deletes
+    // its task then; RemoveContainer has only files left to remove.
+    let monitor = crikit::monitor::StateDir::new(&w.crid.run_dir, &ctr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !monitor.deleted_file().exists() {
+        assert!(Instant::now() < deadline, "ctrmon never deleted {ctr}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !handler_root.join(&ctr).exists(),
+        "{} still holds {ctr} after its exit",
+        handler_root.display()
+    );
 
     let remove = cri::RemoveContainerRequest {
         container_id: ctr.clone(),
     };
     rt.remove_container(remove.clone()).await.unwrap();
+    assert!(
+        !monitor.path().exists(),
+        "{} left",
+        monitor.path().display()
+    );
     let e = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: ctr.clone(),

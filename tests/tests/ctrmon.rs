@@ -128,6 +128,18 @@ impl World {
             .collect()
     }
 
+    /// Whether runc still holds state for `id`.
+    fn runc_has(&self, id: &str) -> bool {
+        Command::new("runc")
+            .arg("--root")
+            .arg(&self.runc_root)
+            .args(["state", id])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
     fn runc(&self, args: &[&str]) {
         let out = Command::new("runc")
             .arg("--root")
@@ -158,6 +170,15 @@ fn exit_codes_and_signals() {
         assert_eq!(e["exit_code"], want);
         assert_eq!(e["reason"], if want == 0 { "Completed" } else { "Error" });
         assert_eq!(e["oom_killed"], false);
+        // --cleanup: the runtime's state goes once the monitor has the exit, and
+        // `deleted` says so.
+        let deleted = w.dirs(id).deleted_file();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !deleted.exists() {
+            assert!(Instant::now() < deadline, "no {}", deleted.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!w.runc_has(id), "runc still has {id} after --cleanup");
     }
     // The shell must not be its PID namespace's init, which ignores signals it has no
     // handler for: these containers share the host's PID namespace.
@@ -185,6 +206,9 @@ fn exit_codes_and_signals() {
         w.runc(&["kill", id, sig]);
         let e = w.exit(id);
         assert_eq!(e["exit_code"], want, "{e}");
+        // Without --cleanup the stopped container stays the runtime's to delete.
+        assert!(w.runc_has(id), "runc lost {id} without --cleanup");
+        assert!(!w.dirs(id).deleted_file().exists());
     }
 }
 

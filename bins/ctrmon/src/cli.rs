@@ -85,7 +85,8 @@ pub struct Args {
     /// Also start the container (without it the caller runs `RUNTIME start`)
     #[arg(long)]
     pub start: bool,
-    /// Run `RUNTIME delete` once the container has exited
+    /// Run `RUNTIME delete` once the container has exited (and, when it succeeded,
+    /// create the state directory's `deleted`)
     #[arg(long)]
     pub cleanup: bool,
     /// Split log lines longer than this many bytes into partial records
@@ -209,6 +210,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
         diagnostics: file(args.log_file.as_ref(), unless_exec(dirs.diagnostics()))?,
         start: args.start,
         cleanup: args.cleanup,
+        deleted_file: unless_exec(dirs.deleted_file()),
         max_line: args.log_line_max,
         log_size_max: args.log_size_max,
         attach_socket: args

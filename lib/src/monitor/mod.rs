@@ -67,6 +67,12 @@ impl StateDir {
         self.0.join("runtime.log")
     }
 
+    /// Written by a monitor run with `--cleanup` once `RUNTIME delete` succeeded:
+    /// the runtime holds nothing more of the container.
+    pub fn deleted_file(&self) -> PathBuf {
+        self.0.join("deleted")
+    }
+
     /// Where a detached monitor writes its own diagnostics.
     pub fn diagnostics(&self) -> PathBuf {
         self.0.join("ctrmon.log")
@@ -112,12 +118,14 @@ impl StateDir {
     }
 
     /// Whether the monitor runs: its pid file names a live process called ctrmon (a
-    /// pid taken over by another program is no monitor).
+    /// pid taken over by another program is no monitor, and a zombie has ended: its
+    /// reaper, the node's init, may be slow to reap it).
     pub fn monitor_alive(&self) -> bool {
         std::fs::read_to_string(self.monitor_pid_file())
             .ok()
-            .and_then(|p| std::fs::read_to_string(format!("/proc/{}/comm", p.trim())).ok())
-            .is_some_and(|comm| comm.trim() == "ctrmon")
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .and_then(process_state)
+            .is_some_and(|(comm, state)| comm == "ctrmon" && state != 'Z')
     }
 }
 
@@ -249,6 +257,11 @@ impl MonitorCommand {
     /// `--start`: start the container too.
     pub fn start(self, on: bool) -> Self {
         self.flag("--start", on)
+    }
+
+    /// `--cleanup`: run `RUNTIME delete` once the container has exited.
+    pub fn cleanup(self, on: bool) -> Self {
+        self.flag("--cleanup", on)
     }
 
     /// Any other argument.

@@ -105,6 +105,9 @@ pub struct MonitorConfig {
     pub start: bool,
     /// Run `runtime delete` after the container exits.
     pub cleanup: bool,
+    /// Created once that delete has succeeded, if given: the runtime holds nothing
+    /// more of the container.
+    pub deleted_file: Option<PathBuf>,
     /// Lines longer than this are split into partial records.
     pub max_line: usize,
     /// When the log would grow past this many bytes it is truncated and starts over,
@@ -824,8 +827,13 @@ impl<'a> Monitor<'a> {
                     .delete_logged(&cfg.runtime_log, &cfg.id)
                     .stdin(Stdio::null())
                     .status();
-                if let Err(m) = runtime_outcome(cfg, "delete", deleted) {
-                    tracing::warn!("container {}: {m}", cfg.id);
+                match runtime_outcome(cfg, "delete", deleted) {
+                    Ok(()) => {
+                        if let Some(p) = &cfg.deleted_file {
+                            let _ = File::create(p);
+                        }
+                    }
+                    Err(m) => tracing::warn!("container {}: {m}", cfg.id),
                 }
             }
             // An exec leaves nothing behind but what its caller named.
@@ -1207,6 +1215,7 @@ mod tests {
             monitor_pid_file: dir.path().join("ctrmon.pid"),
             start: false,
             cleanup: false,
+            deleted_file: None,
             max_line: 1024,
             log_size_max: None,
             attach_socket: None,

@@ -909,13 +909,22 @@ impl Crid {
         let me = Arc::clone(self);
         let c3 = c2.clone();
         let runtime = self.teardown_runtime(&c2);
+        let dirs = self.store.monitor_dir(id);
         tokio::task::spawn_blocking(move || -> Result<()> {
             let c = c3;
-            runtime.delete(&c.id).map_err(|source| CridError::Runtime {
-                action: "deleting",
-                id: c.id.clone(),
-                source,
-            })?;
+            // ctrmon deletes the runtime's state once the container has exited
+            // (`--cleanup`); a monitor still at it is given a moment to finish.
+            let exited = dirs.exit().is_some()
+                && crate::poll_until(Duration::from_secs(2), Duration::from_millis(5), || {
+                    !dirs.monitor_alive()
+                });
+            if !(exited && dirs.deleted_file().exists()) {
+                runtime.delete(&c.id).map_err(|source| CridError::Runtime {
+                    action: "deleting",
+                    id: c.id.clone(),
+                    source,
+                })?;
+            }
             crikit::bundle::remove(&me.settings.root, &c.bundle).map_err(|source| {
                 CridError::Bundle {
                     name: c.name.clone(),

@@ -52,7 +52,10 @@ impl Monitors<'_> {
             .attach_socket(&dirs.attach_socket())
             .stdin(o.stdin)
             .tty(o.tty)
-            .start(o.start);
+            .start(o.start)
+            // The runtime's state goes when the container exits, as containerd
+            // deletes its task then; RemoveContainer has only files left to remove.
+            .cleanup(true);
         if let Some(p) = o.log_path {
             cmd = cmd.log_path(p);
         }
