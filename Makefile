@@ -2,8 +2,8 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 CARGO ?= cargo
-BINS := imgpull bundlegen ctrmon crid
-S1 := imgpull bundlegen
+BINS := imgpull bundlegen ctrmon crid imgserve
+S1 := imgpull bundlegen imgserve
 S8 := ctrmon crid
 REL := target/release
 

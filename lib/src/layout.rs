@@ -31,6 +31,11 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The annotation holding the digest the registry resolved the reference to (an image
 /// index digest for multi-platform images); it is what `imgpull` prints.
 pub const REPO_DIGEST: &str = "io.crikit.image.repo-digest";
+/// The annotation listing, comma-separated, the manifests as the registry served
+/// them where they differ from the stored one (the image index of a multi-platform
+/// image, a Docker manifest before its conversion): kept as blobs so the store can
+/// serve an image with the registry's own digests (`imgserve`).
+pub const SOURCE_MANIFESTS: &str = "io.crikit.image.source-manifests";
 /// Upper bound on a manifest or image index, as containerd applies.
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// Upper bound on an image config blob read into memory.
@@ -517,6 +522,7 @@ impl Store {
             if let Err(e) = self.reachable_from(d, &mut keep) {
                 tracing::warn!("image {:?}: {e}", ref_name(d).unwrap_or("?"));
             }
+            keep.extend(source_manifests(d));
         }
         let mut report = PruneReport::default();
         let blobs = self.dir.join("blobs").join("sha256");
@@ -572,6 +578,20 @@ impl Store {
         }
         Ok(total)
     }
+}
+
+/// The registry's own manifests an index.json entry names in [`SOURCE_MANIFESTS`]
+/// (malformed digests left out).
+pub fn source_manifests(d: &Descriptor) -> Vec<Digest> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(SOURCE_MANIFESTS))
+        .map(|v| {
+            v.split(',')
+                .filter_map(|s| Digest::parse(s.trim()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The `org.opencontainers.image.ref.name` of a descriptor.

@@ -28,6 +28,7 @@ pub mod runc;
 pub mod seccomp;
 pub mod spdy;
 pub mod spec;
+pub mod tls;
 
 /// An error and its causes on one line, each cause once (a cause whose text the
 /// line already holds is left out), newlines made spaces: what every tool prints

@@ -77,6 +77,13 @@ pub fn parse(input: &str) -> Result<Reference, ReferenceError> {
     })
 }
 
+/// Whether `path` is a repository path as the distribution spec has it
+/// (`library/busybox`: lowercase components joined by `/`, at most 255 bytes), with
+/// no registry host in front.
+pub fn valid_repository(path: &str) -> bool {
+    path.len() <= 255 && path.split('/').all(valid_path_component)
+}
+
 /// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`
 fn valid_path_component(p: &str) -> bool {
     let b = p.as_bytes();
@@ -122,8 +129,8 @@ fn valid_domain(d: &str) -> bool {
     })
 }
 
-/// `[\w][\w.-]{0,127}`
-fn valid_tag(t: &str) -> bool {
+/// Whether `t` is a tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn valid_tag(t: &str) -> bool {
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     let b = t.as_bytes();
     !b.is_empty()

@@ -46,11 +46,14 @@ impl Crid {
             .arg(format!("unix://{}", socket.display()))
             .arg("--cni-conf-dir")
             .arg(dir.join("cni"))
-            .args(["--registries-conf", "/dev/null", "--log-level", "info"])
+            .args(["--log-level", "info"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("crid log file"));
+        if !extra.contains(&"--registries-conf") {
+            c.args(["--registries-conf", "/dev/null"]);
+        }
         // The runtime under test, unless the test picks the runtime itself.
         if !extra
             .iter()

@@ -40,9 +40,10 @@ async fn run(settings: Settings) -> Result<()> {
         .local_addr()
         .context("streaming server: its address")?;
     let tls = match &settings.stream_tls {
-        Some(t) => {
-            Some(crate::stream::tls::server_config(t).context("streaming server: its TLS files")?)
-        }
+        Some(t) => Some(
+            crikit::tls::server_config("streaming server", &t.cert, &t.key, t.client_ca.as_deref())
+                .context("streaming server: its TLS files")?,
+        ),
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -233,6 +233,8 @@ pub(super) type Result<T, E = RegistryError> = std::result::Result<T, E>;
 pub(super) struct Ctx<'a> {
     pub(super) image: &'a str,
     pub(super) registry: &'a str,
+    /// A mirror: retried once at most, since the next endpoint is there to try.
+    pub(super) mirror: bool,
 }
 
 /// A pull from one registry: its names for errors, and the HTTP client to use.

@@ -282,6 +282,7 @@ mod tests {
         let ctx = Ctx {
             image: "x",
             registry: "r",
+            mirror: false,
         };
         let d = Digest::of(b"x");
         for (raw, want) in [

@@ -30,7 +30,9 @@ pub use error::{ErrorKind, RegistryError};
 
 use crate::auth::{CredentialStore, Credentials};
 use crate::digest::{Digest, DigestError};
-use crate::layout::{LayoutError, Store, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, REPO_DIGEST};
+use crate::layout::{
+    LayoutError, Store, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, REPO_DIGEST, SOURCE_MANIFESTS,
+};
 use crate::platform::Platform;
 use crate::progress::{Event, Sink};
 use crate::reference::{self, Reference};
@@ -165,6 +167,7 @@ impl Puller {
             names: Ctx {
                 image,
                 registry: &registry,
+                mirror: ep.mirror,
             },
             client: &client,
         };
@@ -172,6 +175,9 @@ impl Puller {
         let (raw, top_digest) = self
             .fetch_manifest(&ctx, r, &auth, r.digest(), sink)
             .await?;
+        // The registry's own bytes where they differ from what is stored (an index, a
+        // Docker manifest), kept so the store serves the image by the same digests.
+        let mut sources = vec![(top_digest.clone(), raw.clone())];
         let mut raw = raw;
         let mut manifest_digest = top_digest.clone();
         let mut media_type = detect_media_type(&ctx, &raw, &top_digest)?;
@@ -188,6 +194,7 @@ impl Puller {
                     format!("index entry is a {media_type}, not an image manifest"),
                 ));
             }
+            sources.push((child.clone(), child_raw.clone()));
             raw = child_raw;
             manifest_digest = child;
         }
@@ -226,6 +233,16 @@ impl Puller {
                 digest: stored_digest.to_string(),
                 source,
             })?;
+        sources.retain(|(d, _)| *d != stored_digest);
+        for (d, bytes) in &sources {
+            store
+                .put_blob(d, bytes)
+                .map_err(|source| RegistryError::Store {
+                    image: image.to_string(),
+                    digest: d.to_string(),
+                    source,
+                })?;
+        }
         let mut desc = Descriptor::new(
             MediaType::ImageManifest,
             stored_raw.len() as u64,
@@ -233,6 +250,10 @@ impl Puller {
         );
         let mut ann = std::collections::HashMap::new();
         ann.insert(REPO_DIGEST.to_string(), top_digest.to_string());
+        if !sources.is_empty() {
+            let list: Vec<&str> = sources.iter().map(|(d, _)| d.as_str()).collect();
+            ann.insert(SOURCE_MANIFESTS.to_string(), list.join(","));
+        }
         desc.set_annotations(Some(ann));
         let name = reference::store_name(asked);
         store
@@ -264,7 +285,14 @@ impl Puller {
         attempt: &mut u32,
         e: &RegistryError,
     ) -> bool {
-        if !e.transient() || *attempt > self.opts.retries {
+        // A peer that is down or failing costs one retry, not the full backoff:
+        // the next mirror or the registry itself may have it now.
+        let retries = if ctx.mirror {
+            self.opts.retries.min(1)
+        } else {
+            self.opts.retries
+        };
+        if !e.transient() || *attempt > retries {
             return false;
         }
         let delay = (self.opts.retry_delay * 2u32.saturating_pow(*attempt - 1))

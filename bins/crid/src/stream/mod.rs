@@ -12,7 +12,7 @@ pub mod remote;
 pub mod server;
 pub mod session;
 pub use crikit::spdy;
-pub mod tls;
+
 pub mod websocket;
 
 use std::collections::HashMap;

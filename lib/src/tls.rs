@@ -1,13 +1,12 @@
-//! TLS for the streaming server (`--stream-tls-cert`, `--stream-tls-key`, and with
-//! `--stream-tls-ca` client certificates required and checked against that CA), on
-//! rustls with ring's cryptography, as crid's registry client.
+//! TLS for the servers (crid's streaming server, imgserve): a certificate and key,
+//! and optionally client certificates required and checked against a CA, on rustls
+//! with ring's cryptography, as the registry client.
 //!
 //! The certificate and key are read again for a new connection when either file's
 //! modification time or size changed, so a rotated pair serves the next session
 //! without a restart; a pair that does not load keeps the one before it (and says so
 //! in the log). The client CA is read once, at start.
 
-use crate::config::StreamTls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -29,7 +28,7 @@ pub enum TlsError {
     },
     /// The client CA file.
     #[error(transparent)]
-    ClientCa(#[from] crikit::certs::CertsError),
+    ClientCa(#[from] crate::certs::CertsError),
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> TlsError {
@@ -39,21 +38,29 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> TlsError {
     }
 }
 
-/// The rustls server configuration for `tls`, its files read and checked.
-pub fn server_config(tls: &StreamTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The rustls server configuration for the certificate chain `cert` and its `key`
+/// (PEM), with client certificates signed by `client_ca` required when given; the
+/// files read and checked. `server` names the server in log lines.
+pub fn server_config(
+    server: &'static str,
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let resolver = Arc::new(Reloading::new(
-        tls.cert.clone(),
-        tls.key.clone(),
+        server,
+        cert.to_path_buf(),
+        key.to_path_buf(),
         &provider,
     )?);
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad(&tls.cert, e))?;
-    let builder = match &tls.client_ca {
+        .map_err(|e| bad(cert, e))?;
+    let builder = match client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for der in crikit::certs::ca_file(ca)? {
+            for der in crate::certs::ca_file(ca)? {
                 roots
                     .add(CertificateDer::from(der))
                     .map_err(|e| bad(ca, e))?;
@@ -114,6 +121,7 @@ fn stamp(path: &Path) -> Stamp {
 /// The server's certificate, read again when its files change.
 #[derive(Debug)]
 struct Reloading {
+    server: &'static str,
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
@@ -122,6 +130,7 @@ struct Reloading {
 
 impl Reloading {
     fn new(
+        server: &'static str,
         cert: PathBuf,
         key: PathBuf,
         provider: &Arc<rustls::crypto::CryptoProvider>,
@@ -129,6 +138,7 @@ impl Reloading {
         let stamps = (stamp(&cert), stamp(&key));
         let loaded = load(&cert, &key, provider)?;
         Ok(Reloading {
+            server,
             cert,
             key,
             provider: Arc::clone(provider),
@@ -144,11 +154,11 @@ impl ResolvesServerCert for Reloading {
         if stamps != cur.0 {
             match load(&self.cert, &self.key, &self.provider) {
                 Ok(k) => {
-                    tracing::info!("streaming server: {} reloaded", self.cert.display());
+                    tracing::info!("{}: {} reloaded", self.server, self.cert.display());
                     *cur = (stamps, k);
                 }
                 Err(e) => {
-                    tracing::warn!("streaming server: keeping the certificate before: {e}");
+                    tracing::warn!("{}: keeping the certificate before: {e}", self.server);
                     cur.0 = stamps;
                 }
             }

@@ -1,0 +1,14 @@
+//! imgserve: serve the crikit image store read-only as an OCI registry.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    if let Some(code) = crikit::cli::generate_if_asked::<cli::Args>("1", cli::MAN_EXTRA) {
+        return code;
+    }
+    let args = cli::Args::parse();
+    crikit::cli::init_logging(&args.log);
+    crikit::cli::finish("imgserve", cli::run(args), cli::exit_code)
+}

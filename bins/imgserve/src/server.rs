@@ -1,0 +1,341 @@
+//! HTTP/1.1 over TCP (plain or TLS): request heads read within limits and parsed by
+//! httparse, persistent connections, and bodies sent from the file — by sendfile(2)
+//! on plain connections, so blob bytes never pass through user space, and through a
+//! fixed 64 KiB buffer under TLS. Memory per connection is bounded by the head
+//! buffer and that one buffer, whatever the blob size; connections beyond
+//! [`Limits::max_connections`] wait to be accepted.
+
+use crate::api::{self, Body, Response};
+use crate::auth::Auth;
+use crate::view::Views;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Bounds on what a client may send and hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head (request line and headers), bytes; 431 beyond it.
+    pub max_head: usize,
+    /// Longest request target, bytes; 414 beyond it.
+    pub max_target: usize,
+    /// Most headers in a request; 431 beyond it.
+    pub max_headers: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// A client that sends no complete request head for this long is dropped.
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: 16 << 10,
+            max_target: 4096,
+            max_headers: 64,
+            max_connections: 512,
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every connection shares.
+pub struct Shared {
+    /// The store.
+    pub views: Views,
+    /// Who may pull.
+    pub auth: Auth,
+    /// Request limits.
+    pub limits: Limits,
+    /// TLS, when serving HTTPS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Accepts connections on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(shared.limits.max_connections));
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let (sock, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and the like: wait a moment rather than spin.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let r = match &shared.tls {
+                None => connection(Conn::Plain(sock), &shared).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(shared.limits.idle, acceptor.accept(sock)).await {
+                        Ok(Ok(tls)) => connection(Conn::Tls(Box::new(tls)), &shared).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+            };
+            if let Err(e) = r {
+                tracing::debug!("{peer}: {e}");
+            }
+        });
+    }
+}
+
+/// A client connection.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(buf).await,
+            Conn::Tls(s) => s.write_all(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush().await,
+            Conn::Tls(s) => s.flush().await,
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `offset`.
+    async fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => sendfile(s, file, offset, len).await,
+            Conn::Tls(s) => copy_file(s.as_mut(), file, offset, len).await,
+        }
+    }
+}
+
+/// sendfile(2) from `file` to the socket, waiting for room in its buffer.
+async fn sendfile(s: &TcpStream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    let mut off = offset;
+    let end = offset + len;
+    while off < end {
+        let want = usize::try_from(end - off)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        let sent = loop {
+            s.writable().await?;
+            match s.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(s.as_fd(), file.as_fd(), Some(&mut off), want)
+                    .map_err(io::Error::from)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => break r?,
+            }
+        };
+        if sent == 0 {
+            // The file is shorter than it was: the client must not take a short
+            // body for a whole one, so the connection ends here.
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being sent",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Copies from `file` through one fixed buffer (TLS has to see the bytes).
+async fn copy_file<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut off = offset;
+    let end = offset + len;
+    while off < end {
+        let want = ((end - off) as usize).min(buf.len());
+        // Reads of a page-cached file are short; a cold one waits on the disk.
+        let n = tokio::task::block_in_place(|| file.read_at(&mut buf[..want], off))?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being sent",
+            ));
+        }
+        w.write_all(&buf[..n]).await?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Why a request head could not be taken.
+enum HeadError {
+    /// Answer this status, then close.
+    Status(u16, &'static str),
+    /// The connection ended or failed: nothing to answer.
+    Gone(Option<io::Error>),
+}
+
+/// Serves requests on one connection until the client closes it, asks to, or sends
+/// something that ends it.
+async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
+    let limits = &shared.limits;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let head_len = match read_head(&mut conn, &mut buf, limits).await {
+            Ok(n) => n,
+            Err(HeadError::Gone(e)) => return e.map_or(Ok(()), Err),
+            Err(HeadError::Status(status, message)) => {
+                let r = Response::error(status, "BAD_REQUEST", message);
+                write_response(&mut conn, r, true).await?;
+                return Ok(());
+            }
+        };
+        let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut req = httparse::Request::new(&mut headers);
+        let parsed = req.parse(&buf[..head_len]);
+        let (method, target, version) = match (parsed, req.method, req.path, req.version) {
+            (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v)) => (m, p, v),
+            (Err(httparse::Error::TooManyHeaders), ..) => {
+                let r = Response::error(431, "BAD_REQUEST", "too many headers");
+                write_response(&mut conn, r, true).await?;
+                return Ok(());
+            }
+            _ => {
+                let r = Response::error(400, "BAD_REQUEST", "malformed request");
+                write_response(&mut conn, r, true).await?;
+                return Ok(());
+            }
+        };
+        let header = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+        };
+        let connection_hdr = header("Connection").unwrap_or("").to_ascii_lowercase();
+        // A request body is never read (no endpoint takes one): the connection ends
+        // after the answer, so its bytes are never taken for a request.
+        let has_body = header("Transfer-Encoding").is_some()
+            || header("Content-Length").is_some_and(|l| l.trim() != "0");
+        let close = version == 0 && !connection_hdr.contains("keep-alive")
+            || connection_hdr.contains("close")
+            || has_body;
+        let response = if target.len() > limits.max_target {
+            Response::error(414, "BAD_REQUEST", "request target too long")
+        } else {
+            let request = api::Request {
+                method,
+                target,
+                range: header("Range"),
+                authorization: header("Authorization"),
+            };
+            let views = &shared.views;
+            let auth = &shared.auth;
+            // Opening and stat'ing the files is the only blocking work.
+            tokio::task::block_in_place(|| api::handle(views, auth, &request))
+        };
+        tracing::info!(
+            method,
+            target = %target.chars().take(200).collect::<String>(),
+            status = response.status,
+            bytes = response.body.len(),
+            "request"
+        );
+        // Any pipelined bytes after this head stay for the next request.
+        buf.drain(..head_len);
+        write_response(&mut conn, response, close).await?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads until `buf` holds a whole request head; its length.
+async fn read_head(
+    conn: &mut Conn,
+    buf: &mut Vec<u8>,
+    limits: &Limits,
+) -> Result<usize, HeadError> {
+    let deadline = tokio::time::Instant::now() + limits.idle;
+    loop {
+        if let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") {
+            return Ok(end + 4);
+        }
+        if buf.len() >= limits.max_head {
+            return Err(HeadError::Status(431, "request head too large"));
+        }
+        let mut chunk = [0u8; 4096];
+        let room = (limits.max_head - buf.len()).min(chunk.len());
+        let n = match tokio::time::timeout_at(deadline, conn.read(&mut chunk[..room])).await {
+            Err(_) if buf.is_empty() => return Err(HeadError::Gone(None)),
+            Err(_) => return Err(HeadError::Status(408, "request head took too long")),
+            Ok(Err(e)) => return Err(HeadError::Gone(Some(e))),
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            return Err(HeadError::Gone(None));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        _ => "",
+    }
+}
+
+async fn write_response(conn: &mut Conn, r: Response, close: bool) -> io::Result<()> {
+    use std::fmt::Write as _;
+    let mut head = String::with_capacity(512);
+    let _ = write!(head, "HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
+    for (k, v) in &r.headers {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    let _ = write!(head, "Content-Length: {}\r\n", r.length());
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    match r.body {
+        Body::Empty => conn.write_all(head.as_bytes()).await?,
+        Body::Bytes(b) => {
+            let mut all = head.into_bytes();
+            all.extend_from_slice(&b);
+            conn.write_all(&all).await?;
+        }
+        Body::File { file, offset, len } => {
+            conn.write_all(head.as_bytes()).await?;
+            conn.send_file(&file, offset, len).await?;
+        }
+    }
+    conn.flush().await
+}
