@@ -596,3 +596,166 @@ fn basic_auth_and_tls() {
     let r = run(c, T).expect_code(2);
     assert!(r.stderr.contains("/nonexistent"), "{}", r.describe());
 }
+
+/// A containerd of the test's own (root, state, socket under `dir`), its CRI plugin
+/// off; stopped on drop (its snapshot mounts go with the test's temp root).
+struct Containerd {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let sock = dir.join("containerd.sock");
+        let cfg = dir.join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{s}\"\n",
+                d = dir.display(),
+                s = sock.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
+            .spawn()
+            .expect("starting containerd");
+        let c = Containerd { child, sock };
+        e2e::wait_for("containerd's socket", || {
+            std::os::unix::net::UnixStream::connect(&c.sock).is_ok()
+        });
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> e2e::Run {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.sock).args(args);
+        run(c, T)
+    }
+}
+
+#[test]
+fn ctr_pulls_from_imgserve_and_through_a_hosts_toml_mirror_with_ns() {
+    let reg = Registry::start();
+    let tmp = TempRoot::new();
+    let root = tmp.path().join("a");
+    let p = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
+    let other = push(
+        &reg.addr,
+        "peer/other",
+        "1",
+        &Image::new(vec![Layer::large("o", 1, Compression::Gzip)]),
+    );
+    pull_into(&root, &reg.addr, &p.reference);
+    pull_into(&root, &reg.addr, &other.reference);
+    // The same path from another upstream, another image: only ?ns= tells them apart.
+    let store = crikit::layout::Store::open_existing(root.join("images")).unwrap();
+    let desc = store.resolve(&other.reference).unwrap();
+    store
+        .add_image("other.example/peer/busybox:1", desc)
+        .unwrap();
+    let srv = Server::start(&root, &[]);
+    let containerd = Containerd::start(&tmp.path().join("containerd"));
+
+    let direct = format!("{}/peer/other:1", srv.addr);
+    containerd
+        .ctr(&["image", "pull", "--plain-http", &direct])
+        .ok();
+    let list = containerd.ctr(&["image", "ls"]).ok().stdout;
+    assert!(list.contains(&other.digest), "{list}");
+
+    // Through a hosts.toml mirror, the upstream gone: containerd names it in ?ns=.
+    let hosts = tmp.path().join("hosts.d");
+    std::fs::create_dir_all(hosts.join(&reg.addr)).unwrap();
+    std::fs::write(
+        hosts.join(&reg.addr).join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.addr, srv.addr
+        ),
+    )
+    .unwrap();
+    drop(reg);
+    let r = containerd
+        .ctr(&[
+            "image",
+            "pull",
+            "--hosts-dir",
+            hosts.to_str().unwrap(),
+            &p.reference,
+        ])
+        .ok();
+    assert!(r.stdout.contains("done"), "{}", r.describe());
+    let list = containerd.ctr(&["image", "ls"]).ok().stdout;
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&p.reference))
+        .unwrap_or_else(|| panic!("{} not in {list}", p.reference));
+    assert!(line.contains(&p.digest), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crid_pulls_through_a_peer_named_in_registries_conf() {
+    let reg = Registry::start();
+    let tmp = TempRoot::new();
+    let peer = tmp.path().join("peer");
+    let p = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
+    let fresh = push(
+        &reg.addr,
+        "peer/fresh",
+        "1",
+        &Image::new(vec![Layer::large("f", 1, Compression::Gzip)]),
+    );
+    pull_into(&peer, &reg.addr, &p.reference);
+    let srv = Server::start(&peer, &[]);
+    let conf = mirrors_conf(tmp.path(), &reg.addr, &[&srv.addr]);
+    let node = tmp.path().join("node");
+    std::fs::create_dir_all(&node).unwrap();
+    let crid = e2e::crid::Crid::start(&node, &["--registries-conf", conf.to_str().unwrap()]);
+    let mut img = crid.images().await;
+    let pull = |image: &str| k8s_cri::v1::PullImageRequest {
+        image: Some(k8s_cri::v1::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Not on the peer: from the upstream.
+    let r = img.pull_image(pull(&fresh.reference)).await.unwrap();
+    assert_eq!(r.into_inner().image_ref, fresh.config);
+    // With the upstream gone, from the peer, with the upstream's digest.
+    drop(reg);
+    let r = img.pull_image(pull(&p.reference)).await.unwrap();
+    assert_eq!(r.into_inner().image_ref, p.config);
+    let s = img
+        .image_status(k8s_cri::v1::ImageStatusRequest {
+            image: Some(k8s_cri::v1::ImageSpec {
+                image: p.reference.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let digests = s.image.map(|i| i.repo_digests).unwrap_or_default();
+    assert!(
+        digests.iter().any(|d| d.ends_with(&p.digest)),
+        "{digests:?}"
+    );
+    check_store(&crid.root.join("images"));
+}
