@@ -76,7 +76,7 @@ demo: deps release ## the pipeline on a throwaway loopback registry holding a bu
 	$(CARGO) build --release --locked -p crid --example cri
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/demo.sh
 
-bench: deps release ## imgpull, bundlegen, ctrmon, crid against skopeo, umoci, conmon, containerd (root)
+bench: deps release ## imgpull, bundlegen, ctrmon, crid, imgserve against skopeo, umoci, conmon, containerd, docker-registry (root)
 	$(CARGO) build --release --locked --example hashspeed --example floor
 	$(CARGO) build --release --locked -p crid --example cri
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/pull.py
@@ -86,6 +86,7 @@ bench: deps release ## imgpull, bundlegen, ctrmon, crid against skopeo, umoci, c
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/stream.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/lifecycle.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/events.py
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/serve.py
 
 fuzz: ## fuzz the layer applier for FUZZ_SECONDS (installs cargo-fuzz when missing)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz

@@ -93,23 +93,14 @@ def ctr_events(buf):
     return ids, rest
 
 
-def proc_stat(pid):
-    """(utime + stime in clock ticks) of a process, 0 when gone."""
-    try:
-        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return int(f[11]) + int(f[12])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
 def measure(daemon, extra, seconds=10):
     """RSS (KiB) of the daemon and of daemon + extra, and CPU (% of one core) of
     each over `seconds` idle."""
     tick = os.sysconf("SC_CLK_TCK")
     pids = [daemon] + extra
-    c0 = {p: proc_stat(p) for p in pids}
+    c0 = {p: pull.proc_stat(p) for p in pids}
     time.sleep(seconds)
-    c1 = {p: proc_stat(p) for p in pids}
+    c1 = {p: pull.proc_stat(p) for p in pids}
     cpu = {p: (c1[p] - c0[p]) / tick / seconds * 100 for p in pids}
     rss = {p: cridbench.rss_kib(p) for p in pids}
     return (rss[daemon], sum(rss.values()), cpu[daemon], sum(cpu.values()))

@@ -78,6 +78,15 @@ def manifest_blobs(addr, image):
     return [(b["digest"], b["size"]) for b in blobs]
 
 
+def proc_stat(pid):
+    """(utime + stime in clock ticks) of a process, 0 when gone."""
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def drop_caches():
     subprocess.run(["sync"], check=True)
     with open("/proc/sys/vm/drop_caches", "w") as f:

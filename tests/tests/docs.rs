@@ -21,6 +21,7 @@ fn man_pages_and_completions_are_current() {
         ("bundlegen", "1"),
         ("ctrmon", "8"),
         ("crid", "8"),
+        ("imgserve", "1"),
     ] {
         for (kind, file) in [
             ("man", format!("man/{name}.{section}")),

@@ -119,25 +119,105 @@ impl Conn {
         }
     }
 
-    /// Sends `len` bytes of `file` from `offset`.
-    async fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    async fn shutdown(&mut self) -> io::Result<()> {
         match self {
-            Conn::Plain(s) => sendfile(s, file, offset, len).await,
-            Conn::Tls(s) => copy_file(s.as_mut(), file, offset, len).await,
+            Conn::Plain(s) => s.shutdown().await,
+            Conn::Tls(s) => s.shutdown().await,
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `offset`; a client that takes nothing for
+    /// `stall` fails it.
+    async fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        stall: Duration,
+    ) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => sendfile(s, file, offset, len, stall).await,
+            Conn::Tls(s) => copy_file(s.as_mut(), file, offset, len, stall).await,
+        }
+    }
+
+    /// Ends a connection whose client may still be sending (a request body, the
+    /// rest of an oversized head): the write side is shut, and what arrives is read
+    /// and dropped for a moment, so the kernel does not answer it with a reset that
+    /// could destroy the response before the client reads it.
+    async fn linger(mut self) {
+        let _ = self.shutdown().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut sink = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 1 << 20 {
+            match tokio::time::timeout_at(deadline, self.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => break,
+            }
         }
     }
 }
 
+/// How far ahead of the sender a blob is read from disk.
+const READAHEAD: u64 = 64 << 20;
+
+/// Asks the kernel to read a blob ahead of the sender, a window at a time
+/// (POSIX_FADV_WILLNEED): a cold blob streams at the disk's pace rather than at
+/// that of the default readahead.
+struct Readahead {
+    advised: u64,
+    end: u64,
+}
+
+impl Readahead {
+    fn new(offset: u64, end: u64) -> Readahead {
+        Readahead {
+            advised: offset,
+            end,
+        }
+    }
+
+    fn advise(&mut self, file: &std::fs::File, off: u64) {
+        if off + READAHEAD / 2 < self.advised || self.advised >= self.end {
+            return;
+        }
+        let from = self.advised.max(off);
+        let to = (off + READAHEAD).min(self.end);
+        let _ = rustix::fs::fadvise(
+            file,
+            from,
+            std::num::NonZeroU64::new(to - from),
+            rustix::fs::Advice::WillNeed,
+        );
+        self.advised = to;
+    }
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")
+}
+
 /// sendfile(2) from `file` to the socket, waiting for room in its buffer.
-async fn sendfile(s: &TcpStream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+async fn sendfile(
+    s: &TcpStream,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    stall: Duration,
+) -> io::Result<()> {
     let mut off = offset;
     let end = offset + len;
+    let mut ahead = Readahead::new(offset, end);
     while off < end {
+        ahead.advise(file, off);
         let want = usize::try_from(end - off)
             .unwrap_or(usize::MAX)
-            .min(1 << 30);
+            .min(READAHEAD as usize);
         let sent = loop {
-            s.writable().await?;
+            tokio::time::timeout(stall, s.writable())
+                .await
+                .map_err(|_| stalled())??;
             match s.try_io(Interest::WRITABLE, || {
                 rustix::fs::sendfile(s.as_fd(), file.as_fd(), Some(&mut off), want)
                     .map_err(io::Error::from)
@@ -164,12 +244,15 @@ async fn copy_file<W: AsyncWrite + Unpin>(
     file: &std::fs::File,
     offset: u64,
     len: u64,
+    stall: Duration,
 ) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 64 << 10];
     let mut off = offset;
     let end = offset + len;
+    let mut ahead = Readahead::new(offset, end);
     while off < end {
+        ahead.advise(file, off);
         let want = ((end - off) as usize).min(buf.len());
         // Reads of a page-cached file are short; a cold one waits on the disk.
         let n = tokio::task::block_in_place(|| file.read_at(&mut buf[..want], off))?;
@@ -179,7 +262,9 @@ async fn copy_file<W: AsyncWrite + Unpin>(
                 "file shrank while being sent",
             ));
         }
-        w.write_all(&buf[..n]).await?;
+        tokio::time::timeout(stall, w.write_all(&buf[..n]))
+            .await
+            .map_err(|_| stalled())??;
         off += n as u64;
     }
     Ok(())
@@ -204,7 +289,8 @@ async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
             Err(HeadError::Gone(e)) => return e.map_or(Ok(()), Err),
             Err(HeadError::Status(status, message)) => {
                 let r = Response::error(status, "BAD_REQUEST", message);
-                write_response(&mut conn, r, true).await?;
+                write_response(&mut conn, r, true, limits.idle).await?;
+                conn.linger().await;
                 return Ok(());
             }
         };
@@ -215,12 +301,14 @@ async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
             (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v)) => (m, p, v),
             (Err(httparse::Error::TooManyHeaders), ..) => {
                 let r = Response::error(431, "BAD_REQUEST", "too many headers");
-                write_response(&mut conn, r, true).await?;
+                write_response(&mut conn, r, true, limits.idle).await?;
+                conn.linger().await;
                 return Ok(());
             }
             _ => {
                 let r = Response::error(400, "BAD_REQUEST", "malformed request");
-                write_response(&mut conn, r, true).await?;
+                write_response(&mut conn, r, true, limits.idle).await?;
+                conn.linger().await;
                 return Ok(());
             }
         };
@@ -261,7 +349,11 @@ async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
         );
         // Any pipelined bytes after this head stay for the next request.
         buf.drain(..head_len);
-        write_response(&mut conn, response, close).await?;
+        write_response(&mut conn, response, close, limits.idle).await?;
+        if has_body {
+            conn.linger().await;
+            return Ok(());
+        }
         if close {
             return Ok(());
         }
@@ -276,8 +368,19 @@ async fn read_head(
 ) -> Result<usize, HeadError> {
     let deadline = tokio::time::Instant::now() + limits.idle;
     loop {
-        if let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") {
-            return Ok(end + 4);
+        // Parsed as it arrives: bytes that are no HTTP (a TLS ClientHello from a
+        // client trying HTTPS first, as Go's registry clients do) are answered at
+        // once, not after the head timeout.
+        if !buf.is_empty() {
+            let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+            match httparse::Request::new(&mut headers).parse(buf) {
+                Ok(httparse::Status::Complete(n)) => return Ok(n),
+                Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(HeadError::Status(431, "too many headers"))
+                }
+                Err(_) => return Err(HeadError::Status(400, "malformed request")),
+            }
         }
         if buf.len() >= limits.max_head {
             return Err(HeadError::Status(431, "request head too large"));
@@ -313,7 +416,12 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn write_response(conn: &mut Conn, r: Response, close: bool) -> io::Result<()> {
+async fn write_response(
+    conn: &mut Conn,
+    r: Response,
+    close: bool,
+    stall: Duration,
+) -> io::Result<()> {
     use std::fmt::Write as _;
     let mut head = String::with_capacity(512);
     let _ = write!(head, "HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
@@ -334,7 +442,7 @@ async fn write_response(conn: &mut Conn, r: Response, close: bool) -> io::Result
         }
         Body::File { file, offset, len } => {
             conn.write_all(head.as_bytes()).await?;
-            conn.send_file(&file, offset, len).await?;
+            conn.send_file(&file, offset, len, stall).await?;
         }
     }
     conn.flush().await
