@@ -13,8 +13,9 @@ servers' files cached (warm), median of RUNS, servers and clients alternating:
 
 Then twenty clients at once against each server, its resident memory sampled every
 10 ms (the peak is reported): twenty imgpull of debian-python into fresh stores, and
-twenty curl of bigfile's layer to /dev/null. Ratios are imgserve over docker-registry:
-time (lower is better), throughput (higher), memory (lower). Needs root.
+twenty curl of bigfile's layer to /dev/null, with the server's CPU time and bytes
+served per CPU second. Ratios are imgserve over docker-registry: time (lower is
+better), throughput (higher), memory and CPU (lower). Needs root.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 
@@ -164,19 +165,24 @@ def main():
         # Twenty at once.
         load = []
         big = blob_urls(reg, "bigfile")[-1].split("/v2/", 1)[1] if "bigfile" in images else None
+        big_size = manifest(reg, "bigfile")[0]["layers"][-1]["size"] if big else 0
+        sizes = {image: size for image, size, _, _ in rows}
+        if "debian-python" not in sizes:
+            m, _ = manifest(reg, "debian-python")
+            sizes["debian-python"] = m["config"]["size"] + sum(l["size"] for l in m["layers"])
         for s in ["imgserve", "registry", "imgserve", "registry"]:
             addr = servers[s]
             roots = [os.path.join(work, f"many-{s}-{n}") for n in range(args.clients)]
             pulls = [[os.path.join(pull.BIN, "imgpull"), "--root", r, "--insecure-registry", addr, "-q",
                       "--registries-conf", "/dev/null", f"{addr}/debian-python:latest"] for r in roots]
             dt, peak, idle, cpu = peak_rss_during(pids[s], lambda: concurrently(pulls))
-            load.append((s, "imgpull debian-python", dt, peak, idle, cpu))
+            load.append((s, "imgpull debian-python", dt, peak, idle, cpu, args.clients * sizes["debian-python"]))
             for r in roots:
                 shutil.rmtree(r, ignore_errors=True)
             if big:
                 curls = [["curl", "-sf", "-o", "/dev/null", f"http://{addr}/v2/{big}"]] * args.clients
                 dt, peak, idle, cpu = peak_rss_during(pids[s], lambda: concurrently(curls))
-                load.append((s, "curl bigfile layer", dt, peak, idle, cpu))
+                load.append((s, "curl bigfile layer", dt, peak, idle, cpu, args.clients * big_size))
 
         print(f"\nPulls from imgserve and docker-registry, median of {args.runs} "
               f"(`make bench`, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores); "
@@ -191,18 +197,22 @@ def main():
                       f"| {size / r / 1e6:.0f} | {size / i / 1e6:.0f} | {r / i:.2f} |")
         print(f"\n{args.clients} clients at once, peak resident memory of the server (sampled every 10 ms), "
               "two rounds each\n")
-        print("| load | server | time | idle RSS | peak RSS | server CPU |")
-        print("|---|---|---:|---:|---:|---:|")
-        for s, what, dt, peak, idle, cpu in load:
+        print("| load | server | time | idle RSS | peak RSS | server CPU | MB per server CPU second |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for s, what, dt, peak, idle, cpu, nbytes in load:
             print(f"| {args.clients} × {what} | {s} | {dt:.2f} s | {idle / 1024:.1f} MiB "
-                  f"| {peak / 1024:.1f} MiB | {cpu:.2f} s |")
+                  f"| {peak / 1024:.1f} MiB | {cpu:.2f} s | {nbytes / max(cpu, 0.01) / 1e6:.0f} |")
         for what in sorted({row[1] for row in load}):
             rows_of = {s: [r for r in load if r[0] == s and r[1] == what] for s in servers}
             pk = {s: max(r[3] for r in rows_of[s]) for s in servers}
             tm = {s: statistics.median(r[2] for r in rows_of[s]) for s in servers}
             cp = {s: statistics.median(r[5] for r in rows_of[s]) for s in servers}
             print(f"\n{what}: imgserve / registry: peak RSS {pk['imgserve'] / pk['registry']:.2f}, "
-                  f"time {tm['imgserve'] / tm['registry']:.2f}, server CPU {cp['imgserve'] / max(cp['registry'], 0.01):.2f}")
+                  f"time {tm['imgserve'] / tm['registry']:.2f}, server CPU {cp['imgserve'] / max(cp['registry'], 0.01):.2f} "
+                  f"(bytes per server CPU second {cp['registry'] / max(cp['imgserve'], 0.01):.2f}x)")
+        print("\nOn loopback the clients share the machine's cores with the server, so wall-clock "
+              "throughput is bounded by the clients' receive work as much as by the server; the "
+              "server's CPU per byte is what a node serving its peers over a real network spends.")
     finally:
         if srv:
             srv.stop()

@@ -299,12 +299,7 @@ async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
         let parsed = req.parse(&buf[..head_len]);
         let (method, target, version) = match (parsed, req.method, req.path, req.version) {
             (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v)) => (m, p, v),
-            (Err(httparse::Error::TooManyHeaders), ..) => {
-                let r = Response::error(431, "BAD_REQUEST", "too many headers");
-                write_response(&mut conn, r, true, limits.idle).await?;
-                conn.linger().await;
-                return Ok(());
-            }
+            // read_head parsed it whole already.
             _ => {
                 let r = Response::error(400, "BAD_REQUEST", "malformed request");
                 write_response(&mut conn, r, true, limits.idle).await?;
@@ -323,9 +318,8 @@ async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
         // after the answer, so its bytes are never taken for a request.
         let has_body = header("Transfer-Encoding").is_some()
             || header("Content-Length").is_some_and(|l| l.trim() != "0");
-        let close = version == 0 && !connection_hdr.contains("keep-alive")
-            || connection_hdr.contains("close")
-            || has_body;
+        // HTTP/1.0 clients get one answer per connection.
+        let close = version == 0 || connection_hdr.contains("close") || has_body;
         let response = if target.len() > limits.max_target {
             Response::error(414, "BAD_REQUEST", "request target too long")
         } else {
