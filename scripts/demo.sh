@@ -1,7 +1,9 @@
 #!/bin/bash
 # make demo: the crikit pipeline on a fresh machine, with no internet.
 # Starts a throwaway docker-registry on loopback, pushes a small image made from
-# Debian's static busybox, pulls it with imgpull and shows what landed in the store.
+# Debian's static busybox, pulls it with imgpull and shows what landed in the store,
+# then bundles and runs it, runs a pod through crid, and serves the store to a
+# second node with imgserve.
 set -euo pipefail
 BIN=${CRIKIT_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target/release}
 for t in docker-registry umoci skopeo busybox runc jq ip; do
@@ -10,8 +12,10 @@ done
 W=$(mktemp -d /tmp/crikit-demo.XXXXXX)
 REG_PID=
 CRID_PID=
+SERVE_PID=
 cleanup() {
   if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null; wait "$REG_PID" 2>/dev/null || true; fi
+  if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null; wait "$SERVE_PID" 2>/dev/null || true; fi
   if [ -n "$CRID_PID" ]; then kill "$CRID_PID" 2>/dev/null; wait "$CRID_PID" 2>/dev/null || true; fi
   for c in $(ls "$W/run/runc" 2>/dev/null); do runc --root "$W/run/runc" delete -f "$c" >/dev/null 2>&1 || true; done
   ip link del ckdemo0 >/dev/null 2>&1 || true
@@ -124,5 +128,28 @@ echo "\$ cri inspect \$CTR"; $CRI inspect "$CTR" | jq -c '{state, exit_code, rea
 echo "\$ cat \$W/logs/demo/hello.log"; cat "$W/logs/demo/hello.log"
 echo "\$ cri stopp \$POD; cri rmp \$POD"; $CRI stopp "$POD"; $CRI rmp "$POD"
 kill "$CRID_PID"; wait "$CRID_PID" 2>/dev/null || true; CRID_PID=
+
+step "imgserve: this node's store as a registry for its peers"
+echo "\$ imgserve --root \$ROOT --listen 127.0.0.1:0 &   (prints ADDR:PORT)"
+mkfifo "$W/serve.addr"
+"$BIN/imgserve" --root "$ROOT" --listen 127.0.0.1:0 >"$W/serve.addr" 2>"$W/imgserve.log" &
+SERVE_PID=$!
+read -r PEER <"$W/serve.addr"
+echo "$PEER"
+echo "\$ curl -s http://$PEER/v2/_catalog"; curl -fsS "http://$PEER/v2/_catalog"; echo
+cat > "$W/registries.conf" <<CONF
+[[registry]]
+location = "$REG"
+insecure = true
+[[registry.mirror]]
+location = "$PEER"
+insecure = true
+CONF
+echo "a second node lists the peer as a mirror of $REG, which goes away:"
+kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; REG_PID=
+echo "\$ imgpull --root \$NODE2 --registries-conf registries.conf $REG/demo/hello:1.0"
+"$BIN/imgpull" --root "$W/node2" --registries-conf "$W/registries.conf" -q "$REG/demo/hello:1.0"
+echo "(the same digest as from the registry: $REF)"
+kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=
 echo
 echo "demo done"
