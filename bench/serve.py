@@ -184,6 +184,19 @@ def main():
                 dt, peak, idle, cpu = peak_rss_during(pids[s], lambda: concurrently(curls))
                 load.append((s, "curl bigfile layer", dt, peak, idle, cpu, args.clients * big_size))
 
+        # The same downloads with each server held to CPU 0 and the clients to CPU 1:
+        # a server that saturates its core is the bottleneck, one that does not is
+        # waiting on its clients.
+        pinned = []
+        if big and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+            for s in servers:
+                subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pids[s])], stdout=subprocess.DEVNULL, check=True)
+            for s in ["imgserve", "registry"] * 3:
+                curls = [["taskset", "-c", "1", "curl", "-sf", "-o", "/dev/null",
+                          f"http://{servers[s]}/v2/{big}"]] * args.clients
+                dt, _, _, cpu = peak_rss_during(pids[s], lambda: concurrently(curls))
+                pinned.append((s, dt, cpu))
+
         print(f"\nPulls from imgserve and docker-registry, median of {args.runs} "
               f"(`make bench`, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores); "
               "throughput is the image's compressed bytes over the pull time\n")
@@ -210,6 +223,15 @@ def main():
             print(f"\n{what}: imgserve / registry: peak RSS {pk['imgserve'] / pk['registry']:.2f}, "
                   f"time {tm['imgserve'] / tm['registry']:.2f}, server CPU {cp['imgserve'] / max(cp['registry'], 0.01):.2f} "
                   f"(bytes per server CPU second {cp['registry'] / max(cp['imgserve'], 0.01):.2f}x)")
+        if pinned:
+            print(f"\n{args.clients} × curl bigfile layer, the server on CPU 0 and the clients on CPU 1, "
+                  "median of 3\n")
+            print("| server | time | MB/s | server CPU busy |")
+            print("|---|---:|---:|---:|")
+            for s in servers:
+                dts = statistics.median(d for s2, d, _ in pinned if s2 == s)
+                busy = statistics.median(c / d for s2, d, c in pinned if s2 == s)
+                print(f"| {s} | {dts:.2f} s | {args.clients * big_size / dts / 1e6:.0f} | {busy * 100:.0f} % |")
         print("\nOn loopback the clients share the machine's cores with the server, so wall-clock "
               "throughput is bounded by the clients' receive work as much as by the server; the "
               "server's CPU per byte is what a node serving its peers over a real network spends.")

@@ -159,6 +159,19 @@ fn serves_manifests_blobs_and_tags_with_the_upstreams_digests() {
         &format!("/v2/x/manifests/{}", single.digest.replace(':', "%3A")),
     );
     assert_eq!(s, 200, "a digest with an encoded colon");
+    // imgpull --prune keeps the registry's own manifests the store serves.
+    let mut c = Command::new(bin("imgpull"));
+    c.arg("--root").arg(&root).args(["--prune", "-q"]);
+    run(c, T).ok();
+    let (s, h, _) = get(at, &format!("/v2/peer/multi/manifests/{child}"));
+    assert_eq!(s, 200, "child manifest after prune");
+    assert_eq!(header(&h, "Docker-Content-Digest"), Some(child.as_str()));
+    let (_, h, _) = get(at, "/v2/peer/multi/manifests/1");
+    assert_eq!(
+        header(&h, "Docker-Content-Digest"),
+        Some(multi.digest.as_str()),
+        "the index after prune"
+    );
 
     // Blobs: whole, by range, HEAD, and 416 past the end.
     let layer = &single.layers[0];
