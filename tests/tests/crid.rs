@@ -118,6 +118,32 @@ async fn version_status_bad_requests_and_a_clean_stop() {
         second.describe()
     );
     rt.version(cri::VersionRequest::default()).await.unwrap();
+    // An events file that cannot be written is a failed start, naming the file.
+    let events = tmp.path().join("no-such-dir").join("events.jsonl");
+    let bad = run(
+        {
+            let mut c = std::process::Command::new(bin("crid"));
+            c.arg("--listen")
+                .arg(format!(
+                    "unix://{}",
+                    tmp.path().join("other.sock").display()
+                ))
+                .arg("--root")
+                .arg(tmp.path().join("other"))
+                .arg("--events-file")
+                .arg(&events)
+                .args(["--registries-conf", "/dev/null"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_eq!(bad.code, Some(1), "{}", bad.describe());
+    assert!(
+        bad.stderr
+            .contains(&format!("events file {}", events.display())),
+        "{}",
+        bad.describe()
+    );
 
     let status = crid.stop_with(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{status}: {}", crid.stderr());

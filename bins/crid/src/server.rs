@@ -19,6 +19,15 @@ pub fn serve(settings: Settings) -> Result<()> {
 }
 
 async fn run(settings: Settings) -> Result<()> {
+    // The events feed's file must be writable before anything else starts: a typo in
+    // its path is a failed start, not a warning per event.
+    if let Some(path) = &settings.events_file {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("events file {}", path.display()))?;
+    }
     let crid = Arc::new(
         Crid::new(settings.clone())
             .map_err(|e| anyhow::anyhow!("{}", e.message()))
