@@ -5,7 +5,7 @@ complete -c imgserve -l tls-key -d 'The PEM private key of --tls-cert' -r -F
 complete -c imgserve -l tls-client-ca -d 'Require client certificates signed by a CA of this PEM file' -r -F
 complete -c imgserve -l basic-auth-file -d 'Require HTTP Basic credentials: one USER:PASSWORD per line' -r -F
 complete -c imgserve -l bearer-token-file -d 'Accept these bearer tokens (Authorization: Bearer TOKEN): one per line' -r -F
-complete -c imgserve -l max-connections -d 'Connections served at once; more wait to be accepted' -r
+complete -c imgserve -l max-connections -d 'Connections served at once; more wait to be accepted (lowered to fit the open-file limit)' -r
 complete -c imgserve -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c imgserve -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"

@@ -394,6 +394,46 @@ fn only_complete_content_is_served_and_hostile_requests_go_nowhere() {
     s.read_to_string(&mut out).unwrap();
     assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
     assert!(out.contains("\"tags\":[\"1\"]"), "{out}");
+    // A HEAD that fails answers headers only: the next answer on the connection
+    // follows its blank line directly.
+    let missing = format!("sha256:{}", "d".repeat(64));
+    let mut s = TcpStream::connect(at.as_str()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "HEAD /v2/peer/busybox/blobs/{missing} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert!(out.contains("\r\n\r\nHTTP/1.1 200 OK"), "{out}");
+    assert!(
+        !out.contains("BLOB_UNKNOWN"),
+        "a HEAD answer with a body: {out}"
+    );
+    // Conflicting lengths are refused.
+    let twice =
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello";
+    assert_eq!(raw_status(at, twice), 400);
+    // Tag lists page with a Link to what follows.
+    let desc = store.resolve(&p.reference).unwrap();
+    store
+        .add_image(&format!("{}/peer/busybox:2", reg.addr), desc)
+        .unwrap();
+    let (s, h, body) = get(at, "/v2/peer/busybox/tags/list?n=1");
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["1"]));
+    assert_eq!(
+        header(&h, "Link"),
+        Some("</v2/peer/busybox/tags/list?n=1&last=1>; rel=\"next\"")
+    );
+    let (_, h, body) = get(at, "/v2/peer/busybox/tags/list?n=1&last=1");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["2"]));
+    assert_eq!(header(&h, "Link"), None);
 }
 
 #[test]
@@ -560,6 +600,14 @@ fn basic_auth_and_tls() {
     );
     let (s, h, body) = get(&plain.addr, "/v2/");
     assert_eq!((s, error_code(&body).as_str()), (401, "UNAUTHORIZED"));
+    let (s, _, body) = http(
+        &plain.addr,
+        "HEAD",
+        "/v2/peer/busybox/manifests/1",
+        &[],
+        b"",
+    );
+    assert_eq!((s, body.len()), (401, 0), "a 401 to HEAD has no body");
     assert_eq!(
         header(&h, "WWW-Authenticate"),
         Some("Basic realm=\"imgserve\"")

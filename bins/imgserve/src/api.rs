@@ -108,8 +108,20 @@ impl Response {
 
 /// Answers `req` from `views`.
 pub fn handle(views: &Views, auth: &Auth, req: &Request<'_>) -> Response {
-    let r = route(views, auth, req);
+    let mut r = route(views, auth, req);
+    // HEAD gets every answer's headers and length and none of its bytes, errors
+    // included: a body there would be read as the next response.
+    if req.method == "HEAD" {
+        r = headless(r);
+    }
     r.header("Docker-Distribution-API-Version", "registry/2.0")
+}
+
+/// An answer to a request that never reached the API (malformed, over a limit),
+/// with the headers every answer carries.
+pub fn protocol_error(status: u16, message: &str) -> Response {
+    Response::error(status, "BAD_REQUEST", message)
+        .header("Docker-Distribution-API-Version", "registry/2.0")
 }
 
 fn route(views: &Views, auth: &Auth, req: &Request<'_>) -> Response {
@@ -125,7 +137,6 @@ fn route(views: &Views, auth: &Auth, req: &Request<'_>) -> Response {
         return Response::error(404, "NOT_FOUND", "not an OCI distribution path");
     };
     let read = matches!(req.method, "GET" | "HEAD");
-    let head = req.method == "HEAD";
     let parts: Vec<&str> = rest.split('/').collect();
     let ns = query_param(query, "ns");
     // Writes first: whatever their path, they are refused the same way.
@@ -140,23 +151,20 @@ fn route(views: &Views, auth: &Auth, req: &Request<'_>) -> Response {
     if parts.windows(2).any(|w| w == ["blobs", "uploads"]) {
         return Response::error(405, "UNSUPPORTED", "uploads are not supported");
     }
-    let body_of = |r: Response| if head { headless(r) } else { r };
     match parts.as_slice() {
-        [] | [""] => body_of(Response::json(200, &serde_json::json!({}))),
+        [] | [""] => Response::json(200, &serde_json::json!({})),
         ["_catalog"] => {
             let view = views.get();
-            body_of(Response::json(
+            Response::json(
                 200,
                 &serde_json::json!({"repositories": view.repositories()}),
-            ))
+            )
         }
         [name @ .., "manifests", reference] => {
-            with_name(name, |repo| body_of(manifest(views, repo, reference, ns)))
+            with_name(name, |repo| manifest(views, repo, reference, ns))
         }
-        [name @ .., "blobs", digest] => with_name(name, |_| blob(views, digest, req.range, head)),
-        [name @ .., "tags", "list"] => {
-            with_name(name, |repo| body_of(tags(views, repo, ns, query)))
-        }
+        [name @ .., "blobs", digest] => with_name(name, |_| blob(views, digest, req.range)),
+        [name @ .., "tags", "list"] => with_name(name, |repo| tags(views, repo, ns, query)),
         _ => Response::error(404, "NOT_FOUND", "no such endpoint"),
     }
 }
@@ -183,7 +191,9 @@ fn truncate(s: &str) -> &str {
 
 /// A HEAD answer: the GET's headers and length, no body.
 fn headless(mut r: Response) -> Response {
-    r.content_length = Some(r.body.len());
+    if r.content_length.is_none() {
+        r.content_length = Some(r.body.len());
+    }
     r.body = Body::Empty;
     r
 }
@@ -268,7 +278,8 @@ fn manifest(views: &Views, repo: &str, reference: &str, ns: Option<String>) -> R
         );
     };
     match open(views, &m.digest) {
-        Some((file, len)) => {
+        Err(r) => r,
+        Ok(Some((file, len))) => {
             let mut r = Response::new(200)
                 .header("Content-Type", m.media_type.clone())
                 .header("Docker-Content-Digest", m.digest.to_string())
@@ -280,7 +291,7 @@ fn manifest(views: &Views, repo: &str, reference: &str, ns: Option<String>) -> R
             };
             r
         }
-        None => Response::error(
+        Ok(None) => Response::error(
             404,
             "MANIFEST_UNKNOWN",
             format!("manifest {} is not in the store", m.digest),
@@ -288,14 +299,24 @@ fn manifest(views: &Views, repo: &str, reference: &str, ns: Option<String>) -> R
     }
 }
 
-/// Opens a blob of the store; its file and size.
-fn open(views: &Views, d: &Digest) -> Option<(File, u64)> {
-    let f = File::open(views.blob_path(d)).ok()?;
-    let meta = f.metadata().ok()?;
-    meta.is_file().then_some((f, meta.len()))
+/// Opens a blob of the store; its file and size, None when it is not there, or
+/// the answer to give when it could not be read (out of file descriptors, say).
+fn open(views: &Views, d: &Digest) -> Result<Option<(File, u64)>, Response> {
+    let unreadable = |e: std::io::Error| {
+        tracing::warn!("reading blob {d}: {e}");
+        Response::error(503, "UNAVAILABLE", format!("blob {d} cannot be read now"))
+            .header("Retry-After", "1")
+    };
+    let f = match File::open(views.blob_path(d)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let meta = f.metadata().map_err(unreadable)?;
+    Ok(meta.is_file().then_some((f, meta.len())))
 }
 
-fn blob(views: &Views, digest: &str, range: Option<&str>, head: bool) -> Response {
+fn blob(views: &Views, digest: &str, range: Option<&str>) -> Response {
     let Some(d) = path_digest(digest) else {
         return Response::error(
             400,
@@ -303,8 +324,12 @@ fn blob(views: &Views, digest: &str, range: Option<&str>, head: bool) -> Respons
             format!("{:?} is not a sha256 digest", truncate(digest)),
         );
     };
-    let Some((file, size)) = open(views, &d) else {
-        return Response::error(404, "BLOB_UNKNOWN", format!("blob {d} is not in the store"));
+    let (file, size) = match open(views, &d) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return Response::error(404, "BLOB_UNKNOWN", format!("blob {d} is not in the store"))
+        }
+        Err(r) => return r,
     };
     let base = |status| {
         Response::new(status)
@@ -335,11 +360,7 @@ fn blob(views: &Views, digest: &str, range: Option<&str>, head: bool) -> Respons
             format!("bytes {offset}-{}/{size}", offset + len - 1),
         );
     }
-    if head {
-        r.content_length = Some(len);
-    } else {
-        r.body = Body::File { file, offset, len };
-    }
+    r.body = Body::File { file, offset, len };
     r
 }
 
@@ -355,7 +376,12 @@ enum RangeAsk {
 }
 
 fn parse_range(h: &str, size: u64) -> RangeAsk {
-    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+    let h = h.trim();
+    let Some(spec) = h
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+        .map(|_| &h[6..])
+    else {
         return RangeAsk::Ignore;
     };
     if spec.contains(',') {
@@ -364,10 +390,11 @@ fn parse_range(h: &str, size: u64) -> RangeAsk {
     let Some((a, b)) = spec.trim().split_once('-') else {
         return RangeAsk::Ignore;
     };
+    // Digits only; a number past u64 is as good as u64::MAX (a last position
+    // beyond the blob is clamped, a first one is past its end).
     let num = |s: &str| {
         (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            .then(|| s.parse::<u64>().ok())
-            .flatten()
+            .then(|| s.parse::<u64>().unwrap_or(u64::MAX))
     };
     match (a.trim(), b.trim()) {
         ("", n) => match num(n) {
@@ -415,12 +442,32 @@ fn tags(views: &Views, repo: &str, ns: Option<String>, query: &str) -> Response 
     // Pagination as the spec has it: tags after `last`, at most `n`.
     let last = query_param(query, "last");
     let n = query_param(query, "n").and_then(|n| n.parse::<usize>().ok());
-    let list: Vec<&str> = all
+    let after: Vec<&str> = all
         .into_iter()
         .filter(|t| last.as_deref().is_none_or(|l| *t > l))
-        .take(n.unwrap_or(usize::MAX))
         .collect();
-    Response::json(200, &serde_json::json!({"name": repo, "tags": list}))
+    let take = n.unwrap_or(usize::MAX).min(after.len());
+    let list = &after[..take];
+    let r = Response::json(200, &serde_json::json!({"name": repo, "tags": list}));
+    match (n, list.last()) {
+        // More remain: the next page, as the spec's Link header names it.
+        (Some(n), Some(end)) if take < after.len() => {
+            // Only a host name goes back into a header: nothing decoded from the
+            // request can add lines to it.
+            let ns = ns
+                .filter(|ns| {
+                    ns.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c))
+                })
+                .map(|ns| format!("&ns={ns}"))
+                .unwrap_or_default();
+            r.header(
+                "Link",
+                format!("</v2/{repo}/tags/list?n={n}&last={end}{ns}>; rel=\"next\""),
+            )
+        }
+        _ => r,
+    }
 }
 
 #[cfg(test)]
@@ -443,6 +490,15 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ignore);
         assert_eq!(parse_range("items=0-1", 100), Ignore);
         assert_eq!(parse_range("bytes=+1-2", 100), Ignore);
+        assert_eq!(parse_range("Bytes=0-9", 100), Part(0, 9));
+        assert_eq!(
+            parse_range("bytes=10-99999999999999999999", 100),
+            Part(10, 99)
+        );
+        assert_eq!(
+            parse_range("bytes=99999999999999999999-", 100),
+            Unsatisfiable
+        );
         assert_eq!(parse_range("bytes=x-", 100), Ignore);
     }
 

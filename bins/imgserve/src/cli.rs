@@ -61,7 +61,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub bearer_token_file: Option<PathBuf>,
 
-    /// Connections served at once; more wait to be accepted
+    /// Connections served at once; more wait to be accepted (lowered to fit the
+    /// open-file limit)
     #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
 
@@ -80,6 +81,28 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
         .then_some(EXIT_USAGE)
 }
 
+/// Raises the open-file limit to its hard limit and returns how many connections
+/// fit in it (each holds a socket and, while it sends, a blob), at most `asked`.
+fn fit_connections(asked: usize) -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::warn!("raising the open-file limit: {e}");
+            lim = getrlimit(Resource::Nofile);
+        }
+    }
+    let files = lim.current.unwrap_or(u64::MAX);
+    let fit = usize::try_from(files.saturating_sub(64) / 2).unwrap_or(usize::MAX);
+    if fit < asked {
+        tracing::warn!(
+            "--max-connections {asked} lowered to {fit}: the open-file limit is {files}"
+        );
+    }
+    asked.min(fit.max(1))
+}
+
 /// Runs imgserve until SIGINT or SIGTERM.
 pub fn run(args: Args) -> Result<()> {
     let root = args.root.unwrap_or_else(crikit::paths::default_root);
@@ -95,6 +118,7 @@ pub fn run(args: Args) -> Result<()> {
         )),
         _ => None,
     };
+    let max_connections = fit_connections(args.max_connections as usize);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,7 +132,7 @@ pub fn run(args: Args) -> Result<()> {
             views: Views::new(crikit::paths::images_dir(&root)),
             auth,
             limits: Limits {
-                max_connections: args.max_connections as usize,
+                max_connections,
                 ..Limits::default()
             },
             tls,

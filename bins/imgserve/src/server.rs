@@ -146,7 +146,7 @@ impl Conn {
     /// and dropped for a moment, so the kernel does not answer it with a reset that
     /// could destroy the response before the client reads it.
     async fn linger(mut self) {
-        let _ = self.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.shutdown()).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let mut sink = [0u8; 4096];
         let mut total = 0usize;
@@ -184,12 +184,15 @@ impl Readahead {
         }
         let from = self.advised.max(off);
         let to = (off + READAHEAD).min(self.end);
-        let _ = rustix::fs::fadvise(
-            file,
-            from,
-            std::num::NonZeroU64::new(to - from),
-            rustix::fs::Advice::WillNeed,
-        );
+        // Queuing the reads may itself wait on the device.
+        let _ = tokio::task::block_in_place(|| {
+            rustix::fs::fadvise(
+                file,
+                from,
+                std::num::NonZeroU64::new(to - from),
+                rustix::fs::Advice::WillNeed,
+            )
+        });
         self.advised = to;
     }
 }
@@ -218,9 +221,12 @@ async fn sendfile(
             tokio::time::timeout(stall, s.writable())
                 .await
                 .map_err(|_| stalled())??;
-            match s.try_io(Interest::WRITABLE, || {
-                rustix::fs::sendfile(s.as_fd(), file.as_fd(), Some(&mut off), want)
-                    .map_err(io::Error::from)
+            // A cold page makes sendfile wait on the disk: off the worker.
+            match tokio::task::block_in_place(|| {
+                s.try_io(Interest::WRITABLE, || {
+                    rustix::fs::sendfile(s.as_fd(), file.as_fd(), Some(&mut off), want)
+                        .map_err(io::Error::from)
+                })
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => break r?,
@@ -288,7 +294,7 @@ async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
             Ok(n) => n,
             Err(HeadError::Gone(e)) => return e.map_or(Ok(()), Err),
             Err(HeadError::Status(status, message)) => {
-                let r = Response::error(status, "BAD_REQUEST", message);
+                let r = api::protocol_error(status, message);
                 write_response(&mut conn, r, true, limits.idle).await?;
                 conn.linger().await;
                 return Ok(());
@@ -301,7 +307,7 @@ async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
             (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v)) => (m, p, v),
             // read_head parsed it whole already.
             _ => {
-                let r = Response::error(400, "BAD_REQUEST", "malformed request");
+                let r = api::protocol_error(400, "malformed request");
                 write_response(&mut conn, r, true, limits.idle).await?;
                 conn.linger().await;
                 return Ok(());
@@ -316,12 +322,24 @@ async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
         let connection_hdr = header("Connection").unwrap_or("").to_ascii_lowercase();
         // A request body is never read (no endpoint takes one): the connection ends
         // after the answer, so its bytes are never taken for a request.
-        let has_body = header("Transfer-Encoding").is_some()
-            || header("Content-Length").is_some_and(|l| l.trim() != "0");
+        let lengths: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("Content-Length"))
+            .map(|h| std::str::from_utf8(h.value).unwrap_or("?").trim())
+            .collect();
+        if lengths.windows(2).any(|w| w[0] != w[1]) {
+            // RFC 9112 6.3: conflicting lengths are unrecoverable framing.
+            let r = api::protocol_error(400, "conflicting Content-Length headers");
+            write_response(&mut conn, r, true, limits.idle).await?;
+            conn.linger().await;
+            return Ok(());
+        }
+        let has_body = header("Transfer-Encoding").is_some() || lengths.iter().any(|l| *l != "0");
         // HTTP/1.0 clients get one answer per connection.
         let close = version == 0 || connection_hdr.contains("close") || has_body;
         let response = if target.len() > limits.max_target {
-            Response::error(414, "BAD_REQUEST", "request target too long")
+            api::protocol_error(414, "request target too long")
         } else {
             let request = api::Request {
                 method,
@@ -406,6 +424,7 @@ fn reason(status: u16) -> &'static str {
         414 => "URI Too Long",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "",
     }
 }
@@ -427,17 +446,20 @@ async fn write_response(
         head.push_str("Connection: close\r\n");
     }
     head.push_str("\r\n");
+    // Every write is bounded: a client that stops reading loses the connection.
+    let bounded =
+        |r: Result<io::Result<()>, tokio::time::error::Elapsed>| r.map_err(|_| stalled())?;
     match r.body {
-        Body::Empty => conn.write_all(head.as_bytes()).await?,
+        Body::Empty => bounded(tokio::time::timeout(stall, conn.write_all(head.as_bytes())).await)?,
         Body::Bytes(b) => {
             let mut all = head.into_bytes();
             all.extend_from_slice(&b);
-            conn.write_all(&all).await?;
+            bounded(tokio::time::timeout(stall, conn.write_all(&all)).await)?;
         }
         Body::File { file, offset, len } => {
-            conn.write_all(head.as_bytes()).await?;
+            bounded(tokio::time::timeout(stall, conn.write_all(head.as_bytes())).await)?;
             conn.send_file(&file, offset, len, stall).await?;
         }
     }
-    conn.flush().await
+    bounded(tokio::time::timeout(stall, conn.flush()).await)
 }

@@ -11,7 +11,7 @@
 //! manifest the registry gave for it, so a client sees the registry's own digests.
 
 use crikit::digest::Digest;
-use crikit::layout::{self, Store, MAX_MANIFEST_SIZE};
+use crikit::layout::{self, LayoutError, Store, MAX_MANIFEST_SIZE};
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -55,19 +55,27 @@ pub struct View {
 
 impl View {
     /// Reads `store`'s index and every manifest it reaches; entries with a missing
-    /// or unreadable blob are left out (and logged at debug level).
-    pub fn load(store: &Store) -> View {
+    /// or malformed blob are left out (and logged at debug level). Fails when the
+    /// store could not be read (out of file descriptors, say), so that a passing
+    /// trouble does not hide images until the index next changes.
+    pub fn load(store: &Store) -> Result<View, LayoutError> {
         let mut view = View::default();
-        let Ok(entries) = store.list() else {
-            return view;
+        let entries = match store.list() {
+            Ok(e) => e,
+            Err(e) if e.is_not_found() => return Ok(view),
+            Err(e) => return Err(e),
         };
         for e in entries {
             let Ok(stored) = Digest::parse(&e.manifest_digest) else {
                 continue;
             };
-            if let Err(why) = complete(store, &stored) {
-                tracing::debug!("{}: not served: {why}", e.name);
-                continue;
+            match complete(store, &stored) {
+                Ok(()) => {}
+                Err(Incomplete::Missing(why)) => {
+                    tracing::debug!("{}: not served: {why}", e.name);
+                    continue;
+                }
+                Err(Incomplete::Unreadable(err)) => return Err(err),
             }
             let stored = Manifest {
                 digest: stored,
@@ -101,7 +109,7 @@ impl View {
                 manifest: tagged,
             });
         }
-        view
+        Ok(view)
     }
 
     /// A manifest by digest, for any repository path.
@@ -170,14 +178,27 @@ impl View {
     }
 }
 
+/// Why an image is not served.
+enum Incomplete {
+    /// A blob is missing or malformed: the image is not (yet) servable.
+    Missing(String),
+    /// The store could not be read: nothing can be said of the image.
+    Unreadable(LayoutError),
+}
+
 /// Whether the image manifest `digest` and every blob it names are in the store.
-fn complete(store: &Store, digest: &Digest) -> Result<(), String> {
-    let m = store.manifest(digest).map_err(|e| e.to_string())?;
+fn complete(store: &Store, digest: &Digest) -> Result<(), Incomplete> {
+    let m = store.manifest(digest).map_err(|e| match e {
+        LayoutError::Io { ref source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
+            Incomplete::Unreadable(e)
+        }
+        e => Incomplete::Missing(e.to_string()),
+    })?;
     let config = std::iter::once(m.config().digest().to_string());
     for d in config.chain(m.layers().iter().map(|l| l.digest().to_string())) {
-        let d = Digest::parse(&d).map_err(|e| e.to_string())?;
+        let d = Digest::parse(&d).map_err(|e| Incomplete::Missing(e.to_string()))?;
         if !store.has_blob(&d) {
-            return Err(format!("blob {d} is missing"));
+            return Err(Incomplete::Missing(format!("blob {d} is missing")));
         }
     }
     Ok(())
@@ -232,11 +253,15 @@ impl Views {
             .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if stamp.is_some() && stamp != cur.0 {
-            let view = match Store::open_existing(&self.dir) {
+            let loaded = match Store::open_existing(&self.dir) {
                 Ok(store) => View::load(&store),
-                Err(_) => View::default(),
+                Err(_) => Ok(View::default()),
             };
-            *cur = (stamp, Arc::new(view));
+            match loaded {
+                Ok(view) => *cur = (stamp, Arc::new(view)),
+                // The view before stays, and the next request tries again.
+                Err(e) => tracing::warn!("reading the store: {e}"),
+            }
         }
         Arc::clone(&cur.1)
     }
