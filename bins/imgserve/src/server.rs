@@ -26,7 +26,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Connections served at once.
     pub max_connections: usize,
-    /// A client that sends no complete request head for this long is dropped.
+    /// A client that sends no complete request head for this long, or takes nothing
+    /// of an answer for this long, is dropped.
     pub idle: Duration,
 }
 
