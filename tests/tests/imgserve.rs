@@ -52,6 +52,16 @@ impl Server {
     }
 }
 
+/// Pushes `repo:1`: one layer holding the file `name` of `mib` MiB.
+fn push_large(addr: &str, repo: &str, name: &str, mib: usize, c: Compression) -> e2e::Pushed {
+    push(
+        addr,
+        repo,
+        "1",
+        &Image::new(vec![Layer::large(name, mib, c)]),
+    )
+}
+
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -441,12 +451,7 @@ fn twenty_clients_at_once_while_the_store_is_written() {
     let reg = Registry::start();
     let tmp = TempRoot::new();
     let root = tmp.path().join("a");
-    let big = push(
-        &reg.addr,
-        "peer/big",
-        "1",
-        &Image::new(vec![Layer::large("big", 24, Compression::None)]),
-    );
+    let big = push_large(&reg.addr, "peer/big", "big", 24, Compression::None);
     pull_into(&root, &reg.addr, &big.reference);
     let srv = Server::start(&root, &[]);
     let layer = big.layers[0].clone();
@@ -511,18 +516,8 @@ fn imgpull_uses_a_peer_and_falls_back_from_a_missing_dead_or_lying_one() {
     let tmp = TempRoot::new();
     let peer_root = tmp.path().join("peer");
     let shared = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
-    let big = push(
-        &reg.addr,
-        "peer/big",
-        "1",
-        &Image::new(vec![Layer::large("big", 2, Compression::Gzip)]),
-    );
-    let only_upstream = push(
-        &reg.addr,
-        "peer/fresh",
-        "1",
-        &Image::new(vec![Layer::large("f", 1, Compression::Gzip)]),
-    );
+    let big = push_large(&reg.addr, "peer/big", "big", 2, Compression::Gzip);
+    let only_upstream = push_large(&reg.addr, "peer/fresh", "f", 1, Compression::Gzip);
     pull_into(&peer_root, &reg.addr, &shared.reference);
     pull_into(&peer_root, &reg.addr, &big.reference);
     let srv = Server::start(&peer_root, &[]);
@@ -730,12 +725,7 @@ fn ctr_pulls_from_imgserve_and_through_a_hosts_toml_mirror_with_ns() {
     let tmp = TempRoot::new();
     let root = tmp.path().join("a");
     let p = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
-    let other = push(
-        &reg.addr,
-        "peer/other",
-        "1",
-        &Image::new(vec![Layer::large("o", 1, Compression::Gzip)]),
-    );
+    let other = push_large(&reg.addr, "peer/other", "o", 1, Compression::Gzip);
     pull_into(&root, &reg.addr, &p.reference);
     pull_into(&root, &reg.addr, &other.reference);
     // The same path from another upstream, another image: only ?ns= tells them apart.
@@ -790,12 +780,7 @@ async fn crid_pulls_through_a_peer_named_in_registries_conf() {
     let tmp = TempRoot::new();
     let peer = tmp.path().join("peer");
     let p = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
-    let fresh = push(
-        &reg.addr,
-        "peer/fresh",
-        "1",
-        &Image::new(vec![Layer::large("f", 1, Compression::Gzip)]),
-    );
+    let fresh = push_large(&reg.addr, "peer/fresh", "f", 1, Compression::Gzip);
     pull_into(&peer, &reg.addr, &p.reference);
     let srv = Server::start(&peer, &[]);
     let conf = mirrors_conf(tmp.path(), &reg.addr, &[&srv.addr]);
