@@ -204,21 +204,11 @@ fn complete(store: &Store, digest: &Digest) -> Result<(), Incomplete> {
     Ok(())
 }
 
-/// The media type of a stored manifest or index: its `mediaType` field, else what
-/// its shape says (an OCI index has `manifests`, an OCI manifest `layers`).
+/// The media type of a stored manifest or index, as the puller reads it.
 fn manifest_type(store: &Store, digest: &Digest) -> Option<String> {
     let raw = store.read_blob(digest, MAX_MANIFEST_SIZE).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    if let Some(t) = v.get("mediaType").and_then(|t| t.as_str()) {
-        return Some(t.to_string());
-    }
-    if v.get("manifests").is_some() {
-        Some("application/vnd.oci.image.index.v1+json".into())
-    } else if v.get("layers").is_some() {
-        Some("application/vnd.oci.image.manifest.v1+json".into())
-    } else {
-        None
-    }
+    crikit::registry::media_type_of(&v).map(str::to_string)
 }
 
 /// What identifies a version of `index.json`.
@@ -239,11 +229,6 @@ impl Views {
             dir,
             current: Mutex::new((None, Arc::new(View::default()))),
         }
-    }
-
-    /// The layout directory.
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
     }
 
     /// The view as of now.

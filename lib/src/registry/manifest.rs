@@ -115,6 +115,18 @@ pub(super) fn oci_digest(d: &Digest) -> oci_spec::image::Digest {
 }
 
 /// The manifest's media type, from its `mediaType` field or its shape.
+/// The media type of a parsed manifest or index: its `mediaType` field, else what
+/// its shape says (an OCI index has `manifests`, an OCI manifest `config`), as OCI
+/// image-spec lets both omit the field.
+pub fn media_type_of(v: &serde_json::Value) -> Option<&str> {
+    match v.get("mediaType").and_then(|m| m.as_str()) {
+        Some(m) => Some(m),
+        None if v.get("manifests").is_some() => Some(OCI_INDEX),
+        None if v.get("config").is_some() => Some(OCI_MANIFEST),
+        None => None,
+    }
+}
+
 pub(super) fn detect_media_type(ctx: &Ctx<'_>, raw: &[u8], digest: &Digest) -> Result<String> {
     let v: serde_json::Value = serde_json::from_slice(raw)
         .map_err(|e| ctx.bad_manifest(digest, format!("not JSON: {e}")))?;
@@ -127,11 +139,8 @@ pub(super) fn detect_media_type(ctx: &Ctx<'_>, raw: &[u8], digest: &Digest) -> R
             "schemaVersion is not 2 (schema 1 manifests are not supported)".into(),
         ));
     }
-    let mt = match v.get("mediaType").and_then(|m| m.as_str()) {
-        Some(m) => m.to_string(),
-        None if v.get("manifests").is_some() => OCI_INDEX.to_string(),
-        None if v.get("config").is_some() => OCI_MANIFEST.to_string(),
-        None => return Err(ctx.bad_manifest(digest, "neither a manifest nor an index".into())),
+    let Some(mt) = media_type_of(&v).map(str::to_string) else {
+        return Err(ctx.bad_manifest(digest, "neither a manifest nor an index".into()));
     };
     if !ACCEPT.contains(&mt.as_str()) {
         return Err(RegistryError::Unsupported {

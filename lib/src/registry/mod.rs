@@ -27,6 +27,7 @@ mod manifest;
 mod writer;
 
 pub use error::{ErrorKind, RegistryError};
+pub use manifest::media_type_of;
 
 use crate::auth::{CredentialStore, Credentials};
 use crate::digest::{Digest, DigestError};

@@ -12,7 +12,6 @@ pub mod remote;
 pub mod server;
 pub mod session;
 pub use crikit::spdy;
-
 pub mod websocket;
 
 use std::collections::HashMap;
