@@ -71,6 +71,7 @@ deps: ## install the Debian packages tests, benchmarks and the demo need (root; 
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@scripts/cgroup-hybrid.sh
+	@scripts/criu.sh || echo "deps: no CRIU that runs here; CheckpointContainer will say why" >&2
 
 demo: deps release ## the pipeline on a throwaway loopback registry holding a busybox image
 	$(CARGO) build --release --locked -p crid --example cri

@@ -119,6 +119,30 @@ impl Runtime {
         c
     }
 
+    /// `restore --detach --bundle BUNDLE --image-path IMAGES --work-path WORK
+    /// --pid-file PID [--console-socket S] ID`: the container CRIU dumped into
+    /// IMAGES, made again from BUNDLE and running; CRIU's log (`restore.log`) goes
+    /// into WORK.
+    pub fn restore(
+        &self,
+        log: &Path,
+        bundle: &Path,
+        from: &Checkpoint,
+        pid_file: &Path,
+        console: Console,
+        id: &str,
+    ) -> Command {
+        let mut c = self.logged(log);
+        c.args(["restore", "--detach", "--bundle"])
+            .arg(bundle)
+            .arg("--image-path")
+            .arg(&from.images)
+            .arg("--work-path")
+            .arg(&from.work);
+        with_console(&mut c, pid_file, console, id);
+        c
+    }
+
     /// `exec --detach --process PROCESS --pid-file PID [--console-socket S] ID`: a
     /// process in a running container, left for the caller to reap.
     pub fn exec_detached(
@@ -246,6 +270,17 @@ impl Runtime {
         self.outcome("checkpoint", status, &text)
     }
 
+    /// Whether the runtime has the subcommand `verb` (`checkpoint`, say: crun built
+    /// without CRIU has neither it nor `restore`): `RUNTIME VERB --help` succeeds.
+    pub fn has_command(&self, verb: &str) -> bool {
+        let mut c = self.command();
+        c.args([verb, "--help"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c.status().is_ok_and(|s| s.success())
+    }
+
     /// Runs `c` with `input` on stdin; its trimmed stderr is the error when it fails.
     fn run(&self, verb: &'static str, mut c: Command, input: &[u8]) -> Result<(), RuntimeError> {
         let spawn = |source| RuntimeError::Spawn {
@@ -292,6 +327,29 @@ impl Runtime {
             message,
         })
     }
+}
+
+/// What CRIU's `Error (file.c:N): what` lines in `text` say, as `what`, in order.
+pub fn criu_errors(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .filter_map(|l| Some(l[l.find("Error (")?..].split_once("): ")?.1.trim()))
+}
+
+/// CRIU's errors in its log file `log`, joined by "; ", when it has any: what the
+/// runtime's own "criu failed" leaves out (it only names the log).
+pub fn criu_log_errors(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let errors: Vec<&str> = criu_errors(&text).collect();
+    (!errors.is_empty()).then(|| errors.join("; "))
+}
+
+/// A container's CRIU images to restore it from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// CRIU's images (the runtime's `--image-path`).
+    pub images: PathBuf,
+    /// Where CRIU writes its log, `restore.log` (the runtime's `--work-path`).
+    pub work: PathBuf,
 }
 
 fn with_console(c: &mut Command, pid_file: &Path, console: Console, id: &str) {

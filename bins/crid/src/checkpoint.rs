@@ -59,23 +59,30 @@ pub fn criu_ready() -> std::result::Result<(), String> {
     Err(format!("criu check: {}", first_error(&text)))
 }
 
-/// What CRIU's `Error (file.c:N): what` lines say, as `what`, in order.
-fn criu_errors(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-        .filter_map(|l| Some(l[l.find("Error (")?..].split_once("): ")?.1.trim()))
-}
-
 /// The first of CRIU's errors in `text`; the whole text when it has none.
 fn first_error(text: &str) -> String {
-    criu_errors(text).next().unwrap_or(text.trim()).to_string()
+    crikit::runc::criu_errors(text)
+        .next()
+        .unwrap_or(text.trim())
+        .to_string()
 }
 
-/// CRIU's errors in its log in `work`, to add to the runtime's "criu failed"
-/// (which only names the log).
-fn dump_log_errors(work: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(work.join("dump.log")).ok()?;
-    let errors: Vec<&str> = criu_errors(&text).collect();
-    (!errors.is_empty()).then(|| errors.join("; "))
+/// Whether checkpoints and restores can be made here with `runtime`: CRIU runs,
+/// and the runtime has `verb` (`checkpoint` or `restore`). `what` begins the error.
+pub fn ready_for(
+    runtime: &crikit::runc::Runtime,
+    verb: &str,
+    what: &str,
+) -> std::result::Result<(), CridError> {
+    criu_ready()
+        .map_err(|why| CridError::NotReady(format!("{what}: CRIU cannot run here: {why}")))?;
+    if !runtime.has_command(verb) {
+        return Err(CridError::NotReady(format!(
+            "{what}: the runtime {} has no {verb} command (built without CRIU)",
+            runtime.path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The checkpoint's destination: an absolute file path in an existing directory.
@@ -119,12 +126,11 @@ impl Crid {
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
         let dir = self.store.container_dir(&c.id);
         tokio::task::spawn_blocking(move || {
-            criu_ready().map_err(|why| {
-                CridError::NotReady(format!(
-                    "checkpointing container {}: CRIU cannot run here: {why}",
-                    c.id
-                ))
-            })?;
+            ready_for(
+                &runtime,
+                "checkpoint",
+                &format!("checkpointing container {}", c.id),
+            )?;
             let work = tempfile::Builder::new()
                 .prefix(".checkpoint.tmp-")
                 .tempdir_in(&dir)
@@ -136,7 +142,10 @@ impl Crid {
             runtime
                 .checkpoint(&c.id, &images, work.path(), timeout)
                 .map_err(|source| {
-                    let source = match (source, dump_log_errors(work.path())) {
+                    let source = match (
+                        source,
+                        crikit::runc::criu_log_errors(&work.path().join("dump.log")),
+                    ) {
                         (
                             crikit::runc::RuntimeError::Failed {
                                 runtime,
@@ -166,33 +175,174 @@ impl Crid {
     }
 }
 
-/// The answer to a CreateContainer whose image is a file at an absolute path, which
-/// asks for a restore from that checkpoint archive: why not. Any other image is
-/// `Ok`.
-pub fn refuse_restore(image: &str) -> Result<()> {
+/// Most a checkpoint's `config.dump` or `spec.dump` may hold.
+const DUMP_MAX: u64 = 16 << 20;
+
+/// A checkpoint archive a CreateContainer restores a container from, as read.
+#[derive(Debug, Clone)]
+pub struct Dump {
+    /// The archive.
+    pub archive: PathBuf,
+    /// The image the checkpointed container ran (its id, else its name).
+    pub image: String,
+    /// The checkpointed container's process (args, env, cwd).
+    pub process: Option<crikit::oci_spec::runtime::Process>,
+}
+
+/// For a CreateContainer whose image is `image`: when that is a file at an absolute
+/// path, which asks for a restore from that checkpoint archive, the archive read and
+/// checked (CRIU must be able to run, and `runtime` to restore); any other image
+/// is `None`.
+pub fn open_restore(image: &str, runtime: &crikit::runc::Runtime) -> Result<Option<Dump>> {
     let path = Path::new(image);
     if !path.is_absolute() || !path.is_file() {
-        return Ok(());
+        return Ok(None);
     }
-    let found = archive_members(path).map_err(|e| {
-        CridError::Invalid(format!("image {image}: a file, but not a tar archive: {e}"))
-    })?;
-    if let Some(missing) = REQUIRED.iter().find(|m| !found.iter().any(|f| f == *m)) {
-        return Err(CridError::Invalid(format!(
-            "image {image}: a file, but not a checkpoint archive (no {missing})"
+    let bad = |why: String| CridError::Invalid(format!("image {image}: {why}"));
+    let mut found = std::collections::HashMap::new();
+    let mut names = vec![];
+    let mut a = tar::Archive::new(
+        std::fs::File::open(path).map_err(CridError::io(format!("opening {image}")))?,
+    );
+    let not_tar = |e: io::Error| bad(format!("a file, but not a tar archive: {e}"));
+    for e in a.entries().map_err(not_tar)? {
+        let mut e = e.map_err(not_tar)?;
+        let p = e.path().map_err(not_tar)?.into_owned();
+        let p = p.strip_prefix(".").unwrap_or(&p).display().to_string();
+        let p = p.trim_end_matches('/').to_string();
+        if REQUIRED.contains(&p.as_str()) {
+            if e.size() > DUMP_MAX {
+                return Err(bad(format!("its {p} is larger than {DUMP_MAX} bytes")));
+            }
+            let mut body = vec![];
+            io::Read::read_to_end(&mut e, &mut body).map_err(not_tar)?;
+            found.insert(p.clone(), body);
+        }
+        names.push(p);
+    }
+    if let Some(missing) = REQUIRED.iter().find(|m| !found.contains_key(**m)) {
+        return Err(bad(format!(
+            "a file, but not a checkpoint archive (no {missing})"
         )));
     }
-    criu_ready().map_err(|why| {
-        CridError::NotReady(format!(
-            "restoring a container from {image}: CRIU cannot run here: {why}"
-        ))
-    })?;
-    Err(CridError::Unsupported(
-        "restores of containers from checkpoint archives".into(),
-    ))
+    if !names.iter().any(|n| n.starts_with("checkpoint/")) {
+        return Err(bad(
+            "a checkpoint archive without CRIU's images (checkpoint/)".into(),
+        ));
+    }
+    let config: serde_json::Value = serde_json::from_slice(&found["config.dump"])
+        .map_err(|e| bad(format!("its config.dump is not JSON: {e}")))?;
+    let image_of = |key: &str| config[key].as_str().filter(|s| !s.is_empty());
+    let dumped_image = image_of("rootfsImageRef")
+        .or_else(|| image_of("rootfsImageName"))
+        .ok_or_else(|| bad("its config.dump names no image".into()))?
+        .to_string();
+    let spec: crikit::oci_spec::runtime::Spec = serde_json::from_slice(&found["spec.dump"])
+        .map_err(|e| bad(format!("its spec.dump is not an OCI runtime spec: {e}")))?;
+    ready_for(
+        runtime,
+        "restore",
+        &format!("restoring a container from {image}"),
+    )?;
+    Ok(Some(Dump {
+        archive: path.to_path_buf(),
+        image: dumped_image,
+        process: spec.process().clone(),
+    }))
+}
+
+/// Unpacks `dump`'s CRIU images into `dir/checkpoint` and applies its root file
+/// system changes to `rootfs` (the new container's): `rootfs-diff.tar` as a layer,
+/// `deleted.files` as its whiteouts, so both are held to the rootfs as an image's
+/// layers are. Returns the images' directory.
+pub fn unpack_restore(dump: &Dump, dir: &Path, rootfs: &Path) -> Result<PathBuf> {
+    let what = dump.archive.display().to_string();
+    let bad = |why: String| CridError::Invalid(format!("checkpoint {what}: {why}"));
+    let io_err = |e: io::Error| bad(format!("unreadable: {e}"));
+    let images = dir.join("checkpoint");
+    std::fs::create_dir_all(&images)
+        .map_err(CridError::io(format!("creating {}", images.display())))?;
+    let diff = dir.join("rootfs-diff.tar");
+    let mut deleted: Vec<String> = vec![];
+    let mut a = tar::Archive::new(std::fs::File::open(&dump.archive).map_err(io_err)?);
+    for e in a.entries().map_err(io_err)? {
+        let mut e = e.map_err(io_err)?;
+        let p = e.path().map_err(io_err)?.into_owned();
+        let p = p.strip_prefix(".").unwrap_or(&p).to_path_buf();
+        let normal = p
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        let kind = e.header().entry_type();
+        let target = match p.strip_prefix("checkpoint") {
+            Ok(rest) if normal => images.join(rest),
+            _ if p == Path::new("rootfs-diff.tar") => diff.clone(),
+            _ if p == Path::new("deleted.files") => {
+                let mut body = vec![];
+                io::Read::read_to_end(&mut io::Read::take(&mut e, DUMP_MAX), &mut body)
+                    .map_err(io_err)?;
+                deleted = serde_json::from_slice(&body)
+                    .map_err(|e| bad(format!("deleted.files is not a JSON list of paths: {e}")))?;
+                continue;
+            }
+            _ => continue,
+        };
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target)
+        } else if kind.is_file() {
+            std::fs::File::create(&target).and_then(|mut f| io::copy(&mut e, &mut f).map(drop))
+        } else {
+            return Err(bad(format!(
+                "{} is neither a file nor a directory",
+                p.display()
+            )));
+        }
+        .map_err(CridError::io(format!("unpacking {}", target.display())))?;
+    }
+    let opts = crikit::layer::ApplyOptions {
+        form: crikit::layer::Form::Copy,
+        privileged: true,
+        digest: None,
+        diff_id: None,
+        compression: Some(crikit::layer::Compression::None),
+        lower: vec![],
+    };
+    let layer_err = |source| CridError::Bundle {
+        name: what.clone(),
+        source: crikit::bundle::BundleError::Layer(source),
+    };
+    if diff.exists() {
+        let f = std::fs::File::open(&diff).map_err(io_err)?;
+        crikit::layer::apply(rootfs, f, "rootfs-diff.tar", &opts).map_err(layer_err)?;
+        let _ = std::fs::remove_file(&diff);
+    }
+    if !deleted.is_empty() {
+        let whiteouts = whiteouts(&deleted).map_err(|e| bad(format!("deleted.files: {e}")))?;
+        crikit::layer::apply(rootfs, &whiteouts[..], "deleted.files", &opts).map_err(layer_err)?;
+    }
+    Ok(images)
+}
+
+/// A tar stream of the whiteouts that delete `paths` (absolute, in the rootfs).
+fn whiteouts(paths: &[String]) -> io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(vec![]);
+    for p in paths {
+        let rel = Path::new(p.trim_start_matches('/'));
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Err(io::Error::other(format!("{p:?} is not a file's path")));
+        };
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(0);
+        h.set_mode(0o644);
+        let mut wh = std::ffi::OsString::from(".wh.");
+        wh.push(name);
+        b.append_data(&mut h, parent.join(wh), io::empty())?;
+    }
+    b.into_inner()
 }
 
 /// The names of the top-level members of the tar archive at `path`.
+#[cfg(test)]
 fn archive_members(path: &Path) -> io::Result<Vec<String>> {
     let mut a = tar::Archive::new(std::fs::File::open(path)?);
     let mut names = vec![];
@@ -306,7 +456,100 @@ mod tests {
             "(00.01) Warn: x\n(00.02) Error (criu/vdso.c:613): vdso: Failed\n",
         )
         .unwrap();
-        assert_eq!(dump_log_errors(d.path()).as_deref(), Some("vdso: Failed"));
+        assert_eq!(
+            crikit::runc::criu_log_errors(&d.path().join("dump.log")).as_deref(),
+            Some("vdso: Failed")
+        );
+    }
+
+    /// A checkpoint archive at `path`: `files` (name, body), and a symlink when
+    /// `link` names one (name, target).
+    fn archive(path: &Path, files: &[(&str, &[u8])], link: Option<(&str, &str)>) {
+        let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for (name, body) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, *body).unwrap();
+        }
+        if let Some((name, target)) = link {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, name, target).unwrap();
+        }
+        b.finish().unwrap();
+    }
+
+    #[test]
+    fn a_restore_unpacks_the_images_and_applies_the_changes_within_the_rootfs() {
+        let d = tempfile::tempdir().unwrap();
+        let rootfs = d.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::write(rootfs.join("etc/gone"), "image's").unwrap();
+        std::fs::write(d.path().join("outside"), "host's").unwrap();
+        let mut diff = tar::Builder::new(vec![]);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(8);
+        h.set_mode(0o644);
+        diff.append_data(&mut h, "etc/app/conf", &b"changed\n"[..])
+            .unwrap();
+        let diff = diff.into_inner().unwrap();
+        let dump = |archive: PathBuf| Dump {
+            archive,
+            image: "sha256:1".into(),
+            process: None,
+        };
+        let good = d.path().join("good.tar");
+        archive(
+            &good,
+            &[
+                ("checkpoint/pages-1.img", b"pages"),
+                ("rootfs-diff.tar", &diff),
+                ("deleted.files", br#"["/etc/gone"]"#),
+                ("config.dump", b"{}"),
+                ("spec.dump", b"{}"),
+            ],
+            None,
+        );
+        let images = unpack_restore(&dump(good), &d.path().join("r1"), &rootfs).unwrap();
+        assert_eq!(std::fs::read(images.join("pages-1.img")).unwrap(), b"pages");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("etc/app/conf")).unwrap(),
+            "changed\n"
+        );
+        assert!(!rootfs.join("etc/gone").exists());
+        assert!(!d.path().join("r1/rootfs-diff.tar").exists());
+
+        // Hostile archives: a symlink among the images, a deletion outside.
+        let linked = d.path().join("linked.tar");
+        archive(
+            &linked,
+            &[("checkpoint/a.img", b"a")],
+            Some(("checkpoint/b.img", "/etc/shadow")),
+        );
+        let e = unpack_restore(&dump(linked), &d.path().join("r2"), &rootfs).unwrap_err();
+        assert!(
+            matches!(&e, CridError::Invalid(m) if m.contains("neither a file nor a directory")),
+            "{e:?}"
+        );
+        for bad in [r#"["/../outside"]"#, r#"["/"]"#, r#"{"x": 1}"#] {
+            let a = d.path().join("deleting.tar");
+            archive(
+                &a,
+                &[
+                    ("checkpoint/a.img", b"a"),
+                    ("deleted.files", bad.as_bytes()),
+                ],
+                None,
+            );
+            let e = unpack_restore(&dump(a), &d.path().join("r3"), &rootfs).unwrap_err();
+            assert!(matches!(e, CridError::Invalid(_)), "{bad}: {e:?}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("outside")).unwrap(),
+            "host's"
+        );
     }
 
     #[test]

@@ -418,6 +418,10 @@ pub struct ContainerRecord {
     /// Its stdin closes when the first attach session ends.
     #[serde(default)]
     pub stdin_once: bool,
+    /// CRIU's images of the checkpoint StartContainer restores this container from
+    /// (made from a checkpoint archive, not yet started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<PathBuf>,
 }
 
 /// A process's user and groups, as config.json gives them.
@@ -558,6 +562,7 @@ impl Versioned for ContainerRecord {
             stdin: old.config.stdin,
             tty: old.config.tty,
             stdin_once: old.config.stdin_once,
+            restore_from: None,
         })
     }
 }

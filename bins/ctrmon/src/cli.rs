@@ -16,7 +16,7 @@ pub const MAN_EXTRA: &str = include_str!("../../../man/ctrmon.extra.roff");
 /// Checks the bundle, then detaches a monitor process (new session, double fork) that
 /// runs `RUNTIME create` with pipes for the container's stdout and stderr (or, with
 /// --tty, a console socket that receives the terminal), and with --start also
-/// `RUNTIME start`. ctrmon returns once the container exists: it prints
+/// `RUNTIME start`; with --restore, `RUNTIME restore` from a checkpoint instead. ctrmon returns once the container exists: it prints
 /// the container's pid on stdout (and, with --sync-fd, writes {"pid": N} to that
 /// descriptor), or fails with the runtime's own error text. The monitor stays behind
 /// as the container's subreaper, writes its output to the CRI log, reopens the log on
@@ -85,6 +85,10 @@ pub struct Args {
     /// Also start the container (without it the caller runs `RUNTIME start`)
     #[arg(long)]
     pub start: bool,
+    /// Restore the container from the CRIU images in DIR (`RUNTIME restore`, CRIU's
+    /// restore.log beside them) instead of creating it; it runs once ctrmon returns
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["exec", "start"])]
+    pub restore: Option<PathBuf>,
     /// Run `RUNTIME delete` once the container has exited (and, when it succeeded,
     /// create the state directory's `deleted`)
     #[arg(long)]
@@ -110,7 +114,7 @@ pub struct Args {
     #[arg(
         long,
         requires = "ns_dir",
-        conflicts_with_all = ["bundle", "exec", "tty", "stdin", "attach_socket", "start", "cleanup"]
+        conflicts_with_all = ["bundle", "exec", "tty", "stdin", "attach_socket", "start", "cleanup", "restore"]
     )]
     pub infra: bool,
     /// With --infra: the pod's pinned namespaces (files named net, ipc, uts, user),
@@ -170,9 +174,25 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
         }
         None => {
             let bundle = args.bundle.clone().unwrap_or_default();
+            let restore = match &args.restore {
+                Some(images) => {
+                    let images = std::path::absolute(images)
+                        .with_context(|| format!("--restore {}", images.display()))?;
+                    if !images.is_dir() {
+                        return Err(usage(&format!(
+                            "--restore {}: not a directory of CRIU images",
+                            images.display()
+                        )));
+                    }
+                    let work = images.parent().unwrap_or(&images).to_path_buf();
+                    Some(crikit::runc::Checkpoint { images, work })
+                }
+                None => None,
+            };
             Launch::Create {
                 bundle: std::path::absolute(&bundle)
                     .with_context(|| format!("bundle {}", bundle.display()))?,
+                restore,
             }
         }
     };

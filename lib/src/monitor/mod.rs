@@ -259,6 +259,11 @@ impl MonitorCommand {
         self.flag("--start", on)
     }
 
+    /// `--restore DIR`: restore the container from the CRIU images in `dir`.
+    pub fn restore(self, dir: &Path) -> Self {
+        self.with("--restore", dir)
+    }
+
     /// `--cleanup`: run `RUNTIME delete` once the container has exited.
     pub fn cleanup(self, on: bool) -> Self {
         self.flag("--cleanup", on)

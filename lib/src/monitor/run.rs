@@ -131,10 +131,13 @@ pub struct MonitorConfig {
 /// What the monitor runs.
 #[derive(Debug, Clone)]
 pub enum Launch {
-    /// `runtime create --bundle DIR`: a new container.
+    /// `runtime create --bundle DIR`: a new container; with `restore`, `runtime
+    /// restore` instead, which makes it from a checkpoint and leaves it running.
     Create {
         /// The bundle directory.
         bundle: PathBuf,
+        /// The checkpoint to restore the container from.
+        restore: Option<crate::runc::Checkpoint>,
     },
     /// `runtime exec --detach --process FILE`: a process in the running container,
     /// served like a container (interactive exec).
@@ -210,7 +213,7 @@ pub fn check_launch(cfg: &MonitorConfig) -> Result<(), MonitorError> {
         super::cgroup::check_parent(parent).map_err(|reason| MonitorError::Usage { reason })?;
     }
     let (terminal, what) = match &cfg.launch {
-        Launch::Create { bundle } => (check_bundle(bundle)?, "config.json"),
+        Launch::Create { bundle, .. } => (check_bundle(bundle)?, "config.json"),
         Launch::Exec { process } => (super::exec::check_process(process)?, "the process file"),
     };
     let mismatch = match (terminal, cfg.tty) {
@@ -222,7 +225,7 @@ pub fn check_launch(cfg: &MonitorConfig) -> Result<(), MonitorError> {
     };
     match (mismatch, &cfg.launch) {
         (None, _) => Ok(()),
-        (Some(reason), Launch::Create { bundle }) => Err(MonitorError::Bundle {
+        (Some(reason), Launch::Create { bundle, .. }) => Err(MonitorError::Bundle {
             path: bundle.clone(),
             reason,
         }),
@@ -340,11 +343,22 @@ fn runtime_outcome(
 ) -> Result<(), String> {
     match status {
         Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!(
-            "{} {verb}: {}",
-            cfg.runtime.path.display(),
-            runtime_error(cfg, &format!("exited with {s}"))
-        )),
+        Ok(s) => {
+            let mut why = runtime_error(cfg, &format!("exited with {s}"));
+            if let Launch::Create {
+                restore: Some(from),
+                ..
+            } = &cfg.launch
+            {
+                if let Some(e) = (verb == "restore")
+                    .then(|| crate::runc::criu_log_errors(&from.work.join("restore.log")))
+                    .flatten()
+                {
+                    why = format!("{why}: {e}");
+                }
+            }
+            Err(format!("{} {verb}: {why}", cfg.runtime.path.display()))
+        }
         Err(e) => Err(format!(
             "running {} {verb}: {e}",
             cfg.runtime.path.display()
@@ -476,7 +490,8 @@ impl<'a> Monitor<'a> {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| format!("no pid in {}", cfg.pid_file.display()))?;
-        if let (Launch::Create { .. }, true) = (&cfg.launch, cfg.start) {
+        // A restored container runs already.
+        if let (Launch::Create { restore: None, .. }, true) = (&cfg.launch, cfg.start) {
             let started = cfg
                 .runtime
                 .start_logged(&cfg.runtime_log, &cfg.id)
@@ -905,10 +920,27 @@ struct ProcessIo {
 /// Runs `runtime create` (or `exec --detach`) and returns the process's stdio.
 fn launch(cfg: &MonitorConfig) -> Result<ProcessIo, String> {
     let command = |console: Console| match &cfg.launch {
-        Launch::Create { bundle } => (
+        Launch::Create {
+            bundle,
+            restore: None,
+        } => (
             cfg.runtime
                 .create(&cfg.runtime_log, bundle, &cfg.pid_file, console, &cfg.id),
             "create",
+        ),
+        Launch::Create {
+            bundle,
+            restore: Some(from),
+        } => (
+            cfg.runtime.restore(
+                &cfg.runtime_log,
+                bundle,
+                from,
+                &cfg.pid_file,
+                console,
+                &cfg.id,
+            ),
+            "restore",
         ),
         Launch::Exec { process } => (
             cfg.runtime
@@ -1204,6 +1236,7 @@ mod tests {
         let cfg = super::MonitorConfig {
             launch: super::Launch::Create {
                 bundle: dir.path().to_path_buf(),
+                restore: None,
             },
             tty: false,
             id: "t".into(),

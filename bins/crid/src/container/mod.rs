@@ -85,6 +85,8 @@ pub fn state_of(
 ) -> cri::ContainerState {
     match (exit, c.started_at) {
         (Some(_), _) => cri::ContainerState::ContainerExited,
+        // Restored only when it starts: no monitor yet.
+        (None, 0) if c.restore_from.is_some() => cri::ContainerState::ContainerCreated,
         _ if !dirs.monitor_alive() => cri::ContainerState::ContainerUnknown,
         (None, 0) => cri::ContainerState::ContainerCreated,
         (None, _) => cri::ContainerState::ContainerRunning,
@@ -434,6 +436,35 @@ impl From<crikit::bundle::BundleError> for Making {
     }
 }
 
+/// A CreateContainer's config for a container restored from `dump`: the image the
+/// checkpointed container ran, and its process (command, environment, working
+/// directory) where the config gives none, as the restored process keeps them.
+fn from_checkpoint(config: &mut cri::ContainerConfig, dump: &crate::checkpoint::Dump) {
+    config.image = Some(cri::ImageSpec {
+        image: dump.image.clone(),
+        ..Default::default()
+    });
+    let Some(p) = &dump.process else { return };
+    if config.command.is_empty() && config.args.is_empty() {
+        config.command = p.args().clone().unwrap_or_default();
+    }
+    if config.envs.is_empty() {
+        config.envs = p
+            .env()
+            .iter()
+            .flatten()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(key, value)| cri::KeyValue {
+                key: key.into(),
+                value: value.into(),
+            })
+            .collect();
+    }
+    if config.working_dir.is_empty() {
+        config.working_dir = p.cwd().display().to_string();
+    }
+}
+
 /// crid's own OOM score adjustment.
 fn own_oom_score_adj() -> i32 {
     std::fs::read_to_string("/proc/self/oom_score_adj")
@@ -479,23 +510,32 @@ impl Crid {
             .as_ref()
             .map(|i| i.image.clone())
             .unwrap_or_default();
-        if image.starts_with('/') {
-            tokio::task::spawn_blocking(move || crate::checkpoint::refuse_restore(&image))
-                .await??;
+        let mut config = config;
+        let restore = if image.starts_with('/') {
+            let runtime = self.runtime(&pod.runtime_handler)?;
+            tokio::task::spawn_blocking(move || crate::checkpoint::open_restore(&image, &runtime))
+                .await??
+        } else {
+            None
+        };
+        if let Some(dump) = &restore {
+            from_checkpoint(&mut config, dump);
         }
-        let id = self.create_in(&pod, config, false).await?;
+        let id = self.create_in(&pod, config, false, restore).await?;
         self.events.watch(&id, self.store.monitor_dir(&id).path());
         self.emit(&id, &pod.id, cri::ContainerEventType::ContainerCreatedEvent)
             .await;
         Ok(id)
     }
 
-    /// Makes a container in `pod` (its infra process with `infra`).
+    /// Makes a container in `pod` (its infra process with `infra`; with `restore`,
+    /// one that StartContainer restores from that checkpoint).
     pub async fn create_in(
         self: &Arc<Self>,
         pod: &PodRecord,
         config: cri::ContainerConfig,
         infra: bool,
+        restore: Option<crate::checkpoint::Dump>,
     ) -> Result<String> {
         let meta = config
             .metadata
@@ -524,7 +564,7 @@ impl Crid {
         let pod2 = pod.clone();
         let id2 = id.clone();
         let made = tokio::task::spawn_blocking(move || {
-            me.make_container(&pod2, &id2, config, &image, infra)
+            me.make_container(&pod2, &id2, config, &image, infra, restore.as_ref())
         })
         .await?;
         // The pod may have been removed while the container was being made.
@@ -676,7 +716,8 @@ impl Crid {
         })
     }
 
-    /// The blocking part of CreateContainer: the bundle, its spec, the monitor.
+    /// The blocking part of CreateContainer: the bundle, its spec, the monitor (for a
+    /// restore, the checkpoint's images and its changes to the rootfs instead).
     fn make_container(
         &self,
         pod: &PodRecord,
@@ -684,6 +725,7 @@ impl Crid {
         config: cri::ContainerConfig,
         image: &str,
         infra: bool,
+        restore: Option<&crate::checkpoint::Dump>,
     ) -> Result<ContainerRecord> {
         let t0 = Instant::now();
         let runtime = self.runtime(&pod.runtime_handler)?;
@@ -763,18 +805,38 @@ impl Crid {
         })?;
         let t_bundle = t0.elapsed();
         let log_path = log_path(pod, &config)?;
-        let pid = self.monitors(&runtime).create(
-            id,
-            &name,
-            &bundle,
-            &monitor::Create {
-                log_path: (!log_path.is_empty()).then(|| Path::new(&log_path)),
-                stdin: config.stdin,
-                tty: config.tty,
-                cgroup_parent: pod.cgroup_parent.as_deref(),
-                start: infra,
-            },
-        )?;
+        let (pid, restore_from) = match restore {
+            // The runtime makes the container when StartContainer restores it.
+            Some(dump) => {
+                let images = crate::checkpoint::unpack_restore(
+                    dump,
+                    &dir.join("restore"),
+                    &bundle.join("rootfs"),
+                )?;
+                let state = self.store.monitor_dir(id);
+                std::fs::create_dir_all(state.path()).map_err(CridError::io(format!(
+                    "creating {}",
+                    state.path().display()
+                )))?;
+                (0, Some(images))
+            }
+            None => (
+                self.monitors(&runtime).create(
+                    id,
+                    &name,
+                    &bundle,
+                    &monitor::Create {
+                        log_path: (!log_path.is_empty()).then(|| Path::new(&log_path)),
+                        stdin: config.stdin,
+                        tty: config.tty,
+                        cgroup_parent: pod.cgroup_parent.as_deref(),
+                        start: infra,
+                        restore: None,
+                    },
+                )?,
+                None,
+            ),
+        };
         // The container's mount namespace holds its own copies of the read-only
         // binds now: the host's go, so that nothing pins the host path's mountpoints
         // here (an rmdir of one in this namespace would fail with EBUSY).
@@ -825,6 +887,7 @@ impl Crid {
             stdin: config.stdin,
             tty: config.tty,
             stdin_once: config.stdin_once,
+            restore_from,
         };
         self.store.save_container(&c)?;
         Ok(c)
@@ -840,14 +903,36 @@ impl Crid {
             )));
         }
         let runtime = self.runtime(&c.runtime_handler)?;
-        let id2 = id.to_string();
-        tokio::task::spawn_blocking(move || runtime.start(&id2))
-            .await?
-            .map_err(|source| CridError::Runtime {
-                action: "starting",
-                id: id.to_string(),
-                source,
-            })?;
+        if let Some(images) = c.restore_from.clone() {
+            // Made from a checkpoint: its monitor restores it, running.
+            let me = Arc::clone(self);
+            let c2 = c.clone();
+            c.pid = tokio::task::spawn_blocking(move || {
+                me.monitors(&runtime).create(
+                    &c2.id,
+                    &c2.name,
+                    &c2.bundle,
+                    &monitor::Create {
+                        log_path: (!c2.log_path.is_empty()).then(|| Path::new(&c2.log_path)),
+                        stdin: c2.stdin,
+                        tty: c2.tty,
+                        cgroup_parent: c2.monitor_cgroup_parent.as_deref(),
+                        start: false,
+                        restore: Some(&images),
+                    },
+                )
+            })
+            .await??;
+        } else {
+            let id2 = id.to_string();
+            tokio::task::spawn_blocking(move || runtime.start(&id2))
+                .await?
+                .map_err(|source| CridError::Runtime {
+                    action: "starting",
+                    id: id.to_string(),
+                    source,
+                })?;
+        }
         c.started_at = now_ns();
         self.store.save_container(&c)?;
         let pod = c.pod_id.clone();
@@ -1146,7 +1231,7 @@ impl Crid {
             }),
             ..Default::default()
         };
-        let id = self.create_in(pod, config, true).await?;
+        let id = self.create_in(pod, config, true, None).await?;
         pod.infra = Some(id);
         Ok(())
     }

@@ -35,6 +35,8 @@ pub struct Create<'a> {
     pub cgroup_parent: Option<&'a str>,
     /// Start it too.
     pub start: bool,
+    /// Restore it from the CRIU images in this directory instead (running then).
+    pub restore: Option<&'a Path>,
 }
 
 impl Monitors<'_> {
@@ -62,7 +64,17 @@ impl Monitors<'_> {
         if let Some(p) = o.cgroup_parent {
             cmd = cmd.cgroup_parent(p);
         }
-        let what = format!("creating container {what}");
+        if let Some(images) = o.restore {
+            cmd = cmd.restore(images);
+        }
+        let what = format!(
+            "{} container {what}",
+            if o.restore.is_some() {
+                "restoring"
+            } else {
+                "creating"
+            }
+        );
         pid_of(&self.run(cmd, &what)?, &what)
     }
 
