@@ -7,14 +7,35 @@
 //! short-lived child process (a multithreaded process cannot unshare a user
 //! namespace): crid writes the child's ID maps, pins its namespaces and lets it go.
 //!
-//! Also the recursive read-only binds that runtimes without `rro` cannot make: the
-//! one module of crid with unsafe code (the ioctl and the mount_setattr syscall).
+//! Also the recursive read-only binds that runtimes without `rro` cannot make, and
+//! CNI plugins bound to crid's life: the one module of crid with unsafe code (the
+//! ioctl, the mount_setattr syscall and a pre_exec hook).
 
 use crate::record::UserNamespace;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// Has the process `cmd` starts killed if crid dies first (PR_SET_PDEATHSIG): a CNI
+/// plugin must not go on with an ADD that a restarted crid is undoing with a DEL
+/// (the two would race on the same veth and iptables chains). DEL is made for what a
+/// plugin killed halfway leaves.
+pub fn dies_with_crid(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let crid = nix::unistd::getpid();
+    // SAFETY: the hook makes two system calls and touches no memory of the parent's.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // crid died before the line above: nobody would kill this one.
+            if nix::unistd::getppid() != crid {
+                return Err(io::Error::other("crid has exited"));
+            }
+            Ok(())
+        });
+    }
+}
 
 /// The kinds a pod may pin, with their unshare flag.
 pub const KINDS: [(&str, CloneFlags); 3] = [

@@ -124,13 +124,21 @@ impl Network {
         Ok(())
     }
 
-    /// Runs DEL for the pod with the attachment its ADD recorded.
+    /// Runs DEL for the pod with the attachment its ADD recorded, and once more a
+    /// moment later if that fails (DEL may be repeated): plugins that share host
+    /// state, iptables above all, fail now and then on what another is changing
+    /// (`CHAIN_DEL failed (Device or resource busy)`).
     pub fn del(&self, pod: &PodRecord) -> Result<(), NetError> {
-        match &pod.network {
-            // An ADD cut short has no result to give.
-            Some(att) => self.del_with(pod, att, !att.result.is_null()),
-            None => Ok(()),
-        }
+        let Some(att) = &pod.network else {
+            return Ok(());
+        };
+        // An ADD cut short has no result to give.
+        let with_result = !att.result.is_null();
+        self.del_with(pod, att, with_result).or_else(|e| {
+            tracing::debug!("pod {}: {e}; trying DEL again", pod.id);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            self.del_with(pod, att, with_result)
+        })
     }
 
     /// Runs CHECK through the list in order with the ADD's result; `Ok(false)`
@@ -202,7 +210,9 @@ impl Network {
             path: bin.clone(),
             source,
         };
-        let mut child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        crate::netns::dies_with_crid(&mut cmd);
+        let mut child = cmd
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CNI_COMMAND", command)
