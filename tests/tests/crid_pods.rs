@@ -2421,6 +2421,9 @@ async fn restore_in_a_new_pod(w: &World, mode: cri::NamespaceMode, kind: &str) {
         w.status(&restored).await.state,
         cri::ContainerState::ContainerRunning as i32
     );
+    // CRIU's images went once used.
+    let dir = w.crid.root.join("containers").join(&restored);
+    assert!(dir.join("restore").is_dir() && !dir.join("restore/checkpoint").exists());
     // The counter goes on from where the checkpoint caught it, into the new log.
     let log = log_of(w, &restored_pod, "counter");
     let deadline = Instant::now() + Duration::from_secs(20);

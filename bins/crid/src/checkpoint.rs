@@ -205,7 +205,8 @@ pub fn open_restore(image: &str, runtime: &crikit::runc::Runtime) -> Result<Opti
         std::fs::File::open(path).map_err(CridError::io(format!("opening {image}")))?,
     );
     let not_tar = |e: io::Error| bad(format!("a file, but not a tar archive: {e}"));
-    for e in a.entries().map_err(not_tar)? {
+    // Seeking past CRIU's memory pages rather than reading them.
+    for e in a.entries_with_seek().map_err(not_tar)? {
         let mut e = e.map_err(not_tar)?;
         let p = e.path().map_err(not_tar)?.into_owned();
         let p = p.strip_prefix(".").unwrap_or(&p).display().to_string();

@@ -908,7 +908,7 @@ impl Crid {
             let me = Arc::clone(self);
             let c2 = c.clone();
             c.pid = tokio::task::spawn_blocking(move || {
-                me.monitors(&runtime).create(
+                let pid = me.monitors(&runtime).create(
                     &c2.id,
                     &c2.name,
                     &c2.bundle,
@@ -920,9 +920,13 @@ impl Crid {
                         start: false,
                         restore: Some(&images),
                     },
-                )
+                )?;
+                // Restored: CRIU's images (the memory it dumped) are not needed again.
+                let _ = std::fs::remove_dir_all(&images);
+                Ok::<_, CridError>(pid)
             })
             .await??;
+            c.restore_from = None;
         } else {
             let id2 = id.to_string();
             tokio::task::spawn_blocking(move || runtime.start(&id2))
