@@ -296,6 +296,46 @@ impl Drop for Bridge {
     }
 }
 
+/// The nat rules the CNI plugins of network `.0` made (their comments name it), and
+/// the chains they jump to, removed on drop: what a DEL that never came (a test that
+/// failed halfway) would have removed.
+struct NatRules(String);
+
+impl Drop for NatRules {
+    fn drop(&mut self) {
+        let Ok(out) = std::process::Command::new("iptables")
+            .args(["-t", "nat", "-S"])
+            .output()
+        else {
+            return;
+        };
+        let mark = format!("name: \\\"{}\\\"", self.0);
+        let mut chains = vec![];
+        for rule in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(spec) = rule.strip_prefix("-A ").filter(|_| rule.contains(&mark)) else {
+                continue;
+            };
+            if let Some(chain) = spec.split_once(" -j CNI-").map(|(_, c)| c) {
+                let chain = format!("CNI-{}", chain.split_whitespace().next().unwrap_or(""));
+                if !chain.starts_with("CNI-HOSTPORT-") {
+                    chains.push(chain);
+                }
+            }
+            // The rule as iptables printed it, quoting and all, deleted.
+            let _ = std::process::Command::new("sh")
+                .args(["-c", &format!("iptables -t nat -D {spec}")])
+                .output();
+        }
+        for chain in chains {
+            for op in ["-F", "-X"] {
+                let _ = std::process::Command::new("iptables")
+                    .args(["-t", "nat", op, &chain])
+                    .output();
+            }
+        }
+    }
+}
+
 /// GET `path` from `addr` over plain HTTP/1.0; the response, once it answers 200.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
@@ -1897,6 +1937,7 @@ async fn crid_killed_at_any_moment_of_a_burst_of_creates_leaves_nothing_once_its
     let bridge = Bridge(format!("ckc{}", &hex[..8]));
     let held = e2e::net::Subnet::pick();
     let net = format!("crikit-crash-{}", &hex[..8]);
+    let _nat = NatRules(net.clone());
     let ipam = w.tmp.path().join("ipam");
     // As kubelet's nodes have it: masquerading and hairpin, so that an ADD cut short
     // leaves iptables rules as well as a lease and a veth.
@@ -2361,9 +2402,22 @@ async fn restore_in_a_new_pod(w: &World, mode: cri::NamespaceMode, kind: &str) {
     // A counter in the shell's memory, a file made and one of the image's removed.
     let script = "echo changed > /made; rm /etc/group; i=0; \
                   while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
-    let id = w
-        .start(&pod, &config, w.container_config("counter", script))
-        .await;
+    // A volume, recursive read-only: crid's own bind copy, which the runtime needs
+    // at the restore too.
+    let vol = w.tmp.path().join(format!("vol-{kind}"));
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("f"), "volume\n").unwrap();
+    let mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.display().to_string(),
+        readonly: true,
+        recursive_read_only: true,
+        propagation: cri::MountPropagation::PropagationPrivate as i32,
+        ..Default::default()
+    }];
+    let mut c = w.container_config("counter", script);
+    c.mounts = mounts.clone();
+    let id = w.start(&pod, &config, c).await;
     w.wait_for_log(&log_of(w, &origin, "counter"), "stdout F tick 5")
         .await;
     let archive = w.tmp.path().join(format!("counter-{kind}.tar"));
@@ -2384,6 +2438,8 @@ async fn restore_in_a_new_pod(w: &World, mode: cri::NamespaceMode, kind: &str) {
     let mut c = w.container_config("counter", "");
     c.command.clear();
     c.envs.clear();
+    // kubelet gives the restored pod the same volumes.
+    c.mounts = mounts;
     c.image = Some(cri::ImageSpec {
         image: archive.display().to_string(),
         ..Default::default()
@@ -2446,6 +2502,16 @@ async fn restore_in_a_new_pod(w: &World, mode: cri::NamespaceMode, kind: &str) {
     assert_eq!(String::from_utf8_lossy(&r.stdout), "changed\n");
     let r = w.exec(&restored, &["cat", "/etc/group"], 10).await.unwrap();
     assert_ne!(r.exit_code, 0, "/etc/group came back");
+    // The volume is there, read-only.
+    let r = w
+        .exec(
+            &restored,
+            &["/bin/sh", "-c", "cat /vol/f; echo x > /vol/g || echo ro"],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "volume\nro\n");
     // Its environment is the checkpointed process's.
     let r = w.exec(&restored, &["env"], 10).await.unwrap();
     assert!(

@@ -839,8 +839,11 @@ impl Crid {
         };
         // The container's mount namespace holds its own copies of the read-only
         // binds now: the host's go, so that nothing pins the host path's mountpoints
-        // here (an rmdir of one in this namespace would fail with EBUSY).
-        crate::netns::unbind_all(&self.store.rro_dir(id));
+        // here (an rmdir of one in this namespace would fail with EBUSY). A restore
+        // needs them until StartContainer.
+        if restore_from.is_none() {
+            crate::netns::unbind_all(&self.store.rro_dir(id));
+        }
         tracing::debug!(
             "container {id}: image found in {t_find:?}, bundle and spec made by {t_bundle:?}, \
              created by {:?}",
@@ -921,8 +924,10 @@ impl Crid {
                         restore: Some(&images),
                     },
                 )?;
-                // Restored: CRIU's images (the memory it dumped) are not needed again.
+                // Restored: CRIU's images (the memory it dumped) are not needed again,
+                // nor crid's copies of read-only binds (as after a create).
                 let _ = std::fs::remove_dir_all(&images);
+                crate::netns::unbind_all(&me.store.rro_dir(&c2.id));
                 Ok::<_, CridError>(pid)
             })
             .await??;
