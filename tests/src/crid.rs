@@ -46,7 +46,10 @@ impl Crid {
             .arg(format!("unix://{}", socket.display()))
             .arg("--cni-conf-dir")
             .arg(dir.join("cni"))
-            .args(["--log-level", "info"])
+            .args([
+                "--log-level",
+                &std::env::var("CRIKIT_TEST_LOG").unwrap_or("info".into()),
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -488,7 +488,12 @@ async fn streams_through_crid(transport: &str) {
     cmd.args(["-qec", &line, "/dev/null"]);
     let r = e2e::run_input(cmd, Some(b""), T);
     assert_eq!(r.code, Some(0), "{}", r.describe());
-    assert!(r.stdout.contains("33 101"), "{}", r.describe());
+    assert!(
+        r.stdout.contains("33 101"),
+        "{}\n{}",
+        r.describe(),
+        w.crid.stderr()
+    );
     assert!(r.stdout.contains("/dev/pts/"), "{}", r.describe());
 
     // port-forward: an HTTP GET through a forwarded port, twice on one session.
@@ -722,7 +727,11 @@ async fn streaming_sessions_are_bounded_and_end_when_idle() {
     );
     let status = quiet.wait().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
-    assert!(!status.success() || !running(), "the idle session ended");
+    assert!(
+        !status.success() || !running(),
+        "the idle session ended, its process still ran: {}",
+        w.crid.stderr()
+    );
     wait_for("the idle exec's end", || !running());
     // The slot is free again (once the session's task has wound up).
     let deadline = Instant::now() + Duration::from_secs(20);

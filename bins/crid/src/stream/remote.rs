@@ -51,13 +51,20 @@ pub async fn serve(crid: Arc<Crid>, request: Request, protocol: &str, mut sessio
     // client that never sends one, and generous for a loaded node.
     let mut size = None;
     if let (Request::Exec { .. }, true, Some(r)) = (&request, io.tty, streams.resize.as_mut()) {
-        if let Ok(Some(d)) =
-            tokio::time::timeout(std::time::Duration::from_secs(3), r.rx.recv()).await
-        {
-            size = d
-                .split(|b| *b == b'\n')
-                .filter_map(terminal_size)
-                .next_back();
+        match tokio::time::timeout(std::time::Duration::from_secs(3), r.rx.recv()).await {
+            Ok(Some(d)) => {
+                size = d
+                    .split(|b| *b == b'\n')
+                    .filter_map(terminal_size)
+                    .next_back();
+                if size.is_none() {
+                    tracing::warn!(
+                        "streaming: {what}: not a terminal size: {:?}",
+                        String::from_utf8_lossy(&d)
+                    );
+                }
+            }
+            _ => tracing::warn!("streaming: {what}: no terminal size from the client in 3 s"),
         }
     }
     let outcome = match connect(&crid, &request, size).await {
@@ -295,6 +302,9 @@ async fn pump(
             s = session.accept.recv() => if s.is_none() {
                 if let Some(e) = exec.as_mut() {
                     e.kill();
+                    // Gone before the session is: the client (or an idle timeout's
+                    // next session) never meets the process still running.
+                    let _ = tokio::time::timeout(EXIT_WAIT, read_to_exit(&mut rd, &mut buf)).await;
                 }
                 break Outcome::Detached;
             },
@@ -305,6 +315,24 @@ async fn pump(
         e.finish().await;
     }
     outcome
+}
+
+/// How long a killed exec's monitor is given to report the exit.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the monitor's frames, output dropped, until its exit frame or the end.
+async fn read_to_exit(rd: &mut tokio::net::unix::OwnedReadHalf, buf: &mut Vec<u8>) {
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        match attach::decode(buf) {
+            Ok(frames) if frames.iter().all(|(kind, _)| *kind != attach::EXIT) => {}
+            _ => return,
+        }
+        match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 fn closed() -> tokio::sync::mpsc::Receiver<bytes::Bytes> {
