@@ -51,7 +51,7 @@ pub async fn serve(crid: Arc<Crid>, request: Request, protocol: &str, mut sessio
     // client that never sends one, and generous for a loaded node.
     let mut size = None;
     if let (Request::Exec { .. }, true, Some(r)) = (&request, io.tty, streams.resize.as_mut()) {
-        match tokio::time::timeout(std::time::Duration::from_secs(3), r.rx.recv()).await {
+        match tokio::time::timeout(FIRST_SIZE_WAIT, r.rx.recv()).await {
             Ok(Some(d)) => {
                 size = d
                     .split(|b| *b == b'\n')
@@ -64,7 +64,9 @@ pub async fn serve(crid: Arc<Crid>, request: Request, protocol: &str, mut sessio
                     );
                 }
             }
-            _ => tracing::warn!("streaming: {what}: no terminal size from the client in 3 s"),
+            _ => tracing::warn!(
+                "streaming: {what}: no terminal size from the client in {FIRST_SIZE_WAIT:?}"
+            ),
         }
     }
     let outcome = match connect(&crid, &request, size).await {
@@ -316,6 +318,9 @@ async fn pump(
     }
     outcome
 }
+
+/// How long an exec with a terminal waits for the client's first size.
+const FIRST_SIZE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long a killed exec's monitor is given to report the exit.
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
