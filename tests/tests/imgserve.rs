@@ -247,6 +247,21 @@ fn serves_manifests_blobs_and_tags_with_the_upstreams_digests() {
         v["repositories"],
         serde_json::json!(["peer/busybox", "peer/multi"])
     );
+    // The catalog pages as tag lists do.
+    let (s, h, body) = get(at, "/v2/_catalog?n=1");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (s, &v["repositories"]),
+        (200, &serde_json::json!(["peer/busybox"]))
+    );
+    assert_eq!(
+        header(&h, "Link"),
+        Some("</v2/_catalog?n=1&last=peer/busybox>; rel=\"next\"")
+    );
+    let (_, h, body) = get(at, "/v2/_catalog?n=1&last=peer%2Fbusybox");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["repositories"], serde_json::json!(["peer/multi"]));
+    assert_eq!(header(&h, "Link"), None);
 
     // ns: the upstream a mirror client names; another upstream's tag is not ours.
     let ns = format!("/v2/peer/busybox/manifests/1?ns={}", reg.addr);

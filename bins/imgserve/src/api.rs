@@ -155,10 +155,12 @@ fn route(views: &Views, auth: &Auth, req: &Request<'_>) -> Response {
         [] | [""] => Response::json(200, &serde_json::json!({})),
         ["_catalog"] => {
             let view = views.get();
-            Response::json(
-                200,
-                &serde_json::json!({"repositories": view.repositories()}),
-            )
+            let (list, next) = page(view.repositories(), query);
+            let r = Response::json(200, &serde_json::json!({"repositories": list}));
+            match next {
+                Some((n, end)) => r.header("Link", next_link("/v2/_catalog", n, end, "")),
+                None => r,
+            }
         }
         [name @ .., "manifests", reference] => {
             with_name(name, |repo| manifest(views, repo, reference, ns))
@@ -439,19 +441,10 @@ fn tags(views: &Views, repo: &str, ns: Option<String>, query: &str) -> Response 
             )
         }
     };
-    // Pagination as the spec has it: tags after `last`, at most `n`.
-    let last = query_param(query, "last");
-    let n = query_param(query, "n").and_then(|n| n.parse::<usize>().ok());
-    let after: Vec<&str> = all
-        .into_iter()
-        .filter(|t| last.as_deref().is_none_or(|l| *t > l))
-        .collect();
-    let take = n.unwrap_or(usize::MAX).min(after.len());
-    let list = &after[..take];
+    let (list, next) = page(all, query);
     let r = Response::json(200, &serde_json::json!({"name": repo, "tags": list}));
-    match (n, list.last()) {
-        // More remain: the next page, as the spec's Link header names it.
-        (Some(n), Some(end)) if take < after.len() => {
+    match next {
+        Some((n, end)) => {
             // Only a host name goes back into a header: nothing decoded from the
             // request can add lines to it.
             let ns = ns
@@ -461,13 +454,35 @@ fn tags(views: &Views, repo: &str, ns: Option<String>, query: &str) -> Response 
                 })
                 .map(|ns| format!("&ns={ns}"))
                 .unwrap_or_default();
-            r.header(
-                "Link",
-                format!("</v2/{repo}/tags/list?n={n}&last={end}{ns}>; rel=\"next\""),
-            )
+            let path = format!("/v2/{repo}/tags/list");
+            r.header("Link", next_link(&path, n, end, &ns))
         }
-        _ => r,
+        None => r,
     }
+}
+
+/// One page of a sorted list as the spec has it: the items after `last`, at most
+/// `n` of them; with the `n` and the last item given when more remain.
+fn page<'a>(all: Vec<&'a str>, query: &str) -> (Vec<&'a str>, Option<(usize, &'a str)>) {
+    let last = query_param(query, "last");
+    let n = query_param(query, "n").and_then(|n| n.parse::<usize>().ok());
+    let mut after: Vec<&str> = all
+        .into_iter()
+        .filter(|t| last.as_deref().is_none_or(|l| *t > l))
+        .collect();
+    let more = n.is_some_and(|n| n < after.len());
+    after.truncate(n.unwrap_or(usize::MAX));
+    let next = match (n, after.last()) {
+        (Some(n), Some(end)) if more => Some((n, *end)),
+        _ => None,
+    };
+    (after, next)
+}
+
+/// The Link header naming the next page. Only repository paths and tags, both
+/// checked against the spec's grammar, and `extra` go into it.
+fn next_link(path: &str, n: usize, last: &str, extra: &str) -> String {
+    format!("<{path}?n={n}&last={last}{extra}>; rel=\"next\"")
 }
 
 #[cfg(test)]
