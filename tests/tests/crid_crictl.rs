@@ -477,10 +477,13 @@ async fn streams_through_crid(transport: &str) {
         r.describe()
     );
 
-    // exec -it under a terminal: its size reaches the process's terminal.
+    // exec -it under a terminal: its size reaches the process's terminal. runc
+    // sizes the terminal before the process starts; crun (the default handler
+    // where installed) just after it, so the process may look a moment too soon.
     let line = format!(
         "stty rows 33 cols 101; {} --config /dev/null --runtime-endpoint {} exec -r {transport} -it {ctr} \
-         /bin/sh -c 'stty size; tty'",
+         /bin/sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do s=$(stty size 2>/dev/null); \
+         [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; sleep 0.2; done; echo \"size $s\"; tty'",
         c.bin.display(),
         c.socket
     );
@@ -489,7 +492,7 @@ async fn streams_through_crid(transport: &str) {
     let r = e2e::run_input(cmd, Some(b""), T);
     assert_eq!(r.code, Some(0), "{}", r.describe());
     assert!(
-        r.stdout.contains("33 101"),
+        r.stdout.contains("size 33 101"),
         "{}\n{}",
         r.describe(),
         w.crid.stderr()
