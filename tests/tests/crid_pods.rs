@@ -2532,3 +2532,76 @@ async fn restore_in_a_new_pod(w: &World, mode: cri::NamespaceMode, kind: &str) {
     );
     w.remove_pod(&pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpointed_terminal_container_is_restored_with_a_terminal() {
+    if !checkpoints_work() {
+        eprintln!("skipped: CRIU or the runtime's checkpoint cannot run here");
+        return;
+    }
+    let w = World::new(Network::Loopback, &[]).await;
+    let mut rt = w.rt.clone();
+    let config = w.pod_config("tty-origin", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let script = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
+    let mut c = w.container_config("counter", script);
+    c.tty = true;
+    c.stdin = true;
+    let id = w.start(&pod, &config, c.clone()).await;
+    let log = log_of(&w, "tty-origin", "counter");
+    w.wait_for_log(&log, "stdout F tick 5").await;
+    let archive = w.tmp.path().join("tty.tar");
+    rt.checkpoint_container(cri::CheckpointContainerRequest {
+        container_id: id,
+        location: archive.display().to_string(),
+        timeout: 60,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    let before = ticks(&std::fs::read_to_string(&log).unwrap());
+    w.remove_pod(&pod).await;
+
+    let config = w.pod_config("tty-restored", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    c.command.clear();
+    c.image = Some(cri::ImageSpec {
+        image: archive.display().to_string(),
+        ..Default::default()
+    });
+    let restored = w
+        .create(&pod, &config, c)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    rt.start_container(cri::StartContainerRequest {
+        container_id: restored.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    // The counter goes on, its output through a new terminal into the new log.
+    let log = log_of(&w, "tty-restored", "counter");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let t = ticks(&std::fs::read_to_string(&log).unwrap_or_default());
+        if t.len() >= 3 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no ticks in {}", log.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(after[0] > 5, "restarted, not restored: {after:?}");
+    assert!(
+        after[0] <= before.last().copied().unwrap_or(0) + 2,
+        "{before:?} then {after:?}"
+    );
+    // Its standard streams are a terminal's.
+    let r = w
+        .exec(&restored, &["ls", "-l", "/proc/1/fd/0", "/proc/1/fd/1"], 10)
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(
+        out.lines().count() == 2 && out.lines().all(|l| l.contains(" -> /dev/pts/")),
+        "{out:?}"
+    );
+    w.remove_pod(&pod).await;
+}
