@@ -2380,6 +2380,26 @@ fn ticks(log: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The ticks a restored counter logs at `log`, once there are three, checked to go
+/// on from where the checkpoint (after `before`) caught it rather than from 1.
+async fn ticks_go_on(log: &Path, before: &[u64]) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let t = ticks(&std::fs::read_to_string(log).unwrap_or_default());
+        if t.len() >= 3 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no ticks in {}", log.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(after[0] > 5, "restarted, not restored: {after:?}");
+    assert!(
+        after[0] <= before.last().copied().unwrap_or(0) + 2,
+        "{before:?} then {after:?}"
+    );
+    after
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpointed_container_is_restored_in_a_new_pod_where_it_left_off() {
     if !checkpoints_work() {
@@ -2482,20 +2502,7 @@ async fn restore_in_a_new_pod(w: &World, mode: cri::NamespaceMode, kind: &str) {
     assert!(dir.join("restore").is_dir() && !dir.join("restore/checkpoint").exists());
     // The counter goes on from where the checkpoint caught it, into the new log.
     let log = log_of(w, &restored_pod, "counter");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let after = loop {
-        let t = ticks(&std::fs::read_to_string(&log).unwrap_or_default());
-        if t.len() >= 3 {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "no ticks in {}", log.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(after[0] > 5, "{kind}: restarted, not restored: {after:?}");
-    assert!(
-        after[0] <= before.last().copied().unwrap_or(0) + 2,
-        "{before:?} then {after:?}"
-    );
+    let after = ticks_go_on(&log, &before).await;
     assert!(after.windows(2).all(|p| p[1] == p[0] + 1), "{after:?}");
     // Its rootfs changes came along: the file it made, the one it removed.
     let r = w.exec(&restored, &["cat", "/made"], 10).await.unwrap();
@@ -2579,20 +2586,7 @@ async fn a_checkpointed_terminal_container_is_restored_with_a_terminal() {
     .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
     // The counter goes on, its output through a new terminal into the new log.
     let log = log_of(&w, "tty-restored", "counter");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let after = loop {
-        let t = ticks(&std::fs::read_to_string(&log).unwrap_or_default());
-        if t.len() >= 3 {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "no ticks in {}", log.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(after[0] > 5, "restarted, not restored: {after:?}");
-    assert!(
-        after[0] <= before.last().copied().unwrap_or(0) + 2,
-        "{before:?} then {after:?}"
-    );
+    ticks_go_on(&log, &before).await;
     // Its standard streams are a terminal's.
     let r = w
         .exec(&restored, &["ls", "-l", "/proc/1/fd/0", "/proc/1/fd/1"], 10)
@@ -2602,6 +2596,136 @@ async fn a_checkpointed_terminal_container_is_restored_with_a_terminal() {
     assert!(
         out.lines().count() == 2 && out.lines().all(|l| l.contains(" -> /dev/pts/")),
         "{out:?}"
+    );
+    w.remove_pod(&pod).await;
+}
+
+/// The checkpoint archive at `archive` as a checkpoint image (its one layer, gzip'd,
+/// and checkpointctl's annotation), pushed to `reg` as `repo:1`; its reference.
+fn push_checkpoint_image(reg: &str, repo: &str, archive: &Path) -> String {
+    use std::io::Write;
+    let tar = std::fs::read(archive).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let layer = gz.finish().unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": e2e::image::host_arch(),
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [e2e::sha256(&tar)]},
+    }))
+    .unwrap();
+    let desc = |mt: &str, data: &[u8]| serde_json::json!({"mediaType": mt, "digest": e2e::sha256(data), "size": data.len()});
+    e2e::image::push_blob(reg, repo, &config);
+    e2e::image::push_blob(reg, repo, &layer);
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": mt,
+        "config": desc("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [desc("application/vnd.oci.image.layer.v1.tar+gzip", &layer)],
+        "annotations": {"org.criu.checkpoint.container.name": "counter"},
+    }))
+    .unwrap();
+    e2e::image::push_manifest(reg, repo, "1", mt, &manifest);
+    format!("{reg}/{repo}:1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_is_restored_from_a_checkpoint_image_pulled_from_a_registry() {
+    if !checkpoints_work() {
+        eprintln!("skipped: CRIU or the runtime's checkpoint cannot run here");
+        return;
+    }
+    let w = World::new(Network::Loopback, &[]).await;
+    let mut rt = w.rt.clone();
+    let config = w.pod_config("image-origin", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let script =
+        "echo changed > /made; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
+    let id = w
+        .start(&pod, &config, w.container_config("counter", script))
+        .await;
+    let log = log_of(&w, "image-origin", "counter");
+    w.wait_for_log(&log, "stdout F tick 5").await;
+    let archive = w.tmp.path().join("counter.tar");
+    rt.checkpoint_container(cri::CheckpointContainerRequest {
+        container_id: id.clone(),
+        location: archive.display().to_string(),
+        timeout: 60,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    let before = ticks(&std::fs::read_to_string(&log).unwrap());
+    let image_ref = w.status(&id).await.image_ref;
+    w.remove_pod(&pod).await;
+
+    // As kubelet restores: the checkpoint image pulled, then named in the config.
+    let image = push_checkpoint_image(&w.reg.addr, "ckpt/counter", &archive);
+    let mut img = w.img.clone();
+    let pulled = img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()))
+        .into_inner()
+        .image_ref;
+    let config = w.pod_config("image-restored", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let mut c = w.container_config("counter", "");
+    c.command.clear();
+    c.envs.clear();
+    c.image = Some(cri::ImageSpec {
+        image: pulled,
+        user_specified_image: image,
+        ..Default::default()
+    });
+    let restored = w
+        .create(&pod, &config, c)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    // Made from the image the checkpointed container ran.
+    assert_eq!(w.status(&restored).await.image_ref, image_ref);
+    rt.start_container(cri::StartContainerRequest {
+        container_id: restored.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    let log = log_of(&w, "image-restored", "counter");
+    ticks_go_on(&log, &before).await;
+    let r = w.exec(&restored, &["cat", "/made"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "changed\n");
+
+    // An image marked as a checkpoint that holds none is refused, and says why.
+    let bogus = w.tmp.path().join("bogus.tar");
+    write_tar(&bogus, &[("hello", "not a checkpoint\n")]);
+    let image = push_checkpoint_image(&w.reg.addr, "ckpt/bogus", &bogus);
+    img.pull_image(cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut c = w.container_config("bogus", "");
+    c.image = Some(cri::ImageSpec {
+        image: image.clone(),
+        ..Default::default()
+    });
+    let e = w.create(&pod, &config, c).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains(&format!("checkpoint image {image}"))
+            && e.message()
+                .contains("not a checkpoint archive (no config.dump)"),
+        "{e:?}"
     );
     w.remove_pod(&pod).await;
 }

@@ -16,6 +16,7 @@
 use crate::error::{CridError, Result};
 use crate::record::ContainerRecord;
 use crate::Crid;
+use crikit::layer::Compression;
 use k8s_cri::v1 as cri;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -181,13 +182,22 @@ const DUMP_MAX: u64 = 16 << 20;
 /// A checkpoint archive a CreateContainer restores a container from, as read.
 #[derive(Debug, Clone)]
 pub struct Dump {
-    /// The archive.
+    /// The archive: a file given as the image, or a checkpoint image's layer.
     pub archive: PathBuf,
+    /// How the archive is compressed (a layer may be).
+    pub compression: Compression,
     /// The image the checkpointed container ran (its id, else its name).
     pub image: String,
     /// The checkpointed container's process (args, env, cwd).
     pub process: Option<crikit::oci_spec::runtime::Process>,
 }
+
+/// The manifest annotations that make an image a checkpoint image (checkpointctl's,
+/// and CRI-O's older one), each naming the checkpointed container.
+const IMAGE_ANNOTATIONS: [&str; 2] = [
+    "org.criu.checkpoint.container.name",
+    "io.kubernetes.cri-o.annotations.checkpoint.name",
+];
 
 /// For a CreateContainer whose image is `image`: when that is a file at an absolute
 /// path, which asks for a restore from that checkpoint archive, the archive read and
@@ -198,29 +208,62 @@ pub fn open_restore(image: &str, runtime: &crikit::runc::Runtime) -> Result<Opti
     if !path.is_absolute() || !path.is_file() {
         return Ok(None);
     }
-    let bad = |why: String| CridError::Invalid(format!("image {image}: {why}"));
-    let mut found = std::collections::HashMap::new();
-    let mut names = vec![];
-    let mut a = tar::Archive::new(
-        std::fs::File::open(path).map_err(CridError::io(format!("opening {image}")))?,
-    );
-    let not_tar = |e: io::Error| bad(format!("a file, but not a tar archive: {e}"));
-    // Seeking past CRIU's memory pages rather than reading them.
-    for e in a.entries_with_seek().map_err(not_tar)? {
-        let mut e = e.map_err(not_tar)?;
-        let p = e.path().map_err(not_tar)?.into_owned();
-        let p = p.strip_prefix(".").unwrap_or(&p).display().to_string();
-        let p = p.trim_end_matches('/').to_string();
-        if REQUIRED.contains(&p.as_str()) {
-            if e.size() > DUMP_MAX {
-                return Err(bad(format!("its {p} is larger than {DUMP_MAX} bytes")));
-            }
-            let mut body = vec![];
-            io::Read::read_to_end(&mut e, &mut body).map_err(not_tar)?;
-            found.insert(p.clone(), body);
-        }
-        names.push(p);
+    read_dump(path, &format!("image {image}"), runtime).map(Some)
+}
+
+/// For the stored image `name`: when its manifest has a checkpoint annotation (an
+/// image made from a checkpoint archive, as `checkpointctl build` and buildah make
+/// them for kubelet's restores), the archive that is its one layer, read and checked
+/// as [`open_restore`] does; any other image is `None`.
+pub fn open_image_restore(
+    store: &crikit::layout::Store,
+    name: &str,
+    runtime: &crikit::runc::Runtime,
+) -> Result<Option<Dump>> {
+    let bad = |why: String| CridError::Invalid(format!("checkpoint image {name}: {why}"));
+    let desc = store.resolve(name)?;
+    let manifest = store.manifest(&parse_digest(desc.digest().as_ref()).map_err(bad)?)?;
+    let marked = manifest
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| IMAGE_ANNOTATIONS.iter().any(|k| a.contains_key(*k)));
+    if !marked {
+        return Ok(None);
     }
+    let layer = match manifest.layers().as_slice() {
+        [layer] => layer,
+        more => return Err(bad(format!("{} layers; the archive is one", more.len()))),
+    };
+    let path = store.blob_path(&parse_digest(layer.digest().as_ref()).map_err(bad)?);
+    read_dump(&path, &format!("checkpoint image {name}"), runtime).map(Some)
+}
+
+fn parse_digest(d: &str) -> std::result::Result<crikit::digest::Digest, String> {
+    crikit::digest::Digest::parse(d).map_err(|e| e.to_string())
+}
+
+/// Reads the checkpoint archive at `path` (`what` in errors): its config and spec
+/// dumps, and that it holds CRIU's images; checks that `runtime` can restore.
+fn read_dump(path: &Path, what: &str, runtime: &crikit::runc::Runtime) -> Result<Dump> {
+    let bad = |why: String| CridError::Invalid(format!("{what}: {why}"));
+    let not_tar = |e: io::Error| bad(format!("a file, but not a tar archive: {e}"));
+    let mut file = std::fs::File::open(path).map_err(CridError::io(format!("opening {what}")))?;
+    let mut head = [0u8; 4];
+    let n = io::Read::read(&mut file, &mut head).map_err(not_tar)?;
+    io::Seek::rewind(&mut file).map_err(not_tar)?;
+    let compression = Compression::sniff(&head[..n]);
+    let (found, names) = if compression == Compression::None {
+        // Seeking past CRIU's memory pages rather than reading them.
+        let mut a = tar::Archive::new(file);
+        scan(a.entries_with_seek().map_err(not_tar)?, &bad)?
+    } else {
+        let mut a = tar::Archive::new(
+            compression
+                .decoder(io::BufReader::new(file))
+                .map_err(not_tar)?,
+        );
+        scan(a.entries().map_err(not_tar)?, &bad)?
+    };
     if let Some(missing) = REQUIRED.iter().find(|m| !found.contains_key(**m)) {
         return Err(bad(format!(
             "a file, but not a checkpoint archive (no {missing})"
@@ -243,13 +286,43 @@ pub fn open_restore(image: &str, runtime: &crikit::runc::Runtime) -> Result<Opti
     ready_for(
         runtime,
         "restore",
-        &format!("restoring a container from {image}"),
+        &format!("restoring a container from {what}"),
     )?;
-    Ok(Some(Dump {
+    Ok(Dump {
         archive: path.to_path_buf(),
+        compression,
         image: dumped_image,
         process: spec.process().clone(),
-    }))
+    })
+}
+
+/// The bodies of an archive's [`REQUIRED`] members, by name.
+type Members = std::collections::HashMap<String, Vec<u8>>;
+
+/// The archive's member names, and the bodies of the [`REQUIRED`] ones.
+fn scan<R: io::Read>(
+    entries: tar::Entries<'_, R>,
+    bad: &dyn Fn(String) -> CridError,
+) -> Result<(Members, Vec<String>)> {
+    let not_tar = |e: io::Error| bad(format!("a file, but not a tar archive: {e}"));
+    let mut found = Members::new();
+    let mut names = vec![];
+    for e in entries {
+        let mut e = e.map_err(not_tar)?;
+        let p = e.path().map_err(not_tar)?.into_owned();
+        let p = p.strip_prefix(".").unwrap_or(&p).display().to_string();
+        let p = p.trim_end_matches('/').to_string();
+        if REQUIRED.contains(&p.as_str()) {
+            if e.size() > DUMP_MAX {
+                return Err(bad(format!("its {p} is larger than {DUMP_MAX} bytes")));
+            }
+            let mut body = vec![];
+            io::Read::read_to_end(&mut e, &mut body).map_err(not_tar)?;
+            found.insert(p.clone(), body);
+        }
+        names.push(p);
+    }
+    Ok((found, names))
 }
 
 /// Unpacks `dump`'s CRIU images into `dir/checkpoint` and applies its root file
@@ -265,7 +338,12 @@ pub fn unpack_restore(dump: &Dump, dir: &Path, rootfs: &Path) -> Result<PathBuf>
         .map_err(CridError::io(format!("creating {}", images.display())))?;
     let diff = dir.join("rootfs-diff.tar");
     let mut deleted: Vec<String> = vec![];
-    let mut a = tar::Archive::new(std::fs::File::open(&dump.archive).map_err(io_err)?);
+    let file = std::fs::File::open(&dump.archive).map_err(io_err)?;
+    let mut a = tar::Archive::new(
+        dump.compression
+            .decoder(io::BufReader::new(file))
+            .map_err(io_err)?,
+    );
     for e in a.entries().map_err(io_err)? {
         let mut e = e.map_err(io_err)?;
         let p = e.path().map_err(io_err)?.into_owned();
@@ -498,6 +576,7 @@ mod tests {
         let diff = diff.into_inner().unwrap();
         let dump = |archive: PathBuf| Dump {
             archive,
+            compression: Compression::None,
             image: "sha256:1".into(),
             process: None,
         };

@@ -131,6 +131,15 @@ impl Compression {
         }
     }
 
+    /// A reader of what `r` holds, decompressed.
+    pub fn decoder<'a, R: BufRead + 'a>(self, r: R) -> io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(r),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        })
+    }
+
     /// From an OCI or Docker layer media type, when it says.
     pub fn from_media_type(mt: &str) -> Option<Self> {
         if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") {
@@ -250,13 +259,7 @@ fn decompress_into(
         None => Compression::sniff(compressed.fill_buf()?),
     };
     {
-        let mut decoder: Box<dyn Read + '_> = match compression {
-            Compression::None => Box::new(&mut compressed),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut compressed)),
-            Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::with_buffer(&mut compressed)?)
-            }
-        };
+        let mut decoder = compression.decoder(&mut compressed)?;
         loop {
             let mut buf = vec![0u8; CHUNK];
             let mut n = 0;

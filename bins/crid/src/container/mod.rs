@@ -722,7 +722,7 @@ impl Crid {
         &self,
         pod: &PodRecord,
         id: &str,
-        config: cri::ContainerConfig,
+        mut config: cri::ContainerConfig,
         image: &str,
         infra: bool,
         restore: Option<&crate::checkpoint::Dump>,
@@ -734,9 +734,25 @@ impl Crid {
             .as_ref()
             .map_or("", |m| m.name.as_str())
             .to_string();
-        let info = crate::image::find(&self.images.store, image)?.ok_or_else(|| {
-            CridError::NotFound(format!("image {image} in the store (pull it first)"))
-        })?;
+        let find = |image: &str| {
+            crate::image::find(&self.images.store, image)?.ok_or_else(|| {
+                CridError::NotFound(format!("image {image} in the store (pull it first)"))
+            })
+        };
+        let mut info = find(image)?;
+        // A checkpoint image (the archive as its layer) asks for a restore too: the
+        // container is made from the image the checkpointed one ran.
+        let from_image = match (restore, infra) {
+            (None, false) => {
+                crate::checkpoint::open_image_restore(&self.images.store, &info.names[0], &runtime)?
+            }
+            _ => None,
+        };
+        if let Some(dump) = &from_image {
+            from_checkpoint(&mut config, dump);
+            info = find(&dump.image)?;
+        }
+        let restore = restore.or(from_image.as_ref());
         let image_name = info.names[0].clone();
         let dir = self.store.container_dir(id);
         std::fs::create_dir_all(&dir)
