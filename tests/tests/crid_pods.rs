@@ -2380,6 +2380,18 @@ fn ticks(log: &str) -> Vec<u64> {
         .collect()
 }
 
+/// CheckpointContainer of `id` to `archive`, which must succeed.
+async fn checkpoint_to(w: &World, id: &str, archive: &Path) {
+    w.rt.clone()
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: id.into(),
+            location: archive.display().to_string(),
+            timeout: 60,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+}
+
 /// The ticks a restored counter logs at `log`, once there are three, checked to go
 /// on from where the checkpoint (after `before`) caught it rather than from 1.
 async fn ticks_go_on(log: &Path, before: &[u64]) -> Vec<u64> {
@@ -2441,13 +2453,7 @@ async fn restore_in_a_new_pod(w: &World, mode: cri::NamespaceMode, kind: &str) {
     w.wait_for_log(&log_of(w, &origin, "counter"), "stdout F tick 5")
         .await;
     let archive = w.tmp.path().join(format!("counter-{kind}.tar"));
-    rt.checkpoint_container(cri::CheckpointContainerRequest {
-        container_id: id.clone(),
-        location: archive.display().to_string(),
-        timeout: 60,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    checkpoint_to(w, &id, &archive).await;
     let before = ticks(&std::fs::read_to_string(log_of(w, &origin, "counter")).unwrap());
     let image_ref = w.status(&id).await.image_ref;
     w.remove_pod(&pod).await;
@@ -2558,13 +2564,7 @@ async fn a_checkpointed_terminal_container_is_restored_with_a_terminal() {
     let log = log_of(&w, "tty-origin", "counter");
     w.wait_for_log(&log, "stdout F tick 5").await;
     let archive = w.tmp.path().join("tty.tar");
-    rt.checkpoint_container(cri::CheckpointContainerRequest {
-        container_id: id,
-        location: archive.display().to_string(),
-        timeout: 60,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    checkpoint_to(&w, &id, &archive).await;
     let before = ticks(&std::fs::read_to_string(&log).unwrap());
     w.remove_pod(&pod).await;
 
@@ -2649,13 +2649,7 @@ async fn a_container_is_restored_from_a_checkpoint_image_pulled_from_a_registry(
     let log = log_of(&w, "image-origin", "counter");
     w.wait_for_log(&log, "stdout F tick 5").await;
     let archive = w.tmp.path().join("counter.tar");
-    rt.checkpoint_container(cri::CheckpointContainerRequest {
-        container_id: id.clone(),
-        location: archive.display().to_string(),
-        timeout: 60,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:?}: {}", w.crid.stderr()));
+    checkpoint_to(&w, &id, &archive).await;
     let before = ticks(&std::fs::read_to_string(&log).unwrap());
     let image_ref = w.status(&id).await.image_ref;
     w.remove_pod(&pod).await;
