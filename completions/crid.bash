@@ -23,7 +23,7 @@ _crid() {
 
     case "${cmd}" in
         crid)
-            opts="-v -h -V --config --listen --root --run-dir --runtime --default-runtime --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --ctrmon --stream-address --stream-port --stream-max-sessions --stream-idle-timeout --stream-tls-cert --stream-tls-key --stream-tls-ca --events-file --events-file-max --metrics-address --log-level --log-format --verbose --help --version"
+            opts="-v -h -V --config --listen --root --run-dir --runtime --default-runtime --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --ctrmon --stream-address --stream-port --stream-max-sessions --stream-idle-timeout --stream-tls-cert --stream-tls-key --stream-tls-ca --events-file --events-file-max --events-backlog --metrics-address --log-level --log-format --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -114,6 +114,10 @@ _crid() {
                     return 0
                     ;;
                 --events-file-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --events-backlog)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -112,6 +112,12 @@ impl Crid {
         RuntimeServiceClient::new(self.channel().await)
     }
 
+    /// A RuntimeService client on a connection of its own whose streams take at most
+    /// `window` unread bytes: one that stops reading a stream holds crid up at once.
+    pub async fn runtime_with_window(&self, window: u32) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(channel_with_window(&self.socket, Some(window)).await)
+    }
+
     /// An ImageService client.
     pub async fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(self.channel().await)
@@ -226,9 +232,16 @@ pub fn write_conflist(dir: &Path, name: &str, conflist: &serde_json::Value) {
 
 /// A gRPC channel to the unix socket at `path`.
 pub async fn channel(path: &Path) -> Channel {
+    channel_with_window(path, None).await
+}
+
+/// A gRPC channel to the unix socket at `path` whose HTTP/2 streams take at most
+/// `window` bytes that the caller has not read (h2's 64 KiB when None).
+pub async fn channel_with_window(path: &Path, window: Option<u32>) -> Channel {
     let path = path.to_path_buf();
     tonic::transport::Endpoint::try_from("http://[::1]:1")
         .expect("endpoint")
+        .initial_stream_window_size(window)
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
             async move {

@@ -2138,6 +2138,88 @@ async fn container_events_follow_each_container_from_creation_to_removal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_subscriber_that_stops_reading_is_dropped_and_can_subscribe_again() {
+    use futures_util::StreamExt;
+    use tokio::time::timeout;
+    let w = World::new(Network::Loopback, &["--events-backlog", "2"]).await;
+    // A window of 16 bytes: crid can send it no more than the start of one event
+    // until it reads, so its queue of 2 fills at the fourth event or so.
+    let stalled_rt = w.crid.runtime_with_window(16).await;
+    let subscribe = |mut rt: cri::runtime_service_client::RuntimeServiceClient<_>| async move {
+        rt.get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .into_inner()
+    };
+    let mut stalled = subscribe(stalled_rt.clone()).await;
+    let mut reader = subscribe(w.rt.clone()).await;
+    let config = w.pod_config("laggard", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    for name in ["a", "b", "c"] {
+        w.start(&pod, &config, w.container_config(name, "exec sleep 1006"))
+            .await;
+    }
+    w.remove_pod(&pod).await;
+    // The reader gets all 12 (created, started, stopped, deleted of three).
+    let mut seen = vec![];
+    while seen.len() < 12 {
+        let e = timeout(Duration::from_secs(10), reader.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event after {} {}", seen.len(), w.crid.stderr()))
+            .expect("the reader's stream goes on")
+            .unwrap_or_else(|e| panic!("the reader is not dropped: {e}"));
+        seen.push((e.container_id, e.container_event_type));
+    }
+    e2e::wait_for("crid's log of the drop", || {
+        w.crid
+            .stderr()
+            .contains("a subscriber fell 2 events behind and is dropped")
+    });
+    // The stalled one, reading at last: what crid had queued for it, in order, then
+    // why it was dropped.
+    let mut got = vec![];
+    let why = loop {
+        match timeout(Duration::from_secs(10), stalled.next())
+            .await
+            .expect("the stalled stream ends")
+        {
+            Some(Ok(e)) => got.push((e.container_id, e.container_event_type)),
+            Some(Err(status)) => break status,
+            None => panic!("it ended without a reason after {got:?}"),
+        }
+    };
+    assert_eq!(why.code(), tonic::Code::ResourceExhausted, "{why}");
+    assert!(why.message().contains("list the containers again"), "{why}");
+    assert!(
+        !got.is_empty() && got.len() < seen.len() && seen.starts_with(&got),
+        "the stalled one got {got:?} of {seen:?}"
+    );
+    assert!(timeout(Duration::from_secs(5), stalled.next())
+        .await
+        .expect("the end")
+        .is_none());
+    // Subscribed again, it sees every change from then on.
+    let mut again = subscribe(stalled_rt.clone()).await;
+    let pod = w.run_pod(&config).await.unwrap();
+    let id = w
+        .start(&pod, &config, w.container_config("d", "exec sleep 1007"))
+        .await;
+    use cri::ContainerEventType::*;
+    for want in [ContainerCreatedEvent, ContainerStartedEvent] {
+        let e = timeout(Duration::from_secs(10), again.next())
+            .await
+            .expect("an event")
+            .expect("the stream goes on")
+            .unwrap();
+        assert_eq!(
+            (&e.container_id, e.container_event_type),
+            (&id, want as i32)
+        );
+    }
+    w.remove_pod(&pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_events_file_gets_each_event_as_a_json_line_and_rotates() {
     let dir = tempfile::tempdir().unwrap();
     let feed = dir.path().join("events.jsonl");

@@ -104,6 +104,10 @@ pub struct Args {
     /// [default: 10485760]
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub events_file_max: Option<u64>,
+    /// Drop a GetContainerEvents subscriber that falls N events behind (see EVENTS)
+    /// [default: 1024]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub events_backlog: Option<u32>,
     /// Serve crid's own metrics (Prometheus text) at http://ADDR:PORT/metrics; off
     /// unless given (see METRICS)
     #[arg(long, value_name = "ADDR:PORT")]
@@ -141,6 +145,7 @@ pub struct FileConfig {
     stream_tls_ca: Option<PathBuf>,
     events_file: Option<PathBuf>,
     events_file_max: Option<u64>,
+    events_backlog: Option<u32>,
     metrics_address: Option<std::net::SocketAddr>,
 }
 
@@ -288,6 +293,9 @@ pub fn resolve(args: &Args) -> Result<Settings> {
         events_file_max: pick(&args.events_file_max, &file.events_file_max)
             .unwrap_or(10 << 20)
             .max(1),
+        events_backlog: pick(&args.events_backlog, &file.events_backlog)
+            .unwrap_or(1024)
+            .clamp(1, 1 << 20) as usize,
         metrics_address: pick(&args.metrics_address, &file.metrics_address),
     })
 }

@@ -73,6 +73,8 @@ pub struct Settings {
     pub events_file: Option<PathBuf>,
     /// Its size before it rotates.
     pub events_file_max: u64,
+    /// How many events a GetContainerEvents subscriber may fall behind.
+    pub events_backlog: usize,
     /// Where to serve crid's own metrics, if anywhere.
     pub metrics_address: Option<std::net::SocketAddr>,
 }

@@ -5,8 +5,9 @@
 //! status and the statuses of its containers as they are then.
 //!
 //! Any number of subscribers each get every event sent after they subscribed; one
-//! that falls more than [`BACKLOG`] events behind is dropped with a log line, and
-//! never slows crid or the others. Nothing survives a restart, as in containerd.
+//! that falls more than its backlog (`--events-backlog`) behind is dropped with a log
+//! line, and never slows crid or the others. Nothing survives a restart, as in
+//! containerd.
 
 use crate::Crid;
 use k8s_cri::v1 as cri;
@@ -16,8 +17,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
-/// How many events a subscriber may lag behind before it is dropped.
-pub const BACKLOG: usize = 1024;
+/// How many events the broadcast ring keeps: how far a subscriber's forwarder or the
+/// events file's writer may lag before it loses events.
+const RING: usize = 1024;
 
 /// The event feed and the exit watcher.
 pub struct Events {
@@ -37,7 +39,7 @@ impl Events {
             tracing::warn!("no inotify: GetContainerEvents sends no STOPPED events");
         }
         Events {
-            tx: broadcast::channel(BACKLOG).0,
+            tx: broadcast::channel(RING).0,
             inotify,
             watched: Mutex::default(),
         }
@@ -46,6 +48,61 @@ impl Events {
     /// A new subscriber's receiver.
     pub fn subscribe(&self) -> broadcast::Receiver<cri::ContainerEventResponse> {
         self.tx.subscribe()
+    }
+
+    /// Every event sent from now on, as GetContainerEvents streams them. A task of
+    /// its own moves each into a queue of `backlog` events as it is sent; when the
+    /// subscriber has let the queue fill, it is dropped there and then: `dropped` is
+    /// called and a line logged, and the stream ends, once the queued events are
+    /// read, with RESOURCE_EXHAUSTED (the subscriber has missed events and must list
+    /// the containers again). The task ends when the stream is dropped.
+    pub fn stream(
+        &self,
+        backlog: usize,
+        dropped: impl FnOnce() + Send + 'static,
+    ) -> impl futures_util::Stream<Item = Result<cri::ContainerEventResponse, tonic::Status>>
+           + Send
+           + 'static {
+        use tokio::sync::mpsc::error::TrySendError;
+        let mut rx = self.tx.subscribe();
+        let (tx, queue) = tokio::sync::mpsc::channel(backlog.max(1));
+        let (why_tx, why) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            loop {
+                let got = tokio::select! {
+                    () = tx.closed() => return,
+                    got = rx.recv() => got,
+                };
+                match got {
+                    Ok(e) => match tx.try_send(e) {
+                        Ok(()) => continue,
+                        Err(TrySendError::Closed(_)) => return,
+                        Err(TrySendError::Full(_)) => {}
+                    },
+                    // The ring outran this task: as good as a full queue.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+                tracing::warn!(
+                    "GetContainerEvents: a subscriber fell {backlog} events behind and is \
+                     dropped"
+                );
+                dropped();
+                let _ = why_tx.send(tonic::Status::resource_exhausted(format!(
+                    "container events: fell {backlog} events behind, so events were lost; \
+                     list the containers again and resubscribe"
+                )));
+                return;
+            }
+        });
+        futures_util::stream::unfold((queue, Some(why)), |(mut queue, why)| async move {
+            if let Some(e) = queue.recv().await {
+                return Some((Ok(e), (queue, why)));
+            }
+            // The queue ends when the task does: with a reason when it dropped us.
+            let status = why?.try_recv().ok()?;
+            Some((Err(status), (queue, None)))
+        })
     }
 
     /// Watches the monitor directory `dir` of container `id` for its exit file.
@@ -280,5 +337,94 @@ pub fn write_feed(
             tracing::warn!("events file {}: {err}", path.display());
             file = open(&path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    fn event(id: &str) -> cri::ContainerEventResponse {
+        cri::ContainerEventResponse {
+            container_id: id.to_string(),
+            ..Default::default()
+        }
+    }
+
+    async fn until(what: &str, ok: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: not after 5 s");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_reading_is_dropped_and_slows_nobody() {
+        let events = Events::new();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&dropped);
+        let stalled = events.stream(3, move || flag.store(true, Ordering::SeqCst));
+        let reader = events.stream(3, || panic!("the reader is not dropped"));
+        let mut reader = std::pin::pin!(reader);
+        for i in 0..8 {
+            events.send(event(&i.to_string()));
+            // The reader keeps up; the stalled one reads nothing.
+            let e = reader
+                .next()
+                .await
+                .expect("an event")
+                .expect("not an error");
+            assert_eq!(e.container_id, i.to_string());
+        }
+        until("the stalled subscriber dropped", || {
+            dropped.load(Ordering::SeqCst)
+        })
+        .await;
+        // What it had queued, then the reason, then the end.
+        let got: Vec<_> = stalled.collect().await;
+        let ids: Vec<_> = got.iter().filter_map(|e| e.as_ref().ok()).collect();
+        assert_eq!(
+            ids.iter()
+                .map(|e| e.container_id.as_str())
+                .collect::<Vec<_>>(),
+            ["0", "1", "2"]
+        );
+        let err = got
+            .last()
+            .expect("items")
+            .as_ref()
+            .expect_err("an error last");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+        assert!(err.message().contains("3 events behind"), "{err}");
+        assert_eq!(got.len(), 4);
+        // The reader goes on; a new subscriber sees what is sent from then on.
+        let mut again = std::pin::pin!(events.stream(3, || {}));
+        events.send(event("next"));
+        let e = reader
+            .next()
+            .await
+            .expect("an event")
+            .expect("not an error");
+        assert_eq!(e.container_id, "next");
+        let e = again.next().await.expect("an event").expect("not an error");
+        assert_eq!(e.container_id, "next");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_goes_away_leaves_nothing_behind() {
+        let events = Events::new();
+        let s = events.stream(3, || {});
+        until("the forwarder subscribed", || {
+            events.tx.receiver_count() == 1
+        })
+        .await;
+        drop(s);
+        until("the forwarder gone", || events.tx.receiver_count() == 0).await;
     }
 }

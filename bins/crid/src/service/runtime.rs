@@ -363,21 +363,13 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        let rx = self.0.events.subscribe();
         let metrics = Arc::clone(&self.0.metrics);
-        let events = futures_util::stream::unfold((rx, metrics), |(mut rx, metrics)| async move {
-            match rx.recv().await {
-                Ok(e) => Some((Ok(e), (rx, metrics))),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        "GetContainerEvents: a subscriber fell {n} events behind and is dropped"
-                    );
-                    metrics.events_dropped.inc();
-                    None
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
-            }
-        });
+        let events = self
+            .0
+            .events
+            .stream(self.0.settings.events_backlog, move || {
+                metrics.events_dropped.inc();
+            });
         Ok(Response::new(Box::pin(events)))
     }
 
