@@ -28,6 +28,7 @@ pub mod runc;
 pub mod seccomp;
 pub mod spdy;
 pub mod spec;
+pub mod sync;
 pub mod tls;
 
 /// An error and its causes on one line, each cause once (a cause whose text the

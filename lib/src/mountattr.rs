@@ -107,6 +107,19 @@ pub fn mounts_below(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// Unmounts every bind copy made directly under `dir` (recursive read-only or
+/// ID-mapped copies) and removes the then empty directories and files they were mounted
+/// on, never their content: what a bind shows belongs to the host.
+pub fn unbind_each(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+        // Fails (EBUSY) on anything still mounted: never reaches the host's file.
+        let _ = std::fs::remove_dir(&p).or_else(|_| std::fs::remove_file(&p));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// Detaches every mount at or below `dir`, deepest first, so that removing `dir`
 /// afterwards cannot reach through a mount into what it shows (a layer of the shared
 /// cache, a host path). Returns how many there were.

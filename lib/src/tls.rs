@@ -149,7 +149,7 @@ impl Reloading {
 
 impl ResolvesServerCert for Reloading {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cur = crate::sync::lock(&self.current);
         let stamps = (stamp(&self.cert), stamp(&self.key));
         if stamps != cur.0 {
             match load(&self.cert, &self.key, &self.provider) {

@@ -11,6 +11,7 @@ pub mod net;
 pub mod proxy;
 pub mod registry;
 pub mod runc;
+pub mod skip;
 pub mod stream;
 pub mod tls;
 
@@ -149,10 +150,7 @@ impl TempRoot {
             "mount tmpfs: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        self.mounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(p.clone());
+        crikit::sync::lock(&self.mounts).push(p.clone());
         p
     }
 }
@@ -177,11 +175,7 @@ pub fn mounts_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 impl Drop for TempRoot {
     fn drop(&mut self) {
         // Everything mounted below the root, ours or a bundle's, deepest first.
-        let mut mounts: Vec<std::path::PathBuf> = self
-            .mounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut mounts: Vec<std::path::PathBuf> = crikit::sync::lock(&self.mounts).clone();
         for mp in mounts_under(self.path()) {
             if !mounts.contains(&mp) {
                 mounts.push(mp);

@@ -107,7 +107,7 @@ impl Proxy {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crikit::sync::lock(&self.state)
     }
 
     /// Applies `fault` to requests whose path contains `path_contains`, `times`
@@ -221,7 +221,7 @@ fn serve(
             .map(|(_, v)| v.clone())
     };
     let (fault, auth) = {
-        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = crikit::sync::lock(state);
         st.seen.push(Seen {
             method: method.clone(),
             path: path.clone(),

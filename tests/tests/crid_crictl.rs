@@ -1,7 +1,8 @@
 //! crid driven by cri-tools' crictl, as a node operator drives a runtime: pull, runp,
 //! create, start, exec -s, logs, stats, inspect, then stop and remove, with crictl's
 //! bare pod config and with the one kubelet sends. crictl is not part of the
-//! project: these tests run when `CRICTL` or PATH finds it and say so when not.
+//! project: these tests run when `CRICTL` or PATH finds it and report themselves
+//! skipped when not (see `e2e::skip`).
 
 use e2e::crid::{Network, World};
 use e2e::{process_runs, run, wait_for, Run};
@@ -11,16 +12,6 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
 
-/// crictl, if this machine has it.
-fn crictl_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CRICTL") {
-        return Some(PathBuf::from(p));
-    }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("crictl"))
-        .find(|p| p.is_file())
-}
-
 struct Crictl {
     bin: PathBuf,
     socket: String,
@@ -28,10 +19,11 @@ struct Crictl {
 
 impl Crictl {
     fn find(w: &World) -> Option<Crictl> {
-        let Some(bin) = crictl_bin() else {
-            eprintln!("crictl not found (CRICTL or PATH): skipped");
+        let bin = e2e::skip::find("CRICTL", "crictl");
+        if !e2e::skip::require("crictl", bin.is_some(), "it is not found (CRICTL or PATH)") {
             return None;
-        };
+        }
+        let bin = bin?;
         Some(Crictl {
             bin,
             socket: format!("unix://{}", w.crid.socket.display()),

@@ -421,12 +421,11 @@ async fn a_call_past_its_callers_deadline_is_deadline_exceeded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_keeps_its_runtime_when_the_default_changes() {
-    if std::process::Command::new("crun")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("no crun: skipped");
+    if !e2e::skip::require(
+        "crun",
+        e2e::skip::runs("crun", &["--version"]),
+        "it is not on PATH",
+    ) {
         return;
     }
     let mut w = World::new(Network::Loopback, &["--default-runtime", "runc"]).await;

@@ -2286,13 +2286,23 @@ async fn the_events_file_gets_each_event_as_a_json_line_and_rotates() {
 /// Whether containers can be checkpointed and restored here: `criu check` passes and
 /// the runtime under test has `checkpoint` (crun built without CRIU has not).
 fn checkpoints_work() -> bool {
-    let ok = |cmd: &str, args: &[&str]| {
-        std::process::Command::new(cmd)
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    ok("criu", &["check"]) && ok(&e2e::runc::runtime(), &["checkpoint", "--help"])
+    if !e2e::skip::require("criu", criu_runs(), "`criu check` fails") {
+        return false;
+    }
+    let rt = e2e::runc::runtime();
+    if !runtime_checkpoints() {
+        e2e::skip::skipped(&format!("{rt} has no checkpoint command"));
+        return false;
+    }
+    true
+}
+
+fn criu_runs() -> bool {
+    e2e::skip::runs("criu", &["check"])
+}
+
+fn runtime_checkpoints() -> bool {
+    e2e::skip::runs(&e2e::runc::runtime(), &["checkpoint", "--help"])
 }
 
 /// A tar archive at `path` holding `files` (name, body).
@@ -2336,7 +2346,7 @@ async fn checkpoint_container_dumps_with_criu_or_says_why_it_cannot() {
         }
     };
     let got = checkpoint(id.clone(), archive.display().to_string()).await;
-    if checkpoints_work() {
+    if criu_runs() && runtime_checkpoints() {
         got.unwrap_or_else(|e| panic!("{e:?}"));
         let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
         let names: Vec<String> = a
@@ -2498,7 +2508,6 @@ async fn ticks_go_on(log: &Path, before: &[u64]) -> Vec<u64> {
 async fn a_checkpointed_container_is_restored_in_a_new_pod_where_it_left_off() {
     if !checkpoints_work() {
         // checkpoint_container_dumps_with_criu_or_says_why_it_cannot checks the error.
-        eprintln!("skipped: CRIU or the runtime's checkpoint cannot run here");
         return;
     }
     let w = World::new(Network::Loopback, &[]).await;
@@ -2631,7 +2640,6 @@ async fn restore_in_a_new_pod(w: &World, mode: cri::NamespaceMode, kind: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpointed_terminal_container_is_restored_with_a_terminal() {
     if !checkpoints_work() {
-        eprintln!("skipped: CRIU or the runtime's checkpoint cannot run here");
         return;
     }
     let w = World::new(Network::Loopback, &[]).await;
@@ -2716,7 +2724,6 @@ fn push_checkpoint_image(reg: &str, repo: &str, archive: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_is_restored_from_a_checkpoint_image_pulled_from_a_registry() {
     if !checkpoints_work() {
-        eprintln!("skipped: CRIU or the runtime's checkpoint cannot run here");
         return;
     }
     let w = World::new(Network::Loopback, &[]).await;

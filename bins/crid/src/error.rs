@@ -3,7 +3,6 @@
 //! terms a client acts on (retry, fix the request, wait). The service layer turns
 //! kinds into gRPC codes in one place; nothing here knows gRPC.
 
-use crate::net::NetError;
 use crikit::bundle::BundleError;
 use crikit::layer::LayerError;
 use crikit::layout::LayoutError;
@@ -100,9 +99,9 @@ pub enum CridError {
     State {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong (a [`StateError`](crate::state::record::StateError)).
         #[source]
-        source: crate::record::StateError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The image store failed.
     #[error("image store")]
@@ -147,13 +146,17 @@ pub enum CridError {
         message: String,
     },
     /// The pod network.
-    #[error("pod {pod}: {}", source.subject())]
+    #[error("pod {pod}: {subject}")]
     Network {
         /// The pod.
         pod: String,
-        /// The cause.
+        /// `network NAME`, or `network` before one was chosen.
+        subject: String,
+        /// How the network's failure is to be taken.
+        kind: ErrorKind,
+        /// The cause (a [`NetError`](crate::host::net::NetError)).
         #[source]
-        source: NetError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An exec that ran out of time.
     #[error("command {cmd:?} timed out after {secs} s and was killed")]
@@ -218,11 +221,7 @@ impl CridError {
                 ErrorKind::DeadlineExceeded
             }
             CridError::Bundle { source, .. } => bundle_kind(source),
-            CridError::Network { source, .. } => match source {
-                NetError::Conf(_) | NetError::PluginMissing { .. } => ErrorKind::FailedPrecondition,
-                NetError::Exec { .. } => ErrorKind::Internal,
-                NetError::Plugin { .. } => ErrorKind::Unknown,
-            },
+            CridError::Network { kind, .. } => *kind,
             CridError::Runtime { .. } | CridError::Monitor { .. } | CridError::Unstoppable(_) => {
                 ErrorKind::Unknown
             }

@@ -9,12 +9,12 @@
 //! line, and never slows crid or the others. Nothing survives a restart, as in
 //! containerd.
 
-use crate::Crid;
+use crate::error::CridError;
 use k8s_cri::v1 as cri;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio::sync::broadcast;
 
 /// How many events the broadcast ring keeps: how far a subscriber's forwarder or the
@@ -60,9 +60,8 @@ impl Events {
         &self,
         backlog: usize,
         dropped: impl FnOnce() + Send + 'static,
-    ) -> impl futures_util::Stream<Item = Result<cri::ContainerEventResponse, tonic::Status>>
-           + Send
-           + 'static {
+    ) -> impl futures_util::Stream<Item = Result<cri::ContainerEventResponse, CridError>> + Send + 'static
+    {
         use tokio::sync::mpsc::error::TrySendError;
         let mut rx = self.tx.subscribe();
         let (tx, queue) = tokio::sync::mpsc::channel(backlog.max(1));
@@ -88,7 +87,7 @@ impl Events {
                      dropped"
                 );
                 dropped();
-                let _ = why_tx.send(tonic::Status::resource_exhausted(format!(
+                let _ = why_tx.send(CridError::TooMany(format!(
                     "container events: fell {backlog} events behind, so events were lost; \
                      list the containers again and resubscribe"
                 )));
@@ -111,107 +110,41 @@ impl Events {
         let flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE;
         match i.add_watch(dir, flags) {
             Ok(wd) => {
-                self.watched
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(wd, id.to_string());
+                crikit::sync::lock(&self.watched).insert(wd, id.to_string());
             }
             Err(e) => tracing::warn!("container {id}: watching {}: {e}", dir.display()),
         }
     }
 
-    fn send(&self, e: cri::ContainerEventResponse) {
+    /// Sends `e` to every subscriber.
+    pub fn send(&self, e: cri::ContainerEventResponse) {
         // No subscriber is no error.
         let _ = self.tx.send(e);
     }
-}
 
-impl Default for Events {
-    fn default() -> Self {
-        Events::new()
-    }
-}
-
-impl Crid {
-    /// Sends a `kind` event of container `id` to every subscriber, with its pod's
-    /// status and its containers' (infra containers have none).
-    pub async fn emit(&self, id: &str, pod: &str, kind: cri::ContainerEventType) {
-        self.count(id, kind).await;
-        if self.events.tx.receiver_count() == 0 {
-            return;
-        }
-        let pod_status = match self.store.pod(pod) {
-            Some(p) => Some(crate::sandbox::status_of(&*p.lock().await)),
-            None => None,
-        };
-        let mut statuses = Vec::new();
-        for c in self.store.containers_of(pod) {
-            if let Some(r) = self.store.container(&c) {
-                let r = r.lock().await;
-                statuses.push(crate::container::status_of(
-                    &r,
-                    &self.store.monitor_dir(&r.id),
-                ));
-            }
-        }
-        statuses.sort_by_key(|s| s.created_at);
-        self.events.send(cri::ContainerEventResponse {
-            container_id: id.to_string(),
-            container_event_type: kind as i32,
-            created_at: crate::now_ns(),
-            pod_sandbox_status: pod_status,
-            containers_statuses: statuses,
-        });
+    /// Whether anyone listens (a subscriber or the events file).
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
     }
 
-    /// Counts the event in crid's metrics.
-    async fn count(&self, id: &str, kind: cri::ContainerEventType) {
-        use cri::ContainerEventType as T;
-        let m = &self.metrics;
-        match kind {
-            T::ContainerCreatedEvent => {
-                m.containers_created.inc();
-            }
-            T::ContainerStartedEvent => {
-                m.containers_started.inc();
-            }
-            T::ContainerStoppedEvent => {
-                m.containers_exited.inc();
-                if let Some(c) = self.store.container(id) {
-                    let c = c.lock().await;
-                    let s = crate::container::status_of(&c, &self.store.monitor_dir(id));
-                    if s.reason == "OOMKilled" {
-                        m.containers_oom.inc();
-                    }
-                }
-            }
-            T::ContainerDeletedEvent => {}
-        }
-    }
-
-    /// The exit watcher, in a thread of its own that blocks on inotify: a STOPPED
-    /// event for each exit file a monitor writes, sent through `rt`. Runs until crid
-    /// stops.
-    pub fn watch_exits(self: Arc<Self>, rt: tokio::runtime::Handle) {
-        let Some(i) = &self.events.inotify else {
-            return;
-        };
+    /// Blocks until monitors write exit files; the ids of their containers, each
+    /// once. None when there is no inotify or it fails (the watcher stops).
+    pub fn read_exits(&self) -> Option<Vec<String>> {
+        let i = self.inotify.as_ref()?;
         loop {
             let events = match i.read_events() {
                 Ok(e) => e,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     tracing::warn!("the exit watcher stops: {e}");
-                    return;
+                    return None;
                 }
             };
+            let mut watched = crikit::sync::lock(&self.watched);
+            let mut ids = Vec::new();
             for e in events {
                 if e.mask.contains(AddWatchFlags::IN_IGNORED) {
-                    self.events
-                        .watched
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&e.wd);
+                    watched.remove(&e.wd);
                     continue;
                 }
                 if e.name.as_deref() != Some(std::ffi::OsStr::new("exit")) {
@@ -219,29 +152,19 @@ impl Crid {
                 }
                 // One exit per container: the file may be written again (its
                 // status completed), and that is no new event.
-                let id = self
-                    .events
-                    .watched
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&e.wd);
-                let Some(id) = id else { continue };
-                let _ = i.rm_watch(e.wd);
-                rt.block_on(async {
-                    let Some(c) = self.store.container(&id) else {
-                        return;
-                    };
-                    let (pod, infra) = {
-                        let c = c.lock().await;
-                        (c.pod_id.clone(), c.infra)
-                    };
-                    if !infra {
-                        self.emit(&id, &pod, cri::ContainerEventType::ContainerStoppedEvent)
-                            .await;
-                    }
-                });
+                if let Some(id) = watched.remove(&e.wd) {
+                    let _ = i.rm_watch(e.wd);
+                    ids.push(id);
+                }
             }
+            return Some(ids);
         }
+    }
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new()
     }
 }
 
@@ -345,6 +268,7 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn event(id: &str) -> cri::ContainerEventResponse {
@@ -400,7 +324,11 @@ mod tests {
             .expect("items")
             .as_ref()
             .expect_err("an error last");
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+        assert_eq!(
+            err.kind(),
+            crate::error::ErrorKind::ResourceExhausted,
+            "{err}"
+        );
         assert!(err.message().contains("3 events behind"), "{err}");
         assert_eq!(got.len(), 4);
         // The reader goes on; a new subscriber sees what is sent from then on.

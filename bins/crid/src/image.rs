@@ -203,10 +203,10 @@ pub fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<crikit::auth
 pub fn fs_usage(root: &Path) -> cri::FilesystemUsage {
     let (bytes, inodes) = ["images", "layers"]
         .iter()
-        .map(|d| crate::fsusage::usage(&root.join(d)))
+        .map(|d| crate::host::fsusage::usage(&root.join(d)))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     cri::FilesystemUsage {
-        timestamp: crate::record::now_ns(),
+        timestamp: crate::state::record::now_ns(),
         fs_id: Some(cri::FilesystemIdentifier {
             mountpoint: root.display().to_string(),
         }),
@@ -246,16 +246,10 @@ impl Sink for Watch<'_> {
         match e {
             // What a resumed download already had is not downloaded again.
             Event::BlobStart { digest, offset, .. } if *offset > 0 => {
-                self.resumed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(digest.clone(), *offset);
+                crikit::sync::lock(&self.resumed).insert(digest.clone(), *offset);
             }
             Event::BlobDone { digest, size, .. } => {
-                let had = self
-                    .resumed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                let had = crikit::sync::lock(&self.resumed)
                     .remove(digest)
                     .unwrap_or(0);
                 self.metrics.pull_bytes.inc_by(size.saturating_sub(had));
@@ -314,7 +308,7 @@ impl Images {
                 .unwrap_or_default()
         );
         let shared = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = crikit::sync::lock(&self.inflight);
             match map.get(&key) {
                 Some(s) => s.clone(),
                 None => {
@@ -330,10 +324,7 @@ impl Images {
                         me.metrics.pull(failed, t0.elapsed());
                         // Finished: the next request pulls afresh, even if every
                         // waiter gave up before now.
-                        me.inflight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&done_key);
+                        crikit::sync::lock(&me.inflight).remove(&done_key);
                         out
                     });
                     let fut = async move { task.await.map_err(|e| Arc::new(CridError::from(e)))? }

@@ -2,63 +2,45 @@
 //! the state that outlives a restart, as a library; the `crid` binary parses its
 //! command line and serves this over gRPC.
 //!
-//! The layers, each using only those below it:
-//! - [`service`] and [`server`]: the gRPC adapters and the socket; the only
-//!   modules that know tonic. Errors become gRPC statuses in one place.
-//! - [`sandbox`] (pod lifecycle), then [`container`] (container lifecycle, the
-//!   CRI request fitted onto a typed runtime spec, the ctrmon client), and
-//!   [`stats`]: what [`Crid`] does.
-//! - [`image`] (the store, pulls), [`net`] (CNI), [`store`] (the pods and
-//!   containers in memory and their state files, [`record`]), [`netns`].
-//! - [`error`]: [`CridError`](error::CridError) and what kind of failure each is.
+//! One folder per concern, each on its floor; a module imports only from the
+//! floors below it (or its own folder), which `tests/layering.rs` checks:
+//! - [`cri`]: the gRPC adapters (one method per CRI call, each a few lines into
+//!   the domain), the socket and the signals. The only modules that know tonic;
+//!   crid's errors become gRPC statuses there, in one place.
+//! - [`pod`] (sandbox lifecycle, pod metrics) and [`stream`] (the streaming server
+//!   for Exec, Attach and PortForward): what kubelet asks of a pod.
+//! - [`container`]: create (the CRI request fitted onto a typed runtime spec),
+//!   start, stop, remove, exec, the infra process, checkpoint and restore, the
+//!   ctrmon client, and the events each emits.
+//! - [`Crid`] (here): what every request shares, made once at start.
+//! - [`image`] (the store, pulls) and [`events`] (the event feed and the exit
+//!   watcher): services [`Crid`] holds.
+//! - [`host`]: namespaces, CNI, cgroup statistics, filesystem usage. Never knows
+//!   [`Crid`].
+//! - [`state`]: the pods and containers in memory and their state files, their
+//!   CRI statuses, the streaming URLs handed out. Never knows [`Crid`] or the host.
+//! - [`error`] ([`CridError`](error::CridError) and what kind of failure each is),
+//!   [`metrics`], [`config`]: the ground.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod checkpoint;
 pub mod config;
 pub mod container;
+pub mod cri;
 pub mod error;
 pub mod events;
-mod fsusage;
+pub mod host;
 pub mod image;
 pub mod metrics;
-pub mod net;
-#[allow(unsafe_code)]
-pub mod netns;
-pub mod podmetrics;
-pub mod record;
-pub mod sandbox;
-pub mod server;
-pub mod service;
-pub mod stats;
-pub mod store;
+pub mod pod;
+pub mod state;
 pub mod stream;
 
 use config::Settings;
 use error::{CridError, Result};
-
-pub use config::MAX_MESSAGE;
-pub use record::{new_id, now_ns};
+use host::net;
+use state::{record, store};
 use std::sync::{Arc, Mutex};
-
-/// Looks at `done` every `step` until it holds or `d` has passed; whether it held.
-/// For the few waits with nothing to be woken by (a process not crid's child).
-pub fn poll_until(
-    d: std::time::Duration,
-    step: std::time::Duration,
-    done: impl Fn() -> bool,
-) -> bool {
-    let deadline = std::time::Instant::now() + d;
-    loop {
-        if done() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(step);
-    }
-}
 
 /// What every RPC shares.
 pub struct Crid {
@@ -71,11 +53,11 @@ pub struct Crid {
     /// The pod network.
     pub network: net::Network,
     /// CPU samples for rates.
-    pub stats: stats::Stats,
+    pub stats: host::stats::Stats,
     /// The pod CIDR kubelet gave through UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
     /// The streaming server's URLs handed out and not yet used.
-    pub streams: stream::Tokens,
+    pub streams: state::tokens::Tokens,
     /// GetContainerEvents' subscribers and the exit watcher.
     pub events: events::Events,
     /// crid's own metrics.

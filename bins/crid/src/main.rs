@@ -10,6 +10,6 @@ fn main() -> std::process::ExitCode {
     }
     let args = cli::Args::parse();
     crikit::cli::init_logging(&args.log);
-    let run = || -> anyhow::Result<()> { crid::server::serve(cli::resolve(&args)?) };
+    let run = || -> anyhow::Result<()> { crid::cri::server::serve(cli::resolve(&args)?) };
     crikit::cli::finish("crid", run(), |_| None)
 }

@@ -91,7 +91,7 @@ impl Bars {
     }
 
     fn bar(&self, digest: &str, size: u64) -> ProgressBar {
-        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bars = crikit::sync::lock(&self.bars);
         bars.entry(digest.to_string())
             .or_insert_with(|| {
                 let b = self.multi.add(ProgressBar::new(size));
@@ -142,7 +142,7 @@ impl Sink for Bars {
 
 impl Renderer for Bars {
     fn finish_image(&self) {
-        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bars = crikit::sync::lock(&self.bars);
         // The image's line on stdout says it is done: take its bars off the screen
         // so the next image starts with a clean set.
         for (_, b) in bars.drain() {

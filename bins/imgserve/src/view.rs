@@ -236,7 +236,7 @@ impl Views {
         let stamp = std::fs::metadata(self.dir.join("index.json"))
             .ok()
             .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cur = crikit::sync::lock(&self.current);
         if stamp.is_some() && stamp != cur.0 {
             let loaded = match Store::open_existing(&self.dir) {
                 Ok(store) => View::load(&store),

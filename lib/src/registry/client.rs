@@ -100,10 +100,7 @@ impl Puller {
         if certs.roots.is_empty() {
             return Ok(self.client.clone());
         }
-        let cached = self
-            .host_clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let cached = crate::sync::lock(&self.host_clients)
             .get(registry)
             .filter(|h| h.roots == certs.roots)
             .map(|h| h.client.clone());
@@ -120,16 +117,13 @@ impl Puller {
             .map_err(|e| RegistryError::Client {
                 message: e.to_string(),
             })??;
-        self.host_clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                registry.to_string(),
-                HostClient {
-                    roots: certs.roots,
-                    client: client.clone(),
-                },
-            );
+        crate::sync::lock(&self.host_clients).insert(
+            registry.to_string(),
+            HostClient {
+                roots: certs.roots,
+                client: client.clone(),
+            },
+        );
         Ok(client)
     }
 

@@ -4,22 +4,26 @@
 //! start` at StartContainer), the state in `<root>/containers/<id>/container.json`,
 //! the exit status from the monitor's exit file.
 
+pub mod checkpoint;
+pub mod create;
+pub mod events;
+pub mod infra;
 pub mod monitor;
 pub mod spec;
 
 use crate::error::{CridError, Result};
-use crate::record::{self, ContainerRecord, NsMode, PodRecord, Resources};
-use crate::store::container_name_key;
-use crate::{now_ns, Crid};
-use crikit::monitor::{ExitStatus, StateDir};
+use crate::state::record::{ContainerRecord, Resources};
+use crate::state::store::container_name_key;
+use crate::state::{now_ns, status};
+use crate::Crid;
 use k8s_cri::v1 as cri;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The largest ExecSync output kept, both streams together: under the largest
 /// CRI message, as kubelet's own limit.
-pub const EXEC_OUTPUT_MAX: usize = crate::MAX_MESSAGE / 2 - 64 * 1024;
+pub const EXEC_OUTPUT_MAX: usize = crate::config::MAX_MESSAGE / 2 - 64 * 1024;
 
 /// Wakes a wait for a container's exit whenever something is written into the
 /// monitor's directory (the exit file arrives there by a rename; inotify tells, as
@@ -75,404 +79,6 @@ fn alive(pid: i32) -> bool {
     pid > 0 && crikit::monitor::process_state(pid).is_some_and(|(_, state)| state != 'Z')
 }
 
-/// The state a container is in: exited once its monitor wrote the exit file;
-/// unknown when its monitor is gone without writing one (killed, say), for then
-/// nobody reaps the container.
-pub fn state_of(
-    c: &ContainerRecord,
-    dirs: &StateDir,
-    exit: &Option<ExitStatus>,
-) -> cri::ContainerState {
-    match (exit, c.started_at) {
-        (Some(_), _) => cri::ContainerState::ContainerExited,
-        // Restored only when it starts: no monitor yet.
-        (None, 0) if c.restore_from.is_some() => cri::ContainerState::ContainerCreated,
-        _ if !dirs.monitor_alive() => cri::ContainerState::ContainerUnknown,
-        (None, 0) => cri::ContainerState::ContainerCreated,
-        (None, _) => cri::ContainerState::ContainerRunning,
-    }
-}
-
-fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
-    cri::ImageSpec {
-        image: c.image_name.clone(),
-        ..Default::default()
-    }
-}
-
-/// As ListContainers shows it.
-pub fn to_cri(c: &ContainerRecord, dirs: &StateDir) -> cri::Container {
-    cri::Container {
-        id: c.id.clone(),
-        pod_sandbox_id: c.pod_id.clone(),
-        metadata: Some(c.metadata()),
-        image: Some(image_spec(c)),
-        image_ref: c.image_ref.clone(),
-        state: state_of(c, dirs, &dirs.exit()) as i32,
-        created_at: c.created_at,
-        labels: c.labels.clone(),
-        annotations: c.annotations.clone(),
-        image_id: c.image_id.clone(),
-    }
-}
-
-/// As ContainerStatus shows it.
-pub fn status_of(c: &ContainerRecord, dirs: &StateDir) -> cri::ContainerStatus {
-    let exit = dirs.exit();
-    let (finished_at, exit_code, reason) = match &exit {
-        Some(e) => (
-            e.finished_at_ns().unwrap_or(0),
-            e.exit_code,
-            if e.oom_killed {
-                "OOMKilled".to_string()
-            } else {
-                e.reason.clone()
-            },
-        ),
-        None => (0, 0, String::new()),
-    };
-    let started_at = match &exit {
-        Some(e) if c.started_at == 0 => e.started_at_ns().unwrap_or(0),
-        _ => c.started_at,
-    };
-    cri::ContainerStatus {
-        id: c.id.clone(),
-        metadata: Some(c.metadata()),
-        state: state_of(c, dirs, &exit) as i32,
-        created_at: c.created_at,
-        started_at,
-        finished_at,
-        exit_code,
-        image: Some(image_spec(c)),
-        image_ref: c.image_ref.clone(),
-        reason,
-        message: String::new(),
-        labels: c.labels.clone(),
-        annotations: c.annotations.clone(),
-        mounts: c
-            .mounts
-            .iter()
-            .map(|m| cri::Mount {
-                container_path: m.container_path.clone(),
-                host_path: m.host_path.clone(),
-                readonly: m.readonly,
-                propagation: m.propagation,
-                recursive_read_only: m.recursive_read_only,
-                ..Default::default()
-            })
-            .collect(),
-        log_path: c.log_path.clone(),
-        resources: c.resources.as_ref().map(|r| cri::ContainerResources {
-            linux: Some(r.to_cri()),
-            windows: None,
-        }),
-        image_id: c.image_id.clone(),
-        user: c.user.as_ref().map(|u| cri::ContainerUser {
-            linux: Some(cri::LinuxContainerUser {
-                uid: i64::from(u.uid),
-                gid: i64::from(u.gid),
-                supplemental_groups: u.groups.iter().map(|g| i64::from(*g)).collect(),
-            }),
-        }),
-    }
-}
-
-/// Whether it passes ListContainers' filter.
-pub fn matches(c: &ContainerRecord, f: &cri::ContainerFilter, dirs: &StateDir) -> bool {
-    (f.id.is_empty() || c.id.starts_with(&f.id))
-        && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
-        && f.state
-            .as_ref()
-            .is_none_or(|s| s.state == state_of(c, dirs, &dirs.exit()) as i32)
-        && f.label_selector
-            .iter()
-            .all(|(k, v)| c.labels.get(k) == Some(v))
-}
-
-/// Refuses SELinux options, which crid cannot honour.
-pub fn check_selinux(selinux: Option<&cri::SeLinuxOption>) -> Result<()> {
-    if selinux.is_some_and(|s| {
-        !(s.user.is_empty() && s.role.is_empty() && s.r#type.is_empty() && s.level.is_empty())
-    }) {
-        return Err(CridError::Unsupported(
-            "SELinux options (crid does not label containers)".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// A container's user namespace is its pod's: it may say so (kubelet repeats the
-/// pod's options), not ask for another.
-fn check_userns(pod: &PodRecord, ns: Option<&cri::NamespaceOption>) -> Result<()> {
-    let Some(u) = ns.and_then(|o| o.userns_options.as_ref()) else {
-        return Ok(());
-    };
-    let same = match (cri::NamespaceMode::try_from(u.mode), pod.userns) {
-        (Ok(cri::NamespaceMode::Node), None) => true,
-        (Ok(cri::NamespaceMode::Pod), Some(p)) => {
-            (u.uids.is_empty() && u.gids.is_empty())
-                || (u.uids == [p.uids.to_cri()] && u.gids == [p.gids.to_cri()])
-        }
-        _ => false,
-    };
-    if !same {
-        return Err(CridError::Invalid(
-            "container user namespace: a container runs in its pod's user namespace".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses AppArmor profiles: crid cannot apply them.
-pub fn check_apparmor(p: Option<&cri::SecurityProfile>) -> Result<()> {
-    match p {
-        Some(p) if p.profile_type != cri::security_profile::ProfileType::Unconfined as i32 => Err(
-            CridError::Unsupported("AppArmor profiles (ask for Unconfined or none)".into()),
-        ),
-        _ => Ok(()),
-    }
-}
-
-/// Refuses container options crid cannot honour.
-// The deprecated apparmor_profile field is what kubelets before 1.30 send.
-#[allow(deprecated)]
-fn check_container_config(pod: &PodRecord, config: &cri::ContainerConfig) -> Result<()> {
-    for m in config.mounts.iter().filter(|m| m.recursive_read_only) {
-        if !m.readonly {
-            return Err(CridError::Invalid(format!(
-                "mount {}: recursive read-only needs readonly too",
-                m.container_path
-            )));
-        }
-        if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
-            return Err(CridError::Invalid(format!(
-                "mount {}: recursive read-only needs private propagation",
-                m.container_path
-            )));
-        }
-    }
-    for m in config
-        .mounts
-        .iter()
-        .filter(|m| !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty())
-    {
-        let Some(u) = pod.userns else {
-            return Err(CridError::Invalid(format!(
-                "mount {}: ID mappings are for pods with a user namespace",
-                m.container_path
-            )));
-        };
-        if m.uid_mappings != [u.uids.to_cri()] || m.gid_mappings != [u.gids.to_cri()] {
-            return Err(CridError::Invalid(format!(
-                "mount {}: its ID mappings are not those of its pod's user namespace",
-                m.container_path
-            )));
-        }
-    }
-    if let Some(m) = config.mounts.iter().find(|m| m.image.is_some()) {
-        return Err(CridError::Unsupported(format!(
-            "image volumes (mount {})",
-            m.container_path
-        )));
-    }
-    let Some(sc) = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-    else {
-        return Ok(());
-    };
-    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
-        return Err(CridError::Invalid(
-            "RunAsGroup is set without RunAsUser or RunAsUsername".into(),
-        ));
-    }
-    check_userns(pod, sc.namespace_options.as_ref())?;
-    check_apparmor(sc.apparmor.as_ref())?;
-    if !sc.apparmor_profile.is_empty() && sc.apparmor_profile != "unconfined" {
-        return Err(CridError::Unsupported(
-            "AppArmor profiles (ask for unconfined or none)".into(),
-        ));
-    }
-    check_selinux(sc.selinux_options.as_ref())
-}
-
-/// The CRI log path of a container: relative and inside the pod's log directory,
-/// as the CRI defines it; its directory made. "" for none.
-fn log_path(pod: &PodRecord, config: &cri::ContainerConfig) -> Result<String> {
-    if pod.log_directory.is_empty() || config.log_path.is_empty() {
-        return Ok(String::new());
-    }
-    let rel = Path::new(&config.log_path);
-    if rel
-        .components()
-        .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        return Err(CridError::Invalid(format!(
-            "log path {:?} must be relative to the pod's log directory, without ..",
-            config.log_path
-        )));
-    }
-    let p = Path::new(&pod.log_directory).join(rel);
-    if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| CridError::Invalid(format!("log path {}: {e}", p.display())))?;
-    }
-    Ok(p.display().to_string())
-}
-
-/// The library's overrides for a container: command, environment, user, mounts
-/// (the pod's hostname and resolv.conf among them), capabilities, network and
-/// cgroup.
-fn overrides(
-    pod: &PodRecord,
-    id: &str,
-    config: &cri::ContainerConfig,
-    sources: &[Option<PathBuf>],
-) -> Result<crikit::spec::Overrides> {
-    let sc = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.clone())
-        .unwrap_or_default();
-    let hostname = std::fs::read_to_string(pod.dir.join("hostname"))
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    // A missing host path becomes a directory, as Docker, containerd and CRI-O
-    // do for kubelet's plain hostPath volumes.
-    for m in &config.mounts {
-        if !m.host_path.is_empty() && std::fs::symlink_metadata(&m.host_path).is_err() {
-            std::fs::create_dir_all(&m.host_path)
-                .map_err(|e| CridError::Invalid(format!("mount source {}: {e}", m.host_path)))?;
-        }
-    }
-    // A recursive read-only mount binds its read-only copy (see `recursive_readonly`).
-    let mut mounts: Vec<(String, String, bool)> = config
-        .mounts
-        .iter()
-        .zip(sources.iter().chain(std::iter::repeat(&None)))
-        .map(|(m, src)| {
-            let host = src
-                .as_ref()
-                .map_or_else(|| m.host_path.clone(), |s| s.display().to_string());
-            (host, m.container_path.clone(), m.readonly)
-        })
-        .collect();
-    for (file, dest) in [
-        ("hostname", "/etc/hostname"),
-        ("resolv.conf", "/etc/resolv.conf"),
-    ] {
-        if !mounts.iter().any(|m| m.1 == dest) {
-            mounts.push((
-                pod.dir.join(file).display().to_string(),
-                dest.to_string(),
-                false,
-            ));
-        }
-    }
-    let group = sc.run_as_group.as_ref().map(|g| g.value);
-    let user = match (&sc.run_as_username, &sc.run_as_user, group) {
-        (name, _, g) if !name.is_empty() => Some(match g {
-            Some(g) => format!("{name}:{g}"),
-            None => name.clone(),
-        }),
-        (_, Some(u), Some(g)) => Some(format!("{}:{g}", u.value)),
-        (_, Some(u), None) => Some(u.value.to_string()),
-        (_, None, _) => None,
-    };
-    let caps = sc.capabilities.clone().unwrap_or_default();
-    let cgroups_path = match &pod.cgroup_parent {
-        Some(p) => format!("{}/crikit-{id}", p.trim_end_matches('/')),
-        None => format!("/crikit/{id}"),
-    };
-    Ok(crikit::spec::Overrides {
-        cmd: (!config.args.is_empty()).then(|| config.args.clone()),
-        entrypoint: (!config.command.is_empty()).then(|| config.command.clone()),
-        env: config
-            .envs
-            .iter()
-            .map(|kv| format!("{}={}", kv.key, kv.value))
-            .collect(),
-        cwd: (!config.working_dir.is_empty()).then(|| config.working_dir.clone()),
-        user,
-        hostname: Some(hostname),
-        mounts,
-        tmpfs: vec![],
-        read_only: sc.readonly_rootfs,
-        tty: config.tty,
-        cap_add: caps.add_capabilities.clone(),
-        cap_drop: caps.drop_capabilities.clone(),
-        privileged: sc.privileged,
-        memory: None,
-        cpus: None,
-        pids_limit: None,
-        net: match pod.ns.get("net") {
-            Some(p) => crikit::spec::Net::Path(p.clone()),
-            None => crikit::spec::Net::Host,
-        },
-        annotations: config
-            .annotations
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        rootless: None,
-        cgroups_path: Some(cgroups_path),
-        // Merge, the CRI's default policy: the image's memberships of the user
-        // count whatever group is asked (Strict drops them in spec::fit).
-        member_groups: true,
-    })
-}
-
-/// Why a bundle could not be made: the library's error, or the fitting's.
-enum Making {
-    Bundle(crikit::bundle::BundleError),
-    Fit(CridError),
-}
-
-impl From<crikit::bundle::BundleError> for Making {
-    fn from(e: crikit::bundle::BundleError) -> Making {
-        Making::Bundle(e)
-    }
-}
-
-/// A CreateContainer's config for a container restored from `dump`: the image the
-/// checkpointed container ran, and its process (command, environment, working
-/// directory) where the config gives none, as the restored process keeps them.
-fn from_checkpoint(config: &mut cri::ContainerConfig, dump: &crate::checkpoint::Dump) {
-    config.image = Some(cri::ImageSpec {
-        image: dump.image.clone(),
-        ..Default::default()
-    });
-    let Some(p) = &dump.process else { return };
-    if config.command.is_empty() && config.args.is_empty() {
-        config.command = p.args().clone().unwrap_or_default();
-    }
-    if config.envs.is_empty() {
-        config.envs = p
-            .env()
-            .iter()
-            .flatten()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(key, value)| cri::KeyValue {
-                key: key.into(),
-                value: value.into(),
-            })
-            .collect();
-    }
-    if config.working_dir.is_empty() {
-        config.working_dir = p.cwd().display().to_string();
-    }
-}
-
-/// crid's own OOM score adjustment.
-fn own_oom_score_adj() -> i32 {
-    std::fs::read_to_string("/proc/self/oom_score_adj")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 impl Crid {
     /// The monitors of containers run by `runtime`.
     pub fn monitors<'a>(&'a self, runtime: &'a crikit::runc::Runtime) -> monitor::Monitors<'a> {
@@ -483,173 +89,10 @@ impl Crid {
         }
     }
 
-    fn container_or_not_found(&self, id: &str) -> Result<crate::store::ContainerRef> {
+    fn container_or_not_found(&self, id: &str) -> Result<crate::state::store::ContainerRef> {
         self.store
             .container(id)
             .ok_or_else(|| CridError::NotFound(format!("container {id}")))
-    }
-
-    /// CreateContainer.
-    pub async fn create_container(
-        self: &Arc<Self>,
-        req: cri::CreateContainerRequest,
-    ) -> Result<String> {
-        let config = req.config.ok_or_else(|| {
-            CridError::Invalid("CreateContainer without a container config".into())
-        })?;
-        let pod = self
-            .store
-            .pod(&req.pod_sandbox_id)
-            .ok_or_else(|| CridError::NotFound(format!("pod {}", req.pod_sandbox_id)))?;
-        let pod = pod.lock().await.clone();
-        if !pod.ready {
-            return Err(CridError::NotReady(format!("pod {} is not ready", pod.id)));
-        }
-        let image = config
-            .image
-            .as_ref()
-            .map(|i| i.image.clone())
-            .unwrap_or_default();
-        let mut config = config;
-        let restore = if image.starts_with('/') {
-            let runtime = self.runtime(&pod.runtime_handler)?;
-            tokio::task::spawn_blocking(move || crate::checkpoint::open_restore(&image, &runtime))
-                .await??
-        } else {
-            None
-        };
-        if let Some(dump) = &restore {
-            from_checkpoint(&mut config, dump);
-        }
-        let id = self.create_in(&pod, config, false, restore).await?;
-        self.events.watch(&id, self.store.monitor_dir(&id).path());
-        self.emit(&id, &pod.id, cri::ContainerEventType::ContainerCreatedEvent)
-            .await;
-        Ok(id)
-    }
-
-    /// Makes a container in `pod` (its infra process with `infra`; with `restore`,
-    /// one that StartContainer restores from that checkpoint).
-    pub async fn create_in(
-        self: &Arc<Self>,
-        pod: &PodRecord,
-        config: cri::ContainerConfig,
-        infra: bool,
-        restore: Option<crate::checkpoint::Dump>,
-    ) -> Result<String> {
-        let meta = config
-            .metadata
-            .clone()
-            .ok_or_else(|| CridError::Invalid("container config has no metadata".into()))?;
-        if meta.name.is_empty() {
-            return Err(CridError::Invalid("container metadata has no name".into()));
-        }
-        let image = config
-            .image
-            .as_ref()
-            .map(|i| i.image.clone())
-            .filter(|i| !i.is_empty())
-            .ok_or_else(|| CridError::Invalid("container config names no image".into()))?;
-        check_container_config(pod, &config)?;
-        let id = crate::new_id().map_err(CridError::io("reading /dev/urandom"))?;
-        let name = self.store.reserve(
-            container_name_key(&pod.id, &meta.name, meta.attempt, infra),
-            &id,
-            format!(
-                "container {} (attempt {}) in pod {}",
-                meta.name, meta.attempt, pod.id
-            ),
-        )?;
-        let me = Arc::clone(self);
-        let pod2 = pod.clone();
-        let id2 = id.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            me.make_container(&pod2, &id2, config, &image, infra, restore.as_ref())
-        })
-        .await?;
-        // The pod may have been removed while the container was being made.
-        let made = match made {
-            Ok(_) if !infra && self.store.pod(&pod.id).is_none() => Err(CridError::NotFound(
-                format!("pod {} (removed while the container was created)", pod.id),
-            )),
-            other => other,
-        };
-        match made {
-            Ok(c) => {
-                self.store.insert_container(c);
-                name.keep();
-                Ok(id)
-            }
-            Err(e) => {
-                let me = Arc::clone(self);
-                let runtimes = self
-                    .runtime(&pod.runtime_handler)
-                    .map_or_else(|_| vec![], |r| vec![r]);
-                let _ = tokio::task::spawn_blocking(move || {
-                    let bundle = me.store.container_dir(&id).join("bundle");
-                    me.store.remove_container_files(&runtimes, &id, &bundle);
-                })
-                .await;
-                Err(e)
-            }
-        }
-    }
-
-    /// The mounts crid makes itself for the runtime to bind instead of the host's
-    /// path, under `RUN/rro/ID/N` by the mount's index: recursive read-only copies
-    /// (every submount read-only too, which runc 1.1 cannot do) and ID-mapped copies
-    /// through the pod's user namespace (which runc 1.1 cannot make either), both for
-    /// a mount that asks for both. They are unmounted once the runtime has made the
-    /// container (which keeps its own copies).
-    fn crid_made_mounts(
-        &self,
-        pod: &PodRecord,
-        id: &str,
-        config: &cri::ContainerConfig,
-    ) -> Result<Vec<Option<PathBuf>>> {
-        let mut out = Vec::with_capacity(config.mounts.len());
-        for (i, m) in config.mounts.iter().enumerate() {
-            let idmapped = !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty();
-            if !m.recursive_read_only && !idmapped {
-                out.push(None);
-                continue;
-            }
-            let src = Path::new(&m.host_path);
-            let dst = self.store.rro_dir(id).join(i.to_string());
-            let failed = |what: &str| {
-                CridError::io(format!(
-                    "mount {}: {what} of {}",
-                    m.container_path, m.host_path
-                ))
-            };
-            let is_dir = std::fs::metadata(src)
-                .map_err(failed("the source"))?
-                .is_dir();
-            std::fs::create_dir_all(self.store.rro_dir(id))
-                .map_err(CridError::io(format!("creating {}", dst.display())))?;
-            if is_dir {
-                std::fs::create_dir(&dst)
-            } else {
-                std::fs::File::create(&dst).map(drop)
-            }
-            .map_err(CridError::io(format!("creating {}", dst.display())))?;
-            match pod.ns.get("user").filter(|_| idmapped) {
-                Some(userns) => {
-                    let ns = std::fs::File::open(userns)
-                        .map_err(CridError::io(format!("opening {}", userns.display())))?;
-                    crikit::mountattr::idmapped_bind(src, &dst, &ns)
-                        .map_err(failed("an ID-mapped copy"))?;
-                    if m.recursive_read_only {
-                        crikit::mountattr::readonly_recursive(&dst)
-                            .map_err(failed("a read-only ID-mapped copy"))?;
-                    }
-                }
-                None => crate::netns::bind_recursive_readonly(src, &dst)
-                    .map_err(failed("a recursive read-only copy"))?,
-            }
-            out.push(Some(dst));
-        }
-        Ok(out)
     }
 
     /// The runtime that stops and removes `c`: its handler's, or, when the handler
@@ -662,254 +105,6 @@ impl Crid {
                 .map(crate::config::Handler::runtime)
                 .unwrap_or_else(|| crikit::runc::Runtime::new("runc", None))
         })
-    }
-
-    /// The PID namespace a new container gets.
-    fn pid_ns(
-        &self,
-        pod: &PodRecord,
-        config: &cri::ContainerConfig,
-        infra: bool,
-    ) -> Result<spec::PidNs> {
-        let (mode, target) = spec::pid_mode(config);
-        let join = |pid: i32| spec::PidNs::Join(PathBuf::from(format!("/proc/{pid}/ns/pid")));
-        Ok(match (infra, mode, pod.namespaces.pid) {
-            (true, _, _) => spec::PidNs::New,
-            (false, _, NsMode::Node) | (false, NsMode::Node, _) => spec::PidNs::Host,
-            (false, NsMode::Target, _) => match self.store.container_pid(&target) {
-                Some((pid, p)) if p == pod.id => join(pid),
-                Some(_) => {
-                    return Err(CridError::Invalid(format!(
-                        "target container {target} is in another pod"
-                    )))
-                }
-                None => {
-                    return Err(CridError::NotFound(format!(
-                        "running target container {target}"
-                    )))
-                }
-            },
-            (false, _, NsMode::Pod) if pod.infra_pid.is_some() => match pod.ns.get("pid") {
-                Some(p) if infra_process_alive(pod) => spec::PidNs::Join(p.clone()),
-                _ => {
-                    return Err(CridError::NotReady(format!(
-                        "pod {}: its infra process is not running",
-                        pod.id
-                    )))
-                }
-            },
-            (false, _, NsMode::Pod) => {
-                let pid = pod
-                    .infra
-                    .as_deref()
-                    .and_then(|i| self.store.container_pid(i))
-                    .map(|(pid, _)| pid)
-                    .ok_or_else(|| {
-                        CridError::NotReady(format!(
-                            "pod {}: its infra process is not running",
-                            pod.id
-                        ))
-                    })?;
-                join(pid)
-            }
-            (false, _, _) => spec::PidNs::New,
-        })
-    }
-
-    /// The blocking part of CreateContainer: the bundle, its spec, the monitor (for a
-    /// restore, the checkpoint's images and its changes to the rootfs instead).
-    fn make_container(
-        &self,
-        pod: &PodRecord,
-        id: &str,
-        mut config: cri::ContainerConfig,
-        image: &str,
-        infra: bool,
-        restore: Option<&crate::checkpoint::Dump>,
-    ) -> Result<ContainerRecord> {
-        let t0 = Instant::now();
-        let runtime = self.runtime(&pod.runtime_handler)?;
-        let name = config
-            .metadata
-            .as_ref()
-            .map_or("", |m| m.name.as_str())
-            .to_string();
-        let find = |image: &str| {
-            crate::image::find(&self.images.store, image)?.ok_or_else(|| {
-                CridError::NotFound(format!("image {image} in the store (pull it first)"))
-            })
-        };
-        let mut info = find(image)?;
-        // A checkpoint image (the archive as its layer) asks for a restore too: the
-        // container is made from the image the checkpointed one ran.
-        let from_image = match (restore, infra) {
-            (None, false) => {
-                crate::checkpoint::open_image_restore(&self.images.store, &info.names[0], &runtime)?
-            }
-            _ => None,
-        };
-        if let Some(dump) = &from_image {
-            from_checkpoint(&mut config, dump);
-            info = find(&dump.image)?;
-        }
-        let restore = restore.or(from_image.as_ref());
-        let image_name = info.names[0].clone();
-        let dir = self.store.container_dir(id);
-        std::fs::create_dir_all(&dir)
-            .map_err(CridError::io(format!("creating {}", dir.display())))?;
-        let bundle = dir.join("bundle");
-        let sources = self.crid_made_mounts(pod, id, &config)?;
-        let opts = crikit::bundle::BundleOptions {
-            mode: crikit::bundle::RootfsMode::Auto,
-            overrides: overrides(pod, id, &config, &sources)?,
-            patch: None,
-            userns: match (pod.userns, pod.ns.get("user")) {
-                (Some(u), Some(file)) => Some(crikit::bundle::UsernsRootfs {
-                    userns: file.clone(),
-                    root_uid: u.uids.host_id,
-                    root_gid: u.gids.host_id,
-                }),
-                _ => None,
-            },
-        };
-        let fit = spec::Fit {
-            pod,
-            config: &config,
-            pid: self.pid_ns(pod, &config, infra)?,
-            own_oom_score_adj: own_oom_score_adj(),
-            cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
-        };
-        let t_find = t0.elapsed();
-        let mut stop_signal = String::from("SIGTERM");
-        let mut cgroups_path = String::new();
-        let mut user = None;
-        crikit::bundle::create_with(
-            &self.images.store,
-            &self.settings.root,
-            &image_name,
-            &bundle,
-            &opts,
-            |s| -> Result<(), Making> {
-                spec::fit(s, &fit).map_err(Making::Fit)?;
-                if let Some(sig) = s
-                    .annotations()
-                    .as_ref()
-                    .and_then(|a| a.get("org.opencontainers.image.stopSignal"))
-                {
-                    stop_signal = sig.clone();
-                }
-                cgroups_path = s
-                    .linux()
-                    .as_ref()
-                    .and_then(|l| l.cgroups_path().as_ref())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                user = s.process().as_ref().map(|p| record::UserRecord {
-                    uid: p.user().uid(),
-                    gid: p.user().gid(),
-                    groups: p.user().additional_gids().clone().unwrap_or_default(),
-                });
-                Ok(())
-            },
-        )
-        .map_err(|e| match e {
-            Making::Bundle(source) => CridError::Bundle {
-                name: name.clone(),
-                source,
-            },
-            Making::Fit(e) => e,
-        })?;
-        let t_bundle = t0.elapsed();
-        let log_path = log_path(pod, &config)?;
-        let (pid, restore_from) = match restore {
-            // The runtime makes the container when StartContainer restores it.
-            Some(dump) => {
-                let images = crate::checkpoint::unpack_restore(
-                    dump,
-                    &dir.join("restore"),
-                    &bundle.join("rootfs"),
-                )?;
-                let state = self.store.monitor_dir(id);
-                std::fs::create_dir_all(state.path()).map_err(CridError::io(format!(
-                    "creating {}",
-                    state.path().display()
-                )))?;
-                (0, Some(images))
-            }
-            None => (
-                self.monitors(&runtime).create(
-                    id,
-                    &name,
-                    &bundle,
-                    &monitor::Create {
-                        log_path: (!log_path.is_empty()).then(|| Path::new(&log_path)),
-                        stdin: config.stdin,
-                        tty: config.tty,
-                        cgroup_parent: pod.cgroup_parent.as_deref(),
-                        start: infra,
-                        restore: None,
-                    },
-                )?,
-                None,
-            ),
-        };
-        // The container's mount namespace holds its own copies of the read-only
-        // binds now: the host's go, so that nothing pins the host path's mountpoints
-        // here (an rmdir of one in this namespace would fail with EBUSY). A restore
-        // needs them until StartContainer.
-        if restore_from.is_none() {
-            crate::netns::unbind_all(&self.store.rro_dir(id));
-        }
-        tracing::debug!(
-            "container {id}: image found in {t_find:?}, bundle and spec made by {t_bundle:?}, \
-             created by {:?}",
-            t0.elapsed()
-        );
-        let c = ContainerRecord {
-            version: record::VERSION,
-            id: id.to_string(),
-            pod_id: pod.id.clone(),
-            name,
-            attempt: config.metadata.as_ref().map_or(0, |m| m.attempt),
-            labels: config.labels.clone(),
-            annotations: config.annotations.clone(),
-            mounts: record::mounts_of(&config),
-            resources: config
-                .linux
-                .as_ref()
-                .and_then(|l| l.resources.as_ref())
-                .map(Resources::from_cri),
-            image_id: info.id.clone(),
-            image_ref: info
-                .repo_digests
-                .first()
-                .cloned()
-                .unwrap_or_else(|| info.id.clone()),
-            image_name,
-            bundle,
-            cgroups_path,
-            log_path,
-            created_at: now_ns(),
-            started_at: if infra { now_ns() } else { 0 },
-            pid,
-            stop_signal,
-            infra,
-            monitor_cgroup_parent: pod.cgroup_parent.clone(),
-            user,
-            // The handler by name, the default resolved now: a default changed later
-            // must not send it to another runtime.
-            runtime_handler: if pod.runtime_handler.is_empty() {
-                self.settings.default_runtime.clone()
-            } else {
-                pod.runtime_handler.clone()
-            },
-            stdin: config.stdin,
-            tty: config.tty,
-            stdin_once: config.stdin_once,
-            restore_from,
-        };
-        self.store.save_container(&c)?;
-        Ok(c)
     }
 
     /// StartContainer.
@@ -943,7 +138,7 @@ impl Crid {
                 // Restored: CRIU's images (the memory it dumped) are not needed again,
                 // nor crid's copies of read-only binds (as after a create).
                 let _ = std::fs::remove_dir_all(&images);
-                crate::netns::unbind_all(&me.store.rro_dir(&c2.id));
+                crikit::mountattr::unbind_each(&me.store.rro_dir(&c2.id));
                 Ok::<_, CridError>(pid)
             })
             .await??;
@@ -1025,9 +220,11 @@ impl Crid {
             // ctrmon deletes the runtime's state once the container has exited
             // (`--cleanup`); a monitor still at it is given a moment to finish.
             let exited = dirs.exit().is_some()
-                && crate::poll_until(Duration::from_secs(2), Duration::from_millis(5), || {
-                    !dirs.monitor_alive()
-                });
+                && crikit::sync::poll_until(
+                    Duration::from_secs(2),
+                    Duration::from_millis(5),
+                    || !dirs.monitor_alive(),
+                );
             if !(exited && dirs.deleted_file().exists()) {
                 runtime.delete(&c.id).map_err(|source| CridError::Runtime {
                     action: "deleting",
@@ -1044,7 +241,7 @@ impl Crid {
             if let Some(parent) = &c.monitor_cgroup_parent {
                 crikit::monitor::cgroup::remove(Path::new(parent), &format!("ctrmon-{}", c.id));
             }
-            crate::netns::unbind_all(&me.store.rro_dir(&c.id));
+            crikit::mountattr::unbind_each(&me.store.rro_dir(&c.id));
             let _ = std::fs::remove_dir_all(me.store.container_dir(&c.id));
             let _ = std::fs::remove_dir_all(me.store.monitor_dir(&c.id).path());
             Ok(())
@@ -1073,7 +270,10 @@ impl Crid {
     ) -> Result<(cri::ContainerStatus, ContainerRecord)> {
         let c = self.container_or_not_found(id)?;
         let c = c.lock().await;
-        Ok((status_of(&c, &self.store.monitor_dir(id)), c.clone()))
+        Ok((
+            status::container_status(&c, &self.store.monitor_dir(id)),
+            c.clone(),
+        ))
     }
 
     /// ListContainers.
@@ -1085,8 +285,12 @@ impl Crid {
         for c in self.store.all_containers() {
             let c = c.lock().await;
             let dirs = self.store.monitor_dir(&c.id);
-            if !c.infra && filter.as_ref().is_none_or(|f| matches(&c, f, &dirs)) {
-                out.push(to_cri(&c, &dirs));
+            if !c.infra
+                && filter
+                    .as_ref()
+                    .is_none_or(|f| status::container_matches(&c, f, &dirs))
+            {
+                out.push(status::container(&c, &dirs));
             }
         }
         out.sort_by_key(|c| c.created_at);
@@ -1098,7 +302,8 @@ impl Crid {
         let c = self.container_or_not_found(id)?;
         let c = c.lock().await.clone();
         let dirs = self.store.monitor_dir(id);
-        if state_of(&c, &dirs, &dirs.exit()) != cri::ContainerState::ContainerRunning {
+        if status::container_state(&c, &dirs, &dirs.exit()) != cri::ContainerState::ContainerRunning
+        {
             return Err(CridError::NotReady(format!(
                 "container {id} is not running"
             )));
@@ -1185,124 +390,4 @@ impl Crid {
             .await
             .unwrap_or_default()
     }
-
-    /// Starts the pod's infra process, which holds the shared PID namespace: crid's
-    /// own (`ctrmon --infra`, its namespace pinned at `ns/pid`), or with
-    /// `--pause-image` a container of that image.
-    pub async fn start_infra(self: &Arc<Self>, pod: &mut PodRecord) -> Result<()> {
-        let Some(image) = self.settings.pause_image.clone() else {
-            let me = Arc::clone(self);
-            let p = pod.clone();
-            let (pid, pinned) =
-                tokio::task::spawn_blocking(move || me.spawn_infra_process(&p)).await??;
-            pod.infra_pid = Some(pid);
-            pod.ns.insert("pid".into(), pinned);
-            return Ok(());
-        };
-        self.start_infra_container(pod, image).await
-    }
-
-    /// The infra process of `pod`, its PID namespace pinned; its pid and the pin.
-    fn spawn_infra_process(&self, pod: &PodRecord) -> Result<(i32, PathBuf)> {
-        let t0 = Instant::now();
-        let ns_dir = pod.dir.join("ns");
-        std::fs::create_dir_all(&ns_dir)
-            .map_err(CridError::io(format!("creating {}", ns_dir.display())))?;
-        let pid = monitor::start_infra(
-            &self.settings.ctrmon,
-            &pod.id,
-            &ns_dir,
-            &infra_pid_file(pod),
-            pod.cgroup_parent.as_deref(),
-        )?;
-        match crate::netns::pin_pid(&ns_dir, pid) {
-            Ok(pinned) => {
-                tracing::debug!("pod {}: infra process {pid} in {:?}", pod.id, t0.elapsed());
-                Ok((pid, pinned))
-            }
-            Err(e) => {
-                end_infra_process(pod, Some(pid));
-                Err(CridError::io(format!(
-                    "pod {}: pinning its PID namespace",
-                    pod.id
-                ))(e))
-            }
-        }
-    }
-
-    /// Starts the pod's infra container: the pause image, holding the shared PID
-    /// namespace.
-    async fn start_infra_container(
-        self: &Arc<Self>,
-        pod: &mut PodRecord,
-        image: String,
-    ) -> Result<()> {
-        let store = self.images.store.clone();
-        let image2 = image.clone();
-        if tokio::task::spawn_blocking(move || crate::image::find(&store, &image2))
-            .await??
-            .is_none()
-        {
-            self.images.pull(&image, None).await?;
-        }
-        let config = cri::ContainerConfig {
-            metadata: Some(cri::ContainerMetadata {
-                name: "infra".into(),
-                attempt: pod.metadata.attempt,
-            }),
-            image: Some(cri::ImageSpec {
-                image,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let id = self.create_in(pod, config, true, None).await?;
-        pod.infra = Some(id);
-        Ok(())
-    }
-}
-
-/// Where the infra process's pid is written before crid learns it, so that a crid
-/// killed meanwhile still finds it.
-fn infra_pid_file(pod: &PodRecord) -> PathBuf {
-    pod.dir.join("infra.pid")
-}
-
-/// Whether the pod's infra process (crid's own) runs.
-pub fn infra_process_alive(pod: &PodRecord) -> bool {
-    pod.infra_pid
-        .is_some_and(|pid| crikit::monitor::infra::is_infra(pid, &pod.dir.join("ns")))
-}
-
-/// Ends the pod's infra process (`pid`, or the one its pid file names, when it is
-/// still that pod's) and waits for it to be gone, at most 5 s; removes the cgroup it
-/// was given and its pid file. The kernel kills what was left in its PID namespace.
-pub fn end_infra_process(pod: &PodRecord, pid: Option<i32>) {
-    let ns_dir = pod.dir.join("ns");
-    let file = infra_pid_file(pod);
-    let from_file = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok());
-    let mut pids: Vec<i32> = pid.into_iter().chain(from_file).collect();
-    pids.dedup();
-    for pid in pids {
-        if !crikit::monitor::infra::is_infra(pid, &ns_dir) {
-            continue;
-        }
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        crate::poll_until(Duration::from_secs(5), Duration::from_millis(1), || {
-            !crikit::monitor::infra::is_infra(pid, &ns_dir)
-        });
-    }
-    if let Some(parent) = &pod.cgroup_parent {
-        // Busy until the process's parent has reaped it.
-        let name = format!("ctrmon-{}", pod.id);
-        crate::poll_until(Duration::from_secs(1), Duration::from_millis(5), || {
-            crikit::monitor::cgroup::remove(Path::new(parent), &name)
-        });
-    }
-    let _ = std::fs::remove_file(&file);
 }

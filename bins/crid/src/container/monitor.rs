@@ -169,7 +169,7 @@ impl Monitors<'_> {
         id: &str,
         bundle: &Path,
         cmd: &[String],
-        io: crate::stream::Io,
+        io: crate::state::tokens::Io,
         size: Option<(u16, u16)>,
         socket: &Path,
     ) -> Result<(tokio::process::Child, tempfile::NamedTempFile)> {

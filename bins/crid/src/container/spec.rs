@@ -3,7 +3,7 @@
 //! library generated from the image, before it is validated and written.
 
 use crate::error::{CridError, Result};
-use crate::record::{NsMode, PodRecord};
+use crate::state::record::{NsMode, PodRecord};
 use crikit::oci_spec::runtime::{
     Capability, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxHugepageLimit, LinuxMemory,
     LinuxNamespace, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Spec,
@@ -156,7 +156,7 @@ fn namespaces(spec: &mut Spec, f: &Fit) {
     // The maps of the pinned user namespace it joins: runc wants them to own the
     // /dev and the files it makes for the container's root.
     if let Some(u) = f.pod.userns {
-        let map = |m: crate::record::IdMap| {
+        let map = |m: crate::state::record::IdMap| {
             crikit::oci_spec::runtime::LinuxIdMappingBuilder::default()
                 .container_id(m.container_id)
                 .host_id(m.host_id)
@@ -469,7 +469,7 @@ fn load_seccomp(path: &str) -> Result<LinuxSeccomp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::PodRecord;
+    use crate::state::record::PodRecord;
 
     fn generated() -> Spec {
         let d = tempfile::tempdir().unwrap();

@@ -456,7 +456,7 @@ impl Crid {
         use crate::error::CridError;
         let c = self.running(id).await?;
         let runtime = self.runtime(&c.runtime_handler)?;
-        let tag = crate::new_id().map_err(CridError::io("reading /dev/urandom"))?;
+        let tag = crate::state::new_id().map_err(CridError::io("reading /dev/urandom"))?;
         let socket = crikit::monitor::StateDir::new(&self.settings.run_dir, &c.id)
             .path()
             .join(format!("exec-{}.sock", &tag[..16]));

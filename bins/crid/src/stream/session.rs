@@ -158,7 +158,7 @@ impl Session {
     /// Ends the session: GOAWAY, what is queued written (for at most
     /// [`CLOSE_TIMEOUT`]), the connection closed.
     pub async fn close(self) {
-        let last_good = *self.last_stream.lock().unwrap_or_else(|p| p.into_inner());
+        let last_good = *crikit::sync::lock(&self.last_stream);
         let _ = self
             .out
             .send(Frame::GoAway {
@@ -290,7 +290,7 @@ async fn read_frames<R: AsyncRead>(
             }
             Err(e) => {
                 tracing::debug!("streaming: {e}");
-                let last_good = *last_stream.lock().unwrap_or_else(|p| p.into_inner());
+                let last_good = *crikit::sync::lock(&last_stream);
                 let _ = out
                     .send(Frame::GoAway {
                         last_good,
@@ -308,7 +308,7 @@ async fn read_frames<R: AsyncRead>(
                 ..
             } => {
                 let fresh = {
-                    let mut last = last_stream.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut last = crikit::sync::lock(&last_stream);
                     let fresh = stream_id > *last && stream_id % 2 == 1;
                     if fresh {
                         *last = stream_id;

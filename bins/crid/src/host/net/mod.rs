@@ -5,7 +5,8 @@
 
 pub mod cni;
 
-use crate::record::{Attachment, PodRecord};
+use crate::error::{CridError, ErrorKind};
+use crate::state::record::{Attachment, PodRecord};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -54,6 +55,25 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// How a client should take it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            NetError::Conf(_) | NetError::PluginMissing { .. } => ErrorKind::FailedPrecondition,
+            NetError::Exec { .. } => ErrorKind::Internal,
+            NetError::Plugin { .. } => ErrorKind::Unknown,
+        }
+    }
+
+    /// The error of pod `pod`'s network.
+    pub fn of_pod(self, pod: &str) -> CridError {
+        CridError::Network {
+            pod: pod.to_string(),
+            subject: self.subject(),
+            kind: self.kind(),
+            source: Box::new(self),
+        }
+    }
+
     /// `network NAME`, or `network` before one was chosen.
     pub fn subject(&self) -> String {
         match self {
@@ -197,7 +217,7 @@ impl Network {
             .ns
             .get("net")
             .cloned()
-            .or_else(|| crate::netns::pinned(&pod.dir.join("ns"), "net"))
+            .or_else(|| crate::host::netns::pinned(&pod.dir.join("ns"), "net"))
             .unwrap_or_default();
         let m = &pod.metadata;
         let args = format!(
@@ -211,7 +231,7 @@ impl Network {
             source,
         };
         let mut cmd = Command::new(&bin);
-        crate::netns::dies_with_crid(&mut cmd);
+        crate::host::netns::dies_with_crid(&mut cmd);
         let mut child = cmd
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -2,34 +2,15 @@
 //! directory, the network, the infra process of a pod that shares its PID
 //! namespace; state kept in `<root>/pods/<id>/pod.json`.
 
-use crate::container::{check_apparmor, check_selinux};
+pub mod metrics;
+use crate::container::create::{check_apparmor, check_selinux};
 use crate::error::{CridError, Result};
-use crate::record::{IdMap, NsMode, PodRecord, UserNamespace};
-use crate::store::pod_name_key;
-use crate::{now_ns, Crid};
+use crate::state::record::{IdMap, NsMode, PodRecord, UserNamespace};
+use crate::state::store::pod_name_key;
+use crate::state::{now_ns, status};
+use crate::Crid;
 use k8s_cri::v1 as cri;
 use std::sync::Arc;
-
-/// The namespace options a pod asked for, as the CRI reports them.
-fn ns_options(pod: &PodRecord) -> cri::NamespaceOption {
-    cri::NamespaceOption {
-        network: pod.namespaces.network.to_cri(),
-        pid: pod.namespaces.pid.to_cri(),
-        ipc: pod.namespaces.ipc.to_cri(),
-        userns_options: Some(match pod.userns {
-            Some(u) => cri::UserNamespace {
-                mode: cri::NamespaceMode::Pod as i32,
-                uids: vec![u.uids.to_cri()],
-                gids: vec![u.gids.to_cri()],
-            },
-            None => cri::UserNamespace {
-                mode: cri::NamespaceMode::Node as i32,
-                ..Default::default()
-            },
-        }),
-        ..Default::default()
-    }
-}
 
 /// One range of a pod's user namespace: exactly one, from ID 0, within 32 bits.
 fn id_map(what: &str, maps: &[cri::IdMapping]) -> Result<IdMap> {
@@ -128,65 +109,6 @@ fn searchable_by_others(dir: &std::path::Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn state(pod: &PodRecord) -> i32 {
-    // A pod whose infra process died has lost its PID namespace, as one whose pause
-    // container exited.
-    if pod.ready && (pod.infra_pid.is_none() || crate::container::infra_process_alive(pod)) {
-        cri::PodSandboxState::SandboxReady as i32
-    } else {
-        cri::PodSandboxState::SandboxNotready as i32
-    }
-}
-
-/// As ListPodSandbox shows it.
-pub fn to_cri(pod: &PodRecord) -> cri::PodSandbox {
-    cri::PodSandbox {
-        id: pod.id.clone(),
-        metadata: Some(pod.cri_metadata()),
-        state: state(pod),
-        created_at: pod.created_at,
-        labels: pod.labels.clone(),
-        annotations: pod.annotations.clone(),
-        runtime_handler: pod.runtime_handler.clone(),
-    }
-}
-
-/// As PodSandboxStatus shows it.
-pub fn status_of(pod: &PodRecord) -> cri::PodSandboxStatus {
-    cri::PodSandboxStatus {
-        id: pod.id.clone(),
-        metadata: Some(pod.cri_metadata()),
-        state: state(pod),
-        created_at: pod.created_at,
-        network: Some(cri::PodSandboxNetworkStatus {
-            ip: pod.ips.first().cloned().unwrap_or_default(),
-            additional_ips: pod
-                .ips
-                .iter()
-                .skip(1)
-                .map(|ip| cri::PodIp { ip: ip.clone() })
-                .collect(),
-        }),
-        linux: Some(cri::LinuxPodSandboxStatus {
-            namespaces: Some(cri::Namespace {
-                options: Some(ns_options(pod)),
-            }),
-        }),
-        labels: pod.labels.clone(),
-        annotations: pod.annotations.clone(),
-        runtime_handler: pod.runtime_handler.clone(),
-    }
-}
-
-/// Whether it passes ListPodSandbox's filter.
-pub fn matches(pod: &PodRecord, f: &cri::PodSandboxFilter) -> bool {
-    (f.id.is_empty() || pod.id.starts_with(&f.id))
-        && f.state.as_ref().is_none_or(|s| s.state == state(pod))
-        && f.label_selector
-            .iter()
-            .all(|(k, v)| pod.labels.get(k) == Some(v))
 }
 
 /// Refuses what crid cannot honour, naming it.
@@ -294,7 +216,7 @@ impl Crid {
             &req.runtime_handler,
             &self.settings,
         )?;
-        let id = crate::new_id().map_err(CridError::io("reading /dev/urandom"))?;
+        let id = crate::state::new_id().map_err(CridError::io("reading /dev/urandom"))?;
         let dir = self.settings.run_dir.join("pods").join(&id);
         let mut pod = PodRecord::new(
             id.clone(),
@@ -307,10 +229,7 @@ impl Crid {
         if pod.namespaces.network != NsMode::Node {
             // On disk before the ADD runs: a crid killed during it still runs DEL,
             // which releases what the plugins did so far (lease, iptables rules).
-            pod.network = Some(self.network.begin().map_err(|source| CridError::Network {
-                pod: id.clone(),
-                source,
-            })?);
+            pod.network = Some(self.network.begin().map_err(|e| e.of_pod(&id))?);
         }
         let name = self.store.reserve(
             pod_name_key(&pod.metadata),
@@ -327,7 +246,7 @@ impl Crid {
         let mut pod = match made {
             Ok(p) => p,
             Err(e) => {
-                crate::netns::unpin(&dir.join("ns"));
+                crate::host::netns::unpin(&dir.join("ns"));
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_dir_all(self.store.pod_dir(&id));
                 return Err(e);
@@ -374,11 +293,12 @@ impl Crid {
             config.hostname.clone()
         };
         let t0 = std::time::Instant::now();
-        let pinned = crate::netns::pin(&pod.dir.join("ns"), &kinds, &hostname, pod.userns.as_ref())
-            .map_err(CridError::io(format!(
-                "pod {}: pinning its namespaces",
-                pod.id
-            )))?;
+        let pinned =
+            crate::host::netns::pin(&pod.dir.join("ns"), &kinds, &hostname, pod.userns.as_ref())
+                .map_err(CridError::io(format!(
+                    "pod {}: pinning its namespaces",
+                    pod.id
+                )))?;
         for p in pinned {
             let kind = p
                 .file_name()
@@ -412,10 +332,7 @@ impl Crid {
             self.metrics.cni("ADD", added.is_ok(), t_add.elapsed());
             // Recorded at once, the result with it.
             self.store.save_pod(pod)?;
-            added.map_err(|source| CridError::Network {
-                pod: pod.id.clone(),
-                source,
-            })?;
+            added.map_err(|e| e.of_pod(&pod.id))?;
         }
         tracing::debug!(
             "pod {}: namespaces and files in {t_files:?}, network by {:?}",
@@ -447,7 +364,7 @@ impl Crid {
             // crid's own, recorded or (after a crash) in its pid file only.
             let p = pod.clone();
             tokio::task::spawn_blocking(move || {
-                crate::container::end_infra_process(&p, p.infra_pid)
+                crate::container::infra::end_infra_process(&p, p.infra_pid)
             })
             .await?;
             pod.infra_pid = None;
@@ -469,14 +386,11 @@ impl Crid {
             .await?
             // The namespace and the ADD's result stay for the retry kubelet
             // makes: a lease given up here would be lost for good.
-            .map_err(|source| CridError::Network {
-                pod: pod.id.clone(),
-                source,
-            })?;
+            .map_err(|e| e.of_pod(&pod.id))?;
             pod.network = None;
             pod.ips.clear();
         }
-        crate::netns::unpin(&pod.dir.join("ns"));
+        crate::host::netns::unpin(&pod.dir.join("ns"));
         pod.ns.clear();
         Ok(())
     }
@@ -522,15 +436,15 @@ impl Crid {
         let mut out = Vec::new();
         for p in self.store.all_pods() {
             let p = p.lock().await;
-            if filter.as_ref().is_none_or(|f| matches(&p, f)) {
-                out.push(to_cri(&p));
+            if filter.as_ref().is_none_or(|f| status::pod_matches(&p, f)) {
+                out.push(status::pod(&p));
             }
         }
         out.sort_by_key(|p| p.created_at);
         out
     }
 
-    /// A pod's stats (see [`crate::stats::Stats::pod`]), its network as its first
+    /// A pod's stats (see [`crate::host::stats::Stats::pod`]), its network as its first
     /// running process sees it.
     pub async fn pod_stats(self: &Arc<Self>, pod: &PodRecord) -> cri::PodSandboxStats {
         let id = pod.id.clone();
@@ -579,7 +493,7 @@ impl Crid {
                 info.push(("networkCheck".to_string(), text));
             }
         }
-        Ok((status_of(&pod), info))
+        Ok((status::pod_status(&pod), info))
     }
 }
 

@@ -6,8 +6,8 @@
 //!
 //! Values are whole numbers, as the CRI carries them: seconds are truncated.
 
-use crate::record::{ContainerRecord, PodRecord};
-use crate::stats::{self, CgroupStats, NetDev};
+use crate::host::stats::{self, CgroupStats, NetDev};
+use crate::state::record::{ContainerRecord, PodRecord};
 use crate::Crid;
 use k8s_cri::v1 as cri;
 use std::path::Path;
@@ -242,7 +242,7 @@ impl Metrics {
     fn new(base: [&str; 5]) -> Metrics {
         Metrics {
             base: base.iter().map(|s| s.to_string()).collect(),
-            now: crate::now_ns(),
+            now: crate::state::now_ns(),
             out: vec![],
         }
     }
@@ -357,7 +357,7 @@ impl Metrics {
     }
 
     fn filesystem(&mut self, upper: &Path) {
-        let (bytes, _) = crate::fsusage::usage(upper);
+        let (bytes, _) = crate::host::fsusage::usage(upper);
         self.put("container_fs_usage_bytes", GAUGE, Some(bytes), &[]);
         if let Ok(fs) = nix::sys::statvfs::statvfs(upper) {
             let frag = fs.fragment_size();

@@ -67,7 +67,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         if req.into_inner().verbose {
             let v = serde_json::json!({
                 "config": s,
-                "podCIDR": *self.0.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()),
+                "podCIDR": *crikit::sync::lock(&self.0.pod_cidr),
                 "network": network.as_ref().ok().map(|n| serde_json::json!({
                     "name": n.name, "path": n.path, "cniVersion": n.cni_version,
                     "plugins": n.list["plugins"].as_array().map(|p| {
@@ -125,7 +125,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             status: Some(status),
             info: info.into_iter().collect(),
             containers_statuses: vec![],
-            timestamp: crate::now_ns(),
+            timestamp: crate::state::now_ns(),
         }))
     }
 
@@ -343,7 +343,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
         tracing::info!("pod CIDR: {cidr:?}");
-        *self.0.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()) = cidr;
+        *crikit::sync::lock(&self.0.pod_cidr) = cidr;
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
@@ -370,7 +370,10 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .stream(self.0.settings.events_backlog, move || {
                 metrics.events_dropped.inc();
             });
-        Ok(Response::new(Box::pin(events)))
+        use futures_util::StreamExt as _;
+        Ok(Response::new(Box::pin(
+            events.map(|e| e.map_err(Status::from)),
+        )))
     }
 
     async fn list_metric_descriptors(
@@ -378,7 +381,7 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
         Ok(Response::new(cri::ListMetricDescriptorsResponse {
-            descriptors: crate::podmetrics::descriptors(),
+            descriptors: crate::pod::metrics::descriptors(),
         }))
     }
 

@@ -11,7 +11,7 @@
 //! CNI plugins bound to crid's life: the one module of crid with unsafe code (the
 //! ioctl, the mount_setattr syscall and a pre_exec hook).
 
-use crate::record::UserNamespace;
+use crate::state::record::UserNamespace;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use std::io;
@@ -312,17 +312,4 @@ pub fn bind_recursive_readonly(src: &Path, dst: &Path) -> io::Result<()> {
         return Err(e);
     }
     Ok(())
-}
-
-/// Unmounts every copy crid made under `dir` (by [`bind_recursive_readonly`], or
-/// ID-mapped) and removes the then empty directories and files they were mounted
-/// on, never their content: what a bind shows belongs to the host.
-pub fn unbind_all(dir: &Path) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        let _ = umount2(&p, MntFlags::MNT_DETACH);
-        // Fails (EBUSY) on anything still mounted: never reaches the host's file.
-        let _ = std::fs::remove_dir(&p).or_else(|_| std::fs::remove_file(&p));
-    }
-    let _ = std::fs::remove_dir(dir);
 }

@@ -8,6 +8,7 @@ pub mod deadline;
 mod image;
 pub mod metered;
 mod runtime;
+pub mod server;
 
 pub use image::ImageService;
 pub use runtime::RuntimeService;

@@ -14,7 +14,7 @@
 //! A CreateContainer whose image is such an archive asks for a restore.
 
 use crate::error::{CridError, Result};
-use crate::record::ContainerRecord;
+use crate::state::record::ContainerRecord;
 use crate::Crid;
 use crikit::layer::Compression;
 use k8s_cri::v1 as cri;
@@ -452,7 +452,7 @@ fn config_dump(c: &ContainerRecord) -> serde_json::Value {
         "rootfsImageName": c.image_name,
         "runtime": c.runtime_handler,
         "createdTime": rfc3339(c.created_at),
-        "checkpointedTime": rfc3339(crate::now_ns()),
+        "checkpointedTime": rfc3339(crate::state::now_ns()),
     })
 }
 

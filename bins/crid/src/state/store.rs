@@ -1,9 +1,9 @@
 //! The pods and containers crid knows: in memory (maps, name reservations) and on
-//! disk (their state files, see [`crate::record`]), and finding them again when
+//! disk (their state files, see [`crate::state::record`]), and finding them again when
 //! crid starts.
 
 use crate::error::{CridError, Result};
-use crate::record::{self, ContainerRecord, PodRecord};
+use crate::state::record::{self, ContainerRecord, PodRecord};
 use crikit::monitor::StateDir;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -229,7 +229,7 @@ impl Store {
 
     /// Takes the name `key` for `id`; AlreadyExists when another object has it.
     pub fn reserve(&self, key: String, id: &str, what: String) -> Result<Reservation<'_>> {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = crikit::sync::lock(&self.names);
         if let Some(other) = names.get(&key) {
             return Err(CridError::AlreadyExists {
                 what,
@@ -246,10 +246,7 @@ impl Store {
 
     /// Frees the name `key`.
     pub fn release(&self, key: &str) {
-        self.names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        crikit::sync::lock(&self.names).remove(key);
     }
 
     /// Finds the pods and containers a previous crid left in the state directory:
@@ -262,17 +259,14 @@ impl Store {
         for (id, path) in state_files(&self.root.join("pods"), "pod.json") {
             match record::load::<PodRecord>(&path).map_err(|source| CridError::State {
                 path: path.clone(),
-                source,
+                source: source.into(),
             }) {
                 Ok(mut pod) if pod.id == id => {
                     // After a reboot the pinned namespaces are gone: not ready.
                     if pod.ready && pod.ns.values().any(|p| !p.exists()) {
                         pod.ready = false;
                     }
-                    self.names
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(pod_name_key(&pod.metadata), id.clone());
+                    crikit::sync::lock(&self.names).insert(pod_name_key(&pod.metadata), id.clone());
                     self.insert_pod(pod);
                     pods += 1;
                 }
@@ -284,10 +278,10 @@ impl Store {
         for (id, path) in state_files(&self.root.join("containers"), "container.json") {
             match record::load::<ContainerRecord>(&path).map_err(|source| CridError::State {
                 path: path.clone(),
-                source,
+                source: source.into(),
             }) {
                 Ok(c) if c.id == id => {
-                    self.names.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    crikit::sync::lock(&self.names).insert(
                         container_name_key(&c.pod_id, &c.name, c.attempt, c.infra),
                         id.clone(),
                     );
@@ -364,7 +358,7 @@ impl Store {
         use std::time::Duration;
         let dirs = self.monitor_dir(id);
         let wait = |d: Duration, done: &dyn Fn() -> bool| {
-            crate::poll_until(d, Duration::from_millis(10), done);
+            crikit::sync::poll_until(d, Duration::from_millis(10), done);
         };
         let found = dirs.monitor_processes();
         if found.is_empty() {
@@ -415,7 +409,7 @@ impl Store {
         if let Err(e) = crikit::bundle::remove(&self.root, bundle) {
             tracing::warn!("container {id}: removing its bundle: {e}");
         }
-        crate::netns::unbind_all(&self.rro_dir(id));
+        crikit::mountattr::unbind_each(&self.rro_dir(id));
         // A create cut short leaves its half-made bundle mounted (its rootfs, the
         // ID-mapped copies of shared layers): detached first, so the removal cannot
         // reach through them.
@@ -469,7 +463,7 @@ fn state_files(dir: &Path, file: &str) -> Vec<(String, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::tests::fixture;
+    use crate::state::record::tests::fixture;
 
     /// A state root holding the fixtures, as a previous crid left it.
     fn root_with(version: &str) -> tempfile::TempDir {

@@ -2,8 +2,8 @@
 //! unified hierarchy otherwise), the overlay's upper directory and the pod's
 //! network interfaces.
 
-use crate::record::now_ns;
-use crate::record::{ContainerRecord, PodRecord};
+use crate::state::record::now_ns;
+use crate::state::record::{ContainerRecord, PodRecord};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -190,7 +190,7 @@ impl Stats {
     /// CPU use in nanocores since the last sample of `key`.
     fn nano_cores(&self, key: &str, now: i64, cpu_ns: Option<u64>) -> Option<u64> {
         let cpu = cpu_ns?;
-        let mut last = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = crikit::sync::lock(&self.samples);
         let rate = last.get(key).and_then(|&(t, c)| {
             let dt = now.checked_sub(t).filter(|d| *d > 0)? as u128;
             Some((u128::from(cpu.checked_sub(c)?) * 1_000_000_000 / dt) as u64)
@@ -201,10 +201,7 @@ impl Stats {
 
     /// Forgets the samples of `key` (a container id, `pod:ID`).
     pub fn forget(&self, key: &str) {
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        crikit::sync::lock(&self.samples).remove(key);
     }
 
     fn cpu_memory(&self, key: &str, s: &CgroupStats) -> (cri::CpuUsage, cri::MemoryUsage) {
@@ -293,7 +290,7 @@ impl Stats {
         let s = read(Path::new(CGROUP_ROOT), &c.cgroups_path);
         let (cpu, memory) = self.cpu_memory(&c.id, &s);
         let upper = c.bundle.join("upper");
-        let (bytes, inodes) = crate::fsusage::usage(&upper);
+        let (bytes, inodes) = crate::host::fsusage::usage(&upper);
         cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: c.id.clone(),

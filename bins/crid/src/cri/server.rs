@@ -1,8 +1,9 @@
 //! Serving the CRI on a unix socket until SIGTERM or SIGINT.
 
 use crate::config::Settings;
-use crate::service::{ImageService, RuntimeService};
-use crate::{Crid, MAX_MESSAGE};
+use crate::config::MAX_MESSAGE;
+use crate::cri::{ImageService, RuntimeService};
+use crate::Crid;
 use anyhow::{Context, Result};
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
@@ -87,10 +88,10 @@ async fn run(settings: Settings) -> Result<()> {
     let images = ImageServiceServer::new(ImageService(Arc::clone(&crid)))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let metered = crate::service::metered::MeteredLayer(Arc::clone(&crid.metrics));
+    let metered = crate::cri::metered::MeteredLayer(Arc::clone(&crid.metrics));
     let served = tonic::transport::Server::builder()
         .layer(metered)
-        .layer(crate::service::deadline::DeadlineLayer)
+        .layer(crate::cri::deadline::DeadlineLayer)
         .add_service(runtime)
         .add_service(images)
         .serve_with_incoming_shutdown(
