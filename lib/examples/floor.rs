@@ -46,7 +46,7 @@ fn fetch(
         ));
     }
     let mut file = std::fs::File::create(out.join(name)).map_err(|e| e.to_string())?;
-    let mut hasher = crikit::digest::Hasher::new();
+    let mut hasher = crikit::distribution::digest::Hasher::new();
     let mut kept = Vec::new();
     let mut take = |data: &[u8]| -> Result<(), String> {
         hasher.update(data);

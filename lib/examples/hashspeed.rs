@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut digest = None;
     for _ in 0..5 {
         let t = Instant::now();
-        let mut h = crikit::digest::Hasher::new();
+        let mut h = crikit::distribution::digest::Hasher::new();
         for chunk in data.chunks(1 << 20) {
             h.update(chunk);
         }

@@ -1,35 +1,31 @@
-//! crikit: the library behind `imgpull`, `bundlegen`, `ctrmon` and `crid`.
+//! crikit: the library behind `imgpull`, `bundlegen`, `ctrmon`, `crid` and `imgserve`.
 //!
 //! The binaries are thin: they parse arguments and call into the modules here.
 //! The library never prints, never exits and never reads argv; every root
 //! directory it touches is a parameter so tests can point it at a temp dir.
+//!
+//! Its concerns, one folder each:
+//! - [`distribution`]: images from registries into the shared store (references,
+//!   digests, platforms, the OCI image layout, pulls and their configuration:
+//!   registries.conf, auth files, certs.d);
+//! - [`rootfs`]: layers unpacked, runtime specs generated, bundles made;
+//! - [`runtime`]: every OCI runtime command line, and the contract between ctrmon
+//!   and its callers (state directory, exit file, exec result, attach framing);
+//! - [`wire`]: the protocols on the wire that are no one else's (SPDY/3.1, the
+//!   servers' TLS);
+//! - and what all of them use: [`atomic`] writes, [`paths`], [`sync`].
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub use oci_spec;
 
 pub mod atomic;
-pub mod auth;
-pub mod bundle;
-pub mod certs;
-pub mod cli;
-pub mod digest;
-pub mod layer;
-pub mod layout;
-pub mod monitor;
-pub mod mountattr;
+pub mod distribution;
 pub mod paths;
-pub mod platform;
-pub mod progress;
-pub mod reference;
-pub mod registries;
-pub mod registry;
-pub mod runc;
-pub mod seccomp;
-pub mod spdy;
-pub mod spec;
+pub mod rootfs;
+pub mod runtime;
 pub mod sync;
-pub mod tls;
+pub mod wire;
 
 /// An error and its causes on one line, each cause once (a cause whose text the
 /// line already holds is left out), newlines made spaces: what every tool prints

@@ -198,7 +198,7 @@ pub struct CgroupGuard(pub String);
 impl Drop for CgroupGuard {
     fn drop(&mut self) {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for h in crikit::monitor::cgroup::hierarchies(&info) {
+        for h in crikit::runtime::monitor::cgroup::hierarchies(&info) {
             let top = h.mount.join(self.0.trim_start_matches('/'));
             let mut dirs: Vec<std::path::PathBuf> = walk(&top);
             dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));

@@ -3,7 +3,7 @@
 //! per stream), and the remotecommand exec session on top of it.
 
 use bytes::BytesMut;
-use crikit::spdy::{self, Codec, Frame};
+use crikit::wire::spdy::{self, Codec, Frame};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -218,7 +218,7 @@ async fn pod_and_container_lifecycle() {
         .expect("stopping twice is no error");
     // The exited container's runtime state goes with its exit, as containerd deletes
     // its task then; RemoveContainer has only files left to remove.
-    let monitor = crikit::monitor::StateDir::new(&w.crid.run_dir, &ctr);
+    let monitor = crikit::runtime::monitor::StateDir::new(&w.crid.run_dir, &ctr);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !monitor.deleted_file().exists() {
         assert!(Instant::now() < deadline, "ctrmon never deleted {ctr}");
@@ -364,7 +364,9 @@ fn http_get(addr: &str, path: &str) -> String {
 async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
     let w = World::new(Network::None, &[]).await;
     let tag = w.cgroup.trim_start_matches("/crikit-test-").to_string();
-    let hex = crikit::digest::Digest::of(tag.as_bytes()).hex().to_string();
+    let hex = crikit::distribution::digest::Digest::of(tag.as_bytes())
+        .hex()
+        .to_string();
     let bridge = Bridge(format!("ckt{}", &hex[..8]));
     // A /24 and a host port that are free now, held for this test.
     let held = e2e::net::Subnet::pick();
@@ -658,7 +660,7 @@ async fn a_shared_pid_namespace_is_held_by_an_infra_process_that_sees_nothing_of
 
     // It is gone with the pod, and its cgroup with it.
     w.remove_pod(&pod).await;
-    assert!(crikit::monitor::process_state(infra).is_none_or(|(_, s)| s == 'Z'));
+    assert!(crikit::runtime::monitor::process_state(infra).is_none_or(|(_, s)| s == 'Z'));
     for h in ["memory", "pids", "unified"] {
         let dir = Path::new("/sys/fs/cgroup")
             .join(h)
@@ -698,7 +700,7 @@ async fn a_pod_whose_infra_process_dies_is_not_ready_and_takes_no_containers() {
         !e2e::process_runs(b"sleep\x001002\x00")
     });
     e2e::wait_for("the infra process to end", || {
-        crikit::monitor::process_state(infra).is_none_or(|(_, s)| s == 'Z')
+        crikit::runtime::monitor::process_state(infra).is_none_or(|(_, s)| s == 'Z')
     });
     assert_eq!(
         w.pod_status(&pod).await.state,
@@ -799,7 +801,8 @@ async fn crid_killed_and_restarted_loses_nothing() {
     );
 
     // A container whose monitor was killed is in an unknown state, and still goes.
-    let monitor = crikit::monitor::StateDir::new(&w.crid.run_dir, &long).monitor_pid_file();
+    let monitor =
+        crikit::runtime::monitor::StateDir::new(&w.crid.run_dir, &long).monitor_pid_file();
     let monitor: i32 = std::fs::read_to_string(monitor)
         .unwrap()
         .trim()
@@ -1890,7 +1893,7 @@ fn leftovers(w: &World, bridge: &str, ipam: &Path, net: &str) -> Vec<String> {
             .map(|l| format!("iptables {l}")),
     );
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for h in crikit::monitor::cgroup::hierarchies(&info) {
+    for h in crikit::runtime::monitor::cgroup::hierarchies(&info) {
         let top = h.mount.join(w.cgroup.trim_start_matches('/'));
         for e in std::fs::read_dir(&top).into_iter().flatten().flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -1933,7 +1936,9 @@ fn leftovers(w: &World, bridge: &str, ipam: &Path, net: &str) -> Vec<String> {
 async fn crid_killed_at_any_moment_of_a_burst_of_creates_leaves_nothing_once_its_pods_go() {
     let mut w = World::new(Network::None, &[]).await;
     let tag = w.cgroup.trim_start_matches("/crikit-test-").to_string();
-    let hex = crikit::digest::Digest::of(tag.as_bytes()).hex().to_string();
+    let hex = crikit::distribution::digest::Digest::of(tag.as_bytes())
+        .hex()
+        .to_string();
     let bridge = Bridge(format!("ckc{}", &hex[..8]));
     let held = e2e::net::Subnet::pick();
     let net = format!("crikit-crash-{}", &hex[..8]);

@@ -294,7 +294,7 @@ async fn an_idle_websocket_session_ends_and_takes_its_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_port_forward_session_carries_several_ports_and_connections_at_once() {
-    use crikit::spdy::{Frame, FLAG_FIN};
+    use crikit::wire::spdy::{Frame, FLAG_FIN};
     let w = World::new(Network::Loopback, &[]).await;
     let config = w.pod_config("forward", cri::NamespaceMode::Container);
     let pod = w.run_pod(&config).await.unwrap();

@@ -1,8 +1,8 @@
 //! ctrmon with real runc: exit statuses, CRI logs, log reopening, detaching, and
 //! the runtime's errors reaching the caller.
 
-use crikit::monitor::{MonitorCommand, StateDir};
-use crikit::runc::Runtime;
+use crikit::runtime::monitor::{MonitorCommand, StateDir};
+use crikit::runtime::runc::Runtime;
 use e2e::image::push;
 use e2e::{bin, pull_into, run, CgroupGuard, Image, Registry, Run, TempRoot};
 use std::path::{Path, PathBuf};
@@ -92,12 +92,12 @@ impl World {
         bundle: &Path,
         id: &str,
         extra: &[&str],
-    ) -> (crikit::monitor::attach::Client, PathBuf) {
+    ) -> (crikit::runtime::monitor::attach::Client, PathBuf) {
         let sock = self.tmp.path().join(format!("{id}.sock"));
         let mut args = vec!["--stdin", "--attach-socket", sock.to_str().unwrap()];
         args.extend_from_slice(extra);
         self.ctrmon(bundle, id, &args).ok();
-        let client = crikit::monitor::attach::Client::connect(&sock).expect("connect");
+        let client = crikit::runtime::monitor::attach::Client::connect(&sock).expect("connect");
         (client, sock)
     }
 
@@ -365,7 +365,7 @@ fn log_size_max_bounds_the_file() {
 
 #[test]
 fn attach_round_trip_with_stdin() {
-    use crikit::monitor::attach;
+    use crikit::runtime::monitor::attach;
     let w = World::new();
     let b = w.bundle("att", &[], "cat; echo bye >&2");
     let (mut a, sock) = w.attached(&b, "att", &["--start"]);
@@ -426,7 +426,7 @@ fn sync_exec_with_output_and_with_a_timeout() {
         }
         let r = run(c.into_command(), T).ok();
         // The documented wire format, and the library's type for it.
-        let typed: crikit::monitor::exec::ExecResult =
+        let typed: crikit::runtime::monitor::exec::ExecResult =
             serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.describe()));
         let v = serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap();
         assert_eq!(v["exit_code"], typed.exit_code);
@@ -500,8 +500,8 @@ fn a_detached_monitor_reports_its_own_trouble_in_its_log_file() {
 }
 
 /// Reads frames until the exit frame; returns the output and the exit status.
-fn drain(c: &mut crikit::monitor::attach::Client) -> (Vec<u8>, serde_json::Value) {
-    use crikit::monitor::attach;
+fn drain(c: &mut crikit::runtime::monitor::attach::Client) -> (Vec<u8>, serde_json::Value) {
+    use crikit::runtime::monitor::attach;
     let mut out = Vec::new();
     while let Some((kind, data)) = c.next_frame().expect("reading frames") {
         match kind {
@@ -517,11 +517,11 @@ fn drain(c: &mut crikit::monitor::attach::Client) -> (Vec<u8>, serde_json::Value
 }
 
 /// Reads output frames until `want` appears in what arrived.
-fn read_until(c: &mut crikit::monitor::attach::Client, want: &str) -> String {
+fn read_until(c: &mut crikit::runtime::monitor::attach::Client, want: &str) -> String {
     let mut out = Vec::new();
     while !String::from_utf8_lossy(&out).contains(want) {
         match c.next_frame().expect("reading frames") {
-            Some((crikit::monitor::attach::EXIT, _)) | None => {
+            Some((crikit::runtime::monitor::attach::EXIT, _)) | None => {
                 panic!("ended before {want:?}: {:?}", String::from_utf8_lossy(&out))
             }
             Some((_, data)) => out.extend_from_slice(&data),
@@ -572,7 +572,7 @@ fn terminal_mode_with_resize_and_eof() {
 
 #[test]
 fn interactive_exec_on_an_attach_socket() {
-    use crikit::monitor::attach;
+    use crikit::runtime::monitor::attach;
     let w = World::new();
     let b = w.bundle("ix", &[], "sleep 100");
     w.ctrmon(&b, "ix", &["--start"]).ok();

@@ -272,7 +272,7 @@ fn serves_manifests_blobs_and_tags_with_the_upstreams_digests() {
     assert_eq!((s, error_code(&body).as_str()), (404, "MANIFEST_UNKNOWN"));
 
     // The same path stored from two registries: a tag needs ns to pick one.
-    let store = crikit::layout::Store::open_existing(root.join("images")).unwrap();
+    let store = crikit::distribution::layout::Store::open_existing(root.join("images")).unwrap();
     let desc = store
         .resolve(&format!("{}/peer/busybox:1", reg.addr))
         .unwrap();
@@ -319,9 +319,12 @@ fn only_complete_content_is_served_and_hostile_requests_go_nowhere() {
     });
     let raw = serde_json::to_vec(&manifest).unwrap();
     let digest = sha256(&raw);
-    let store = crikit::layout::Store::open_existing(&images).unwrap();
+    let store = crikit::distribution::layout::Store::open_existing(&images).unwrap();
     store
-        .put_blob(&crikit::digest::Digest::parse(&digest).unwrap(), &raw)
+        .put_blob(
+            &crikit::distribution::digest::Digest::parse(&digest).unwrap(),
+            &raw,
+        )
         .unwrap();
     store
         .update_index(|m| {
@@ -332,7 +335,7 @@ fn only_complete_content_is_served_and_hostile_requests_go_nowhere() {
             );
             let mut ann = std::collections::HashMap::new();
             ann.insert(
-                crikit::layout::REF_NAME.to_string(),
+                crikit::distribution::layout::REF_NAME.to_string(),
                 format!("{}/peer/broken:1", reg.addr),
             );
             d.set_annotations(Some(ann));
@@ -744,7 +747,7 @@ fn ctr_pulls_from_imgserve_and_through_a_hosts_toml_mirror_with_ns() {
     pull_into(&root, &reg.addr, &p.reference);
     pull_into(&root, &reg.addr, &other.reference);
     // The same path from another upstream, another image: only ?ns= tells them apart.
-    let store = crikit::layout::Store::open_existing(root.join("images")).unwrap();
+    let store = crikit::distribution::layout::Store::open_existing(root.join("images")).unwrap();
     let desc = store.resolve(&other.reference).unwrap();
     store
         .add_image("other.example/peer/busybox:1", desc)

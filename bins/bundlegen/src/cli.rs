@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, CommandFactory, Parser, ValueEnum};
-use crikit::bundle::{BundleError, BundleOptions, RootfsMode};
-use crikit::cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE};
-use crikit::layout::{LayoutError, Store};
-use crikit::spec::{Net, Overrides, SpecError};
+use crikit::distribution::layout::{LayoutError, Store};
+use crikit::rootfs::bundle::{BundleError, BundleOptions, RootfsMode};
+use crikit::rootfs::spec::{Net, Overrides, SpecError};
+use crikit_cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE};
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 
@@ -208,7 +208,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         let store =
             Store::open(crikit::paths::images_dir(&root)).context("opening the image store")?;
-        let r = crikit::bundle::prune_layers(&store, &root).context("pruning the layer cache")?;
+        let r = crikit::rootfs::bundle::prune_layers(&store, &root)
+            .context("pruning the layer cache")?;
         if args.json {
             serde_json::to_writer(&mut out, &r)?;
             writeln!(out)?;
@@ -233,7 +234,7 @@ pub fn run(args: Args) -> Result<()> {
             usage_error("--remove needs at least one BUNDLE");
         }
         for b in bundles {
-            crikit::bundle::remove(&root, &b)
+            crikit::rootfs::bundle::remove(&root, &b)
                 .with_context(|| format!("removing bundle {}", b.display()))?;
         }
         return Ok(());
@@ -357,7 +358,7 @@ pub fn run(args: Args) -> Result<()> {
     let store = Store::open_existing(&images)
         .with_context(|| format!("opening the image store {}", images.display()))?;
     let name = store.find(&image)?;
-    let info = crikit::bundle::create(&store, &root, &name, bundle, &opts)
+    let info = crikit::rootfs::bundle::create(&store, &root, &name, bundle, &opts)
         .with_context(|| format!("generating bundle {} from {name}", bundle.display()))?;
     if args.json {
         let v = serde_json::json!({"type": "bundle", "data": info, "version": 1});

@@ -5,10 +5,10 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    if let Some(code) = crikit::cli::generate_if_asked::<cli::Args>("1", cli::MAN_EXTRA) {
+    if let Some(code) = crikit_cli::generate_if_asked::<cli::Args>("1", cli::MAN_EXTRA) {
         return code;
     }
     let args = cli::Args::parse();
-    crikit::cli::init_logging(&args.log);
-    crikit::cli::finish("bundlegen", cli::run(args), cli::exit_code)
+    crikit_cli::init_logging(&args.log);
+    crikit_cli::finish("bundlegen", cli::run(args), cli::exit_code)
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use crid::config::{Handler, Settings, StreamTls};
-use crikit::cli::LogArgs;
+use crikit_cli::LogArgs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -22,8 +22,9 @@ pub struct Handler {
 
 impl Handler {
     /// The runtime, to run.
-    pub fn runtime(&self) -> crikit::runc::Runtime {
-        crikit::runc::Runtime::new(&self.path, Some(self.root.clone())).with_args(self.args.clone())
+    pub fn runtime(&self) -> crikit::runtime::runc::Runtime {
+        crikit::runtime::runc::Runtime::new(&self.path, Some(self.root.clone()))
+            .with_args(self.args.clone())
     }
 }
 

@@ -3,11 +3,11 @@
 //! terms a client acts on (retry, fix the request, wait). The service layer turns
 //! kinds into gRPC codes in one place; nothing here knows gRPC.
 
-use crikit::bundle::BundleError;
-use crikit::layer::LayerError;
-use crikit::layout::LayoutError;
-use crikit::registry::RegistryError;
-use crikit::runc::RuntimeError;
+use crikit::distribution::layout::LayoutError;
+use crikit::distribution::registry::RegistryError;
+use crikit::rootfs::bundle::BundleError;
+use crikit::rootfs::layer::LayerError;
+use crikit::runtime::runc::RuntimeError;
 use std::path::PathBuf;
 
 /// What went wrong, as a client should act on it (containerd's errdefs kinds).
@@ -212,10 +212,10 @@ impl CridError {
             CridError::Store(e) if e.is_not_found() => ErrorKind::NotFound,
             CridError::Store(_) | CridError::Task(_) => ErrorKind::Internal,
             CridError::Pull(e) => match e.kind() {
-                crikit::registry::ErrorKind::NotFound => ErrorKind::NotFound,
-                crikit::registry::ErrorKind::Usage => ErrorKind::InvalidArgument,
-                crikit::registry::ErrorKind::Registry => ErrorKind::Unavailable,
-                crikit::registry::ErrorKind::Other => ErrorKind::Internal,
+                crikit::distribution::registry::ErrorKind::NotFound => ErrorKind::NotFound,
+                crikit::distribution::registry::ErrorKind::Usage => ErrorKind::InvalidArgument,
+                crikit::distribution::registry::ErrorKind::Registry => ErrorKind::Unavailable,
+                crikit::distribution::registry::ErrorKind::Other => ErrorKind::Internal,
             },
             CridError::PullStalled { .. } | CridError::ExecTimeout { .. } => {
                 ErrorKind::DeadlineExceeded

@@ -187,7 +187,7 @@ pub fn feed_line(e: &cri::ContainerEventResponse) -> String {
         .map(|s| s.as_str_name().to_string());
     let mut v = serde_json::json!({
         "version": FEED_VERSION,
-        "time": crikit::monitor::rfc3339_nanos(
+        "time": crikit::runtime::monitor::rfc3339_nanos(
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(e.created_at.max(0) as u64)
         ),
         "type": kind,

@@ -7,10 +7,10 @@
 //! one image with the same credentials share one download.
 
 use crate::error::{CridError, Result};
-use crikit::digest::Digest;
-use crikit::layout::{ImageEntry, LayoutError, Store as Layout, MAX_CONFIG_SIZE};
-use crikit::progress::{Event, Sink};
-use crikit::registry::Puller;
+use crikit::distribution::digest::Digest;
+use crikit::distribution::layout::{ImageEntry, LayoutError, Store as Layout, MAX_CONFIG_SIZE};
+use crikit::distribution::progress::{Event, Sink};
+use crikit::distribution::registry::Puller;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
@@ -172,10 +172,12 @@ pub fn find(store: &Layout, spec: &str) -> Result<Option<ImageInfo>> {
 }
 
 /// Credentials from the CRI's AuthConfig.
-pub fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<crikit::auth::Credentials>> {
+pub fn credentials(
+    auth: Option<&cri::AuthConfig>,
+) -> Result<Option<crikit::distribution::registry::auth::Credentials>> {
     let Some(a) = auth else { return Ok(None) };
     if !a.username.is_empty() {
-        return Ok(Some(crikit::auth::Credentials {
+        return Ok(Some(crikit::distribution::registry::auth::Credentials {
             username: a.username.clone(),
             password: a.password.clone(),
         }));
@@ -187,7 +189,7 @@ pub fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<crikit::auth
             .map_err(|e| CridError::Invalid(format!("auth: not base64: {e}")))?;
         let text = String::from_utf8(raw)
             .map_err(|_| CridError::Invalid("auth: not USER:PASSWORD".into()))?;
-        return crikit::auth::Credentials::parse(&text)
+        return crikit::distribution::registry::auth::Credentials::parse(&text)
             .map(Some)
             .map_err(|e| CridError::Invalid(format!("auth: {e}")));
     }
@@ -298,7 +300,7 @@ impl Images {
     pub async fn pull(
         self: &Arc<Self>,
         image: &str,
-        creds: Option<crikit::auth::Credentials>,
+        creds: Option<crikit::distribution::registry::auth::Credentials>,
     ) -> Result<String> {
         let key = format!(
             "{image}\0{}",
@@ -341,7 +343,7 @@ impl Images {
     async fn pull_now(
         &self,
         image: &str,
-        creds: Option<crikit::auth::Credentials>,
+        creds: Option<crikit::distribution::registry::auth::Credentials>,
     ) -> Result<String> {
         let watch = Watch {
             start: Instant::now(),

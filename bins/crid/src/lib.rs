@@ -67,19 +67,21 @@ pub struct Crid {
 impl Crid {
     /// Opens the image store and sets up the puller (registries.conf, auth files).
     pub fn new(settings: Settings) -> Result<Crid> {
-        let layout = crikit::layout::Store::open(crikit::paths::images_dir(&settings.root))?;
+        let layout =
+            crikit::distribution::layout::Store::open(crikit::paths::images_dir(&settings.root))?;
         let conf = settings
             .registries_conf
             .clone()
             .or_else(|| std::env::var_os("CONTAINERS_REGISTRIES_CONF").map(Into::into));
-        let mut registries = crikit::registries::Registries::load(conf.as_deref())
-            .map_err(|e| CridError::Pull(e.into()))?;
+        let mut registries =
+            crikit::distribution::registry::registries::Registries::load(conf.as_deref())
+                .map_err(|e| CridError::Pull(e.into()))?;
         registries.add_insecure(settings.insecure_registries.iter().cloned());
-        let creds = crikit::auth::CredentialStore::from_env(None);
-        let puller = crikit::registry::Puller::new(
+        let creds = crikit::distribution::registry::auth::CredentialStore::from_env(None);
+        let puller = crikit::distribution::registry::Puller::new(
             registries,
             creds,
-            crikit::registry::PullOptions::default(),
+            crikit::distribution::registry::PullOptions::default(),
         )
         .map_err(CridError::Pull)?;
         let metrics = Arc::new(metrics::Metrics::new());
@@ -141,7 +143,7 @@ impl Crid {
     }
 
     /// The OCI runtime of the handler `name` ("" for the default).
-    pub fn runtime(&self, name: &str) -> Result<crikit::runc::Runtime> {
+    pub fn runtime(&self, name: &str) -> Result<crikit::runtime::runc::Runtime> {
         self.settings
             .handler(name)
             .map(config::Handler::runtime)
@@ -153,7 +155,7 @@ impl Crid {
     }
 
     /// Every handler's runtime.
-    pub fn all_runtimes(&self) -> Vec<crikit::runc::Runtime> {
+    pub fn all_runtimes(&self) -> Vec<crikit::runtime::runc::Runtime> {
         self.settings
             .runtimes
             .values()

@@ -5,11 +5,11 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    if let Some(code) = crikit::cli::generate_if_asked::<cli::Args>("8", cli::MAN_EXTRA) {
+    if let Some(code) = crikit_cli::generate_if_asked::<cli::Args>("8", cli::MAN_EXTRA) {
         return code;
     }
     let args = cli::Args::parse();
-    crikit::cli::init_logging(&args.log);
+    crikit_cli::init_logging(&args.log);
     let run = || -> anyhow::Result<()> { crid::cri::server::serve(cli::resolve(&args)?) };
-    crikit::cli::finish("crid", run(), |_| None)
+    crikit_cli::finish("crid", run(), |_| None)
 }

@@ -1,10 +1,11 @@
 //! Command line of ctrmon.
 
+use crate::error::MonitorError;
+use crate::run::{Launch, MonitorConfig, Report, Spawned};
 use anyhow::{Context, Result};
-use crikit::cli::LogArgs;
-use crikit::monitor::run::{Launch, MonitorConfig, MonitorError, Report, Spawned};
-use crikit::monitor::StateDir;
-use crikit::runc::Runtime;
+use crikit::runtime::monitor::StateDir;
+use crikit::runtime::runc::Runtime;
+use crikit_cli::LogArgs;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -185,7 +186,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
                         )));
                     }
                     let work = images.parent().unwrap_or(&images).to_path_buf();
-                    Some(crikit::runc::Checkpoint { images, work })
+                    Some(crikit::runtime::runc::Checkpoint { images, work })
                 }
                 None => None,
             };
@@ -242,7 +243,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
         attach_wait: args.attach_wait.map(std::time::Duration::from_secs),
         cgroup_parent: args.cgroup_parent.clone(),
     };
-    let report = match crikit::monitor::run::spawn(&cfg) {
+    let report = match crate::run::spawn(&cfg) {
         Ok(Spawned::Caller(r)) => r,
         // The monitor's (or the intermediate process's) own end.
         Ok(Spawned::Exit(code)) => return Ok(exit_code(code)),
@@ -252,13 +253,13 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
                     pid: -1,
                     message: Some(e.to_string()),
                 };
-                let _ = crikit::monitor::run::report_to_fd(fd, &r);
+                let _ = crate::run::report_to_fd(fd, &r);
             }
             return Err(e.into());
         }
     };
     if let Some(fd) = args.sync_fd {
-        crikit::monitor::run::report_to_fd(fd, &report).context("writing to --sync-fd")?;
+        crate::run::report_to_fd(fd, &report).context("writing to --sync-fd")?;
     }
     if report.pid < 0 {
         anyhow::bail!(
@@ -285,7 +286,7 @@ fn usage(reason: &str) -> anyhow::Error {
 /// `--infra`: start the pod's infra process and print its pid.
 fn infra(args: &Args) -> Result<()> {
     let ns_dir = args.ns_dir.clone().unwrap_or_default();
-    let cfg = crikit::monitor::infra::InfraConfig {
+    let cfg = crate::infra::InfraConfig {
         id: args.id.clone(),
         ns_dir: std::path::absolute(&ns_dir)
             .with_context(|| format!("--ns-dir {}", ns_dir.display()))?,
@@ -296,16 +297,16 @@ fn infra(args: &Args) -> Result<()> {
             .transpose()?,
         cgroup_parent: args.cgroup_parent.clone(),
     };
-    let pid = crikit::monitor::infra::spawn(&cfg)
-        .with_context(|| format!("infra process of pod {}", args.id))?;
+    let pid =
+        crate::infra::spawn(&cfg).with_context(|| format!("infra process of pod {}", args.id))?;
     writeln!(std::io::stdout(), "{pid}")?;
     Ok(())
 }
 
 /// `--exec`: run a process in the container and print the JSON result.
 fn exec(args: &Args, process: &std::path::Path, dirs: &StateDir) -> Result<()> {
-    crikit::monitor::exec::check_process(process)?;
-    let o = crikit::monitor::exec::ExecOptions {
+    crate::exec::check_process(process)?;
+    let o = crate::exec::ExecOptions {
         runtime: Runtime::new(&args.runtime, args.runtime_root.clone())
             .with_args(args.runtime_arg.clone()),
         id: args.id.clone(),
@@ -314,7 +315,7 @@ fn exec(args: &Args, process: &std::path::Path, dirs: &StateDir) -> Result<()> {
         max_output: args.exec_output_max,
         pid_file: dirs.exec_file(std::process::id(), "pid"),
     };
-    let r = crikit::monitor::exec::exec_sync(&o).with_context(|| format!("exec in {}", args.id))?;
+    let r = crate::exec::exec_sync(&o).with_context(|| format!("exec in {}", args.id))?;
     let _ = std::fs::remove_file(&o.pid_file);
     let line = serde_json::to_string(&r).context("encoding the result")?;
     writeln!(std::io::stdout(), "{line}")?;

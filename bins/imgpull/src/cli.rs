@@ -3,13 +3,13 @@
 
 use anyhow::{Context, Result};
 use clap::{ArgGroup, CommandFactory, Parser, ValueEnum};
-use crikit::auth::{AuthError, CredentialStore, Credentials};
-use crikit::cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REGISTRY, EXIT_USAGE};
-use crikit::layout::{LayoutError, Store};
-use crikit::platform::{Platform, PlatformError};
-use crikit::reference::ReferenceError;
-use crikit::registries::{Registries, RegistriesError};
-use crikit::registry::{ErrorKind, PullOptions, Puller, RegistryError};
+use crikit::distribution::layout::{LayoutError, Store};
+use crikit::distribution::platform::{Platform, PlatformError};
+use crikit::distribution::reference::ReferenceError;
+use crikit::distribution::registry::auth::{AuthError, CredentialStore, Credentials};
+use crikit::distribution::registry::registries::{Registries, RegistriesError};
+use crikit::distribution::registry::{ErrorKind, PullOptions, Puller, RegistryError};
+use crikit_cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REGISTRY, EXIT_USAGE};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -203,7 +203,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.inspect {
         let store = open()?;
         let name = resolve_name(&store, &args.images[0])?;
-        let v = crikit::layout::inspect(&store, &name)
+        let v = crikit::distribution::layout::inspect(&store, &name)
             .with_context(|| format!("inspecting {}", args.images[0]))?;
         if args.json {
             json_line(&mut out, "image", &v, false)?;
@@ -289,7 +289,7 @@ fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Resu
     }
     // Bad references are usage errors, found before any network traffic.
     for img in &args.images {
-        crikit::reference::parse(img)?;
+        crikit::distribution::reference::parse(img)?;
     }
     // The HTTP client reads and parses the system's CA certificates (tens of
     // milliseconds with a cold page cache): it is built while the store opens.
@@ -360,7 +360,7 @@ fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Resu
 /// decides the exit code.
 fn report_or_keep(e: anyhow::Error, first: &mut Option<anyhow::Error>) {
     if first.is_some() {
-        eprintln!("imgpull: {}", crikit::cli::one_line(&e));
+        eprintln!("imgpull: {}", crikit_cli::one_line(&e));
     } else {
         *first = Some(e);
     }
@@ -464,7 +464,11 @@ mod tests {
         assert_eq!(code(nf.into()), Some(EXIT_NOT_FOUND));
         assert_eq!(code(reg("503").into()), Some(EXIT_REGISTRY));
         assert_eq!(
-            code(crikit::reference::parse("A B").unwrap_err().into()),
+            code(
+                crikit::distribution::reference::parse("A B")
+                    .unwrap_err()
+                    .into()
+            ),
             Some(EXIT_USAGE)
         );
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Rendering pull progress on stderr: bars on a terminal, plain lines, JSON lines.
 
 use crate::cli::{human_size, ProgressMode};
-use crikit::progress::{Event, Sink};
+use crikit::distribution::progress::{Event, Sink};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};

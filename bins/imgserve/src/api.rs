@@ -8,7 +8,7 @@
 
 use crate::auth::Auth;
 use crate::view::{Lookup, Views};
-use crikit::digest::Digest;
+use crikit::distribution::digest::Digest;
 use std::fs::File;
 
 /// A request as the API sees it.
@@ -174,7 +174,7 @@ fn route(views: &Views, auth: &Auth, req: &Request<'_>) -> Response {
 /// Checks the repository path before `f` gets it.
 fn with_name(parts: &[&str], f: impl FnOnce(&str) -> Response) -> Response {
     let repo = parts.join("/");
-    if parts.is_empty() || !crikit::reference::valid_repository(&repo) {
+    if parts.is_empty() || !crikit::distribution::reference::valid_repository(&repo) {
         return Response::error(
             400,
             "NAME_INVALID",
@@ -250,7 +250,7 @@ fn manifest(views: &Views, repo: &str, reference: &str, ns: Option<String>) -> R
             );
         };
         view.manifest(&d).cloned()
-    } else if crikit::reference::valid_tag(reference) {
+    } else if crikit::distribution::reference::valid_tag(reference) {
         match view.tag(repo, reference, ns.as_deref()) {
             Lookup::Found(m) => Some(m.clone()),
             Lookup::Missing => None,

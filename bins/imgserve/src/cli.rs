@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use crikit::cli::{LogArgs, EXIT_USAGE};
+use crikit_cli::{LogArgs, EXIT_USAGE};
 use imgserve::auth::{Auth, AuthFileError};
 use imgserve::server::{Limits, Shared};
 use imgserve::view::Views;
@@ -76,7 +76,7 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
     e.chain()
         .any(|c| {
             c.downcast_ref::<AuthFileError>().is_some()
-                || c.downcast_ref::<crikit::tls::TlsError>().is_some()
+                || c.downcast_ref::<crikit::wire::tls::TlsError>().is_some()
         })
         .then_some(EXIT_USAGE)
 }
@@ -113,7 +113,7 @@ pub fn run(args: Args) -> Result<()> {
     .context("credentials")?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-            crikit::tls::server_config("imgserve", cert, key, args.tls_client_ca.as_deref())
+            crikit::wire::tls::server_config("imgserve", cert, key, args.tls_client_ca.as_deref())
                 .context("TLS files")?,
         )),
         _ => None,

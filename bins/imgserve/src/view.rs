@@ -7,11 +7,11 @@
 //! every layer are blobs of the store; blobs still being written live in `.ingest/`,
 //! which is never read. Besides the stored manifest, an entry's registry manifests
 //! (the image index of a multi-platform image, a Docker manifest before conversion;
-//! [`crikit::layout::SOURCE_MANIFESTS`]) are served, and a tag is answered with the
+//! [`crikit::distribution::layout::SOURCE_MANIFESTS`]) are served, and a tag is answered with the
 //! manifest the registry gave for it, so a client sees the registry's own digests.
 
-use crikit::digest::Digest;
-use crikit::layout::{self, LayoutError, Store, MAX_MANIFEST_SIZE};
+use crikit::distribution::digest::Digest;
+use crikit::distribution::layout::{self, LayoutError, Store, MAX_MANIFEST_SIZE};
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -98,7 +98,7 @@ impl View {
                 .ok()
                 .and_then(|d| view.by_digest.get(&d).cloned())
                 .unwrap_or(stored);
-            let Ok(r) = crikit::reference::parse(&e.name) else {
+            let Ok(r) = crikit::distribution::reference::parse(&e.name) else {
                 continue;
             };
             let Some(tag) = r.tag() else { continue };
@@ -208,7 +208,7 @@ fn complete(store: &Store, digest: &Digest) -> Result<(), Incomplete> {
 fn manifest_type(store: &Store, digest: &Digest) -> Option<String> {
     let raw = store.read_blob(digest, MAX_MANIFEST_SIZE).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    crikit::registry::media_type_of(&v).map(str::to_string)
+    crikit::distribution::registry::media_type_of(&v).map(str::to_string)
 }
 
 /// What identifies a version of `index.json`.

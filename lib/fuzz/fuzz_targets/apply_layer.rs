@@ -3,7 +3,7 @@
 //! sibling directory `outside` stays empty and nothing appears beside the rootfs.
 #![no_main]
 
-use crikit::layer::{apply, ApplyOptions, Form};
+use crikit::rootfs::layer::{apply, ApplyOptions, Form};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -16,7 +16,7 @@
 use crate::error::{CridError, Result};
 use crate::state::record::ContainerRecord;
 use crate::Crid;
-use crikit::layer::Compression;
+use crikit::rootfs::layer::Compression;
 use k8s_cri::v1 as cri;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -62,7 +62,7 @@ pub fn criu_ready() -> std::result::Result<(), String> {
 
 /// The first of CRIU's errors in `text`; the whole text when it has none.
 fn first_error(text: &str) -> String {
-    crikit::runc::criu_errors(text)
+    crikit::runtime::runc::criu_errors(text)
         .next()
         .unwrap_or(text.trim())
         .to_string()
@@ -71,7 +71,7 @@ fn first_error(text: &str) -> String {
 /// Whether checkpoints and restores can be made here with `runtime`: CRIU runs,
 /// and the runtime has `verb` (`checkpoint` or `restore`). `what` begins the error.
 pub fn ready_for(
-    runtime: &crikit::runc::Runtime,
+    runtime: &crikit::runtime::runc::Runtime,
     verb: &str,
     what: &str,
 ) -> std::result::Result<(), CridError> {
@@ -145,16 +145,16 @@ impl Crid {
                 .map_err(|source| {
                     let source = match (
                         source,
-                        crikit::runc::criu_log_errors(&work.path().join("dump.log")),
+                        crikit::runtime::runc::criu_log_errors(&work.path().join("dump.log")),
                     ) {
                         (
-                            crikit::runc::RuntimeError::Failed {
+                            crikit::runtime::runc::RuntimeError::Failed {
                                 runtime,
                                 verb,
                                 message,
                             },
                             Some(e),
-                        ) => crikit::runc::RuntimeError::Failed {
+                        ) => crikit::runtime::runc::RuntimeError::Failed {
                             runtime,
                             verb,
                             message: format!("{message}: {e}"),
@@ -203,7 +203,7 @@ const IMAGE_ANNOTATIONS: [&str; 2] = [
 /// path, which asks for a restore from that checkpoint archive, the archive read and
 /// checked (CRIU must be able to run, and `runtime` to restore); any other image
 /// is `None`.
-pub fn open_restore(image: &str, runtime: &crikit::runc::Runtime) -> Result<Option<Dump>> {
+pub fn open_restore(image: &str, runtime: &crikit::runtime::runc::Runtime) -> Result<Option<Dump>> {
     let path = Path::new(image);
     if !path.is_absolute() || !path.is_file() {
         return Ok(None);
@@ -216,9 +216,9 @@ pub fn open_restore(image: &str, runtime: &crikit::runc::Runtime) -> Result<Opti
 /// them for kubelet's restores), the archive that is its one layer, read and checked
 /// as [`open_restore`] does; any other image is `None`.
 pub fn open_image_restore(
-    store: &crikit::layout::Store,
+    store: &crikit::distribution::layout::Store,
     name: &str,
-    runtime: &crikit::runc::Runtime,
+    runtime: &crikit::runtime::runc::Runtime,
 ) -> Result<Option<Dump>> {
     let bad = |why: String| CridError::Invalid(format!("checkpoint image {name}: {why}"));
     let desc = store.resolve(name)?;
@@ -238,13 +238,13 @@ pub fn open_image_restore(
     read_dump(&path, &format!("checkpoint image {name}"), runtime).map(Some)
 }
 
-fn parse_digest(d: &str) -> std::result::Result<crikit::digest::Digest, String> {
-    crikit::digest::Digest::parse(d).map_err(|e| e.to_string())
+fn parse_digest(d: &str) -> std::result::Result<crikit::distribution::digest::Digest, String> {
+    crikit::distribution::digest::Digest::parse(d).map_err(|e| e.to_string())
 }
 
 /// Reads the checkpoint archive at `path` (`what` in errors): its config and spec
 /// dumps, and that it holds CRIU's images; checks that `runtime` can restore.
-fn read_dump(path: &Path, what: &str, runtime: &crikit::runc::Runtime) -> Result<Dump> {
+fn read_dump(path: &Path, what: &str, runtime: &crikit::runtime::runc::Runtime) -> Result<Dump> {
     let bad = |why: String| CridError::Invalid(format!("{what}: {why}"));
     let not_tar = |e: io::Error| bad(format!("a file, but not a tar archive: {e}"));
     let mut file = std::fs::File::open(path).map_err(CridError::io(format!("opening {what}")))?;
@@ -377,26 +377,27 @@ pub fn unpack_restore(dump: &Dump, dir: &Path, rootfs: &Path) -> Result<PathBuf>
         }
         .map_err(CridError::io(format!("unpacking {}", target.display())))?;
     }
-    let opts = crikit::layer::ApplyOptions {
-        form: crikit::layer::Form::Copy,
+    let opts = crikit::rootfs::layer::ApplyOptions {
+        form: crikit::rootfs::layer::Form::Copy,
         privileged: true,
         digest: None,
         diff_id: None,
-        compression: Some(crikit::layer::Compression::None),
+        compression: Some(crikit::rootfs::layer::Compression::None),
         lower: vec![],
     };
     let layer_err = |source| CridError::Bundle {
         name: what.clone(),
-        source: crikit::bundle::BundleError::Layer(source),
+        source: crikit::rootfs::bundle::BundleError::Layer(source),
     };
     if diff.exists() {
         let f = std::fs::File::open(&diff).map_err(io_err)?;
-        crikit::layer::apply(rootfs, f, "rootfs-diff.tar", &opts).map_err(layer_err)?;
+        crikit::rootfs::layer::apply(rootfs, f, "rootfs-diff.tar", &opts).map_err(layer_err)?;
         let _ = std::fs::remove_file(&diff);
     }
     if !deleted.is_empty() {
         let whiteouts = whiteouts(&deleted).map_err(|e| bad(format!("deleted.files: {e}")))?;
-        crikit::layer::apply(rootfs, &whiteouts[..], "deleted.files", &opts).map_err(layer_err)?;
+        crikit::rootfs::layer::apply(rootfs, &whiteouts[..], "deleted.files", &opts)
+            .map_err(layer_err)?;
     }
     Ok(images)
 }
@@ -440,7 +441,7 @@ fn archive_members(path: &Path) -> io::Result<Vec<String>> {
 /// ContainerConfig).
 fn config_dump(c: &ContainerRecord) -> serde_json::Value {
     let rfc3339 = |ns: i64| {
-        crikit::monitor::rfc3339_nanos(
+        crikit::runtime::monitor::rfc3339_nanos(
             std::time::UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64),
         )
     };
@@ -536,7 +537,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            crikit::runc::criu_log_errors(&d.path().join("dump.log")).as_deref(),
+            crikit::runtime::runc::criu_log_errors(&d.path().join("dump.log")).as_deref(),
             Some("vdso: Failed")
         );
     }

@@ -155,7 +155,7 @@ fn overrides(
     id: &str,
     config: &cri::ContainerConfig,
     sources: &[Option<PathBuf>],
-) -> Result<crikit::spec::Overrides> {
+) -> Result<crikit::rootfs::spec::Overrides> {
     let sc = config
         .linux
         .as_ref()
@@ -212,7 +212,7 @@ fn overrides(
         Some(p) => format!("{}/crikit-{id}", p.trim_end_matches('/')),
         None => format!("/crikit/{id}"),
     };
-    Ok(crikit::spec::Overrides {
+    Ok(crikit::rootfs::spec::Overrides {
         cmd: (!config.args.is_empty()).then(|| config.args.clone()),
         entrypoint: (!config.command.is_empty()).then(|| config.command.clone()),
         env: config
@@ -234,8 +234,8 @@ fn overrides(
         cpus: None,
         pids_limit: None,
         net: match pod.ns.get("net") {
-            Some(p) => crikit::spec::Net::Path(p.clone()),
-            None => crikit::spec::Net::Host,
+            Some(p) => crikit::rootfs::spec::Net::Path(p.clone()),
+            None => crikit::rootfs::spec::Net::Host,
         },
         annotations: config
             .annotations
@@ -252,12 +252,12 @@ fn overrides(
 
 /// Why a bundle could not be made: the library's error, or the fitting's.
 enum Making {
-    Bundle(crikit::bundle::BundleError),
+    Bundle(crikit::rootfs::bundle::BundleError),
     Fit(CridError),
 }
 
-impl From<crikit::bundle::BundleError> for Making {
-    fn from(e: crikit::bundle::BundleError) -> Making {
+impl From<crikit::rootfs::bundle::BundleError> for Making {
+    fn from(e: crikit::rootfs::bundle::BundleError) -> Making {
         Making::Bundle(e)
     }
 }
@@ -450,10 +450,10 @@ impl Crid {
                 Some(userns) => {
                     let ns = std::fs::File::open(userns)
                         .map_err(CridError::io(format!("opening {}", userns.display())))?;
-                    crikit::mountattr::idmapped_bind(src, &dst, &ns)
+                    crikit::rootfs::mountattr::idmapped_bind(src, &dst, &ns)
                         .map_err(failed("an ID-mapped copy"))?;
                     if m.recursive_read_only {
-                        crikit::mountattr::readonly_recursive(&dst)
+                        crikit::rootfs::mountattr::readonly_recursive(&dst)
                             .map_err(failed("a read-only ID-mapped copy"))?;
                     }
                 }
@@ -562,12 +562,12 @@ impl Crid {
             .map_err(CridError::io(format!("creating {}", dir.display())))?;
         let bundle = dir.join("bundle");
         let sources = self.crid_made_mounts(pod, id, &config)?;
-        let opts = crikit::bundle::BundleOptions {
-            mode: crikit::bundle::RootfsMode::Auto,
+        let opts = crikit::rootfs::bundle::BundleOptions {
+            mode: crikit::rootfs::bundle::RootfsMode::Auto,
             overrides: overrides(pod, id, &config, &sources)?,
             patch: None,
             userns: match (pod.userns, pod.ns.get("user")) {
-                (Some(u), Some(file)) => Some(crikit::bundle::UsernsRootfs {
+                (Some(u), Some(file)) => Some(crikit::rootfs::bundle::UsernsRootfs {
                     userns: file.clone(),
                     root_uid: u.uids.host_id,
                     root_gid: u.gids.host_id,
@@ -586,7 +586,7 @@ impl Crid {
         let mut stop_signal = String::from("SIGTERM");
         let mut cgroups_path = String::new();
         let mut user = None;
-        crikit::bundle::create_with(
+        crikit::rootfs::bundle::create_with(
             &self.images.store,
             &self.settings.root,
             &image_name,
@@ -661,7 +661,7 @@ impl Crid {
         // here (an rmdir of one in this namespace would fail with EBUSY). A restore
         // needs them until StartContainer.
         if restore_from.is_none() {
-            crikit::mountattr::unbind_each(&self.store.rro_dir(id));
+            crikit::rootfs::mountattr::unbind_each(&self.store.rro_dir(id));
         }
         tracing::debug!(
             "container {id}: image found in {t_find:?}, bundle and spec made by {t_bundle:?}, \

@@ -106,7 +106,7 @@ pub fn end_infra_process(pod: &PodRecord, pid: Option<i32>) {
     let mut pids: Vec<i32> = pid.into_iter().chain(from_file).collect();
     pids.dedup();
     for pid in pids {
-        if !crikit::monitor::infra::is_infra(pid, &ns_dir) {
+        if !crikit::runtime::monitor::is_infra(pid, &ns_dir) {
             continue;
         }
         let _ = nix::sys::signal::kill(
@@ -114,14 +114,14 @@ pub fn end_infra_process(pod: &PodRecord, pid: Option<i32>) {
             nix::sys::signal::Signal::SIGKILL,
         );
         crikit::sync::poll_until(Duration::from_secs(5), Duration::from_millis(1), || {
-            !crikit::monitor::infra::is_infra(pid, &ns_dir)
+            !crikit::runtime::monitor::is_infra(pid, &ns_dir)
         });
     }
     if let Some(parent) = &pod.cgroup_parent {
         // Busy until the process's parent has reaped it.
         let name = format!("ctrmon-{}", pod.id);
         crikit::sync::poll_until(Duration::from_secs(1), Duration::from_millis(5), || {
-            crikit::monitor::cgroup::remove(Path::new(parent), &name)
+            crikit::runtime::monitor::cgroup::remove(Path::new(parent), &name)
         });
     }
     let _ = std::fs::remove_file(&file);

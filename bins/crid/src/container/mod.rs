@@ -76,12 +76,15 @@ impl ExitWatch {
 
 /// Whether `pid` runs (a zombie does not).
 fn alive(pid: i32) -> bool {
-    pid > 0 && crikit::monitor::process_state(pid).is_some_and(|(_, state)| state != 'Z')
+    pid > 0 && crikit::runtime::monitor::process_state(pid).is_some_and(|(_, state)| state != 'Z')
 }
 
 impl Crid {
     /// The monitors of containers run by `runtime`.
-    pub fn monitors<'a>(&'a self, runtime: &'a crikit::runc::Runtime) -> monitor::Monitors<'a> {
+    pub fn monitors<'a>(
+        &'a self,
+        runtime: &'a crikit::runtime::runc::Runtime,
+    ) -> monitor::Monitors<'a> {
         monitor::Monitors {
             ctrmon: &self.settings.ctrmon,
             runtime,
@@ -97,13 +100,13 @@ impl Crid {
 
     /// The runtime that stops and removes `c`: its handler's, or, when the handler
     /// is no longer configured, the default one, so that teardown never fails on it.
-    fn teardown_runtime(&self, c: &ContainerRecord) -> crikit::runc::Runtime {
+    fn teardown_runtime(&self, c: &ContainerRecord) -> crikit::runtime::runc::Runtime {
         self.runtime(&c.runtime_handler).unwrap_or_else(|e| {
             tracing::warn!("container {}: {e}; using the default runtime", c.id);
             self.settings
                 .handler("")
                 .map(crate::config::Handler::runtime)
-                .unwrap_or_else(|| crikit::runc::Runtime::new("runc", None))
+                .unwrap_or_else(|| crikit::runtime::runc::Runtime::new("runc", None))
         })
     }
 
@@ -138,7 +141,7 @@ impl Crid {
                 // Restored: CRIU's images (the memory it dumped) are not needed again,
                 // nor crid's copies of read-only binds (as after a create).
                 let _ = std::fs::remove_dir_all(&images);
-                crikit::mountattr::unbind_each(&me.store.rro_dir(&c2.id));
+                crikit::rootfs::mountattr::unbind_each(&me.store.rro_dir(&c2.id));
                 Ok::<_, CridError>(pid)
             })
             .await??;
@@ -232,16 +235,19 @@ impl Crid {
                     source,
                 })?;
             }
-            crikit::bundle::remove(&me.settings.root, &c.bundle).map_err(|source| {
+            crikit::rootfs::bundle::remove(&me.settings.root, &c.bundle).map_err(|source| {
                 CridError::Bundle {
                     name: c.name.clone(),
                     source,
                 }
             })?;
             if let Some(parent) = &c.monitor_cgroup_parent {
-                crikit::monitor::cgroup::remove(Path::new(parent), &format!("ctrmon-{}", c.id));
+                crikit::runtime::monitor::cgroup::remove(
+                    Path::new(parent),
+                    &format!("ctrmon-{}", c.id),
+                );
             }
-            crikit::mountattr::unbind_each(&me.store.rro_dir(&c.id));
+            crikit::rootfs::mountattr::unbind_each(&me.store.rro_dir(&c.id));
             let _ = std::fs::remove_dir_all(me.store.container_dir(&c.id));
             let _ = std::fs::remove_dir_all(me.store.monitor_dir(&c.id).path());
             Ok(())

@@ -2,13 +2,13 @@
 //! for an infra container `start`), the infra process of a pod that shares a PID
 //! namespace (`ctrmon --infra`), one monitor per ExecSync, and talks to a running
 //! monitor through its attach socket. Command lines, paths and results are the
-//! library's ([`crikit::monitor`]); nothing of ctrmon's is parsed by hand here.
+//! library's ([`crikit::runtime::monitor`]); nothing of ctrmon's is parsed by hand here.
 
 use crate::error::{CridError, Result};
-use crikit::monitor::exec::ExecResult;
-use crikit::monitor::{MonitorCommand, StateDir};
 use crikit::oci_spec::runtime::Spec;
-use crikit::runc::Runtime;
+use crikit::runtime::monitor::exec::ExecResult;
+use crikit::runtime::monitor::{MonitorCommand, StateDir};
+use crikit::runtime::runc::Runtime;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -200,7 +200,7 @@ impl Monitors<'_> {
     /// Asks the monitor of `id` to reopen its log file.
     pub fn reopen_log(&self, id: &str) -> Result<()> {
         let sock = StateDir::new(self.run_dir, id).attach_socket();
-        crikit::monitor::attach::Client::connect(&sock)
+        crikit::runtime::monitor::attach::Client::connect(&sock)
             .and_then(|mut a| a.reopen_log())
             .map_err(|e| CridError::Monitor {
                 what: format!("reopening the log of {id}"),

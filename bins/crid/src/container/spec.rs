@@ -476,11 +476,11 @@ mod tests {
         std::fs::create_dir(d.path().join("etc")).unwrap();
         std::fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
         let ic = serde_json::json!({"config": {"Cmd": ["/bin/sh"]}}).to_string();
-        let o = crikit::spec::Overrides {
+        let o = crikit::rootfs::spec::Overrides {
             mounts: vec![("/srv".into(), "/data".into(), false)],
             ..Default::default()
         };
-        crikit::spec::generate(ic.as_bytes(), d.path(), "c", &o, None).unwrap()
+        crikit::rootfs::spec::generate(ic.as_bytes(), d.path(), "c", &o, None).unwrap()
     }
 
     fn pod() -> PodRecord {
@@ -540,7 +540,7 @@ mod tests {
             cgroup_v2: false,
         };
         fit(&mut spec, &f).unwrap();
-        crikit::spec::validate(&spec).unwrap();
+        crikit::rootfs::spec::validate(&spec).unwrap();
         let v = serde_json::to_value(&spec).unwrap();
         let ns = v["linux"]["namespaces"].as_array().unwrap();
         assert_eq!(ns.len(), 3, "{ns:?}");

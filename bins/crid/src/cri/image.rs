@@ -59,7 +59,7 @@ impl cri::image_service_server::ImageService for ImageService {
             };
             let mut info = HashMap::new();
             if req.verbose {
-                let v = crikit::layout::inspect(&store, &i.names[0])?;
+                let v = crikit::distribution::layout::inspect(&store, &i.names[0])?;
                 info.insert("info".to_string(), v.to_string());
             }
             Ok((Some(i.to_cri()), info))
@@ -76,7 +76,7 @@ impl cri::image_service_server::ImageService for ImageService {
     ) -> Result<Response<cri::PullImageResponse>, Status> {
         let req = req.into_inner();
         let image = spec_of(&req.image)?.to_string();
-        crikit::reference::parse(&image)
+        crikit::distribution::reference::parse(&image)
             .map_err(|e| CridError::Invalid(format!("image {image:?}: {e}")))?;
         let creds = image::credentials(req.auth.as_ref())?;
         let image_ref = self.0.images.pull(&image, creds).await?;

@@ -51,8 +51,13 @@ async fn run(settings: Settings) -> Result<()> {
         .context("streaming server: its address")?;
     let tls = match &settings.stream_tls {
         Some(t) => Some(
-            crikit::tls::server_config("streaming server", &t.cert, &t.key, t.client_ca.as_deref())
-                .context("streaming server: its TLS files")?,
+            crikit::wire::tls::server_config(
+                "streaming server",
+                &t.cert,
+                &t.key,
+                t.client_ca.as_deref(),
+            )
+            .context("streaming server: its TLS files")?,
         ),
         None => None,
     };

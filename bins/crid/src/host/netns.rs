@@ -304,7 +304,7 @@ pub fn bind_recursive_readonly(src: &Path, dst: &Path) -> io::Result<()> {
             None::<&str>,
         )
         .map_err(io::Error::from)?;
-        crikit::mountattr::readonly_recursive(dst)?;
+        crikit::rootfs::mountattr::readonly_recursive(dst)?;
         Ok(())
     })();
     if let Err(e) = sealed {

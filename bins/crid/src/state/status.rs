@@ -3,7 +3,7 @@
 //! ListContainers and ContainerStatus answer (and as the events carry them).
 
 use crate::state::record::{ContainerRecord, PodRecord};
-use crikit::monitor::{ExitStatus, StateDir};
+use crikit::runtime::monitor::{ExitStatus, StateDir};
 use k8s_cri::v1 as cri;
 
 /// The state a container is in: exited once its monitor wrote the exit file;
@@ -204,5 +204,5 @@ pub fn pod_matches(pod: &PodRecord, f: &cri::PodSandboxFilter) -> bool {
 /// Whether the pod's infra process (crid's own) runs.
 pub fn infra_process_alive(pod: &PodRecord) -> bool {
     pod.infra_pid
-        .is_some_and(|pid| crikit::monitor::infra::is_infra(pid, &pod.dir.join("ns")))
+        .is_some_and(|pid| crikit::runtime::monitor::is_infra(pid, &pod.dir.join("ns")))
 }

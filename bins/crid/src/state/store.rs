@@ -4,7 +4,7 @@
 
 use crate::error::{CridError, Result};
 use crate::state::record::{self, ContainerRecord, PodRecord};
-use crikit::monitor::StateDir;
+use crikit::runtime::monitor::StateDir;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -254,7 +254,7 @@ impl Store {
     /// cannot be loaded are reported and left alone; containers whose creation did
     /// not finish are removed (see [`Store::remove_orphans`]). Returns how many
     /// pods and containers were found.
-    pub fn restore(&self, runtimes: &[crikit::runc::Runtime]) -> (usize, usize) {
+    pub fn restore(&self, runtimes: &[crikit::runtime::runc::Runtime]) -> (usize, usize) {
         let mut pods = 0;
         for (id, path) in state_files(&self.root.join("pods"), "pod.json") {
             match record::load::<PodRecord>(&path).map_err(|source| CridError::State {
@@ -301,7 +301,7 @@ impl Store {
     /// a runtime container of any handler, no state file) are removed: nobody
     /// knows of them. So are the monitor and mount directories of containers that
     /// are gone, and the layer cache's half-unpacked layers.
-    fn remove_orphans(&self, runtimes: &[crikit::runc::Runtime]) {
+    fn remove_orphans(&self, runtimes: &[crikit::runtime::runc::Runtime]) {
         // A pod's state file is written before anything of the pod is made: a
         // directory without one (a crid killed writing it) holds nothing else.
         for e in std::fs::read_dir(self.root.join("pods"))
@@ -336,7 +336,7 @@ impl Store {
                 }
             }
         }
-        match crikit::bundle::sweep_layer_cache(&self.root) {
+        match crikit::rootfs::bundle::sweep_layer_cache(&self.root) {
             Ok(0) => {}
             Ok(n) => tracing::info!("removed {n} half-unpacked layers from the layer cache"),
             Err(e) => tracing::warn!("layer cache: {e}"),
@@ -344,7 +344,7 @@ impl Store {
     }
 
     /// Ends the monitors of a container nobody knows of and removes its files.
-    fn remove_unknown(&self, runtimes: &[crikit::runc::Runtime], id: &str) {
+    fn remove_unknown(&self, runtimes: &[crikit::runtime::runc::Runtime], id: &str) {
         self.end_monitors(runtimes, id);
         let bundle = self.container_dir(id).join("bundle");
         self.remove_container_files(runtimes, id, &bundle);
@@ -354,7 +354,7 @@ impl Store {
     /// running finish (the runtime writes the pid file) or fail, deletes the
     /// container in every runtime, which ends them; kills what is left after that,
     /// and removes the cgroups it leaves.
-    fn end_monitors(&self, runtimes: &[crikit::runc::Runtime], id: &str) {
+    fn end_monitors(&self, runtimes: &[crikit::runtime::runc::Runtime], id: &str) {
         use std::time::Duration;
         let dirs = self.monitor_dir(id);
         let wait = |d: Duration, done: &dyn Fn() -> bool| {
@@ -388,7 +388,7 @@ impl Store {
         });
         for c in cgroups {
             if let (Some(parent), Some(name)) = (c.parent(), c.file_name()) {
-                crikit::monitor::cgroup::remove(parent, &name.to_string_lossy());
+                crikit::runtime::monitor::cgroup::remove(parent, &name.to_string_lossy());
             }
         }
     }
@@ -397,7 +397,7 @@ impl Store {
     /// monitor directories; what fails is logged, the rest goes on.
     pub fn remove_container_files(
         &self,
-        runtimes: &[crikit::runc::Runtime],
+        runtimes: &[crikit::runtime::runc::Runtime],
         id: &str,
         bundle: &Path,
     ) {
@@ -406,15 +406,15 @@ impl Store {
                 tracing::warn!("container {id}: {e}");
             }
         }
-        if let Err(e) = crikit::bundle::remove(&self.root, bundle) {
+        if let Err(e) = crikit::rootfs::bundle::remove(&self.root, bundle) {
             tracing::warn!("container {id}: removing its bundle: {e}");
         }
-        crikit::mountattr::unbind_each(&self.rro_dir(id));
+        crikit::rootfs::mountattr::unbind_each(&self.rro_dir(id));
         // A create cut short leaves its half-made bundle mounted (its rootfs, the
         // ID-mapped copies of shared layers): detached first, so the removal cannot
         // reach through them.
         let dir = self.container_dir(id);
-        match crikit::mountattr::unmount_below(&dir) {
+        match crikit::rootfs::mountattr::unmount_below(&dir) {
             Ok(0) => {}
             Ok(n) => tracing::info!("container {id}: detached {n} mounts left below its directory"),
             Err(e) => {
@@ -495,7 +495,7 @@ mod tests {
             // A pod whose state file was never written.
             std::fs::create_dir_all(d.path().join("pods/halfpod")).unwrap();
             let store = Store::new(d.path(), &d.path().join("run"));
-            let runtime = crikit::runc::Runtime::new("/bin/true", None);
+            let runtime = crikit::runtime::runc::Runtime::new("/bin/true", None);
             assert_eq!(store.restore(&[runtime]), (1, 1), "{version}");
             assert!(!d.path().join("containers/half").exists());
             assert!(!d.path().join("pods/halfpod").exists());
@@ -539,7 +539,7 @@ mod tests {
         std::fs::write(&file, &text).unwrap();
         let store = Store::new(d.path(), &d.path().join("run"));
         assert_eq!(
-            store.restore(&[crikit::runc::Runtime::new("/bin/true", None)]),
+            store.restore(&[crikit::runtime::runc::Runtime::new("/bin/true", None)]),
             (0, 1)
         );
         assert_eq!(

@@ -11,7 +11,7 @@ pub mod forward;
 pub mod remote;
 pub mod server;
 pub mod session;
-pub use crikit::spdy;
+pub use crikit::wire::spdy;
 pub mod websocket;
 
 use crate::error::{CridError, Result};

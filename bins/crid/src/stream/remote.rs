@@ -7,7 +7,7 @@ use super::session::{Session, Stream, StreamTx};
 use super::{spdy, Io, Request, STREAM_CREATION_TIMEOUT};
 use crate::Crid;
 use bytes::BytesMut;
-use crikit::monitor::attach;
+use crikit::runtime::monitor::attach;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -442,7 +442,7 @@ impl Crid {
     /// The attach socket of the running container `id`.
     pub async fn attach_socket(&self, id: &str) -> crate::error::Result<std::path::PathBuf> {
         let c = self.running(id).await?;
-        Ok(crikit::monitor::StateDir::new(&self.settings.run_dir, &c.id).attach_socket())
+        Ok(crikit::runtime::monitor::StateDir::new(&self.settings.run_dir, &c.id).attach_socket())
     }
 
     /// Starts an interactive exec of `cmd` in the running container `id`.
@@ -457,7 +457,7 @@ impl Crid {
         let c = self.running(id).await?;
         let runtime = self.runtime(&c.runtime_handler)?;
         let tag = crate::state::new_id().map_err(CridError::io("reading /dev/urandom"))?;
-        let socket = crikit::monitor::StateDir::new(&self.settings.run_dir, &c.id)
+        let socket = crikit::runtime::monitor::StateDir::new(&self.settings.run_dir, &c.id)
             .path()
             .join(format!("exec-{}.sock", &tag[..16]));
         let (child, process) = self

@@ -17,9 +17,9 @@
 //! flight, and any file left in `.ingest/` while it holds the lock is debris of a
 //! killed process.
 //!
-//! Registry access lives in [`crate::registry`]; this module knows nothing of HTTP.
+//! Registry access lives in [`crate::distribution::registry`]; this module knows nothing of HTTP.
 
-use crate::digest::{Digest, DigestError, Hasher};
+use crate::distribution::digest::{Digest, DigestError, Hasher};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -437,7 +437,7 @@ impl Store {
     /// a `NAME@DIGEST` line as imgpull prints it, or a digest.
     pub fn find(&self, input: &str) -> Result<String> {
         let mut last = None;
-        for cand in crate::reference::store_candidates(input) {
+        for cand in crate::distribution::reference::store_candidates(input) {
             match self.resolve(&cand) {
                 Ok(d) => return Ok(ref_name(&d).unwrap_or(&cand).to_string()),
                 Err(e) => last = Some(e),

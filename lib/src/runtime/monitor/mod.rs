@@ -12,12 +12,8 @@
 pub mod attach;
 pub mod cgroup;
 pub mod exec;
-#[allow(unsafe_code)]
-pub mod infra;
-#[allow(unsafe_code)]
-pub mod run;
 
-use crate::runc::Runtime;
+use crate::runtime::runc::Runtime;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -522,6 +518,19 @@ impl ExitStatus {
     pub fn finished_at_ns(&self) -> Option<i64> {
         parse_rfc3339_nanos(&self.finished_at)
     }
+}
+
+/// Whether `pid` is the infra process started for the namespaces in `ns_dir`: its
+/// command line says so (a pid taken over by another program is not).
+pub fn is_infra(pid: i32, ns_dir: &Path) -> bool {
+    // As ctrmon has it: absolute.
+    let Ok(ns_dir) = std::path::absolute(ns_dir) else {
+        return false;
+    };
+    let args = Cmdline::of(pid);
+    args.has("--infra")
+        && args.after("--ns-dir") == Some(ns_dir.as_os_str().as_encoded_bytes())
+        && !matches!(process_state(pid), Some((_, 'Z')) | None)
 }
 
 #[cfg(test)]

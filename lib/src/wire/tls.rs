@@ -28,7 +28,7 @@ pub enum TlsError {
     },
     /// The client CA file.
     #[error(transparent)]
-    ClientCa(#[from] crate::certs::CertsError),
+    ClientCa(#[from] crate::distribution::registry::certs::CertsError),
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> TlsError {
@@ -60,7 +60,7 @@ pub fn server_config(
     let builder = match client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for der in crate::certs::ca_file(ca)? {
+            for der in crate::distribution::registry::certs::ca_file(ca)? {
                 roots
                     .add(CertificateDer::from(der))
                     .map_err(|e| bad(ca, e))?;

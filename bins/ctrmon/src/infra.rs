@@ -12,7 +12,8 @@
 //! then says it is ready. Its view of the host is gone: `/proc/1/root`, `/proc/1/mounts`
 //! and `/proc/1/net` as the pod's containers see them show nothing of the node.
 
-use super::run::{single_threaded, sys, MonitorError};
+use crate::error::{sys, MonitorError};
+use crate::run::single_threaded;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
@@ -44,7 +45,7 @@ pub struct InfraConfig {
     /// Where the infra process's pid goes (written atomically before it is
     /// reported), so that a caller killed meanwhile still finds it.
     pub pid_file: Option<PathBuf>,
-    /// Put it in `PARENT/ctrmon-ID` (see [`super::cgroup`]).
+    /// Put it in `PARENT/ctrmon-ID` (see [`crikit::runtime::monitor::cgroup`]).
     pub cgroup_parent: Option<PathBuf>,
 }
 
@@ -58,12 +59,13 @@ pub fn spawn(cfg: &InfraConfig) -> Result<i32, MonitorError> {
         });
     }
     if let Some(parent) = &cfg.cgroup_parent {
-        super::cgroup::check_parent(parent).map_err(|reason| MonitorError::Usage { reason })?;
+        crikit::runtime::monitor::cgroup::check_parent(parent)
+            .map_err(|reason| MonitorError::Usage { reason })?;
     }
     // Left again when this process exits: the infra process stays in it.
     let _cgroup = match &cfg.cgroup_parent {
         Some(parent) => Some(
-            super::cgroup::join(parent, &format!("ctrmon-{}", cfg.id))
+            crikit::runtime::monitor::cgroup::join(parent, &format!("ctrmon-{}", cfg.id))
                 .map_err(sys("joining the infra process's cgroup"))?,
         ),
         None => None,
@@ -134,7 +136,7 @@ pub fn spawn(cfg: &InfraConfig) -> Result<i32, MonitorError> {
                 });
             }
             if let Some(p) = &cfg.pid_file {
-                if let Err(e) = crate::atomic::write(p, child.to_string().as_bytes(), 0o644) {
+                if let Err(e) = crikit::atomic::write(p, child.to_string().as_bytes(), 0o644) {
                     let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                     return Err(sys("writing the infra process's pid file")(
                         io::Error::other(e),
@@ -281,17 +283,4 @@ fn reap() {
             break;
         }
     }
-}
-
-/// Whether `pid` is the infra process started for the namespaces in `ns_dir`: its
-/// command line says so (a pid taken over by another program is not).
-pub fn is_infra(pid: i32, ns_dir: &Path) -> bool {
-    // As ctrmon has it: absolute.
-    let Ok(ns_dir) = std::path::absolute(ns_dir) else {
-        return false;
-    };
-    let args = super::Cmdline::of(pid);
-    args.has("--infra")
-        && args.after("--ns-dir") == Some(ns_dir.as_os_str().as_encoded_bytes())
-        && !matches!(super::process_state(pid), Some((_, 'Z')) | None)
 }

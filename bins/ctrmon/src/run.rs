@@ -10,8 +10,10 @@
 //! Once detached, the monitor has no terminal: its own diagnostics go to the file
 //! [`MonitorConfig::diagnostics`] names (ctrmon's `--log-file`).
 
-use super::{attach, CriLog, ExitStatus, Stream};
-use crate::runc::{Console, Runtime};
+use crate::error::{sys, MonitorError};
+use crate::exec::{check_process, check_process_value};
+use crikit::runtime::monitor::{attach, CriLog, ExitStatus, Stream};
+use crikit::runtime::runc::{Console, Runtime};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -23,61 +25,6 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::SystemTime;
-
-/// Errors before the monitor detaches.
-#[derive(Debug, thiserror::Error)]
-pub enum MonitorError {
-    /// The bundle is missing or its config.json is not a runtime spec.
-    #[error("bundle {}: {reason}", path.display())]
-    Bundle {
-        /// The bundle directory.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The exec process file is missing or not a runtime-spec process.
-    #[error("process file {}: {reason}", path.display())]
-    Process {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// An option's value cannot be used.
-    #[error("{reason}")]
-    Usage {
-        /// What is wrong.
-        reason: String,
-    },
-    /// A system call failed while setting up.
-    #[error("{action}")]
-    Sys {
-        /// What was being done.
-        action: &'static str,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The calling process runs threads, and a fork copies only the caller's: the
-    /// child could deadlock on a lock another thread held.
-    #[error("refusing to fork the monitor from a process with {threads} threads")]
-    Threaded {
-        /// How many threads it has.
-        threads: usize,
-    },
-    /// The runtime failed; its own message.
-    #[error("{runtime}: {message}")]
-    Runtime {
-        /// The runtime binary.
-        runtime: String,
-        /// Its error text.
-        message: String,
-    },
-}
-
-pub(super) fn sys(action: &'static str) -> impl FnOnce(io::Error) -> MonitorError {
-    move |source| MonitorError::Sys { action, source }
-}
 
 /// What to monitor.
 #[derive(Debug, Clone)]
@@ -137,7 +84,7 @@ pub enum Launch {
         /// The bundle directory.
         bundle: PathBuf,
         /// The checkpoint to restore the container from.
-        restore: Option<crate::runc::Checkpoint>,
+        restore: Option<crikit::runtime::runc::Checkpoint>,
     },
     /// `runtime exec --detach --process FILE`: a process in the running container,
     /// served like a container (interactive exec).
@@ -187,34 +134,15 @@ pub fn check_bundle(bundle: &Path) -> Result<bool, MonitorError> {
     }
 }
 
-/// Checks the parts of a runtime-spec `process` the monitor and the runtime cannot
-/// do without; returns its `terminal` flag.
-pub(crate) fn check_process_value(p: &serde_json::Value) -> Result<bool, String> {
-    if !p.is_object() {
-        return Err("not an object".into());
-    }
-    match p["args"].as_array() {
-        Some(a) if !a.is_empty() && a.iter().all(|v| v.is_string()) => {}
-        _ => return Err("args must be a non-empty list of strings".into()),
-    }
-    if !p["cwd"].is_string() {
-        return Err("no cwd".into());
-    }
-    match &p["terminal"] {
-        serde_json::Value::Null => Ok(false),
-        serde_json::Value::Bool(b) => Ok(*b),
-        _ => Err("terminal must be true or false".into()),
-    }
-}
-
 /// Checks what `cfg` launches, and that `cfg.tty` matches the process's `terminal`.
 pub fn check_launch(cfg: &MonitorConfig) -> Result<(), MonitorError> {
     if let Some(parent) = &cfg.cgroup_parent {
-        super::cgroup::check_parent(parent).map_err(|reason| MonitorError::Usage { reason })?;
+        crikit::runtime::monitor::cgroup::check_parent(parent)
+            .map_err(|reason| MonitorError::Usage { reason })?;
     }
     let (terminal, what) = match &cfg.launch {
         Launch::Create { bundle, .. } => (check_bundle(bundle)?, "config.json"),
-        Launch::Exec { process } => (super::exec::check_process(process)?, "the process file"),
+        Launch::Exec { process } => (check_process(process)?, "the process file"),
     };
     let mismatch = match (terminal, cfg.tty) {
         (true, false) => Some(format!(
@@ -248,7 +176,7 @@ pub enum Spawned {
 
 /// Refuses to go on in a process that runs more than one thread (a fork copies only
 /// the caller's); with no /proc to count with, the caller's word is all there is.
-pub(super) fn single_threaded() -> Result<(), MonitorError> {
+pub fn single_threaded() -> Result<(), MonitorError> {
     match std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()) {
         0 | 1 => Ok(()),
         threads => Err(MonitorError::Threaded { threads }),
@@ -351,7 +279,7 @@ fn runtime_outcome(
             } = &cfg.launch
             {
                 if let Some(e) = (verb == "restore")
-                    .then(|| crate::runc::criu_log_errors(&from.work.join("restore.log")))
+                    .then(|| crikit::runtime::runc::criu_log_errors(&from.work.join("restore.log")))
                     .flatten()
                 {
                     why = format!("{why}: {e}");
@@ -368,7 +296,7 @@ fn runtime_outcome(
 
 /// The last error message the runtime logged.
 fn runtime_error(cfg: &MonitorConfig, fallback: &str) -> String {
-    crate::runc::last_error(&cfg.runtime_log).unwrap_or_else(|| fallback.to_string())
+    crikit::runtime::runc::last_error(&cfg.runtime_log).unwrap_or_else(|| fallback.to_string())
 }
 
 /// How long output may still come once the container's process has ended.
@@ -446,7 +374,14 @@ impl<'a> Monitor<'a> {
     /// cgroup, runs the runtime; the error is the message for the caller.
     fn set_up(
         cfg: &'a MonitorConfig,
-    ) -> Result<(Monitor<'a>, SignalFd, Option<super::cgroup::Joined>), String> {
+    ) -> Result<
+        (
+            Monitor<'a>,
+            SignalFd,
+            Option<crikit::runtime::monitor::cgroup::Joined>,
+        ),
+        String,
+    > {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| format!("becoming a subreaper: {e}"))?;
         let mut mask = SigSet::empty();
@@ -480,7 +415,7 @@ impl<'a> Monitor<'a> {
         };
         let joined = match &cfg.cgroup_parent {
             Some(parent) => Some(
-                super::cgroup::join(parent, &format!("ctrmon-{}", cfg.id))
+                crikit::runtime::monitor::cgroup::join(parent, &format!("ctrmon-{}", cfg.id))
                     .map_err(|e| format!("joining the monitor's cgroup: {e}"))?,
             ),
             None => None,
@@ -1240,7 +1175,7 @@ mod tests {
             },
             tty: false,
             id: "t".into(),
-            runtime: crate::runc::Runtime::new("/bin/false", None),
+            runtime: crikit::runtime::runc::Runtime::new("/bin/false", None),
             log_path: None,
             exit_file: None,
             pid_file: dir.path().join("pid"),
@@ -1259,7 +1194,7 @@ mod tests {
         };
         let e = super::spawn(&cfg).unwrap_err();
         assert!(
-            matches!(e, super::MonitorError::Threaded { threads } if threads >= 2),
+            matches!(e, crate::error::MonitorError::Threaded { threads } if threads >= 2),
             "{e}"
         );
         assert!(

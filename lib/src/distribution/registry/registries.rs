@@ -3,7 +3,7 @@
 //! `insecure` for plain HTTP, `blocked`), plus hosts named insecure on the command
 //! line. crid and imgpull both resolve endpoints here.
 
-use crate::reference::Reference;
+use crate::distribution::reference::Reference;
 use std::path::{Path, PathBuf};
 
 /// The system-wide file, read when it exists and no other is named.
@@ -259,7 +259,7 @@ fn rewrite(r: &Reference, new_name: &str) -> Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::parse;
+    use crate::distribution::reference::parse;
 
     const CONF: &str = r#"
 unqualified-search-registries = ["docker.io"]

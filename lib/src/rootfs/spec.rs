@@ -722,7 +722,7 @@ fn linux(o: &Overrides, caps: &[String]) -> Result<Value> {
         "readonlyPaths": if o.privileged { Vec::new() } else { READONLY_PATHS.to_vec() },
     });
     if !o.privileged {
-        linux["seccomp"] = crate::seccomp::default_profile(caps);
+        linux["seccomp"] = crate::rootfs::seccomp::default_profile(caps);
     }
     if let Some((uid, gid)) = o.rootless {
         linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);

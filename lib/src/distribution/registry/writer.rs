@@ -7,7 +7,9 @@ use super::*;
 pub(super) struct WriterThread {
     pub(super) tx: Option<tokio::sync::mpsc::Sender<Msg>>,
     pub(super) handle: Option<
-        std::thread::JoinHandle<std::result::Result<crate::layout::BlobWriter, LayoutError>>,
+        std::thread::JoinHandle<
+            std::result::Result<crate::distribution::layout::BlobWriter, LayoutError>,
+        >,
     >,
     /// Bytes handed to the thread (the resume offset).
     pub(super) sent: u64,
@@ -19,7 +21,7 @@ pub(super) enum Msg {
 }
 
 impl WriterThread {
-    pub(super) fn start(mut w: crate::layout::BlobWriter) -> Self {
+    pub(super) fn start(mut w: crate::distribution::layout::BlobWriter) -> Self {
         // A few chunks in flight overlap network and disk; a deeper queue only
         // holds more freshly allocated chunks (RSS and page faults) when the disk
         // is the slower side, and pulls no faster.
@@ -73,7 +75,7 @@ impl WriterThread {
 
     pub(super) async fn join(
         &mut self,
-    ) -> std::result::Result<crate::layout::BlobWriter, LayoutError> {
+    ) -> std::result::Result<crate::distribution::layout::BlobWriter, LayoutError> {
         self.tx = None;
         let Some(h) = self.handle.take() else {
             return Err(LayoutError::Io {
@@ -100,7 +102,7 @@ impl WriterThread {
 
     pub(super) async fn finish(
         mut self,
-    ) -> std::result::Result<crate::layout::BlobWriter, LayoutError> {
+    ) -> std::result::Result<crate::distribution::layout::BlobWriter, LayoutError> {
         self.join().await
     }
 }

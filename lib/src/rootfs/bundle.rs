@@ -15,10 +15,10 @@
 //! place, so it is never seen half made. Bundles are registered under
 //! `<root>/bundles/` so that [`prune_layers`] keeps the layers they use.
 
-use crate::digest::{Digest, Hasher};
-use crate::layer::{self, ApplyOptions, Compression, Form, LayerError};
-use crate::layout::{LayoutError, Store, MAX_CONFIG_SIZE};
-use crate::spec::{self, Overrides, SpecError};
+use crate::distribution::digest::{Digest, Hasher};
+use crate::distribution::layout::{LayoutError, Store, MAX_CONFIG_SIZE};
+use crate::rootfs::layer::{self, ApplyOptions, Compression, Form, LayerError};
+use crate::rootfs::spec::{self, Overrides, SpecError};
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
@@ -132,7 +132,7 @@ impl IdmappedLayers {
         for (i, layer) in layers.iter().enumerate() {
             let at = me.dir.join(i.to_string());
             fs::create_dir(&at).map_err(io_err("creating", &at))?;
-            crate::mountattr::idmapped_bind(layer, &at, &ns)
+            crate::rootfs::mountattr::idmapped_bind(layer, &at, &ns)
                 .map_err(io_err("mounting an ID-mapped copy of", layer))?;
             me.mounted.push(at);
         }
@@ -187,7 +187,9 @@ struct ImageParts {
 
 fn load_image(store: &Store, name: &str) -> Result<ImageParts> {
     let desc = store.resolve(name)?;
-    let image = crate::layout::ref_name(&desc).unwrap_or(name).to_string();
+    let image = crate::distribution::layout::ref_name(&desc)
+        .unwrap_or(name)
+        .to_string();
     let bad = |reason: String| BundleError::Image {
         image: image.clone(),
         reason,
@@ -408,7 +410,7 @@ fn remove_tree(p: &Path) -> Result<()> {
         rustix::fs::Mode::empty(),
     )
     .map_err(|e| io_err("opening", parent)(e.into()))?;
-    match crate::layer::remove_all_at(&fd, name) {
+    match crate::rootfs::layer::remove_all_at(&fd, name) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
         Err(e) => Err(io_err("removing", p)(e.into())),
     }

@@ -82,12 +82,11 @@ impl Puller {
     /// containers-image does), the shared one otherwise. A new client reads the
     /// system's CAs: it is made off the async workers and outside the lock.
     pub(super) async fn client_for(&self, registry: &str) -> Result<Client> {
-        let certs = crate::certs::for_host(&self.opts.certs_dirs, registry).map_err(|source| {
-            RegistryError::Certs {
+        let certs = crate::distribution::registry::certs::for_host(&self.opts.certs_dirs, registry)
+            .map_err(|source| RegistryError::Certs {
                 registry: registry.to_string(),
                 source,
-            }
-        })?;
+            })?;
         let Some(certs) = certs else {
             return Ok(self.client.clone());
         };

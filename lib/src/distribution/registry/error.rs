@@ -1,11 +1,11 @@
 //! What can go wrong in a pull, which failures are worth retrying, and how a
 //! failed request is named.
 
-use crate::auth::AuthError;
-use crate::digest::Digest;
-use crate::layout::LayoutError;
-use crate::reference;
-use crate::registries::RegistriesError;
+use crate::distribution::digest::Digest;
+use crate::distribution::layout::LayoutError;
+use crate::distribution::reference;
+use crate::distribution::registry::auth::AuthError;
+use crate::distribution::registry::registries::RegistriesError;
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::Client;
 
@@ -174,7 +174,7 @@ pub enum RegistryError {
         registry: String,
         /// The cause.
         #[source]
-        source: crate::certs::CertsError,
+        source: crate::distribution::registry::certs::CertsError,
     },
 }
 

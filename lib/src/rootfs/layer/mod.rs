@@ -19,7 +19,7 @@
 //! Both the compressed blob and the uncompressed tar are hashed as they stream and
 //! checked against the layer digest and the image's diff_id.
 
-use crate::digest::{Digest, Hasher};
+use crate::distribution::digest::{Digest, Hasher};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, Dev, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
 use std::collections::HashSet;

@@ -3,7 +3,7 @@
 //! Manifests are fetched raw (bounded, digest-checked) and parsed here: OCI and
 //! Docker schema 2 manifests, OCI image indexes and Docker manifest lists with
 //! platform selection. Blobs are streamed — never buffered whole — into
-//! [`crate::layout::BlobWriter`]s on a writer thread per blob, so hashing and disk
+//! [`crate::distribution::layout::BlobWriter`]s on a writer thread per blob, so hashing and disk
 //! writes overlap with the network. Layers download in parallel (bounded); blobs
 //! already stored are skipped; transient failures (5xx, 429, resets, timeouts) are
 //! retried with exponential backoff, and a blob cut off midway resumes with an HTTP
@@ -12,7 +12,7 @@
 //! Docker schema 2 manifests are converted to OCI manifests on the way in (same
 //! config and layer blobs, OCI media types), as `skopeo copy … oci:` does, so every
 //! OCI tool can read the store; the digest the registry gave is kept in the
-//! [`crate::layout::REPO_DIGEST`] annotation and is what the caller prints.
+//! [`crate::distribution::layout::REPO_DIGEST`] annotation and is what the caller prints.
 
 //!
 //! The pieces: `error` (what can go wrong and which failures are retried),
@@ -20,24 +20,27 @@
 //! parsing, platform choice, Docker → OCI), `blob` (streaming with resume and
 //! backoff) and `writer` (the writer thread).
 
+pub mod auth;
 mod blob;
+pub mod certs;
 mod client;
 mod error;
 mod manifest;
+pub mod registries;
 mod writer;
 
 pub use error::{ErrorKind, RegistryError};
 pub use manifest::media_type_of;
 
-use crate::auth::{CredentialStore, Credentials};
-use crate::digest::{Digest, DigestError};
-use crate::layout::{
+use crate::distribution::digest::{Digest, DigestError};
+use crate::distribution::layout::{
     LayoutError, Store, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, REPO_DIGEST, SOURCE_MANIFESTS,
 };
-use crate::platform::Platform;
-use crate::progress::{Event, Sink};
-use crate::reference::{self, Reference};
-use crate::registries::{Endpoint, Registries};
+use crate::distribution::platform::Platform;
+use crate::distribution::progress::{Event, Sink};
+use crate::distribution::reference::{self, Reference};
+use crate::distribution::registry::auth::{CredentialStore, Credentials};
+use crate::distribution::registry::registries::{Endpoint, Registries};
 use blob::*;
 use client::*;
 use error::*;
@@ -80,7 +83,7 @@ impl Default for PullOptions {
             retry_delay: Duration::from_millis(500),
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            certs_dirs: crate::certs::default_dirs(),
+            certs_dirs: crate::distribution::registry::certs::default_dirs(),
         }
     }
 }

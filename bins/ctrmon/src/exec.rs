@@ -2,33 +2,15 @@
 //! `RUNTIME exec --process FILE ID`, capture stdout and stderr up to a bound, and
 //! kill the process (not just the runtime) when a timeout passes.
 
-use super::run::MonitorError;
-use crate::runc::{Console, Runtime};
+use crate::error::MonitorError;
+use crikit::runtime::monitor::exec::ExecResult;
+use crikit::runtime::runc::{Console, Runtime};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// What an exec did: the JSON object `ctrmon --exec` prints, one line. Output is
-/// `{"text": …}` when it is UTF-8, `{"bytes": BASE64}` otherwise (the convention
-/// ripgrep's JSON output uses).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ExecResult {
-    /// Its exit code (128+N when killed by signal N).
-    pub exit_code: i32,
-    /// Its stdout, up to the bound.
-    #[serde(with = "json_bytes")]
-    pub stdout: Vec<u8>,
-    /// Its stderr, up to the bound.
-    #[serde(with = "json_bytes")]
-    pub stderr: Vec<u8>,
-    /// Whether output beyond the bound was dropped.
-    pub truncated: bool,
-    /// Whether the timeout killed it.
-    pub timed_out: bool,
-}
 
 /// How to exec.
 #[derive(Debug, Clone)]
@@ -77,7 +59,7 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
     // The command holds the write ends until it is dropped.
     drop(cmd);
     let status = status?;
-    let error = crate::runc::last_error(&log);
+    let error = crikit::runtime::runc::last_error(&log);
     let _ = std::fs::remove_file(&log);
     if !status.success() {
         let message = error.unwrap_or_else(|| format!("exited with {status}"));
@@ -183,41 +165,6 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
     })
 }
 
-/// A byte string in JSON: `{"text": …}` when it is UTF-8, `{"bytes": BASE64}`
-/// otherwise.
-mod json_bytes {
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Text { text: String },
-        Bytes { bytes: String },
-    }
-
-    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(b) {
-            Ok(t) => Repr::Text {
-                text: t.to_string(),
-            },
-            Err(_) => Repr::Bytes {
-                bytes: base64::engine::general_purpose::STANDARD.encode(b),
-            },
-        }
-        .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        match Repr::deserialize(d)? {
-            Repr::Text { text } => Ok(text.into_bytes()),
-            Repr::Bytes { bytes } => base64::engine::general_purpose::STANDARD
-                .decode(bytes)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 /// Makes sure a process file exists and parses as a runtime-spec process. Returns
 /// whether it asks for a terminal.
 pub fn check_process(path: &Path) -> Result<bool, MonitorError> {
@@ -228,25 +175,25 @@ pub fn check_process(path: &Path) -> Result<bool, MonitorError> {
     let data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let p: serde_json::Value =
         serde_json::from_slice(&data).map_err(|e| bad(format!("not JSON: {e}")))?;
-    super::run::check_process_value(&p).map_err(|r| bad(format!("not a process spec: {r}")))
+    check_process_value(&p).map_err(|r| bad(format!("not a process spec: {r}")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::ExecResult;
-
-    #[test]
-    fn results_round_trip_as_text_or_base64() {
-        let r = ExecResult {
-            exit_code: 3,
-            stdout: b"hi\n".to_vec(),
-            stderr: vec![0xff, 0, 1],
-            truncated: false,
-            timed_out: true,
-        };
-        let line = serde_json::to_string(&r).unwrap();
-        assert!(line.contains(r#""stdout":{"text":"hi\n"}"#), "{line}");
-        assert!(line.contains(r#""stderr":{"bytes":"/wAB"}"#), "{line}");
-        assert_eq!(serde_json::from_str::<ExecResult>(&line).unwrap(), r);
+/// Checks the parts of a runtime-spec `process` the monitor and the runtime cannot
+/// do without; returns its `terminal` flag.
+pub fn check_process_value(p: &serde_json::Value) -> Result<bool, String> {
+    if !p.is_object() {
+        return Err("not an object".into());
+    }
+    match p["args"].as_array() {
+        Some(a) if !a.is_empty() && a.iter().all(|v| v.is_string()) => {}
+        _ => return Err("args must be a non-empty list of strings".into()),
+    }
+    if !p["cwd"].is_string() {
+        return Err("no cwd".into());
+    }
+    match &p["terminal"] {
+        serde_json::Value::Null => Ok(false),
+        serde_json::Value::Bool(b) => Ok(*b),
+        _ => Err("terminal must be true or false".into()),
     }
 }

@@ -1,6 +1,9 @@
-//! What every binary shares: exit codes, the one-line error report, logging set-up,
-//! and the hidden `--generate=man|bash|zsh|fish` that writes man pages and shell
-//! completions from the clap definitions.
+//! What every crikit binary shares at its edge, and the library does not do (it
+//! never prints, exits or reads argv): exit codes, the one-line error report,
+//! logging set-up, and the hidden `--generate=man|bash|zsh|fish` that writes man
+//! pages and shell completions from the clap definitions.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 use clap::{Args, CommandFactory, ValueEnum};
 use std::io::Write;
@@ -43,7 +46,7 @@ pub enum LogFormat {
 }
 
 /// Sets up `tracing` to stderr at the level asked for. RUST_LOG, when set, is a
-/// list of `target=level` directives and plain levels (`crikit::registry=debug,warn`),
+/// list of `target=level` directives and plain levels (`crikit::distribution::registry=debug,warn`),
 /// as `tracing_subscriber::filter::Targets` reads it: no regex engine in every tool
 /// for a syntax nobody needs here.
 pub fn init_logging(args: &LogArgs) {
@@ -189,5 +192,5 @@ pub fn finish(
 
 /// An error chain on one line, each cause once.
 pub fn one_line(e: &anyhow::Error) -> String {
-    crate::one_line(e.as_ref())
+    crikit::one_line(e.as_ref())
 }
