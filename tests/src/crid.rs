@@ -222,6 +222,17 @@ impl Drop for Crid {
     }
 }
 
+/// A PullImage request for `image`, with no credentials.
+pub fn pull_request(image: impl Into<String>) -> k8s_cri::v1::PullImageRequest {
+    k8s_cri::v1::PullImageRequest {
+        image: Some(k8s_cri::v1::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Writes a CNI network config list into `dir/cni` (the conf dir [`Crid::start`]
 /// gives crid).
 pub fn write_conflist(dir: &Path, name: &str, conflist: &serde_json::Value) {
@@ -540,6 +551,19 @@ impl World {
             .await
             .unwrap_or_else(|e| panic!("{e:?}: {}", self.crid.stderr()));
         id
+    }
+
+    /// Creates and starts a container of the test image running `sh -c script`
+    /// (see [`World::container_config`]) in `pod`; its id.
+    pub async fn run_sh(
+        &self,
+        pod: &str,
+        config: &k8s_cri::v1::PodSandboxConfig,
+        name: &str,
+        script: &str,
+    ) -> String {
+        self.start(pod, config, self.container_config(name, script))
+            .await
     }
 
     /// ContainerStatus.

@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod crid;
 pub mod image;
 pub mod net;
+pub mod pods;
 pub mod proxy;
 pub mod registry;
 pub mod runc;

@@ -2,7 +2,7 @@
 //! socket), against a real registry on loopback and the fault proxy. Pods and
 //! containers: crid_pods.rs.
 
-use e2e::crid::Crid;
+use e2e::crid::{pull_request, Crid};
 use e2e::image::push;
 use e2e::{bin, run, Compression, Fault, Image, Layer, Proxy, Registry, TempRoot};
 use k8s_cri::v1 as cri;
@@ -14,13 +14,6 @@ fn spec(image: &str) -> Option<cri::ImageSpec> {
         image: image.into(),
         ..Default::default()
     })
-}
-
-fn pull_request(image: &str) -> cri::PullImageRequest {
-    cri::PullImageRequest {
-        image: spec(image),
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +257,7 @@ async fn images_pull_list_status_remove_and_fs_info() {
 
     // Errors: an unknown tag with the registry's status, a bad reference, no image.
     let e = img
-        .pull_image(pull_request(&format!("{}/cri/busybox:nope", reg.addr)))
+        .pull_image(pull_request(format!("{}/cri/busybox:nope", reg.addr)))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");

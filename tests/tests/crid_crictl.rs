@@ -579,9 +579,7 @@ async fn streaming_urls_are_single_use_and_the_upgrade_is_checked() {
     let w = World::new(Network::Loopback, &[]).await;
     let config = w.pod_config("urls", k8s_cri::v1::NamespaceMode::Container);
     let pod = w.run_pod(&config).await.unwrap();
-    let ctr = w
-        .start(&pod, &config, w.container_config("c", "sleep 100"))
-        .await;
+    let ctr = w.run_sh(&pod, &config, "c", "sleep 100").await;
     let mut rt = w.rt.clone();
     let spdy = ["Connection: Upgrade", "Upgrade: SPDY/3.1"];
     let v4 = "X-Stream-Protocol-Version: v4.channel.k8s.io";

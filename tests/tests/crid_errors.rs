@@ -241,13 +241,7 @@ async fn a_full_disk_is_resource_exhausted_and_names_the_cause() {
     );
     let mut img = w.img.clone();
     let e = img
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: big.reference.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .pull_image(e2e::crid::pull_request(big.reference.clone()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
@@ -275,13 +269,7 @@ async fn a_full_disk_is_resource_exhausted_and_names_the_cause() {
 
     // With room again the same request works: nothing stored was damaged.
     std::fs::remove_file(&filler).unwrap();
-    let id = w
-        .start(
-            &pod,
-            &config,
-            w.container_config("c", "echo fine; sleep 100"),
-        )
-        .await;
+    let id = w.run_sh(&pod, &config, "c", "echo fine; sleep 100").await;
     let out = w
         .exec(&id, &["/bin/sh", "-c", "echo $FOO"], 10)
         .await
@@ -357,11 +345,7 @@ async fn a_pods_runtime_handler_runs_its_containers() {
         .into_inner()
         .pod_sandbox_id;
     let id = w
-        .start(
-            &pod,
-            &config,
-            w.container_config("c", "echo via the handler; sleep 100"),
-        )
+        .run_sh(&pod, &config, "c", "echo via the handler; sleep 100")
         .await;
     let out = w.exec(&id, &["/bin/echo", "exec too"], 10).await.unwrap();
     assert_eq!(out.stdout, b"exec too\n");
@@ -392,13 +376,7 @@ async fn a_call_past_its_callers_deadline_is_deadline_exceeded() {
     // The header alone, with no timer in this client: what crid answers is what
     // arrives, as for a Go client whose own timer fires late.
     let mut bare = w.crid.images_without_timer().await;
-    let mut req = tonic::Request::new(cri::PullImageRequest {
-        image: Some(cri::ImageSpec {
-            image: big.reference.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let mut req = tonic::Request::new(e2e::crid::pull_request(big.reference.clone()));
     req.metadata_mut()
         .insert("grpc-timeout", "20m".parse().unwrap());
     let t0 = std::time::Instant::now();
@@ -408,13 +386,7 @@ async fn a_call_past_its_callers_deadline_is_deadline_exceeded() {
     // Without one, the same pull completes.
     w.img
         .clone()
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: big.reference,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .pull_image(e2e::crid::pull_request(big.reference))
         .await
         .unwrap();
 }
@@ -431,12 +403,8 @@ async fn a_container_keeps_its_runtime_when_the_default_changes() {
     let mut w = World::new(Network::Loopback, &["--default-runtime", "runc"]).await;
     let config = w.pod_config("keep-runtime", OwnPid);
     let pod = w.run_pod(&config).await.unwrap();
-    let new = w
-        .start(&pod, &config, w.container_config("new", "exec sleep 1003"))
-        .await;
-    let old = w
-        .start(&pod, &config, w.container_config("old", "exec sleep 1004"))
-        .await;
+    let new = w.run_sh(&pod, &config, "new", "exec sleep 1003").await;
+    let old = w.run_sh(&pod, &config, "old", "exec sleep 1004").await;
     let status = w.crid.stop_with(nix::sys::signal::Signal::SIGKILL);
     assert!(!status.success());
     // `old` as an earlier crid recorded it: no handler's name, the default meant.

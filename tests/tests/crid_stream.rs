@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 async fn sleeper(w: &World, name: &str) -> (String, String) {
     let config = w.pod_config(name, cri::NamespaceMode::Container);
     let pod = w.run_pod(&config).await.unwrap();
-    let ctr = w
-        .start(&pod, &config, w.container_config("c", "exec sleep 1000"))
-        .await;
+    let ctr = w.run_sh(&pod, &config, "c", "exec sleep 1000").await;
     (pod, ctr)
 }
 
@@ -300,9 +298,7 @@ async fn one_port_forward_session_carries_several_ports_and_connections_at_once(
     let pod = w.run_pod(&config).await.unwrap();
     let script = "mkdir -p /a /b; echo eighty > /a/index.html; echo eighty-one > /b/index.html; \
                   httpd -p 8080 -h /a; exec httpd -f -p 8081 -h /b";
-    let ctr = w
-        .start(&pod, &config, w.container_config("web", script))
-        .await;
+    let ctr = w.run_sh(&pod, &config, "web", script).await;
     let get = "wget -q -O- http://127.0.0.1:8080/index.html http://127.0.0.1:8081/index.html";
     let deadline = Instant::now() + Duration::from_secs(20);
     while !w
@@ -433,13 +429,7 @@ async fn the_metrics_endpoint_counts_calls_pulls_containers_cni_and_sessions() {
     let err = w
         .img
         .clone()
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: missing,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .pull_image(e2e::crid::pull_request(missing))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");

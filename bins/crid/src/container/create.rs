@@ -3,9 +3,11 @@
 //! request, the container created by its monitor (or left to be restored at
 //! StartContainer), and its record saved.
 
+use super::checkpoint::{open_image_restore, unpack_restore, Dump};
 use super::monitor;
 use super::spec;
 use crate::error::{CridError, Result};
+use crate::image::ImageInfo;
 use crate::state::record::{self, ContainerRecord, NsMode, PodRecord, Resources};
 use crate::state::store::container_name_key;
 use crate::state::{now_ns, status};
@@ -265,7 +267,7 @@ impl From<crikit::rootfs::bundle::BundleError> for Making {
 /// A CreateContainer's config for a container restored from `dump`: the image the
 /// checkpointed container ran, and its process (command, environment, working
 /// directory) where the config gives none, as the restored process keeps them.
-fn from_checkpoint(config: &mut cri::ContainerConfig, dump: &crate::container::checkpoint::Dump) {
+fn from_checkpoint(config: &mut cri::ContainerConfig, dump: &Dump) {
     config.image = Some(cri::ImageSpec {
         image: dump.image.clone(),
         ..Default::default()
@@ -348,7 +350,7 @@ impl Crid {
         pod: &PodRecord,
         config: cri::ContainerConfig,
         infra: bool,
-        restore: Option<crate::container::checkpoint::Dump>,
+        restore: Option<Dump>,
     ) -> Result<String> {
         let meta = config
             .metadata
@@ -517,8 +519,10 @@ impl Crid {
         })
     }
 
-    /// The blocking part of CreateContainer: the bundle, its spec, the monitor (for a
-    /// restore, the checkpoint's images and its changes to the rootfs instead).
+    /// Makes container `id` of `pod` from `config` and `image` (a checkpoint
+    /// `restore`, or one the image holds, staged for StartContainer): the image
+    /// looked up, the bundle and its spec made, the container created by its
+    /// monitor, and its record saved.
     fn make_container(
         &self,
         pod: &PodRecord,
@@ -526,45 +530,105 @@ impl Crid {
         mut config: cri::ContainerConfig,
         image: &str,
         infra: bool,
-        restore: Option<&crate::container::checkpoint::Dump>,
+        restore: Option<&Dump>,
     ) -> Result<ContainerRecord> {
         let t0 = Instant::now();
         let runtime = self.runtime(&pod.runtime_handler)?;
-        let name = config
-            .metadata
-            .as_ref()
-            .map_or("", |m| m.name.as_str())
-            .to_string();
+        let (info, from_image) = self.image_of(image, infra, restore, &runtime, &mut config)?;
+        let restore = restore.or(from_image.as_ref());
+        let t_find = t0.elapsed();
+        let dir = self.store.container_dir(id);
+        std::fs::create_dir_all(&dir)
+            .map_err(CridError::io(format!("creating {}", dir.display())))?;
+        let bundle = dir.join("bundle");
+        let fitted = self.make_bundle(pod, id, &config, &info.names[0], infra, &bundle)?;
+        let t_bundle = t0.elapsed();
+        let log_path = log_path(pod, &config)?;
+        let (pid, restore_from) = match restore {
+            // The runtime makes the container when StartContainer restores it.
+            Some(dump) => (0, Some(self.stage_restore(id, dump, &dir, &bundle)?)),
+            None => {
+                let create = monitor::Create {
+                    log_path: (!log_path.is_empty()).then(|| Path::new(&log_path)),
+                    stdin: config.stdin,
+                    tty: config.tty,
+                    cgroup_parent: pod.cgroup_parent.as_deref(),
+                    start: infra,
+                    restore: None,
+                };
+                let name = name_of(&config);
+                let pid = self.monitors(&runtime).create(id, name, &bundle, &create)?;
+                // The container's mount namespace holds its own copies of the
+                // read-only binds now: the host's go, so that nothing pins the host
+                // path's mountpoints here (an rmdir of one in this namespace would
+                // fail with EBUSY). A restore needs them until StartContainer.
+                crikit::rootfs::mountattr::unbind_each(&self.store.rro_dir(id));
+                (pid, None)
+            }
+        };
+        tracing::debug!(
+            "container {id}: image found in {t_find:?}, bundle and spec made by {t_bundle:?}, \
+             created by {:?}",
+            t0.elapsed()
+        );
+        let made = Made {
+            info,
+            bundle,
+            fitted,
+            log_path,
+            pid,
+            restore_from,
+        };
+        let c = self.record_of(pod, id, &config, infra, made);
+        self.store.save_container(&c)?;
+        Ok(c)
+    }
+
+    /// The image a container is made of, and the checkpoint its image holds (a
+    /// checkpoint image: the archive as its layer), whose container is then made
+    /// from the image the checkpointed one ran, with its process (`config` takes
+    /// it).
+    fn image_of(
+        &self,
+        image: &str,
+        infra: bool,
+        restore: Option<&Dump>,
+        runtime: &crikit::runtime::runc::Runtime,
+        config: &mut cri::ContainerConfig,
+    ) -> Result<(ImageInfo, Option<Dump>)> {
         let find = |image: &str| {
             crate::image::find(&self.images.store, image)?.ok_or_else(|| {
                 CridError::NotFound(format!("image {image} in the store (pull it first)"))
             })
         };
-        let mut info = find(image)?;
-        // A checkpoint image (the archive as its layer) asks for a restore too: the
-        // container is made from the image the checkpointed one ran.
-        let from_image = match (restore, infra) {
-            (None, false) => crate::container::checkpoint::open_image_restore(
-                &self.images.store,
-                &info.names[0],
-                &runtime,
-            )?,
-            _ => None,
-        };
-        if let Some(dump) = &from_image {
-            from_checkpoint(&mut config, dump);
-            info = find(&dump.image)?;
+        let info = find(image)?;
+        if restore.is_some() || infra {
+            return Ok((info, None));
         }
-        let restore = restore.or(from_image.as_ref());
-        let image_name = info.names[0].clone();
-        let dir = self.store.container_dir(id);
-        std::fs::create_dir_all(&dir)
-            .map_err(CridError::io(format!("creating {}", dir.display())))?;
-        let bundle = dir.join("bundle");
-        let sources = self.crid_made_mounts(pod, id, &config)?;
+        match open_image_restore(&self.images.store, &info.names[0], runtime)? {
+            Some(dump) => {
+                from_checkpoint(config, &dump);
+                Ok((find(&dump.image)?, Some(dump)))
+            }
+            None => Ok((info, None)),
+        }
+    }
+
+    /// Makes the bundle of container `id` from `image`, its spec generated by the
+    /// library and fitted to the request; what the record keeps of that spec.
+    fn make_bundle(
+        &self,
+        pod: &PodRecord,
+        id: &str,
+        config: &cri::ContainerConfig,
+        image: &str,
+        infra: bool,
+        bundle: &Path,
+    ) -> Result<Fitted> {
+        let sources = self.crid_made_mounts(pod, id, config)?;
         let opts = crikit::rootfs::bundle::BundleOptions {
             mode: crikit::rootfs::bundle::RootfsMode::Auto,
-            overrides: overrides(pod, id, &config, &sources)?,
+            overrides: overrides(pod, id, config, &sources)?,
             patch: None,
             userns: match (pod.userns, pod.ns.get("user")) {
                 (Some(u), Some(file)) => Some(crikit::rootfs::bundle::UsernsRootfs {
@@ -577,128 +641,96 @@ impl Crid {
         };
         let fit = spec::Fit {
             pod,
-            config: &config,
-            pid: self.pid_ns(pod, &config, infra)?,
+            config,
+            pid: self.pid_ns(pod, config, infra)?,
             own_oom_score_adj: own_oom_score_adj(),
             cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
         };
-        let t_find = t0.elapsed();
-        let mut stop_signal = String::from("SIGTERM");
-        let mut cgroups_path = String::new();
-        let mut user = None;
+        let mut fitted = None;
         crikit::rootfs::bundle::create_with(
             &self.images.store,
             &self.settings.root,
-            &image_name,
-            &bundle,
+            image,
+            bundle,
             &opts,
             |s| -> Result<(), Making> {
                 spec::fit(s, &fit).map_err(Making::Fit)?;
-                if let Some(sig) = s
-                    .annotations()
-                    .as_ref()
-                    .and_then(|a| a.get("org.opencontainers.image.stopSignal"))
-                {
-                    stop_signal = sig.clone();
-                }
-                cgroups_path = s
-                    .linux()
-                    .as_ref()
-                    .and_then(|l| l.cgroups_path().as_ref())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                user = s.process().as_ref().map(|p| record::UserRecord {
-                    uid: p.user().uid(),
-                    gid: p.user().gid(),
-                    groups: p.user().additional_gids().clone().unwrap_or_default(),
-                });
+                fitted = Some(Fitted::of(s));
                 Ok(())
             },
         )
         .map_err(|e| match e {
             Making::Bundle(source) => CridError::Bundle {
-                name: name.clone(),
+                name: name_of(config).to_string(),
                 source,
             },
             Making::Fit(e) => e,
         })?;
-        let t_bundle = t0.elapsed();
-        let log_path = log_path(pod, &config)?;
-        let (pid, restore_from) = match restore {
-            // The runtime makes the container when StartContainer restores it.
-            Some(dump) => {
-                let images = crate::container::checkpoint::unpack_restore(
-                    dump,
-                    &dir.join("restore"),
-                    &bundle.join("rootfs"),
-                )?;
-                let state = self.store.monitor_dir(id);
-                std::fs::create_dir_all(state.path()).map_err(CridError::io(format!(
-                    "creating {}",
-                    state.path().display()
-                )))?;
-                (0, Some(images))
-            }
-            None => (
-                self.monitors(&runtime).create(
-                    id,
-                    &name,
-                    &bundle,
-                    &monitor::Create {
-                        log_path: (!log_path.is_empty()).then(|| Path::new(&log_path)),
-                        stdin: config.stdin,
-                        tty: config.tty,
-                        cgroup_parent: pod.cgroup_parent.as_deref(),
-                        start: infra,
-                        restore: None,
-                    },
-                )?,
-                None,
-            ),
-        };
-        // The container's mount namespace holds its own copies of the read-only
-        // binds now: the host's go, so that nothing pins the host path's mountpoints
-        // here (an rmdir of one in this namespace would fail with EBUSY). A restore
-        // needs them until StartContainer.
-        if restore_from.is_none() {
-            crikit::rootfs::mountattr::unbind_each(&self.store.rro_dir(id));
-        }
-        tracing::debug!(
-            "container {id}: image found in {t_find:?}, bundle and spec made by {t_bundle:?}, \
-             created by {:?}",
-            t0.elapsed()
-        );
-        let c = ContainerRecord {
+        // create_with calls the fitting before it returns Ok.
+        fitted.ok_or_else(|| CridError::Invalid(format!("container {id}: no spec was fitted")))
+    }
+
+    /// Unpacks the checkpoint `dump` for StartContainer to restore container `id`
+    /// from: CRIU's images under `dir`, its file changes into the bundle's rootfs.
+    /// Where CRIU's images are.
+    fn stage_restore(&self, id: &str, dump: &Dump, dir: &Path, bundle: &Path) -> Result<PathBuf> {
+        let images = unpack_restore(dump, &dir.join("restore"), &bundle.join("rootfs"))?;
+        let state = self.store.monitor_dir(id);
+        std::fs::create_dir_all(state.path()).map_err(CridError::io(format!(
+            "creating {}",
+            state.path().display()
+        )))?;
+        Ok(images)
+    }
+
+    /// The record of container `id`, made as `made` says.
+    fn record_of(
+        &self,
+        pod: &PodRecord,
+        id: &str,
+        config: &cri::ContainerConfig,
+        infra: bool,
+        made: Made,
+    ) -> ContainerRecord {
+        let Made {
+            info,
+            bundle,
+            fitted,
+            log_path,
+            pid,
+            restore_from,
+        } = made;
+        ContainerRecord {
             version: record::VERSION,
             id: id.to_string(),
             pod_id: pod.id.clone(),
-            name,
+            name: name_of(config).to_string(),
             attempt: config.metadata.as_ref().map_or(0, |m| m.attempt),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
-            mounts: record::mounts_of(&config),
+            mounts: record::mounts_of(config),
             resources: config
                 .linux
                 .as_ref()
                 .and_then(|l| l.resources.as_ref())
                 .map(Resources::from_cri),
-            image_id: info.id.clone(),
             image_ref: info
                 .repo_digests
                 .first()
                 .cloned()
                 .unwrap_or_else(|| info.id.clone()),
-            image_name,
+            image_id: info.id,
+            image_name: info.names.into_iter().next().unwrap_or_default(),
             bundle,
-            cgroups_path,
+            cgroups_path: fitted.cgroups_path,
             log_path,
             created_at: now_ns(),
             started_at: if infra { now_ns() } else { 0 },
             pid,
-            stop_signal,
+            stop_signal: fitted.stop_signal,
             infra,
             monitor_cgroup_parent: pod.cgroup_parent.clone(),
-            user,
+            user: fitted.user,
             // The handler by name, the default resolved now: a default changed later
             // must not send it to another runtime.
             runtime_handler: if pod.runtime_handler.is_empty() {
@@ -710,8 +742,55 @@ impl Crid {
             tty: config.tty,
             stdin_once: config.stdin_once,
             restore_from,
-        };
-        self.store.save_container(&c)?;
-        Ok(c)
+        }
     }
+}
+
+/// What the fitted spec says that a container's record keeps.
+struct Fitted {
+    /// The image's stop signal, else SIGTERM.
+    stop_signal: String,
+    /// The runtime's cgroups path.
+    cgroups_path: String,
+    /// The user the process runs as.
+    user: Option<record::UserRecord>,
+}
+
+impl Fitted {
+    fn of(s: &crikit::oci_spec::runtime::Spec) -> Fitted {
+        Fitted {
+            stop_signal: s
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get("org.opencontainers.image.stopSignal"))
+                .cloned()
+                .unwrap_or_else(|| "SIGTERM".into()),
+            cgroups_path: s
+                .linux()
+                .as_ref()
+                .and_then(|l| l.cgroups_path().as_ref())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            user: s.process().as_ref().map(|p| record::UserRecord {
+                uid: p.user().uid(),
+                gid: p.user().gid(),
+                groups: p.user().additional_gids().clone().unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// What making a container produced, for its record.
+struct Made {
+    info: ImageInfo,
+    bundle: PathBuf,
+    fitted: Fitted,
+    log_path: String,
+    pid: i32,
+    restore_from: Option<PathBuf>,
+}
+
+/// The container's name, as its metadata gives it ("" for none).
+fn name_of(config: &cri::ContainerConfig) -> &str {
+    config.metadata.as_ref().map_or("", |m| m.name.as_str())
 }
