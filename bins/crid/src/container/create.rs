@@ -692,14 +692,7 @@ impl Crid {
         infra: bool,
         made: Made,
     ) -> ContainerRecord {
-        let Made {
-            info,
-            bundle,
-            fitted,
-            log_path,
-            pid,
-            restore_from,
-        } = made;
+        let info = made.info;
         ContainerRecord {
             version: record::VERSION,
             id: id.to_string(),
@@ -721,16 +714,16 @@ impl Crid {
                 .unwrap_or_else(|| info.id.clone()),
             image_id: info.id,
             image_name: info.names.into_iter().next().unwrap_or_default(),
-            bundle,
-            cgroups_path: fitted.cgroups_path,
-            log_path,
+            bundle: made.bundle,
+            cgroups_path: made.fitted.cgroups_path,
+            log_path: made.log_path,
             created_at: now_ns(),
             started_at: if infra { now_ns() } else { 0 },
-            pid,
-            stop_signal: fitted.stop_signal,
+            pid: made.pid,
+            stop_signal: made.fitted.stop_signal,
             infra,
             monitor_cgroup_parent: pod.cgroup_parent.clone(),
-            user: fitted.user,
+            user: made.fitted.user,
             // The handler by name, the default resolved now: a default changed later
             // must not send it to another runtime.
             runtime_handler: if pod.runtime_handler.is_empty() {
@@ -741,7 +734,7 @@ impl Crid {
             stdin: config.stdin,
             tty: config.tty,
             stdin_once: config.stdin_once,
-            restore_from,
+            restore_from: made.restore_from,
         }
     }
 }
