@@ -9,6 +9,7 @@
 set -uo pipefail
 CARGO=${CARGO:-cargo}
 OTHER_RUNTIMES=${OTHER_RUNTIMES-crun}
+: "${RUNTIME_SUITES:?names the suites to run again under OTHER_RUNTIMES (--test flags); make test sets it}"
 LOG=$(mktemp /tmp/crikit-skipped.XXXXXX)
 export CRIKIT_SKIPPED_LOG=$LOG
 report() {

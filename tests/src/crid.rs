@@ -581,6 +581,17 @@ impl World {
             .expect("a status")
     }
 
+    /// Every pod sandbox crid lists (ListPodSandbox without a filter).
+    pub async fn pods(&self) -> Vec<k8s_cri::v1::PodSandbox> {
+        self.rt
+            .clone()
+            .list_pod_sandbox(k8s_cri::v1::ListPodSandboxRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing pods: {e:?}"))
+            .into_inner()
+            .items
+    }
+
     /// PodSandboxStatus (not verbose).
     pub async fn pod_status(&self, id: &str) -> k8s_cri::v1::PodSandboxStatus {
         self.rt

@@ -558,6 +558,60 @@ fn env_file_patch_from_stdin_and_host_network() {
     assert!(!w.bundle("p2").exists());
 }
 
+/// Temp dirs and mounts under `dir`: what a failed bundlegen must not leave.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = dir.to_str().unwrap();
+    left.extend(
+        mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(dir))
+            .map(|m| format!("mount {m}")),
+    );
+    left
+}
+
+#[test]
+fn a_failure_after_the_overlay_is_mounted_undoes_the_mount_the_dir_and_the_record() {
+    let w = World::new();
+    let line = w.image("undo/box", &Image::busybox());
+    // A patch that fails validation, checked after the overlay is mounted.
+    let bad = w.tmp.path().join("bad.json");
+    std::fs::write(&bad, r#"{"process": {"cwd": "relative"}}"#).unwrap();
+    let b = w.bundle("u1");
+    let args = ["--rootfs-mode", "overlay", "--patch", bad.to_str().unwrap()];
+    let r = w
+        .bundlegen(&[&args[..], &[&line, b.to_str().unwrap()]].concat())
+        .expect_code(2);
+    assert!(r.stderr.contains("is not absolute"), "{}", r.describe());
+    assert!(!b.exists());
+    assert_eq!(leftovers(w.tmp.path()), Vec::<String>::new());
+    // The record cannot be written: the overlay is mounted and the config written.
+    let records = w.root().join("bundles");
+    std::fs::create_dir_all(w.root()).unwrap();
+    std::fs::write(&records, "not a directory").unwrap();
+    let r = w
+        .bundlegen(&["--rootfs-mode", "overlay", &line, b.to_str().unwrap()])
+        .expect_code(1);
+    assert!(r.stderr.contains("bundles"), "{}", r.describe());
+    assert!(!b.exists());
+    assert_eq!(leftovers(w.tmp.path()), Vec::<String>::new());
+    // With the way clear, the same bundle is made and runs.
+    std::fs::remove_file(&records).unwrap();
+    w.bundlegen(&["--rootfs-mode", "overlay", &line, b.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_dir(&records).unwrap().count(), 1);
+    let r = w.runc.run(&b);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+}
+
 #[test]
 fn prune_keeps_layers_in_use_and_drops_the_rest() {
     let w = World::new();

@@ -20,12 +20,7 @@ async fn crid_killed_and_restarted_loses_nothing() {
 
     // SIGKILL; the short container ends while crid is away.
     w.kill_and_restart(Duration::from_millis(1500)).await;
-    let pods =
-        w.rt.clone()
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap();
-    let pods = pods.into_inner().items;
+    let pods = w.pods().await;
     assert_eq!((pods.len(), pods[0].id.as_str()), (1, pod.as_str()));
     assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
     let after = w.status(&long).await;
@@ -311,12 +306,7 @@ async fn crid_killed_at_any_moment_of_a_burst_of_creates_leaves_nothing_once_its
             let _ = r.expect("the call's task");
         }
         let mut rt = w.rt.clone();
-        let pods = rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let pods = w.pods().await;
         for p in &pods {
             // As `crictl rmp -fa` does it.
             rt.stop_pod_sandbox(cri::StopPodSandboxRequest {

@@ -221,12 +221,7 @@ async fn runtime_failures_are_unknown_with_the_runtimes_message_and_leave_nothin
     let e = w.run_pod(&bad).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("DNS server"), "{e:?}");
-    let pods = rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = w.pods().await;
     assert!(pods.is_empty(), "{pods:?}");
 }
 

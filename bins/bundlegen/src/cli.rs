@@ -7,7 +7,7 @@ use crikit::rootfs::bundle::{BundleError, BundleOptions, RootfsMode};
 use crikit::rootfs::spec::{Net, Overrides, SpecError};
 use crikit_cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE};
 use std::io::{BufRead, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Man page sections written by hand, spliced after the generated ones.
 pub const MAN_EXTRA: &str = include_str!("../../../man/bundlegen.extra.roff");
@@ -203,78 +203,164 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or_else(crikit::paths::default_root);
     let mut out = std::io::stdout().lock();
     if args.prune {
-        if args.image.is_some() {
-            usage_error("--prune takes no IMAGE or BUNDLE");
-        }
-        let store =
-            Store::open(crikit::paths::images_dir(&root)).context("opening the image store")?;
-        let r = crikit::rootfs::bundle::prune_layers(&store, &root)
-            .context("pruning the layer cache")?;
-        if args.json {
-            serde_json::to_writer(&mut out, &r)?;
-            writeln!(out)?;
-        } else {
-            writeln!(
-                out,
-                "removed {} layers and {} stale bundle records",
-                r.layers, r.stale_records
-            )?;
-        }
-        return Ok(());
+        prune(&args, &root, &mut out)
+    } else if args.remove {
+        remove(&args, &root)
+    } else {
+        make(&args, &root, &mut out)
     }
-    if args.remove {
-        // With --remove every positional is a bundle.
-        let bundles: Vec<PathBuf> = args
-            .image
-            .iter()
-            .map(PathBuf::from)
-            .chain(args.bundles.iter().cloned())
-            .collect();
-        if bundles.is_empty() {
-            usage_error("--remove needs at least one BUNDLE");
-        }
-        for b in bundles {
-            crikit::rootfs::bundle::remove(&root, &b)
-                .with_context(|| format!("removing bundle {}", b.display()))?;
-        }
-        return Ok(());
+}
+
+/// --prune: deletes the cached layers nothing uses.
+fn prune(args: &Args, root: &Path, out: &mut impl Write) -> Result<()> {
+    if args.image.is_some() {
+        usage_error("--prune takes no IMAGE or BUNDLE");
     }
+    let store = Store::open(crikit::paths::images_dir(root)).context("opening the image store")?;
+    let r =
+        crikit::rootfs::bundle::prune_layers(&store, root).context("pruning the layer cache")?;
+    if args.json {
+        serde_json::to_writer(&mut *out, &r)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "removed {} layers and {} stale bundle records",
+            r.layers, r.stale_records
+        )?;
+    }
+    Ok(())
+}
+
+/// --remove: every positional is a bundle to remove.
+fn remove(args: &Args, root: &Path) -> Result<()> {
+    let bundles: Vec<PathBuf> = args
+        .image
+        .iter()
+        .map(PathBuf::from)
+        .chain(args.bundles.iter().cloned())
+        .collect();
+    if bundles.is_empty() {
+        usage_error("--remove needs at least one BUNDLE");
+    }
+    for b in bundles {
+        crikit::rootfs::bundle::remove(root, &b)
+            .with_context(|| format!("removing bundle {}", b.display()))?;
+    }
+    Ok(())
+}
+
+/// The default action: makes BUNDLE from IMAGE and prints what was made.
+fn make(args: &Args, root: &Path, out: &mut impl Write) -> Result<()> {
     let (Some(image), [bundle]) = (args.image.as_deref(), args.bundles.as_slice()) else {
         usage_error("expected IMAGE and one BUNDLE (try --help)");
     };
     if image == "-" && args.patch.as_deref() == Some("-") {
         usage_error("IMAGE and --patch cannot both read stdin");
     }
-    let image = if image == "-" {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading IMAGE from stdin")?;
-        let line = line.trim().to_string();
-        if line.is_empty() {
-            bail!("no image reference on stdin");
-        }
-        line
+    let image = image_arg(image)?;
+    let opts = options(args)?;
+    let images = crikit::paths::images_dir(root);
+    let store = Store::open_existing(&images)
+        .with_context(|| format!("opening the image store {}", images.display()))?;
+    let name = store.find(&image)?;
+    let info = crikit::rootfs::bundle::create(&store, root, &name, bundle, &opts)
+        .with_context(|| format!("generating bundle {} from {name}", bundle.display()))?;
+    if args.json {
+        let v = serde_json::json!({"type": "bundle", "data": info, "version": 1});
+        serde_json::to_writer(&mut *out, &v)?;
+        writeln!(out)?;
     } else {
-        image.to_string()
+        writeln!(out, "{}", info.path.display())?;
+    }
+    Ok(())
+}
+
+/// IMAGE as given, or the first line of stdin for `-`.
+fn image_arg(image: &str) -> Result<String> {
+    if image != "-" {
+        return Ok(image.to_string());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading IMAGE from stdin")?;
+    let line = line.trim();
+    if line.is_empty() {
+        bail!("no image reference on stdin");
+    }
+    Ok(line.to_string())
+}
+
+/// How to make the bundle, from the flags.
+fn options(args: &Args) -> Result<BundleOptions> {
+    let overrides = Overrides {
+        cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
+        entrypoint: args.entrypoint.clone().map(|e| vec![e]),
+        env: env_of(&args.env_file, &args.env)?,
+        cwd: args.cwd.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
+        mounts: args
+            .mount
+            .iter()
+            .map(|m| mount_of(m))
+            .collect::<Result<_>>()?,
+        tmpfs: args.tmpfs.clone(),
+        read_only: args.read_only,
+        tty: args.tty,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        privileged: args.privileged,
+        memory: args.memory,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+        net: net_of(&args.net)?,
+        annotations: args
+            .annotation
+            .iter()
+            .map(|a| key_value(a, "--annotation"))
+            .collect::<Result<_>>()?,
+        rootless: None,
+        cgroups_path: None,
+        member_groups: false,
     };
-    let patch = match args.patch.as_deref() {
-        None => None,
-        Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the patch from stdin")?;
-            Some(serde_json::from_str(&s).context("--patch -: not JSON")?)
-        }
-        Some(f) => {
-            let s = std::fs::read_to_string(f).with_context(|| format!("reading the patch {f}"))?;
-            Some(serde_json::from_str(&s).with_context(|| format!("--patch {f}: not JSON"))?)
-        }
+    Ok(BundleOptions {
+        mode: match args.rootfs_mode {
+            Mode::Auto => RootfsMode::Auto,
+            Mode::Overlay => RootfsMode::Overlay,
+            Mode::Copy => RootfsMode::Copy,
+        },
+        overrides,
+        patch: patch_of(args.patch.as_deref())?,
+        userns: None,
+    })
+}
+
+/// --patch: a JSON document from a file, or from stdin for `-`.
+fn patch_of(patch: Option<&str>) -> Result<Option<serde_json::Value>> {
+    let Some(f) = patch else {
+        return Ok(None);
     };
+    let text = if f == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the patch from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(f).with_context(|| format!("reading the patch {f}"))?
+    };
+    Ok(Some(
+        serde_json::from_str(&text).with_context(|| format!("--patch {f}: not JSON"))?,
+    ))
+}
+
+/// The environment: the --env-file lines first, then --env, each KEY=VALUE.
+fn env_of(files: &[PathBuf], vars: &[String]) -> Result<Vec<String>> {
     let mut env = Vec::new();
-    for f in &args.env_file {
+    for f in files {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading the env file {}", f.display()))?;
         for line in text
@@ -286,31 +372,30 @@ pub fn run(args: Args) -> Result<()> {
             env.push(line.to_string());
         }
     }
-    for e in &args.env {
+    for e in vars {
         key_value(e, "--env")?;
         env.push(e.clone());
     }
-    let mut mounts = Vec::new();
-    for m in &args.mount {
-        let parts: Vec<&str> = m.split(':').collect();
-        let (src, dst, ro) = match parts.as_slice() {
-            [s, d] => (*s, *d, false),
-            [s, d, "ro"] => (*s, *d, true),
-            [s, d, "rw"] => (*s, *d, false),
-            _ => bail!("--mount {m:?}: not SRC:DST[:ro]"),
-        };
-        let src = std::path::absolute(src).with_context(|| format!("--mount {m:?}"))?;
-        if !src.exists() {
-            bail!("--mount {m:?}: {} does not exist", src.display());
-        }
-        mounts.push((src.display().to_string(), dst.to_string(), ro));
+    Ok(env)
+}
+
+/// --mount SRC:DST[:ro|:rw], with SRC made absolute and required to exist.
+fn mount_of(m: &str) -> Result<(String, String, bool)> {
+    let (src, dst, ro) = match m.split(':').collect::<Vec<_>>().as_slice() {
+        [s, d] | [s, d, "rw"] => (*s, *d, false),
+        [s, d, "ro"] => (*s, *d, true),
+        _ => bail!("--mount {m:?}: not SRC:DST[:ro]"),
+    };
+    let src = std::path::absolute(src).with_context(|| format!("--mount {m:?}"))?;
+    if !src.exists() {
+        bail!("--mount {m:?}: {} does not exist", src.display());
     }
-    let annotations = args
-        .annotation
-        .iter()
-        .map(|a| key_value(a, "--annotation"))
-        .collect::<Result<Vec<_>>>()?;
-    let net = match args.net.as_str() {
+    Ok((src.display().to_string(), dst.to_string(), ro))
+}
+
+/// --net: none, host, or the path of a namespace to join.
+fn net_of(net: &str) -> Result<Net> {
+    Ok(match net {
         "none" => Net::None,
         "host" => Net::Host,
         p => {
@@ -320,54 +405,7 @@ pub fn run(args: Args) -> Result<()> {
             }
             Net::Path(path)
         }
-    };
-    let overrides = Overrides {
-        cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
-        entrypoint: args.entrypoint.clone().map(|e| vec![e]),
-        env,
-        cwd: args.cwd.clone(),
-        user: args.user.clone(),
-        hostname: args.hostname.clone(),
-        mounts,
-        tmpfs: args.tmpfs.clone(),
-        read_only: args.read_only,
-        tty: args.tty,
-        cap_add: args.cap_add.clone(),
-        cap_drop: args.cap_drop.clone(),
-        privileged: args.privileged,
-        memory: args.memory,
-        cpus: args.cpus,
-        pids_limit: args.pids_limit,
-        net,
-        annotations,
-        rootless: None,
-        cgroups_path: None,
-        member_groups: false,
-    };
-    let opts = BundleOptions {
-        mode: match args.rootfs_mode {
-            Mode::Auto => RootfsMode::Auto,
-            Mode::Overlay => RootfsMode::Overlay,
-            Mode::Copy => RootfsMode::Copy,
-        },
-        overrides,
-        patch,
-        userns: None,
-    };
-    let images = crikit::paths::images_dir(&root);
-    let store = Store::open_existing(&images)
-        .with_context(|| format!("opening the image store {}", images.display()))?;
-    let name = store.find(&image)?;
-    let info = crikit::rootfs::bundle::create(&store, &root, &name, bundle, &opts)
-        .with_context(|| format!("generating bundle {} from {name}", bundle.display()))?;
-    if args.json {
-        let v = serde_json::json!({"type": "bundle", "data": info, "version": 1});
-        serde_json::to_writer(&mut out, &v)?;
-        writeln!(out)?;
-    } else {
-        writeln!(out, "{}", info.path.display())?;
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

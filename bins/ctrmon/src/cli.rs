@@ -153,53 +153,62 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
     let dirs = StateDir::new(&run_dir, &args.id);
     let state = dirs.path();
     std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
-    let launch = match &args.exec {
-        Some(process) if args.attach_socket.is_none() => {
-            if args.tty {
-                return Err(usage(
-                    "--tty with --exec needs --attach-socket to serve the terminal",
-                ));
-            }
-            return exec(&args, process, &dirs).map(|()| std::process::ExitCode::SUCCESS);
+    if let (Some(process), None) = (&args.exec, &args.attach_socket) {
+        if args.tty {
+            return Err(usage(
+                "--tty with --exec needs --attach-socket to serve the terminal",
+            ));
         }
-        Some(process) => {
-            if args.exec_timeout.is_some() {
-                return Err(usage(
-                    "--exec-timeout applies only to a sync exec (no --attach-socket)",
-                ));
-            }
-            Launch::Exec {
-                process: std::path::absolute(process)
-                    .with_context(|| format!("process file {}", process.display()))?,
-            }
+        return exec(&args, process, &dirs).map(|()| std::process::ExitCode::SUCCESS);
+    }
+    let cfg = config_of(&args, launch_of(&args)?, &dirs)?;
+    monitor(&args, &cfg)
+}
+
+/// What the monitor starts: an exec served through its attach socket, or the
+/// container itself (created, or restored from a checkpoint).
+fn launch_of(args: &Args) -> Result<Launch> {
+    if let Some(process) = &args.exec {
+        if args.exec_timeout.is_some() {
+            return Err(usage(
+                "--exec-timeout applies only to a sync exec (no --attach-socket)",
+            ));
         }
-        None => {
-            let bundle = args.bundle.clone().unwrap_or_default();
-            let restore = match &args.restore {
-                Some(images) => {
-                    let images = std::path::absolute(images)
-                        .with_context(|| format!("--restore {}", images.display()))?;
-                    if !images.is_dir() {
-                        return Err(usage(&format!(
-                            "--restore {}: not a directory of CRIU images",
-                            images.display()
-                        )));
-                    }
-                    let work = images.parent().unwrap_or(&images).to_path_buf();
-                    Some(crikit::runtime::runc::Checkpoint { images, work })
-                }
-                None => None,
-            };
-            Launch::Create {
-                bundle: std::path::absolute(&bundle)
-                    .with_context(|| format!("bundle {}", bundle.display()))?,
-                restore,
-            }
-        }
+        return Ok(Launch::Exec {
+            process: std::path::absolute(process)
+                .with_context(|| format!("process file {}", process.display()))?,
+        });
+    }
+    let bundle = args.bundle.clone().unwrap_or_default();
+    Ok(Launch::Create {
+        bundle: std::path::absolute(&bundle)
+            .with_context(|| format!("bundle {}", bundle.display()))?,
+        restore: restore_of(args)?,
+    })
+}
+
+/// `--restore DIR`: the checkpoint to restore from, its work directory beside it.
+fn restore_of(args: &Args) -> Result<Option<crikit::runtime::runc::Checkpoint>> {
+    let Some(images) = &args.restore else {
+        return Ok(None);
     };
+    let images =
+        std::path::absolute(images).with_context(|| format!("--restore {}", images.display()))?;
+    if !images.is_dir() {
+        return Err(usage(&format!(
+            "--restore {}: not a directory of CRIU images",
+            images.display()
+        )));
+    }
+    let work = images.parent().unwrap_or(&images).to_path_buf();
+    Ok(Some(crikit::runtime::runc::Checkpoint { images, work }))
+}
+
+/// The monitor's configuration: files named on the command line, or the defaults in
+/// the state directory (none for an exec's log and exit file: its attach clients get
+/// its output and status).
+fn config_of(args: &Args, launch: Launch, dirs: &StateDir) -> Result<MonitorConfig> {
     let is_exec = matches!(launch, Launch::Exec { .. });
-    // Files named on the command line, or the defaults in the state directory (none
-    // for an exec's log and exit file: its attach clients get its output and status).
     let file = |p: Option<&PathBuf>, default: Option<PathBuf>| -> Result<Option<PathBuf>> {
         p.cloned()
             .or(default)
@@ -216,7 +225,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
             default
         }
     };
-    let cfg = MonitorConfig {
+    Ok(MonitorConfig {
         launch,
         tty: args.tty,
         id: args.id.clone(),
@@ -242,8 +251,13 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
         stdin: args.stdin,
         attach_wait: args.attach_wait.map(std::time::Duration::from_secs),
         cgroup_parent: args.cgroup_parent.clone(),
-    };
-    let report = match crate::run::spawn(&cfg) {
+    })
+}
+
+/// Detaches the monitor and reports what it started: the pid on stdout, and the
+/// report to --sync-fd (also when starting failed).
+fn monitor(args: &Args, cfg: &MonitorConfig) -> Result<std::process::ExitCode> {
+    let report = match crate::run::spawn(cfg) {
         Ok(Spawned::Caller(r)) => r,
         // The monitor's (or the intermediate process's) own end.
         Ok(Spawned::Exit(code)) => return Ok(exit_code(code)),

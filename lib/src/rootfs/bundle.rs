@@ -423,6 +423,68 @@ fn record_path(root: &Path, bundle: &Path) -> PathBuf {
     ))
 }
 
+/// A bundle being assembled in a temp dir beside its destination. Until
+/// [`Staging::commit`] renames it into place, dropping it undoes what was made, in
+/// reverse: the bundle's record, the overlay on its rootfs, the temp dir.
+struct Staging {
+    dir: PathBuf,
+    mounted: bool,
+    record: Option<PathBuf>,
+    armed: bool,
+}
+
+impl Staging {
+    fn new(parent: &Path, name: &str, userns: bool) -> Result<Staging> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp-"))
+            .tempdir_in(parent)
+            .map_err(io_err("creating a temp dir in", parent))?
+            .keep();
+        let me = Staging {
+            dir,
+            mounted: false,
+            record: None,
+            armed: true,
+        };
+        if userns {
+            // The runtime mounts the rootfs from inside the user namespace, as its
+            // root: the path must be searchable by others.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&me.dir, fs::Permissions::from_mode(0o711))
+                .map_err(io_err("setting the mode of", &me.dir))?;
+        }
+        let rootfs = me.rootfs();
+        fs::create_dir(&rootfs).map_err(io_err("creating", &rootfs))?;
+        Ok(me)
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// Renames the bundle into place: from here on it is no longer undone.
+    fn commit(mut self, to: &Path) -> Result<()> {
+        fs::rename(&self.dir, to).map_err(io_err("renaming into", to))?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(rec) = &self.record {
+            let _ = fs::remove_file(rec);
+        }
+        if self.mounted {
+            let _ = rustix::mount::unmount(self.rootfs(), rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = remove_tree(&self.dir);
+    }
+}
+
 /// Makes a bundle at `bundle` (which must not exist) from the image `image`.
 /// `root` is the state root (for the layer cache and bundle records).
 pub fn create(
@@ -453,7 +515,7 @@ pub fn create_with<E: From<BundleError>>(
         return Err(BundleError::Exists(bundle.to_path_buf()).into());
     }
     let bundle_abs = std::path::absolute(bundle).map_err(io_err("resolving", bundle))?;
-    let parent = bundle_abs.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let parent = bundle_abs.parent().unwrap_or(Path::new("/"));
     let name = bundle_abs
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -463,22 +525,19 @@ pub fn create_with<E: From<BundleError>>(
         RootfsMode::Overlay => true,
         RootfsMode::Auto => is_root() && overlay_available(),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp-"))
-        .tempdir_in(&parent)
-        .map_err(io_err("creating a temp dir in", &parent))?;
-    if opts.userns.is_some() {
-        // The runtime mounts the rootfs from inside the user namespace, as its root:
-        // the path must be searchable by others.
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o711))
-            .map_err(io_err("setting the mode of", tmp.path()))?;
+    if !overlay && opts.userns.is_some() {
+        return Err(BundleError::Io {
+            action: "making a user namespace's rootfs in",
+            path: bundle_abs.join("rootfs"),
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "user namespaces need the overlay rootfs mode",
+            ),
+        }
+        .into());
     }
-    let rootfs = tmp.path().join("rootfs");
-    fs::create_dir(&rootfs).map_err(io_err("creating", &rootfs))?;
-    let diff_ids: Vec<Digest> = img.layers.iter().map(|l| l.2.clone()).collect();
-    let chains = chain_ids(&diff_ids);
-    let mut mounted = false;
+    let chains = chain_ids(&img.layers.iter().map(|l| l.2.clone()).collect::<Vec<_>>());
+    let mut staging = Staging::new(parent, &name, opts.userns.is_some())?;
     // Held until the bundle's record is written, so prune never sees its layers
     // unused in between.
     let _cache_lock = if overlay {
@@ -486,143 +545,154 @@ pub fn create_with<E: From<BundleError>>(
     } else {
         None
     };
-    let result = (|| -> Result<BundleInfo, E> {
-        let mut unpacked = 0;
-        if overlay {
-            let cache = LayerCache::new(root);
-            unpacked = cache.ensure(store, &img, &chains)?;
-            let upper = tmp.path().join("upper");
-            let work = tmp.path().join("work");
-            fs::create_dir(&upper).map_err(io_err("creating", &upper))?;
-            fs::create_dir(&work).map_err(io_err("creating", &work))?;
-            let layers: Vec<PathBuf> = chains.iter().rev().map(|c| cache.diff_dir(c)).collect();
-            let idmapped = match &opts.userns {
-                Some(u) => {
-                    rustix::fs::chown(
-                        &upper,
-                        Some(rustix::process::Uid::from_raw(u.root_uid)),
-                        Some(rustix::process::Gid::from_raw(u.root_gid)),
-                    )
-                    .map_err(|e| io_err("changing the owner of", &upper)(e.into()))?;
-                    Some(IdmappedLayers::new(
-                        tmp.path().join("idmapped"),
-                        &layers,
-                        &u.userns,
-                    )?)
-                }
-                None => None,
-            };
-            let lower: Vec<String> = match &idmapped {
-                Some(m) => m.mounted.iter().map(|p| p.display().to_string()).collect(),
-                None => layers.iter().map(|p| p.display().to_string()).collect(),
-            };
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lower.join(":"),
-                upper.display(),
-                work.display()
-            );
-            let data = std::ffi::CString::new(data)
-                .map_err(|e| io_err("mounting", &rootfs)(io::Error::other(e)))?;
-            rustix::mount::mount(
-                "overlay",
-                &rootfs,
-                "overlay",
-                rustix::mount::MountFlags::empty(),
-                data.as_c_str(),
-            )
-            .map_err(|e| io_err("mounting an overlay on", &rootfs)(e.into()))?;
-            mounted = true;
-            drop(idmapped);
-        } else if opts.userns.is_some() {
-            return Err(BundleError::Io {
-                action: "making a user namespace's rootfs in",
-                path: rootfs.clone(),
-                source: io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "user namespaces need the overlay rootfs mode",
-                ),
-            }
-            .into());
-        } else {
-            for (digest, media_type, diff_id) in &img.layers {
-                let blob = store.blob_path(digest);
-                let f = File::open(&blob).map_err(io_err("opening", &blob))?;
-                layer::apply(
-                    &rootfs,
-                    f,
-                    digest.as_str(),
-                    &apply_opts(Form::Copy, media_type, diff_id),
-                )
-                .map_err(BundleError::from)?;
-                unpacked += 1;
-            }
-        }
-        let mut overrides = opts.overrides.clone();
-        if !is_root() && overrides.rootless.is_none() {
-            overrides.rootless = Some((
-                rustix::process::geteuid().as_raw(),
-                rustix::process::getegid().as_raw(),
-            ));
-        }
-        let mut config =
-            spec::generate(&img.config, &rootfs, &name, &overrides, opts.patch.as_ref())
-                .map_err(BundleError::from)?;
-        fit(&mut config)?;
-        spec::validate(&config).map_err(BundleError::from)?;
-        let config_path = tmp.path().join("config.json");
-        let text = serde_json::to_vec_pretty(&config)
-            .map_err(|e| io_err("writing", &config_path)(io::Error::other(e)))?;
-        fs::write(&config_path, text).map_err(io_err("writing", &config_path))?;
-        Ok(BundleInfo {
-            path: bundle_abs.clone(),
-            image: img.name.clone(),
-            manifest_digest: img.manifest_digest.to_string(),
-            mode: if overlay { "overlay" } else { "copy" },
-            layers_unpacked: unpacked,
-            chain_ids: chains.iter().map(|c| c.to_string()).collect(),
-        })
-    })();
-    let info = match result {
-        Ok(i) => i,
-        Err(e) => {
-            if mounted {
-                let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
-            }
-            let _ = remove_tree(&tmp.keep());
-            return Err(e);
-        }
+    let layers_unpacked = if overlay {
+        mount_overlay(
+            &mut staging,
+            store,
+            root,
+            &img,
+            &chains,
+            opts.userns.as_ref(),
+        )?
+    } else {
+        copy_layers(&staging.rootfs(), store, &img)?
     };
-    // Register before the rename: a crash in between leaves a record whose bundle
+    write_config(&staging, &img, &name, opts, fit)?;
+    let info = BundleInfo {
+        path: bundle_abs.clone(),
+        image: img.name,
+        manifest_digest: img.manifest_digest.to_string(),
+        mode: if overlay { "overlay" } else { "copy" },
+        layers_unpacked,
+        chain_ids: chains.iter().map(|c| c.to_string()).collect(),
+    };
+    // Registered before the rename: a crash in between leaves a record whose bundle
     // does not exist, which prune drops; never a bundle whose layers could be pruned.
-    let rec = record_path(root, &bundle_abs);
-    let rec_dir = root.join("bundles");
-    let write_record = || -> Result<()> {
-        fs::create_dir_all(&rec_dir).map_err(io_err("creating", &rec_dir))?;
-        let r = Record {
-            path: bundle_abs.clone(),
-            image: info.image.clone(),
-            mode: info.mode.to_string(),
-            chain_ids: info.chain_ids.clone(),
-        };
-        crate::atomic::write_json(&rec, &r, 0o644).map_err(|e| io_err(e.step, &e.path)(e.source))
-    };
-    let tmp_path = tmp.keep();
-    let finish = write_record().and_then(|_| {
-        fs::rename(&tmp_path, &bundle_abs).map_err(io_err("renaming into", &bundle_abs))
-    });
-    if let Err(e) = finish {
-        if mounted {
-            let _ = rustix::mount::unmount(
-                tmp_path.join("rootfs"),
-                rustix::mount::UnmountFlags::DETACH,
-            );
-        }
-        let _ = remove_tree(&tmp_path);
-        let _ = fs::remove_file(&rec);
-        return Err(e.into());
-    }
+    staging.record = Some(write_record(root, &info)?);
+    staging.commit(&bundle_abs)?;
     Ok(info)
+}
+
+/// Unpacks what the layer cache lacks and mounts the overlay of the image's layers
+/// (ID-mapped through `userns` when given) on the staged rootfs. Returns how many
+/// layers were unpacked.
+fn mount_overlay(
+    staging: &mut Staging,
+    store: &Store,
+    root: &Path,
+    img: &ImageParts,
+    chains: &[Digest],
+    userns: Option<&UsernsRootfs>,
+) -> Result<usize> {
+    let cache = LayerCache::new(root);
+    let unpacked = cache.ensure(store, img, chains)?;
+    let upper = staging.dir.join("upper");
+    let work = staging.dir.join("work");
+    fs::create_dir(&upper).map_err(io_err("creating", &upper))?;
+    fs::create_dir(&work).map_err(io_err("creating", &work))?;
+    let layers: Vec<PathBuf> = chains.iter().rev().map(|c| cache.diff_dir(c)).collect();
+    let idmapped = match userns {
+        Some(u) => {
+            rustix::fs::chown(
+                &upper,
+                Some(rustix::process::Uid::from_raw(u.root_uid)),
+                Some(rustix::process::Gid::from_raw(u.root_gid)),
+            )
+            .map_err(|e| io_err("changing the owner of", &upper)(e.into()))?;
+            Some(IdmappedLayers::new(
+                staging.dir.join("idmapped"),
+                &layers,
+                &u.userns,
+            )?)
+        }
+        None => None,
+    };
+    let lower: Vec<String> = match &idmapped {
+        Some(m) => m.mounted.iter().map(|p| p.display().to_string()).collect(),
+        None => layers.iter().map(|p| p.display().to_string()).collect(),
+    };
+    let rootfs = staging.rootfs();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    let data = std::ffi::CString::new(data)
+        .map_err(|e| io_err("mounting", &rootfs)(io::Error::other(e)))?;
+    rustix::mount::mount(
+        "overlay",
+        &rootfs,
+        "overlay",
+        rustix::mount::MountFlags::empty(),
+        data.as_c_str(),
+    )
+    .map_err(|e| io_err("mounting an overlay on", &rootfs)(e.into()))?;
+    staging.mounted = true;
+    Ok(unpacked)
+}
+
+/// Applies the image's layers in order to the plain directory `rootfs`.
+fn copy_layers(rootfs: &Path, store: &Store, img: &ImageParts) -> Result<usize> {
+    for (digest, media_type, diff_id) in &img.layers {
+        let blob = store.blob_path(digest);
+        let f = File::open(&blob).map_err(io_err("opening", &blob))?;
+        layer::apply(
+            rootfs,
+            f,
+            digest.as_str(),
+            &apply_opts(Form::Copy, media_type, diff_id),
+        )?;
+    }
+    Ok(img.layers.len())
+}
+
+/// Generates the staged bundle's config.json, lets `fit` change it, validates and
+/// writes it.
+fn write_config<E: From<BundleError>>(
+    staging: &Staging,
+    img: &ImageParts,
+    name: &str,
+    opts: &BundleOptions,
+    fit: impl FnOnce(&mut oci_spec::runtime::Spec) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut overrides = opts.overrides.clone();
+    if !is_root() && overrides.rootless.is_none() {
+        overrides.rootless = Some((
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ));
+    }
+    let mut config = spec::generate(
+        &img.config,
+        &staging.rootfs(),
+        name,
+        &overrides,
+        opts.patch.as_ref(),
+    )
+    .map_err(BundleError::from)?;
+    fit(&mut config)?;
+    spec::validate(&config).map_err(BundleError::from)?;
+    let path = staging.dir.join("config.json");
+    let text = serde_json::to_vec_pretty(&config)
+        .map_err(|e| io_err("writing", &path)(io::Error::other(e)))?;
+    fs::write(&path, text).map_err(io_err("writing", &path))?;
+    Ok(())
+}
+
+/// Writes the record of the bundle `info` describes, so that prune keeps its layers.
+fn write_record(root: &Path, info: &BundleInfo) -> Result<PathBuf> {
+    let rec = record_path(root, &info.path);
+    let dir = root.join("bundles");
+    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let r = Record {
+        path: info.path.clone(),
+        image: info.image.clone(),
+        mode: info.mode.to_string(),
+        chain_ids: info.chain_ids.clone(),
+    };
+    crate::atomic::write_json(&rec, &r, 0o644).map_err(|e| io_err(e.step, &e.path)(e.source))?;
+    Ok(rec)
 }
 
 /// Removes a bundle made by [`create`]: unmounts its rootfs, deletes it and its
@@ -757,6 +827,38 @@ mod tests {
             cache.dir.join("0123abcd/diff").is_dir(),
             "complete layers stay"
         );
+    }
+
+    #[test]
+    fn a_staged_bundle_is_undone_unless_committed() {
+        let parent = tempfile::tempdir().unwrap();
+        let rec = parent.path().join("record.json");
+        let staged = |name: &str| {
+            let mut s = Staging::new(parent.path(), name, false).unwrap();
+            fs::write(s.rootfs().join("file"), "x").unwrap();
+            fs::write(&rec, "{}").unwrap();
+            s.record = Some(rec.clone());
+            s
+        };
+        let names = || -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(parent.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        drop(staged("dropped"));
+        assert_eq!(names(), Vec::<String>::new(), "dir and record removed");
+        // A failed rename (the destination's parent is missing) undoes it too.
+        let s = staged("failed");
+        assert!(s.commit(&parent.path().join("missing/b")).is_err());
+        assert_eq!(names(), Vec::<String>::new());
+        let s = staged("kept");
+        s.commit(&parent.path().join("b")).unwrap();
+        assert_eq!(names(), ["b", "record.json"]);
+        assert!(parent.path().join("b/rootfs/file").is_file());
     }
 
     #[test]
