@@ -256,6 +256,11 @@ impl Image {
     pub fn busybox() -> Image {
         Image::new(vec![Layer::busybox(Compression::Gzip)])
     }
+
+    /// An image of one layer holding one file of `mib` MiB (see [`Layer::large`]).
+    pub fn large(path: &str, mib: usize, compression: Compression) -> Image {
+        Image::new(vec![Layer::large(path, mib, compression)])
+    }
 }
 
 /// The host architecture in GOARCH terms.

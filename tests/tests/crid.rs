@@ -4,7 +4,7 @@
 
 use e2e::crid::{pull_request, Crid};
 use e2e::image::push;
-use e2e::{bin, run, Compression, Fault, Image, Layer, Proxy, Registry, TempRoot};
+use e2e::{bin, run, Compression, Fault, Image, Proxy, Registry, TempRoot};
 use k8s_cri::v1 as cri;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -299,7 +299,7 @@ async fn concurrent_pulls_of_one_image_share_one_download() {
         &reg.addr,
         "cri/shared",
         "1",
-        &Image::new(vec![Layer::large("big.bin", 4, Compression::None)]),
+        &Image::large("big.bin", 4, Compression::None),
     );
     // Slow enough that all the requests arrive while the first download runs.
     proxy.fault("/blobs/", Fault::Throttle(8 << 20), None);
@@ -331,7 +331,7 @@ async fn a_stalled_pull_is_cancelled_and_a_slow_one_is_not() {
         &reg.addr,
         "cri/slow",
         "1",
-        &Image::new(vec![Layer::large("big.bin", 6, Compression::None)]),
+        &Image::large("big.bin", 6, Compression::None),
     );
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let tmp = TempRoot::new();

@@ -390,6 +390,19 @@ fn pod_with(c: &Crictl, w: &World, name: &str, container: serde_json::Value) -> 
     (pod, ctr)
 }
 
+/// A container running `script` with a stdin to attach to; `once`: closed when the
+/// first attach ends (stdin_once).
+fn with_stdin(w: &World, name: &str, script: &str, once: bool) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"name": name},
+        "image": {"image": w.image},
+        "command": ["/bin/sh", "-c", script],
+        "stdin": true,
+        "stdin_once": once,
+        "log_path": format!("{name}.log")
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crictl_exec_attach_and_port_forward_over_spdy() {
     streams_through_crid("spdy").await;
@@ -531,14 +544,7 @@ async fn streams_through_crid(transport: &str) {
         &c,
         &w,
         "attach",
-        serde_json::json!({
-            "metadata": {"name": "cat"},
-            "image": {"image": w.image},
-            "command": ["/bin/sh", "-c", "read line; echo got $line"],
-            "stdin": true,
-            "stdin_once": true,
-            "log_path": "cat.log"
-        }),
+        with_stdin(&w, "cat", "read line; echo got $line", true),
     );
     let r = e2e::run_input(
         c.command(&["attach", t[0], t[1], "-i", &cat]),
@@ -753,14 +759,12 @@ async fn an_attach_leaves_a_stdin_that_is_not_stdin_once_open() {
         &c,
         &w,
         "reattach",
-        serde_json::json!({
-            "metadata": {"name": "reader"},
-            "image": {"image": w.image},
-            "command": ["/bin/sh", "-c", "while read l; do echo got $l; done; echo stdin closed"],
-            "stdin": true,
-            "stdin_once": false,
-            "log_path": "reader.log"
-        }),
+        with_stdin(
+            &w,
+            "reader",
+            "while read l; do echo got $l; done; echo stdin closed",
+            false,
+        ),
     );
     // Two attach sessions one after the other, each typing a line and ending its
     // stdin: the container reads both, its stdin still open after each.

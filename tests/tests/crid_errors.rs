@@ -5,7 +5,7 @@
 //! asks to fail, which fail the way runc does.
 
 use e2e::crid::{Network, World};
-use e2e::image::{push, Compression, Layer};
+use e2e::image::{push, Compression};
 use e2e::{Image, TempRoot};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::NamespaceMode::Container as OwnPid;
@@ -232,7 +232,7 @@ async fn a_full_disk_is_resource_exhausted_and_names_the_cause() {
         &w.reg.addr,
         "disk/big",
         "1",
-        &Image::new(vec![Layer::large("big.bin", 12, Compression::None)]),
+        &Image::large("big.bin", 12, Compression::None),
     );
     let mut img = w.img.clone();
     let e = img
@@ -366,7 +366,7 @@ async fn a_call_past_its_callers_deadline_is_deadline_exceeded() {
         &w.reg.addr,
         "slow/big",
         "1",
-        &Image::new(vec![Layer::large("big.bin", 16, Compression::None)]),
+        &Image::large("big.bin", 16, Compression::None),
     );
     // The header alone, with no timer in this client: what crid answers is what
     // arrives, as for a Go client whose own timer fires late.

@@ -446,7 +446,7 @@ fn a_download_cut_off_midway_resumes_with_a_range_request() {
         &reg.addr,
         "resume/big",
         "1",
-        &Image::new(vec![Layer::large("big.bin", 8, Compression::None)]),
+        &Image::large("big.bin", 8, Compression::None),
     );
     let layer = p.layers[0].clone();
     proxy.fault(&layer, Fault::Truncate(0.5), Some(1));
@@ -657,7 +657,7 @@ fn full_disk_fails_cleanly_and_keeps_what_was_stored() {
         &reg.addr,
         "disk/big",
         "1",
-        &Image::new(vec![Layer::large("big.bin", 12, Compression::None)]),
+        &Image::large("big.bin", 12, Compression::None),
     );
     let root = TempRoot::new();
     let store_root = root.mount_tmpfs("store", "6m");
@@ -857,7 +857,7 @@ fn list_inspect_remove_prune() {
         &reg.addr,
         "store/b",
         "1",
-        &Image::new(vec![Layer::large("b.bin", 1, Compression::Gzip)]),
+        &Image::large("b.bin", 1, Compression::Gzip),
     );
     let root = TempRoot::new();
     pull(root.path(), &reg.addr, &["-q", &a.reference, &b.reference]).ok();

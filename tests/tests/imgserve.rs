@@ -4,7 +4,7 @@
 //! hostile requests and twenty clients at once.
 
 use e2e::image::{http, push, push_index};
-use e2e::{bin, check_store, pull_into, run, sha256, Fault, Image, Layer, Proxy, Registry};
+use e2e::{bin, check_store, pull_into, run, sha256, Fault, Image, Proxy, Registry};
 use e2e::{Compression, ManifestFormat, TempRoot};
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
@@ -54,12 +54,7 @@ impl Server {
 
 /// Pushes `repo:1`: one layer holding the file `name` of `mib` MiB.
 fn push_large(addr: &str, repo: &str, name: &str, mib: usize, c: Compression) -> e2e::Pushed {
-    push(
-        addr,
-        repo,
-        "1",
-        &Image::new(vec![Layer::large(name, mib, c)]),
-    )
+    push(addr, repo, "1", &Image::large(name, mib, c))
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -4,9 +4,8 @@
 //!
 //! [`Crid`]: crate::Crid
 
-pub mod deadline;
+mod edge;
 mod image;
-pub mod metered;
 mod runtime;
 pub mod server;
 

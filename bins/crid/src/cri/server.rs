@@ -93,10 +93,8 @@ async fn run(settings: Settings) -> Result<()> {
     let images = ImageServiceServer::new(ImageService(Arc::clone(&crid)))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let metered = crate::cri::metered::MeteredLayer(Arc::clone(&crid.metrics));
     let served = tonic::transport::Server::builder()
-        .layer(metered)
-        .layer(crate::cri::deadline::DeadlineLayer)
+        .layer(crate::cri::edge::EdgeLayer(Arc::clone(&crid.metrics)))
         .add_service(runtime)
         .add_service(images)
         .serve_with_incoming_shutdown(
