@@ -15,7 +15,7 @@ and, cold, from the registry: imgpull + bundlegen, skopeo copy + umoci unpack, a
 containerd's `ctr image pull` (pulls and unpacks into its overlayfs snapshotter).
 Prints markdown tables with same-run ratios. Needs root.
 """
-import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pull  # registry start-up and corpus building
@@ -86,15 +86,8 @@ class Containerd:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--images", default="debian-python,debian-python-zstd,bigfile")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        pull.die("needs root")
-    for tool in ["docker-registry", "skopeo", "umoci", "containerd", "ctr", "zstd"]:
-        if not shutil.which(tool):
-            pull.die(f"{tool} is missing: run 'make deps'")
+    args = pull.corpus_args(__doc__, "debian-python,debian-python-zstd,bigfile",
+                            ["docker-registry", "skopeo", "umoci", "containerd", "ctr", "zstd"])
     work = tempfile.mkdtemp(prefix="crikit-bench-", dir="/var/tmp")
     proc, addr = pull.start_registry(work)
     try:

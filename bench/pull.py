@@ -173,16 +173,24 @@ def hash_speed(work):
           f"sha256sum {(256 << 20) / best / 1e6:.0f} MB/s (best of 3, file cached)")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def corpus_args(doc, images, tools, extra=lambda ap: None):
+    """The command line of a bench over the corpus (--runs, --images and what `extra`
+    adds), once root and `tools` are checked: it drops the page cache."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--images", default="debian-python,debian-python-zstd,bigfile")
+    ap.add_argument("--images", default=images)
+    extra(ap)
     args = ap.parse_args()
     if os.geteuid() != 0:
         die("needs root (drops the page cache)")
-    for tool in ["docker-registry", "skopeo"]:
+    for tool in tools:
         if not shutil.which(tool):
             die(f"{tool} is missing: run 'make deps'")
+    return args
+
+
+def main():
+    args = corpus_args(__doc__, "debian-python,debian-python-zstd,bigfile", ["docker-registry", "skopeo"])
     if not os.access(os.path.join(BIN, "imgpull"), os.X_OK):
         die(f"{BIN}/imgpull is missing: run 'make release'")
     work = tempfile.mkdtemp(prefix="crikit-bench-", dir="/var/tmp")

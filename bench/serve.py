@@ -17,7 +17,7 @@ twenty curl of bigfile's layer to /dev/null, with the server's CPU time and byte
 served per CPU second. Ratios are imgserve over docker-registry: time (lower is
 better), throughput (higher), memory and CPU (lower). Needs root.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import json, os, shutil, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pull  # BIN, die, start_registry, ensure_corpus, drop_caches, timed, ACCEPT
@@ -108,16 +108,8 @@ def concurrently(argvs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--images", default="debian-python,bigfile")
-    ap.add_argument("--clients", type=int, default=20)
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        pull.die("needs root (drops the page cache)")
-    for tool in ["docker-registry", "skopeo", "curl"]:
-        if not shutil.which(tool):
-            pull.die(f"{tool} is missing: run 'make deps'")
+    args = pull.corpus_args(__doc__, "debian-python,bigfile", ["docker-registry", "skopeo", "curl"],
+                            lambda ap: ap.add_argument("--clients", type=int, default=20))
     for b in ["imgpull", "imgserve"]:
         if not os.access(os.path.join(pull.BIN, b), os.X_OK):
             pull.die(f"{pull.BIN}/{b} is missing: run 'make release'")

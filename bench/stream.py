@@ -135,10 +135,11 @@ def main():
         pause, runtimes = cridbench.start_runtimes(work, reg, bridge, "10.252.0.0/16")
         image = f"{reg}/busybox:latest"
         served = {}
+        crid = runtimes[0]
         for rt in runtimes:
             crictl(bin, rt.sock, "pull", image)
-            served[rt.name] = serve_pod(bin, rt, work, image)
-        crid = runtimes[0]
+            # crid's default handler is crun when it is installed: runc, as containerd's.
+            served[rt.name] = serve_pod(bin, rt, work, image, "runc" if rt is crid else None)
         crun = shutil.which("crun")
         if crun:
             served["crun"] = serve_pod(bin, crid, work, image, "crun")

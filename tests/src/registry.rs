@@ -39,6 +39,11 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
 }
 
 impl Registry {
+    /// Pushes `img` as `repo:1`.
+    pub fn push(&self, repo: &str, img: &crate::image::Image) -> crate::image::Pushed {
+        crate::image::push(&self.addr, repo, "1", img)
+    }
+
     /// Starts a registry on plain HTTP. Panics, naming the binary, when it is not
     /// installed.
     pub fn start() -> Registry {

@@ -3,7 +3,6 @@
 //! containers: crid_pods.rs.
 
 use e2e::crid::{pull_request, Crid};
-use e2e::image::push;
 use e2e::{bin, run, Compression, Fault, Image, Proxy, Registry, TempRoot};
 use k8s_cri::v1 as cri;
 use std::os::unix::fs::PermissionsExt;
@@ -146,7 +145,7 @@ async fn version_status_bad_requests_and_a_clean_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_pull_list_status_remove_and_fs_info() {
     let reg = Registry::start();
-    let p = push(&reg.addr, "cri/busybox", "1", &Image::busybox());
+    let p = reg.push("cri/busybox", &Image::busybox());
     let tmp = TempRoot::new();
     let crid = Crid::start(tmp.path(), &["--insecure-registry", &reg.addr]);
     let mut img = crid.images().await;
@@ -295,12 +294,7 @@ async fn images_pull_list_status_remove_and_fs_info() {
 async fn concurrent_pulls_of_one_image_share_one_download() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
-    let p = push(
-        &reg.addr,
-        "cri/shared",
-        "1",
-        &Image::large("big.bin", 4, Compression::None),
-    );
+    let p = reg.push("cri/shared", &Image::large("big.bin", 4, Compression::None));
     // Slow enough that all the requests arrive while the first download runs.
     proxy.fault("/blobs/", Fault::Throttle(8 << 20), None);
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
@@ -327,12 +321,7 @@ async fn concurrent_pulls_of_one_image_share_one_download() {
 async fn a_stalled_pull_is_cancelled_and_a_slow_one_is_not() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
-    let p = push(
-        &reg.addr,
-        "cri/slow",
-        "1",
-        &Image::large("big.bin", 6, Compression::None),
-    );
+    let p = reg.push("cri/slow", &Image::large("big.bin", 6, Compression::None));
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let tmp = TempRoot::new();
     let crid = Crid::start(
@@ -371,7 +360,7 @@ async fn a_stalled_pull_is_cancelled_and_a_slow_one_is_not() {
 async fn pulls_use_the_request_credentials() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr).with_token_auth("alice", "s3cret");
-    let p = push(&reg.addr, "private/app", "1", &Image::busybox());
+    let p = reg.push("private/app", &Image::busybox());
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let tmp = TempRoot::new();
     let crid = Crid::start(tmp.path(), &["--insecure-registry", &proxy.addr]);

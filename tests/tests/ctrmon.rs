@@ -3,7 +3,6 @@
 
 use crikit::runtime::monitor::{MonitorCommand, StateDir};
 use crikit::runtime::runc::Runtime;
-use e2e::image::push;
 use e2e::{bin, pull_into, run, CgroupGuard, Image, Registry, Run, TempRoot};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,7 +33,7 @@ impl World {
     fn new() -> World {
         let reg = Registry::start();
         let tmp = TempRoot::new();
-        let p = push(&reg.addr, "mon/busybox", "1", &Image::busybox());
+        let p = reg.push("mon/busybox", &Image::busybox());
         let image = pull_into(&tmp.path().join("state"), &reg.addr, &p.reference);
         let runc_root = tmp.path().join("runc");
         World {

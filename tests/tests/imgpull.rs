@@ -320,7 +320,7 @@ fn docker_schema2_is_stored_as_oci_and_unpacks_with_umoci() {
 fn second_pull_fetches_no_blob_and_json_progress_says_so() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
-    let p = push(&reg.addr, "again/busybox", "1", &Image::busybox());
+    let p = reg.push("again/busybox", &Image::busybox());
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let root = TempRoot::new();
     pull(root.path(), &proxy.addr, &["--progress=json", &reference]).ok();
@@ -351,16 +351,12 @@ fn second_pull_fetches_no_blob_and_json_progress_says_so() {
 fn concurrent_pulls_into_one_store_all_succeed() {
     let reg = Registry::start();
     let shared = Layer::large("data/shared.bin", 8, Compression::Gzip);
-    let a = push(
-        &reg.addr,
+    let a = reg.push(
         "conc/a",
-        "1",
         &Image::new(vec![shared.clone(), Layer::busybox(Compression::Gzip)]),
     );
-    let b = push(
-        &reg.addr,
+    let b = reg.push(
         "conc/b",
-        "1",
         &Image::new(vec![shared, Layer::busybox(Compression::Zstd)]),
     );
     let root = TempRoot::new();
@@ -395,16 +391,14 @@ fn concurrent_pulls_into_one_store_all_succeed() {
 fn sigkill_at_any_moment_leaves_a_consistent_store_and_the_next_pull_completes() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
-    let p = push(
-        &reg.addr,
+    let p = reg.push(
         "kill/big",
-        "1",
         &Image::new(vec![
             Layer::busybox(Compression::Gzip),
             Layer::large("big.bin", 16, Compression::None),
         ]),
     );
-    let small = push(&reg.addr, "kill/small", "1", &Image::busybox());
+    let small = reg.push("kill/small", &Image::busybox());
     // ~16 MiB at 32 MiB/s: each pull lasts about half a second.
     proxy.fault("/blobs/", Fault::Throttle(32 << 20), None);
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
@@ -442,12 +436,7 @@ fn sigkill_at_any_moment_leaves_a_consistent_store_and_the_next_pull_completes()
 fn a_download_cut_off_midway_resumes_with_a_range_request() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
-    let p = push(
-        &reg.addr,
-        "resume/big",
-        "1",
-        &Image::large("big.bin", 8, Compression::None),
-    );
+    let p = reg.push("resume/big", &Image::large("big.bin", 8, Compression::None));
     let layer = p.layers[0].clone();
     proxy.fault(&layer, Fault::Truncate(0.5), Some(1));
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
@@ -477,7 +466,7 @@ fn a_download_cut_off_midway_resumes_with_a_range_request() {
 fn transient_5xx_and_stalls_are_retried() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
-    let p = push(&reg.addr, "retry/busybox", "1", &Image::busybox());
+    let p = reg.push("retry/busybox", &Image::busybox());
     proxy.fault("/manifests/", Fault::Status(503), Some(2));
     proxy.fault(&p.layers[0], Fault::Status(500), Some(1));
     proxy.fault(&p.config, Fault::Stall(Duration::from_secs(3)), Some(1));
@@ -553,7 +542,7 @@ fn registry_down_fails_after_retries_with_exit_4() {
 #[test]
 fn unknown_repository_and_tag_exit_3_with_the_registry_status() {
     let reg = Registry::start();
-    let p = push(&reg.addr, "known/repo", "1", &Image::busybox());
+    let p = reg.push("known/repo", &Image::busybox());
     let root = TempRoot::new();
     let r = pull(
         root.path(),
@@ -584,7 +573,7 @@ fn unknown_repository_and_tag_exit_3_with_the_registry_status() {
 fn corrupt_blob_is_refused_and_nothing_is_stored() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
-    let p = push(&reg.addr, "bad/digest", "1", &Image::busybox());
+    let p = reg.push("bad/digest", &Image::busybox());
     proxy.fault(&p.layers[0], Fault::Corrupt, None);
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let root = TempRoot::new();
@@ -603,7 +592,7 @@ fn corrupt_blob_is_refused_and_nothing_is_stored() {
 fn truncated_body_fails_after_retries_and_nothing_is_stored() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
-    let p = push(&reg.addr, "bad/truncated", "1", &Image::busybox());
+    let p = reg.push("bad/truncated", &Image::busybox());
     proxy.fault(&p.layers[0], Fault::Truncate(0.3), None);
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let root = TempRoot::new();
@@ -623,7 +612,7 @@ fn truncated_body_fails_after_retries_and_nothing_is_stored() {
 fn malformed_and_oversized_manifests_are_refused() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
-    let p = push(&reg.addr, "bad/manifest", "1", &Image::busybox());
+    let p = reg.push("bad/manifest", &Image::busybox());
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let root = TempRoot::new();
 
@@ -652,13 +641,8 @@ fn malformed_and_oversized_manifests_are_refused() {
 #[test]
 fn full_disk_fails_cleanly_and_keeps_what_was_stored() {
     let reg = Registry::start();
-    let small = push(&reg.addr, "disk/small", "1", &Image::busybox());
-    let big = push(
-        &reg.addr,
-        "disk/big",
-        "1",
-        &Image::large("big.bin", 12, Compression::None),
-    );
+    let small = reg.push("disk/small", &Image::busybox());
+    let big = reg.push("disk/big", &Image::large("big.bin", 12, Compression::None));
     let root = TempRoot::new();
     let store_root = root.mount_tmpfs("store", "6m");
     pull(&store_root, &reg.addr, &["-q", &small.reference]).ok();
@@ -685,7 +669,7 @@ fn full_disk_fails_cleanly_and_keeps_what_was_stored() {
 fn token_auth_with_creds_and_auth_files() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr).with_token_auth("alice", "s3cret");
-    let p = push(&reg.addr, "private/app", "1", &Image::busybox());
+    let p = reg.push("private/app", &Image::busybox());
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
 
     let root = TempRoot::new();
@@ -744,7 +728,7 @@ fn tls_registries_are_verified_per_registry_and_a_failed_handshake_is_not_retrie
     let reg = Registry::start();
     let tls = reg.tls_twin();
     let stranger = reg.tls_twin();
-    let p = push(&reg.addr, "secure/busybox", "1", &Image::busybox());
+    let p = reg.push("secure/busybox", &Image::busybox());
     let reference = p.reference.replace(&reg.addr, &tls.addr);
     let trust = |c: &mut Command, r: &Registry| {
         c.env(
@@ -852,13 +836,8 @@ fn tls_registries_are_verified_per_registry_and_a_failed_handshake_is_not_retrie
 #[test]
 fn list_inspect_remove_prune() {
     let reg = Registry::start();
-    let a = push(&reg.addr, "store/a", "1", &Image::busybox());
-    let b = push(
-        &reg.addr,
-        "store/b",
-        "1",
-        &Image::large("b.bin", 1, Compression::Gzip),
-    );
+    let a = reg.push("store/a", &Image::busybox());
+    let b = reg.push("store/b", &Image::large("b.bin", 1, Compression::Gzip));
     let root = TempRoot::new();
     pull(root.path(), &reg.addr, &["-q", &a.reference, &b.reference]).ok();
     let cmd = |args: &[&str]| {
@@ -933,7 +912,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn an_unprivileged_user_pulls_into_their_own_store() {
     let reg = Registry::start();
-    let p = push(&reg.addr, "rootless/busybox", "1", &Image::busybox());
+    let p = reg.push("rootless/busybox", &Image::busybox());
     let root = TempRoot::new();
     let home = root.path().join("home");
     std::fs::create_dir(&home).expect("mkdir home");

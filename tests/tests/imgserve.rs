@@ -101,7 +101,7 @@ fn serves_manifests_blobs_and_tags_with_the_upstreams_digests() {
     let reg = Registry::start();
     let tmp = TempRoot::new();
     let root = tmp.path().join("a");
-    let single = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
+    let single = reg.push("peer/busybox", &Image::busybox());
     let mut docker = Image::busybox();
     docker.format = ManifestFormat::Docker;
     let multi = push_index(&reg.addr, "peer/multi", "1", &[docker.clone()]);
@@ -289,7 +289,7 @@ fn only_complete_content_is_served_and_hostile_requests_go_nowhere() {
     let reg = Registry::start();
     let tmp = TempRoot::new();
     let root = tmp.path().join("a");
-    let p = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
+    let p = reg.push("peer/busybox", &Image::busybox());
     pull_into(&root, &reg.addr, &p.reference);
     let srv = Server::start(&root, &[]);
     let at = &srv.addr;
@@ -468,7 +468,7 @@ fn twenty_clients_at_once_while_the_store_is_written() {
     pull_into(&root, &reg.addr, &big.reference);
     let srv = Server::start(&root, &[]);
     let layer = big.layers[0].clone();
-    let later = push(&reg.addr, "peer/later", "1", &Image::busybox());
+    let later = reg.push("peer/later", &Image::busybox());
     std::thread::scope(|s| {
         let clients: Vec<_> = (0..20)
             .map(|i| {
@@ -528,7 +528,7 @@ fn imgpull_uses_a_peer_and_falls_back_from_a_missing_dead_or_lying_one() {
     let reg = Registry::start();
     let tmp = TempRoot::new();
     let peer_root = tmp.path().join("peer");
-    let shared = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
+    let shared = reg.push("peer/busybox", &Image::busybox());
     let big = push_large(&reg.addr, "peer/big", "big", 2, Compression::Gzip);
     let only_upstream = push_large(&reg.addr, "peer/fresh", "f", 1, Compression::Gzip);
     pull_into(&peer_root, &reg.addr, &shared.reference);
@@ -590,7 +590,7 @@ fn basic_auth_and_tls() {
     let reg = Registry::start();
     let tmp = TempRoot::new();
     let root = tmp.path().join("a");
-    let p = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
+    let p = reg.push("peer/busybox", &Image::busybox());
     pull_into(&root, &reg.addr, &p.reference);
     let certs = e2e::tls::Certs::make(&tmp.path().join("certs"), "imgserve-test-ca");
     let users = tmp.path().join("users");
@@ -737,7 +737,7 @@ fn ctr_pulls_from_imgserve_and_through_a_hosts_toml_mirror_with_ns() {
     let reg = Registry::start();
     let tmp = TempRoot::new();
     let root = tmp.path().join("a");
-    let p = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
+    let p = reg.push("peer/busybox", &Image::busybox());
     let other = push_large(&reg.addr, "peer/other", "o", 1, Compression::Gzip);
     pull_into(&root, &reg.addr, &p.reference);
     pull_into(&root, &reg.addr, &other.reference);
@@ -792,7 +792,7 @@ async fn crid_pulls_through_a_peer_named_in_registries_conf() {
     let reg = Registry::start();
     let tmp = TempRoot::new();
     let peer = tmp.path().join("peer");
-    let p = push(&reg.addr, "peer/busybox", "1", &Image::busybox());
+    let p = reg.push("peer/busybox", &Image::busybox());
     let fresh = push_large(&reg.addr, "peer/fresh", "f", 1, Compression::Gzip);
     pull_into(&peer, &reg.addr, &p.reference);
     let srv = Server::start(&peer, &[]);
