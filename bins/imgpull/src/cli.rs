@@ -1,8 +1,9 @@
 //! Command line of imgpull: pulling (the default), and --list, --inspect, --remove
 //! and --prune on the store.
 
+use crate::progress::{human_size, ProgressMode};
 use anyhow::{Context, Result};
-use clap::{ArgGroup, CommandFactory, Parser, ValueEnum};
+use clap::{ArgGroup, CommandFactory, Parser};
 use crikit::distribution::layout::{LayoutError, Store};
 use crikit::distribution::platform::{Platform, PlatformError};
 use crikit::distribution::reference::ReferenceError;
@@ -122,21 +123,6 @@ pub struct Args {
 
     #[command(flatten)]
     pub log: LogArgs,
-}
-
-/// Where progress goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProgressMode {
-    /// Bars on a terminal, plain lines otherwise.
-    Auto,
-    /// Bars.
-    Bars,
-    /// One plain line per finished blob.
-    Plain,
-    /// One JSON object per event.
-    Json,
-    /// Nothing.
-    None,
 }
 
 /// Maps an error to imgpull's exit code (see EXIT STATUS).
@@ -305,7 +291,7 @@ fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Resu
     let store = store?;
     let puller = puller??;
     let mode = if args.quiet {
-        crate::cli::ProgressMode::None
+        ProgressMode::None
     } else {
         args.progress
     };
@@ -424,22 +410,6 @@ fn json_line(
     serde_json::to_writer(&mut *out, &v)?;
     writeln!(out)?;
     Ok(())
-}
-
-/// Sizes as people read them (decimal units, like skopeo and docker).
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 #[cfg(test)]

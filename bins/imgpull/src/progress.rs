@@ -1,11 +1,42 @@
 //! Rendering pull progress on stderr: bars on a terminal, plain lines, JSON lines.
 
-use crate::cli::{human_size, ProgressMode};
+use clap::ValueEnum;
 use crikit::distribution::progress::{Event, Sink};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+
+/// Where progress goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Bars.
+    Bars,
+    /// One plain line per finished blob.
+    Plain,
+    /// One JSON object per event.
+    Json,
+    /// Nothing.
+    None,
+}
+
+/// Sizes as people read them (decimal units, like skopeo and docker).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
 
 /// A progress sink that can also be told an image is finished.
 pub trait Renderer: Sink {
