@@ -568,17 +568,25 @@ impl World {
 
     /// ContainerStatus.
     pub async fn status(&self, id: &str) -> k8s_cri::v1::ContainerStatus {
-        self.rt
+        self.try_status(id)
+            .await
+            .unwrap_or_else(|e| panic!("status of {id}: {e:?}"))
+    }
+
+    /// ContainerStatus (not verbose), or the error crid answered.
+    pub async fn try_status(
+        &self,
+        id: &str,
+    ) -> Result<k8s_cri::v1::ContainerStatus, tonic::Status> {
+        let r = self
+            .rt
             .clone()
             .container_status(k8s_cri::v1::ContainerStatusRequest {
                 container_id: id.into(),
                 verbose: false,
             })
-            .await
-            .unwrap_or_else(|e| panic!("status of {id}: {e:?}"))
-            .into_inner()
-            .status
-            .expect("a status")
+            .await?;
+        Ok(r.into_inner().status.expect("a status"))
     }
 
     /// Every pod sandbox crid lists (ListPodSandbox without a filter).
@@ -594,17 +602,25 @@ impl World {
 
     /// PodSandboxStatus (not verbose).
     pub async fn pod_status(&self, id: &str) -> k8s_cri::v1::PodSandboxStatus {
-        self.rt
+        self.try_pod_status(id)
+            .await
+            .unwrap_or_else(|e| panic!("status of pod {id}: {e:?}"))
+    }
+
+    /// PodSandboxStatus (not verbose), or the error crid answered.
+    pub async fn try_pod_status(
+        &self,
+        id: &str,
+    ) -> Result<k8s_cri::v1::PodSandboxStatus, tonic::Status> {
+        let r = self
+            .rt
             .clone()
             .pod_sandbox_status(k8s_cri::v1::PodSandboxStatusRequest {
                 pod_sandbox_id: id.into(),
                 verbose: false,
             })
-            .await
-            .unwrap_or_else(|e| panic!("status of pod {id}: {e:?}"))
-            .into_inner()
-            .status
-            .expect("a pod status")
+            .await?;
+        Ok(r.into_inner().status.expect("a pod status"))
     }
 
     /// PodSandboxStatus's verbose `info`: crid's record of the pod.

@@ -372,32 +372,24 @@ async fn pulls_use_the_request_credentials() {
     };
     let e = img.pull_image(pull_request(&reference)).await.unwrap_err();
     assert!(e.message().contains("401"), "{e:?}");
-    let e = img
-        .pull_image(with(cri::AuthConfig {
-            username: "alice".into(),
-            password: "wrong".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_err();
+    let basic = |password: &str| cri::AuthConfig {
+        username: "alice".into(),
+        password: password.into(),
+        ..Default::default()
+    };
+    let e = img.pull_image(with(basic("wrong"))).await.unwrap_err();
     assert!(e.message().contains("401"), "{e:?}");
-    let r = img
-        .pull_image(with(cri::AuthConfig {
-            username: "alice".into(),
-            password: "s3cret".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()));
-    assert_eq!(r.into_inner().image_ref, p.config);
-    let r = img
-        .pull_image(with(cri::AuthConfig {
-            auth: "YWxpY2U6czNjcmV0".into(), // alice:s3cret
-            ..Default::default()
-        }))
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()));
-    assert_eq!(r.into_inner().image_ref, p.config);
+    let encoded = cri::AuthConfig {
+        auth: "YWxpY2U6czNjcmV0".into(), // alice:s3cret
+        ..Default::default()
+    };
+    for auth in [basic("s3cret"), encoded] {
+        let r = img
+            .pull_image(with(auth))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()));
+        assert_eq!(r.into_inner().image_ref, p.config);
+    }
     let e = img
         .pull_image(with(cri::AuthConfig {
             registry_token: "t".into(),

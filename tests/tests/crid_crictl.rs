@@ -618,34 +618,41 @@ async fn streaming_urls_are_single_use_and_the_upgrade_is_checked() {
     );
     assert!(http_status(&made_up, "POST", &[spdy[0], spdy[1], v4]).contains(" 404 "));
 
-    // Refusals at the RPC: no command, no stream, stdin the container lacks.
-    let e = rt
-        .exec(cri::ExecRequest {
-            container_id: ctr.clone(),
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-    let e = rt
-        .attach(cri::AttachRequest {
-            container_id: ctr.clone(),
-            stdin: true,
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-    let e = rt
-        .port_forward(cri::PortForwardRequest {
-            pod_sandbox_id: "nope".into(),
-            port: vec![],
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // Refusals at the RPC: no command, no stream, stdin the container lacks; a
+    // pod that does not exist.
+    let no_command = cri::ExecRequest {
+        container_id: ctr.clone(),
+        stdout: true,
+        ..Default::default()
+    };
+    let no_stdin = cri::AttachRequest {
+        container_id: ctr.clone(),
+        stdin: true,
+        stdout: true,
+        ..Default::default()
+    };
+    let no_pod = cri::PortForwardRequest {
+        pod_sandbox_id: "nope".into(),
+        port: vec![],
+    };
+    let refused = [
+        (
+            rt.exec(no_command).await.map(drop),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            rt.attach(no_stdin).await.map(drop),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            rt.port_forward(no_pod).await.map(drop),
+            tonic::Code::NotFound,
+        ),
+    ];
+    for (r, code) in refused {
+        let e = r.expect_err("refused");
+        assert_eq!(e.code(), code, "{e:?}");
+    }
     w.remove_pod(&pod).await;
 }
 

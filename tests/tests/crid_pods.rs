@@ -220,13 +220,7 @@ async fn pod_and_container_lifecycle() {
         "{} left",
         monitor.path().display()
     );
-    let e = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: ctr.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap_err();
+    let e = w.try_status(&ctr).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     rt.remove_container(remove)
         .await
@@ -248,13 +242,7 @@ async fn pod_and_container_lifecycle() {
     assert!(!ns_dir.join("net").exists());
     w.remove_pod(&pod).await;
     w.remove_pod(&pod).await;
-    let e = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap_err();
+    let e = w.try_pod_status(&pod).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     let again = w.run_pod(&config).await.unwrap();
     w.remove_pod(&again).await;

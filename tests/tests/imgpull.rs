@@ -51,6 +51,24 @@ fn ingest_is_empty(root: &Path) -> bool {
         .unwrap_or(true)
 }
 
+/// Asserts that a failed pull left nothing: not the layer's blob, no image, no
+/// download in progress.
+fn assert_nothing_stored(root: &Path, layer: &str) {
+    assert!(!blob(root, layer).exists());
+    assert!(check_store(&layout(root)).is_empty());
+    assert!(ingest_is_empty(root));
+}
+
+/// busybox pushed as `repo:1` to a registry with a fault-injecting proxy in front;
+/// the reference names the proxy.
+fn busybox_behind_proxy(repo: &str) -> (Registry, Proxy, e2e::image::Pushed, String) {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let p = reg.push(repo, &Image::busybox());
+    let reference = p.reference.replace(&reg.addr, &proxy.addr);
+    (reg, proxy, p, reference)
+}
+
 #[test]
 fn pull_prints_pinned_reference_and_other_tools_read_the_store() {
     let reg = Registry::start();
@@ -318,10 +336,7 @@ fn docker_schema2_is_stored_as_oci_and_unpacks_with_umoci() {
 
 #[test]
 fn second_pull_fetches_no_blob_and_json_progress_says_so() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg.addr);
-    let p = reg.push("again/busybox", &Image::busybox());
-    let reference = p.reference.replace(&reg.addr, &proxy.addr);
+    let (_reg, proxy, _, reference) = busybox_behind_proxy("again/busybox");
     let root = TempRoot::new();
     pull(root.path(), &proxy.addr, &["--progress=json", &reference]).ok();
     let blob_gets = |proxy: &Proxy| {
@@ -571,11 +586,8 @@ fn unknown_repository_and_tag_exit_3_with_the_registry_status() {
 
 #[test]
 fn corrupt_blob_is_refused_and_nothing_is_stored() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg.addr);
-    let p = reg.push("bad/digest", &Image::busybox());
+    let (_reg, proxy, p, reference) = busybox_behind_proxy("bad/digest");
     proxy.fault(&p.layers[0], Fault::Corrupt, None);
-    let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let root = TempRoot::new();
     let r = pull(root.path(), &proxy.addr, &["-q", &reference]).expect_code(4);
     assert!(
@@ -583,18 +595,13 @@ fn corrupt_blob_is_refused_and_nothing_is_stored() {
         "{}",
         r.describe()
     );
-    assert!(!blob(root.path(), &p.layers[0]).exists());
-    assert!(check_store(&layout(root.path())).is_empty());
-    assert!(ingest_is_empty(root.path()));
+    assert_nothing_stored(root.path(), &p.layers[0]);
 }
 
 #[test]
 fn truncated_body_fails_after_retries_and_nothing_is_stored() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg.addr);
-    let p = reg.push("bad/truncated", &Image::busybox());
+    let (_reg, proxy, p, reference) = busybox_behind_proxy("bad/truncated");
     proxy.fault(&p.layers[0], Fault::Truncate(0.3), None);
-    let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let root = TempRoot::new();
     let r = pull(
         root.path(),
@@ -603,17 +610,12 @@ fn truncated_body_fails_after_retries_and_nothing_is_stored() {
     )
     .expect_code(4);
     assert!(r.stderr.contains(&p.layers[0]), "{}", r.describe());
-    assert!(!blob(root.path(), &p.layers[0]).exists());
-    assert!(check_store(&layout(root.path())).is_empty());
-    assert!(ingest_is_empty(root.path()));
+    assert_nothing_stored(root.path(), &p.layers[0]);
 }
 
 #[test]
 fn malformed_and_oversized_manifests_are_refused() {
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg.addr);
-    let p = reg.push("bad/manifest", &Image::busybox());
-    let reference = p.reference.replace(&reg.addr, &proxy.addr);
+    let (_reg, proxy, _, reference) = busybox_behind_proxy("bad/manifest");
     let root = TempRoot::new();
 
     proxy.fault(
