@@ -362,7 +362,7 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
         ip_b.starts_with(&format!("{}.", held.prefix)) && ip_b != ip_a,
         "{ip_b}"
     );
-    w.run_sh(&pod_a, &config_a, "web", "mkdir -p /tmp/www && echo hello-from-a > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www").await;
+    let web = w.run_sh(&pod_a, &config_a, "web", "mkdir -p /tmp/www && echo hello-from-a > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www").await;
     let client = w
         .run_sh(&pod_b, &config_b, "client", "exec sleep 1000")
         .await;
@@ -399,10 +399,14 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
             .await
             .unwrap()
             .into_inner();
-    let net = ps.stats.unwrap().linux.unwrap().network.unwrap();
-    let eth0 = net.default_interface.unwrap();
-    assert_eq!(eth0.name, "eth0");
-    assert!(eth0.rx_bytes.unwrap().value > 0 && eth0.tx_bytes.unwrap().value > 0);
+    let eth0_of = |ps: cri::PodSandboxStatsResponse| {
+        let net = ps.stats.unwrap().linux.unwrap().network.unwrap();
+        let eth0 = net.default_interface.unwrap();
+        assert_eq!(eth0.name, "eth0");
+        (eth0.rx_bytes.unwrap().value, eth0.tx_bytes.unwrap().value)
+    };
+    let (rx, tx) = eth0_of(ps);
+    assert!(rx > 0 && tx > 0);
     // And so do its metrics, labelled as the pod's.
     let all = pod_metrics(&w).await;
     let a = all.iter().find(|p| p.pod_sandbox_id == pod_a).unwrap();
@@ -426,6 +430,36 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
         ]
     );
     assert!(a.metrics.iter().all(|m| m.label_values[5] != "lo"));
+    // With no process left in the pod (its own PID namespace, no infra process),
+    // its interfaces are still read, in its network namespace.
+    w.rt.clone()
+        .stop_container(cri::StopContainerRequest {
+            container_id: web,
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let ps =
+        w.rt.clone()
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: pod_a.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let (rx_after, tx_after) = eth0_of(ps);
+    assert!(rx_after >= rx && tx_after >= tx, "{rx_after} {tx_after}");
+    let all = pod_metrics(&w).await;
+    let a = all.iter().find(|p| p.pod_sandbox_id == pod_a).unwrap();
+    assert!(
+        metric(
+            &a.metrics,
+            "container_network_receive_bytes_total",
+            &["eth0"]
+        )
+        .unwrap()
+            > 0
+    );
 
     // A verbose status runs CNI CHECK: fine, then not once eth0 is gone.
     let check = |pod: String| {

@@ -240,6 +240,22 @@ pub fn pinned(dir: &Path, kind: &str) -> Option<PathBuf> {
         .then_some(p)
 }
 
+/// Reads `/proc/thread-self/net/FILE` (`dev`, `snmp`, …) as the network namespace
+/// `ns` (a pinned namespace file) sees it: a thread of its own joins the namespace,
+/// reads, and ends, so no other thread of crid ever changes namespace.
+pub fn read_net_file(ns: &Path, file: &str) -> io::Result<String> {
+    let fd = std::fs::File::open(ns)?;
+    let path = format!("/proc/thread-self/net/{file}");
+    std::thread::Builder::new()
+        .name("crid-netns".into())
+        .spawn(move || -> io::Result<String> {
+            nix::sched::setns(&fd, CloneFlags::CLONE_NEWNET)?;
+            std::fs::read_to_string(path)
+        })?
+        .join()
+        .map_err(|_| io::Error::other("the thread reading the namespace panicked"))?
+}
+
 /// Unmounts and removes whatever is pinned under `dir`, then `dir` itself.
 pub fn unpin(dir: &Path) {
     for k in KINDS.iter().map(|(k, _)| *k).chain(["user", "pid"]) {
@@ -312,4 +328,35 @@ pub fn bind_recursive_readonly(src: &Path, dst: &Path) -> io::Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn a_net_file_is_read_as_the_namespace_sees_it() {
+        // A thread in a namespace of its own, with only loopback, until told to go.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET).unwrap();
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let ns = PathBuf::from(format!("/proc/{}/task/{tid}/ns/net", std::process::id()));
+        let inside = read_net_file(&ns, "dev").unwrap();
+        let names: Vec<&str> = inside
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim()))
+            .collect();
+        assert_eq!(names, ["lo"], "{inside}");
+        let host = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+        assert_ne!(host, inside);
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(read_net_file(Path::new("/nonexistent"), "dev").is_err());
+    }
 }

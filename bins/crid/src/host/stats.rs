@@ -225,12 +225,12 @@ impl Stats {
     }
 
     /// One pod's stats: its cgroup parent's when it has one, else the sum of its
-    /// `containers`'; its network interfaces as `pid`, a process inside, sees them.
+    /// `containers`'; its network interfaces where `net` says they are.
     pub fn pod(
         &self,
         pod: &PodRecord,
         containers: Vec<cri::ContainerStats>,
-        pid: Option<i32>,
+        net: Option<PodNet>,
     ) -> cri::PodSandboxStats {
         let s = match pod.cgroup_parent.as_deref() {
             Some(parent) => read(Path::new(CGROUP_ROOT), parent),
@@ -259,7 +259,7 @@ impl Stats {
             }
         };
         let (cpu, memory) = self.cpu_memory(&format!("pod:{}", pod.id), &s);
-        let network = pid.and_then(|pid| net_dev(&PathBuf::from(format!("/proc/{pid}/net/dev"))));
+        let network = net.and_then(|n| n.interfaces()).map(interface_usage);
         cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
                 id: pod.id.clone(),
@@ -331,46 +331,72 @@ pub struct NetDev {
 /// Interfaces other than loopback from a /proc/PID/net/dev, as cAdvisor counts
 /// them.
 pub fn net_devices(p: &Path) -> Option<Vec<NetDev>> {
-    let text = std::fs::read_to_string(p).ok()?;
-    Some(
-        text.lines()
-            .skip(2)
-            .filter_map(|l| {
-                let (name, rest) = l.split_once(':')?;
-                let f: Vec<u64> = rest
-                    .split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                let name = name.trim();
-                (name != "lo" && f.len() >= 16).then(|| NetDev {
-                    name: name.to_string(),
-                    rx_bytes: f[0],
-                    rx_packets: f[1],
-                    rx_errors: f[2],
-                    rx_dropped: f[3],
-                    tx_bytes: f[8],
-                    tx_packets: f[9],
-                    tx_errors: f[10],
-                    tx_dropped: f[11],
-                })
-            })
-            .collect(),
-    )
+    Some(parse_net_dev(&std::fs::read_to_string(p).ok()?))
 }
 
-fn net_dev(p: &Path) -> Option<Vec<cri::NetworkInterfaceUsage>> {
-    Some(
-        net_devices(p)?
-            .into_iter()
-            .map(|d| cri::NetworkInterfaceUsage {
-                name: d.name,
-                rx_bytes: u64v(Some(d.rx_bytes)),
-                rx_errors: u64v(Some(d.rx_errors)),
-                tx_bytes: u64v(Some(d.tx_bytes)),
-                tx_errors: u64v(Some(d.tx_errors)),
+/// The interfaces other than loopback in the text of a net/dev file.
+fn parse_net_dev(text: &str) -> Vec<NetDev> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let name = name.trim();
+            (name != "lo" && f.len() >= 16).then(|| NetDev {
+                name: name.to_string(),
+                rx_bytes: f[0],
+                rx_packets: f[1],
+                rx_errors: f[2],
+                rx_dropped: f[3],
+                tx_bytes: f[8],
+                tx_packets: f[9],
+                tx_errors: f[10],
+                tx_dropped: f[11],
             })
-            .collect(),
-    )
+        })
+        .collect()
+}
+
+/// A pod's interfaces as CRI reports them.
+fn interface_usage(devs: Vec<NetDev>) -> Vec<cri::NetworkInterfaceUsage> {
+    devs.into_iter()
+        .map(|d| cri::NetworkInterfaceUsage {
+            name: d.name,
+            rx_bytes: u64v(Some(d.rx_bytes)),
+            rx_errors: u64v(Some(d.rx_errors)),
+            tx_bytes: u64v(Some(d.tx_bytes)),
+            tx_errors: u64v(Some(d.tx_errors)),
+        })
+        .collect()
+}
+
+/// Where a pod's interfaces are read: inside its own network namespace, else as a
+/// process of it (a pod on the host's network) sees them.
+#[derive(Debug, Clone)]
+pub enum PodNet {
+    /// The pod's pinned network namespace.
+    Namespace(PathBuf),
+    /// A process in the pod.
+    Process(i32),
+}
+
+impl PodNet {
+    /// The pod's interfaces other than loopback; `None` when they cannot be read.
+    pub fn interfaces(&self) -> Option<Vec<NetDev>> {
+        match self {
+            PodNet::Namespace(ns) => match crate::host::netns::read_net_file(ns, "dev") {
+                Ok(t) => Some(parse_net_dev(&t)),
+                Err(e) => {
+                    tracing::debug!("reading net/dev in {}: {e}", ns.display());
+                    None
+                }
+            },
+            PodNet::Process(pid) => net_devices(&PathBuf::from(format!("/proc/{pid}/net/dev"))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -434,7 +460,7 @@ mod tests {
              eth0:    2000      20    1    0    0     0          0         0     3000      30    2    0    0     0       0          0\n",
         )
         .unwrap();
-        let i = net_dev(&p).unwrap();
+        let i = interface_usage(net_devices(&p).unwrap());
         assert_eq!(i.len(), 1);
         assert_eq!(i[0].name, "eth0");
         assert_eq!(i[0].rx_bytes.as_ref().unwrap().value, 2000);

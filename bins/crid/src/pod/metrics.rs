@@ -6,7 +6,7 @@
 //!
 //! Values are whole numbers, as the CRI carries them: seconds are truncated.
 
-use crate::host::stats::{self, CgroupStats, NetDev};
+use crate::host::stats::{self, CgroupStats, NetDev, PodNet};
 use crate::state::record::{ContainerRecord, PodRecord};
 use crate::Crid;
 use k8s_cri::v1 as cri;
@@ -436,13 +436,11 @@ fn container_metrics(pod: &PodRecord, c: &ContainerRecord) -> cri::ContainerMetr
 fn pod_metrics(
     pod: &PodRecord,
     containers: &[ContainerRecord],
-    pid: Option<i32>,
+    net: Option<&PodNet>,
 ) -> cri::PodSandboxMetrics {
     let m = &pod.metadata;
     let mut out = Metrics::new([&pod.id, "", &m.namespace, &m.name, "POD"]);
-    if let Some(devs) =
-        pid.and_then(|p| stats::net_devices(Path::new(&format!("/proc/{p}/net/dev"))))
-    {
+    if let Some(devs) = net.and_then(|n| n.interfaces()) {
         out.network(&devs);
     }
     cri::PodSandboxMetrics {
@@ -470,12 +468,12 @@ impl Crid {
                     }
                 }
             }
-            let pid = self.pod_pid(&pod);
-            work.push((pod, containers, pid));
+            let net = self.pod_net(&pod);
+            work.push((pod, containers, net));
         }
         tokio::task::spawn_blocking(move || {
             work.iter()
-                .map(|(pod, containers, pid)| pod_metrics(pod, containers, *pid))
+                .map(|(pod, containers, net)| pod_metrics(pod, containers, net.as_ref()))
                 .collect()
         })
         .await

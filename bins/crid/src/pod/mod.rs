@@ -5,6 +5,7 @@
 pub mod metrics;
 use crate::container::create::{check_apparmor, check_selinux};
 use crate::error::{CridError, Result};
+use crate::host::stats::PodNet;
 use crate::state::record::{IdMap, NsMode, PodRecord, UserNamespace};
 use crate::state::store::pod_name_key;
 use crate::state::{now_ns, status};
@@ -444,12 +445,22 @@ impl Crid {
         out
     }
 
-    /// A pod's stats (see [`crate::host::stats::Stats::pod`]), its network as its first
-    /// running process sees it.
+    /// A pod's stats (see [`crate::host::stats::Stats::pod`]): its interfaces read
+    /// in its own network namespace, or, on the host's network, as its first running
+    /// process sees them.
     pub async fn pod_stats(self: &Arc<Self>, pod: &PodRecord) -> cri::PodSandboxStats {
         let id = pod.id.clone();
         let containers = self.containers_stats(|c| c.pod_id == id).await;
-        self.stats.pod(pod, containers, self.pod_pid(pod))
+        self.stats.pod(pod, containers, self.pod_net(pod))
+    }
+
+    /// Where `pod`'s interfaces are read: its pinned network namespace, or for a pod
+    /// on the host's network a process of it.
+    pub fn pod_net(&self, pod: &PodRecord) -> Option<PodNet> {
+        match pod.ns.get("net") {
+            Some(ns) => Some(PodNet::Namespace(ns.clone())),
+            None => self.pod_pid(pod).map(PodNet::Process),
+        }
     }
 
     /// A process in `pod`'s network namespace: a container's, else its infra
