@@ -28,7 +28,8 @@ release: ## build every binary (release)
 
 # The suites that run containers, run a second time under each other runtime.
 RUNTIME_SUITES := --test crid --test crid_pods --test crid_resources --test crid_security --test crid_crash --test crid_events \
-                  --test crid_checkpoint --test crid_errors --test crid_crictl --test crid_stream --test bundlegen
+                  --test crid_checkpoint --test crid_errors --test crid_crictl --test crid_stream --test bundlegen \
+                  --test kubelet
 OTHER_RUNTIMES ?= crun
 
 test: deps build ## unit, cli and integration tests, the runtime suites under runc and crun (root); reports what did not run
