@@ -589,6 +589,23 @@ impl World {
         Ok(r.into_inner().status.expect("a status"))
     }
 
+    /// Every container crid lists, as (id, state), sorted.
+    pub async fn containers(&self) -> Vec<(String, i32)> {
+        let mut out: Vec<(String, i32)> = self
+            .rt
+            .clone()
+            .list_containers(k8s_cri::v1::ListContainersRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing containers: {e:?}"))
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| (c.id, c.state))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Every pod sandbox crid lists (ListPodSandbox without a filter).
     pub async fn pods(&self) -> Vec<k8s_cri::v1::PodSandbox> {
         self.rt

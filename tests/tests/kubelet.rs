@@ -77,7 +77,7 @@ async fn an_init_container_prepares_an_empty_dir_and_a_removed_pod_is_cleaned_up
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let errors = unexplained(&k.errors());
+    let errors = unexplained(&k.errors(), &[]);
     assert!(
         errors.is_empty(),
         "kubelet logged errors:\n{}",
@@ -86,8 +86,8 @@ async fn an_init_container_prepares_an_empty_dir_and_a_removed_pod_is_cleaned_up
 }
 
 /// kubelet's error lines less those it logs whatever the runtime, each for the
-/// reason given.
-fn unexplained(errors: &[String]) -> Vec<String> {
+/// reason given, and those the test provokes (`expected`).
+fn unexplained(errors: &[String], expected: &[&str]) -> Vec<String> {
     const ANY_RUNTIME: &[&str] = &[
         // This machine's kernel refuses both.
         "Failed to set rlimit on max file handles",
@@ -100,7 +100,12 @@ fn unexplained(errors: &[String]) -> Vec<String> {
     ];
     errors
         .iter()
-        .filter(|e| !ANY_RUNTIME.iter().any(|known| e.contains(known)))
+        .filter(|e| {
+            !ANY_RUNTIME
+                .iter()
+                .chain(expected)
+                .any(|known| e.contains(known))
+        })
         // kubelet's container deletor removes a dead container twice and logs the
         // second status lookup's NotFound.
         .filter(|e| {
@@ -109,4 +114,117 @@ fn unexplained(errors: &[String]) -> Vec<String> {
         })
         .cloned()
         .collect()
+}
+
+/// The static pod `name` once kubelet reports it with `done` true.
+fn wait_pod(
+    k: &Kubelet,
+    name: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let t0 = std::time::Instant::now();
+    loop {
+        let pod = k.pod(name);
+        match pod {
+            Some(p) if done(&p) => return p,
+            _ if t0.elapsed() > READY => {
+                panic!("no {what} after {READY:?}: {pod:?}\n{}", k.log_tail())
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_kubelet_adopts_the_running_pod_as_it_is() {
+    let Some(bin) = Kubelet::find() else { return };
+    let w = World::new(Network::Loopback, &[]).await;
+    let mut k = Kubelet::start(&bin, w.tmp.path(), &w.crid.socket);
+    k.add_pod("keep", &init_and_app(&w, "keep"));
+    let before = k.wait_ready("keep", READY);
+    let id = container_status(&before, "app")["containerID"].clone();
+    let containers = w.containers().await;
+    k.restart();
+    // Ready again (its probe reads what the init container wrote: the emptyDir is
+    // intact), the same container, no restart, the init container not run again.
+    let after = k.wait_ready("keep", READY);
+    let app = container_status(&after, "app");
+    assert_eq!(app["containerID"], id, "{after}\n{}", k.log_tail());
+    assert_eq!(app["restartCount"], 0, "{after}");
+    assert_eq!(w.containers().await, containers);
+    let errors = unexplained(&k.errors(), &[]);
+    assert!(
+        errors.is_empty(),
+        "kubelet logged errors:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_liveness_probe_restarts_and_a_crashing_container_backs_off() {
+    let Some(bin) = Kubelet::find() else { return };
+    let w = World::new(Network::Loopback, &[]).await;
+    let k = Kubelet::start(&bin, w.tmp.path(), &w.crid.socket);
+    k.add_pod(
+        "flaky",
+        &json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "flaky", "namespace": "default", "uid": "flaky-uid"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "crash",
+                        "image": w.image,
+                        "command": ["/bin/sh", "-c", "echo going down; exit 3"]
+                    },
+                    {
+                        "name": "live",
+                        "image": w.image,
+                        "command": ["/bin/sh", "-c",
+                                    "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 3600"],
+                        "livenessProbe": {
+                            "exec": {"command": ["/bin/sh", "-c", "test -f /tmp/alive"]},
+                            "periodSeconds": 1,
+                            "failureThreshold": 1
+                        }
+                    }
+                ],
+                "terminationGracePeriodSeconds": 1
+            }
+        }),
+    );
+    let pod = wait_pod(&k, "flaky", "two restarts of crash, one of live", |p| {
+        let count = |name: &str| {
+            p["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == name)
+                .and_then(|c| c["restartCount"].as_u64())
+                .unwrap_or(0)
+        };
+        count("crash") >= 2 && count("live") >= 1
+    });
+    let crash = container_status(&pod, "crash");
+    assert_eq!(crash["lastState"]["terminated"]["exitCode"], 3, "{pod}");
+    let live = container_status(&pod, "live");
+    assert!(live["lastState"]["terminated"].is_object(), "{pod}");
+    // Between its attempts the crashing one waits, backing off.
+    let backing_off = wait_pod(&k, "flaky", "crash in CrashLoopBackOff", |p| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == "crash" && c["state"]["waiting"]["reason"] == "CrashLoopBackOff")
+    });
+    assert!(!e2e::kubelet::is_ready(&backing_off));
+    // kubelet says so each time it holds the crashing container back.
+    let errors = unexplained(&k.errors(), &["with CrashLoopBackOff"]);
+    assert!(
+        errors.is_empty(),
+        "kubelet logged errors:\n{}",
+        errors.join("\n")
+    );
 }
