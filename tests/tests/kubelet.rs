@@ -228,3 +228,36 @@ async fn a_failing_liveness_probe_restarts_and_a_crashing_container_backs_off() 
         errors.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crid_killed_under_a_running_kubelet_restarts_no_container() {
+    let Some(bin) = Kubelet::find() else { return };
+    let mut w = World::new(Network::Loopback, &[]).await;
+    let k = Kubelet::start(&bin, w.tmp.path(), &w.crid.socket);
+    k.add_pod("steady", &init_and_app(&w, "steady"));
+    let before = k.wait_ready("steady", READY);
+    let id = container_status(&before, "app")["containerID"].clone();
+    let containers = w.containers().await;
+    // kubelet relists every second: it sees crid gone for a few of them.
+    w.kill_and_restart(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = k.wait_ready("steady", READY);
+    let app = container_status(&after, "app");
+    assert_eq!(app["containerID"], id, "{after}\n{}", k.log_tail());
+    assert_eq!(app["restartCount"], 0, "{after}");
+    assert_eq!(w.containers().await, containers);
+    // What kubelet logs while the runtime is away, with any runtime.
+    let errors = unexplained(
+        &k.errors(),
+        &[
+            "connect: connection refused",
+            "connect: no such file or directory",
+            "PLEG is not healthy",
+        ],
+    );
+    assert!(
+        errors.is_empty(),
+        "kubelet logged errors:\n{}",
+        errors.join("\n")
+    );
+}
