@@ -391,21 +391,22 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
     );
 
     // Pod stats carry the traffic of the pod's interface.
-    let ps =
-        w.rt.clone()
-            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-                pod_sandbox_id: pod_a.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    let eth0_of = |ps: cri::PodSandboxStatsResponse| {
-        let net = ps.stats.unwrap().linux.unwrap().network.unwrap();
-        let eth0 = net.default_interface.unwrap();
-        assert_eq!(eth0.name, "eth0");
-        (eth0.rx_bytes.unwrap().value, eth0.tx_bytes.unwrap().value)
+    let eth0 = || {
+        let mut rt = w.rt.clone();
+        let pod_sandbox_id = pod_a.clone();
+        async move {
+            let ps = rt
+                .pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id })
+                .await
+                .unwrap()
+                .into_inner();
+            let net = ps.stats.unwrap().linux.unwrap().network.unwrap();
+            let eth0 = net.default_interface.unwrap();
+            assert_eq!(eth0.name, "eth0");
+            (eth0.rx_bytes.unwrap().value, eth0.tx_bytes.unwrap().value)
+        }
     };
-    let (rx, tx) = eth0_of(ps);
+    let (rx, tx) = eth0().await;
     assert!(rx > 0 && tx > 0);
     // And so do its metrics, labelled as the pod's.
     let all = pod_metrics(&w).await;
@@ -439,15 +440,7 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
         })
         .await
         .unwrap();
-    let ps =
-        w.rt.clone()
-            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-                pod_sandbox_id: pod_a.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    let (rx_after, tx_after) = eth0_of(ps);
+    let (rx_after, tx_after) = eth0().await;
     assert!(rx_after >= rx && tx_after >= tx, "{rx_after} {tx_after}");
     let all = pod_metrics(&w).await;
     let a = all.iter().find(|p| p.pod_sandbox_id == pod_a).unwrap();
