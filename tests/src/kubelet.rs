@@ -232,12 +232,31 @@ makeIPTablesUtilChains: false
 
     /// Waits until kubelet reports the static pod `name` Ready; returns the pod.
     pub fn wait_ready(&self, name: &str, timeout: Duration) -> serde_json::Value {
-        let mut last = None;
-        self.wait_for(timeout, &format!("pod {name} Ready"), |k| {
-            last = k.pod(name);
-            last.as_ref().is_some_and(is_ready)
-        });
-        last.expect("a pod")
+        self.wait_pod(name, timeout, "Ready", is_ready)
+    }
+
+    /// Waits until kubelet reports the static pod `name` with `done` true (`what`
+    /// names the wait); returns the pod, or panics with the last one seen and
+    /// kubelet's log after `timeout`.
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let pod = self.pod(name);
+            match pod {
+                Some(p) if done(&p) => return p,
+                _ if t0.elapsed() > timeout => panic!(
+                    "kubelet: pod {name} not {what} after {timeout:?}: {pod:?}\n{}",
+                    self.log_tail()
+                ),
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     /// Waits until `done` holds, panicking with kubelet's log after `timeout`.
@@ -292,14 +311,18 @@ pub fn is_ready(pod: &serde_json::Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
-/// A container's status in a pod kubelet reports.
-pub fn container_status<'a>(pod: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+/// A container's status in a pod kubelet reports, if it has one yet.
+pub fn find_container<'a>(pod: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
     pod["status"]["containerStatuses"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no status of container {name} in {pod}"))
+}
+
+/// A container's status in a pod kubelet reports.
+pub fn container_status<'a>(pod: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    find_container(pod, name).unwrap_or_else(|| panic!("no status of container {name} in {pod}"))
 }
 
 impl Drop for Kubelet {

@@ -3,7 +3,7 @@
 //! when it is not.
 
 use e2e::crid::{Network, World};
-use e2e::kubelet::{container_status, Kubelet};
+use e2e::kubelet::{container_status, find_container, Kubelet};
 use serde_json::json;
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ async fn an_init_container_prepares_an_empty_dir_and_a_removed_pod_is_cleaned_up
     assert_eq!(app["ready"], true, "{pod}");
     assert_eq!(app["restartCount"], 0, "{pod}");
     assert!(app["state"]["running"].is_object(), "{pod}");
-    // crid holds the pod and both containers, the init one exited.
+    // crid holds the one pod.
     let pods = w.pods().await;
     assert_eq!(pods.len(), 1, "{pods:?}");
 
@@ -114,26 +114,6 @@ fn unexplained(errors: &[String], expected: &[&str]) -> Vec<String> {
         })
         .cloned()
         .collect()
-}
-
-/// The static pod `name` once kubelet reports it with `done` true.
-fn wait_pod(
-    k: &Kubelet,
-    name: &str,
-    what: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let t0 = std::time::Instant::now();
-    loop {
-        let pod = k.pod(name);
-        match pod {
-            Some(p) if done(&p) => return p,
-            _ if t0.elapsed() > READY => {
-                panic!("no {what} after {READY:?}: {pod:?}\n{}", k.log_tail())
-            }
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,29 +175,27 @@ async fn a_failing_liveness_probe_restarts_and_a_crashing_container_backs_off() 
             }
         }),
     );
-    let pod = wait_pod(&k, "flaky", "two restarts of crash, one of live", |p| {
-        let count = |name: &str| {
-            p["status"]["containerStatuses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["name"] == name)
-                .and_then(|c| c["restartCount"].as_u64())
-                .unwrap_or(0)
-        };
-        count("crash") >= 2 && count("live") >= 1
-    });
+    let pod = k.wait_pod(
+        "flaky",
+        READY,
+        "restarted twice (crash) and once (live)",
+        |p| {
+            let count = |name: &str| {
+                find_container(p, name)
+                    .and_then(|c| c["restartCount"].as_u64())
+                    .unwrap_or(0)
+            };
+            count("crash") >= 2 && count("live") >= 1
+        },
+    );
     let crash = container_status(&pod, "crash");
     assert_eq!(crash["lastState"]["terminated"]["exitCode"], 3, "{pod}");
     let live = container_status(&pod, "live");
     assert!(live["lastState"]["terminated"].is_object(), "{pod}");
     // Between its attempts the crashing one waits, backing off.
-    let backing_off = wait_pod(&k, "flaky", "crash in CrashLoopBackOff", |p| {
-        p["status"]["containerStatuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["name"] == "crash" && c["state"]["waiting"]["reason"] == "CrashLoopBackOff")
+    let backing_off = k.wait_pod("flaky", READY, "backing off crash", |p| {
+        find_container(p, "crash")
+            .is_some_and(|c| c["state"]["waiting"]["reason"] == "CrashLoopBackOff")
     });
     assert!(!e2e::kubelet::is_ready(&backing_off));
     // kubelet says so each time it holds the crashing container back.

@@ -465,7 +465,7 @@ impl Crid {
 
     /// A process in `pod`'s network namespace: a container's, else its infra
     /// process.
-    pub fn pod_pid(&self, pod: &PodRecord) -> Option<i32> {
+    fn pod_pid(&self, pod: &PodRecord) -> Option<i32> {
         self.store
             .containers_of(&pod.id)
             .iter()
