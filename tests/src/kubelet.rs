@@ -51,6 +51,12 @@ impl Kubelet {
 
     /// Starts `bin` against the CRI socket `socket`, everything under `dir`.
     pub fn start(bin: &Path, dir: &Path, socket: &Path) -> Kubelet {
+        Kubelet::start_with(bin, dir, socket, "")
+    }
+
+    /// [`Kubelet::start`] with `extra` (KubeletConfiguration fields, YAML) added to
+    /// the configuration.
+    pub fn start_with(bin: &Path, dir: &Path, socket: &Path, extra: &str) -> Kubelet {
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -103,7 +109,7 @@ imageGCHighThresholdPercent: 100
 evictionHard: {{}}
 resolvConf: ''
 makeIPTablesUtilChains: false
-",
+{extra}",
             main = crate::net::free_port(),
             manifests = dir.join("manifests").display(),
             logs = dir.join("logs").display(),

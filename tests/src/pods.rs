@@ -77,6 +77,56 @@ impl Drop for NatRules {
     }
 }
 
+/// A CNI bridge network of a test's own, written as its crid's only conflist: a
+/// bridge, a free /24 with host-local addresses and portmap. The NAT rules its
+/// plugins made, the bridge and the /24's hold go on drop, in that order.
+pub struct BridgeNet {
+    /// The network's name.
+    pub name: String,
+    _nat: NatRules,
+    /// The bridge.
+    pub bridge: Bridge,
+    /// The /24 its pods get addresses in.
+    pub subnet: crate::net::Subnet,
+}
+
+impl BridgeNet {
+    /// Writes the network for `w`'s crid. `prefix` (three characters) starts the
+    /// bridge's name; with `masq` the pods' traffic out is masqueraded and hairpin
+    /// is on, as on kubelet's nodes.
+    pub fn write(w: &World, prefix: &str, masq: bool) -> BridgeNet {
+        let tag = w.cgroup.trim_start_matches("/crikit-test-");
+        let hex = crikit::distribution::digest::Digest::of(tag.as_bytes())
+            .hex()
+            .to_string();
+        let name = format!("crikit-{prefix}-{}", &hex[..8]);
+        let bridge = Bridge(format!("{prefix}{}", &hex[..8]));
+        let subnet = crate::net::Subnet::pick();
+        crate::crid::write_conflist(
+            w.tmp.path(),
+            "10-bridge",
+            &serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": name,
+                "plugins": [
+                    {"type": "bridge", "bridge": bridge.0, "isGateway": true, "ipMasq": masq,
+                     "hairpinMode": masq,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet.cidr()}]],
+                              "dataDir": w.tmp.path().join("ipam")}},
+                    {"type": "portmap", "capabilities": {"portMappings": true}},
+                    {"type": "loopback"},
+                ],
+            }),
+        );
+        BridgeNet {
+            _nat: NatRules(name.clone()),
+            name,
+            bridge,
+            subnet,
+        }
+    }
+}
+
 /// ListPodSandboxMetrics: every pod's metrics.
 pub async fn pod_metrics(w: &World) -> Vec<cri::PodSandboxMetrics> {
     w.rt.clone()

@@ -237,33 +237,10 @@ fn leftovers(w: &World, bridge: &str, ipam: &Path, net: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crid_killed_at_any_moment_of_a_burst_of_creates_leaves_nothing_once_its_pods_go() {
     let mut w = World::new(Network::None, &[]).await;
-    let tag = w.cgroup.trim_start_matches("/crikit-test-").to_string();
-    let hex = crikit::distribution::digest::Digest::of(tag.as_bytes())
-        .hex()
-        .to_string();
-    let bridge = Bridge(format!("ckc{}", &hex[..8]));
-    let held = e2e::net::Subnet::pick();
-    let net = format!("crikit-crash-{}", &hex[..8]);
-    let _nat = NatRules(net.clone());
-    let ipam = w.tmp.path().join("ipam");
     // As kubelet's nodes have it: masquerading and hairpin, so that an ADD cut short
     // leaves iptables rules as well as a lease and a veth.
-    e2e::crid::write_conflist(
-        w.tmp.path(),
-        "10-bridge",
-        &serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": net,
-            "plugins": [
-                {"type": "bridge", "bridge": bridge.0, "isGateway": true, "ipMasq": true,
-                 "hairpinMode": true,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": held.cidr()}]],
-                          "dataDir": ipam}},
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-                {"type": "loopback"},
-            ],
-        }),
-    );
+    let net = BridgeNet::write(&w, "ckc", true);
+    let ipam = w.tmp.path().join("ipam");
     // Kill moments from before the first RPC lands to after the last create.
     let mut half_made = 0;
     for (round, delay_ms) in [0u64, 15, 40, 80, 140, 220, 350, 600, 1000, 1600]
@@ -326,7 +303,7 @@ async fn crid_killed_at_any_moment_of_a_burst_of_creates_leaves_nothing_once_its
             pods.len()
         );
         half_made += half;
-        let left = leftovers(&w, &bridge.0, &ipam, &net);
+        let left = leftovers(&w, &net.bridge.0, &ipam, &net.name);
         assert!(
             left.is_empty(),
             "killed {delay_ms} ms into the burst, {} pods found after the restart; left: \

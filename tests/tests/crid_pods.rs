@@ -281,29 +281,9 @@ fn http_get(addr: &str, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
     let w = World::new(Network::None, &[]).await;
-    let tag = w.cgroup.trim_start_matches("/crikit-test-").to_string();
-    let hex = crikit::distribution::digest::Digest::of(tag.as_bytes())
-        .hex()
-        .to_string();
-    let bridge = Bridge(format!("ckt{}", &hex[..8]));
-    // A /24 and a host port that are free now, held for this test.
-    let held = e2e::net::Subnet::pick();
-    let subnet = held.cidr();
+    let bridge = BridgeNet::write(&w, "ckt", false);
+    let held = &bridge.subnet;
     let host_port = e2e::net::free_port();
-    e2e::crid::write_conflist(
-        w.tmp.path(),
-        "10-bridge",
-        &serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": format!("crikit-{tag}"),
-            "plugins": [
-                {"type": "bridge", "bridge": bridge.0, "isGateway": true, "ipMasq": false,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
-                          "dataDir": w.tmp.path().join("ipam")}},
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-            ],
-        }),
-    );
     let mut rt = w.rt.clone();
     let conds = rt
         .status(cri::StatusRequest { verbose: false })
@@ -356,7 +336,8 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
         .ip;
     assert!(
         ip_a.starts_with(&format!("{}.", held.prefix)),
-        "{ip_a} in {subnet}"
+        "{ip_a} in {}",
+        held.cidr()
     );
     assert!(
         ip_b.starts_with(&format!("{}.", held.prefix)) && ip_b != ip_a,
@@ -481,7 +462,7 @@ async fn pods_on_a_cni_bridge_reach_each_other_and_the_host_reaches_them() {
     assert!(broken.starts_with("failed: bridge CHECK"), "{broken}");
 
     // Stopping a pod gives its address back.
-    let leases = w.tmp.path().join("ipam").join(format!("crikit-{tag}"));
+    let leases = w.tmp.path().join("ipam").join(&bridge.name);
     assert!(leases.join(&ip_a).exists());
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod_a.clone(),

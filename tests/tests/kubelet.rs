@@ -4,6 +4,7 @@
 
 use e2e::crid::{Network, World};
 use e2e::kubelet::{container_status, find_container, Kubelet};
+use e2e::pods::BridgeNet;
 use serde_json::json;
 use std::time::Duration;
 
@@ -233,6 +234,108 @@ async fn crid_killed_under_a_running_kubelet_restarts_no_container() {
             "PLEG is not healthy",
         ],
     );
+    assert!(
+        errors.is_empty(),
+        "kubelet logged errors:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_tcp_probes_reach_the_pod_over_its_network() {
+    let Some(bin) = Kubelet::find() else { return };
+    let w = World::new(Network::None, &[]).await;
+    let net = BridgeNet::write(&w, "ckk", false);
+    // What the containers serve, and whether the TCP one listens, from the host.
+    let www = w.tmp.path().join("www");
+    let ctl = w.tmp.path().join("ctl");
+    for (dir, file) in [(&www, "ready"), (&www, "alive"), (&ctl, "listen")] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(file), "ok\n").unwrap();
+    }
+    let k = Kubelet::start(&bin, w.tmp.path(), &w.crid.socket);
+    let http = |path: &str| json!({"httpGet": {"path": path, "port": 8080}, "periodSeconds": 1, "failureThreshold": 1});
+    k.add_pod(
+        "probed",
+        &json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "probed", "namespace": "default", "uid": "probed-uid"},
+            "spec": {
+                "volumes": [
+                    {"name": "www", "hostPath": {"path": www}},
+                    {"name": "ctl", "hostPath": {"path": ctl}}
+                ],
+                "containers": [
+                    {
+                        "name": "web",
+                        "image": w.image,
+                        "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
+                        "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+                        "readinessProbe": http("/ready"),
+                        "livenessProbe": http("/alive")
+                    },
+                    {
+                        "name": "tcp",
+                        "image": w.image,
+                        "command": ["/bin/sh", "-c",
+                            "nc -ll -p 9090 -e /bin/true & \
+                             while [ -e /ctl/listen ]; do sleep 0.2; done; \
+                             kill $!; exec sleep 3600"],
+                        "volumeMounts": [{"name": "ctl", "mountPath": "/ctl"}],
+                        "readinessProbe": {"tcpSocket": {"port": 9090}, "periodSeconds": 1},
+                        "livenessProbe": {"tcpSocket": {"port": 9090}, "periodSeconds": 1,
+                                          "failureThreshold": 1}
+                    }
+                ],
+                "terminationGracePeriodSeconds": 1
+            }
+        }),
+    );
+    let pod = k.wait_ready("probed", READY);
+    let ip = pod["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(ip.starts_with(&format!("{}.", net.subnet.prefix)), "{pod}");
+    let ready = |p: &serde_json::Value, name: &str| {
+        find_container(p, name).is_some_and(|c| c["ready"] == true)
+    };
+    let restarts = |p: &serde_json::Value, name: &str| {
+        find_container(p, name)
+            .and_then(|c| c["restartCount"].as_u64())
+            .unwrap_or(0)
+    };
+
+    // An HTTP readiness probe that answers 404 takes the pod out of Ready without a
+    // restart; answering again brings it back.
+    std::fs::remove_file(www.join("ready")).unwrap();
+    k.wait_pod("probed", READY, "unready (web)", |p| {
+        !ready(p, "web") && ready(p, "tcp")
+    });
+    std::fs::write(www.join("ready"), "ok\n").unwrap();
+    let back = k.wait_ready("probed", READY);
+    assert_eq!(restarts(&back, "web"), 0, "{back}");
+
+    // A failing HTTP liveness probe restarts the container.
+    std::fs::remove_file(www.join("alive")).unwrap();
+    k.wait_pod("probed", READY, "web restarted", |p| {
+        restarts(p, "web") >= 1
+    });
+    std::fs::write(www.join("alive"), "ok\n").unwrap();
+
+    // A port that stops listening: the TCP probes see it, and liveness restarts it.
+    std::fs::remove_file(ctl.join("listen")).unwrap();
+    k.wait_pod("probed", READY, "tcp restarted", |p| {
+        restarts(p, "tcp") >= 1
+    });
+    std::fs::write(ctl.join("listen"), "ok\n").unwrap();
+    let pod = k.wait_ready("probed", READY);
+    assert_eq!(pod["status"]["podIP"], ip.as_str(), "same sandbox: {pod}");
+
+    // Probe failures are logged at info level; kubelet's back-off of a container
+    // that failed its liveness probe twice is the only error expected.
+    let errors = unexplained(&k.errors(), &["with CrashLoopBackOff"]);
     assert!(
         errors.is_empty(),
         "kubelet logged errors:\n{}",
