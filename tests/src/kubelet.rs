@@ -168,6 +168,16 @@ makeIPTablesUtilChains: false
         });
     }
 
+    /// [`Kubelet::restart`] with `extra` (KubeletConfiguration fields, YAML) added
+    /// to the configuration.
+    pub fn restart_with(&mut self, extra: &str) {
+        let config = self.dir.join("config.yaml");
+        let mut text = std::fs::read_to_string(&config).expect("kubelet config");
+        text.push_str(extra);
+        std::fs::write(&config, text).expect("kubelet config");
+        self.restart();
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -219,10 +229,14 @@ makeIPTablesUtilChains: false
 
     /// GET `path` on the read-only port, as JSON.
     pub fn get(&self, path: &str) -> serde_json::Value {
-        let body = self
-            .try_get(path)
-            .unwrap_or_else(|| panic!("GET {path} on kubelet failed\n{}", self.log_tail()));
+        let body = self.get_text(path);
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// GET `path` on the read-only port, as text.
+    pub fn get_text(&self, path: &str) -> String {
+        self.try_get(path)
+            .unwrap_or_else(|| panic!("GET {path} on kubelet failed\n{}", self.log_tail()))
     }
 
     /// The pod kubelet runs for the static pod `name`, if any.

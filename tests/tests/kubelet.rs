@@ -342,3 +342,125 @@ async fn http_and_tcp_probes_reach_the_pod_over_its_network() {
         errors.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_api_and_resource_metrics_cover_every_pod_from_crid() {
+    let Some(bin) = Kubelet::find() else { return };
+    let w = World::new(Network::None, &[]).await;
+    let _net = BridgeNet::write(&w, "cks", false);
+    let mut k = Kubelet::start(&bin, w.tmp.path(), &w.crid.socket);
+    let pods = ["busy-a", "busy-b"];
+    for name in pods {
+        k.add_pod(
+            name,
+            &json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid")},
+                "spec": {
+                    "containers": [{
+                        "name": "app",
+                        "image": w.image,
+                        // CPU, 8 MB in its rootfs, log lines, and packets out of
+                        // eth0 (to the bridge's address, which answers).
+                        "command": ["/bin/sh", "-c",
+                            "head -c 8000000 /dev/zero > /big; \
+                             gw=$(ip route | awk '/default/ {print $3}'); \
+                             while true; do echo tick; ping -c 1 -W 1 $gw >/dev/null; \
+                             i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; done"]
+                    }],
+                    "terminationGracePeriodSeconds": 1
+                }
+            }),
+        );
+    }
+    for name in pods {
+        k.wait_ready(name, READY);
+    }
+    let node = k.node.clone();
+    let ours = |p: &serde_json::Value| {
+        let name = p["podRef"]["name"].as_str().unwrap_or_default();
+        pods.iter().any(|n| name == format!("{n}-{node}"))
+    };
+    // Every pod with its container's CPU (a rate needs two samples), memory, rootfs
+    // (8 MB written) and logs, and, when `network`, eth0's counters.
+    let complete = |s: &serde_json::Value, network: bool| {
+        let listed = s["pods"].as_array().into_iter().flatten();
+        listed.clone().filter(|p| ours(p)).count() == pods.len()
+            && listed.filter(|p| ours(p)).all(|p| {
+                let c = &p["containers"][0];
+                let at = |v: &serde_json::Value, path: &str| {
+                    path.split('.').fold(v, |v, k| &v[k]).as_u64().unwrap_or(0)
+                };
+                at(c, "cpu.usageNanoCores") > 0
+                    && at(c, "cpu.usageCoreNanoSeconds") > 0
+                    && at(c, "memory.workingSetBytes") > 0
+                    && at(c, "rootfs.usedBytes") >= 8_000_000
+                    && at(c, "logs.usedBytes") > 0
+                    && at(p, "cpu.usageCoreNanoSeconds") >= at(c, "cpu.usageCoreNanoSeconds")
+                    && at(p, "memory.workingSetBytes") > 0
+                    && at(p, "ephemeral-storage.usedBytes") >= 8_000_000
+                    && (!network
+                        || p["network"]["interfaces"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|i| {
+                                i["name"] == "eth0" && at(i, "rxBytes") > 0 && at(i, "txBytes") > 0
+                            }))
+            })
+    };
+    // /metrics/resource: the same pods and, when `containers`, their containers.
+    let resource_metrics = |k: &Kubelet, containers: bool| {
+        let text = k.get_text("/metrics/resource");
+        let mut wanted = vec![
+            "pod_cpu_usage_seconds_total{",
+            "pod_memory_working_set_bytes{",
+        ];
+        if containers {
+            wanted.extend([
+                "container_cpu_usage_seconds_total{",
+                "container_memory_working_set_bytes{",
+            ]);
+        }
+        for name in pods {
+            let pod = format!("pod=\"{name}-{}\"", k.node);
+            for metric in &wanted {
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with(metric) && l.contains(&pod))
+                    .unwrap_or_else(|| panic!("no {metric} for {pod} in\n{text}"));
+                let value: f64 = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{line}"));
+                assert!(value > 0.0, "{line}");
+            }
+        }
+    };
+
+    // By default kubelet takes containers' stats from ListContainerStats and the
+    // rest from its cAdvisor, which knows only containerd's and CRI-O's pods' network.
+    let mut summary = serde_json::Value::Null;
+    k.wait_for(READY, "a complete summary", |k| {
+        summary = k.get("/stats/summary");
+        complete(&summary, false)
+    });
+    resource_metrics(&k, true);
+
+    // With PodAndContainerStatsFromCRI every figure comes from crid, pods' network
+    // included (kubelet 1.32 then leaves containers out of /metrics/resource).
+    k.restart_with("featureGates: {PodAndContainerStatsFromCRI: true}\n");
+    k.wait_for(READY, "a complete summary from the CRI", |k| {
+        summary = k.get("/stats/summary");
+        complete(&summary, true)
+    });
+    resource_metrics(&k, false);
+    let errors = unexplained(&k.errors(), &[]);
+    assert!(
+        errors.is_empty(),
+        "kubelet logged errors:\n{}",
+        errors.join("\n")
+    );
+}
