@@ -464,3 +464,108 @@ async fn the_summary_api_and_resource_metrics_cover_every_pod_from_crid() {
         errors.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_rotates_a_busy_containers_log_and_no_line_is_lost() {
+    use std::io::Read;
+    let Some(bin) = Kubelet::find() else { return };
+    let w = World::new(Network::Loopback, &[]).await;
+    // A rotation when the log passes 16 KiB, looked at every 3 s; enough files kept
+    // that kubelet deletes none of what the test writes.
+    let k = Kubelet::start_with(
+        &bin,
+        w.tmp.path(),
+        &w.crid.socket,
+        "containerLogMaxSize: 16Ki\ncontainerLogMaxFiles: 50\ncontainerLogMonitorInterval: 3s\n",
+    );
+    // 1,500 numbered lines of about 100 bytes over about 15 s: several rotations while the
+    // container writes.
+    const LINES: usize = 1500;
+    k.add_pod(
+        "chatty",
+        &json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "chatty", "namespace": "default", "uid": "chatty-uid"},
+            "spec": {
+                "containers": [{
+                    "name": "talk",
+                    "image": w.image,
+                    "command": ["/bin/sh", "-c", format!(
+                        "pad=$(head -c 88 /dev/zero | tr '\\0' x); i=0; \
+                         while [ $i -lt {LINES} ]; do i=$((i+1)); echo \"line $i $pad\"; \
+                         [ $((i % 10)) = 0 ] && sleep 0.1; done; echo finished; exec sleep 3600")]
+                }],
+                "terminationGracePeriodSeconds": 1
+            }
+        }),
+    );
+    k.wait_ready("chatty", READY);
+    let dir = k
+        .dir
+        .join("logs")
+        .join(format!("default_chatty-{}_chatty-uid", k.node))
+        .join("talk");
+    // Every file of the container's log, rotated (compressed or not) and current, in
+    // the order written: the rotated ones carry their time in their names.
+    let read_all = || {
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort_by_key(|p| {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            (name == "0.log", name)
+        });
+        let mut text = String::new();
+        for f in &files {
+            let raw = std::fs::read(f).unwrap_or_default();
+            if f.extension().is_some_and(|e| e == "gz") {
+                flate2::read::GzDecoder::new(&raw[..])
+                    .read_to_string(&mut text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            } else {
+                text.push_str(&String::from_utf8_lossy(&raw));
+            }
+        }
+        (files, text)
+    };
+    let (mut files, mut text) = (vec![], String::new());
+    k.wait_for(Duration::from_secs(120), "the last line", |_| {
+        (files, text) = read_all();
+        text.contains(" stdout F finished")
+    });
+    // Each line once, in order, whole, in CRI's log format.
+    let numbers: Vec<usize> = text
+        .lines()
+        .filter_map(|l| {
+            let content = l.splitn(4, ' ').nth(3)?;
+            let n = content.strip_prefix("line ")?.split(' ').next()?;
+            let whole = content.ends_with(&format!(" {}", "x".repeat(88)));
+            assert!(l.split(' ').nth(1) == Some("stdout") && whole, "{l}");
+            n.parse().ok()
+        })
+        .collect();
+    assert_eq!(
+        numbers,
+        (1..=LINES).collect::<Vec<_>>(),
+        "lines lost or repeated across {files:?}"
+    );
+    let rotated = files.iter().filter(|f| !f.ends_with("0.log")).count();
+    assert!(rotated >= 3, "kubelet rotated {rotated} times: {files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "gz")),
+        "kubelet compressed none: {files:?}"
+    );
+    let errors = unexplained(&k.errors(), &[]);
+    assert!(
+        errors.is_empty(),
+        "kubelet logged errors:\n{}",
+        errors.join("\n")
+    );
+}
