@@ -569,3 +569,86 @@ async fn kubelet_rotates_a_busy_containers_log_and_no_line_is_lost() {
         errors.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_replaces_a_dead_sandbox_and_its_gc_removes_the_old_ones() {
+    let Some(bin) = Kubelet::find() else { return };
+    let w = World::new(Network::Loopback, &[]).await;
+    let k = Kubelet::start(&bin, w.tmp.path(), &w.crid.socket);
+    // Its containers share the pod's PID namespace, whose init is crid's infra
+    // process (pause's part).
+    let mut pod = init_and_app(&w, "phoenix");
+    pod["spec"]["shareProcessNamespace"] = json!(true);
+    k.add_pod("phoenix", &pod);
+    k.wait_ready("phoenix", READY);
+    // Twice: the pod's infra process dies (as a container's `kill -9 1` would end
+    // it), kubelet sees the sandbox not ready and makes a new one with new
+    // containers.
+    let mut sandboxes = vec![];
+    for round in 1..=2 {
+        let pods = w.pods().await;
+        let ready: Vec<_> = pods
+            .iter()
+            .filter(|p| p.state == k8s_cri::v1::PodSandboxState::SandboxReady as i32)
+            .collect();
+        assert_eq!(ready.len(), 1, "{pods:?}");
+        let id = ready[0].id.clone();
+        let infra = w.pod_info(&id).await["infra_pid"]
+            .as_i64()
+            .expect("infra pid") as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(infra),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("killing the infra process");
+        sandboxes.push(id);
+        k.wait_pod("phoenix", READY, "Ready in a new sandbox", |p| {
+            e2e::kubelet::is_ready(p)
+                && find_container(p, "app").and_then(|c| c["restartCount"].as_u64()) == Some(round)
+        });
+    }
+    // kubelet's container GC (once a minute) keeps one dead container per container
+    // name and the newest dead sandbox: the first sandbox goes, with its containers.
+    let t0 = std::time::Instant::now();
+    loop {
+        let ids: Vec<String> = w.pods().await.into_iter().map(|p| p.id).collect();
+        if !ids.contains(&sandboxes[0]) {
+            assert!(ids.contains(&sandboxes[1]), "{ids:?} {sandboxes:?}");
+            assert_eq!(ids.len(), 2, "{ids:?}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(150),
+            "kubelet's GC left the first sandbox: {ids:?}\n{}",
+            k.log_tail()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let left =
+        w.rt.clone()
+            .list_containers(k8s_cri::v1::ListContainersRequest {
+                filter: Some(k8s_cri::v1::ContainerFilter {
+                    pod_sandbox_id: sandboxes[0].clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers;
+    assert!(left.is_empty(), "{left:?}");
+    // Nothing of the first sandbox is left in crid's state.
+    assert!(
+        !w.crid.root.join("pods").join(&sandboxes[0]).exists(),
+        "the first sandbox's state is left"
+    );
+    // A readiness probe that runs as the sandbox dies finds its container gone, and
+    // containers killed twice in a row are restarted with back-off; kubelet logs
+    // both whatever the runtime.
+    let errors = unexplained(&k.errors(), &["is not running", "with CrashLoopBackOff"]);
+    assert!(
+        errors.is_empty(),
+        "kubelet logged errors:\n{}",
+        errors.join("\n")
+    );
+}
