@@ -26,14 +26,16 @@ async fn container_events_follow_each_container_from_creation_to_removal() {
     let pod = w.run_pod(&config).await.unwrap();
     let long = w.run_sh(&pod, &config, "long", "exec sleep 1005").await;
     let short = w.run_sh(&pod, &config, "short", "sleep 1; exit 3").await;
-    // The short one ends by itself; the long one is stopped; both are removed.
+    // The short one ends by itself; the long one is stopped; both are removed, and
+    // the pod, which has events of its own.
     let mut seen: HashMap<String, Vec<i32>> = HashMap::new();
     let mut stopped_short = None;
     let mut all = vec![];
-    while seen.values().map(Vec::len).sum::<usize>() < 8 {
+    while seen.values().map(Vec::len).sum::<usize>() < 12 {
         let n = seen.values().map(Vec::len).sum::<usize>();
-        if n == 5 {
-            // Created ×2, started ×2, the short one's stop: now the long one.
+        if n == 7 {
+            // The pod's and the containers' created and started, the short one's
+            // stop: now the long one.
             w.rt.clone()
                 .stop_container(cri::StopContainerRequest {
                     container_id: long.clone(),
@@ -42,7 +44,7 @@ async fn container_events_follow_each_container_from_creation_to_removal() {
                 .await
                 .unwrap();
         }
-        if n == 6 {
+        if n == 8 {
             w.remove_pod(&pod).await;
         }
         let e = timeout(Duration::from_secs(10), first.next())
@@ -69,6 +71,10 @@ async fn container_events_follow_each_container_from_creation_to_removal() {
     ];
     assert_eq!(seen[&long], life);
     assert_eq!(seen[&short], life);
+    assert_eq!(seen[&pod], life);
+    // The pod's come first and last.
+    assert_eq!(all[0].container_id, pod);
+    assert_eq!(all[11].container_id, pod);
     // Each event carries the pod's status and its containers' as they were.
     let e = stopped_short.expect("the short one's stop");
     assert_eq!(
@@ -84,8 +90,16 @@ async fn container_events_follow_each_container_from_creation_to_removal() {
         (s.state, s.exit_code),
         (cri::ContainerState::ContainerExited as i32, 3)
     );
+    // The pod's removal says which pod, as it was, and that no container is left.
     let deleted = all.last().unwrap();
     assert!(deleted.containers_statuses.is_empty(), "{deleted:?}");
+    assert_eq!(
+        deleted
+            .pod_sandbox_status
+            .as_ref()
+            .map(|p| (p.id.as_str(), p.state)),
+        Some((pod.as_str(), cri::PodSandboxState::SandboxNotready as i32))
+    );
     // Every subscriber gets every event, in the same order.
     for want in &all {
         let got = timeout(Duration::from_secs(5), second.next())
@@ -122,9 +136,10 @@ async fn an_events_subscriber_that_stops_reading_is_dropped_and_can_subscribe_ag
         w.run_sh(&pod, &config, name, "exec sleep 1006").await;
     }
     w.remove_pod(&pod).await;
-    // The reader gets all 12 (created, started, stopped, deleted of three).
+    // The reader gets all 16 (created, started, stopped, deleted of three, and of
+    // the pod).
     let mut seen = vec![];
-    while seen.len() < 12 {
+    while seen.len() < 16 {
         let e = timeout(Duration::from_secs(10), reader.next())
             .await
             .unwrap_or_else(|_| panic!("no event after {} {}", seen.len(), w.crid.stderr()))
@@ -165,7 +180,12 @@ async fn an_events_subscriber_that_stops_reading_is_dropped_and_can_subscribe_ag
     let pod = w.run_pod(&config).await.unwrap();
     let id = w.run_sh(&pod, &config, "d", "exec sleep 1007").await;
     use cri::ContainerEventType::*;
-    for want in [ContainerCreatedEvent, ContainerStartedEvent] {
+    for (who, want) in [
+        (&pod, ContainerCreatedEvent),
+        (&pod, ContainerStartedEvent),
+        (&id, ContainerCreatedEvent),
+        (&id, ContainerStartedEvent),
+    ] {
         let e = timeout(Duration::from_secs(10), again.next())
             .await
             .expect("an event")
@@ -173,7 +193,7 @@ async fn an_events_subscriber_that_stops_reading_is_dropped_and_can_subscribe_ag
             .unwrap();
         assert_eq!(
             (&e.container_id, e.container_event_type),
-            (&id, want as i32)
+            (who, want as i32)
         );
     }
     w.remove_pod(&pod).await;
@@ -186,7 +206,7 @@ async fn the_events_file_gets_each_event_as_a_json_line_and_rotates() {
     let feed_arg = feed.display().to_string();
     let w = World::new(
         Network::Loopback,
-        &["--events-file", &feed_arg, "--events-file-max", "1000"],
+        &["--events-file", &feed_arg, "--events-file-max", "1600"],
     )
     .await;
     let config = w.pod_config("feed", OwnPid);
@@ -206,23 +226,31 @@ async fn the_events_file_gets_each_event_as_a_json_line_and_rotates() {
             })
             .collect()
     };
-    e2e::wait_for("the stop in the feed", || lines().len() >= 3);
+    let of = |who: &str| -> Vec<serde_json::Value> {
+        lines()
+            .into_iter()
+            .filter(|l| l["container_id"] == who)
+            .collect()
+    };
+    e2e::wait_for("the stop in the feed", || of(&ctr).len() >= 3);
     w.remove_pod(&pod).await;
-    e2e::wait_for("the removal in the feed", || lines().len() >= 4);
-    let seen = lines();
-    let kinds: Vec<&str> = seen.iter().map(|l| l["type"].as_str().unwrap()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "CONTAINER_CREATED",
-            "CONTAINER_STARTED",
-            "CONTAINER_STOPPED",
-            "CONTAINER_DELETED"
-        ]
-    );
-    for l in &seen {
+    e2e::wait_for("the pod's removal in the feed", || of(&pod).len() >= 4);
+    let life = [
+        "CONTAINER_CREATED",
+        "CONTAINER_STARTED",
+        "CONTAINER_STOPPED",
+        "CONTAINER_DELETED",
+    ];
+    let kinds = |ls: &[serde_json::Value]| -> Vec<String> {
+        ls.iter()
+            .map(|l| l["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (seen, pods) = (of(&ctr), of(&pod));
+    assert_eq!(kinds(&seen), life);
+    assert_eq!(kinds(&pods), life);
+    for l in seen.iter().chain(&pods) {
         assert_eq!(l["version"], 1, "{l}");
-        assert_eq!(l["container_id"], ctr.as_str());
         assert_eq!(
             (l["pod_id"].as_str(), l["pod_name"].as_str()),
             (Some(pod.as_str()), Some("feed"))
@@ -232,11 +260,16 @@ async fn the_events_file_gets_each_event_as_a_json_line_and_rotates() {
     assert_eq!(seen[2]["exit_code"], 7, "{}", seen[2]);
     assert_eq!(seen[2]["state"], "CONTAINER_EXITED");
     assert_eq!(seen[0]["container_name"], "c");
-    // 1000 bytes hold two lines at most: the feed has rotated, each file within bounds.
+    // A pod's own lines: no container name, the pod's state.
+    assert!(pods[0]["container_name"].is_null(), "{}", pods[0]);
+    assert_eq!(pods[1]["state"], "SANDBOX_READY", "{}", pods[1]);
+    assert_eq!(pods[2]["state"], "SANDBOX_NOTREADY", "{}", pods[2]);
+    assert!(pods[2].get("exit_code").is_none(), "{}", pods[2]);
+    // 1600 bytes hold four lines at most: the feed has rotated, each file within bounds.
     let mut rotated = feed.clone().into_os_string();
     rotated.push(".1");
     for p in [PathBuf::from(rotated), feed.clone()] {
         let len = std::fs::metadata(&p).unwrap().len();
-        assert!(len > 0 && len <= 1000, "{}: {len}", p.display());
+        assert!(len > 0 && len <= 1600, "{}: {len}", p.display());
     }
 }

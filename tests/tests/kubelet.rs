@@ -652,3 +652,54 @@ async fn kubelet_replaces_a_dead_sandbox_and_its_gc_removes_the_old_ones() {
         errors.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_evented_pleg_kubelet_follows_pods_through_crids_events() {
+    let Some(bin) = Kubelet::find() else { return };
+    let w = World::new(Network::Loopback, &[]).await;
+    // kubelet then relists only every 5 minutes: what it learns, it learns from
+    // GetContainerEvents.
+    let k = Kubelet::start_with(
+        &bin,
+        w.tmp.path(),
+        &w.crid.socket,
+        "featureGates: {EventedPLEG: true}\n",
+    );
+    k.add_pod("evented", &init_and_app(&w, "evented"));
+    // A pod whose sync fails after its sandbox is made, before any container is:
+    // kubelet must know the sandbox from its own events, or it asks for another
+    // with the same name.
+    let mut stuck = init_and_app(&w, "stuck");
+    stuck["spec"]["initContainers"][0]["image"] = json!(format!("{}/cri/absent:1", w.reg.addr));
+    k.add_pod("stuck", &stuck);
+    let pod = k.wait_ready("evented", READY);
+    assert_eq!(container_status(&pod, "app")["restartCount"], 0, "{pod}");
+    k.wait_pod("stuck", READY, "failing to pull", |p| {
+        p["status"]["initContainerStatuses"][0]
+            .as_object()
+            .is_some_and(|c| {
+                let reason = c["state"]["waiting"]["reason"].as_str().unwrap_or_default();
+                reason == "ErrImagePull" || reason == "ImagePullBackOff"
+            })
+    });
+    // Past kubelet's 5-second cache refresh, with retries in between.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let pods = w.pods().await;
+    assert_eq!(pods.len(), 2, "one sandbox each: {pods:?}");
+    // The pod removed: stopped, and gone from kubelet.
+    k.remove_pod("evented");
+    k.wait_for(READY, "pod evented gone", |k| k.pod("evented").is_none());
+    let errors = unexplained(
+        &k.errors(),
+        &[
+            // The absent image, each time kubelet tries it.
+            "absent:1",
+            "ImagePullBackOff",
+        ],
+    );
+    assert!(
+        errors.is_empty(),
+        "kubelet logged errors:\n{}",
+        errors.join("\n")
+    );
+}

@@ -1,8 +1,10 @@
 //! Container events for GetContainerEvents (kubelet's evented PLEG): CREATED and
 //! STARTED when those calls succeed, STOPPED when a container's monitor writes its
 //! exit file (one inotify watch per monitor directory, as CRI-O watches its exit
-//! files), DELETED when RemoveContainer is done. Each event carries the pod's
-//! status and the statuses of its containers as they are then.
+//! files), DELETED when RemoveContainer is done; and a pod's own, with its id in the
+//! container's place, from RunPodSandbox, StopPodSandbox (or its infra container's
+//! end) and RemovePodSandbox. Each event carries the pod's status and the statuses
+//! of its containers as they are when it is sent.
 //!
 //! Any number of subscribers each get every event sent after they subscribed; one
 //! that falls more than its backlog (`--events-backlog`) behind is dropped with a log
@@ -21,9 +23,27 @@ use tokio::sync::broadcast;
 /// events file's writer may lag before it loses events.
 const RING: usize = 1024;
 
+/// An event raised and not yet sent: container `id` (or the pod itself, when `id`
+/// is `pod`) of pod `pod`, due at `due`.
+pub struct Queued {
+    /// The container, or the pod.
+    pub id: String,
+    /// Its pod.
+    pub pod: String,
+    /// What happened.
+    pub kind: cri::ContainerEventType,
+    /// When to take the statuses and send it.
+    pub due: tokio::time::Instant,
+    /// The pod's status when the event was raised: sent if the pod is gone by then.
+    pub pod_status: Option<cri::PodSandboxStatus>,
+}
+
 /// The event feed and the exit watcher.
 pub struct Events {
     tx: broadcast::Sender<cri::ContainerEventResponse>,
+    /// Events raised, in the order raised, for the sender task.
+    queue: tokio::sync::mpsc::UnboundedSender<Queued>,
+    queued: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Queued>>>,
     /// Blocking: read by a thread of its own.
     inotify: Option<Inotify>,
     /// Watched monitor directories: their container's id.
@@ -38,8 +58,11 @@ impl Events {
         if inotify.is_none() {
             tracing::warn!("no inotify: GetContainerEvents sends no STOPPED events");
         }
+        let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
         Events {
             tx: broadcast::channel(RING).0,
+            queue,
+            queued: Mutex::new(Some(queued)),
             inotify,
             watched: Mutex::default(),
         }
@@ -116,6 +139,18 @@ impl Events {
         }
     }
 
+    /// Queues an event for the sender task, which sends events in the order queued,
+    /// none before it is due.
+    pub fn queue(&self, e: Queued) {
+        // Nothing is lost when the sender is gone: crid is stopping.
+        let _ = self.queue.send(e);
+    }
+
+    /// The queue's receiving end, for the one sender task (None after the first call).
+    pub fn take_queue(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Queued>> {
+        crikit::sync::lock(&self.queued).take()
+    }
+
     /// Sends `e` to every subscriber.
     pub fn send(&self, e: cri::ContainerEventResponse) {
         // No subscriber is no error.
@@ -182,9 +217,15 @@ pub fn feed_line(e: &cri::ContainerEventResponse) -> String {
         .containers_statuses
         .iter()
         .find(|s| s.id == e.container_id);
-    let state = ctr
-        .and_then(|s| cri::ContainerState::try_from(s.state).ok())
-        .map(|s| s.as_str_name().to_string());
+    // A pod's own event has its state in the container's place.
+    let state = match pod.filter(|p| p.id == e.container_id) {
+        Some(p) => cri::PodSandboxState::try_from(p.state)
+            .ok()
+            .map(|s| s.as_str_name().to_string()),
+        None => ctr
+            .and_then(|s| cri::ContainerState::try_from(s.state).ok())
+            .map(|s| s.as_str_name().to_string()),
+    };
     let mut v = serde_json::json!({
         "version": FEED_VERSION,
         "time": crikit::runtime::monitor::rfc3339_nanos(

@@ -73,6 +73,7 @@ async fn run(settings: Settings) -> Result<()> {
         let (crid, rt) = (Arc::clone(&crid), tokio::runtime::Handle::current());
         std::thread::spawn(move || crid.watch_exits(rt));
     }
+    tokio::spawn(Arc::clone(&crid).send_events());
     if let Some(path) = settings.events_file.clone() {
         let (rx, max) = (crid.events.subscribe(), settings.events_file_max);
         tracing::info!("container events to {}", path.display());

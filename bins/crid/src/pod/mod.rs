@@ -267,6 +267,8 @@ impl Crid {
         }
         pod.ready = true;
         self.store.save_pod(&pod)?;
+        self.emit_pod(&pod, cri::ContainerEventType::ContainerCreatedEvent, true);
+        self.emit_pod(&pod, cri::ContainerEventType::ContainerStartedEvent, true);
         self.store.insert_pod(pod);
         name.keep();
         Ok(id)
@@ -353,9 +355,13 @@ impl Crid {
             self.stop_container(&c, 0).await?;
         }
         let mut pod = pod.lock().await;
+        let was_ready = pod.ready;
         pod.ready = false;
         let torn = self.teardown_pod(&mut pod).await;
         self.store.save_pod(&pod)?;
+        if was_ready {
+            self.emit_pod(&pod, cri::ContainerEventType::ContainerStoppedEvent, true);
+        }
         torn
     }
 
@@ -406,6 +412,7 @@ impl Crid {
             self.remove_container(&c).await?;
         }
         let mut guard = pod.lock().await;
+        let was_ready = guard.ready;
         guard.ready = false;
         if let Err(e) = self.teardown_pod(&mut guard).await {
             self.store.save_pod(&guard)?;
@@ -429,6 +436,10 @@ impl Crid {
         self.store.release(&pod_name_key(&guard.metadata));
         self.stats.forget(&format!("pod:{id}"));
         self.store.forget_pod(id);
+        if was_ready {
+            self.emit_pod(&guard, cri::ContainerEventType::ContainerStoppedEvent, true);
+        }
+        self.emit_pod(&guard, cri::ContainerEventType::ContainerDeletedEvent, true);
         Ok(())
     }
 
