@@ -13,7 +13,7 @@ DEPS := docker-registry skopeo umoci runc crun conmon containerd busybox-static 
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build release test test-cri lint fmt clippy docs man completions check-docs deps demo bench fuzz install help
+.PHONY: all build release test test-cri lint fmt clippy docs man completions check-docs deps demo bench bench-kubelet fuzz install help
 
 all: build
 
@@ -86,6 +86,11 @@ bench: deps release ## imgpull, bundlegen, ctrmon, crid, imgserve against skopeo
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/lifecycle.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/events.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/serve.py
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/kubelet.py
+
+bench-kubelet: deps release ## kubelet (KUBELET or PATH) driving crid and containerd: pods Ready, stopped, RSS, CPU (root; KUBELET_BENCH_ARGS)
+	$(CARGO) build --release --locked -p crid --example cri
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/kubelet.py $(KUBELET_BENCH_ARGS)
 
 fuzz: ## fuzz the layer applier for FUZZ_SECONDS (installs cargo-fuzz when missing)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
