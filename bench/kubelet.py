@@ -106,9 +106,11 @@ class Kubelet:
     def stop(self):
         self.proc.kill()
         self.proc.wait()
+        # kubelet binds its root dir onto itself, and mounts pods' volumes below it.
         root = os.path.join(self.dir, "root")
-        subprocess.run(["sh", "-c", f"grep -o ' {root}/[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"],
-                       stderr=subprocess.DEVNULL)
+        mounts = [l.split()[4] for l in open("/proc/self/mountinfo")]
+        for m in sorted((m for m in mounts if m == root or m.startswith(root + "/")), key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
 
 
 def is_ready(pod):

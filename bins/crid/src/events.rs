@@ -34,8 +34,11 @@ pub struct Queued {
     pub kind: cri::ContainerEventType,
     /// When to take the statuses and send it.
     pub due: tokio::time::Instant,
-    /// The pod's status when the event was raised: sent if the pod is gone by then.
+    /// The pod's status when the event was raised: sent if the pod is gone by then,
+    /// or busy in a call.
     pub pod_status: Option<cri::PodSandboxStatus>,
+    /// When the event was raised (ns since the epoch).
+    pub raised_at: i64,
 }
 
 /// The event feed and the exit watcher.

@@ -44,6 +44,7 @@ impl Crid {
             kind,
             due: tokio::time::Instant::now() + settle,
             pod_status,
+            raised_at: crate::state::now_ns(),
         });
     }
 
@@ -62,6 +63,7 @@ impl Crid {
             kind,
             due: tokio::time::Instant::now() + settle,
             pod_status: Some(status::pod_status(pod)),
+            raised_at: crate::state::now_ns(),
         });
     }
 
@@ -84,11 +86,17 @@ impl Crid {
             return;
         }
         // Taken first: the statuses read below are no older than the event says.
-        let at = crate::state::now_ns();
+        let now = crate::state::now_ns();
         let pod = &e.pod;
-        let pod_status = match self.store.pod(pod) {
-            Some(p) => Some(status::pod_status(&*p.lock().await)),
-            None => e.pod_status,
+        let (at, pod_status) = match self.store.pod(pod) {
+            None => (now, e.pod_status),
+            Some(p) => match p.try_lock() {
+                Ok(p) => (now, Some(status::pod_status(&p))),
+                // A call at work on the pod (a teardown) holds it: what it was when
+                // the event was raised, and that time, rather than hold up every
+                // event behind this one.
+                Err(_) => (e.raised_at, e.pod_status),
+            },
         };
         let mut statuses = Vec::new();
         for c in self.store.containers_of(pod) {
