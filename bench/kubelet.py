@@ -113,6 +113,18 @@ class Kubelet:
             subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
 
 
+def error_kinds(log):
+    """{kind: count} of kubelet's error lines, a kind being the message klog quotes
+    first (`"ExecSync cmd from runtime service failed"`), without ids or names."""
+    kinds = {}
+    for line in open(log, errors="replace"):
+        if line.startswith("E"):
+            m = re.search(r'\] "((?:[^"\\]|\\.)*)"', line)
+            kind = m.group(1) if m else line.split("]", 1)[-1].strip()[:80]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
 def is_ready(pod):
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
 
@@ -206,7 +218,7 @@ def run(binary, rt, n, gates, work, tag, image, crid_metrics):
         r["stopped"] = time.monotonic() - t1
         r["cpu"] = cpu_s(rt.proc.pid) - cpu0
         r["kubelet_cpu"] = cpu_s(k.proc.pid) - kcpu0
-        r["errors"] = sum(1 for l in open(os.path.join(k.dir, "kubelet.log"), errors="replace") if l.startswith("E"))
+        r["errors"] = error_kinds(os.path.join(k.dir, "kubelet.log"))
     finally:
         k.stop()
         cridbench.cri(rt.sock, "down")
@@ -337,11 +349,23 @@ def report(results, counts, plegs, rounds):
              (med(k, "daemon_kib") + med(k, "helpers_kib")) / 1024),
             ("daemon CPU s", med(c, "cpu"), med(k, "cpu")),
             ("kubelet CPU s", med(c, "kubelet_cpu"), med(k, "kubelet_cpu")),
-            ("kubelet error lines", med(c, "errors"), med(k, "errors")),
+            ("kubelet error lines", statistics.median(sum(r["errors"].values()) for r in c),
+             statistics.median(sum(r["errors"].values()) for r in k)),
         ]
         for what, x, y in rows:
             ratio = f"{x / y:.2f}" if y else ""
             print(f"| {n} | {what} | {x:.2f} | {y:.2f} | {ratio} |")
+
+    crid_kinds = {}
+    for (name, n, pleg), rs in results.items():
+        if name == "crid" and pleg == "generic":
+            for r in rs:
+                for kind, count in r["errors"].items():
+                    crid_kinds[kind] = crid_kinds.get(kind, 0) + count
+    theirs = {kind for (name, _, _), rs in results.items() if name == "containerd" for r in rs for kind in r["errors"]}
+    only = {kind: count for kind, count in crid_kinds.items() if kind not in theirs}
+    print("\nkubelet errors (generic PLEG) seen with crid and never with containerd: "
+          + (", ".join(f"{kind!r} ({count})" for kind, count in sorted(only.items())) or "none"))
 
     print("\nWhere the time goes: seconds kubelet spent in each runtime call over a run, summed over "
           "its calls (kubelet_runtime_operations_duration_seconds), and crid's CNI time:\n")
