@@ -18,7 +18,7 @@ not, get its own infra process). The client is bins/crid/examples/cri.rs for bot
 
 Prints markdown tables with same-run ratios (crid / containerd). Needs root.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pull  # registry, corpus, BIN, die
@@ -217,8 +217,35 @@ def cleanup(runtimes, reg_proc, bridge, work):
         subprocess.run(["sh", "-c", f"grep -o ' {rt.root}[^ ]*' /proc/self/mountinfo | sort -r | "
                                     "xargs -r -n1 umount -l"], stderr=subprocess.DEVNULL)
     shutil.rmtree(work, ignore_errors=True)
+    drop_nat_rules("crikit-bench")
     # Empty once their pods are gone.
     subprocess.run(["sh", "-c", "rmdir /sys/fs/cgroup/*/crikit /sys/fs/cgroup/*/k8s.io 2>/dev/null"])
+
+
+def drop_nat_rules(network):
+    """Removes the nat rules that name the CNI network `network` in their comment,
+    the chains they jump to, and empty chains nothing jumps to: what a DEL should
+    have removed and did not (after containerd 1.6's, a pod's masquerade chain is
+    left now and then)."""
+    out = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    mark = f'name: \\"{network}\\"'
+    chains = set()
+    for rule in out.splitlines():
+        if not rule.startswith("-A ") or mark not in rule:
+            continue
+        chain = rule[3:].split(" ", 1)[0]
+        target = rule.rsplit(" -j ", 1)[-1].split(" ", 1)[0]
+        for c in (chain, target):
+            if c.startswith("CNI-") and not c.startswith("CNI-HOSTPORT-"):
+                chains.add(c)
+        subprocess.run(["sh", "-c", f"iptables -t nat -D {rule[3:]}"], stderr=subprocess.DEVNULL)
+    for c in chains:
+        for op in ["-F", "-X"]:
+            subprocess.run(["iptables", "-t", "nat", op, c], stderr=subprocess.DEVNULL)
+    # Chains a DEL emptied and left: -X removes only empty ones nothing jumps to.
+    for rule in out.splitlines():
+        if re.fullmatch(r"-N CNI-[0-9a-f]{24}", rule):
+            subprocess.run(["iptables", "-t", "nat", "-X", rule[3:]], stderr=subprocess.DEVNULL)
 
 
 def pct(xs, p):
