@@ -434,3 +434,61 @@ async fn a_container_keeps_its_runtime_when_the_default_changes() {
         assert!(!runc_root.join(c).exists(), "{c} left in runc's state");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_that_races_its_containers_end_is_failed_precondition() {
+    // kubelet's probes go on while it stops a pod: an exec the runtime is starting
+    // as the container ends fails with the runtime's words for it. The caller
+    // must learn that the container is not running, not that the runtime failed.
+    let w = World::new(Network::Loopback, &[]).await;
+    let config = w.pod_config("racing", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let (mut ok, mut not_running) = (0, 0);
+    for round in 0..8 {
+        let id = w
+            .run_sh(&pod, &config, &format!("r{round}"), "exec sleep 1000")
+            .await;
+        let mut execs = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (mut rt, id) = (w.rt.clone(), id.clone());
+            execs.spawn(async move {
+                let mut got = vec![];
+                loop {
+                    let r = rt
+                        .exec_sync(cri::ExecSyncRequest {
+                            container_id: id.clone(),
+                            cmd: vec!["/bin/true".into()],
+                            timeout: 10,
+                        })
+                        .await;
+                    let done = r.is_err();
+                    got.push(r.map(|r| r.into_inner().exit_code));
+                    if done || got.len() > 200 {
+                        return got;
+                    }
+                }
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50 + 20 * round)).await;
+        w.rt.clone()
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        while let Some(got) = execs.join_next().await {
+            for r in got.unwrap() {
+                match r {
+                    Ok(_) => ok += 1,
+                    Err(e) if e.code() == tonic::Code::FailedPrecondition => not_running += 1,
+                    Err(e) => panic!("an exec as {id} ended: {e:?}"),
+                }
+            }
+        }
+    }
+    assert!(
+        ok > 0 && not_running > 0,
+        "{ok} execs ran, {not_running} found it ended"
+    );
+}

@@ -62,6 +62,8 @@ pub struct Crid {
     pub events: events::Events,
     /// crid's own metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// The containers a StopContainer is at work on.
+    pub stopping: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Crid {
@@ -101,6 +103,7 @@ impl Crid {
             pod_cidr: Default::default(),
             streams: Default::default(),
             events: Default::default(),
+            stopping: Default::default(),
             metrics,
             settings,
         })

@@ -25,6 +25,26 @@ use std::time::{Duration, Instant};
 /// CRI message, as kubelet's own limit.
 pub const EXEC_OUTPUT_MAX: usize = crate::config::MAX_MESSAGE / 2 - 64 * 1024;
 
+/// How long after a failed exec crid watches for the container's end, to tell a
+/// container that ended under the exec from an exec that failed on its own.
+const EXEC_END_GRACE: Duration = Duration::from_millis(50);
+
+/// A StopContainer at work on a container, in [`Crid::stopping`] until dropped.
+struct Stopping(Arc<Crid>, String);
+
+impl Stopping {
+    fn begin(crid: &Arc<Crid>, id: &str) -> Stopping {
+        crikit::sync::lock(&crid.stopping).insert(id.to_string());
+        Stopping(Arc::clone(crid), id.to_string())
+    }
+}
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        crikit::sync::lock(&self.0.stopping).remove(&self.1);
+    }
+}
+
 /// Wakes a wait for a container's exit whenever something is written into the
 /// monitor's directory (the exit file arrives there by a rename; inotify tells, as
 /// CRI-O watches its exit files).
@@ -178,6 +198,7 @@ impl Crid {
             return Ok(());
         }
         let runtime = self.teardown_runtime(&c2);
+        let _stopping = Stopping::begin(self, id);
         tokio::task::spawn_blocking(move || {
             if let Err(e) = runtime.kill(&c2.id, &c2.stop_signal, false) {
                 tracing::debug!("{e}");
@@ -328,14 +349,42 @@ impl Crid {
         let c = self.running(&req.container_id).await?;
         let me = Arc::clone(self);
         let runtime = self.runtime(&c.runtime_handler)?;
+        let dirs = self.store.monitor_dir(&c.id);
         let r = tokio::task::spawn_blocking(move || {
-            me.monitors(&runtime).exec_sync(
+            let r = me.monitors(&runtime).exec_sync(
                 &c.id,
                 &c.bundle,
                 &req.cmd,
                 req.timeout,
                 EXEC_OUTPUT_MAX,
-            )
+            );
+            // A container being stopped, or ending by itself, while the runtime
+            // starts the command (a probe as kubelet stops the pod) fails it with
+            // the runtime's words for it ("fail startup", "write to sync socket:
+            // Broken pipe", "error executing setns process"): say what happened.
+            // Its end can take a second or more to show: the PID namespace's init
+            // waits for every process in it, the exec's half-made one included.
+            let ending = || {
+                dirs.exit().is_some()
+                    || !alive(c.pid)
+                    || crikit::sync::lock(&me.stopping).contains(&c.id)
+            };
+            match r {
+                Err(e)
+                    if crikit::sync::poll_until(
+                        EXEC_END_GRACE,
+                        Duration::from_millis(10),
+                        ending,
+                    ) =>
+                {
+                    tracing::debug!("{}", e.message());
+                    Err(CridError::NotReady(format!(
+                        "container {} is not running: it ended during the exec",
+                        c.id
+                    )))
+                }
+                r => r,
+            }
         })
         .await??;
         Ok(cri::ExecSyncResponse {
