@@ -93,8 +93,9 @@ fn unexplained(errors: &[String], expected: &[&str]) -> Vec<String> {
         // This machine's kernel refuses both.
         "Failed to set rlimit on max file handles",
         "Failed to ensure process in container with oom score",
-        // The first seconds, before the first relist.
+        // The first seconds, before the first relist and the first runtime status.
         "PLEG is not healthy: pleg has yet to be successful",
+        "container runtime status check may not have completed yet",
         // kubelet's cAdvisor names the image filesystem only for containerd's and
         // CRI-O's default sockets.
         "no imagefs label for configured runtime",
