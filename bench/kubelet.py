@@ -206,7 +206,6 @@ def run(binary, rt, n, gates, work, tag, image, crid_metrics):
         metrics = (k.get("/metrics") or b"").decode()
         r["ops"] = {label(l, "operation_type"): v for l, v in
                     prom(metrics, "kubelet_runtime_operations_duration_seconds_sum").items()}
-        r["cni"] = {op: v - cni0.get(op, 0) for op, v in cni_seconds(crid_metrics).items()}
 
         t1 = time.monotonic()
         for name in names:
@@ -216,6 +215,7 @@ def run(binary, rt, n, gates, work, tag, image, crid_metrics):
                 pull.die(f"{rt.name}: pods still running 600 s after their manifests went")
             time.sleep(0.2)
         r["stopped"] = time.monotonic() - t1
+        r["cni"] = {op: v - cni0.get(op, 0) for op, v in cni_seconds(crid_metrics).items()}
         r["cpu"] = cpu_s(rt.proc.pid) - cpu0
         r["kubelet_cpu"] = cpu_s(k.proc.pid) - kcpu0
         r["errors"] = error_kinds(os.path.join(k.dir, "kubelet.log"))

@@ -34,6 +34,8 @@ impl Crid {
             cri::ContainerEventType::ContainerStoppedEvent => Duration::ZERO,
             _ => SETTLE,
         };
+        // Taken first, as in the sender: the status is no older than its time.
+        let raised_at = crate::state::now_ns();
         let pod_status = match self.store.pod(pod) {
             Some(p) => Some(status::pod_status(&*p.lock().await)),
             None => None,
@@ -44,7 +46,7 @@ impl Crid {
             kind,
             due: tokio::time::Instant::now() + settle,
             pod_status,
-            raised_at: crate::state::now_ns(),
+            raised_at,
         });
     }
 
