@@ -62,8 +62,8 @@ pub struct Crid {
     pub events: events::Events,
     /// crid's own metrics.
     pub metrics: Arc<metrics::Metrics>,
-    /// The containers a StopContainer is at work on.
-    pub stopping: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The containers StopContainer calls are at work on, with how many calls.
+    pub stopping: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Crid {

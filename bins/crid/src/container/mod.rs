@@ -34,14 +34,22 @@ struct Stopping(Arc<Crid>, String);
 
 impl Stopping {
     fn begin(crid: &Arc<Crid>, id: &str) -> Stopping {
-        crikit::sync::lock(&crid.stopping).insert(id.to_string());
+        *crikit::sync::lock(&crid.stopping)
+            .entry(id.to_string())
+            .or_default() += 1;
         Stopping(Arc::clone(crid), id.to_string())
     }
 }
 
 impl Drop for Stopping {
     fn drop(&mut self) {
-        crikit::sync::lock(&self.0.stopping).remove(&self.1);
+        let mut stopping = crikit::sync::lock(&self.0.stopping);
+        if let Some(n) = stopping.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                stopping.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -367,7 +375,7 @@ impl Crid {
             let ending = || {
                 dirs.exit().is_some()
                     || !alive(c.pid)
-                    || crikit::sync::lock(&me.stopping).contains(&c.id)
+                    || crikit::sync::lock(&me.stopping).contains_key(&c.id)
             };
             match r {
                 Err(e)
