@@ -210,8 +210,9 @@ def cleanup(runtimes, reg_proc, bridge, work):
     default cgroup parents."""
     for rt in runtimes:
         rt.stop()
-    reg_proc.kill()
-    reg_proc.wait()
+    if reg_proc is not None:
+        reg_proc.kill()
+        reg_proc.wait()
     subprocess.run(["ip", "link", "del", bridge], stderr=subprocess.DEVNULL)
     for rt in runtimes:
         subprocess.run(["sh", "-c", f"grep -o ' {rt.root}[^ ]*' /proc/self/mountinfo | sort -r | "

@@ -253,12 +253,13 @@ def main():
             pass
     made = [d for d in HOST_DIRS if not os.path.exists(d)]
     work = tempfile.mkdtemp(prefix="crikit-bench-kubelet-", dir="/var/tmp")
-    reg_proc, reg = pull.start_registry(work)
+    reg_proc = None
     bridge = "ckbenchk0"
     runtimes = []
     metrics_addr = f"127.0.0.1:{pull.free_port()}"
     results = {}
     try:
+        reg_proc, reg = pull.start_registry(work)
         _, runtimes = cridbench.start_runtimes(work, reg, bridge, "10.252.0.0/16",
                                                ["--metrics-address", metrics_addr])
         image = f"{reg}/busybox:latest"
