@@ -203,28 +203,10 @@ makeIPTablesUtilChains: false
     }
 
     fn try_get(&self, path: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).ok()?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            return Some(unchunk(body));
-        }
-        Some(body.to_string())
+        let addr = format!("127.0.0.1:{}", self.port);
+        crate::net::http_get(&addr, path, Duration::from_secs(30))
+            .filter(|(code, _)| *code == 200)
+            .map(|(_, body)| body)
     }
 
     /// GET `path` on the read-only port, as JSON.
@@ -306,20 +288,6 @@ makeIPTablesUtilChains: false
             .map(str::to_string)
             .collect()
     }
-}
-
-/// The body of a chunked HTTP response.
-fn unchunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Whether a pod's `Ready` condition is true.

@@ -4,9 +4,53 @@
 //! A subnet is held by a directory under the system temp dir, made with mkdir(2)
 //! (atomic across processes) and removed on drop, so parallel tests and parallel
 //! test binaries never meet; one that a killed run left behind is taken again once
-//! its holder's pid is gone.
+//! its holder's pid is gone. And one plain HTTP GET, for the servers tests start.
 
 use std::path::PathBuf;
+
+/// One HTTP/1.1 GET of `path` from `addr` (`HOST:PORT`), read to its end within
+/// `timeout`: the status code and the body (de-chunked). None when the server
+/// cannot be reached or does not answer in HTTP.
+pub fn http_get(addr: &str, path: &str, timeout: std::time::Duration) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        code,
+        if chunked {
+            unchunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
+}
+
+/// The body of a chunked HTTP response.
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
 
 /// A /24 held for one test.
 pub struct Subnet {

@@ -1,8 +1,7 @@
 //! Debian's `docker-registry` (the CNCF distribution registry) on 127.0.0.1 at a
 //! free port, storing into a temp dir; killed and removed on drop.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,17 +24,7 @@ fn free_port() -> u16 {
 
 /// One HTTP GET on loopback; returns the status code.
 pub fn http_status(addr: &str, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let line = String::from_utf8_lossy(&buf);
-    line.split_whitespace().nth(1)?.parse().ok()
+    crate::net::http_get(addr, path, Duration::from_secs(2)).map(|(code, _)| code)
 }
 
 impl Registry {

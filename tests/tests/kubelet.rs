@@ -10,14 +10,22 @@ use std::time::Duration;
 
 const READY: Duration = Duration::from_secs(90);
 
-/// A pod of an init container that writes into an emptyDir and an app container
-/// that serves what it wrote, Ready through an exec readiness probe that reads it.
-fn init_and_app(w: &World, name: &str) -> serde_json::Value {
+/// The manifest of the static pod `name` in namespace default, with `spec`.
+fn static_pod(name: &str, spec: serde_json::Value) -> serde_json::Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid")},
-        "spec": {
+        "spec": spec
+    })
+}
+
+/// A pod of an init container that writes into an emptyDir and an app container
+/// that serves what it wrote, Ready through an exec readiness probe that reads it.
+fn init_and_app(w: &World, name: &str) -> serde_json::Value {
+    static_pod(
+        name,
+        json!({
             "volumes": [{"name": "data", "emptyDir": {}}],
             "initContainers": [{
                 "name": "init",
@@ -36,8 +44,8 @@ fn init_and_app(w: &World, name: &str) -> serde_json::Value {
                 }
             }],
             "terminationGracePeriodSeconds": 5
-        }
-    })
+        }),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +86,13 @@ async fn an_init_container_prepares_an_empty_dir_and_a_removed_pod_is_cleaned_up
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let errors = unexplained(&k.errors(), &[]);
+    assert_no_errors_but(&k, &[]);
+}
+
+/// Fails the test with them if kubelet logged errors other than those it logs
+/// whatever the runtime and those the test provokes (`expected`).
+fn assert_no_errors_but(k: &Kubelet, expected: &[&str]) {
+    let errors = unexplained(&k.errors(), expected);
     assert!(
         errors.is_empty(),
         "kubelet logged errors:\n{}",
@@ -135,12 +149,7 @@ async fn a_restarted_kubelet_adopts_the_running_pod_as_it_is() {
     assert_eq!(app["containerID"], id, "{after}\n{}", k.log_tail());
     assert_eq!(app["restartCount"], 0, "{after}");
     assert_eq!(w.containers().await, containers);
-    let errors = unexplained(&k.errors(), &[]);
-    assert!(
-        errors.is_empty(),
-        "kubelet logged errors:\n{}",
-        errors.join("\n")
-    );
+    assert_no_errors_but(&k, &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,11 +159,9 @@ async fn a_failing_liveness_probe_restarts_and_a_crashing_container_backs_off() 
     let k = Kubelet::start(&bin, w.tmp.path(), &w.crid.socket);
     k.add_pod(
         "flaky",
-        &json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "flaky", "namespace": "default", "uid": "flaky-uid"},
-            "spec": {
+        &static_pod(
+            "flaky",
+            json!({
                 "containers": [
                     {
                         "name": "crash",
@@ -174,8 +181,8 @@ async fn a_failing_liveness_probe_restarts_and_a_crashing_container_backs_off() 
                     }
                 ],
                 "terminationGracePeriodSeconds": 1
-            }
-        }),
+            }),
+        ),
     );
     let pod = k.wait_pod(
         "flaky",
@@ -201,12 +208,7 @@ async fn a_failing_liveness_probe_restarts_and_a_crashing_container_backs_off() 
     });
     assert!(!e2e::kubelet::is_ready(&backing_off));
     // kubelet says so each time it holds the crashing container back.
-    let errors = unexplained(&k.errors(), &["with CrashLoopBackOff"]);
-    assert!(
-        errors.is_empty(),
-        "kubelet logged errors:\n{}",
-        errors.join("\n")
-    );
+    assert_no_errors_but(&k, &["with CrashLoopBackOff"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,18 +229,13 @@ async fn crid_killed_under_a_running_kubelet_restarts_no_container() {
     assert_eq!(app["restartCount"], 0, "{after}");
     assert_eq!(w.containers().await, containers);
     // What kubelet logs while the runtime is away, with any runtime.
-    let errors = unexplained(
-        &k.errors(),
+    assert_no_errors_but(
+        &k,
         &[
             "connect: connection refused",
             "connect: no such file or directory",
             "PLEG is not healthy",
         ],
-    );
-    assert!(
-        errors.is_empty(),
-        "kubelet logged errors:\n{}",
-        errors.join("\n")
     );
 }
 
@@ -258,11 +255,9 @@ async fn http_and_tcp_probes_reach_the_pod_over_its_network() {
     let http = |path: &str| json!({"httpGet": {"path": path, "port": 8080}, "periodSeconds": 1, "failureThreshold": 1});
     k.add_pod(
         "probed",
-        &json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "probed", "namespace": "default", "uid": "probed-uid"},
-            "spec": {
+        &static_pod(
+            "probed",
+            json!({
                 "volumes": [
                     {"name": "www", "hostPath": {"path": www}},
                     {"name": "ctl", "hostPath": {"path": ctl}}
@@ -290,8 +285,8 @@ async fn http_and_tcp_probes_reach_the_pod_over_its_network() {
                     }
                 ],
                 "terminationGracePeriodSeconds": 1
-            }
-        }),
+            }),
+        ),
     );
     let pod = k.wait_ready("probed", READY);
     let ip = pod["status"]["podIP"]
@@ -336,12 +331,7 @@ async fn http_and_tcp_probes_reach_the_pod_over_its_network() {
 
     // Probe failures are logged at info level; kubelet's back-off of a container
     // that failed its liveness probe twice is the only error expected.
-    let errors = unexplained(&k.errors(), &["with CrashLoopBackOff"]);
-    assert!(
-        errors.is_empty(),
-        "kubelet logged errors:\n{}",
-        errors.join("\n")
-    );
+    assert_no_errors_but(&k, &["with CrashLoopBackOff"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,11 +344,9 @@ async fn the_summary_api_and_resource_metrics_cover_every_pod_from_crid() {
     for name in pods {
         k.add_pod(
             name,
-            &json!({
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid")},
-                "spec": {
+            &static_pod(
+                name,
+                json!({
                     "containers": [{
                         "name": "app",
                         "image": w.image,
@@ -371,8 +359,8 @@ async fn the_summary_api_and_resource_metrics_cover_every_pod_from_crid() {
                              i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; done"]
                     }],
                     "terminationGracePeriodSeconds": 1
-                }
-            }),
+                }),
+            ),
         );
     }
     for name in pods {
@@ -458,12 +446,7 @@ async fn the_summary_api_and_resource_metrics_cover_every_pod_from_crid() {
         complete(&summary, true)
     });
     resource_metrics(&k, false);
-    let errors = unexplained(&k.errors(), &[]);
-    assert!(
-        errors.is_empty(),
-        "kubelet logged errors:\n{}",
-        errors.join("\n")
-    );
+    assert_no_errors_but(&k, &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,11 +467,9 @@ async fn kubelet_rotates_a_busy_containers_log_and_no_line_is_lost() {
     const LINES: usize = 1500;
     k.add_pod(
         "chatty",
-        &json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "chatty", "namespace": "default", "uid": "chatty-uid"},
-            "spec": {
+        &static_pod(
+            "chatty",
+            json!({
                 "containers": [{
                     "name": "talk",
                     "image": w.image,
@@ -498,8 +479,8 @@ async fn kubelet_rotates_a_busy_containers_log_and_no_line_is_lost() {
                          [ $((i % 10)) = 0 ] && sleep 0.1; done; echo finished; exec sleep 3600")]
                 }],
                 "terminationGracePeriodSeconds": 1
-            }
-        }),
+            }),
+        ),
     );
     k.wait_ready("chatty", READY);
     let dir = k
@@ -563,12 +544,7 @@ async fn kubelet_rotates_a_busy_containers_log_and_no_line_is_lost() {
             .any(|f| f.extension().is_some_and(|e| e == "gz")),
         "kubelet compressed none: {files:?}"
     );
-    let errors = unexplained(&k.errors(), &[]);
-    assert!(
-        errors.is_empty(),
-        "kubelet logged errors:\n{}",
-        errors.join("\n")
-    );
+    assert_no_errors_but(&k, &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,12 +622,7 @@ async fn kubelet_replaces_a_dead_sandbox_and_its_gc_removes_the_old_ones() {
     // A readiness probe that runs as the sandbox dies finds its container gone, and
     // containers killed twice in a row are restarted with back-off; kubelet logs
     // both whatever the runtime.
-    let errors = unexplained(&k.errors(), &["is not running", "with CrashLoopBackOff"]);
-    assert!(
-        errors.is_empty(),
-        "kubelet logged errors:\n{}",
-        errors.join("\n")
-    );
+    assert_no_errors_but(&k, &["is not running", "with CrashLoopBackOff"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -690,17 +661,12 @@ async fn with_evented_pleg_kubelet_follows_pods_through_crids_events() {
     // The pod removed: stopped, and gone from kubelet.
     k.remove_pod("evented");
     k.wait_for(READY, "pod evented gone", |k| k.pod("evented").is_none());
-    let errors = unexplained(
-        &k.errors(),
+    assert_no_errors_but(
+        &k,
         &[
             // The absent image, each time kubelet tries it.
             "absent:1",
             "ImagePullBackOff",
         ],
-    );
-    assert!(
-        errors.is_empty(),
-        "kubelet logged errors:\n{}",
-        errors.join("\n")
     );
 }
