@@ -20,7 +20,7 @@ complete -c crid -l stream-tls-key -d 'The certificate\'s PEM private key' -r -F
 complete -c crid -l stream-tls-ca -d 'Require client certificates that chain to these PEM CA certificates (needs --stream-tls-cert)' -r -F
 complete -c crid -l events-file -d 'Append every container event to FILE as a JSON line (see EVENTS)' -r -F
 complete -c crid -l events-file-max -d 'Rotate the events file to FILE.1 when a line would take it past BYTES [default: 10485760]' -r
-complete -c crid -l events-backlog -d 'Drop a GetContainerEvents subscriber that falls N events behind (see EVENTS) [default: 1024]' -r
+complete -c crid -l events-backlog -d 'Drop a GetContainerEvents subscriber that falls N events behind and reads none for a second (see EVENTS) [default: 1024]' -r
 complete -c crid -l metrics-address -d 'Serve crid\'s own metrics (Prometheus text) at http://ADDR:PORT/metrics; off unless given (see METRICS)' -r
 complete -c crid -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c crid -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'

@@ -104,7 +104,8 @@ pub struct Args {
     /// [default: 10485760]
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub events_file_max: Option<u64>,
-    /// Drop a GetContainerEvents subscriber that falls N events behind (see EVENTS)
+    /// Drop a GetContainerEvents subscriber that falls N events behind and reads
+    /// none for a second (see EVENTS)
     /// [default: 1024]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub events_backlog: Option<u32>,

@@ -7,8 +7,8 @@
 //! of its containers as they are when it is sent.
 //!
 //! Any number of subscribers each get every event sent after they subscribed; one
-//! that falls more than its backlog (`--events-backlog`) behind is dropped with a log
-//! line, and never slows crid or the others. Nothing survives a restart, as in
+//! that falls more than its backlog (`--events-backlog`) behind and reads nothing
+//! for a second is dropped with a log line, and never slows crid or the others. Nothing survives a restart, as in
 //! containerd.
 
 use crate::error::CridError;
@@ -22,6 +22,10 @@ use tokio::sync::broadcast;
 /// How many events the broadcast ring keeps: how far a subscriber's forwarder or the
 /// events file's writer may lag before it loses events.
 const RING: usize = 1024;
+
+/// How long a subscriber whose queue is full has to read an event before it is
+/// dropped.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An event raised and not yet sent: container `id` (or the pod itself, when `id`
 /// is `pod`) of pod `pod`, due at `due`.
@@ -78,8 +82,8 @@ impl Events {
 
     /// Every event sent from now on, as GetContainerEvents streams them. A task of
     /// its own moves each into a queue of `backlog` events as it is sent; when the
-    /// subscriber has let the queue fill, it is dropped there and then: `dropped` is
-    /// called and a line logged, and the stream ends, once the queued events are
+    /// subscriber has let the queue fill and reads nothing for [`CATCH_UP`], it is
+    /// dropped: `dropped` is called and a line logged, and the stream ends, once the queued events are
     /// read, with RESOURCE_EXHAUSTED (the subscriber has missed events and must list
     /// the containers again). The task ends when the stream is dropped.
     pub fn stream(
@@ -102,7 +106,15 @@ impl Events {
                     Ok(e) => match tx.try_send(e) {
                         Ok(()) => continue,
                         Err(TrySendError::Closed(_)) => return,
-                        Err(TrySendError::Full(_)) => {}
+                        // A burst (events a CRI call raised fall due together) fills
+                        // the queue of a subscriber that reads: it gets a moment.
+                        Err(TrySendError::Full(e)) => {
+                            match tokio::time::timeout(CATCH_UP, tx.send(e)).await {
+                                Ok(Ok(())) => continue,
+                                Ok(Err(_)) => return,
+                                Err(_) => {}
+                            }
+                        }
                     },
                     // The ring outran this task: as good as a full queue.
                     Err(broadcast::error::RecvError::Lagged(_)) => {}

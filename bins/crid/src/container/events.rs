@@ -19,8 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long after it is raised a CRI call's event is sent: the call's answer has
-/// reached its caller, and kubelet has ended the sync that made it.
-const SETTLE: Duration = Duration::from_millis(20);
+/// reached its caller, and kubelet has ended the sync that made it. With 20 pods
+/// started at once on two cores, at 20 ms kubelet ended the sync after the event's
+/// time for 2 of the 20 and they waited for its 5-second refresh; at 100 ms, in
+/// two runs, none did.
+const SETTLE: Duration = Duration::from_millis(100);
 
 impl Crid {
     /// Raises a `kind` event of container `id`: counted now, sent by the sender task
