@@ -6,7 +6,9 @@ against crid and against containerd with the same configuration, CNI network
 (bridge, host-local, portmap, loopback) and busybox image, pre-pulled, after an
 untimed run of 2 pods on each. A run drops N pod manifests at once; each pod has
 an init container that writes into an emptyDir and an app container whose exec
-readiness probe (every second) reads what it wrote. Runs alternate between the runtimes; with --pleg evented crid also runs
+readiness probe (every second) reads what it wrote, and which ends on SIGTERM as a
+service does (a bare `sleep` as PID 1 ignores it, and every stop would be the 2 s
+grace period). Runs alternate between the runtimes; with --pleg evented crid also runs
 under kubelet's EventedPLEG feature gate (containerd 1.6 has no
 GetContainerEvents, so kubelet would fall back to relisting).
 
@@ -49,7 +51,9 @@ def manifest(name, image):
                                 "command": ["/bin/sh", "-c", "echo ok > /data/ready"],
                                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
             "containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent",
-                            "command": ["/bin/sleep", "3600"],
+                            # Ends on SIGTERM, as a service does, rather than
+                            # wait out the grace period as a bare PID 1 would.
+                            "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
                             "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                             "readinessProbe": {"exec": {"command": ["/bin/cat", "/data/ready"]},
                                                "periodSeconds": 1}}],
