@@ -23,7 +23,7 @@ _crid() {
 
     case "${cmd}" in
         crid)
-            opts="-v -h -V --config --listen --root --run-dir --runtime --default-runtime --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --ctrmon --stream-address --stream-port --stream-max-sessions --stream-idle-timeout --stream-tls-cert --stream-tls-key --stream-tls-ca --events-file --events-file-max --events-backlog --metrics-address --log-level --log-format --verbose --help --version"
+            opts="-v -h -V --config --listen --root --run-dir --runtime --default-runtime --cgroup-manager --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --ctrmon --stream-address --stream-port --stream-max-sessions --stream-idle-timeout --stream-tls-cert --stream-tls-key --stream-tls-ca --events-file --events-file-max --events-backlog --metrics-address --log-level --log-format --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -51,6 +51,10 @@ _crid() {
                     ;;
                 --default-runtime)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cgroup-manager)
+                    COMPREPLY=($(compgen -W "systemd cgroupfs" -- "${cur}"))
                     return 0
                     ;;
                 --cni-conf-dir)

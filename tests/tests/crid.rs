@@ -136,6 +136,77 @@ async fn version_status_bad_requests_and_a_clean_stop() {
         "{}",
         bad.describe()
     );
+    // A cgroup manager that cannot work here stops crid at start, saying why.
+    let start_with = |extra: &[&str]| {
+        let mut c = std::process::Command::new(bin("crid"));
+        c.arg("--listen")
+            .arg(format!(
+                "unix://{}",
+                tmp.path().join("third.sock").display()
+            ))
+            .arg("--root")
+            .arg(tmp.path().join("third"))
+            .args(["--registries-conf", "/dev/null"])
+            .args(extra);
+        run(c, Duration::from_secs(30))
+    };
+    if std::path::Path::new("/run/systemd/system").exists() {
+        eprintln!(
+            "systemd is this host's init: crid's start with systemd's cgroups is not refused here"
+        );
+    } else {
+        let bad = start_with(&["--cgroup-manager", "systemd"]);
+        assert_eq!(bad.code, Some(1), "{}", bad.describe());
+        assert!(
+            bad.stderr
+                .contains("cgroup manager systemd: systemd is not this host's init system"),
+            "{}",
+            bad.describe()
+        );
+        assert_eq!(bad.stderr.trim().lines().count(), 1, "{}", bad.describe());
+    }
+    // A handler told to use systemd's cgroups while crid uses cgroupfs.
+    let conf = tmp.path().join("systemd-handler.toml");
+    std::fs::write(
+        &conf,
+        "cgroup-manager = \"cgroupfs\"\n[runtimes.sd]\npath = \"runc\"\nargs = [\"--systemd-cgroup\"]\n",
+    )
+    .unwrap();
+    let bad = start_with(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(bad.code, Some(1), "{}", bad.describe());
+    assert!(
+        bad.stderr.contains(
+            "runtime handler \"sd\": --systemd-cgroup in its args needs cgroup-manager systemd"
+        ),
+        "{}",
+        bad.describe()
+    );
+    // kubelet with the systemd driver against crid with cgroupfs: its pods' parents
+    // are slices, refused by name rather than made as directories.
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata {
+                    name: "sliced".into(),
+                    namespace: "default".into(),
+                    uid: "sliced-uid".into(),
+                    attempt: 0,
+                }),
+                linux: Some(cri::LinuxPodSandboxConfig {
+                    cgroup_parent: "kubepods-besteffort-podsliced.slice".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("is a systemd slice") && e.message().contains("cgroupDriver"),
+        "{e:?}"
+    );
 
     let status = crid.stop_with(nix::sys::signal::Signal::SIGTERM);
     assert!(status.success(), "{status}: {}", crid.stderr());

@@ -1,7 +1,7 @@
 //! Command line and configuration file of crid.
 
 use anyhow::{Context, Result};
-use crid::config::{Handler, Settings, StreamTls};
+use crid::config::{CgroupManager, Handler, Settings, StreamTls};
 use crikit_cli::LogArgs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,11 @@ pub struct Args {
     /// not given, else runc]
     #[arg(long, value_name = "NAME")]
     pub default_runtime: Option<String>,
+    /// Who makes containers' cgroups: systemd (the runtime runs with
+    /// --systemd-cgroup; kubelet's cgroupDriver must be systemd) or cgroupfs [default:
+    /// systemd when it is the init system, else cgroupfs]
+    #[arg(long, value_name = "MANAGER")]
+    pub cgroup_manager: Option<ManagerArg>,
     /// CNI network configurations; the first .conflist (or .conf) by name is used
     /// [default: /etc/cni/net.d]
     #[arg(long, value_name = "DIR")]
@@ -118,6 +123,24 @@ pub struct Args {
     pub log: LogArgs,
 }
 
+/// --cgroup-manager's values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ManagerArg {
+    /// systemd's slices and scopes
+    Systemd,
+    /// directories under /sys/fs/cgroup
+    Cgroupfs,
+}
+
+impl From<ManagerArg> for CgroupManager {
+    fn from(m: ManagerArg) -> CgroupManager {
+        match m {
+            ManagerArg::Systemd => CgroupManager::Systemd,
+            ManagerArg::Cgroupfs => CgroupManager::Cgroupfs,
+        }
+    }
+}
+
 /// The configuration file: the flags' names as keys.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -127,6 +150,7 @@ pub struct FileConfig {
     run_dir: Option<PathBuf>,
     runtime: Option<PathBuf>,
     default_runtime: Option<String>,
+    cgroup_manager: Option<CgroupManager>,
     #[serde(default)]
     runtimes: BTreeMap<String, FileHandler>,
     cni_conf_dir: Option<PathBuf>,
@@ -169,6 +193,7 @@ fn handlers(
     args: &Args,
     file: &FileConfig,
     run_dir: &Path,
+    manager: CgroupManager,
 ) -> Result<(BTreeMap<String, Handler>, String)> {
     let mut out = BTreeMap::new();
     out.insert(
@@ -241,8 +266,23 @@ fn handlers(
     if !out.contains_key(&default) {
         anyhow::bail!("config: default-runtime {default:?} is not a configured runtime handler");
     }
+    // Every call of every handler goes through the same cgroup manager.
+    for (name, h) in &mut out {
+        let asks = h.args.iter().any(|a| a == SYSTEMD_CGROUP);
+        match manager {
+            CgroupManager::Systemd if !asks => h.args.insert(0, SYSTEMD_CGROUP.into()),
+            CgroupManager::Cgroupfs if asks => anyhow::bail!(
+                "config: runtime handler {name:?}: {SYSTEMD_CGROUP} in its args needs \
+                 cgroup-manager systemd"
+            ),
+            _ => {}
+        }
+    }
     Ok((out, default))
 }
+
+/// The runtime's global option for systemd's cgroups (runc and crun).
+const SYSTEMD_CGROUP: &str = "--systemd-cgroup";
 
 /// Resolves `args` against the configuration file and the defaults: flags over
 /// the file over the defaults.
@@ -263,8 +303,14 @@ pub fn resolve(args: &Args) -> Result<Settings> {
     let mut insecure = file.insecure_registry.clone();
     insecure.extend(args.insecure_registry.iter().cloned());
     let ctrmon = pick(&args.ctrmon, &file.ctrmon).unwrap_or_else(default_ctrmon);
-    let (runtimes, default_runtime) = handlers(args, &file, &run_dir)?;
+    let cgroup_manager = args
+        .cgroup_manager
+        .map(CgroupManager::from)
+        .or(file.cgroup_manager)
+        .unwrap_or_else(crid::host::cgroups::default_manager);
+    let (runtimes, default_runtime) = handlers(args, &file, &run_dir, cgroup_manager)?;
     Ok(Settings {
+        cgroup_manager,
         listen,
         root: pick(&args.root, &file.root).unwrap_or_else(crikit::paths::default_root),
         run_dir,

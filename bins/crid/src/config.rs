@@ -28,6 +28,27 @@ impl Handler {
     }
 }
 
+/// Who makes the cgroups of containers: the runtime itself, as paths
+/// (`cgroupfs`), or systemd, as units the runtime asks it for (`systemd`, the
+/// runtime run with `--systemd-cgroup`). kubelet's cgroup driver must be the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupManager {
+    /// systemd's units: slices and scopes.
+    Systemd,
+    /// Directories under the hierarchy's root.
+    Cgroupfs,
+}
+
+impl std::fmt::Display for CgroupManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CgroupManager::Systemd => "systemd",
+            CgroupManager::Cgroupfs => "cgroupfs",
+        })
+    }
+}
+
 /// The largest CRI message either way, as kubelet's own limit.
 pub const MAX_MESSAGE: usize = 16 << 20;
 
@@ -40,6 +61,8 @@ pub struct Settings {
     pub root: PathBuf,
     /// The runtime state directory.
     pub run_dir: PathBuf,
+    /// Who makes the containers' cgroups.
+    pub cgroup_manager: CgroupManager,
     /// The runtime handlers by name; `default_runtime` is one of them.
     pub runtimes: BTreeMap<String, Handler>,
     /// The handler of pods that name none.

@@ -157,6 +157,7 @@ fn overrides(
     id: &str,
     config: &cri::ContainerConfig,
     sources: &[Option<PathBuf>],
+    manager: crate::config::CgroupManager,
 ) -> Result<crikit::rootfs::spec::Overrides> {
     let sc = config
         .linux
@@ -210,10 +211,8 @@ fn overrides(
         (_, None, _) => None,
     };
     let caps = sc.capabilities.clone().unwrap_or_default();
-    let cgroups_path = match &pod.cgroup_parent {
-        Some(p) => format!("{}/crikit-{id}", p.trim_end_matches('/')),
-        None => format!("/crikit/{id}"),
-    };
+    let cgroups_path =
+        crate::host::cgroups::container_path(manager, pod.cgroup_parent.as_deref(), id);
     Ok(crikit::rootfs::spec::Overrides {
         cmd: (!config.args.is_empty()).then(|| config.args.clone()),
         entrypoint: (!config.command.is_empty()).then(|| config.command.clone()),
@@ -548,11 +547,12 @@ impl Crid {
             // The runtime makes the container when StartContainer restores it.
             Some(dump) => (0, Some(self.stage_restore(id, dump, &dir, &bundle)?)),
             None => {
+                let monitor_parent = pod.cgroup_parent.as_deref().map(crate::host::cgroups::dir);
                 let create = monitor::Create {
                     log_path: (!log_path.is_empty()).then(|| Path::new(&log_path)),
                     stdin: config.stdin,
                     tty: config.tty,
-                    cgroup_parent: pod.cgroup_parent.as_deref(),
+                    cgroup_parent: monitor_parent.as_deref(),
                     start: infra,
                     restore: None,
                 };
@@ -628,7 +628,7 @@ impl Crid {
         let sources = self.crid_made_mounts(pod, id, config)?;
         let opts = crikit::rootfs::bundle::BundleOptions {
             mode: crikit::rootfs::bundle::RootfsMode::Auto,
-            overrides: overrides(pod, id, config, &sources)?,
+            overrides: overrides(pod, id, config, &sources, self.settings.cgroup_manager)?,
             patch: None,
             userns: match (pod.userns, pod.ns.get("user")) {
                 (Some(u), Some(file)) => Some(crikit::rootfs::bundle::UsernsRootfs {
@@ -722,7 +722,8 @@ impl Crid {
             pid: made.pid,
             stop_signal: made.fitted.stop_signal,
             infra,
-            monitor_cgroup_parent: pod.cgroup_parent.clone(),
+            // Where the monitor's cgroup is: a directory, whatever the manager.
+            monitor_cgroup_parent: pod.cgroup_parent.as_deref().map(crate::host::cgroups::dir),
             user: made.fitted.user,
             // The handler by name, the default resolved now: a default changed later
             // must not send it to another runtime.

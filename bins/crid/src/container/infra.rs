@@ -39,7 +39,10 @@ impl Crid {
             &pod.id,
             &ns_dir,
             &infra_pid_file(pod),
-            pod.cgroup_parent.as_deref(),
+            pod.cgroup_parent
+                .as_deref()
+                .map(crate::host::cgroups::dir)
+                .as_deref(),
         )?;
         match crate::host::netns::pin_pid(&ns_dir, pid) {
             Ok(pinned) => {
@@ -117,11 +120,11 @@ pub fn end_infra_process(pod: &PodRecord, pid: Option<i32>) {
             !crikit::runtime::monitor::is_infra(pid, &ns_dir)
         });
     }
-    if let Some(parent) = &pod.cgroup_parent {
+    if let Some(parent) = pod.cgroup_parent.as_deref().map(crate::host::cgroups::dir) {
         // Busy until the process's parent has reaped it.
         let name = format!("ctrmon-{}", pod.id);
         crikit::sync::poll_until(Duration::from_secs(1), Duration::from_millis(5), || {
-            crikit::runtime::monitor::cgroup::remove(Path::new(parent), &name)
+            crikit::runtime::monitor::cgroup::remove(Path::new(&parent), &name)
         });
     }
     let _ = std::fs::remove_file(&file);

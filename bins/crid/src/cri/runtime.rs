@@ -398,10 +398,13 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _req: Request<cri::RuntimeConfigRequest>,
     ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
-        // crid drives runc's cgroupfs manager: kubelet must use the same driver.
+        // kubelet (KubeletCgroupDriverFromCRI) takes the driver crid runs with.
         Ok(Response::new(cri::RuntimeConfigResponse {
             linux: Some(cri::LinuxRuntimeConfiguration {
-                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+                cgroup_driver: match self.0.settings.cgroup_manager {
+                    crate::config::CgroupManager::Systemd => cri::CgroupDriver::Systemd,
+                    crate::config::CgroupManager::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+                } as i32,
             }),
         }))
     }

@@ -20,6 +20,7 @@ pub fn serve(settings: Settings) -> Result<()> {
 }
 
 async fn run(settings: Settings) -> Result<()> {
+    crate::host::cgroups::check(settings.cgroup_manager).map_err(|e| anyhow::anyhow!(e))?;
     // The events feed's file must be writable before anything else starts: a typo in
     // its path is a failed start, not a warning per event.
     if let Some(path) = &settings.events_file {

@@ -233,7 +233,7 @@ impl Stats {
         net: Option<PodNet>,
     ) -> cri::PodSandboxStats {
         let s = match pod.cgroup_parent.as_deref() {
-            Some(parent) => read(Path::new(CGROUP_ROOT), parent),
+            Some(parent) => read(Path::new(CGROUP_ROOT), &super::cgroups::dir(parent)),
             None => {
                 let sum = |f: fn(&cri::ContainerStats) -> Option<u64>| -> Option<u64> {
                     containers.iter().map(f).sum::<Option<u64>>()
@@ -287,7 +287,10 @@ impl Stats {
 
     /// One container's stats: its cgroup, its writable layer.
     pub fn container(&self, c: &ContainerRecord) -> cri::ContainerStats {
-        let s = read(Path::new(CGROUP_ROOT), &c.cgroups_path);
+        let s = read(
+            Path::new(CGROUP_ROOT),
+            &super::cgroups::dir(&c.cgroups_path),
+        );
         let (cpu, memory) = self.cpu_memory(&c.id, &s);
         let upper = c.bundle.join("upper");
         let (bytes, inodes) = crate::host::fsusage::usage(&upper);

@@ -417,11 +417,12 @@ fn container_metrics(pod: &PodRecord, c: &ContainerRecord) -> cri::ContainerMetr
     out.put("container_start_time_seconds", GAUGE, started, &[]);
     let root = Path::new(stats::CGROUP_ROOT);
     if !c.cgroups_path.is_empty() {
-        let s = stats::read(root, &c.cgroups_path);
+        let dir = crate::host::cgroups::dir(&c.cgroups_path);
+        let s = stats::read(root, &dir);
         // A container that has ended has no cgroup left to read.
         if s.usage.is_some() || s.cpu_ns.is_some() {
             out.cgroup(&s);
-            out.processes(&stats::processes(root, &c.cgroups_path));
+            out.processes(&stats::processes(root, &dir));
         }
     }
     out.filesystem(&c.bundle.join("upper"));

@@ -146,6 +146,15 @@ fn check_pod_config(
                 .join(", ")
         )));
     }
+    if let Some(parent) = config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.as_str())
+        .filter(|p| !p.is_empty())
+    {
+        crate::host::cgroups::check_parent(settings.cgroup_manager, parent)
+            .map_err(CridError::Invalid)?;
+    }
     if let Some(sc) = config
         .linux
         .as_ref()

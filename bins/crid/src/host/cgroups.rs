@@ -1,0 +1,251 @@
+//! The cgroup manager crid has the runtime use, and where the cgroups it names are.
+//!
+//! With `cgroupfs` a cgroup is a path under the hierarchy's root, which the runtime
+//! makes itself (kubelet's pod cgroups look like `/kubepods/burstable/pod<uid>`).
+//! With `systemd` every cgroup is a unit: kubelet's pod cgroups are slices
+//! (`kubepods-burstable-pod<uid>.slice`), a container's cgroupsPath is runc's
+//! `slice:prefix:name`, which the runtime (run with `--systemd-cgroup`) asks systemd
+//! to make as the scope `prefix-name.scope` in that slice. systemd lays a slice out
+//! by its name: `a-b-c.slice` is `/a.slice/a-b.slice/a-b-c.slice`.
+
+use crate::config::CgroupManager;
+use std::path::Path;
+
+/// Where the cgroup hierarchies are mounted.
+pub const ROOT: &str = "/sys/fs/cgroup";
+
+/// The slice of containers whose pod names no cgroup parent, under systemd.
+pub const DEFAULT_SLICE: &str = "crikit.slice";
+
+/// The controllers kubelet's pods need on a cgroup v2 host.
+const NEEDED_V2: [&str; 3] = ["cpu", "memory", "pids"];
+
+/// Whether systemd is this host's init system, as sd_booted(3) tells.
+pub fn systemd_booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// The manager crid uses when none is configured: systemd where it is the init
+/// system, as CRI-O does, else cgroupfs.
+pub fn default_manager() -> CgroupManager {
+    if systemd_booted() {
+        CgroupManager::Systemd
+    } else {
+        CgroupManager::Cgroupfs
+    }
+}
+
+/// Why `manager` cannot work on this host, if it cannot: systemd asked where it is
+/// not the init system, or a controller pods need missing from a cgroup v2 root.
+pub fn check(manager: CgroupManager) -> Result<(), String> {
+    if manager == CgroupManager::Systemd && !systemd_booted() {
+        return Err(
+            "cgroup manager systemd: systemd is not this host's init system \
+                    (no /run/systemd/system); use --cgroup-manager cgroupfs"
+                .into(),
+        );
+    }
+    if is_unified(Path::new(ROOT)) {
+        let file = Path::new(ROOT).join("cgroup.controllers");
+        let have = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cgroup v2: reading {}: {e}", file.display()))?;
+        missing_controllers(&have).map_err(|c| {
+            format!(
+                "cgroup v2: the {c} controller is not available at {} (it has: {})",
+                ROOT,
+                have.trim()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The first controller pods need that `have` (a cgroup.controllers text) lacks.
+fn missing_controllers(have: &str) -> Result<(), &'static str> {
+    let have: Vec<&str> = have.split_whitespace().collect();
+    match NEEDED_V2.iter().find(|c| !have.contains(c)) {
+        Some(c) => Err(c),
+        None => Ok(()),
+    }
+}
+
+/// Whether `root` is a cgroup2 mount (a unified host), not v1's tmpfs of hierarchies.
+fn is_unified(root: &Path) -> bool {
+    nix::sys::statfs::statfs(root)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Why the pod cgroup parent `parent` (kubelet's `cgroup_parent`) does not suit
+/// `manager`: kubelet's cgroup driver and crid's must be the same.
+pub fn check_parent(manager: CgroupManager, parent: &str) -> Result<(), String> {
+    match manager {
+        CgroupManager::Systemd if slice_dir(parent).is_none() => Err(format!(
+            "cgroup parent {parent:?} is not a systemd slice (NAME.slice): crid's cgroup \
+             manager is systemd, so kubelet's cgroupDriver must be systemd too"
+        )),
+        CgroupManager::Cgroupfs if parent.ends_with(".slice") && !parent.contains('/') => {
+            Err(format!(
+                "cgroup parent {parent:?} is a systemd slice: crid's cgroup manager is \
+                 cgroupfs, so kubelet's cgroupDriver must be cgroupfs too"
+            ))
+        }
+        CgroupManager::Cgroupfs if parent.split('/').any(|c| c == "..") => {
+            Err(format!("cgroup parent {parent:?} climbs out with \"..\""))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A container's cgroupsPath (config.json) under `manager`, in its pod's cgroup
+/// parent if it has one.
+pub fn container_path(manager: CgroupManager, parent: Option<&str>, id: &str) -> String {
+    match manager {
+        CgroupManager::Cgroupfs => match parent {
+            Some(p) => format!("{}/crikit-{id}", p.trim_end_matches('/')),
+            None => format!("/crikit/{id}"),
+        },
+        CgroupManager::Systemd => format!("{}:crikit:{id}", parent.unwrap_or(DEFAULT_SLICE)),
+    }
+}
+
+/// The cgroup directory, from the hierarchy's root, that a cgroupsPath or a pod's
+/// cgroup parent names: systemd's `slice:prefix:name` and `NAME.slice` laid out as
+/// systemd lays them out, a path as it is.
+pub fn dir(path: &str) -> String {
+    if let Some((slice, rest)) = path.split_once(':') {
+        let (prefix, name) = rest.split_once(':').unwrap_or(("", rest));
+        let parent = slice_dir(if slice.is_empty() {
+            "system.slice"
+        } else {
+            slice
+        })
+        .unwrap_or_else(|| "/".into());
+        let unit = if name.ends_with(".slice") {
+            name.to_string()
+        } else if prefix.is_empty() {
+            format!("{name}.scope")
+        } else {
+            format!("{prefix}-{name}.scope")
+        };
+        return format!("{}/{unit}", parent.trim_end_matches('/'));
+    }
+    slice_dir(path).unwrap_or_else(|| path.to_string())
+}
+
+/// Where systemd puts the slice `name`: each dash-separated prefix is a parent
+/// slice (`a-b.slice` is `/a.slice/a-b.slice`); `-.slice` is the root. None when
+/// `name` is no valid slice name.
+pub fn slice_dir(name: &str) -> Option<String> {
+    if name == "-.slice" {
+        return Some("/".into());
+    }
+    let stem = name.strip_suffix(".slice")?;
+    if stem.is_empty()
+        || stem.starts_with('-')
+        || stem.ends_with('-')
+        || stem.contains("--")
+        || stem.contains('/')
+        || stem.contains(':')
+    {
+        return None;
+    }
+    let mut out = String::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        out.push('/');
+        out.push_str(&prefix);
+        out.push_str(".slice");
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_are_laid_out_by_their_names() {
+        assert_eq!(
+            slice_dir("kubepods-burstable-pod12ab.slice").as_deref(),
+            Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12ab.slice")
+        );
+        assert_eq!(slice_dir("system.slice").as_deref(), Some("/system.slice"));
+        assert_eq!(slice_dir("-.slice").as_deref(), Some("/"));
+        for bad in [
+            "kubepods",
+            "-a.slice",
+            "a-.slice",
+            "a--b.slice",
+            ".slice",
+            "a/b.slice",
+        ] {
+            assert_eq!(slice_dir(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cgroups_path_names_its_directory() {
+        assert_eq!(
+            dir("kubepods-besteffort-podx.slice:crikit:c1"),
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podx.slice/crikit-c1.scope"
+        );
+        assert_eq!(dir(":crikit:c1"), "/system.slice/crikit-c1.scope");
+        assert_eq!(
+            dir("crikit.slice:crikit:c1"),
+            "/crikit.slice/crikit-c1.scope"
+        );
+        assert_eq!(
+            dir("kubepods-pod1.slice"),
+            "/kubepods.slice/kubepods-pod1.slice"
+        );
+        assert_eq!(
+            dir("/kubepods/burstable/pod1/crikit-c1"),
+            "/kubepods/burstable/pod1/crikit-c1"
+        );
+    }
+
+    #[test]
+    fn containers_go_where_the_manager_puts_them() {
+        use CgroupManager::*;
+        assert_eq!(
+            container_path(Cgroupfs, Some("/kubepods/pod1/"), "c"),
+            "/kubepods/pod1/crikit-c"
+        );
+        assert_eq!(container_path(Cgroupfs, None, "c"), "/crikit/c");
+        assert_eq!(
+            container_path(Systemd, Some("kubepods-pod1.slice"), "c"),
+            "kubepods-pod1.slice:crikit:c"
+        );
+        assert_eq!(container_path(Systemd, None, "c"), "crikit.slice:crikit:c");
+    }
+
+    #[test]
+    fn a_pod_parent_must_suit_the_manager() {
+        use CgroupManager::*;
+        assert!(check_parent(Systemd, "kubepods-burstable-pod1.slice").is_ok());
+        let e = check_parent(Systemd, "/kubepods/burstable/pod1").unwrap_err();
+        assert!(
+            e.contains("not a systemd slice") && e.contains("cgroupDriver"),
+            "{e}"
+        );
+        assert!(check_parent(Cgroupfs, "/kubepods/burstable/pod1").is_ok());
+        let e = check_parent(Cgroupfs, "kubepods-burstable-pod1.slice").unwrap_err();
+        assert!(e.contains("is a systemd slice"), "{e}");
+        assert!(check_parent(Cgroupfs, "/kubepods/../../etc").is_err());
+    }
+
+    #[test]
+    fn a_v2_root_without_a_needed_controller_is_refused() {
+        assert_eq!(
+            missing_controllers("cpuset cpu io memory hugetlb pids rdma misc"),
+            Ok(())
+        );
+        assert_eq!(missing_controllers("cpuset cpu io pids"), Err("memory"));
+        assert_eq!(missing_controllers(""), Err("cpu"));
+    }
+}
