@@ -113,7 +113,8 @@ pub fn container_path(manager: CgroupManager, parent: Option<&str>, id: &str) ->
 /// cgroup parent names: systemd's `slice:prefix:name` and `NAME.slice` laid out as
 /// systemd lays them out, a path as it is.
 pub fn dir(path: &str) -> String {
-    if let Some((slice, rest)) = path.split_once(':') {
+    // A path is absolute; systemd's form never is.
+    if let Some((slice, rest)) = path.split_once(':').filter(|_| !path.starts_with('/')) {
         let (prefix, name) = rest.split_once(':').unwrap_or(("", rest));
         let parent = slice_dir(if slice.is_empty() {
             "system.slice"
@@ -207,6 +208,7 @@ mod tests {
             dir("/kubepods/burstable/pod1/crikit-c1"),
             "/kubepods/burstable/pod1/crikit-c1"
         );
+        assert_eq!(dir("/odd:name/crikit-c1"), "/odd:name/crikit-c1");
     }
 
     #[test]
