@@ -332,6 +332,7 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     let cgroup = memory_cgroup(m.pid);
     let oom_before = cgroup.as_deref().map(oom_kills).unwrap_or(0);
     m.cgroup = cgroup.clone();
+    m.oom_watch = cgroup.as_deref().and_then(|c| OomWatch::new(c, oom_before));
     send(
         &mut report,
         &Report {
@@ -341,7 +342,8 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     );
     trim_heap();
     m.serve(&sigfd);
-    let oom = cgroup.as_deref().is_some_and(|c| oom_kills(c) > oom_before);
+    let oom = m.oom_watch.as_mut().is_some_and(OomWatch::killed)
+        || cgroup.as_deref().is_some_and(|c| oom_kills(c) > oom_before);
     m.finish(started, oom)
 }
 
@@ -365,6 +367,9 @@ struct Monitor<'a> {
     /// The container's memory cgroup (whose processes outlive its init, in a shared
     /// PID namespace).
     cgroup: Option<PathBuf>,
+    /// OOM kills seen as they happen: a systemd scope's cgroup goes as soon as it
+    /// is empty, before the counter could be read after the exit.
+    oom_watch: Option<OomWatch>,
     buf: Vec<u8>,
     records: Vec<u8>,
 }
@@ -458,6 +463,7 @@ impl<'a> Monitor<'a> {
             drain_until: None,
             ended_at: None,
             cgroup: None,
+            oom_watch: None,
             buf: vec![0u8; 64 * 1024],
             records: Vec::new(),
         };
@@ -483,6 +489,10 @@ impl<'a> Monitor<'a> {
             if let Some(l) = &self.listener {
                 fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
                 slots.push(Slot::Listener);
+            }
+            if let Some(w) = &self.oom_watch {
+                fds.push(PollFd::new(w.inotify.as_fd(), PollFlags::POLLIN));
+                slots.push(Slot::Oom);
             }
             if let (Some(w), false) = (&self.io.stdin, self.stdin_backlog.is_empty()) {
                 fds.push(PollFd::new(w.as_fd(), PollFlags::POLLOUT));
@@ -536,6 +546,11 @@ impl<'a> Monitor<'a> {
                         }
                     }
                     Slot::Signals => self.on_signals(sigfd),
+                    Slot::Oom => {
+                        if let Some(w) = &mut self.oom_watch {
+                            w.update();
+                        }
+                    }
                 }
             }
             dead_clients.sort_unstable();
@@ -1014,6 +1029,7 @@ impl ConsoleSocket {
 #[derive(Clone, Copy)]
 enum Slot {
     Signals,
+    Oom,
     Output(usize),
     Listener,
     Stdin,
@@ -1108,6 +1124,52 @@ fn memory_cgroup(pid: i32) -> Option<PathBuf> {
         }
     }
     v2.filter(|p| p.join("memory.events").exists())
+}
+
+/// The v2 `memory.events` of the container's cgroup, watched with inotify (the
+/// kernel notifies on every change): whether its `oom_kill` count has passed the
+/// one at the start.
+struct OomWatch {
+    inotify: nix::sys::inotify::Inotify,
+    cgroup: PathBuf,
+    before: u64,
+    killed: bool,
+}
+
+impl OomWatch {
+    /// A watch of `cgroup`'s memory.events; None on v1 (whose cgroups stay until
+    /// the runtime deletes them) or when it cannot be watched.
+    fn new(cgroup: &Path, before: u64) -> Option<OomWatch> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let events = cgroup.join("memory.events");
+        if !events.exists() {
+            return None;
+        }
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+        inotify.add_watch(&events, AddWatchFlags::IN_MODIFY).ok()?;
+        Some(OomWatch {
+            inotify,
+            cgroup: cgroup.to_path_buf(),
+            before,
+            killed: false,
+        })
+    }
+
+    /// memory.events changed: reads the count again.
+    fn update(&mut self) {
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+        }
+        self.killed = self.killed || oom_kills(&self.cgroup) > self.before;
+    }
+
+    /// Whether the OOM killer has killed in the cgroup since the start.
+    fn killed(&mut self) -> bool {
+        self.update();
+        self.killed
+    }
 }
 
 /// The cgroup's OOM kill count: `oom_kill` in v2's memory.events or v1's
