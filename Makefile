@@ -1,5 +1,6 @@
 # crikit — build, test, bench and demo. `make help` lists the targets.
 PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
 DESTDIR ?=
 CARGO ?= cargo
 BINS := imgpull bundlegen ctrmon crid imgserve
@@ -9,11 +10,12 @@ REL := target/release
 
 # Debian packages the tests, the benchmarks and the demo use.
 DEPS := docker-registry skopeo umoci runc crun conmon containerd busybox-static debootstrap curl jq openssl zstd criu \
-        python3 util-linux ca-certificates protobuf-compiler containernetworking-plugins iproute2 iptables
+        python3 util-linux ca-certificates protobuf-compiler containernetworking-plugins iproute2 iptables \
+        qemu-system-x86 qemu-utils e2fsprogs
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build release test test-cri lint fmt clippy docs man completions check-docs deps demo bench bench-kubelet fuzz install help
+.PHONY: all build release test test-node test-cri lint fmt clippy docs man completions check-docs deps demo bench bench-kubelet fuzz install help
 
 all: build
 
@@ -34,6 +36,9 @@ OTHER_RUNTIMES ?= crun
 
 test: deps build ## unit, cli and integration tests, the runtime suites under runc and crun (root); reports what did not run
 	CARGO=$(CARGO) OTHER_RUNTIMES="$(OTHER_RUNTIMES)" RUNTIME_SUITES="$(RUNTIME_SUITES)" scripts/test.sh
+
+test-node: deps build ## the test node: a systemd, cgroup v2 Debian VM under qemu running crid's unit with both cgroup managers (root)
+	$(CARGO) test --locked --test node -- --nocapture
 
 test-cri: release ## critest against a crid of its own (CRITEST/CRICTL or PATH; CRI_MIRROR=HOST:PORT offline)
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/test-cri.sh
@@ -97,7 +102,7 @@ fuzz: ## fuzz the layer applier for FUZZ_SECONDS (installs cargo-fuzz when missi
 	mkdir -p lib/fuzz/corpus/apply_layer
 	cd lib/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run apply_layer corpus/apply_layer seeds -- -max_total_time=$(FUZZ_SECONDS)
 
-install: release ## install binaries, man pages, completions under DESTDIR/PREFIX
+install: release ## install binaries, man pages, completions, crid.service under DESTDIR/PREFIX; crid.toml, crictl.yaml under DESTDIR/SYSCONFDIR unless there
 	install -d $(DESTDIR)$(PREFIX)/bin
 	for b in $(BINS); do install -m755 $(REL)/$$b $(DESTDIR)$(PREFIX)/bin/$$b; done
 	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man1 man/*.1
@@ -108,3 +113,9 @@ install: release ## install binaries, man pages, completions under DESTDIR/PREFI
 	  install -Dm644 completions/_$$b $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$b; \
 	  install -Dm644 completions/$$b.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$b.fish; \
 	done
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|@PREFIX@|$(PREFIX)|g' bins/crid/dist/crid.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/crid.service
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/systemd/system/crid.service
+	# An operator's own configuration stays as it is.
+	[ -e $(DESTDIR)$(SYSCONFDIR)/crikit/crid.toml ] || install -Dm644 bins/crid/dist/crid.toml $(DESTDIR)$(SYSCONFDIR)/crikit/crid.toml
+	[ -e $(DESTDIR)$(SYSCONFDIR)/crictl.yaml ] || install -Dm644 bins/crid/dist/crictl.yaml $(DESTDIR)$(SYSCONFDIR)/crictl.yaml

@@ -33,6 +33,11 @@ impl Crid {
     /// Starts crid under `dir` (root, run dir, socket, CNI conf dir `dir/cni`) with
     /// `extra` flags, and waits for its socket.
     pub fn start(dir: &Path, extra: &[&str]) -> Crid {
+        Crid::start_with_env(dir, extra, &[])
+    }
+
+    /// [`Crid::start`] with `env` added to crid's environment.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Crid {
         let root = dir.join("root");
         let run_dir = dir.join("run");
         let socket = run_dir.join("crid.sock");
@@ -51,6 +56,7 @@ impl Crid {
                 &std::env::var("CRIKIT_TEST_LOG").unwrap_or("info".into()),
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("crid log file"));

@@ -16,6 +16,7 @@ pub mod runc;
 pub mod skip;
 pub mod stream;
 pub mod tls;
+pub mod vm;
 
 pub use cmd::{bin, run, run_input, Run};
 pub use image::{Compression, Entry, Image, Layer, ManifestFormat, Pushed};

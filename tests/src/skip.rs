@@ -10,7 +10,7 @@
 use std::io::Write as _;
 
 /// The tools a test may need from outside the project, as `CRIKIT_REQUIRE` names them.
-pub const TOOLS: &[&str] = &["crictl", "critest", "criu", "crun", "kubelet"];
+pub const TOOLS: &[&str] = &["crictl", "critest", "criu", "crun", "kubelet", "qemu"];
 
 /// Whether `tool` is there (`present`); when it is not, either fails the test
 /// (`CRIKIT_REQUIRE` names it) or reports the test as skipped because of `why`.

@@ -214,6 +214,85 @@ async fn version_status_bad_requests_and_a_clean_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_when_crid_serves_and_sighup_rereads_registries_conf() {
+    let reg = Registry::start();
+    let p = reg.push("cri/busybox", &Image::busybox());
+    let tmp = TempRoot::new();
+    // systemd's end of a Type=notify unit.
+    let notify_path = tmp.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let next_message = || {
+        let mut buf = [0u8; 4096];
+        let n = notify.recv(&mut buf).expect("a message on NOTIFY_SOCKET");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let conf = tmp.path().join("registries.conf");
+    std::fs::write(&conf, "").unwrap();
+    let crid = Crid::start_with_env(
+        tmp.path(),
+        &[
+            "--registries-conf",
+            conf.to_str().unwrap(),
+            "--insecure-registry",
+            &reg.addr,
+        ],
+        &[("NOTIFY_SOCKET", &notify_path)],
+    );
+    let ready = next_message();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready.contains(&format!(
+            "STATUS=serving the CRI on {}",
+            crid.socket.display()
+        )),
+        "{ready:?}"
+    );
+    let mut img = crid.images().await;
+    // Nothing listens on port 1: the name means nothing until registries.conf says.
+    let tag = p.reference.rsplit_once(':').map(|(_, t)| t).unwrap();
+    let moved = &format!("127.0.0.1:1/moved/busybox:{tag}");
+    let e = img.pull_image(pull_request(moved)).await.unwrap_err();
+    assert!(e.message().contains("127.0.0.1:1"), "{e:?}");
+    let hangup = |want: &str| {
+        let before = crid.stderr().matches(want).count();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(crid.pid()),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        e2e::wait_for("crid's log of the reload", || {
+            crid.stderr().matches(want).count() > before
+        });
+    };
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"127.0.0.1:1/moved\"\nlocation = \"{}/cri\"\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    hangup("SIGHUP: registries.conf and the credential files re-read");
+    img.pull_image(pull_request(moved))
+        .await
+        .expect("pulled through the rewrite read at SIGHUP");
+    // A broken file leaves the rewrite read before in force.
+    std::fs::write(&conf, "[[registry]\n").unwrap();
+    hangup("pulls go on as before");
+    img.pull_image(pull_request(moved))
+        .await
+        .expect("still pulled through the rewrite");
+    let mut crid = crid;
+    let status = crid.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status}: {}", crid.stderr());
+    let stopping = next_message();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_pull_list_status_remove_and_fs_info() {
     let reg = Registry::start();
     let p = reg.push("cri/busybox", &Image::busybox());

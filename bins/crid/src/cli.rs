@@ -19,7 +19,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/crikit/crid.toml";
 /// socket, in the foreground, logging to stderr. Images go to the same store imgpull
 /// fills, through the same registries.conf and auth files. Every flag may also be
 /// set in the configuration file (see crid.toml(5)); a flag wins over the file.
-/// SIGTERM or SIGINT stops it cleanly; containers keep running.
+/// SIGTERM or SIGINT stops it cleanly; containers keep running. SIGHUP re-reads
+/// registries.conf and the credential files.
 #[derive(Debug, clap::Parser)]
 #[command(name = "crid", version, max_term_width = 100)]
 pub struct Args {
@@ -509,5 +510,23 @@ mod tests {
             let e = resolve(&args).unwrap_err().to_string();
             assert!(e.contains(want), "{want:?} in {e}");
         }
+    }
+
+    #[test]
+    fn the_installed_crid_toml_names_only_real_keys() {
+        let text = include_str!("../dist/crid.toml");
+        // As installed: all commented out.
+        let _: FileConfig = toml::from_str(text).expect("crid.toml as installed");
+        // Every key it shows, uncommented, with the value it shows.
+        let shown: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file: FileConfig = toml::from_str(&shown).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        assert_eq!(file.cgroup_manager, Some(CgroupManager::Systemd));
+        assert!(file.runtimes.contains_key("kata"), "{shown}");
+        assert!(file.metrics_address.is_some(), "{shown}");
     }
 }

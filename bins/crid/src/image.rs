@@ -225,7 +225,9 @@ type PullOutcome = Result<String, Arc<CridError>>;
 pub struct Images {
     /// The image store (the one imgpull fills).
     pub store: Layout,
-    puller: Puller,
+    /// Replaced whole when SIGHUP re-reads registries.conf and the credentials;
+    /// pulls under way keep the one they started with.
+    puller: std::sync::RwLock<Arc<Puller>>,
     progress_timeout: Option<Duration>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Pulls under way, by reference and credentials.
@@ -288,11 +290,16 @@ impl Images {
     ) -> Images {
         Images {
             store,
-            puller,
+            puller: std::sync::RwLock::new(Arc::new(puller)),
             progress_timeout,
             metrics,
             inflight: Default::default(),
         }
+    }
+
+    /// Pulls from now on go through `puller`.
+    pub fn set_puller(&self, puller: Puller) {
+        *self.puller.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(puller);
     }
 
     /// Pulls `image`, joining a pull of the same image with the same credentials
@@ -353,13 +360,14 @@ impl Images {
         };
         // The shared client keeps the first credentials and the tokens it got per
         // registry: a request's own credentials get a client of their own.
+        let shared = Arc::clone(&self.puller.read().unwrap_or_else(|e| e.into_inner()));
         let forked;
         let puller = match &creds {
             Some(_) => {
-                forked = self.puller.fork().map_err(CridError::Pull)?;
+                forked = shared.fork().map_err(CridError::Pull)?;
                 &forked
             }
-            None => &self.puller,
+            None => &*shared,
         };
         let pull = puller.pull_as(&self.store, image, &watch, creds.as_ref());
         let result = match self.progress_timeout {

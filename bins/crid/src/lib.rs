@@ -71,21 +71,7 @@ impl Crid {
     pub fn new(settings: Settings) -> Result<Crid> {
         let layout =
             crikit::distribution::layout::Store::open(crikit::paths::images_dir(&settings.root))?;
-        let conf = settings
-            .registries_conf
-            .clone()
-            .or_else(|| std::env::var_os("CONTAINERS_REGISTRIES_CONF").map(Into::into));
-        let mut registries =
-            crikit::distribution::registry::registries::Registries::load(conf.as_deref())
-                .map_err(|e| CridError::Pull(e.into()))?;
-        registries.add_insecure(settings.insecure_registries.iter().cloned());
-        let creds = crikit::distribution::registry::auth::CredentialStore::from_env(None);
-        let puller = crikit::distribution::registry::Puller::new(
-            registries,
-            creds,
-            crikit::distribution::registry::PullOptions::default(),
-        )
-        .map_err(CridError::Pull)?;
+        let puller = puller(&settings)?;
         let metrics = Arc::new(metrics::Metrics::new());
         Ok(Crid {
             store: store::Store::new(&settings.root, &settings.run_dir),
@@ -107,6 +93,14 @@ impl Crid {
             metrics,
             settings,
         })
+    }
+
+    /// Re-reads registries.conf and the credential files (SIGHUP): pulls from now
+    /// on use them; pods, containers and pulls under way are left alone. On an
+    /// error the ones before stay.
+    pub fn reload(&self) -> Result<()> {
+        self.images.set_puller(puller(&self.settings)?);
+        Ok(())
     }
 
     /// Finds the pods and containers a previous crid left; how many of each.
@@ -165,4 +159,25 @@ impl Crid {
             .map(config::Handler::runtime)
             .collect()
     }
+}
+
+/// The puller `settings` describe: registries.conf (--registries-conf, else
+/// $CONTAINERS_REGISTRIES_CONF, else the system's), the insecure registries, and
+/// the credential files of containers-auth.json(5).
+fn puller(settings: &Settings) -> Result<crikit::distribution::registry::Puller> {
+    let conf = settings
+        .registries_conf
+        .clone()
+        .or_else(|| std::env::var_os("CONTAINERS_REGISTRIES_CONF").map(Into::into));
+    let mut registries =
+        crikit::distribution::registry::registries::Registries::load(conf.as_deref())
+            .map_err(|e| CridError::Pull(e.into()))?;
+    registries.add_insecure(settings.insecure_registries.iter().cloned());
+    let creds = crikit::distribution::registry::auth::CredentialStore::from_env(None);
+    crikit::distribution::registry::Puller::new(
+        registries,
+        creds,
+        crikit::distribution::registry::PullOptions::default(),
+    )
+    .map_err(CridError::Pull)
 }

@@ -8,8 +8,14 @@ fn main() -> std::process::ExitCode {
     if let Some(code) = crikit_cli::generate_if_asked::<cli::Args>("8", cli::MAN_EXTRA) {
         return code;
     }
+    // systemd's notification socket is crid's alone: a runtime that finds
+    // NOTIFY_SOCKET in its environment (runc, crun) waits in `start` for the
+    // container to send READY=1 itself, and most never do.
+    let notify = std::env::var_os("NOTIFY_SOCKET");
+    // SAFETY: no other thread is running yet to read the environment.
+    unsafe { std::env::remove_var("NOTIFY_SOCKET") };
     let args = cli::Args::parse();
     crikit_cli::init_logging(&args.log);
-    let run = || -> anyhow::Result<()> { crid::cri::server::serve(cli::resolve(&args)?) };
+    let run = || -> anyhow::Result<()> { crid::cri::server::serve(cli::resolve(&args)?, notify) };
     crikit_cli::finish("crid", run(), |_| None)
 }

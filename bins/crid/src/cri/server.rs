@@ -11,15 +11,42 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Serves until a signal asks to stop; running containers are left alone.
-pub fn serve(settings: Settings) -> Result<()> {
+/// `notify` is systemd's notification socket of a Type=notify unit, if any.
+pub fn serve(settings: Settings, notify: Option<std::ffi::OsString>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run(settings))
+    rt.block_on(run(settings, Notify(notify)))
 }
 
-async fn run(settings: Settings) -> Result<()> {
+/// systemd's notification socket ($NOTIFY_SOCKET, sd_notify(3)); nothing to tell
+/// without one.
+struct Notify(Option<std::ffi::OsString>);
+
+impl Notify {
+    /// Sends `state` (`READY=1`, `STOPPING=1`, lines of them); a failure is logged.
+    fn send(&self, state: &str) {
+        use std::os::linux::net::SocketAddrExt as _;
+        use std::os::unix::ffi::OsStrExt as _;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let Some(path) = &self.0 else { return };
+        let bytes = path.as_bytes();
+        let sent = match bytes.strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name),
+            None => SocketAddr::from_pathname(path),
+        }
+        .and_then(|addr| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr));
+        if let Err(e) = sent {
+            tracing::warn!(
+                "telling systemd {state:?} at {}: {e}",
+                path.to_string_lossy()
+            );
+        }
+    }
+}
+
+async fn run(settings: Settings, notify: Notify) -> Result<()> {
     crate::host::cgroups::check(settings.cgroup_manager).map_err(|e| anyhow::anyhow!(e))?;
     // The events feed's file must be writable before anything else starts: a typo in
     // its path is a failed start, not a warning per event.
@@ -89,6 +116,12 @@ async fn run(settings: Settings) -> Result<()> {
     }
     let listener = bind(&settings.listen)?;
     tracing::info!("serving the CRI on {}", settings.listen.display());
+    tokio::spawn(reload_on_hangup(Arc::clone(&crid)));
+    // The socket takes connections from here on: a Type=notify unit is up.
+    notify.send(&format!(
+        "READY=1\nSTATUS=serving the CRI on {}",
+        settings.listen.display()
+    ));
     let runtime = RuntimeServiceServer::new(RuntimeService(Arc::clone(&crid)))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -104,6 +137,7 @@ async fn run(settings: Settings) -> Result<()> {
             stop_signal(),
         )
         .await;
+    notify.send("STOPPING=1");
     let _ = std::fs::remove_file(&settings.listen);
     served.context("serving the CRI")?;
     tracing::info!("stopped");
@@ -128,6 +162,22 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", path.display()))?;
     Ok(l)
+}
+
+/// On each SIGHUP, re-reads registries.conf and the credential files, as CRI-O
+/// does; running pods are left alone.
+async fn reload_on_hangup(crid: Arc<Crid>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handling: registries.conf is read at start only");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match crid.reload() {
+            Ok(()) => tracing::info!("SIGHUP: registries.conf and the credential files re-read"),
+            Err(e) => tracing::warn!("SIGHUP: {}; pulls go on as before", e.message()),
+        }
+    }
 }
 
 async fn stop_signal() {

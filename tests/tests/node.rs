@@ -1,0 +1,320 @@
+//! crid on a node like kubelet's: a Debian VM (tests/src/vm.rs) with systemd as PID
+//! 1 and cgroup v2 alone, crid started by its own unit (bins/crid/dist), pods and
+//! containers through crictl with the systemd and the cgroupfs cgroup managers.
+//! Runs when qemu (with qemu-img, debootstrap, mkfs.ext4) and crictl are there;
+//! `make test-node` runs it alone.
+
+use e2e::vm::Vm;
+use e2e::{bin, run, Image, Registry, TempRoot};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The pod's cgroup parent as kubelet's driver of that name makes it.
+fn pod_parent(manager: &str, uid: &str) -> String {
+    match manager {
+        "systemd" => format!("kubepods-burstable-pod{uid}.slice"),
+        _ => format!("/kubepods/burstable/pod{uid}"),
+    }
+}
+
+/// Where a container's cgroup is, from the cgroup root.
+fn container_cgroup(manager: &str, parent: &str, id: &str) -> String {
+    match manager {
+        "systemd" => {
+            let stem = parent.trim_end_matches(".slice");
+            let mut path = String::new();
+            let mut prefix = String::new();
+            for part in stem.split('-') {
+                if !prefix.is_empty() {
+                    prefix.push('-');
+                }
+                prefix.push_str(part);
+                path.push_str(&format!("/{prefix}.slice"));
+            }
+            format!("{path}/crikit-{id}.scope")
+        }
+        _ => format!("{parent}/crikit-{id}"),
+    }
+}
+
+/// `cmd` in the node, which must succeed; on failure, crid's journal too.
+fn ok(vm: &Vm, cmd: &str) -> String {
+    let out = vm.sh(cmd);
+    if out.code != 0 {
+        let journal = vm
+            .sh("journalctl -u crid --no-pager | grep -v Connection | tail -30")
+            .stdout;
+        panic!(
+            "in the node: {cmd}\nstdout: {}\nstderr: {}\n--- crid's journal:\n{journal}",
+            out.stdout, out.stderr
+        );
+    }
+    out.stdout
+}
+
+fn json(v: serde_json::Value) -> String {
+    v.to_string().replace('\'', "'\\''")
+}
+
+/// The busybox image in an image store of its own, for the node to copy in.
+fn stage(share: &Path, reference: &str, registry: &str) {
+    let bins = share.join("bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    for b in ["crid", "ctrmon"] {
+        std::fs::copy(bin(b), bins.join(b)).unwrap();
+    }
+    let crictl = e2e::skip::find("CRICTL", "crictl").unwrap();
+    std::fs::copy(crictl, bins.join("crictl")).unwrap();
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bins/crid/dist");
+    for f in ["crid.service", "crictl.yaml"] {
+        std::fs::copy(dist.join(f), share.join(f)).unwrap();
+    }
+    let mut c = std::process::Command::new(bin("imgpull"));
+    c.arg("--root")
+        .arg(share.join("store"))
+        .args(["--insecure-registry", registry, reference]);
+    run(c, Duration::from_secs(120)).ok();
+}
+
+#[test]
+fn a_systemd_node_runs_crid_as_a_unit_under_both_cgroup_managers() {
+    if !e2e::skip::require(
+        "qemu",
+        e2e::vm::available(),
+        "qemu-system-x86_64, qemu-img, debootstrap or mkfs.ext4 is missing (make deps)",
+    ) {
+        return;
+    }
+    if !e2e::skip::require(
+        "crictl",
+        e2e::skip::find("CRICTL", "crictl").is_some(),
+        "it is not found (CRICTL or PATH)",
+    ) {
+        return;
+    }
+    let t0 = Instant::now();
+    let reg = Registry::start();
+    let image = reg.push("cri/busybox", &Image::busybox()).reference;
+    let tmp = TempRoot::new();
+    let share = tmp.path().join("vm").join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    stage(&share, &image, &reg.addr);
+    let vm = Vm::boot(&tmp.path().join("vm"));
+    eprintln!("the node booted in {:?}", vm.booted_in);
+
+    // What `make install` does, and a CNI bridge of the node's own.
+    ok(
+        &vm,
+        r#"set -e
+        install -m755 /mnt/share/bin/crid /mnt/share/bin/ctrmon /mnt/share/bin/crictl /usr/local/bin/
+        sed 's|@PREFIX@|/usr/local|g' /mnt/share/crid.service > /etc/systemd/system/crid.service
+        cp /mnt/share/crictl.yaml /etc/crictl.yaml
+        mkdir -p /etc/crikit /etc/cni/net.d /var/lib/crikit
+        cp -a /mnt/share/store/. /var/lib/crikit/
+        cat > /etc/cni/net.d/10-node.conflist <<'EOF'
+{"cniVersion": "1.0.0", "name": "node", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOF
+        test "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs
+        test "$(ps -o comm= -p 1)" = systemd"#,
+    );
+
+    for manager in ["systemd", "cgroupfs"] {
+        eprintln!("{manager}: {:?} in", t0.elapsed());
+        ok(
+            &vm,
+            &format!(
+                "set -e; printf 'cgroup-manager = \"{manager}\"\\n' > /etc/crikit/crid.toml
+             systemctl daemon-reload; systemctl enable crid 2>/dev/null
+             systemctl restart crid || {{ journalctl -u crid --no-pager | tail -20 >&2; exit 1; }}"
+            ),
+        );
+        // Type=notify: active only once crid said READY=1.
+        assert_eq!(ok(&vm, "systemctl is-active crid").trim(), "active");
+        let info: serde_json::Value = serde_json::from_str(&ok(&vm, "crictl info")).unwrap();
+        assert_eq!(
+            info["config"]["config"]["cgroup_manager"], manager,
+            "{info}"
+        );
+
+        let uid = format!("node{manager}");
+        let parent = pod_parent(manager, &uid);
+        let pod = json(serde_json::json!({
+            "metadata": {"name": format!("web-{manager}"), "namespace": "default", "uid": uid},
+            "log_directory": format!("/var/log/pods/{uid}"),
+            "linux": {"cgroup_parent": parent}
+        }));
+        // A busy loop held to a fifth of a CPU, with a memory limit.
+        let busy = json(serde_json::json!({
+            "metadata": {"name": "busy"},
+            "image": {"image": image},
+            "command": ["/bin/sh", "-c", "while :; do :; done"],
+            "log_path": "busy.log",
+            "linux": {"resources": {
+                "cpu_period": 100000, "cpu_quota": 20000, "cpu_shares": 204,
+                "memory_limit_in_bytes": 67108864
+            }}
+        }));
+        let pod_id = vm
+            .ok(&format!(
+                "echo '{pod}' > /tmp/pod.json; crictl runp /tmp/pod.json"
+            ))
+            .trim()
+            .to_string();
+        let busy_id = vm
+            .ok(&format!(
+                "echo '{busy}' > /tmp/busy.json; crictl create {pod_id} /tmp/busy.json /tmp/pod.json"
+            ))
+            .trim()
+            .to_string();
+        ok(&vm, &format!("crictl start {busy_id}"));
+        // The container's cgroup is where the manager puts it; crun puts the
+        // processes of a systemd scope in a `container` cgroup below it.
+        let unit = container_cgroup(manager, &parent, &busy_id);
+        let pid = ok(
+            &vm,
+            &format!("crictl inspect -o go-template --template '{{{{.info.pid}}}}' {busy_id}"),
+        );
+        let own = ok(
+            &vm,
+            &format!("sed -n 's/^0:://p' /proc/{}/cgroup", pid.trim()),
+        );
+        let own = own.trim();
+        assert!(
+            own == unit || own == format!("{unit}/container"),
+            "{manager}: in {own}, not {unit}"
+        );
+        let cg = format!("/sys/fs/cgroup{own}");
+        assert_eq!(ok(&vm, &format!("cat {cg}/memory.max")).trim(), "67108864");
+        assert_eq!(ok(&vm, &format!("cat {cg}/cpu.max")).trim(), "20000 100000");
+        if manager == "systemd" {
+            // systemd's own view: the scope, active, in the pod's slice.
+            let scope = format!("crikit-{busy_id}.scope");
+            assert_eq!(
+                ok(&vm, &format!("systemctl is-active {scope}")).trim(),
+                "active"
+            );
+            let status = ok(
+                &vm,
+                &format!("systemctl status --no-pager {parent} || true"),
+            );
+            assert!(status.contains(&scope), "{status}");
+        }
+        // The quota takes effect: throttled, and well under one CPU.
+        let usage = |cg: &str| -> (u64, u64) {
+            let stat = ok(&vm, &format!("cat {cg}/cpu.stat"));
+            let field = |k: &str| {
+                stat.lines()
+                    .find_map(|l| l.strip_prefix(k)?.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            (field("usage_usec "), field("nr_throttled "))
+        };
+        let (u0, _) = usage(&cg);
+        ok(&vm, "sleep 3");
+        let (u1, throttled) = usage(&cg);
+        assert!(throttled > 0, "{manager}: never throttled");
+        assert!(
+            u1 - u0 < 2_000_000,
+            "{manager}: {} ms of CPU in 3 s at a fifth of a CPU",
+            (u1 - u0) / 1000
+        );
+        // Stats with values, as kubelet reads them.
+        let stats: serde_json::Value =
+            serde_json::from_str(&ok(&vm, &format!("crictl stats -o json {busy_id}"))).unwrap();
+        let s = &stats["stats"][0];
+        let cpu: u64 = s["cpu"]["usageCoreNanoSeconds"]["value"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(cpu > 0, "{manager}: {stats}");
+        // UpdateContainerResources lands in the same cgroup.
+        ok(
+            &vm,
+            &format!("crictl update --memory 134217728 --cpu-quota 30000 {busy_id}"),
+        );
+        assert_eq!(ok(&vm, &format!("cat {cg}/memory.max")).trim(), "134217728");
+        assert_eq!(ok(&vm, &format!("cat {cg}/cpu.max")).trim(), "30000 100000");
+
+        // A container over its memory limit is OOMKilled.
+        let hog = json(serde_json::json!({
+            "metadata": {"name": "hog"},
+            "image": {"image": image},
+            "command": ["/bin/sh", "-c", "tail /dev/zero"],
+            "log_path": "hog.log",
+            "linux": {"resources": {"memory_limit_in_bytes": 33554432}}
+        }));
+        let hog_id = vm
+            .ok(&format!(
+                "echo '{hog}' > /tmp/hog.json; crictl create {pod_id} /tmp/hog.json /tmp/pod.json"
+            ))
+            .trim()
+            .to_string();
+        ok(&vm, &format!("crictl start {hog_id}"));
+        vm.until_ok(
+            Duration::from_secs(120),
+            &format!("crictl inspect -o go-template --template '{{{{.status.state}}}}' {hog_id} | grep -q EXITED"),
+        );
+        let reason = ok(
+            &vm,
+            &format!("crictl inspect -o go-template --template '{{{{.status.reason}}}}' {hog_id}"),
+        );
+        if reason.trim() != "OOMKilled" {
+            let why = vm.sh(&format!(
+                "crictl inspect {hog_id} | head -40; cat /run/crikit/ctrmon/{hog_id}/ctrmon.log; \
+                 cat /var/log/pods/{uid}/hog.log | tail -5; journalctl -k --no-pager | tail -15"
+            ));
+            panic!(
+                "{manager}: the hog ended {reason:?}, not OOMKilled\n{}{}",
+                why.stdout, why.stderr
+            );
+        }
+
+        // crid killed: systemd starts it again, and it adopts what runs.
+        let restarts = |vm: &Vm| -> u32 {
+            ok(vm, "systemctl show -p NRestarts --value crid")
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let before = restarts(&vm);
+        ok(&vm, "systemctl kill -s KILL crid");
+        vm.until_ok(
+            Duration::from_secs(60),
+            &format!("test \"$(systemctl show -p NRestarts --value crid)\" -gt {before} && systemctl is-active crid"),
+        );
+        let state = ok(
+            &vm,
+            &format!("crictl inspect -o go-template --template '{{{{.status.state}}}}' {busy_id}"),
+        );
+        assert_eq!(
+            state.trim(),
+            "CONTAINER_RUNNING",
+            "{manager}: after the restart"
+        );
+        let pods = ok(&vm, &format!("crictl pods -q --state ready --id {pod_id}"));
+        assert_eq!(pods.trim(), pod_id, "{manager}: the pod after the restart");
+        assert_eq!(ok(&vm, &format!("cat {cg}/cpu.max")).trim(), "30000 100000");
+
+        // Gone with the pod.
+        ok(
+            &vm,
+            &format!("crictl stopp {pod_id} && crictl rmp {pod_id}"),
+        );
+        vm.until_ok(
+            Duration::from_secs(30),
+            &format!("! test -e /sys/fs/cgroup{unit}"),
+        );
+        if manager == "systemd" {
+            let gone = vm.sh(&format!("systemctl is-active crikit-{busy_id}.scope"));
+            assert_ne!(
+                gone.stdout.trim(),
+                "active",
+                "{manager}: the scope after rmp"
+            );
+        }
+    }
+    eprintln!("the node suite took {:?}", t0.elapsed());
+}
