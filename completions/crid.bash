@@ -16,6 +16,18 @@ _crid() {
             ",$1")
                 cmd="crid"
                 ;;
+            crid,config)
+                cmd="crid__subcmd__config"
+                ;;
+            crid,help)
+                cmd="crid__subcmd__help"
+                ;;
+            crid__subcmd__help,config)
+                cmd="crid__subcmd__help__subcmd__config"
+                ;;
+            crid__subcmd__help,help)
+                cmd="crid__subcmd__help__subcmd__help"
+                ;;
             *)
                 ;;
         esac
@@ -23,7 +35,7 @@ _crid() {
 
     case "${cmd}" in
         crid)
-            opts="-v -h -V --config --listen --root --run-dir --runtime --default-runtime --cgroup-manager --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --ctrmon --stream-address --stream-port --stream-max-sessions --stream-idle-timeout --stream-tls-cert --stream-tls-key --stream-tls-ca --events-file --events-file-max --events-backlog --metrics-address --log-level --log-format --verbose --help --version"
+            opts="-v -h -V --config --listen --root --run-dir --runtime --default-runtime --cgroup-manager --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --ctrmon --stream-address --stream-port --stream-max-sessions --stream-idle-timeout --stream-tls-cert --stream-tls-key --stream-tls-ca --events-file --events-file-max --events-backlog --metrics-address --log-level --log-format --verbose --help --version config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -137,6 +149,70 @@ _crid() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        crid__subcmd__config)
+            opts="-v -h --log-level --log-format --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        crid__subcmd__help)
+            opts="config help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        crid__subcmd__help__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        crid__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -1,6 +1,7 @@
 //! crid on a node like kubelet's: a Debian VM (tests/src/vm.rs) with systemd as PID
 //! 1 and cgroup v2 alone, crid started by its own unit (bins/crid/dist), pods and
-//! containers through crictl with the systemd and the cgroupfs cgroup managers.
+//! containers through crictl with the systemd cgroup manager (under crun and runc)
+//! and with cgroupfs.
 //! Runs when qemu (with qemu-img, debootstrap, mkfs.ext4) and crictl are there;
 //! `make test-node` runs it alone.
 
@@ -121,8 +122,14 @@ EOF
         test "$(ps -o comm= -p 1)" = systemd"#,
     );
 
-    for manager in ["systemd", "cgroupfs"] {
-        eprintln!("{manager}: {:?} in", t0.elapsed());
+    // systemd's cgroups with both runtimes (crun keeps a scope's processes in a
+    // `container` cgroup below it, runc in the scope), and cgroupfs.
+    for (manager, handler) in [
+        ("systemd", "crun"),
+        ("systemd", "runc"),
+        ("cgroupfs", "crun"),
+    ] {
+        eprintln!("{manager}, {handler}: {:?} in", t0.elapsed());
         ok(
             &vm,
             &format!(
@@ -139,7 +146,7 @@ EOF
             "{info}"
         );
 
-        let uid = format!("node{manager}");
+        let uid = format!("node{manager}{handler}");
         let parent = pod_parent(manager, &uid);
         let pod = json(serde_json::json!({
             "metadata": {"name": format!("web-{manager}"), "namespace": "default", "uid": uid},
@@ -159,7 +166,7 @@ EOF
         }));
         let pod_id = vm
             .ok(&format!(
-                "echo '{pod}' > /tmp/pod.json; crictl runp /tmp/pod.json"
+                "echo '{pod}' > /tmp/pod.json; crictl runp --runtime {handler} /tmp/pod.json"
             ))
             .trim()
             .to_string();
@@ -184,7 +191,7 @@ EOF
         let own = own.trim();
         assert!(
             own == unit || own == format!("{unit}/container"),
-            "{manager}: in {own}, not {unit}"
+            "{manager}, {handler}: in {own}, not {unit}"
         );
         let cg = format!("/sys/fs/cgroup{own}");
         assert_eq!(ok(&vm, &format!("cat {cg}/memory.max")).trim(), "67108864");
@@ -215,10 +222,10 @@ EOF
         let (u0, _) = usage(&cg);
         ok(&vm, "sleep 3");
         let (u1, throttled) = usage(&cg);
-        assert!(throttled > 0, "{manager}: never throttled");
+        assert!(throttled > 0, "{manager}, {handler}: never throttled");
         assert!(
             u1 - u0 < 2_000_000,
-            "{manager}: {} ms of CPU in 3 s at a fifth of a CPU",
+            "{manager}, {handler}: {} ms of CPU in 3 s at a fifth of a CPU",
             (u1 - u0) / 1000
         );
         // Stats with values, as kubelet reads them.
@@ -229,7 +236,7 @@ EOF
             .as_str()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        assert!(cpu > 0, "{manager}: {stats}");
+        assert!(cpu > 0, "{manager}, {handler}: {stats}");
         // UpdateContainerResources lands in the same cgroup.
         ok(
             &vm,
@@ -267,7 +274,7 @@ EOF
                  cat /var/log/pods/{uid}/hog.log | tail -5; journalctl -k --no-pager | tail -15"
             ));
             panic!(
-                "{manager}: the hog ended {reason:?}, not OOMKilled\n{}{}",
+                "{manager}, {handler}: the hog ended {reason:?}, not OOMKilled\n{}{}",
                 why.stdout, why.stderr
             );
         }
@@ -292,10 +299,14 @@ EOF
         assert_eq!(
             state.trim(),
             "CONTAINER_RUNNING",
-            "{manager}: after the restart"
+            "{manager}, {handler}: after the restart"
         );
         let pods = ok(&vm, &format!("crictl pods -q --state ready --id {pod_id}"));
-        assert_eq!(pods.trim(), pod_id, "{manager}: the pod after the restart");
+        assert_eq!(
+            pods.trim(),
+            pod_id,
+            "{manager}, {handler}: the pod after the restart"
+        );
         assert_eq!(ok(&vm, &format!("cat {cg}/cpu.max")).trim(), "30000 100000");
 
         // Gone with the pod.
@@ -312,7 +323,7 @@ EOF
             assert_ne!(
                 gone.stdout.trim(),
                 "active",
-                "{manager}: the scope after rmp"
+                "{manager}, {handler}: the scope after rmp"
             );
         }
     }

@@ -122,6 +122,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 /// --cgroup-manager's values.
@@ -142,8 +145,16 @@ impl From<ManagerArg> for CgroupManager {
     }
 }
 
+/// What to do instead of serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print the configuration crid would run with (the file, the flags before
+    /// `config` and the defaults resolved) as a crid.toml, and exit
+    Config,
+}
+
 /// The configuration file: the flags' names as keys.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     listen: Option<String>,
@@ -152,8 +163,6 @@ pub struct FileConfig {
     runtime: Option<PathBuf>,
     default_runtime: Option<String>,
     cgroup_manager: Option<CgroupManager>,
-    #[serde(default)]
-    runtimes: BTreeMap<String, FileHandler>,
     cni_conf_dir: Option<PathBuf>,
     cni_bin_dir: Option<String>,
     registries_conf: Option<PathBuf>,
@@ -173,10 +182,13 @@ pub struct FileConfig {
     events_file_max: Option<u64>,
     events_backlog: Option<u32>,
     metrics_address: Option<std::net::SocketAddr>,
+    // Last: TOML's tables follow its plain keys.
+    #[serde(default)]
+    runtimes: BTreeMap<String, FileHandler>,
 }
 
 /// A `[runtimes.NAME]` table.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileHandler {
     path: Option<PathBuf>,
@@ -280,6 +292,62 @@ fn handlers(
         }
     }
     Ok((out, default))
+}
+
+/// `settings` as a crid.toml that gives them back: `crid config`.
+pub fn to_toml(s: &Settings) -> Result<String> {
+    let file = FileConfig {
+        listen: Some(format!("unix://{}", s.listen.display())),
+        root: Some(s.root.clone()),
+        run_dir: Some(s.run_dir.clone()),
+        runtime: s.runtimes.get("runc").map(|h| h.path.clone()),
+        default_runtime: Some(s.default_runtime.clone()),
+        cgroup_manager: Some(s.cgroup_manager),
+        cni_conf_dir: Some(s.cni_conf_dir.clone()),
+        cni_bin_dir: Some(
+            std::env::join_paths(&s.cni_bin_dirs)
+                .context("cni-bin-dir")?
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        registries_conf: s.registries_conf.clone(),
+        pause_image: s.pause_image.clone(),
+        pull_progress_timeout: Some(s.pull_progress_timeout.map_or(0, |d| d.as_secs())),
+        insecure_registry: s.insecure_registries.clone(),
+        ctrmon: Some(s.ctrmon.clone()),
+        stream_address: Some(s.stream_address),
+        stream_port: Some(s.stream_port),
+        stream_max_sessions: Some(s.stream_max_sessions as u32),
+        stream_idle_timeout: Some(s.stream_idle_timeout.as_secs()),
+        stream_tls_cert: s.stream_tls.as_ref().map(|t| t.cert.clone()),
+        stream_tls_key: s.stream_tls.as_ref().map(|t| t.key.clone()),
+        stream_tls_ca: s.stream_tls.as_ref().and_then(|t| t.client_ca.clone()),
+        events_file: s.events_file.clone(),
+        events_file_max: Some(s.events_file_max),
+        events_backlog: Some(s.events_backlog as u32),
+        metrics_address: s.metrics_address,
+        runtimes: s
+            .runtimes
+            .iter()
+            .map(|(name, h)| {
+                let table = FileHandler {
+                    path: Some(h.path.clone()),
+                    root: Some(h.root.clone()),
+                    recursive_read_only_mounts: Some(h.recursive_read_only_mounts),
+                    user_namespaces: Some(h.user_namespaces),
+                    // What crid adds for the cgroup manager is not the handler's own.
+                    args: h
+                        .args
+                        .iter()
+                        .filter(|a| *a != SYSTEMD_CGROUP)
+                        .cloned()
+                        .collect(),
+                };
+                (name.clone(), table)
+            })
+            .collect(),
+    };
+    toml::to_string(&file).context("writing the configuration as TOML")
 }
 
 /// The runtime's global option for systemd's cgroups (runc and crun).
@@ -528,5 +596,45 @@ mod tests {
         assert_eq!(file.cgroup_manager, Some(CgroupManager::Systemd));
         assert!(file.runtimes.contains_key("kata"), "{shown}");
         assert!(file.metrics_address.is_some(), "{shown}");
+    }
+
+    #[test]
+    fn crid_config_prints_a_file_that_gives_the_same_settings_back() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("in.toml");
+        std::fs::write(
+            &conf,
+            "cgroup-manager = \"cgroupfs\"\ninsecure-registry = [\"reg.local:5000\"]\n\
+             pull-progress-timeout = 0\n[runtimes.slow]\npath = \"/opt/slow\"\nargs = [\"--debug\"]\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "crid",
+            "--config",
+            conf.to_str().unwrap(),
+            "--run-dir",
+            "/run/t",
+            "--events-backlog",
+            "7",
+            "config",
+        ]);
+        assert!(matches!(args.command, Some(Command::Config)));
+        let first = resolve(&args).unwrap();
+        let printed = to_toml(&first).unwrap();
+        let out = d.path().join("out.toml");
+        std::fs::write(&out, &printed).unwrap();
+        let again = resolve(&Args::parse_from([
+            "crid",
+            "--config",
+            out.to_str().unwrap(),
+        ]))
+        .unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            serde_json::to_value(&first).unwrap(),
+            "{printed}"
+        );
+        assert!(printed.contains("events-backlog = 7"), "{printed}");
+        assert!(printed.contains("[runtimes.slow]"), "{printed}");
     }
 }

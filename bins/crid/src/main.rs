@@ -16,6 +16,15 @@ fn main() -> std::process::ExitCode {
     unsafe { std::env::remove_var("NOTIFY_SOCKET") };
     let args = cli::Args::parse();
     crikit_cli::init_logging(&args.log);
-    let run = || -> anyhow::Result<()> { crid::cri::server::serve(cli::resolve(&args)?, notify) };
+    let run = || -> anyhow::Result<()> {
+        let settings = cli::resolve(&args)?;
+        match args.command {
+            Some(cli::Command::Config) => {
+                print!("{}", cli::to_toml(&settings)?);
+                Ok(())
+            }
+            None => crid::cri::server::serve(settings, notify),
+        }
+    };
     crikit_cli::finish("crid", run(), |_| None)
 }

@@ -154,8 +154,21 @@ fn render_man(
     man.render_synopsis_section(out)?;
     man.render_description_section(out)?;
     man.render_options_section(out)?;
-    if cmd.get_subcommands().next().is_some() {
-        man.render_subcommands_section(out)?;
+    // In this page: clap_mangen would point at a page per command, and there is none.
+    let commands: Vec<&clap::Command> =
+        cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+    if !commands.is_empty() {
+        out.extend_from_slice(b".SH COMMANDS\n");
+        for c in commands {
+            let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+            let line = format!(
+                ".TP\n\\fB{} {}\\fR\n{}\n",
+                cmd.get_name(),
+                c.get_name(),
+                roff_text(&about)
+            );
+            out.extend_from_slice(line.as_bytes());
+        }
     }
     out.extend_from_slice(extra.as_bytes());
     if !extra.ends_with('\n') && !extra.is_empty() {
@@ -165,6 +178,23 @@ fn render_man(
         man.render_version_section(out)?;
     }
     Ok(())
+}
+
+/// `text` as roff body text: backslashes and dashes escaped, no line taken for a
+/// request.
+fn roff_text(text: &str) -> String {
+    text.replace('\\', "\\e")
+        .replace('-', "\\-")
+        .lines()
+        .map(|l| {
+            if l.starts_with('.') || l.starts_with('\'') {
+                format!("\\&{l}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Reports the outcome of `run` the way every tool does: nothing on success, one
