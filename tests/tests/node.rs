@@ -194,6 +194,13 @@ EOF
             "{manager}, {handler}: in {own}, not {unit}"
         );
         let cg = format!("/sys/fs/cgroup{own}");
+        // No oom_score_adj asked: 0, not crid's own -999 from its unit.
+        let adj = ok(&vm, &format!("cat /proc/{}/oom_score_adj", pid.trim()));
+        assert_eq!(
+            adj.trim(),
+            "0",
+            "{manager}, {handler}: the container's oom_score_adj"
+        );
         assert_eq!(ok(&vm, &format!("cat {cg}/memory.max")).trim(), "67108864");
         assert_eq!(ok(&vm, &format!("cat {cg}/cpu.max")).trim(), "20000 100000");
         if manager == "systemd" {

@@ -292,6 +292,25 @@ fn from_checkpoint(config: &mut cri::ContainerConfig, dump: &Dump) {
     }
 }
 
+/// Makes sure the created container's process, waiting to start, has the OOM score
+/// adjustment its spec asks for: crun 1.8 writes none when it is 0, and the process
+/// would keep crid's own (the unit's -999) through ctrmon and the runtime. Raising
+/// it needs no privilege; a failure is logged.
+fn hold_oom_score_adj(id: &str, pid: i32, adj: i32) {
+    if pid <= 0 {
+        return;
+    }
+    let file = format!("/proc/{pid}/oom_score_adj");
+    let now = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    if now.is_some_and(|n| n != adj) {
+        if let Err(e) = std::fs::write(&file, adj.to_string()) {
+            tracing::warn!("container {id}: setting its oom_score_adj to {adj}: {e}");
+        }
+    }
+}
+
 /// crid's own OOM score adjustment.
 fn own_oom_score_adj() -> i32 {
     std::fs::read_to_string("/proc/self/oom_score_adj")
@@ -558,6 +577,9 @@ impl Crid {
                 };
                 let name = name_of(&config);
                 let pid = self.monitors(&runtime).create(id, name, &bundle, &create)?;
+                if let Some(adj) = fitted.oom_score_adj {
+                    hold_oom_score_adj(id, pid, adj);
+                }
                 // The container's mount namespace holds its own copies of the
                 // read-only binds now: the host's go, so that nothing pins the host
                 // path's mountpoints here (an rmdir of one in this namespace would
@@ -748,6 +770,8 @@ struct Fitted {
     cgroups_path: String,
     /// The user the process runs as.
     user: Option<record::UserRecord>,
+    /// The process's OOM score adjustment.
+    oom_score_adj: Option<i32>,
 }
 
 impl Fitted {
@@ -770,6 +794,7 @@ impl Fitted {
                 gid: p.user().gid(),
                 groups: p.user().additional_gids().clone().unwrap_or_default(),
             }),
+            oom_score_adj: s.process().as_ref().and_then(|p| p.oom_score_adj()),
         }
     }
 }
