@@ -111,7 +111,21 @@ impl Vm {
         let qga = dir.join("qga.sock");
         let console = dir.join("console.log");
         let log = std::fs::File::create(dir.join("qemu.log")).unwrap();
-        let child = Command::new("qemu-system-x86_64")
+        let mut qemu = Command::new("qemu-system-x86_64");
+        // A test killed outright (a timeout) takes its VM with it; `Drop` does the rest.
+        let test = nix::unistd::getpid();
+        // SAFETY: the hook makes two system calls and touches no memory of the parent's.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            qemu.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                if nix::unistd::getppid() != test {
+                    return Err(std::io::Error::other("the test has exited"));
+                }
+                Ok(())
+            });
+        }
+        let child = qemu
             .args([
                 "-machine",
                 "q35,accel=tcg",
