@@ -72,6 +72,11 @@ pub fn find(var: &str, name: &str) -> Option<std::path::PathBuf> {
     if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
         return Some(p.into());
     }
+    which(name)
+}
+
+/// The program `name` in a directory of PATH.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|d| d.join(name))
         .find(|p| p.is_file())

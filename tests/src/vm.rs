@@ -20,6 +20,7 @@ const BOOT: Duration = Duration::from_secs(300);
 /// Whether qemu, qemu-img, debootstrap and mkfs.ext4 are there to build and boot
 /// the node.
 pub fn available() -> bool {
+    // debootstrap and mkfs.ext4 are in sbin, which a test's PATH may lack.
     let sbin = |t: &str| {
         ["/usr/sbin", "/sbin"]
             .iter()
@@ -27,7 +28,7 @@ pub fn available() -> bool {
     };
     ["qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4"]
         .iter()
-        .all(|t| crate::skip::find("", t).is_some() || sbin(t))
+        .all(|t| crate::skip::which(t).is_some() || sbin(t))
 }
 
 /// The cached image's directory (node.img, vmlinuz, initrd.img), built first if

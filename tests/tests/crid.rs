@@ -90,19 +90,19 @@ async fn version_status_bad_requests_and_a_clean_stop() {
     .await
     .expect("stopping an unknown pod is no error");
 
+    // Another crid on `socket` with its state in `root`, run until it exits.
+    let other = |socket: &std::path::Path, root: &std::path::Path, extra: &[&str]| {
+        let mut c = std::process::Command::new(bin("crid"));
+        c.arg("--listen")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--root")
+            .arg(root)
+            .args(["--registries-conf", "/dev/null"])
+            .args(extra);
+        run(c, Duration::from_secs(30))
+    };
     // A second crid on the same socket is refused; the first keeps serving.
-    let second = run(
-        {
-            let mut c = std::process::Command::new(bin("crid"));
-            c.arg("--listen")
-                .arg(format!("unix://{}", crid.socket.display()))
-                .arg("--root")
-                .arg(&crid.root)
-                .args(["--registries-conf", "/dev/null"]);
-            c
-        },
-        Duration::from_secs(30),
-    );
+    let second = other(&crid.socket, &crid.root, &[]);
     assert_eq!(second.code, Some(1), "{}", second.describe());
     assert!(
         second.stderr.contains("another server"),
@@ -112,22 +112,10 @@ async fn version_status_bad_requests_and_a_clean_stop() {
     rt.version(cri::VersionRequest::default()).await.unwrap();
     // An events file that cannot be written is a failed start, naming the file.
     let events = tmp.path().join("no-such-dir").join("events.jsonl");
-    let bad = run(
-        {
-            let mut c = std::process::Command::new(bin("crid"));
-            c.arg("--listen")
-                .arg(format!(
-                    "unix://{}",
-                    tmp.path().join("other.sock").display()
-                ))
-                .arg("--root")
-                .arg(tmp.path().join("other"))
-                .arg("--events-file")
-                .arg(&events)
-                .args(["--registries-conf", "/dev/null"]);
-            c
-        },
-        Duration::from_secs(30),
+    let bad = other(
+        &tmp.path().join("other.sock"),
+        &tmp.path().join("other"),
+        &["--events-file", events.to_str().unwrap()],
     );
     assert_eq!(bad.code, Some(1), "{}", bad.describe());
     assert!(
@@ -138,17 +126,11 @@ async fn version_status_bad_requests_and_a_clean_stop() {
     );
     // A cgroup manager that cannot work here stops crid at start, saying why.
     let start_with = |extra: &[&str]| {
-        let mut c = std::process::Command::new(bin("crid"));
-        c.arg("--listen")
-            .arg(format!(
-                "unix://{}",
-                tmp.path().join("third.sock").display()
-            ))
-            .arg("--root")
-            .arg(tmp.path().join("third"))
-            .args(["--registries-conf", "/dev/null"])
-            .args(extra);
-        run(c, Duration::from_secs(30))
+        other(
+            &tmp.path().join("third.sock"),
+            &tmp.path().join("third"),
+            extra,
+        )
     };
     if std::path::Path::new("/run/systemd/system").exists() {
         eprintln!(

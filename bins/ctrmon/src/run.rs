@@ -342,8 +342,12 @@ fn monitor(cfg: &MonitorConfig, report: OwnedFd) -> i32 {
     );
     trim_heap();
     m.serve(&sigfd);
-    let oom = m.oom_watch.as_mut().is_some_and(OomWatch::killed)
-        || cgroup.as_deref().is_some_and(|c| oom_kills(c) > oom_before);
+    // v2's count as watched (read once more now); v1's cgroup stays until the
+    // runtime deletes it, so its count is read after the exit.
+    let oom = match m.oom_watch.as_mut() {
+        Some(w) => w.killed(),
+        None => cgroup.as_deref().is_some_and(|c| oom_kills(c) > oom_before),
+    };
     m.finish(started, oom)
 }
 
