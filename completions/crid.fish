@@ -30,7 +30,7 @@ complete -c crid -n "__fish_crid_needs_command" -l root -d 'State directory: the
 complete -c crid -n "__fish_crid_needs_command" -l run-dir -d 'Runtime state directory [default: /run/crikit as root]' -r -F
 complete -c crid -n "__fish_crid_needs_command" -l runtime -d 'The OCI runtime of the default handler, runc (other handlers are configured in the file\'s [runtimes.NAME] tables) [default: runc]' -r -F
 complete -c crid -n "__fish_crid_needs_command" -l default-runtime -d 'The handler of pods whose RunPodSandbox names none: runc, crun (when installed) or one of the file\'s [runtimes.NAME] [default: crun when installed and --runtime is not given, else runc]' -r
-complete -c crid -n "__fish_crid_needs_command" -l cgroup-manager -d 'Who makes containers\' cgroups: systemd (the runtime runs with --systemd-cgroup; kubelet\'s cgroupDriver must be systemd) or cgroupfs [default: systemd when it is the init system, else cgroupfs]' -r -f -a "systemd\t'systemd\'s slices and scopes'
+complete -c crid -n "__fish_crid_needs_command" -l cgroup-manager -d 'Who makes containers\' cgroups: systemd (the runtime runs with --systemd-cgroup, monitors get scopes of their own over D-Bus; kubelet\'s cgroupDriver must be systemd) or cgroupfs [default: systemd when it is the init system, else cgroupfs]' -r -f -a "systemd\t'systemd\'s slices and scopes'
 cgroupfs\t'directories under /sys/fs/cgroup'"
 complete -c crid -n "__fish_crid_needs_command" -l cni-conf-dir -d 'CNI network configurations; the first .conflist (or .conf) by name is used [default: /etc/cni/net.d]' -r -F
 complete -c crid -n "__fish_crid_needs_command" -l cni-bin-dir -d 'CNI plugin directories, colon-separated [default: /opt/cni/bin:/usr/lib/cni]' -r

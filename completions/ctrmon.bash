@@ -23,7 +23,7 @@ _ctrmon() {
 
     case "${cmd}" in
         ctrmon)
-            opts="-t -v -h -V --bundle --id --runtime --runtime-root --runtime-arg --run-dir --log-path --exit-file --pid-file --sync-fd --attach-socket --attach-wait --stdin --cgroup-parent --tty --start --restore --cleanup --log-line-max --exec --exec-timeout --exec-output-max --infra --ns-dir --log-size-max --log-file --log-level --log-format --verbose --help --version"
+            opts="-t -v -h -V --bundle --id --runtime --runtime-root --runtime-arg --run-dir --log-path --exit-file --pid-file --sync-fd --attach-socket --attach-wait --stdin --cgroup-parent --cgroup-manager --tty --start --restore --cleanup --log-line-max --exec --exec-timeout --exec-output-max --infra --ns-dir --log-size-max --log-file --log-level --log-format --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -79,6 +79,10 @@ _ctrmon() {
                     ;;
                 --cgroup-parent)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cgroup-manager)
+                    COMPREPLY=($(compgen -W "cgroupfs systemd" -- "${cur}"))
                     return 0
                     ;;
                 --restore)

@@ -10,7 +10,9 @@ complete -c ctrmon -l pid-file -d 'Container pid file [default: RUN/ctrmon/ID/pi
 complete -c ctrmon -l sync-fd -d 'Inherited descriptor to write the {"pid": N} or {"pid": -1, "message": …} line to' -r
 complete -c ctrmon -l attach-socket -d 'Serve attach clients on this unix socket (framing: see the ATTACH section)' -r -F
 complete -c ctrmon -l attach-wait -d 'Start the process only once a first client has connected to the attach socket, waiting at most SECONDS (for an exec whose output must all reach a client)' -r
-complete -c ctrmon -l cgroup-parent -d 'Put the monitor in the cgroup PARENT/ctrmon-ID (every hierarchy but v1 cpuset), removed when it exits; the container goes where its cgroupsPath says (with --infra, the infra process goes there and stays)' -r -F
+complete -c ctrmon -l cgroup-parent -d 'Put the monitor in the cgroup PARENT/ctrmon-ID (every hierarchy but v1 cpuset), removed when it exits; with --cgroup-manager systemd, PARENT is a slice and the monitor asks systemd for the scope crikit-ctrmon-ID.scope in it. The container goes where its cgroupsPath says (with --infra, the infra process goes there and stays)' -r
+complete -c ctrmon -l cgroup-manager -d 'Who makes the monitor\'s cgroup: ctrmon itself (cgroupfs), or systemd over D-Bus (systemd; --cgroup-parent is then a slice such as kubepods.slice)' -r -f -a "cgroupfs\t'ctrmon makes PARENT/ctrmon-ID in every hierarchy'
+systemd\t'systemd makes the scope crikit-ctrmon-ID.scope in the slice PARENT'"
 complete -c ctrmon -l restore -d 'Restore the container from the CRIU images in DIR (`RUNTIME restore`, CRIU\'s restore.log beside them) instead of creating it; it runs once ctrmon returns' -r -F
 complete -c ctrmon -l log-line-max -d 'Split log lines longer than this many bytes into partial records' -r
 complete -c ctrmon -l exec -d 'Exec mode: run the process described in FILE (a runtime-spec process object) in the running container ID. Without --attach-socket: wait for it and print a JSON result; with it: serve it on the socket like a container (see EXEC)' -r -F

@@ -770,6 +770,18 @@ fn monitor_joins_a_cgroup_under_the_parent_and_removes_it() {
     let r = w.ctrmon(&b, "cg-rel", &["--cgroup-parent", "kubepods"]);
     assert_eq!(r.code, Some(2), "{}", r.describe());
     assert!(r.stderr.contains("absolute"), "{}", r.describe());
+    // Under systemd the parent is a slice (the scope itself is tried in the node).
+    let r = w.ctrmon(
+        &b,
+        "cg-slice",
+        &["--cgroup-manager", "systemd", "--cgroup-parent", &parent],
+    );
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(
+        r.stderr.contains("not a systemd slice name"),
+        "{}",
+        r.describe()
+    );
 
     let r = w
         .ctrmon(

@@ -1,7 +1,9 @@
 //! crid on a node like kubelet's: a Debian VM (tests/src/vm.rs) with systemd as PID
 //! 1 and cgroup v2 alone, crid started by its own unit (bins/crid/dist), pods and
 //! containers through crictl with the systemd cgroup manager (under crun and runc)
-//! and with cgroupfs.
+//! and with cgroupfs: where the containers, their monitors and the pod's infra
+//! process are, the pod's slice and its limits, resources, OOM kills, a crid
+//! restarted by systemd.
 //! Runs when qemu (with qemu-img, debootstrap, mkfs.ext4) and crictl are there;
 //! `make test-node` runs it alone.
 
@@ -18,8 +20,8 @@ fn pod_parent(manager: &str, uid: &str) -> String {
     }
 }
 
-/// Where a container's cgroup is, from the cgroup root.
-fn container_cgroup(manager: &str, parent: &str, id: &str) -> String {
+/// Where the pod's cgroup is, from the cgroup root: a slice laid out by its name.
+fn pod_cgroup(manager: &str, parent: &str) -> String {
     match manager {
         "systemd" => {
             let stem = parent.trim_end_matches(".slice");
@@ -32,9 +34,28 @@ fn container_cgroup(manager: &str, parent: &str, id: &str) -> String {
                 prefix.push_str(part);
                 path.push_str(&format!("/{prefix}.slice"));
             }
-            format!("{path}/crikit-{id}.scope")
+            path
         }
-        _ => format!("{parent}/crikit-{id}"),
+        _ => parent.to_string(),
+    }
+}
+
+/// Where a container's cgroup is, from the cgroup root.
+fn container_cgroup(manager: &str, parent: &str, id: &str) -> String {
+    let pod = pod_cgroup(manager, parent);
+    match manager {
+        "systemd" => format!("{pod}/crikit-{id}.scope"),
+        _ => format!("{pod}/crikit-{id}"),
+    }
+}
+
+/// Where the monitor of container (or pod) `id` is, from the cgroup root: a scope
+/// of its own under systemd, as conmon's.
+fn monitor_cgroup(manager: &str, parent: &str, id: &str) -> String {
+    let pod = pod_cgroup(manager, parent);
+    match manager {
+        "systemd" => format!("{pod}/crikit-ctrmon-{id}.scope"),
+        _ => format!("{pod}/ctrmon-{id}"),
     }
 }
 
@@ -148,10 +169,19 @@ EOF
 
         let uid = format!("node{manager}{handler}");
         let parent = pod_parent(manager, &uid);
+        // The pod's resources and overhead, as kubelet sums them; its PID namespace
+        // shared, so that crid runs an infra process for it.
         let pod = json(serde_json::json!({
             "metadata": {"name": format!("web-{manager}"), "namespace": "default", "uid": uid},
             "log_directory": format!("/var/log/pods/{uid}"),
-            "linux": {"cgroup_parent": parent}
+            "linux": {
+                "cgroup_parent": parent,
+                "resources": {"cpu_period": 100000, "cpu_quota": 30000, "cpu_shares": 307,
+                              "memory_limit_in_bytes": 268435456},
+                "overhead": {"cpu_period": 100000, "cpu_quota": 5000, "cpu_shares": 51,
+                             "memory_limit_in_bytes": 16777216},
+                "security_context": {"namespace_options": {"pid": 0}}
+            }
         }));
         // A busy loop held to a fifth of a CPU, with a memory limit.
         let busy = json(serde_json::json!({
@@ -203,18 +233,49 @@ EOF
         );
         assert_eq!(ok(&vm, &format!("cat {cg}/memory.max")).trim(), "67108864");
         assert_eq!(ok(&vm, &format!("cat {cg}/cpu.max")).trim(), "20000 100000");
+        // The container's monitor and the pod's infra process in cgroups of their
+        // own in the pod's: scopes under systemd, made over D-Bus.
+        let monitor_pid = ok(&vm, &format!("cat /run/crikit/ctrmon/{busy_id}/ctrmon.pid"));
+        let infra_pid = ok(&vm, &format!("cat /run/crikit/pods/{pod_id}/infra.pid"));
+        for (what, pid, id) in [
+            ("monitor", monitor_pid.trim(), &busy_id),
+            ("infra process", infra_pid.trim(), &pod_id),
+        ] {
+            let want = monitor_cgroup(manager, &parent, id);
+            let now = ok(&vm, &format!("sed -n 's/^0:://p' /proc/{pid}/cgroup"));
+            assert_eq!(now.trim(), want, "{manager}, {handler}: the {what} {pid}");
+        }
         if manager == "systemd" {
-            // systemd's own view: the scope, active, in the pod's slice.
-            let scope = format!("crikit-{busy_id}.scope");
-            assert_eq!(
-                ok(&vm, &format!("systemctl is-active {scope}")).trim(),
-                "active"
-            );
+            // systemd's own view: the scopes, active, in the pod's slice.
             let status = ok(
                 &vm,
                 &format!("systemctl status --no-pager {parent} || true"),
             );
-            assert!(status.contains(&scope), "{status}");
+            for scope in [
+                format!("crikit-{busy_id}.scope"),
+                format!("crikit-ctrmon-{busy_id}.scope"),
+                format!("crikit-ctrmon-{pod_id}.scope"),
+            ] {
+                assert_eq!(
+                    ok(&vm, &format!("systemctl is-active {scope}")).trim(),
+                    "active",
+                    "{manager}, {handler}: {scope}"
+                );
+                assert!(status.contains(&scope), "{scope} not in {status}");
+            }
+            // No kubelet made the pod's slice: crid did, limited to the pod's
+            // resources plus its overhead.
+            let slice = format!("/sys/fs/cgroup{}", pod_cgroup(manager, &parent));
+            assert_eq!(
+                ok(&vm, &format!("cat {slice}/memory.max")).trim(),
+                (268435456 + 16777216).to_string(),
+                "{manager}, {handler}: the pod's slice"
+            );
+            assert_eq!(
+                ok(&vm, &format!("cat {slice}/cpu.max")).trim(),
+                "35000 100000",
+                "{manager}, {handler}: the pod's slice"
+            );
         }
         // The quota takes effect: throttled, and well under one CPU.
         let usage = |cg: &str| -> (u64, u64) {
@@ -327,11 +388,25 @@ EOF
             &format!("! test -e /sys/fs/cgroup{unit}"),
         );
         if manager == "systemd" {
-            let gone = vm.sh(&format!("systemctl is-active crikit-{busy_id}.scope"));
-            assert_ne!(
-                gone.stdout.trim(),
-                "active",
-                "{manager}, {handler}: the scope after rmp"
+            for unit in [
+                format!("crikit-{busy_id}.scope"),
+                format!("crikit-ctrmon-{busy_id}.scope"),
+                format!("crikit-ctrmon-{pod_id}.scope"),
+                parent.clone(),
+            ] {
+                let gone = vm.sh(&format!("systemctl is-active {unit}"));
+                assert_ne!(
+                    gone.stdout.trim(),
+                    "active",
+                    "{manager}, {handler}: {unit} after rmp"
+                );
+            }
+        }
+        for id in [&busy_id, &pod_id] {
+            let dir = monitor_cgroup(manager, &parent, id);
+            vm.until_ok(
+                Duration::from_secs(30),
+                &format!("! test -e /sys/fs/cgroup{dir}"),
             );
         }
     }

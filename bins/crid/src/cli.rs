@@ -48,8 +48,9 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub default_runtime: Option<String>,
     /// Who makes containers' cgroups: systemd (the runtime runs with
-    /// --systemd-cgroup; kubelet's cgroupDriver must be systemd) or cgroupfs [default:
-    /// systemd when it is the init system, else cgroupfs]
+    /// --systemd-cgroup, monitors get scopes of their own over D-Bus; kubelet's
+    /// cgroupDriver must be systemd) or cgroupfs [default: systemd when it is the init
+    /// system, else cgroupfs]
     #[arg(long, value_name = "MANAGER")]
     pub cgroup_manager: Option<ManagerArg>,
     /// CNI network configurations; the first .conflist (or .conf) by name is used

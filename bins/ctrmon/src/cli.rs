@@ -3,6 +3,7 @@
 use crate::error::MonitorError;
 use crate::run::{Launch, MonitorConfig, Report, Spawned};
 use anyhow::{Context, Result};
+use crikit::runtime::monitor::cgroup::Parent;
 use crikit::runtime::monitor::StateDir;
 use crikit::runtime::runc::Runtime;
 use crikit_cli::LogArgs;
@@ -75,10 +76,16 @@ pub struct Args {
     #[arg(long)]
     pub stdin: bool,
     /// Put the monitor in the cgroup PARENT/ctrmon-ID (every hierarchy but v1 cpuset),
-    /// removed when it exits; the container goes where its cgroupsPath says (with
-    /// --infra, the infra process goes there and stays)
+    /// removed when it exits; with --cgroup-manager systemd, PARENT is a slice and the
+    /// monitor asks systemd for the scope crikit-ctrmon-ID.scope in it. The container
+    /// goes where its cgroupsPath says (with --infra, the infra process goes there and
+    /// stays)
     #[arg(long, value_name = "PARENT")]
-    pub cgroup_parent: Option<PathBuf>,
+    pub cgroup_parent: Option<String>,
+    /// Who makes the monitor's cgroup: ctrmon itself (cgroupfs), or systemd over
+    /// D-Bus (systemd; --cgroup-parent is then a slice such as kubepods.slice)
+    #[arg(long, value_enum, value_name = "MANAGER", default_value = "cgroupfs")]
+    pub cgroup_manager: CgroupManager,
     /// Give the container a terminal (its process.terminal must be true); output is
     /// logged as stdout, attach clients may resize it
     #[arg(long, short = 't')]
@@ -250,8 +257,27 @@ fn config_of(args: &Args, launch: Launch, dirs: &StateDir) -> Result<MonitorConf
             .transpose()?,
         stdin: args.stdin,
         attach_wait: args.attach_wait.map(std::time::Duration::from_secs),
-        cgroup_parent: args.cgroup_parent.clone(),
+        cgroup_parent: cgroup_parent(args)?,
     })
+}
+
+/// Who makes the monitor's cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CgroupManager {
+    /// ctrmon makes PARENT/ctrmon-ID in every hierarchy.
+    Cgroupfs,
+    /// systemd makes the scope crikit-ctrmon-ID.scope in the slice PARENT.
+    Systemd,
+}
+
+/// --cgroup-parent under --cgroup-manager, checked.
+fn cgroup_parent(args: &Args) -> Result<Option<Parent>> {
+    args.cgroup_parent
+        .as_deref()
+        .map(|p| {
+            Parent::new(args.cgroup_manager == CgroupManager::Systemd, p).map_err(|r| usage(&r))
+        })
+        .transpose()
 }
 
 /// Detaches the monitor and reports what it started: the pid on stdout, and the
@@ -309,7 +335,7 @@ fn infra(args: &Args) -> Result<()> {
             .as_ref()
             .map(std::path::absolute)
             .transpose()?,
-        cgroup_parent: args.cgroup_parent.clone(),
+        cgroup_parent: cgroup_parent(args)?,
     };
     let pid =
         crate::infra::spawn(&cfg).with_context(|| format!("infra process of pod {}", args.id))?;

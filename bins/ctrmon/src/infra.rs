@@ -14,6 +14,7 @@
 
 use crate::error::{sys, MonitorError};
 use crate::run::single_threaded;
+use crikit::runtime::monitor::cgroup::Parent;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
@@ -45,31 +46,32 @@ pub struct InfraConfig {
     /// Where the infra process's pid goes (written atomically before it is
     /// reported), so that a caller killed meanwhile still finds it.
     pub pid_file: Option<PathBuf>,
-    /// Put it in `PARENT/ctrmon-ID` (see [`crikit::runtime::monitor::cgroup`]).
-    pub cgroup_parent: Option<PathBuf>,
+    /// Put it in `PARENT/ctrmon-ID` or a scope of the slice PARENT (see
+    /// [`crikit::runtime::monitor::cgroup`]).
+    pub cgroup_parent: Option<Parent>,
 }
 
 /// Starts the infra process for `cfg`; its pid, as the caller's PID namespace sees
 /// it. Call it single-threaded (a fork copies only the calling thread).
 pub fn spawn(cfg: &InfraConfig) -> Result<i32, MonitorError> {
-    single_threaded()?;
     if !cfg.ns_dir.is_dir() {
         return Err(MonitorError::Usage {
             reason: format!("--ns-dir {}: not a directory", cfg.ns_dir.display()),
         });
     }
-    if let Some(parent) = &cfg.cgroup_parent {
-        crikit::runtime::monitor::cgroup::check_parent(parent)
-            .map_err(|reason| MonitorError::Usage { reason })?;
-    }
-    // Left again when this process exits: the infra process stays in it.
+    // Left again when this process exits: the infra process stays in it. A
+    // scope is asked for before the check below: the event loop that asks is gone
+    // by then.
     let _cgroup = match &cfg.cgroup_parent {
-        Some(parent) => Some(
-            crikit::runtime::monitor::cgroup::join(parent, &format!("ctrmon-{}", cfg.id))
-                .map_err(sys("joining the infra process's cgroup"))?,
-        ),
+        Some(parent) => parent
+            .place(&cfg.id, "infra process of pod")
+            .map_err(|reason| MonitorError::Sys {
+                action: "joining the infra process's cgroup",
+                source: io::Error::other(reason),
+            })?,
         None => None,
     };
+    single_threaded()?;
     for (kind, flag) in JOINED {
         let path = cfg.ns_dir.join(kind);
         if !path.exists() {

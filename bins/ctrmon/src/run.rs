@@ -68,8 +68,9 @@ pub struct MonitorConfig {
     pub attach_wait: Option<std::time::Duration>,
     /// Give the container a stdin pipe that attach clients write to.
     pub stdin: bool,
-    /// Put the monitor in `PARENT/ctrmon-ID` (see [`super::cgroup`]).
-    pub cgroup_parent: Option<PathBuf>,
+    /// Put the monitor in `PARENT/ctrmon-ID` or a scope of the slice PARENT (see
+    /// [`crikit::runtime::monitor::cgroup`]).
+    pub cgroup_parent: Option<crikit::runtime::monitor::cgroup::Parent>,
     /// Where the detached monitor's own diagnostics (its stderr) go; /dev/null
     /// without one.
     pub diagnostics: Option<PathBuf>,
@@ -137,7 +138,8 @@ pub fn check_bundle(bundle: &Path) -> Result<bool, MonitorError> {
 /// Checks what `cfg` launches, and that `cfg.tty` matches the process's `terminal`.
 pub fn check_launch(cfg: &MonitorConfig) -> Result<(), MonitorError> {
     if let Some(parent) = &cfg.cgroup_parent {
-        crikit::runtime::monitor::cgroup::check_parent(parent)
+        parent
+            .check()
             .map_err(|reason| MonitorError::Usage { reason })?;
     }
     let (terminal, what) = match &cfg.launch {
@@ -423,10 +425,7 @@ impl<'a> Monitor<'a> {
             _ => None,
         };
         let joined = match &cfg.cgroup_parent {
-            Some(parent) => Some(
-                crikit::runtime::monitor::cgroup::join(parent, &format!("ctrmon-{}", cfg.id))
-                    .map_err(|e| format!("joining the monitor's cgroup: {e}"))?,
-            ),
+            Some(parent) => parent.place(&cfg.id, "monitor of container")?,
             None => None,
         };
         let io = launch(cfg)?;

@@ -1,5 +1,7 @@
-//! The OCI runtime and the monitor: every runtime command line ([`runc`]) and the
-//! contract between ctrmon and its callers ([`monitor`]).
+//! The OCI runtime and the monitor: every runtime command line ([`runc`]), the
+//! contract between ctrmon and its callers ([`monitor`]), and the systemd units
+//! they are placed in under the systemd cgroup manager ([`systemd`]).
 
 pub mod monitor;
 pub mod runc;
+pub mod systemd;

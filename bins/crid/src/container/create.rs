@@ -562,16 +562,19 @@ impl Crid {
         let fitted = self.make_bundle(pod, id, &config, &info.names[0], infra, &bundle)?;
         let t_bundle = t0.elapsed();
         let log_path = log_path(pod, &config)?;
+        let monitor_parent = crate::host::cgroups::monitor_parent(
+            self.settings.cgroup_manager,
+            pod.cgroup_parent.as_deref(),
+        );
         let (pid, restore_from) = match restore {
             // The runtime makes the container when StartContainer restores it.
             Some(dump) => (0, Some(self.stage_restore(id, dump, &dir, &bundle)?)),
             None => {
-                let monitor_parent = pod.cgroup_parent.as_deref().map(crate::host::cgroups::dir);
                 let create = monitor::Create {
                     log_path: (!log_path.is_empty()).then(|| Path::new(&log_path)),
                     stdin: config.stdin,
                     tty: config.tty,
-                    cgroup_parent: monitor_parent.as_deref(),
+                    cgroup_parent: monitor_parent.as_ref(),
                     start: infra,
                     restore: None,
                 };
@@ -744,8 +747,12 @@ impl Crid {
             pid: made.pid,
             stop_signal: made.fitted.stop_signal,
             infra,
-            // Where the monitor's cgroup is: a directory, whatever the manager.
-            monitor_cgroup_parent: pod.cgroup_parent.as_deref().map(crate::host::cgroups::dir),
+            // Where the monitor's cgroup is: a directory, or a slice under systemd.
+            monitor_cgroup_parent: crate::host::cgroups::monitor_parent(
+                self.settings.cgroup_manager,
+                pod.cgroup_parent.as_deref(),
+            )
+            .map(|p| p.as_str().into_owned()),
             user: made.fitted.user,
             // The handler by name, the default resolved now: a default changed later
             // must not send it to another runtime.

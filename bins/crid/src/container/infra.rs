@@ -39,10 +39,11 @@ impl Crid {
             &pod.id,
             &ns_dir,
             &infra_pid_file(pod),
-            pod.cgroup_parent
-                .as_deref()
-                .map(crate::host::cgroups::dir)
-                .as_deref(),
+            crate::host::cgroups::monitor_parent(
+                self.settings.cgroup_manager,
+                pod.cgroup_parent.as_deref(),
+            )
+            .as_ref(),
         )?;
         match crate::host::netns::pin_pid(&ns_dir, pid) {
             Ok(pinned) => {

@@ -16,6 +16,7 @@ use crate::state::record::{ContainerRecord, Resources};
 use crate::state::store::container_name_key;
 use crate::state::{now_ns, status};
 use crate::Crid;
+use crikit::runtime::monitor::cgroup::Parent;
 use k8s_cri::v1 as cri;
 use std::path::Path;
 use std::sync::Arc;
@@ -161,7 +162,11 @@ impl Crid {
                         log_path: (!c2.log_path.is_empty()).then(|| Path::new(&c2.log_path)),
                         stdin: c2.stdin,
                         tty: c2.tty,
-                        cgroup_parent: c2.monitor_cgroup_parent.as_deref(),
+                        cgroup_parent: c2
+                            .monitor_cgroup_parent
+                            .as_deref()
+                            .map(Parent::from_recorded)
+                            .as_ref(),
                         start: false,
                         restore: Some(&images),
                     },
@@ -271,10 +276,7 @@ impl Crid {
                 }
             })?;
             if let Some(parent) = &c.monitor_cgroup_parent {
-                crikit::runtime::monitor::cgroup::remove(
-                    Path::new(parent),
-                    &format!("ctrmon-{}", c.id),
-                );
+                Parent::from_recorded(parent).remove(&c.id);
             }
             crikit::rootfs::mountattr::unbind_each(&me.store.rro_dir(&c.id));
             let _ = std::fs::remove_dir_all(me.store.container_dir(&c.id));

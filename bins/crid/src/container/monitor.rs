@@ -6,6 +6,7 @@
 
 use crate::error::{CridError, Result};
 use crikit::oci_spec::runtime::Spec;
+use crikit::runtime::monitor::cgroup::Parent;
 use crikit::runtime::monitor::exec::ExecResult;
 use crikit::runtime::monitor::{MonitorCommand, StateDir};
 use crikit::runtime::runc::Runtime;
@@ -32,7 +33,7 @@ pub struct Create<'a> {
     /// A terminal.
     pub tty: bool,
     /// The monitor's cgroup parent.
-    pub cgroup_parent: Option<&'a str>,
+    pub cgroup_parent: Option<&'a Parent>,
     /// Start it too.
     pub start: bool,
     /// Restore it from the CRIU images in this directory instead (running then).
@@ -243,7 +244,7 @@ pub fn start_infra(
     pod: &str,
     ns_dir: &Path,
     pid_file: &Path,
-    cgroup_parent: Option<&str>,
+    cgroup_parent: Option<&Parent>,
 ) -> Result<i32> {
     let mut cmd = MonitorCommand::infra(ctrmon, pod, ns_dir).pid_file(pid_file);
     if let Some(p) = cgroup_parent {

@@ -9,6 +9,8 @@
 //! by its name: `a-b-c.slice` is `/a.slice/a-b.slice/a-b-c.slice`.
 
 use crate::config::CgroupManager;
+use crikit::runtime::monitor::cgroup::Parent;
+use crikit::runtime::systemd::Value;
 use std::path::Path;
 
 /// Where the cgroup hierarchies are mounted.
@@ -44,6 +46,10 @@ pub fn check(manager: CgroupManager) -> Result<(), String> {
                     (no /run/systemd/system); use --cgroup-manager cgroupfs"
                 .into(),
         );
+    }
+    if manager == CgroupManager::Systemd {
+        crikit::runtime::systemd::system_bus_present()
+            .map_err(|e| format!("cgroup manager systemd: {e}"))?;
     }
     if is_unified(Path::new(ROOT)) {
         let file = Path::new(ROOT).join("cgroup.controllers");
@@ -109,6 +115,74 @@ pub fn container_path(manager: CgroupManager, parent: Option<&str>, id: &str) ->
     }
 }
 
+/// Where the monitors and the infra process of a pod with cgroup parent `parent`
+/// go: `DIR/ctrmon-ID` under cgroupfs (none without a parent: they stay in crid's
+/// cgroup), a scope of the pod's slice under systemd (`crikit.slice` without one).
+pub fn monitor_parent(manager: CgroupManager, parent: Option<&str>) -> Option<Parent> {
+    match manager {
+        CgroupManager::Cgroupfs => parent.map(|p| Parent::Dir(dir(p).into())),
+        CgroupManager::Systemd => Some(Parent::Slice(parent.unwrap_or(DEFAULT_SLICE).into())),
+    }
+}
+
+/// Makes the pod's slice `slice` when nobody has: kubelet makes its pods' slices
+/// before RunPodSandbox, with their limits, and those are left as kubelet set them;
+/// for any other caller crid makes it, limited to the pod's resources plus its
+/// overhead (LinuxPodSandboxConfig's `resources` and `overhead`, as kubelet sums
+/// them). Whether it was made here (and is crid's to stop).
+pub async fn make_pod_slice(
+    slice: &str,
+    resources: Option<&k8s_cri::v1::LinuxContainerResources>,
+    overhead: Option<&k8s_cri::v1::LinuxContainerResources>,
+) -> Result<bool, String> {
+    let Some(rel) = slice_dir(slice) else {
+        return Err(format!("{slice:?} is not a slice name"));
+    };
+    let rel = rel.trim_start_matches('/');
+    // The unified hierarchy, or systemd's own on a hybrid host.
+    if [
+        Path::new(ROOT).join(rel),
+        Path::new(ROOT).join("systemd").join(rel),
+    ]
+    .iter()
+    .any(|d| d.is_dir())
+    {
+        return Ok(false);
+    }
+    let zero = k8s_cri::v1::LinuxContainerResources::default();
+    let (r, o) = (resources.unwrap_or(&zero), overhead.unwrap_or(&zero));
+    // A limit only where the pod has one: overhead alone limits nothing.
+    let sum = |a: i64, b: i64| if a > 0 { a + b.max(0) } else { 0 };
+    let period = if r.cpu_period > 0 {
+        r.cpu_period
+    } else {
+        100_000
+    };
+    let limits = crikit::runtime::systemd::slice_limits(
+        sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
+        sum(r.cpu_shares, o.cpu_shares),
+        sum(r.cpu_quota, o.cpu_quota),
+        period,
+    );
+    let mut props = vec![("Description", Value::from(format!("crikit pod {slice}")))];
+    props.extend(limits);
+    let m = crikit::runtime::systemd::Manager::connect()
+        .await
+        .map_err(|e| crikit::one_line(&e))?;
+    m.start_transient(slice, props)
+        .await
+        .map_err(|e| crikit::one_line(&e))?;
+    Ok(true)
+}
+
+/// Stops a pod slice [`make_pod_slice`] made.
+pub async fn remove_pod_slice(slice: &str) -> Result<(), String> {
+    let m = crikit::runtime::systemd::Manager::connect()
+        .await
+        .map_err(|e| crikit::one_line(&e))?;
+    m.stop(slice).await.map_err(|e| crikit::one_line(&e))
+}
+
 /// The cgroup directory, from the hierarchy's root, that a cgroupsPath or a pod's
 /// cgroup parent names: systemd's `slice:prefix:name` and `NAME.slice` laid out as
 /// systemd lays them out, a path as it is.
@@ -134,60 +208,11 @@ pub fn dir(path: &str) -> String {
     slice_dir(path).unwrap_or_else(|| path.to_string())
 }
 
-/// Where systemd puts the slice `name`: each dash-separated prefix is a parent
-/// slice (`a-b.slice` is `/a.slice/a-b.slice`); `-.slice` is the root. None when
-/// `name` is no valid slice name.
-pub fn slice_dir(name: &str) -> Option<String> {
-    if name == "-.slice" {
-        return Some("/".into());
-    }
-    let stem = name.strip_suffix(".slice")?;
-    if stem.is_empty()
-        || stem.starts_with('-')
-        || stem.ends_with('-')
-        || stem.contains("--")
-        || stem.contains('/')
-        || stem.contains(':')
-    {
-        return None;
-    }
-    let mut out = String::new();
-    let mut prefix = String::new();
-    for part in stem.split('-') {
-        if !prefix.is_empty() {
-            prefix.push('-');
-        }
-        prefix.push_str(part);
-        out.push('/');
-        out.push_str(&prefix);
-        out.push_str(".slice");
-    }
-    Some(out)
-}
+pub use crikit::runtime::systemd::slice_dir;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slices_are_laid_out_by_their_names() {
-        assert_eq!(
-            slice_dir("kubepods-burstable-pod12ab.slice").as_deref(),
-            Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12ab.slice")
-        );
-        assert_eq!(slice_dir("system.slice").as_deref(), Some("/system.slice"));
-        assert_eq!(slice_dir("-.slice").as_deref(), Some("/"));
-        for bad in [
-            "kubepods",
-            "-a.slice",
-            "a-.slice",
-            "a--b.slice",
-            ".slice",
-            "a/b.slice",
-        ] {
-            assert_eq!(slice_dir(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn a_cgroups_path_names_its_directory() {

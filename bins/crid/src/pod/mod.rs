@@ -3,6 +3,7 @@
 //! namespace; state kept in `<root>/pods/<id>/pod.json`.
 
 pub mod metrics;
+use crate::config::CgroupManager;
 use crate::container::create::{check_apparmor, check_selinux};
 use crate::error::{CridError, Result};
 use crate::host::stats::PodNet;
@@ -249,6 +250,23 @@ impl Crid {
         // On disk before anything is made: a crid killed half way finds a pod
         // that is not ready, which kubelet stops and removes.
         self.store.save_pod(&pod)?;
+        if let (CgroupManager::Systemd, Some(slice)) =
+            (self.settings.cgroup_manager, pod.cgroup_parent.clone())
+        {
+            let linux = config.linux.as_ref();
+            pod.slice_made = crate::host::cgroups::make_pod_slice(
+                &slice,
+                linux.and_then(|l| l.resources.as_ref()),
+                linux.and_then(|l| l.overhead.as_ref()),
+            )
+            .await
+            .map_err(|e| {
+                CridError::io(format!("pod {id}: making its slice {slice}"))(std::io::Error::other(
+                    e,
+                ))
+            })?;
+        }
+        let made_slice = pod.made_slice().map(String::from);
         let me = Arc::clone(self);
         let made =
             tokio::task::spawn_blocking(move || me.make_pod(&mut pod, &config).map(|()| pod))
@@ -259,6 +277,7 @@ impl Crid {
                 crate::host::netns::unpin(&dir.join("ns"));
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_dir_all(self.store.pod_dir(&id));
+                self.remove_pod_slice(&id, made_slice.as_deref()).await;
                 return Err(e);
             }
         };
@@ -271,6 +290,7 @@ impl Crid {
                 }
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_dir_all(self.store.pod_dir(&id));
+                self.remove_pod_slice(&id, made_slice.as_deref()).await;
                 return Err(e);
             }
         }
@@ -442,6 +462,7 @@ impl Crid {
             }
             _ => {}
         }
+        self.remove_pod_slice(id, guard.made_slice()).await;
         self.store.release(&pod_name_key(&guard.metadata));
         self.stats.forget(&format!("pod:{id}"));
         self.store.forget_pod(id);
@@ -450,6 +471,16 @@ impl Crid {
         }
         self.emit_pod(&guard, cri::ContainerEventType::ContainerDeletedEvent, true);
         Ok(())
+    }
+
+    /// Stops the pod's slice if crid made it; what fails is logged (an empty slice
+    /// left behind holds nothing).
+    async fn remove_pod_slice(&self, id: &str, made: Option<&str>) {
+        if let Some(slice) = made {
+            if let Err(e) = crate::host::cgroups::remove_pod_slice(slice).await {
+                tracing::warn!("pod {id}: stopping its slice: {e}");
+            }
+        }
     }
 
     /// Every pod, for ListPodSandbox.

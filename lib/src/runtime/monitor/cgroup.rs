@@ -1,7 +1,10 @@
 //! The monitor's own cgroup: `--cgroup-parent PARENT` puts the monitor in
 //! `PARENT/ctrmon-ID` in every mounted hierarchy, v1 and v2, so its memory and CPU
 //! count against what the caller chose (a pod's cgroup, as CRI-O does with conmon)
-//! rather than against whoever started it. The container itself goes where its
+//! rather than against whoever started it. Under the systemd cgroup manager the
+//! parent is a slice and the monitor asks systemd for a scope of its own in it,
+//! `crikit-ctrmon-ID.scope` (see [`crate::runtime::systemd`]): cgroups systemd
+//! manages are not written to by hand. The container itself goes where its
 //! config.json's `cgroupsPath` says.
 //!
 //! v1 `cpuset` is left alone: a new cpuset cgroup has no CPUs until someone copies
@@ -94,6 +97,84 @@ pub fn check_parent(parent: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Where a monitor's cgroup goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parent {
+    /// Under a cgroup directory (`/kubepods/pod1`): the monitor makes
+    /// `PARENT/ctrmon-ID` itself.
+    Dir(PathBuf),
+    /// In a systemd slice (`kubepods-pod1.slice`): systemd makes the scope.
+    Slice(String),
+}
+
+impl Parent {
+    /// The parent a caller named: a slice under the systemd cgroup manager, else a
+    /// directory; checked.
+    pub fn new(systemd: bool, parent: &str) -> Result<Parent, String> {
+        let p = if systemd {
+            Parent::Slice(parent.to_string())
+        } else {
+            Parent::Dir(PathBuf::from(parent))
+        };
+        p.check()?;
+        Ok(p)
+    }
+
+    /// A recorded parent ([`Parent::as_str`]): a slice name never starts with `/`.
+    pub fn from_recorded(parent: &str) -> Parent {
+        if parent.starts_with('/') {
+            Parent::Dir(PathBuf::from(parent))
+        } else {
+            Parent::Slice(parent.to_string())
+        }
+    }
+
+    /// The directory or the slice name.
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Parent::Dir(d) => d.to_string_lossy(),
+            Parent::Slice(s) => s.as_str().into(),
+        }
+    }
+
+    /// Why this parent cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Parent::Dir(d) => check_parent(d),
+            Parent::Slice(s) if crate::runtime::systemd::slice_dir(s).is_none() => Err(format!(
+                "cgroup parent {s:?}: not a systemd slice name (NAME.slice)"
+            )),
+            Parent::Slice(_) => Ok(()),
+        }
+    }
+
+    /// Puts the calling process in the monitor cgroup for `id` under this parent:
+    /// `PARENT/ctrmon-ID`, left again when the result drops, or the scope
+    /// `crikit-ctrmon-ID.scope`, which systemd removes once it is empty.
+    pub fn place(&self, id: &str, what: &str) -> Result<Option<Joined>, String> {
+        match self {
+            Parent::Dir(d) => join(d, &format!("ctrmon-{id}"))
+                .map(Some)
+                .map_err(|e| format!("joining the monitor's cgroup: {e}")),
+            Parent::Slice(slice) => {
+                let unit = crate::runtime::systemd::monitor_scope(id);
+                crate::runtime::systemd::join_scope(&unit, slice, &format!("crikit {what} {id}"))
+                    .map(|()| None)
+                    .map_err(|e| crate::one_line(&e))
+            }
+        }
+    }
+
+    /// Removes what [`Parent::place`] made for `id`, for callers cleaning up after
+    /// a monitor that was killed; whether nothing is left (a scope goes by itself).
+    pub fn remove(&self, id: &str) -> bool {
+        match self {
+            Parent::Dir(d) => remove(d, &format!("ctrmon-{id}")),
+            Parent::Slice(_) => true,
+        }
+    }
 }
 
 /// The cgroups the monitor joined.

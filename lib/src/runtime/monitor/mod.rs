@@ -235,9 +235,13 @@ impl MonitorCommand {
         self.with("--pid-file", path)
     }
 
-    /// `--cgroup-parent PARENT`.
-    pub fn cgroup_parent(self, parent: &str) -> Self {
-        self.with("--cgroup-parent", parent)
+    /// `--cgroup-parent PARENT`, with `--cgroup-manager systemd` for a slice.
+    pub fn cgroup_parent(self, parent: &cgroup::Parent) -> Self {
+        let me = match parent {
+            cgroup::Parent::Slice(_) => self.with("--cgroup-manager", "systemd"),
+            cgroup::Parent::Dir(_) => self,
+        };
+        me.with("--cgroup-parent", parent.as_str().as_ref())
     }
 
     /// `--stdin`.
