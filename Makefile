@@ -15,7 +15,7 @@ DEPS := docker-registry skopeo umoci runc crun conmon containerd busybox-static 
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build release test test-node test-cri lint fmt clippy docs man completions check-docs deps demo bench bench-kubelet fuzz install help
+.PHONY: all build release test test-node test-node-cri test-cri lint fmt clippy docs man completions check-docs deps demo bench bench-kubelet fuzz install help
 
 all: build
 
@@ -38,7 +38,10 @@ test: deps build ## unit, cli and integration tests, the runtime suites under ru
 	CARGO=$(CARGO) OTHER_RUNTIMES="$(OTHER_RUNTIMES)" RUNTIME_SUITES="$(RUNTIME_SUITES)" scripts/test.sh
 
 test-node: deps build ## the test node: a systemd, cgroup v2 Debian VM under qemu running crid's unit with both cgroup managers (root)
-	$(CARGO) test --locked --test node -- --nocapture
+	$(CARGO) test --locked --test node a_systemd_node -- --nocapture
+
+test-node-cri: deps build ## critest in the test node, crid under systemd on cgroup v2, its images from CRI_MIRROR=HOST:PORT (root)
+	$(CARGO) test --locked --test node critest_passes -- --nocapture
 
 test-cri: release ## critest against a crid of its own (CRITEST/CRICTL or PATH; CRI_MIRROR=HOST:PORT offline)
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) scripts/test-cri.sh

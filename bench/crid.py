@@ -127,18 +127,21 @@ class Runtime:
             self.proc.kill()
 
 
-def start_crid(work, reg, cni, extra=()):
+def start_crid(work, reg, cni, extra=(), name="crid", bin_dir=None):
     """crid with its defaults: its own infra process for pods that share a PID
-    namespace (containerd runs the pause image for them)."""
-    d = os.path.join(work, "crid")
+    namespace (containerd runs the pause image for them). `bin_dir` holds another
+    build's crid and ctrmon (default: this tree's release build)."""
+    bin_dir = bin_dir or pull.BIN
+    d = os.path.join(work, name)
     os.makedirs(d)
     sock = os.path.join(d, "crid.sock")
-    proc = subprocess.Popen([os.path.join(pull.BIN, "crid"), "--root", f"{d}/root", "--run-dir", f"{d}/run",
+    proc = subprocess.Popen([os.path.join(bin_dir, "crid"), "--root", f"{d}/root", "--run-dir", f"{d}/run",
                              "--listen", f"unix://{sock}", "--cni-conf-dir", cni, "--cni-bin-dir", "/usr/lib/cni",
-                             "--insecure-registry", reg, "--registries-conf", "/dev/null", *extra],
+                             "--insecure-registry", reg, "--registries-conf", "/dev/null",
+                             "--ctrmon", os.path.join(bin_dir, "ctrmon"), *extra],
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "crid.log"), "w"))
-    wait_socket(sock, proc, "crid")
-    return Runtime("crid", work, sock, proc, d)
+    wait_socket(sock, proc, name)
+    return Runtime(name, work, sock, proc, d)
 
 
 def start_containerd(work, reg, cni, pause):

@@ -21,7 +21,10 @@ SIGTERM and leaves a child behind), each timed as a whole process. Pod kinds:
 
 Prints p50 and p90 per call, of runp + create + start and of stopp + rmp, as
 measured and less crictl's own start-up (the p50 of `crictl version` against the
-same runtime, once per call), with same-run ratios to containerd. Needs root.
+same runtime, once per call), with same-run ratios to containerd. With
+`--baseline DIR` (another build's crid and ctrmon, e.g. a worktree of an earlier
+commit after `make release`) that crid runs too, as crid-base, and the ratios of
+crid to it show whether a change moved the lifecycle beyond the noise. Needs root.
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
 
@@ -91,7 +94,11 @@ class Target:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cycles", type=int, default=20)
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another build's crid and ctrmon, run as crid-base beside this one")
     a = ap.parse_args()
+    if a.baseline and not os.access(os.path.join(a.baseline, "crid"), os.X_OK):
+        pull.die(f"--baseline {a.baseline}: no crid there")
     bin = stream.crictl_bin()
     if not bin:
         print("bench/lifecycle.py: no crictl (set CRICTL or PATH): skipped", file=sys.stderr)
@@ -108,6 +115,10 @@ def main():
         targets = [Target(runtimes[0], "crid"), Target(runtimes[1], "containerd")]
         if shutil.which("crun"):
             targets.insert(1, Target(runtimes[0], "crid-runc", "runc"))
+        if a.baseline:
+            cni = os.path.join(work, "cni")
+            runtimes.append(cridbench.start_crid(work, reg, cni, name="crid-base", bin_dir=a.baseline))
+            targets.insert(1, Target(runtimes[-1], "crid-base"))
         for rt in runtimes:
             run(bin, Target(rt, rt.name), "pull", image)
             run(bin, Target(rt, rt.name), "pull", pause)
@@ -140,8 +151,10 @@ def main():
             print(f"\n{kind} pod, {what}, ms:\n")
             head = " | ".join(f"{t} p50 | {t} p90" for t in labels)
             ratios = " | ".join(f"{t}/containerd p50" for t in labels if t != "containerd")
+            if a.baseline:
+                ratios += " | crid/crid-base p50"
             print(f"| call | {head} | {ratios} |")
-            print("|---" * (1 + 2 * len(labels) + len(labels) - 1) + "|")
+            print("|---" * (1 + 2 * len(labels) + len(labels) - 1 + bool(a.baseline)) + "|")
             rows = [(c, [c]) for c in CALLS] + list(sums.items())
             for label, calls in rows:
                 vals = {}
@@ -151,6 +164,8 @@ def main():
                     vals[t] = (pct(per, 0.5) - off, pct(per, 0.9) - off)
                 cells = " | ".join(f"{vals[t][0]:.1f} | {vals[t][1]:.1f}" for t in labels)
                 rs = " | ".join(f"{vals[t][0] / vals['containerd'][0]:.2f}" for t in labels if t != "containerd")
+                if a.baseline:
+                    rs += f" | {vals['crid'][0] / vals['crid-base'][0]:.2f}"
                 print(f"| {label} | {cells} | {rs} |")
 
 

@@ -9,7 +9,9 @@
 set -euo pipefail
 out=${1:?usage: build-image.sh OUT [MIRROR]}
 mirror=${2:-${DEBIAN_MIRROR:-http://deb.debian.org/debian}}
-packages=systemd,systemd-sysv,dbus,udev,kmod,procps,iproute2,iptables,ca-certificates,linux-image-amd64,qemu-guest-agent,runc,crun,containernetworking-plugins
+# apparmor: Debian's kernel enables it, and a Debian node has its tools (critest
+# loads its profiles with sudo apparmor_parser).
+packages=systemd,systemd-sysv,dbus,udev,kmod,procps,iproute2,iptables,ca-certificates,linux-image-amd64,qemu-guest-agent,runc,crun,containernetworking-plugins,apparmor,sudo
 
 for tool in debootstrap mkfs.ext4; do
     command -v "$tool" >/dev/null || { echo "build-image.sh: $tool is missing (make deps)" >&2; exit 2; }

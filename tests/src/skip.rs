@@ -10,7 +10,17 @@
 use std::io::Write as _;
 
 /// The tools a test may need from outside the project, as `CRIKIT_REQUIRE` names them.
-pub const TOOLS: &[&str] = &["crictl", "critest", "criu", "crun", "kubelet", "qemu"];
+/// `cri-mirror` is a registry with critest's images (`CRI_MIRROR=HOST:PORT`), which
+/// the critest run on the test node pulls through.
+pub const TOOLS: &[&str] = &[
+    "crictl",
+    "critest",
+    "cri-mirror",
+    "criu",
+    "crun",
+    "kubelet",
+    "qemu",
+];
 
 /// Whether `tool` is there (`present`); when it is not, either fails the test
 /// (`CRIKIT_REQUIRE` names it) or reports the test as skipped because of `why`.

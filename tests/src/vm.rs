@@ -1,9 +1,11 @@
 //! A test node: the Debian VM `tests/node/build-image.sh` makes (systemd as PID 1,
 //! cgroup v2 only), booted under qemu with TCG, since a KVM guest does not boot
-//! here. The tests drive it through qemu-guest-agent on a virtio serial port (no
-//! network between host and guest) and hand it files in a host directory shared
-//! over 9p at /mnt/share. Each boot writes to an overlay of its own on the cached
-//! image; `Drop` kills qemu, and the overlay goes with the test's temp root.
+//! here. The tests drive it through qemu-guest-agent on a virtio serial port and
+//! hand it files in a host directory shared over 9p at /mnt/share. It has no
+//! network, or with [`Vm::boot_forwarding`] one restricted to a single host port:
+//! qemu's user network reaches nothing else. Each boot writes to an overlay of its
+//! own on the cached image; `Drop` kills qemu, and the overlay goes with the test's
+//! temp root.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -71,6 +73,29 @@ pub fn image() -> PathBuf {
     dir
 }
 
+/// Where in the guest [`Vm::boot_forwarding`]'s host port is reached.
+pub const FORWARD_ADDR: &str = "10.0.2.100:5000";
+
+/// One forwarded connection: stdin and stdout (qemu's side) to a TCP address.
+const RELAY: &str = r#"import os, socket, sys, threading
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def up():
+    while True:
+        b = os.read(0, 65536)
+        if not b:
+            break
+        s.sendall(b)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+out = sys.stdout.buffer
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    out.write(b)
+    out.flush()
+"#;
+
 /// What a command in the guest did.
 #[derive(Debug)]
 pub struct Output {
@@ -97,6 +122,31 @@ impl Vm {
     /// Boots the node with its files under `dir` (overlay, sockets, console log,
     /// the share) and waits for its guest agent; /mnt/share is mounted.
     pub fn boot(dir: &Path) -> Vm {
+        Vm::start(dir, None)
+    }
+
+    /// [`Vm::boot`] with one way out: connections the guest makes to
+    /// [`FORWARD_ADDR`] go to `host` (`HOST:PORT`, on the host's loopback), each
+    /// through a relay process of its own; nothing else leaves the guest.
+    pub fn boot_forwarding(dir: &Path, host: &str) -> Vm {
+        let (h, port) = host.rsplit_once(':').expect("HOST:PORT");
+        let relay = dir.join("relay.py");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&relay, RELAY).unwrap();
+        let nic = format!(
+            "user,model=virtio-net-pci,restrict=on,net=10.0.2.0/24,\
+             guestfwd=tcp:{FORWARD_ADDR}-cmd:python3 {} {h} {port}",
+            relay.display()
+        );
+        let vm = Vm::start(dir, Some(&nic));
+        vm.ok(
+            "set -e; dev=$(ls /sys/class/net | grep -v -e '^lo$' | head -1); \
+             ip link set \"$dev\" up; ip addr add 10.0.2.15/24 dev \"$dev\"",
+        );
+        vm
+    }
+
+    fn start(dir: &Path, nic: Option<&str>) -> Vm {
         let image = image();
         std::fs::create_dir_all(dir).unwrap();
         let overlay = dir.join("node.qcow2");
@@ -144,15 +194,9 @@ impl Vm {
             .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1"])
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
-            .args([
-                "-display",
-                "none",
-                "-monitor",
-                "none",
-                "-nic",
-                "none",
-                "-no-reboot",
-            ])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-nic")
+            .arg(nic.unwrap_or("none"))
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
             .arg("-chardev")

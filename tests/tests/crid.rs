@@ -398,11 +398,20 @@ async fn images_pull_list_status_remove_and_fs_info() {
     let e = img.pull_image(pull_request("")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 
-    img.remove_image(cri::RemoveImageRequest {
-        image: spec(&p.config),
-    })
-    .await
-    .unwrap();
+    // Removed by several callers at once (critest's Image Consistency spec): each
+    // succeeds; none reads a blob another has just pruned.
+    let channel = crid.channel().await;
+    let removals: Vec<_> = (0..8)
+        .map(|_| {
+            let mut img =
+                k8s_cri::v1::image_service_client::ImageServiceClient::new(channel.clone());
+            let image = spec(&p.config);
+            tokio::spawn(async move { img.remove_image(cri::RemoveImageRequest { image }).await })
+        })
+        .collect();
+    for r in removals {
+        r.await.unwrap().unwrap();
+    }
     let list = img
         .list_images(cri::ListImagesRequest::default())
         .await

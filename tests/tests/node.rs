@@ -12,19 +12,27 @@ use e2e::{bin, run, Image, Registry, TempRoot};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The pod's cgroup parent as kubelet's driver of that name makes it.
+/// The pod's cgroup parent as kubelet's driver of that name sends it: under
+/// systemd the slice's whole path, of which a runtime takes the last.
 fn pod_parent(manager: &str, uid: &str) -> String {
     match manager {
-        "systemd" => format!("kubepods-burstable-pod{uid}.slice"),
+        "systemd" => {
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice")
+        }
         _ => format!("/kubepods/burstable/pod{uid}"),
     }
+}
+
+/// The pod's slice: the last of the path kubelet sends.
+fn slice_of(parent: &str) -> &str {
+    parent.rsplit('/').next().unwrap_or(parent)
 }
 
 /// Where the pod's cgroup is, from the cgroup root: a slice laid out by its name.
 fn pod_cgroup(manager: &str, parent: &str) -> String {
     match manager {
         "systemd" => {
-            let stem = parent.trim_end_matches(".slice");
+            let stem = slice_of(parent).trim_end_matches(".slice");
             let mut path = String::new();
             let mut prefix = String::new();
             for part in stem.split('-') {
@@ -224,6 +232,13 @@ EOF
             "{manager}, {handler}: in {own}, not {unit}"
         );
         let cg = format!("/sys/fs/cgroup{own}");
+        // An overlay rootfs, though nothing had mounted one since boot (Debian's
+        // overlay module loads on the first mount).
+        let fstype = ok(
+            &vm,
+            &format!("findmnt -n -o FSTYPE /var/lib/crikit/containers/{busy_id}/bundle/rootfs"),
+        );
+        assert_eq!(fstype.trim(), "overlay", "{manager}, {handler}: the rootfs");
         // No oom_score_adj asked: 0, not crid's own -999 from its unit.
         let adj = ok(&vm, &format!("cat /proc/{}/oom_score_adj", pid.trim()));
         assert_eq!(
@@ -249,7 +264,7 @@ EOF
             // systemd's own view: the scopes, active, in the pod's slice.
             let status = ok(
                 &vm,
-                &format!("systemctl status --no-pager {parent} || true"),
+                &format!("systemctl status --no-pager {} || true", slice_of(&parent)),
             );
             for scope in [
                 format!("crikit-{busy_id}.scope"),
@@ -392,7 +407,7 @@ EOF
                 format!("crikit-{busy_id}.scope"),
                 format!("crikit-ctrmon-{busy_id}.scope"),
                 format!("crikit-ctrmon-{pod_id}.scope"),
-                parent.clone(),
+                slice_of(&parent).to_string(),
             ] {
                 let gone = vm.sh(&format!("systemctl is-active {unit}"));
                 assert_ne!(
@@ -411,4 +426,164 @@ EOF
         }
     }
     eprintln!("the node suite took {:?}", t0.elapsed());
+}
+
+/// critest's specs whose full text holds one of tests/cri/known-failures.txt's lines.
+fn known_failures() -> Vec<String> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("cri/known-failures.txt");
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+/// Each spec of a ginkgo JSON report, as `(state, full text, failure message)`.
+fn specs(report: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut out = vec![];
+    for suite in report.as_array().into_iter().flatten() {
+        for spec in suite["SpecReports"].as_array().into_iter().flatten() {
+            if spec["LeafNodeType"] != "It" {
+                continue;
+            }
+            let mut text: Vec<String> = spec["ContainerHierarchyTexts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect();
+            text.push(spec["LeafNodeText"].as_str().unwrap_or_default().into());
+            let state = spec["State"].as_str().unwrap_or_default().to_string();
+            let why = spec["Failure"]["Message"].as_str().unwrap_or_default();
+            let why: String = why.chars().take(400).collect();
+            out.push((state, text.join(" "), why.replace('\n', " ")));
+        }
+    }
+    out
+}
+
+/// The node's CNI network: a bridge with masquerading and host ports.
+const NODE_CNI: &str = r#"{"cniVersion": "1.0.0", "name": "node", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+  {"type": "loopback"}]}"#;
+
+#[test]
+fn critest_passes_on_the_systemd_node() {
+    if !e2e::skip::require(
+        "qemu",
+        e2e::vm::available(),
+        "qemu-system-x86_64, qemu-img, debootstrap or mkfs.ext4 is missing (make deps)",
+    ) {
+        return;
+    }
+    let Some(critest) = e2e::skip::find("CRITEST", "critest") else {
+        e2e::skip::require("critest", false, "it is not found (CRITEST or PATH)");
+        return;
+    };
+    let mirror = std::env::var("CRI_MIRROR").unwrap_or_default();
+    if !e2e::skip::require(
+        "cri-mirror",
+        !mirror.is_empty(),
+        "CRI_MIRROR names no registry with critest's images (make test-node-cri)",
+    ) {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = TempRoot::new();
+    let dir = tmp.path().join("vm");
+    let share = dir.join("share");
+    let bins = share.join("bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    for b in ["crid", "ctrmon"] {
+        std::fs::copy(bin(b), bins.join(b)).unwrap();
+    }
+    std::fs::copy(&critest, bins.join("critest")).unwrap();
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bins/crid/dist");
+    std::fs::copy(dist.join("crid.service"), share.join("crid.service")).unwrap();
+    std::fs::write(share.join("10-node.conflist"), NODE_CNI).unwrap();
+    let vm = Vm::boot_forwarding(&dir, &mirror);
+    eprintln!("the node booted in {:?}", vm.booted_in);
+
+    // crid from its unit with the systemd cgroup manager (the default there), the
+    // registries critest pulls from sent to the host's mirror, a CNI bridge.
+    let mirror_in = e2e::vm::FORWARD_ADDR;
+    ok(
+        &vm,
+        &format!(
+            r#"set -e
+        install -m755 /mnt/share/bin/crid /mnt/share/bin/ctrmon /mnt/share/bin/critest /usr/local/bin/
+        sed 's|@PREFIX@|/usr/local|g' /mnt/share/crid.service > /etc/systemd/system/crid.service
+        mkdir -p /etc/containers /etc/cni/net.d
+        for p in registry.k8s.io k8s.gcr.io gcr.io; do
+          printf '[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$p" "{mirror_in}"
+        done > /etc/containers/registries.conf
+        cp /mnt/share/10-node.conflist /etc/cni/net.d/
+        systemctl daemon-reload
+        systemctl start crid || {{ journalctl -u crid --no-pager | tail -20 >&2; exit 1; }}
+        test "$(systemctl is-active crid)" = active"#
+        ),
+    );
+    // critest outlives a guest command's limit: it runs in the background and
+    // leaves its exit status beside its report on the share.
+    ok(
+        &vm,
+        "cd /root && (critest --runtime-endpoint unix:///run/crikit/crid.sock \
+           --image-endpoint unix:///run/crikit/crid.sock --ginkgo.no-color \
+           --ginkgo.json-report=/mnt/share/report.json > /mnt/share/critest.log 2>&1; \
+           echo $? > /mnt/share/critest.done) > /dev/null 2>&1 &",
+    );
+    let limit = Duration::from_secs(60 * 60);
+    let started = Instant::now();
+    while !share.join("critest.done").exists() {
+        assert!(
+            started.elapsed() < limit,
+            "critest still running in the node after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    eprintln!("critest ran in the node in {:?}", started.elapsed());
+    let report: serde_json::Value = match std::fs::read(share.join("report.json")) {
+        Ok(b) => serde_json::from_slice(&b).unwrap(),
+        Err(e) => panic!(
+            "critest wrote no report ({e}): {}",
+            std::fs::read_to_string(share.join("critest.log")).unwrap_or_default()
+        ),
+    };
+    let specs = specs(&report);
+    let count = |s: &str| specs.iter().filter(|(state, _, _)| state == s).count();
+    let failed: Vec<(&String, &String)> = specs
+        .iter()
+        .filter(|(s, _, _)| !matches!(s.as_str(), "passed" | "skipped" | "pending"))
+        .map(|(_, t, why)| (t, why))
+        .collect();
+    eprintln!(
+        "critest on the node (systemd, cgroup v2, crun): {} passed, {} failed, {} skipped",
+        count("passed"),
+        failed.len(),
+        count("skipped")
+    );
+    let known = known_failures();
+    let unknown: Vec<String> = failed
+        .iter()
+        .filter(|(t, _)| !known.iter().any(|k| t.contains(k.as_str())))
+        .map(|(t, why)| format!("{t}: {why}"))
+        .collect();
+    for (t, _) in &failed {
+        eprintln!("  failed: {t}");
+    }
+    assert!(count("passed") > 0, "critest passed nothing: {report}");
+    if !unknown.is_empty() {
+        let journal = vm
+            .sh("journalctl -u crid --no-pager | grep -v Connection | tail -40")
+            .stdout;
+        panic!(
+            "critest on the node: {} failure(s) not in tests/cri/known-failures.txt: {unknown:#?}\n\
+             --- crid's journal:\n{journal}",
+            unknown.len()
+        );
+    }
+    eprintln!("the node's critest took {:?} in all", t0.elapsed());
 }

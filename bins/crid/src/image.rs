@@ -232,6 +232,8 @@ pub struct Images {
     metrics: Arc<crate::metrics::Metrics>,
     /// Pulls under way, by reference and credentials.
     inflight: std::sync::Mutex<HashMap<String, Shared<BoxFuture<'static, PullOutcome>>>>,
+    /// Held by a removal: two at once would each read what the other prunes.
+    removing: std::sync::Mutex<()>,
 }
 
 /// Records when a pull last moved, and counts the bytes it downloads.
@@ -294,6 +296,7 @@ impl Images {
             progress_timeout,
             metrics,
             inflight: Default::default(),
+            removing: Default::default(),
         }
     }
 
@@ -394,6 +397,7 @@ impl Images {
     /// unless `in_use` names a container that uses it. Nothing to remove is no error
     /// (the CRI's RemoveImage is idempotent).
     pub fn remove(&self, spec: &str, in_use: impl Fn(&str) -> Option<String>) -> Result<()> {
+        let _one = self.removing.lock().unwrap_or_else(|e| e.into_inner());
         let Some(image) = find(&self.store, spec)? else {
             return Ok(());
         };

@@ -13,7 +13,6 @@
 //! and `/proc/1/net` as the pod's containers see them show nothing of the node.
 
 use crate::error::{sys, MonitorError};
-use crate::run::single_threaded;
 use crikit::runtime::monitor::cgroup::Parent;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
@@ -59,9 +58,8 @@ pub fn spawn(cfg: &InfraConfig) -> Result<i32, MonitorError> {
             reason: format!("--ns-dir {}: not a directory", cfg.ns_dir.display()),
         });
     }
-    // Left again when this process exits: the infra process stays in it. A
-    // scope is asked for before the check below: the event loop that asks is gone
-    // by then.
+    // Left again when this process exits: the infra process stays in it. Asking
+    // systemd for a scope starts threads, which must be gone again before the fork.
     let _cgroup = match &cfg.cgroup_parent {
         Some(parent) => parent
             .place(&cfg.id, "infra process of pod")
@@ -71,7 +69,7 @@ pub fn spawn(cfg: &InfraConfig) -> Result<i32, MonitorError> {
             })?,
         None => None,
     };
-    single_threaded()?;
+    crate::run::single_threaded_within(std::time::Duration::from_secs(2))?;
     for (kind, flag) in JOINED {
         let path = cfg.ns_dir.join(kind);
         if !path.exists() {

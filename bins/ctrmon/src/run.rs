@@ -179,10 +179,23 @@ pub enum Spawned {
 /// Refuses to go on in a process that runs more than one thread (a fork copies only
 /// the caller's); with no /proc to count with, the caller's word is all there is.
 pub fn single_threaded() -> Result<(), MonitorError> {
-    match std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()) {
+    match threads() {
         0 | 1 => Ok(()),
         threads => Err(MonitorError::Threaded { threads }),
     }
+}
+
+/// [`single_threaded`], once threads this process ended (an event loop's, shut
+/// down) have left, waiting at most `limit` for them.
+pub fn single_threaded_within(limit: std::time::Duration) -> Result<(), MonitorError> {
+    crikit::sync::poll_until(limit, std::time::Duration::from_millis(1), || {
+        threads() <= 1
+    });
+    single_threaded()
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
 /// Detaches a monitor for `cfg` (new session, double fork) and returns, in the

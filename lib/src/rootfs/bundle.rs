@@ -253,9 +253,33 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Whether overlayfs can be mounted here: listed in /proc/filesystems, or, as root,
+/// listed once the kernel has loaded its module. A distribution kernel builds it as
+/// a module that loads on the first overlay mount, which on a freshly booted node may
+/// not have happened yet: a mount that cannot succeed (no lower directory) asks for
+/// it, as the first real one would. Found once per process.
 fn overlay_available() -> bool {
-    fs::read_to_string("/proc/filesystems")
-        .is_ok_and(|s| s.lines().any(|l| l.ends_with("\toverlay")))
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let listed = || {
+            fs::read_to_string("/proc/filesystems")
+                .is_ok_and(|s| s.lines().any(|l| l.ends_with("\toverlay")))
+        };
+        if listed() || !is_root() {
+            return listed();
+        }
+        if let Ok(dir) = tempfile::tempdir() {
+            let _ = nix::mount::mount(
+                Some("overlay"),
+                dir.path(),
+                Some("overlay"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            );
+            let _ = nix::mount::umount2(dir.path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        listed()
+    })
 }
 
 /// Blobs in the store were verified when they were written; the diff_id check

@@ -169,20 +169,14 @@ impl Manager {
             ("CollectMode", Value::from("inactive-or-failed")),
         ];
         self.start_transient(unit, props).await?;
+        // The unified hierarchy's line, or systemd's named v1 one on a legacy host.
         let wanted = format!("/{unit}");
-        let cgroup_of = || {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("0::").map(String::from))
-                })
-                .unwrap_or_default()
-        };
+        let cgroup_of =
+            || std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             let now = cgroup_of();
-            if now.ends_with(&wanted) {
+            if now.lines().any(|l| l.ends_with(&wanted)) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -190,7 +184,7 @@ impl Manager {
                     pid,
                     unit: unit.to_string(),
                     secs: START_TIMEOUT.as_secs(),
-                    cgroup: now,
+                    cgroup: now.trim().replace('\n', " "),
                 });
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -198,17 +192,23 @@ impl Manager {
     }
 }
 
-/// [`Manager::start_scope`] for the calling process, from code without an async
-/// runtime: one is made for the call and is gone when it returns, threads and all.
-pub fn join_scope(unit: &str, slice: &str, description: &str) -> Result<(), SystemdError> {
+/// [`Manager::start_scope`] from code without an async runtime: one is made for
+/// the call and shut down when it returns. Its threads may outlive the call by a
+/// moment: a caller that forks afterwards waits for them to be gone. Not from a
+/// process that has unshared its PID namespace (it can start no thread).
+pub fn start_scope_blocking(
+    unit: &str,
+    slice: &str,
+    pid: u32,
+    description: &str,
+) -> Result<(), SystemdError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(SystemdError::Runtime)?;
     let r = rt.block_on(async {
         let m = Manager::connect().await?;
-        m.start_scope(unit, slice, std::process::id(), description)
-            .await
+        m.start_scope(unit, slice, pid, description).await
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     r

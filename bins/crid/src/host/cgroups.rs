@@ -85,6 +85,7 @@ fn is_unified(root: &Path) -> bool {
 /// Why the pod cgroup parent `parent` (kubelet's `cgroup_parent`) does not suit
 /// `manager`: kubelet's cgroup driver and crid's must be the same.
 pub fn check_parent(manager: CgroupManager, parent: &str) -> Result<(), String> {
+    let parent = &*normalize_parent(manager, parent);
     match manager {
         CgroupManager::Systemd if slice_dir(parent).is_none() => Err(format!(
             "cgroup parent {parent:?} is not a systemd slice (NAME.slice): crid's cgroup \
@@ -100,6 +101,21 @@ pub fn check_parent(manager: CgroupManager, parent: &str) -> Result<(), String> 
             Err(format!("cgroup parent {parent:?} climbs out with \"..\""))
         }
         _ => Ok(()),
+    }
+}
+
+/// The pod cgroup parent crid uses for `parent` as a caller gave it: under systemd
+/// the last slice of a path of them, as containerd and CRI-O take it (critest and
+/// crictl's examples send `/test.slice`; kubelet sends the slice's name alone).
+pub fn normalize_parent(manager: CgroupManager, parent: &str) -> std::borrow::Cow<'_, str> {
+    match manager {
+        CgroupManager::Systemd if parent.contains('/') => parent
+            .rsplit('/')
+            .find(|c| !c.is_empty())
+            .unwrap_or_default()
+            .to_string()
+            .into(),
+        _ => parent.into(),
     }
 }
 
@@ -213,6 +229,25 @@ pub use crikit::runtime::systemd::slice_dir;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_systemd_parent_is_its_last_slice() {
+        let n = |p| normalize_parent(CgroupManager::Systemd, p).into_owned();
+        assert_eq!(n("/test.slice"), "test.slice");
+        assert_eq!(
+            n("/kubepods.slice/kubepods-besteffort.slice/"),
+            "kubepods-besteffort.slice"
+        );
+        assert_eq!(n("kubepods.slice"), "kubepods.slice");
+        assert_eq!(n("/"), "");
+        assert!(check_parent(CgroupManager::Systemd, "/test.slice").is_ok());
+        assert!(check_parent(CgroupManager::Systemd, "/").is_err());
+        assert!(check_parent(CgroupManager::Systemd, "/kubepods/pod1").is_err());
+        assert_eq!(
+            normalize_parent(CgroupManager::Cgroupfs, "/kubepods/pod1"),
+            "/kubepods/pod1"
+        );
+    }
 
     #[test]
     fn a_cgroups_path_names_its_directory() {

@@ -237,6 +237,9 @@ impl Crid {
         );
         pod.userns = userns;
         pod.created_at = now_ns();
+        pod.cgroup_parent = pod.cgroup_parent.map(|p| {
+            crate::host::cgroups::normalize_parent(self.settings.cgroup_manager, &p).into_owned()
+        });
         if pod.namespaces.network != NsMode::Node {
             // On disk before the ADD runs: a crid killed during it still runs DEL,
             // which releases what the plugins did so far (lease, iptables rules).

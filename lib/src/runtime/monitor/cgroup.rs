@@ -152,7 +152,8 @@ impl Parent {
 
     /// Puts the calling process in the monitor cgroup for `id` under this parent:
     /// `PARENT/ctrmon-ID`, left again when the result drops, or the scope
-    /// `crikit-ctrmon-ID.scope`, which systemd removes once it is empty.
+    /// `crikit-ctrmon-ID.scope`, which systemd removes once it is empty. A scope is
+    /// asked for over D-Bus from threads that may outlive the call by a moment.
     pub fn place(&self, id: &str, what: &str) -> Result<Option<Joined>, String> {
         match self {
             Parent::Dir(d) => join(d, &format!("ctrmon-{id}"))
@@ -160,9 +161,14 @@ impl Parent {
                 .map_err(|e| format!("joining the monitor's cgroup: {e}")),
             Parent::Slice(slice) => {
                 let unit = crate::runtime::systemd::monitor_scope(id);
-                crate::runtime::systemd::join_scope(&unit, slice, &format!("crikit {what} {id}"))
-                    .map(|()| None)
-                    .map_err(|e| crate::one_line(&e))
+                crate::runtime::systemd::start_scope_blocking(
+                    &unit,
+                    slice,
+                    std::process::id(),
+                    &format!("crikit {what} {id}"),
+                )
+                .map(|()| None)
+                .map_err(|e| crate::one_line(&e))
             }
         }
     }
