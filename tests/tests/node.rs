@@ -528,11 +528,15 @@ fn critest_passes_on_the_systemd_node() {
     );
     // critest outlives a guest command's limit: it runs in the background and
     // leaves its exit status beside its report on the share.
+    // CRITEST_ARGS adds flags (a -ginkgo.focus or -ginkgo.skip to run fewer specs).
+    let extra = std::env::var("CRITEST_ARGS").unwrap_or_default();
+    std::fs::write(share.join("critest.args"), &extra).unwrap();
     ok(
         &vm,
         "cd /root && (critest --runtime-endpoint unix:///run/crikit/crid.sock \
            --image-endpoint unix:///run/crikit/crid.sock --ginkgo.no-color \
-           --ginkgo.json-report=/mnt/share/report.json > /mnt/share/critest.log 2>&1; \
+           --ginkgo.json-report=/mnt/share/report.json $(cat /mnt/share/critest.args) \
+           > /mnt/share/critest.log 2>&1; \
            echo $? > /mnt/share/critest.done) > /dev/null 2>&1 &",
     );
     let limit = Duration::from_secs(60 * 60);
@@ -553,6 +557,19 @@ fn critest_passes_on_the_systemd_node() {
         ),
     };
     let specs = specs(&report);
+    let mut slowest: Vec<(f64, String)> = vec![];
+    for suite in report.as_array().into_iter().flatten() {
+        for spec in suite["SpecReports"].as_array().into_iter().flatten() {
+            let secs = spec["RunTime"].as_f64().unwrap_or(0.0) / 1e9;
+            let text = spec["LeafNodeText"].as_str().unwrap_or_default();
+            slowest.push((secs, text.to_string()));
+        }
+    }
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    eprintln!("the slowest specs:");
+    for (secs, text) in slowest.iter().take(10) {
+        eprintln!("  {secs:6.1} s  {text}");
+    }
     let count = |s: &str| specs.iter().filter(|(state, _, _)| state == s).count();
     let failed: Vec<(&String, &String)> = specs
         .iter()
