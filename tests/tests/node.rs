@@ -320,6 +320,29 @@ EOF
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         assert!(cpu > 0, "{manager}, {handler}: {stats}");
+        // The pod's stats (its slice, or its cgroupfs parent) and the cAdvisor
+        // metrics kubelet's CRI stats provider reads, with values.
+        let statsp: serde_json::Value =
+            serde_json::from_str(&ok(&vm, &format!("crictl statsp -o json --id {pod_id}")))
+                .unwrap();
+        let pod_mem: u64 = statsp["stats"][0]["linux"]["memory"]["workingSetBytes"]["value"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(pod_mem > 0, "{manager}, {handler}: {statsp}");
+        let metrics: serde_json::Value =
+            serde_json::from_str(&ok(&vm, "crictl metricsp -o json")).unwrap();
+        let busy_cpu = metrics["podMetrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["containerMetrics"].as_array().into_iter().flatten())
+            .filter(|c| c["containerId"] == busy_id.as_str())
+            .flat_map(|c| c["metrics"].as_array().into_iter().flatten())
+            .find(|m| m["name"] == "container_cpu_usage_seconds_total")
+            .and_then(|m| m["value"]["value"].as_str()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(busy_cpu > 0, "{manager}, {handler}: {metrics}");
         // UpdateContainerResources lands in the same cgroup.
         ok(
             &vm,
