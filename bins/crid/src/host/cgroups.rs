@@ -85,12 +85,13 @@ fn is_unified(root: &Path) -> bool {
 /// Why the pod cgroup parent `parent` (kubelet's `cgroup_parent`) does not suit
 /// `manager`: kubelet's cgroup driver and crid's must be the same.
 pub fn check_parent(manager: CgroupManager, parent: &str) -> Result<(), String> {
-    let parent = &*normalize_parent(manager, parent);
     match manager {
-        CgroupManager::Systemd if slice_dir(parent).is_none() => Err(format!(
-            "cgroup parent {parent:?} is not a systemd slice (NAME.slice): crid's cgroup \
+        CgroupManager::Systemd if slice_dir(&normalize_parent(manager, parent)).is_none() => {
+            Err(format!(
+                "cgroup parent {parent:?} is not a systemd slice (NAME.slice): crid's cgroup \
              manager is systemd, so kubelet's cgroupDriver must be systemd too"
-        )),
+            ))
+        }
         CgroupManager::Cgroupfs if parent.ends_with(".slice") && !parent.contains('/') => {
             Err(format!(
                 "cgroup parent {parent:?} is a systemd slice: crid's cgroup manager is \
@@ -105,8 +106,9 @@ pub fn check_parent(manager: CgroupManager, parent: &str) -> Result<(), String> 
 }
 
 /// The pod cgroup parent crid uses for `parent` as a caller gave it: under systemd
-/// the last slice of a path of them, as containerd and CRI-O take it (critest and
-/// crictl's examples send `/test.slice`; kubelet sends the slice's name alone).
+/// the last slice of a path of them, as containerd and CRI-O take it (kubelet's
+/// systemd driver sends the whole path, `/kubepods.slice/kubepods-burstable.slice/
+/// kubepods-burstable-pod<uid>.slice`; critest sends `/test.slice`).
 pub fn normalize_parent(manager: CgroupManager, parent: &str) -> std::borrow::Cow<'_, str> {
     match manager {
         CgroupManager::Systemd if parent.contains('/') => parent
@@ -242,7 +244,8 @@ mod tests {
         assert_eq!(n("/"), "");
         assert!(check_parent(CgroupManager::Systemd, "/test.slice").is_ok());
         assert!(check_parent(CgroupManager::Systemd, "/").is_err());
-        assert!(check_parent(CgroupManager::Systemd, "/kubepods/pod1").is_err());
+        let e = check_parent(CgroupManager::Systemd, "/kubepods/pod1").unwrap_err();
+        assert!(e.contains("\"/kubepods/pod1\""), "{e}");
         assert_eq!(
             normalize_parent(CgroupManager::Cgroupfs, "/kubepods/pod1"),
             "/kubepods/pod1"
