@@ -64,7 +64,8 @@ fn required(tool: &str, list: Option<&str>) -> bool {
     list.unwrap_or_default()
         .split(',')
         .map(str::trim)
-        .any(|t| t == tool || t == "all")
+        // `all` is every tool a host can have: a mirror is named per run.
+        .any(|t| t == tool || (t == "all" && tool != "cri-mirror"))
 }
 
 /// Whether `cmd ARGS` runs and succeeds.
@@ -101,6 +102,8 @@ mod tests {
         assert!(required("criu", Some("crictl,criu")));
         assert!(required("crun", Some(" crun ")));
         assert!(required("kubelet", Some("all")));
+        assert!(!required("cri-mirror", Some("all")));
+        assert!(required("cri-mirror", Some("qemu,cri-mirror")));
         assert!(!required("crun", Some("crictl,criu")));
         assert!(!required("crun", Some("")));
         assert!(!required("crun", None));

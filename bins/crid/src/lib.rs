@@ -64,6 +64,9 @@ pub struct Crid {
     pub metrics: Arc<metrics::Metrics>,
     /// The containers StopContainer calls are at work on, with how many calls.
     pub stopping: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Pods being made in each pod slice, under the systemd cgroup manager; held
+    /// while a slice is made or let go (several pods may share one).
+    pub slices: tokio::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Crid {
@@ -90,6 +93,7 @@ impl Crid {
             streams: Default::default(),
             events: Default::default(),
             stopping: Default::default(),
+            slices: Default::default(),
             metrics,
             settings,
         })

@@ -51,6 +51,15 @@ pub enum SystemdError {
     Runtime(#[source] std::io::Error),
 }
 
+impl SystemdError {
+    /// Whether systemd refused a start because the unit is loaded already.
+    pub fn unit_exists(&self) -> bool {
+        matches!(self, SystemdError::Call { source, .. }
+            if matches!(&**source, zbus::Error::MethodError(name, _, _)
+                if name.as_str() == "org.freedesktop.systemd1.UnitExists"))
+    }
+}
+
 /// Whether the system bus looks reachable: the socket `DBUS_SYSTEM_BUS_ADDRESS` or
 /// the default names exists. A cheap check for a daemon's start; the real answer
 /// is a connection.
@@ -252,9 +261,17 @@ pub fn monitor_scope(id: &str) -> String {
 }
 
 /// A pod's limits as slice properties: `memory` bytes (MemoryMax), CPU `shares`
-/// (as CPUWeight, converted as runc and crun convert them), and a CFS `quota` per
-/// `period` µs (CPUQuotaPerSecUSec, CPUQuotaPeriodUSec). Zero means unset.
-pub fn slice_limits(memory: i64, shares: i64, quota: i64, period: i64) -> Vec<Property<'static>> {
+/// (as CPUWeight on a unified host, converted as runc and crun convert them;
+/// CPUShares on v1), and a CFS `quota` per `period` µs (CPUQuotaPerSecUSec, and
+/// CPUQuotaPeriodUSec when the period is not the default 100 ms, which systemd
+/// before 242 does not know). Zero means unset.
+pub fn slice_limits(
+    unified: bool,
+    memory: i64,
+    shares: i64,
+    quota: i64,
+    period: i64,
+) -> Vec<Property<'static>> {
     let mut props: Vec<Property<'static>> = vec![
         ("MemoryAccounting", Value::from(true)),
         ("CPUAccounting", Value::from(true)),
@@ -263,16 +280,23 @@ pub fn slice_limits(memory: i64, shares: i64, quota: i64, period: i64) -> Vec<Pr
     if memory > 0 {
         props.push(("MemoryMax", Value::from(memory as u64)));
     }
-    if shares > 0 {
+    if shares > 0 && unified {
         props.push(("CPUWeight", Value::from(shares_to_weight(shares as u64))));
+    } else if shares > 0 {
+        props.push(("CPUShares", Value::from((shares as u64).clamp(2, 262_144))));
     }
     if quota > 0 {
         let period = if period > 0 { period as u64 } else { 100_000 };
         // systemd takes a quota per second, in whole percent of a CPU at least.
-        let per_sec = (quota as u64 * 1_000_000).div_ceil(period);
-        let per_sec = per_sec.div_ceil(10_000) * 10_000;
+        let per_sec = (quota as u64)
+            .saturating_mul(1_000_000)
+            .div_ceil(period)
+            .div_ceil(10_000)
+            .saturating_mul(10_000);
         props.push(("CPUQuotaPerSecUSec", Value::from(per_sec)));
-        props.push(("CPUQuotaPeriodUSec", Value::from(period)));
+        if period != 100_000 {
+            props.push(("CPUQuotaPeriodUSec", Value::from(period)));
+        }
     }
     props
 }
@@ -318,14 +342,28 @@ mod tests {
 
     #[test]
     fn slice_limits_carry_what_is_set() {
-        let p = slice_limits(256 << 20, 512, 50_000, 100_000);
-        let get = |n: &str| p.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
-        assert_eq!(get("MemoryMax"), Some(Value::from(256u64 << 20)));
-        assert_eq!(get("CPUWeight"), Some(Value::from(20u64)));
-        assert_eq!(get("CPUQuotaPerSecUSec"), Some(Value::from(500_000u64)));
-        assert_eq!(get("CPUQuotaPeriodUSec"), Some(Value::from(100_000u64)));
-        let none = slice_limits(0, 0, 0, 0);
+        let p = slice_limits(true, 256 << 20, 512, 50_000, 100_000);
+        fn get(p: &[Property<'static>], n: &str) -> Option<Value<'static>> {
+            p.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.try_clone().unwrap())
+        }
+        assert_eq!(get(&p, "MemoryMax"), Some(Value::from(256u64 << 20)));
+        assert_eq!(get(&p, "CPUWeight"), Some(Value::from(20u64)));
+        assert_eq!(get(&p, "CPUQuotaPerSecUSec"), Some(Value::from(500_000u64)));
+        assert_eq!(get(&p, "CPUQuotaPeriodUSec"), None, "the default period");
+        let v1 = slice_limits(false, 0, 512, 25_000, 50_000);
+        assert_eq!(get(&v1, "CPUShares"), Some(Value::from(512u64)));
+        assert_eq!(get(&v1, "CPUWeight"), None);
+        assert_eq!(
+            get(&v1, "CPUQuotaPerSecUSec"),
+            Some(Value::from(500_000u64))
+        );
+        assert_eq!(get(&v1, "CPUQuotaPeriodUSec"), Some(Value::from(50_000u64)));
+        let none = slice_limits(true, 0, 0, 0, 0);
         assert!(none.iter().all(|(k, _)| k.ends_with("Accounting")));
+        let huge = slice_limits(true, 0, 0, i64::MAX, 1);
+        assert!(get(&huge, "CPUQuotaPerSecUSec").is_some());
     }
 
     #[test]

@@ -143,62 +143,93 @@ pub fn monitor_parent(manager: CgroupManager, parent: Option<&str>) -> Option<Pa
     }
 }
 
-/// Makes the pod's slice `slice` when nobody has: kubelet makes its pods' slices
-/// before RunPodSandbox, with their limits, and those are left as kubelet set them;
-/// for any other caller crid makes it, limited to the pod's resources plus its
-/// overhead (LinuxPodSandboxConfig's `resources` and `overhead`, as kubelet sums
-/// them). Whether it was made here (and is crid's to stop).
-pub async fn make_pod_slice(
-    slice: &str,
-    resources: Option<&k8s_cri::v1::LinuxContainerResources>,
-    overhead: Option<&k8s_cri::v1::LinuxContainerResources>,
-) -> Result<bool, String> {
-    let Some(rel) = slice_dir(slice) else {
-        return Err(format!("{slice:?} is not a slice name"));
-    };
+/// The cgroup directory of the slice `slice`: in the unified hierarchy, or in
+/// systemd's own on a hybrid host; None when it has none (yet).
+fn slice_cgroup(slice: &str) -> Option<std::path::PathBuf> {
+    let rel = slice_dir(slice)?;
     let rel = rel.trim_start_matches('/');
-    // The unified hierarchy, or systemd's own on a hybrid host.
-    if [
+    [
         Path::new(ROOT).join(rel),
         Path::new(ROOT).join("systemd").join(rel),
     ]
-    .iter()
-    .any(|d| d.is_dir())
-    {
-        return Ok(false);
+    .into_iter()
+    .find(|d| d.is_dir())
+}
+
+/// Makes the pod's slice `slice` when nobody has. kubelet makes its pods' slices
+/// before RunPodSandbox, with their limits, and those are left as kubelet set them;
+/// for any other caller crid makes it, limited to the pod's resources plus its
+/// overhead (LinuxPodSandboxConfig's `resources` and `overhead`, as kubelet sums
+/// them), and leaves a mark in `marks` (one file per slice) so that the last of its
+/// pods lets it go ([`release_pod_slice`]). Call it holding [`crate::Crid::slices`].
+pub async fn make_pod_slice(
+    marks: &Path,
+    slice: &str,
+    resources: Option<&k8s_cri::v1::LinuxContainerResources>,
+    overhead: Option<&k8s_cri::v1::LinuxContainerResources>,
+) -> Result<(), String> {
+    if slice_dir(slice).is_none() {
+        return Err(format!("{slice:?} is not a slice name"));
+    }
+    if slice_cgroup(slice).is_some() {
+        return Ok(());
     }
     let zero = k8s_cri::v1::LinuxContainerResources::default();
     let (r, o) = (resources.unwrap_or(&zero), overhead.unwrap_or(&zero));
     // A limit only where the pod has one: overhead alone limits nothing.
-    let sum = |a: i64, b: i64| if a > 0 { a + b.max(0) } else { 0 };
-    let period = if r.cpu_period > 0 {
-        r.cpu_period
-    } else {
-        100_000
-    };
+    let sum = |a: i64, b: i64| if a > 0 { a.saturating_add(b.max(0)) } else { 0 };
     let limits = crikit::runtime::systemd::slice_limits(
+        is_unified(Path::new(ROOT)),
         sum(r.memory_limit_in_bytes, o.memory_limit_in_bytes),
         sum(r.cpu_shares, o.cpu_shares),
         sum(r.cpu_quota, o.cpu_quota),
-        period,
+        r.cpu_period,
     );
     let mut props = vec![("Description", Value::from(format!("crikit pod {slice}")))];
     props.extend(limits);
     let m = crikit::runtime::systemd::Manager::connect()
         .await
         .map_err(|e| crikit::one_line(&e))?;
-    m.start_transient(slice, props)
-        .await
-        .map_err(|e| crikit::one_line(&e))?;
-    Ok(true)
+    // Marked first: a crid killed in between leaves a mark, not a slice nobody lets go.
+    std::fs::create_dir_all(marks)
+        .and_then(|()| std::fs::write(marks.join(slice), b""))
+        .map_err(|e| format!("marking {}: {e}", marks.display()))?;
+    match m.start_transient(slice, props).await {
+        Ok(()) => Ok(()),
+        // Loaded already (an inactive unit, a unit file): someone else's.
+        Err(e) if e.unit_exists() => {
+            let _ = std::fs::remove_file(marks.join(slice));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(marks.join(slice));
+            Err(crikit::one_line(&e))
+        }
+    }
 }
 
-/// Stops a pod slice [`make_pod_slice`] made.
-pub async fn remove_pod_slice(slice: &str) -> Result<(), String> {
+/// Stops the pod slice `slice` if crid made it ([`make_pod_slice`]) and no pod's
+/// cgroups are left in it. Call it holding [`crate::Crid::slices`], with no pod
+/// being made in the slice.
+pub async fn release_pod_slice(marks: &Path, slice: &str) -> Result<(), String> {
+    let mark = marks.join(slice);
+    if slice_dir(slice).is_none() || !mark.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = slice_cgroup(slice) {
+        let in_use = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().any(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+            .unwrap_or(false);
+        if in_use {
+            return Ok(());
+        }
+    }
     let m = crikit::runtime::systemd::Manager::connect()
         .await
         .map_err(|e| crikit::one_line(&e))?;
-    m.stop(slice).await.map_err(|e| crikit::one_line(&e))
+    m.stop(slice).await.map_err(|e| crikit::one_line(&e))?;
+    let _ = std::fs::remove_file(&mark);
+    Ok(())
 }
 
 /// The cgroup directory, from the hierarchy's root, that a cgroupsPath or a pod's

@@ -253,23 +253,59 @@ impl Crid {
         // On disk before anything is made: a crid killed half way finds a pod
         // that is not ready, which kubelet stops and removes.
         self.store.save_pod(&pod)?;
-        if let (CgroupManager::Systemd, Some(slice)) =
-            (self.settings.cgroup_manager, pod.cgroup_parent.clone())
-        {
+        let slice = pod
+            .cgroup_parent
+            .clone()
+            .filter(|_| self.settings.cgroup_manager == CgroupManager::Systemd);
+        if let Some(slice) = &slice {
             let linux = config.linux.as_ref();
-            pod.slice_made = crate::host::cgroups::make_pod_slice(
-                &slice,
+            let mut making = self.slices.lock().await;
+            let made = crate::host::cgroups::make_pod_slice(
+                &self.slice_marks(),
+                slice,
                 linux.and_then(|l| l.resources.as_ref()),
                 linux.and_then(|l| l.overhead.as_ref()),
             )
-            .await
-            .map_err(|e| {
-                CridError::io(format!("pod {id}: making its slice {slice}"))(std::io::Error::other(
-                    e,
-                ))
-            })?;
+            .await;
+            if let Err(e) = made {
+                drop(making);
+                let _ = std::fs::remove_dir_all(self.store.pod_dir(&id));
+                return Err(
+                    CridError::io(format!("pod {id}: making its slice {slice}"))(
+                        std::io::Error::other(e),
+                    ),
+                );
+            }
+            *making.entry(slice.clone()).or_default() += 1;
         }
-        let made_slice = pod.made_slice().map(String::from);
+        let made = self.make_and_start(pod, config, &dir).await;
+        if let Some(slice) = &slice {
+            let mut making = self.slices.lock().await;
+            if let Some(n) = making.get_mut(slice) {
+                *n -= 1;
+                if *n == 0 {
+                    making.remove(slice);
+                }
+            }
+            if made.is_err() && !making.contains_key(slice) {
+                self.release_slice(&id, slice).await;
+            }
+        }
+        let pod = made?;
+        self.store.insert_pod(pod);
+        name.keep();
+        Ok(id)
+    }
+
+    /// The rest of RunPodSandbox: namespaces, files, network, the infra process;
+    /// on failure what was made is undone.
+    async fn make_and_start(
+        self: &Arc<Self>,
+        mut pod: PodRecord,
+        config: cri::PodSandboxConfig,
+        dir: &std::path::Path,
+    ) -> Result<PodRecord> {
+        let id = pod.id.clone();
         let me = Arc::clone(self);
         let made =
             tokio::task::spawn_blocking(move || me.make_pod(&mut pod, &config).map(|()| pod))
@@ -278,9 +314,8 @@ impl Crid {
             Ok(p) => p,
             Err(e) => {
                 crate::host::netns::unpin(&dir.join("ns"));
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir_all(dir);
                 let _ = std::fs::remove_dir_all(self.store.pod_dir(&id));
-                self.remove_pod_slice(&id, made_slice.as_deref()).await;
                 return Err(e);
             }
         };
@@ -291,9 +326,8 @@ impl Crid {
                 if let Err(t) = self.teardown_pod(&mut pod).await {
                     tracing::warn!("pod {id}: {}", t.message());
                 }
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir_all(dir);
                 let _ = std::fs::remove_dir_all(self.store.pod_dir(&id));
-                self.remove_pod_slice(&id, made_slice.as_deref()).await;
                 return Err(e);
             }
         }
@@ -301,9 +335,7 @@ impl Crid {
         self.store.save_pod(&pod)?;
         self.emit_pod(&pod, cri::ContainerEventType::ContainerCreatedEvent, true);
         self.emit_pod(&pod, cri::ContainerEventType::ContainerStartedEvent, true);
-        self.store.insert_pod(pod);
-        name.keep();
-        Ok(id)
+        Ok(pod)
     }
 
     /// Namespaces, files, network: the slow, blocking part of RunPodSandbox.
@@ -465,7 +497,16 @@ impl Crid {
             }
             _ => {}
         }
-        self.remove_pod_slice(id, guard.made_slice()).await;
+        if let Some(slice) = guard
+            .cgroup_parent
+            .as_deref()
+            .filter(|_| self.settings.cgroup_manager == CgroupManager::Systemd)
+        {
+            let making = self.slices.lock().await;
+            if !making.contains_key(slice) {
+                self.release_slice(id, slice).await;
+            }
+        }
         self.store.release(&pod_name_key(&guard.metadata));
         self.stats.forget(&format!("pod:{id}"));
         self.store.forget_pod(id);
@@ -476,13 +517,17 @@ impl Crid {
         Ok(())
     }
 
-    /// Stops the pod's slice if crid made it; what fails is logged (an empty slice
-    /// left behind holds nothing).
-    async fn remove_pod_slice(&self, id: &str, made: Option<&str>) {
-        if let Some(slice) = made {
-            if let Err(e) = crate::host::cgroups::remove_pod_slice(slice).await {
-                tracing::warn!("pod {id}: stopping its slice: {e}");
-            }
+    /// Where crid marks the pod slices it made.
+    fn slice_marks(&self) -> std::path::PathBuf {
+        self.settings.run_dir.join("slices")
+    }
+
+    /// Lets the pod slice go if crid made it and nothing is left in it; what fails
+    /// is logged (an empty slice left behind holds nothing). Call it holding
+    /// [`Crid::slices`], with no pod being made in the slice.
+    async fn release_slice(&self, id: &str, slice: &str) {
+        if let Err(e) = crate::host::cgroups::release_pod_slice(&self.slice_marks(), slice).await {
+            tracing::warn!("pod {id}: stopping its slice {slice}: {e}");
         }
     }
 

@@ -207,10 +207,6 @@ pub struct PodRecord {
     /// Its cgroup parent, if it names one.
     #[serde(default)]
     pub cgroup_parent: Option<String>,
-    /// Whether crid made the pod's slice (none existed: no kubelet made it), with
-    /// the pod's resources and overhead as its limits, and stops it at removal.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub slice_made: bool,
     /// Its sysctls.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
@@ -588,11 +584,6 @@ pub fn mounts_of(config: &cri::ContainerConfig) -> Vec<MountRecord> {
 }
 
 impl PodRecord {
-    /// The slice crid made for the pod and is to stop, if it made one.
-    pub fn made_slice(&self) -> Option<&str> {
-        self.cgroup_parent.as_deref().filter(|_| self.slice_made)
-    }
-
     /// A new pod's record from its request (not ready, nothing made yet).
     pub fn new(
         id: String,
@@ -626,7 +617,6 @@ impl PodRecord {
             },
             userns: None,
             cgroup_parent: Some(linux.cgroup_parent).filter(|c| !c.is_empty()),
-            slice_made: false,
             sysctls: linux.sysctls.into_iter().collect(),
             log_directory: config.log_directory.clone(),
             port_mappings: config
