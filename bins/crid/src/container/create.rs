@@ -12,6 +12,7 @@ use crate::state::record::{self, ContainerRecord, NsMode, PodRecord, Resources};
 use crate::state::store::container_name_key;
 use crate::state::{now_ns, status};
 use crate::Crid;
+use crikit::runtime::monitor::cgroup::Parent;
 use k8s_cri::v1 as cri;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -603,6 +604,7 @@ impl Crid {
             log_path,
             pid,
             restore_from,
+            monitor_parent,
         };
         let c = self.record_of(pod, id, &config, infra, made);
         self.store.save_container(&c)?;
@@ -748,11 +750,7 @@ impl Crid {
             stop_signal: made.fitted.stop_signal,
             infra,
             // Where the monitor's cgroup is: a directory, or a slice under systemd.
-            monitor_cgroup_parent: crate::host::cgroups::monitor_parent(
-                self.settings.cgroup_manager,
-                pod.cgroup_parent.as_deref(),
-            )
-            .map(|p| p.as_str().into_owned()),
+            monitor_cgroup_parent: made.monitor_parent.map(|p| p.as_str().into_owned()),
             user: made.fitted.user,
             // The handler by name, the default resolved now: a default changed later
             // must not send it to another runtime.
@@ -814,6 +812,7 @@ struct Made {
     log_path: String,
     pid: i32,
     restore_from: Option<PathBuf>,
+    monitor_parent: Option<Parent>,
 }
 
 /// The container's name, as its metadata gives it ("" for none).

@@ -6,8 +6,9 @@ use super::monitor;
 use crate::error::{CridError, Result};
 use crate::state::record::PodRecord;
 use crate::Crid;
+use crikit::runtime::monitor::cgroup::Parent;
 use k8s_cri::v1 as cri;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,16 +35,16 @@ impl Crid {
         let ns_dir = pod.dir.join("ns");
         std::fs::create_dir_all(&ns_dir)
             .map_err(CridError::io(format!("creating {}", ns_dir.display())))?;
+        let parent = crate::host::cgroups::monitor_parent(
+            self.settings.cgroup_manager,
+            pod.cgroup_parent.as_deref(),
+        );
         let pid = monitor::start_infra(
             &self.settings.ctrmon,
             &pod.id,
             &ns_dir,
             &infra_pid_file(pod),
-            crate::host::cgroups::monitor_parent(
-                self.settings.cgroup_manager,
-                pod.cgroup_parent.as_deref(),
-            )
-            .as_ref(),
+            parent.as_ref(),
         )?;
         match crate::host::netns::pin_pid(&ns_dir, pid) {
             Ok(pinned) => {
@@ -51,7 +52,7 @@ impl Crid {
                 Ok((pid, pinned))
             }
             Err(e) => {
-                end_infra_process(pod, Some(pid));
+                end_infra_process(pod, Some(pid), parent.as_ref());
                 Err(CridError::io(format!(
                     "pod {}: pinning its PID namespace",
                     pod.id
@@ -101,7 +102,7 @@ fn infra_pid_file(pod: &PodRecord) -> PathBuf {
 /// Ends the pod's infra process (`pid`, or the one its pid file names, when it is
 /// still that pod's) and waits for it to be gone, at most 5 s; removes the cgroup it
 /// was given and its pid file. The kernel kills what was left in its PID namespace.
-pub fn end_infra_process(pod: &PodRecord, pid: Option<i32>) {
+pub fn end_infra_process(pod: &PodRecord, pid: Option<i32>, parent: Option<&Parent>) {
     let ns_dir = pod.dir.join("ns");
     let file = infra_pid_file(pod);
     let from_file = std::fs::read_to_string(&file)
@@ -121,11 +122,10 @@ pub fn end_infra_process(pod: &PodRecord, pid: Option<i32>) {
             !crikit::runtime::monitor::is_infra(pid, &ns_dir)
         });
     }
-    if let Some(parent) = pod.cgroup_parent.as_deref().map(crate::host::cgroups::dir) {
-        // Busy until the process's parent has reaped it.
-        let name = format!("ctrmon-{}", pod.id);
+    if let Some(parent) = parent {
+        // Busy until the process's parent has reaped it; a scope goes by itself.
         crikit::sync::poll_until(Duration::from_secs(1), Duration::from_millis(5), || {
-            crikit::runtime::monitor::cgroup::remove(Path::new(&parent), &name)
+            parent.remove(&pod.id)
         });
     }
     let _ = std::fs::remove_file(&file);

@@ -434,8 +434,12 @@ impl Crid {
         if pod.namespaces.pid == NsMode::Pod {
             // crid's own, recorded or (after a crash) in its pid file only.
             let p = pod.clone();
+            let parent = crate::host::cgroups::monitor_parent(
+                self.settings.cgroup_manager,
+                p.cgroup_parent.as_deref(),
+            );
             tokio::task::spawn_blocking(move || {
-                crate::container::infra::end_infra_process(&p, p.infra_pid)
+                crate::container::infra::end_infra_process(&p, p.infra_pid, parent.as_ref())
             })
             .await?;
             pod.infra_pid = None;
