@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-pub(crate) fn is_root() -> bool {
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
     euid() == 0
 }
 

@@ -876,12 +876,19 @@ fn list_inspect_remove_prune() {
     let r = cmd(&["--remove", &a.reference]).ok();
     assert_eq!(r.stdout.trim(), a.reference);
     assert!(
-        blob(root.path(), &a.layers[0]).exists(),
-        "blobs stay until prune"
+        !blob(root.path(), &a.layers[0]).exists(),
+        "the removed image's blobs go with it"
     );
+    assert!(blob(root.path(), &b.layers[0]).exists());
+    assert_eq!(check_store(&layout(root.path())), [b.reference.as_str()]);
+    // Blobs no image names (a pull killed before it named its image) go at --prune.
+    let stray = layout(root.path())
+        .join("blobs/sha256")
+        .join("0".repeat(64));
+    std::fs::write(&stray, b"stray").unwrap();
     let r = cmd(&["--prune"]).ok();
-    assert!(r.stdout.starts_with("removed 3 blobs"), "{}", r.describe());
-    assert!(!blob(root.path(), &a.layers[0]).exists());
+    assert!(r.stdout.starts_with("removed 1 blobs"), "{}", r.describe());
+    assert!(!stray.exists());
     assert_eq!(check_store(&layout(root.path())), [b.reference.as_str()]);
 
     let r = cmd(&["--remove", &a.reference]).expect_code(3);

@@ -126,6 +126,15 @@ pub enum CridError {
         #[source]
         source: BundleError,
     },
+    /// The layer cache failed while unused layers were removed.
+    #[error("removing unused layers from {}", path.display())]
+    Layers {
+        /// The layer cache.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: BundleError,
+    },
     /// The OCI runtime failed.
     #[error("{action} container {id}")]
     Runtime {
@@ -220,7 +229,9 @@ impl CridError {
             CridError::PullStalled { .. } | CridError::ExecTimeout { .. } => {
                 ErrorKind::DeadlineExceeded
             }
-            CridError::Bundle { source, .. } => bundle_kind(source),
+            CridError::Bundle { source, .. } | CridError::Layers { source, .. } => {
+                bundle_kind(source)
+            }
             CridError::Network { kind, .. } => *kind,
             CridError::Runtime { .. } | CridError::Monitor { .. } | CridError::Unstoppable(_) => {
                 ErrorKind::Unknown

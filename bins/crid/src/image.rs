@@ -225,6 +225,8 @@ type PullOutcome = Result<String, Arc<CridError>>;
 pub struct Images {
     /// The image store (the one imgpull fills).
     pub store: Layout,
+    /// The state root: the layer cache is under it.
+    root: std::path::PathBuf,
     /// Replaced whole when SIGHUP re-reads registries.conf and the credentials;
     /// pulls under way keep the one they started with.
     puller: std::sync::RwLock<Arc<Puller>>,
@@ -260,6 +262,9 @@ impl Sink for Watch<'_> {
                     .unwrap_or(0);
                 self.metrics.pull_bytes.inc_by(size.saturating_sub(had));
             }
+            Event::LayerUnpacked { .. } => {
+                self.metrics.layers_unpacked.inc();
+            }
             _ => {}
         }
     }
@@ -286,12 +291,14 @@ impl Images {
     /// `progress_timeout` is cancelled.
     pub fn new(
         store: Layout,
+        root: std::path::PathBuf,
         puller: Puller,
         progress_timeout: Option<Duration>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Images {
         Images {
             store,
+            root,
             puller: std::sync::RwLock::new(Arc::new(puller)),
             progress_timeout,
             metrics,
@@ -415,6 +422,15 @@ impl Images {
             }
         }
         self.store.prune()?;
+        // The layers only this image used go too: the disk comes back.
+        let r =
+            crikit::rootfs::bundle::prune_layers(&self.store, &self.root).map_err(|source| {
+                CridError::Layers {
+                    path: self.root.join("layers"),
+                    source,
+                }
+            })?;
+        self.metrics.layers_removed.inc_by(r.layers);
         Ok(())
     }
 }

@@ -80,6 +80,7 @@ impl Crid {
             store: store::Store::new(&settings.root, &settings.run_dir),
             images: Arc::new(image::Images::new(
                 layout,
+                settings.root.clone(),
                 puller,
                 settings.pull_progress_timeout,
                 Arc::clone(&metrics),
@@ -110,6 +111,21 @@ impl Crid {
     /// Finds the pods and containers a previous crid left; how many of each.
     pub fn restore(&self) -> (usize, usize) {
         let found = self.store.restore(&self.all_runtimes());
+        // Layers that no image and no container uses any more (removals cut short,
+        // images removed by other tools), unless someone works in the cache now.
+        match crikit::rootfs::bundle::prune_layers_if_idle(&self.images.store, &self.settings.root)
+        {
+            Ok(Some(r)) if r.layers > 0 || r.temp_dirs > 0 => {
+                self.metrics.layers_removed.inc_by(r.layers);
+                tracing::info!(
+                    "removed {} unused layers and {} temp dirs from the layer cache",
+                    r.layers,
+                    r.temp_dirs
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("layer cache: {e}"),
+        }
         for c in self.store.all_containers() {
             let Ok(mut c) = c.try_lock() else { continue };
             self.pin_legacy_handler(&mut c);
@@ -178,10 +194,12 @@ fn puller(settings: &Settings) -> Result<crikit::distribution::registry::Puller>
             .map_err(|e| CridError::Pull(e.into()))?;
     registries.add_insecure(settings.insecure_registries.iter().cloned());
     let creds = crikit::distribution::registry::auth::CredentialStore::from_env(None);
-    crikit::distribution::registry::Puller::new(
-        registries,
-        creds,
-        crikit::distribution::registry::PullOptions::default(),
-    )
-    .map_err(CridError::Pull)
+    // Layers are unpacked as they arrive: a pulled image is ready to run.
+    let opts = crikit::distribution::registry::PullOptions {
+        unpacker: Some(Arc::new(crikit::rootfs::bundle::LayerCache::new(
+            &settings.root,
+        ))),
+        ..Default::default()
+    };
+    crikit::distribution::registry::Puller::new(registries, creds, opts).map_err(CridError::Pull)
 }

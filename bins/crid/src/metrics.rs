@@ -59,6 +59,10 @@ pub struct Metrics {
     operation_latency: Latency,
     /// Bytes of image blobs downloaded.
     pub pull_bytes: Counter,
+    /// Layers unpacked by pulls.
+    pub layers_unpacked: Counter,
+    /// Unpacked layers removed because no image and no container used them.
+    pub layers_removed: Counter,
     pulls: Counter,
     pull_failures: Family<Reason, Counter>,
     pull_latency: Histogram,
@@ -94,6 +98,8 @@ impl Metrics {
             operation_errors: Family::default(),
             operation_latency: Family::new_with_constructor(latency),
             pull_bytes: Counter::default(),
+            layers_unpacked: Counter::default(),
+            layers_removed: Counter::default(),
             pulls: Counter::default(),
             pull_failures: Family::default(),
             pull_latency: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
@@ -125,6 +131,16 @@ impl Metrics {
             m.pull_bytes.clone(),
         );
         r.register("image_pulls_success", "Images pulled", m.pulls.clone());
+        r.register(
+            "image_layers_unpacked",
+            "Layers unpacked by pulls, as their bytes arrived",
+            m.layers_unpacked.clone(),
+        );
+        r.register(
+            "image_layers_removed",
+            "Unpacked layers removed once no image and no container used them",
+            m.layers_removed.clone(),
+        );
         r.register(
             "image_pulls_failure",
             "Image pulls that failed, by reason",

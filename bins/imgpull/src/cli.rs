@@ -42,12 +42,20 @@ pub struct Args {
     /// Print one stored image as JSON: name, digests, size, manifest and config
     #[arg(long)]
     pub inspect: bool,
-    /// Remove images from the store by name; their blobs stay until --prune
+    /// Remove images from the store by name, with the blobs and unpacked layers
+    /// that no other image and no bundle uses
     #[arg(long)]
     pub remove: bool,
-    /// Delete blobs that no image references, and temp files of killed pulls
+    /// Delete blobs and unpacked layers that no image and no bundle uses, and the
+    /// temp files of killed pulls and unpacks
     #[arg(long)]
     pub prune: bool,
+    /// Unpack each layer into ROOT/layers as it downloads (needs root)
+    ///
+    /// The layers are then ready for bundlegen and crid: the first bundle of the
+    /// image unpacks nothing.
+    #[arg(long, conflicts_with = "action")]
+    pub unpack: bool,
 
     /// Write results on stdout as JSON lines (see JSON OUTPUT)
     #[arg(long)]
@@ -221,6 +229,8 @@ pub fn run(args: Args) -> Result<()> {
                 Err(e) => report_or_keep(e, &mut first_err),
             }
         }
+        // What only the removed images used goes with them.
+        let freed = free(&store, &root);
         if args.json {
             json_line(
                 &mut out,
@@ -229,29 +239,50 @@ pub fn run(args: Args) -> Result<()> {
                 true,
             )?;
         }
-        return first_err.map_or(Ok(()), Err);
+        return first_err.or(freed.err()).map_or(Ok(()), Err);
     }
     if args.prune {
         let store = open()?;
-        let r = store.prune().context("pruning the image store")?;
+        let (r, l) = free(&store, &root)?;
         if args.json {
             json_line(&mut out, "pruned", &r, false)?;
+            json_line(&mut out, "pruned-layers", &l, false)?;
             json_line(&mut out, "summary", &serde_json::json!({}), true)?;
         } else {
             writeln!(
                 out,
-                "removed {} blobs and {} temp files, freed {}",
+                "removed {} blobs, {} layers and {} temp files, freed {}",
                 r.blobs,
-                r.temp_files,
-                human_size(r.bytes)
+                l.layers,
+                r.temp_files + l.temp_dirs,
+                human_size(r.bytes + l.bytes)
             )?;
         }
         return Ok(());
     }
-    pull(&args, &images_dir, &mut out)
+    pull(&args, &root, &images_dir, &mut out)
 }
 
-fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Result<()> {
+/// Deletes the blobs and the unpacked layers that no image and no bundle uses.
+fn free(
+    store: &Store,
+    root: &std::path::Path,
+) -> Result<(
+    crikit::distribution::layout::PruneReport,
+    crikit::rootfs::bundle::LayerPruneReport,
+)> {
+    let blobs = store.prune().context("pruning the image store")?;
+    let layers =
+        crikit::rootfs::bundle::prune_layers(store, root).context("pruning the unpacked layers")?;
+    Ok((blobs, layers))
+}
+
+fn pull(
+    args: &Args,
+    root: &std::path::Path,
+    images_dir: &std::path::Path,
+    out: &mut impl Write,
+) -> Result<()> {
     let platform = match &args.platform {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
@@ -272,6 +303,14 @@ fn pull(args: &Args, images_dir: &std::path::Path, out: &mut impl Write) -> Resu
     };
     if !args.certs_dir.is_empty() {
         opts.certs_dirs = args.certs_dir.clone();
+    }
+    if args.unpack {
+        if !crikit::paths::is_root() {
+            usage_error("--unpack needs root: layers are kept in overlayfs form");
+        }
+        opts.unpacker = Some(std::sync::Arc::new(
+            crikit::rootfs::bundle::LayerCache::new(root),
+        ));
     }
     // Bad references are usage errors, found before any network traffic.
     for img in &args.images {

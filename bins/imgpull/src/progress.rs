@@ -85,6 +85,7 @@ impl Sink for Plain {
             Event::BlobDone { digest, size, .. } => {
                 format!("blob {digest} ({}) done", human_size(*size))
             }
+            Event::LayerUnpacked { digest, .. } => format!("layer {digest} unpacked"),
             Event::Retry {
                 what,
                 attempt,
@@ -155,6 +156,11 @@ impl Sink for Bars {
                 let b = self.bar(digest, *size);
                 b.set_position(*size);
                 b.finish_with_message("already stored");
+            }
+            Event::LayerUnpacked { digest, .. } => {
+                if let Some(b) = crikit::sync::lock(&self.bars).get(digest) {
+                    b.finish_with_message("unpacked");
+                }
             }
             Event::Retry {
                 what,

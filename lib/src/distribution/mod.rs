@@ -9,3 +9,4 @@ pub mod platform;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod unpack;

@@ -54,6 +54,13 @@ pub enum Event {
         /// Its size.
         size: u64,
     },
+    /// A layer is unpacked and in place (pulls that unpack).
+    LayerUnpacked {
+        /// The image.
+        image: String,
+        /// The layer's blob.
+        digest: String,
+    },
     /// A transient failure; the request is retried after a delay.
     Retry {
         /// The image.

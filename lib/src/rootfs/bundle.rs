@@ -15,8 +15,11 @@
 //! place, so it is never seen half made. Bundles are registered under
 //! `<root>/bundles/` so that [`prune_layers`] keeps the layers they use.
 
-use crate::distribution::digest::{Digest, Hasher};
+use crate::distribution::digest::Digest;
 use crate::distribution::layout::{LayoutError, Store, MAX_CONFIG_SIZE};
+use crate::distribution::unpack::{chain_ids, diff_ids};
+use crate::rootfs::cache::remove_tree;
+pub use crate::rootfs::cache::{LayerCache, LayerPruneReport};
 use crate::rootfs::layer::{self, ApplyOptions, Compression, Form, LayerError};
 use crate::rootfs::spec::{self, Overrides, SpecError};
 use std::collections::HashSet;
@@ -63,7 +66,7 @@ pub enum BundleError {
     },
 }
 
-type Result<T, E = BundleError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = BundleError> = std::result::Result<T, E>;
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BundleError + 'a {
     move |source| BundleError::Io {
@@ -168,6 +171,9 @@ pub struct BundleInfo {
     pub chain_ids: Vec<String>,
 }
 
+/// The mode of the record of an image mounted by itself ([`mount_image`]).
+const MOUNT_MODE: &str = "image";
+
 /// The record kept for each bundle under `<root>/bundles/`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Record {
@@ -199,14 +205,7 @@ fn load_image(store: &Store, name: &str) -> Result<ImageParts> {
     let config_digest =
         Digest::parse(manifest.config().digest().as_ref()).map_err(|e| bad(e.to_string()))?;
     let config = store.read_blob(&config_digest, MAX_CONFIG_SIZE)?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&config).map_err(|e| bad(format!("config is not JSON: {e}")))?;
-    let diff_ids: Vec<Digest> = v["rootfs"]["diff_ids"]
-        .as_array()
-        .ok_or_else(|| bad("config has no rootfs.diff_ids".into()))?
-        .iter()
-        .map(|d| Digest::parse(d.as_str().unwrap_or_default()).map_err(|e| bad(e.to_string())))
-        .collect::<Result<_>>()?;
+    let diff_ids = diff_ids(&config).map_err(bad)?;
     if diff_ids.len() != manifest.layers().len() {
         return Err(bad(format!(
             "{} layers but {} diff_ids",
@@ -229,24 +228,6 @@ fn load_image(store: &Store, name: &str) -> Result<ImageParts> {
         config,
         layers,
     })
-}
-
-/// Chain ids (image-spec): the first is the first diff_id; each next one is the
-/// digest of "PREVIOUS DIFF_ID".
-pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
-    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => {
-                let mut h = Hasher::new();
-                h.update(format!("{prev} {d}").as_bytes());
-                h.finish()
-            }
-        };
-        out.push(next);
-    }
-    out
 }
 
 fn is_root() -> bool {
@@ -292,151 +273,6 @@ fn apply_opts(form: Form, media_type: &str, diff_id: &Digest) -> ApplyOptions {
         diff_id: Some(diff_id.clone()),
         compression: Compression::from_media_type(media_type),
         lower: Vec::new(),
-    }
-}
-
-/// The layer cache: `<root>/layers`.
-#[derive(Debug, Clone)]
-pub struct LayerCache {
-    dir: PathBuf,
-}
-
-impl LayerCache {
-    /// The cache under a state root.
-    pub fn new(root: &Path) -> Self {
-        LayerCache {
-            dir: root.join("layers"),
-        }
-    }
-
-    /// Where a layer's overlay-form tree is.
-    pub fn diff_dir(&self, chain_id: &Digest) -> PathBuf {
-        self.dir.join(chain_id.hex()).join("diff")
-    }
-
-    /// The cache's lock file: shared by unpackers and bundles being made,
-    /// exclusive for prune and sweeps.
-    fn lock_file(&self) -> Result<(File, PathBuf)> {
-        fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
-        let p = self.dir.join(".lock");
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err("opening", &p))?;
-        Ok((f, p))
-    }
-
-    fn lock(&self, exclusive: bool) -> Result<File> {
-        let (f, p) = self.lock_file()?;
-        if exclusive { f.lock() } else { f.lock_shared() }.map_err(io_err("locking", &p))?;
-        Ok(f)
-    }
-
-    /// The lock taken exclusively, unless someone holds it.
-    fn try_lock_exclusive(&self) -> Result<Option<File>> {
-        let (f, p) = self.lock_file()?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(f)),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(io_err("locking", &p)(e)),
-        }
-    }
-
-    /// Makes sure every layer is unpacked, unpacking the missing ones in parallel.
-    /// A layer that hardlinks to a file of the layers below it waits for them: it is
-    /// unpacked again once they are, with the file copied up. Returns how many were
-    /// unpacked.
-    fn ensure(&self, store: &Store, img: &ImageParts, chains: &[Digest]) -> Result<usize> {
-        let missing: Vec<usize> = (0..chains.len())
-            .filter(|&i| !self.diff_dir(&chains[i]).is_dir())
-            .collect();
-        let results: Vec<(usize, Result<()>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = missing
-                .iter()
-                .map(|&i| s.spawn(move || self.unpack(store, &img.layers[i], &chains[i], &[])))
-                .collect();
-            handles
-                .into_iter()
-                .zip(missing.iter().copied())
-                .map(|(h, i)| {
-                    let r = h.join().unwrap_or_else(|_| {
-                        Err(BundleError::Io {
-                            action: "unpacking (thread panicked) into",
-                            path: self.dir.clone(),
-                            source: io::Error::other("panic"),
-                        })
-                    });
-                    (i, r)
-                })
-                .collect()
-        });
-        let mut linked_below = Vec::new();
-        for (i, r) in results {
-            match r {
-                Err(BundleError::Layer(LayerError::LinkTargetMissing { .. })) if i > 0 => {
-                    linked_below.push(i)
-                }
-                r => r?,
-            }
-        }
-        // In order, so that the layers below each are complete.
-        for i in linked_below {
-            let lower: Vec<PathBuf> = chains[..i].iter().rev().map(|c| self.diff_dir(c)).collect();
-            self.unpack(store, &img.layers[i], &chains[i], &lower)?;
-        }
-        Ok(missing.len())
-    }
-
-    fn unpack(
-        &self,
-        store: &Store,
-        layer: &(Digest, String, Digest),
-        chain: &Digest,
-        lower: &[PathBuf],
-    ) -> Result<()> {
-        let (digest, media_type, diff_id) = layer;
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".tmp-{}-", chain.short()))
-            .tempdir_in(&self.dir)
-            .map_err(io_err("creating a temp dir in", &self.dir))?;
-        let diff = tmp.path().join("diff");
-        fs::create_dir(&diff).map_err(io_err("creating", &diff))?;
-        let blob = store.blob_path(digest);
-        let f = File::open(&blob).map_err(io_err("opening", &blob))?;
-        let mut opts = apply_opts(Form::Overlay, media_type, diff_id);
-        opts.lower = lower.to_vec();
-        layer::apply(&diff, f, digest.as_str(), &opts)?;
-        let dest = self.dir.join(chain.hex());
-        let tmp_path = tmp.keep();
-        match fs::rename(&tmp_path, &dest) {
-            Ok(()) => Ok(()),
-            // Another bundlegen unpacked it meanwhile: theirs is as good as ours.
-            Err(e) if dest.join("diff").is_dir() => {
-                tracing::debug!("layer {chain} unpacked concurrently ({e})");
-                remove_tree(&tmp_path)
-            }
-            Err(e) => {
-                let _ = remove_tree(&tmp_path);
-                Err(io_err("renaming into", &dest)(e))
-            }
-        }
-    }
-}
-
-fn remove_tree(p: &Path) -> Result<()> {
-    let parent = p.parent().unwrap_or(Path::new("/"));
-    let name = p.file_name().unwrap_or_default();
-    let fd = rustix::fs::open(
-        parent,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| io_err("opening", parent)(e.into()))?;
-    match crate::rootfs::layer::remove_all_at(&fd, name) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(io_err("removing", p)(e.into())),
     }
 }
 
@@ -609,7 +445,7 @@ fn mount_overlay(
     userns: Option<&UsernsRootfs>,
 ) -> Result<usize> {
     let cache = LayerCache::new(root);
-    let unpacked = cache.ensure(store, img, chains)?;
+    let unpacked = cache.ensure(store, &img.layers, chains)?;
     let upper = staging.dir.join("upper");
     let work = staging.dir.join("work");
     fs::create_dir(&upper).map_err(io_err("creating", &upper))?;
@@ -745,45 +581,16 @@ pub fn remove(root: &Path, bundle: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes the half-unpacked layers (`.tmp-*`) that killed unpackers left in the
-/// layer cache under `root`, when no unpacker runs now (the cache's lock is free for
-/// the taking); returns how many went. With the lock held elsewhere nothing is
-/// touched: those may be in progress.
+/// Removes the debris of killed unpacks and removals from the layer cache under
+/// `root`, when nobody works in it; returns how many went.
 pub fn sweep_layer_cache(root: &Path) -> Result<usize> {
-    let cache = LayerCache::new(root);
-    if !cache.dir.is_dir() {
-        return Ok(0);
-    }
-    let Some(_lock) = cache.try_lock_exclusive()? else {
-        return Ok(0);
-    };
-    let mut n = 0;
-    for e in fs::read_dir(&cache.dir)
-        .map_err(io_err("reading", &cache.dir))?
-        .flatten()
-    {
-        if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            remove_tree(&e.path())?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    LayerCache::new(root).sweep()
 }
 
-/// What [`prune_layers`] removed.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct LayerPruneReport {
-    /// Layers removed.
-    pub layers: u64,
-    /// Stale records of bundles that no longer exist.
-    pub stale_records: u64,
-}
-
-/// Deletes cached layers that no image in the store and no existing bundle uses,
-/// and temp dirs of killed unpacks. Waits for unpacks in flight.
-pub fn prune_layers(store: &Store, root: &Path) -> Result<LayerPruneReport> {
-    let cache = LayerCache::new(root);
-    let _lock = cache.lock(true)?;
+/// The hex chain ids of the layers that the images in the store and the bundles
+/// under `root` use; records of bundles that no longer exist are dropped (and
+/// counted in the second value).
+fn layers_in_use(store: &Store, root: &Path) -> Result<(HashSet<String>, u64)> {
     let mut keep: HashSet<String> = HashSet::new();
     for img in store.list()? {
         if let Ok(parts) = load_image(store, &img.name) {
@@ -791,7 +598,7 @@ pub fn prune_layers(store: &Store, root: &Path) -> Result<LayerPruneReport> {
             keep.extend(chain_ids(&diff).iter().map(|c| c.hex().to_string()));
         }
     }
-    let mut report = LayerPruneReport::default();
+    let mut stale = 0;
     let rec_dir = root.join("bundles");
     if let Ok(rd) = fs::read_dir(&rec_dir) {
         for e in rd.flatten() {
@@ -799,7 +606,10 @@ pub fn prune_layers(store: &Store, root: &Path) -> Result<LayerPruneReport> {
                 .ok()
                 .and_then(|d| serde_json::from_slice(&d).ok());
             match rec {
-                Some(r) if r.path.join("config.json").is_file() => {
+                Some(r)
+                    if r.path.join("config.json").is_file()
+                        || (r.mode == MOUNT_MODE && r.path.exists()) =>
+                {
                     keep.extend(
                         r.chain_ids
                             .iter()
@@ -808,50 +618,42 @@ pub fn prune_layers(store: &Store, root: &Path) -> Result<LayerPruneReport> {
                 }
                 _ => {
                     let _ = fs::remove_file(e.path());
-                    report.stale_records += 1;
+                    stale += 1;
                 }
             }
         }
     }
-    for e in fs::read_dir(&cache.dir)
-        .map_err(io_err("reading", &cache.dir))?
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name == ".lock" || keep.contains(&name) {
-            continue;
-        }
-        remove_tree(&e.path())?;
-        if !name.starts_with('.') {
-            report.layers += 1;
-        }
-    }
+    Ok((keep, stale))
+}
+
+/// Deletes cached layers that no image in the store and no existing bundle uses,
+/// and the debris of killed unpacks and removals. Waits for unpacks and bundles
+/// in flight.
+pub fn prune_layers(store: &Store, root: &Path) -> Result<LayerPruneReport> {
+    let cache = LayerCache::new(root);
+    let _lock = cache.lock(true)?;
+    let (keep, stale) = layers_in_use(store, root)?;
+    let mut report = cache.remove_unused(&keep)?;
+    report.stale_records = stale;
     Ok(report)
+}
+
+/// [`prune_layers`], unless someone works in the cache now (a pull, a bundle
+/// being made): then nothing, and `None`.
+pub fn prune_layers_if_idle(store: &Store, root: &Path) -> Result<Option<LayerPruneReport>> {
+    let cache = LayerCache::new(root);
+    let Some(_lock) = cache.try_lock_exclusive()? else {
+        return Ok(None);
+    };
+    let (keep, stale) = layers_in_use(store, root)?;
+    let mut report = cache.remove_unused(&keep)?;
+    report.stale_records = stale;
+    Ok(Some(report))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn half_unpacked_layers_are_swept_only_when_no_unpacker_holds_the_cache() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = LayerCache::new(root.path());
-        assert_eq!(sweep_layer_cache(root.path()).unwrap(), 0, "no cache yet");
-        let half = cache.dir.join(".tmp-abc-123");
-        fs::create_dir_all(half.join("diff/etc")).unwrap();
-        fs::create_dir_all(cache.dir.join("0123abcd/diff")).unwrap();
-        let held = cache.lock(false).unwrap();
-        assert_eq!(sweep_layer_cache(root.path()).unwrap(), 0);
-        assert!(half.exists(), "an unpacker may still be writing it");
-        drop(held);
-        assert_eq!(sweep_layer_cache(root.path()).unwrap(), 1);
-        assert!(!half.exists());
-        assert!(
-            cache.dir.join("0123abcd/diff").is_dir(),
-            "complete layers stay"
-        );
-    }
 
     #[test]
     fn a_staged_bundle_is_undone_unless_committed() {
@@ -883,14 +685,5 @@ mod tests {
         s.commit(&parent.path().join("b")).unwrap();
         assert_eq!(names(), ["b", "record.json"]);
         assert!(parent.path().join("b/rootfs/file").is_file());
-    }
-
-    #[test]
-    fn chain_ids_follow_the_image_spec() {
-        let a = Digest::of(b"a");
-        let b = Digest::of(b"b");
-        let c = chain_ids(&[a.clone(), b.clone()]);
-        assert_eq!(c[0], a);
-        assert_eq!(c[1], Digest::of(format!("{a} {b}").as_bytes()));
     }
 }

@@ -1,7 +1,9 @@
 //! Blobs: streamed into the store through a writer thread, resumed with a range
-//! request when a download is cut off, retried with backoff.
+//! request when a download is cut off, retried with backoff; a layer's bytes also
+//! go, as they arrive, to the unpacker that lays the layer down.
 
 use super::*;
+use crate::distribution::unpack::{LayerJob, Unpacked, Unpacker};
 
 /// A blob to fetch.
 #[derive(Debug, Clone)]
@@ -10,7 +12,13 @@ pub(super) struct Blob {
     pub(super) size: u64,
 }
 
+/// An unpack running on a thread of its own.
+type UnpackThread = std::thread::JoinHandle<std::result::Result<Unpacked, UnpackError>>;
+
 impl Puller {
+    /// Fetches a blob into the store. With `unpack`, the layer is unpacked too:
+    /// from the bytes as they arrive, or from the store when the blob was there
+    /// already. Returns how the unpack ended (`None`: nothing to unpack).
     pub(super) async fn fetch_blob(
         &self,
         store: &Store,
@@ -18,8 +26,9 @@ impl Puller {
         r: &Reference,
         auth: &RegistryAuth,
         blob: &Blob,
+        unpack: Option<(&Arc<dyn Unpacker>, &LayerJob)>,
         sink: &dyn Sink,
-    ) -> Result<()> {
+    ) -> Result<Option<Unpacked>> {
         let image = ctx.image.to_string();
         let digest_s = blob.digest.to_string();
         if store.has_blob(&blob.digest) {
@@ -28,7 +37,13 @@ impl Puller {
                 digest: digest_s,
                 size: blob.size,
             });
-            return Ok(());
+            return match unpack {
+                Some((u, job)) => self
+                    .unpack_stored(store, ctx, u, job, false, sink)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            };
         }
         let store_err = |source: LayoutError| RegistryError::Store {
             image: ctx.image.to_string(),
@@ -38,7 +53,22 @@ impl Puller {
         let writer = store
             .ingest(&blob.digest, Some(blob.size))
             .map_err(store_err)?;
-        let mut pipe = WriterThread::start(writer);
+        let (tee, unpacking) = match unpack {
+            Some((u, job)) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+                let (u, job) = (Arc::clone(u), job.clone());
+                let thread: UnpackThread = std::thread::spawn(move || {
+                    let mut reader = TeeReader {
+                        rx,
+                        cur: bytes::Bytes::new(),
+                    };
+                    u.unpack(&job, &mut reader, false)
+                });
+                (Some(tx), Some(thread))
+            }
+            None => (None, None),
+        };
+        let mut pipe = WriterThread::start(writer, tee);
         // The registry authenticates on the first request of each client; make sure
         // a token is in place so concurrent blob requests do not race for it.
         let _ = ctx
@@ -64,8 +94,13 @@ impl Puller {
         };
         // The download's error comes first: when the writer thread failed (a full
         // disk, say), the download already collected its error and finishing has
-        // nothing left to report.
+        // nothing left to report. Once the writer is done, the unpack has all the
+        // bytes it will get.
         let finished = pipe.finish().await;
+        let unpacked = match unpacking {
+            Some(t) => Some(join_unpack(t).await),
+            None => None,
+        };
         result?;
         let writer = finished.map_err(store_err)?;
         tokio::task::spawn_blocking(move || writer.commit())
@@ -92,7 +127,61 @@ impl Puller {
             digest: blob.digest.to_string(),
             size: blob.size,
         });
-        Ok(())
+        match unpacked {
+            Some(r) => {
+                let u = r.map_err(|source| RegistryError::Unpack {
+                    image: ctx.image.to_string(),
+                    digest: digest_s.clone(),
+                    source,
+                })?;
+                if u == Unpacked::Done {
+                    sink.event(&Event::LayerUnpacked {
+                        image: ctx.image.to_string(),
+                        digest: digest_s,
+                    });
+                }
+                Ok(Some(u))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Unpacks a layer from its blob in the store.
+    pub(super) async fn unpack_stored(
+        &self,
+        store: &Store,
+        ctx: &PullCtx<'_>,
+        u: &Arc<dyn Unpacker>,
+        job: &LayerJob,
+        below_ready: bool,
+        sink: &dyn Sink,
+    ) -> Result<Unpacked> {
+        let path = store.blob_path(&job.digest);
+        let (u, job2) = (Arc::clone(u), job.clone());
+        let thread: UnpackThread = std::thread::spawn(move || {
+            let mut f = std::fs::File::open(&path).map_err(|e| {
+                UnpackError::local(LayoutError::Io {
+                    action: "opening",
+                    path,
+                    source: e,
+                })
+            })?;
+            u.unpack(&job2, &mut f, below_ready)
+        });
+        let out = join_unpack(thread)
+            .await
+            .map_err(|source| RegistryError::Unpack {
+                image: ctx.image.to_string(),
+                digest: job.digest.to_string(),
+                source,
+            })?;
+        if out == Unpacked::Done {
+            sink.event(&Event::LayerUnpacked {
+                image: ctx.image.to_string(),
+                digest: job.digest.to_string(),
+            });
+        }
+        Ok(out)
     }
 
     /// One attempt at streaming a blob, from the writer's offset.
@@ -181,5 +270,15 @@ impl Puller {
             });
         }
         Ok(())
+    }
+}
+
+/// Waits for an unpack thread without blocking the runtime.
+async fn join_unpack(t: UnpackThread) -> std::result::Result<Unpacked, UnpackError> {
+    match tokio::task::spawn_blocking(move || t.join()).await {
+        Ok(Ok(r)) => r,
+        _ => Err(UnpackError::local(std::io::Error::other(
+            "the unpacking thread panicked",
+        ))),
     }
 }

@@ -143,6 +143,17 @@ pub enum RegistryError {
         #[source]
         source: LayoutError,
     },
+    /// A layer could not be unpacked.
+    #[error("pulling {image}: unpacking layer {digest}")]
+    Unpack {
+        /// The image being pulled.
+        image: String,
+        /// The layer's blob.
+        digest: String,
+        /// The cause.
+        #[source]
+        source: crate::distribution::unpack::UnpackError,
+    },
     /// The store itself failed (index update, lock).
     #[error("pulling {image}: updating the store")]
     Index {
@@ -198,6 +209,8 @@ impl RegistryError {
                 }
                 _ => ErrorKind::Other,
             },
+            RegistryError::Unpack { source, .. } if source.bad_content => ErrorKind::Registry,
+            RegistryError::Unpack { .. } => ErrorKind::Other,
             RegistryError::Index { .. } | RegistryError::Client { .. } => ErrorKind::Other,
             RegistryError::Reference(_) => ErrorKind::Usage,
             RegistryError::Registries(RegistriesError::Blocked(_)) => ErrorKind::Usage,

@@ -155,6 +155,8 @@ pub(super) fn detect_media_type(ctx: &Ctx<'_>, raw: &[u8], digest: &Digest) -> R
 pub(super) struct ParsedManifest {
     pub(super) config: Blob,
     pub(super) layers: Vec<Blob>,
+    /// Each layer's media type.
+    pub(super) layer_types: Vec<String>,
 }
 
 pub(super) const LAYER_TYPES: &[&str] = &[
@@ -219,15 +221,25 @@ pub(super) fn parse_manifest(ctx: &Ctx<'_>, raw: &[u8], digest: &Digest) -> Resu
         .get("config")
         .ok_or_else(|| ctx.bad_manifest(digest, "no config descriptor".into()))?;
     let config = blob(config, "config", CONFIG_TYPES, Some(MAX_CONFIG_SIZE))?;
-    let layers = v
+    let list = v
         .get("layers")
         .and_then(|l| l.as_array())
-        .ok_or_else(|| ctx.bad_manifest(digest, "no layers list".into()))?
+        .ok_or_else(|| ctx.bad_manifest(digest, "no layers list".into()))?;
+    let layers = list
         .iter()
         .enumerate()
         .map(|(i, l)| blob(l, &format!("layer {i}"), LAYER_TYPES, None))
         .collect::<Result<Vec<_>>>()?;
-    Ok(ParsedManifest { config, layers })
+    // Checked against LAYER_TYPES above.
+    let layer_types = list
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap_or_default().to_string())
+        .collect();
+    Ok(ParsedManifest {
+        config,
+        layers,
+        layer_types,
+    })
 }
 
 /// Rewrites a Docker schema 2 manifest as an OCI image manifest over the same blobs.

@@ -41,6 +41,7 @@ use crate::distribution::progress::{Event, Sink};
 use crate::distribution::reference::{self, Reference};
 use crate::distribution::registry::auth::{CredentialStore, Credentials};
 use crate::distribution::registry::registries::{Endpoint, Registries};
+use crate::distribution::unpack::{self, LayerJob, UnpackError, Unpacked, Unpacker};
 use blob::*;
 use client::*;
 use error::*;
@@ -50,6 +51,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 use oci_spec::image::{Descriptor, MediaType};
+use std::sync::Arc;
 use std::time::Duration;
 use writer::*;
 
@@ -72,6 +74,8 @@ pub struct PullOptions {
     /// containers-certs.d(5) directories: `DIR/HOST[:PORT]/*.crt` are CAs trusted
     /// for that registry, besides the system's.
     pub certs_dirs: Vec<std::path::PathBuf>,
+    /// Where layers are unpacked as their bytes arrive; `None` stores blobs only.
+    pub unpacker: Option<Arc<dyn Unpacker>>,
 }
 
 impl Default for PullOptions {
@@ -84,6 +88,7 @@ impl Default for PullOptions {
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             certs_dirs: crate::distribution::registry::certs::default_dirs(),
+            unpacker: None,
         }
     }
 }
@@ -209,17 +214,59 @@ impl Puller {
             image: image.to_string(),
             source,
         })?;
-        let mut blobs = vec![manifest.config.clone()];
-        blobs.extend(manifest.layers.iter().cloned());
+        let unpacker = self.opts.unpacker.as_ref();
+        let _held = match unpacker {
+            Some(u) => Some(u.hold().map_err(|source| RegistryError::Unpack {
+                image: image.to_string(),
+                digest: manifest_digest.to_string(),
+                source,
+            })?),
+            None => None,
+        };
+        // An unpacking pull needs the config's diff_ids before the layers come.
+        let jobs = match unpacker {
+            Some(u) => {
+                self.fetch_blob(store, &ctx, r, &auth, &manifest.config, None, sink)
+                    .await?;
+                self.layer_jobs(store, &ctx, u.as_ref(), &manifest)?
+            }
+            None => vec![None; manifest.layers.len()],
+        };
+        let mut blobs: Vec<(Blob, Option<LayerJob>)> = Vec::new();
+        if unpacker.is_none() {
+            blobs.push((manifest.config.clone(), None));
+        }
+        blobs.extend(manifest.layers.iter().cloned().zip(jobs));
         // The first failure stops the pull: the other downloads are dropped, and
         // their temp files with them.
-        futures_util::stream::iter(blobs.into_iter().map(|b| {
-            let auth = &auth;
-            async move { self.fetch_blob(store, &ctx, r, auth, &b, sink).await }
-        }))
-        .buffer_unordered(self.opts.max_concurrent.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+        let mut fetches = Vec::with_capacity(blobs.len());
+        for (b, job) in &blobs {
+            let (auth, ctx) = (&auth, &ctx);
+            let unpack = unpacker.zip(job.as_ref());
+            fetches.push(async move {
+                let u = self
+                    .fetch_blob(store, ctx, r, auth, b, unpack, sink)
+                    .await?;
+                Ok::<_, RegistryError>((job, u))
+            });
+        }
+        let outcomes = futures_util::stream::iter(fetches)
+            .buffer_unordered(self.opts.max_concurrent.max(1))
+            .try_collect::<Vec<_>>()
+            .await?;
+        // Layers that hardlink into the layers below them, once those are in
+        // place, bottom first.
+        let mut later: Vec<&LayerJob> = outcomes
+            .iter()
+            .filter(|(_, u)| *u == Some(Unpacked::NeedsBelow))
+            .filter_map(|(job, _)| job.as_ref())
+            .collect();
+        later.sort_by_key(|j| j.below.len());
+        if let Some(u) = unpacker {
+            for job in later {
+                self.unpack_stored(store, &ctx, u, job, true, sink).await?;
+            }
+        }
 
         // Docker schema 2 becomes an OCI manifest over the same blobs.
         let (stored_raw, stored_digest) = if media_type == DOCKER_MANIFEST {
@@ -277,6 +324,59 @@ impl Puller {
             manifest_digest: stored_digest,
             pinned,
         })
+    }
+
+    /// What an unpacking pull does with each layer: `None` for a layer that is in
+    /// place already. An image whose config names no layers to unpack (not a
+    /// container image) is stored without unpacking.
+    fn layer_jobs(
+        &self,
+        store: &Store,
+        ctx: &PullCtx<'_>,
+        u: &dyn Unpacker,
+        manifest: &ParsedManifest,
+    ) -> Result<Vec<Option<LayerJob>>> {
+        let config = store
+            .read_blob(&manifest.config.digest, MAX_CONFIG_SIZE)
+            .map_err(|source| RegistryError::Store {
+                image: ctx.image.to_string(),
+                digest: manifest.config.digest.to_string(),
+                source,
+            })?;
+        let diff_ids = match unpack::diff_ids(&config) {
+            Ok(d) if d.len() == manifest.layers.len() => d,
+            Ok(d) => {
+                return Err(ctx.bad_manifest(
+                    &manifest.config.digest,
+                    format!(
+                        "the config has {} diff_ids for {} layers",
+                        d.len(),
+                        manifest.layers.len()
+                    ),
+                ))
+            }
+            Err(reason) => {
+                tracing::info!("{}: not unpacked: {reason}", ctx.image);
+                return Ok(vec![None; manifest.layers.len()]);
+            }
+        };
+        let chains = unpack::chain_ids(&diff_ids);
+        Ok(manifest
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .enumerate()
+            .map(|(i, (layer, diff_id))| {
+                (!u.has(&chains[i])).then(|| LayerJob {
+                    image: ctx.image.to_string(),
+                    digest: layer.digest.clone(),
+                    media_type: manifest.layer_types[i].clone(),
+                    diff_id,
+                    chain_id: chains[i].clone(),
+                    below: chains[..i].to_vec(),
+                })
+            })
+            .collect())
     }
 
     /// Decides whether a failed attempt is retried: sleeps and returns true, or

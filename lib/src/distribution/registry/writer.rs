@@ -21,16 +21,43 @@ pub(super) enum Msg {
 }
 
 impl WriterThread {
-    pub(super) fn start(mut w: crate::distribution::layout::BlobWriter) -> Self {
+    /// Starts the thread. With `tee`, every byte written is also sent there once,
+    /// in order: bytes written again after a reset (a download started over) are
+    /// not sent twice.
+    pub(super) fn start(
+        mut w: crate::distribution::layout::BlobWriter,
+        tee: Option<std::sync::mpsc::SyncSender<bytes::Bytes>>,
+    ) -> Self {
         // A few chunks in flight overlap network and disk; a deeper queue only
         // holds more freshly allocated chunks (RSS and page faults) when the disk
         // is the slower side, and pulls no faster.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
         let handle = std::thread::spawn(move || {
+            let mut tee = tee;
+            let (mut pos, mut forwarded) = (0u64, 0u64);
             while let Some(m) = rx.blocking_recv() {
                 match m {
-                    Msg::Data(b) => w.write(&b)?,
-                    Msg::Reset => w.reset()?,
+                    Msg::Data(b) => {
+                        w.write(&b)?;
+                        let start = pos;
+                        pos += b.len() as u64;
+                        if pos > forwarded {
+                            let skip = (forwarded - start) as usize;
+                            // A receiver that stopped (its unpack failed) reports
+                            // that itself; the blob is still stored.
+                            if tee
+                                .as_ref()
+                                .is_some_and(|t| t.send(b.slice(skip..)).is_err())
+                            {
+                                tee = None;
+                            }
+                            forwarded = pos;
+                        }
+                    }
+                    Msg::Reset => {
+                        w.reset()?;
+                        pos = 0;
+                    }
                 }
             }
             Ok(w)
@@ -104,5 +131,27 @@ impl WriterThread {
         mut self,
     ) -> std::result::Result<crate::distribution::layout::BlobWriter, LayoutError> {
         self.join().await
+    }
+}
+
+/// Reads what a writer thread's tee sends: the blob's bytes, in order, until the
+/// writer is done (or gone).
+pub(super) struct TeeReader {
+    pub(super) rx: std::sync::mpsc::Receiver<bytes::Bytes>,
+    pub(super) cur: bytes::Bytes,
+}
+
+impl std::io::Read for TeeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.recv() {
+                Ok(b) => self.cur = b,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
     }
 }
