@@ -76,6 +76,11 @@ pub struct Args {
     /// Plain HTTP for this registry (repeatable), as registries.conf's insecure = true
     #[arg(long, value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
+    /// Images reported pinned, which kubelet's image garbage collection never
+    /// removes: exact names, `PREFIX*` or `*KEYWORD*` (repeatable, or
+    /// comma-separated); the pause image is always pinned
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub pinned_images: Vec<String>,
     /// The ctrmon binary [default: the one beside crid, else ctrmon on PATH]
     #[arg(long, value_name = "PATH")]
     pub ctrmon: Option<PathBuf>,
@@ -171,6 +176,8 @@ pub struct FileConfig {
     pull_progress_timeout: Option<u64>,
     #[serde(default)]
     insecure_registry: Vec<String>,
+    #[serde(default)]
+    pinned_images: Vec<String>,
     ctrmon: Option<PathBuf>,
     stream_address: Option<std::net::IpAddr>,
     stream_port: Option<u16>,
@@ -315,6 +322,7 @@ pub fn to_toml(s: &Settings) -> Result<String> {
         pause_image: s.pause_image.clone(),
         pull_progress_timeout: Some(s.pull_progress_timeout.map_or(0, |d| d.as_secs())),
         insecure_registry: s.insecure_registries.clone(),
+        pinned_images: s.pinned_images.clone(),
         ctrmon: Some(s.ctrmon.clone()),
         stream_address: Some(s.stream_address),
         stream_port: Some(s.stream_port),
@@ -372,6 +380,12 @@ pub fn resolve(args: &Args) -> Result<Settings> {
     let timeout = pick(&args.pull_progress_timeout, &file.pull_progress_timeout).unwrap_or(300);
     let mut insecure = file.insecure_registry.clone();
     insecure.extend(args.insecure_registry.iter().cloned());
+    let mut pinned = file.pinned_images.clone();
+    pinned.extend(args.pinned_images.iter().cloned());
+    for p in &pinned {
+        crid::image::Pins::check(p)
+            .map_err(|why| anyhow::anyhow!("pinned-images: {p:?}: {why}"))?;
+    }
     let ctrmon = pick(&args.ctrmon, &file.ctrmon).unwrap_or_else(default_ctrmon);
     let cgroup_manager = args
         .cgroup_manager
@@ -393,6 +407,7 @@ pub fn resolve(args: &Args) -> Result<Settings> {
         pause_image: pick(&args.pause_image, &file.pause_image).filter(|i| !i.is_empty()),
         pull_progress_timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
         insecure_registries: insecure,
+        pinned_images: pinned,
         ctrmon,
         stream_address: pick(&args.stream_address, &file.stream_address)
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),

@@ -80,6 +80,8 @@ pub struct Settings {
     pub pull_progress_timeout: Option<Duration>,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Patterns of the images reported pinned (besides the pause image).
+    pub pinned_images: Vec<String>,
     /// The ctrmon binary.
     pub ctrmon: PathBuf,
     /// Where the streaming server (Exec, Attach, PortForward) listens.

@@ -50,6 +50,19 @@ impl ErrorKind {
     }
 }
 
+/// An image volume that could not be mounted.
+#[derive(Debug, thiserror::Error)]
+#[error("image volume {path}: mounting image {image}")]
+pub struct ImageVolumeError {
+    /// Where in the container.
+    pub path: String,
+    /// The image.
+    pub image: String,
+    /// The cause.
+    #[source]
+    pub source: BundleError,
+}
+
 /// crid's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum CridError {
@@ -126,6 +139,9 @@ pub enum CridError {
         #[source]
         source: BundleError,
     },
+    /// An image volume could not be mounted.
+    #[error(transparent)]
+    ImageVolume(Box<ImageVolumeError>),
     /// The layer cache failed while unused layers were removed.
     #[error("removing unused layers from {}", path.display())]
     Layers {
@@ -232,6 +248,7 @@ impl CridError {
             CridError::Bundle { source, .. } | CridError::Layers { source, .. } => {
                 bundle_kind(source)
             }
+            CridError::ImageVolume(v) => bundle_kind(&v.source),
             CridError::Network { kind, .. } => *kind,
             CridError::Runtime { .. } | CridError::Monitor { .. } | CridError::Unstoppable(_) => {
                 ErrorKind::Unknown

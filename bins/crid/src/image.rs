@@ -35,8 +35,8 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
-    /// As the CRI reports it.
-    pub fn to_cri(&self) -> cri::Image {
+    /// As the CRI reports it, pinned if `pins` says so.
+    pub fn to_cri(&self, pins: &Pins) -> cri::Image {
         let user = self.user.split(':').next().unwrap_or_default();
         let (uid, username) = match user.parse::<i64>() {
             Ok(n) => (Some(cri::Int64Value { value: n }), String::new()),
@@ -54,9 +54,68 @@ impl ImageInfo {
                 image: self.id.clone(),
                 ..Default::default()
             }),
-            pinned: false,
+            pinned: pins.pinned(&self.names),
         }
     }
+}
+
+/// The images reported pinned (kubelet's image garbage collection never removes
+/// them): the pause image, and the names that match the `pinned-images` patterns,
+/// as CRI-O matches its `pinned_images`: an exact name, `PREFIX*`, or
+/// `*KEYWORD*`. Exact names are normalised as references are (`busybox` is
+/// `docker.io/library/busybox:latest`).
+#[derive(Debug, Clone, Default)]
+pub struct Pins {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+    keywords: Vec<String>,
+}
+
+impl Pins {
+    /// The pins of `patterns` (checked already) and the pause image.
+    pub fn new(patterns: &[String], pause_image: Option<&str>) -> Pins {
+        let mut pins = Pins::default();
+        for p in patterns.iter().map(String::as_str).chain(pause_image) {
+            match (p.strip_prefix('*'), p.strip_suffix('*')) {
+                (Some(rest), Some(_)) => pins.keywords.push(rest.trim_end_matches('*').to_string()),
+                (None, Some(prefix)) => pins.prefixes.push(prefix.to_string()),
+                _ => pins.exact.push(normalised(p)),
+            }
+        }
+        pins
+    }
+
+    /// Whether `pattern` is one: `*` only at its end, or at both ends, and
+    /// something besides.
+    pub fn check(pattern: &str) -> std::result::Result<(), String> {
+        let inner = pattern.trim_start_matches('*').trim_end_matches('*');
+        if inner.is_empty() {
+            return Err("matches every image; name some".into());
+        }
+        if inner.contains('*') {
+            return Err("'*' may only end a prefix, or surround a keyword".into());
+        }
+        if pattern.starts_with('*') && !pattern.ends_with('*') {
+            return Err("a leading '*' needs a trailing one (*KEYWORD*)".into());
+        }
+        Ok(())
+    }
+
+    /// Whether an image of these names is pinned.
+    pub fn pinned(&self, names: &[String]) -> bool {
+        names.iter().any(|n| {
+            self.exact.iter().any(|e| e == n)
+                || self.prefixes.iter().any(|p| n.starts_with(p.as_str()))
+                || self.keywords.iter().any(|k| n.contains(k.as_str()))
+        })
+    }
+}
+
+/// A reference as the store names it, or as given when it does not parse.
+fn normalised(r: &str) -> String {
+    crikit::distribution::reference::parse(r)
+        .map(|r| crikit::distribution::reference::store_name(&r))
+        .unwrap_or_else(|_| r.to_string())
 }
 
 /// The store's entries grouped by config digest (one manifest read each), in
@@ -236,6 +295,8 @@ pub struct Images {
     inflight: std::sync::Mutex<HashMap<String, Shared<BoxFuture<'static, PullOutcome>>>>,
     /// Held by a removal: two at once would each read what the other prunes.
     removing: std::sync::Mutex<()>,
+    /// The images reported pinned.
+    pub pins: Pins,
 }
 
 /// Records when a pull last moved, and counts the bytes it downloads.
@@ -295,6 +356,7 @@ impl Images {
         puller: Puller,
         progress_timeout: Option<Duration>,
         metrics: Arc<crate::metrics::Metrics>,
+        pins: Pins,
     ) -> Images {
         Images {
             store,
@@ -304,6 +366,7 @@ impl Images {
             metrics,
             inflight: Default::default(),
             removing: Default::default(),
+            pins,
         }
     }
 
@@ -448,6 +511,38 @@ mod tests {
         assert_eq!(repository_of("127.0.0.1:5000/a/b:1"), "127.0.0.1:5000/a/b");
         assert_eq!(repository_of("127.0.0.1:5000/a/b"), "127.0.0.1:5000/a/b");
         assert_eq!(repository_of("registry/a@sha256:00"), "registry/a");
+    }
+
+    #[test]
+    fn pinned_images_match_like_cri_o() {
+        use super::Pins;
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let pins = Pins::new(
+            &["busybox".into(), "quay.io/team/*".into(), "*agent*".into()],
+            Some("registry.k8s.io/pause:3.10"),
+        );
+        for pinned in [
+            "docker.io/library/busybox:latest",
+            "quay.io/team/tool:1",
+            "ghcr.io/x/node-agent:2",
+            "registry.k8s.io/pause:3.10",
+        ] {
+            assert!(pins.pinned(&names(&["other:1", pinned])), "{pinned}");
+        }
+        for not in [
+            "docker.io/library/busybox:1",
+            "quay.io/teams/x:1",
+            "registry.k8s.io/pause:3.9",
+        ] {
+            assert!(!pins.pinned(&names(&[not])), "{not}");
+        }
+        assert!(!Pins::default().pinned(&names(&["a:1"])));
+        for bad in ["*", "**", "a*b", "*a", "quay.io/*/x*"] {
+            assert!(Pins::check(bad).is_err(), "{bad}");
+        }
+        for good in ["a", "a*", "*a*", "quay.io/x/y:1"] {
+            assert!(Pins::check(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl Crid {
                 puller,
                 settings.pull_progress_timeout,
                 Arc::clone(&metrics),
+                image::Pins::new(&settings.pinned_images, settings.pause_image.as_deref()),
             )),
             network: net::Network {
                 conf_dir: settings.cni_conf_dir.clone(),

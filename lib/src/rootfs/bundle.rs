@@ -555,6 +555,60 @@ fn write_record(root: &Path, info: &BundleInfo) -> Result<PathBuf> {
     Ok(rec)
 }
 
+/// Mounts the filesystem of the image `image`, read-only, at `dir/rootfs`: an
+/// overlay of its layers with no upper layer (the layers unpacked first when they
+/// are not). `dir` must not exist. A record keeps the layers from being pruned
+/// while `dir` exists; [`remove`] undoes it all. Returns the mounted directory.
+pub fn mount_image(store: &Store, root: &Path, image: &str, dir: &Path) -> Result<PathBuf> {
+    let img = load_image(store, image)?;
+    if dir.symlink_metadata().is_ok() {
+        return Err(BundleError::Exists(dir.to_path_buf()));
+    }
+    let dir = std::path::absolute(dir).map_err(io_err("resolving", dir))?;
+    let chains = chain_ids(&img.layers.iter().map(|l| l.2.clone()).collect::<Vec<_>>());
+    let cache = LayerCache::new(root);
+    let _lock = cache.lock(false)?;
+    cache.ensure(store, &img.layers, &chains)?;
+    let rootfs = dir.join("rootfs");
+    let empty = dir.join("empty");
+    for d in [&rootfs, &empty] {
+        fs::create_dir_all(d).map_err(io_err("creating", d))?;
+    }
+    let info = BundleInfo {
+        path: dir.clone(),
+        image: img.name.clone(),
+        manifest_digest: img.manifest_digest.to_string(),
+        mode: MOUNT_MODE,
+        layers_unpacked: 0,
+        chain_ids: chains.iter().map(|c| c.to_string()).collect(),
+    };
+    let record = write_record(root, &info)?;
+    // Without an upper layer overlayfs wants two lower ones: an empty one at the
+    // bottom serves an image of one layer.
+    let mut lower: Vec<String> = chains
+        .iter()
+        .rev()
+        .map(|c| cache.diff_dir(c).display().to_string())
+        .collect();
+    lower.push(empty.display().to_string());
+    let data = std::ffi::CString::new(format!("lowerdir={}", lower.join(":")))
+        .map_err(|e| io_err("mounting", &rootfs)(io::Error::other(e)))?;
+    if let Err(e) = rustix::mount::mount(
+        "overlay",
+        &rootfs,
+        "overlay",
+        rustix::mount::MountFlags::RDONLY
+            | rustix::mount::MountFlags::NODEV
+            | rustix::mount::MountFlags::NOSUID,
+        data.as_c_str(),
+    ) {
+        let _ = fs::remove_file(&record);
+        let _ = remove_tree(&dir);
+        return Err(io_err("mounting the image's layers on", &rootfs)(e.into()));
+    }
+    Ok(rootfs)
+}
+
 /// Removes a bundle made by [`create`]: unmounts its rootfs, deletes it and its
 /// record. A bundle that is already gone is no error.
 pub fn remove(root: &Path, bundle: &Path) -> Result<()> {

@@ -98,11 +98,20 @@ fn check_container_config(pod: &PodRecord, config: &cri::ContainerConfig) -> Res
             )));
         }
     }
-    if let Some(m) = config.mounts.iter().find(|m| m.image.is_some()) {
-        return Err(CridError::Unsupported(format!(
-            "image volumes (mount {})",
-            m.container_path
-        )));
+    for m in &config.mounts {
+        let Some(image) = &m.image else { continue };
+        if !m.host_path.is_empty() {
+            return Err(CridError::Invalid(format!(
+                "mount {}: an image volume has no host path (got {:?})",
+                m.container_path, m.host_path
+            )));
+        }
+        if image.image.is_empty() {
+            return Err(CridError::Invalid(format!(
+                "mount {}: an image volume names no image",
+                m.container_path
+            )));
+        }
     }
     let Some(sc) = config
         .linux
@@ -559,6 +568,7 @@ impl Crid {
         let dir = self.store.container_dir(id);
         std::fs::create_dir_all(&dir)
             .map_err(CridError::io(format!("creating {}", dir.display())))?;
+        self.mount_image_volumes(&dir, &mut config)?;
         let bundle = dir.join("bundle");
         let fitted = self.make_bundle(pod, id, &config, &info.names[0], infra, &bundle)?;
         let t_bundle = t0.elapsed();
@@ -609,6 +619,42 @@ impl Crid {
         let c = self.record_of(pod, id, &config, infra, made);
         self.store.save_container(&c)?;
         Ok(c)
+    }
+
+    /// Mounts the image of each image volume (KEP 4639) read-only under the
+    /// container's directory `dir`, and points its mount there; the mount's image
+    /// becomes the image's id, which keeps the image in use while the container
+    /// exists. The mounts go with the directory when the container is removed.
+    fn mount_image_volumes(&self, dir: &Path, config: &mut cri::ContainerConfig) -> Result<()> {
+        for (i, m) in config.mounts.iter_mut().enumerate() {
+            let Some(spec) = m.image.as_mut() else {
+                continue;
+            };
+            let info = crate::image::find(&self.images.store, &spec.image)?.ok_or_else(|| {
+                CridError::NotFound(format!(
+                    "image {} of the image volume at {} (pull it first)",
+                    spec.image, m.container_path
+                ))
+            })?;
+            let at = dir.join("image-volumes").join(i.to_string());
+            let rootfs = crikit::rootfs::bundle::mount_image(
+                &self.images.store,
+                &self.settings.root,
+                &info.names[0],
+                &at,
+            )
+            .map_err(|source| {
+                CridError::ImageVolume(Box::new(crate::error::ImageVolumeError {
+                    path: m.container_path.clone(),
+                    image: spec.image.clone(),
+                    source,
+                }))
+            })?;
+            m.host_path = rootfs.display().to_string();
+            m.readonly = true;
+            spec.image = info.id;
+        }
+        Ok(())
     }
 
     /// The image a container is made of, and the checkpoint its image holds (a

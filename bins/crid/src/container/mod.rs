@@ -279,7 +279,21 @@ impl Crid {
                 Parent::from_recorded(parent).remove(&c.id);
             }
             crikit::rootfs::mountattr::unbind_each(&me.store.rro_dir(&c.id));
-            let _ = std::fs::remove_dir_all(me.store.container_dir(&c.id));
+            // Its image volumes: detached before the directory goes.
+            let dir = me.store.container_dir(&c.id);
+            let volumes = c.mounts.iter().any(|m| !m.image.is_empty());
+            if let Err(e) = volumes
+                .then(|| crikit::rootfs::mountattr::unmount_below(&dir))
+                .transpose()
+            {
+                tracing::warn!(
+                    "container {}: {e}; leaving {} in place",
+                    c.id,
+                    dir.display()
+                );
+                return Ok(());
+            }
+            let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_dir_all(me.store.monitor_dir(&c.id).path());
             Ok(())
         })

@@ -42,7 +42,10 @@ impl cri::image_service_server::ImageService for ImageService {
         .await
         .map_err(CridError::from)??;
         Ok(Response::new(cri::ListImagesResponse {
-            images: images.iter().map(ImageInfo::to_cri).collect(),
+            images: images
+                .iter()
+                .map(|i| i.to_cri(&self.0.images.pins))
+                .collect(),
         }))
     }
 
@@ -53,6 +56,7 @@ impl cri::image_service_server::ImageService for ImageService {
         let req = req.into_inner();
         let spec = spec_of(&req.image)?.to_string();
         let store = self.0.images.store.clone();
+        let pins = self.0.images.pins.clone();
         let (image, info) = tokio::task::spawn_blocking(move || -> Result<_, CridError> {
             let Some(i) = image::find(&store, &spec)? else {
                 return Ok((None, HashMap::new()));
@@ -62,7 +66,7 @@ impl cri::image_service_server::ImageService for ImageService {
                 let v = crikit::distribution::layout::inspect(&store, &i.names[0])?;
                 info.insert("info".to_string(), v.to_string());
             }
-            Ok((Some(i.to_cri()), info))
+            Ok((Some(i.to_cri(&pins)), info))
         })
         .await
         .map_err(CridError::from)??;

@@ -257,6 +257,9 @@ pub struct MountRecord {
     /// Recursively read-only.
     #[serde(default)]
     pub recursive_read_only: bool,
+    /// An image volume's image id ("" for other mounts).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
 }
 
 /// A hugepage limit.
@@ -579,6 +582,11 @@ pub fn mounts_of(config: &cri::ContainerConfig) -> Vec<MountRecord> {
             readonly: m.readonly,
             propagation: m.propagation,
             recursive_read_only: m.recursive_read_only,
+            image: m
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default(),
         })
         .collect()
 }

@@ -89,6 +89,10 @@ pub fn container_status(c: &ContainerRecord, dirs: &StateDir) -> cri::ContainerS
                 readonly: m.readonly,
                 propagation: m.propagation,
                 recursive_read_only: m.recursive_read_only,
+                image: (!m.image.is_empty()).then(|| cri::ImageSpec {
+                    image: m.image.clone(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
             .collect(),

@@ -25,6 +25,8 @@ pub struct Facts {
     pub infra: bool,
     /// The image's id.
     pub image_id: String,
+    /// The ids of the images its image volumes mount.
+    pub volume_images: Vec<String>,
     /// Its init process.
     pub pid: i32,
 }
@@ -179,6 +181,12 @@ impl Store {
             pod_id: c.pod_id.clone(),
             infra: c.infra,
             image_id: c.image_id.clone(),
+            volume_images: c
+                .mounts
+                .iter()
+                .filter(|m| !m.image.is_empty())
+                .map(|m| m.image.clone())
+                .collect(),
             pid: c.pid,
         };
         let id = c.id.clone();
@@ -213,11 +221,14 @@ impl Store {
         self.containers_where(|f| f.infra && f.pod_id == pod)
     }
 
-    /// The id of a container that uses the image `id`, if one does.
+    /// The id of a container that uses the image `id` (as its image, or in an
+    /// image volume), if one does.
     pub fn image_user(&self, image_id: &str) -> Option<String> {
-        self.containers_where(|f| f.image_id == image_id)
-            .into_iter()
-            .next()
+        self.containers_where(|f| {
+            f.image_id == image_id || f.volume_images.iter().any(|v| v == image_id)
+        })
+        .into_iter()
+        .next()
     }
 
     /// The running init pid of a container, with its pod. Only ids crid knows are

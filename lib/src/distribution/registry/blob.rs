@@ -19,6 +19,7 @@ impl Puller {
     /// Fetches a blob into the store. With `unpack`, the layer is unpacked too:
     /// from the bytes as they arrive, or from the store when the blob was there
     /// already. Returns how the unpack ended (`None`: nothing to unpack).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn fetch_blob(
         &self,
         store: &Store,
