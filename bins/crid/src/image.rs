@@ -485,14 +485,15 @@ impl Images {
             }
         }
         self.store.prune()?;
-        // The layers only this image used go too: the disk comes back.
-        let r =
-            crikit::rootfs::bundle::prune_layers(&self.store, &self.root).map_err(|source| {
-                CridError::Layers {
-                    path: self.root.join("layers"),
-                    source,
-                }
-            })?;
+        // The layers only this image used go too: the disk comes back. They are
+        // renamed out of sight now and deleted by a thread of crid's: RemoveImage
+        // does not wait for the unlinks of a cold tree.
+        let r = crikit::rootfs::bundle::prune_layers_with(&self.store, &self.root, true).map_err(
+            |source| CridError::Layers {
+                path: self.root.join("layers"),
+                source,
+            },
+        )?;
         self.metrics.layers_removed.inc_by(r.layers);
         Ok(())
     }

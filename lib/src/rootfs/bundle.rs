@@ -684,10 +684,17 @@ fn layers_in_use(store: &Store, root: &Path) -> Result<(HashSet<String>, u64)> {
 /// and the debris of killed unpacks and removals. Waits for unpacks and bundles
 /// in flight.
 pub fn prune_layers(store: &Store, root: &Path) -> Result<LayerPruneReport> {
+    prune_layers_with(store, root, false)
+}
+
+/// [`prune_layers`]; with `background`, the layers are renamed out of sight and
+/// a thread of this process deletes them after it returns (for a daemon, which
+/// outlives that thread; their bytes are not counted).
+pub fn prune_layers_with(store: &Store, root: &Path, background: bool) -> Result<LayerPruneReport> {
     let cache = LayerCache::new(root);
     let _lock = cache.lock(true)?;
     let (keep, stale) = layers_in_use(store, root)?;
-    let mut report = cache.remove_unused(&keep)?;
+    let mut report = cache.remove_unused(&keep, background)?;
     report.stale_records = stale;
     Ok(report)
 }
@@ -700,7 +707,7 @@ pub fn prune_layers_if_idle(store: &Store, root: &Path) -> Result<Option<LayerPr
         return Ok(None);
     };
     let (keep, stale) = layers_in_use(store, root)?;
-    let mut report = cache.remove_unused(&keep)?;
+    let mut report = cache.remove_unused(&keep, false)?;
     report.stale_records = stale;
     Ok(Some(report))
 }

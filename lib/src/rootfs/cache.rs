@@ -218,31 +218,56 @@ impl LayerCache {
     }
 
     /// Removes every layer whose chain id (hex) `keep` does not hold, and the debris
-    /// of killed unpacks and removals. The caller holds the lock exclusively.
-    pub fn remove_unused(&self, keep: &HashSet<String>) -> Result<LayerPruneReport> {
+    /// of killed unpacks and removals. The caller holds the lock exclusively. Each
+    /// layer is renamed out of sight at once; with `background`, a thread deletes
+    /// the renamed trees after this returns (their bytes are not counted), so the
+    /// caller does not wait for a cold tree's unlinks.
+    pub fn remove_unused(
+        &self,
+        keep: &HashSet<String>,
+        background: bool,
+    ) -> Result<LayerPruneReport> {
         let mut report = LayerPruneReport::default();
         let entries = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
             Err(e) => return Err(io_err("reading", &self.dir)(e)),
         };
+        let mut doomed = Vec::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if name == ".lock" || keep.contains(&name) {
                 continue;
             }
             if name.starts_with('.') {
-                remove_tree(&e.path())?;
+                doomed.push(e.path());
                 report.temp_dirs += 1;
                 continue;
             }
             // Out of sight first: a removal cut short leaves `.rm-*`, never a
-            // partial layer under its chain id.
-            let doomed = self.dir.join(format!(".rm-{name}"));
-            fs::rename(e.path(), &doomed).map_err(io_err("renaming", &e.path()))?;
-            report.bytes += allocated(&doomed);
-            remove_tree(&doomed)?;
+            // partial layer under its chain id. Unique: the same layer may be
+            // pulled and removed again while an earlier copy is still going.
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let to = self.dir.join(format!(".rm-{name}-{stamp}"));
+            fs::rename(e.path(), &to).map_err(io_err("renaming", &e.path()))?;
+            doomed.push(to);
             report.layers += 1;
+        }
+        if background {
+            std::thread::spawn(move || {
+                for d in doomed {
+                    if let Err(e) = remove_tree(&d) {
+                        tracing::warn!("removing an unused layer: {e}");
+                    }
+                }
+            });
+            return Ok(report);
+        }
+        for d in doomed {
+            report.bytes += allocated(&d);
+            remove_tree(&d)?;
         }
         Ok(report)
     }
@@ -404,11 +429,15 @@ mod tests {
         }
         let _ = cache.lock(false).unwrap();
         let keep: HashSet<String> = ["aa".to_string()].into();
-        let r = cache.remove_unused(&keep).unwrap();
+        let r = cache.remove_unused(&keep, false).unwrap();
         assert_eq!((r.layers, r.temp_dirs), (1, 1));
         assert!(r.bytes >= 10_000, "{r:?}");
         assert!(cache.dir.join("aa/diff/f").is_file());
         assert!(!cache.dir.join("bb").exists());
-        assert!(!cache.dir.join(".rm-bb").exists());
+        assert_eq!(
+            fs::read_dir(&cache.dir).unwrap().count(),
+            2,
+            "aa and the lock are all that is left"
+        );
     }
 }
