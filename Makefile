@@ -31,7 +31,7 @@ release: ## build every binary (release)
 # The suites that run containers, run a second time under each other runtime.
 RUNTIME_SUITES := --test crid --test crid_pods --test crid_resources --test crid_security --test crid_crash --test crid_events \
                   --test crid_checkpoint --test crid_errors --test crid_crictl --test crid_stream --test bundlegen \
-                  --test kubelet
+                  --test kubelet --test crid_images --test layers
 OTHER_RUNTIMES ?= crun
 
 test: deps build ## unit, cli and integration tests, the runtime suites under runc and crun (root); reports what did not run
@@ -92,6 +92,7 @@ bench: deps release ## imgpull, bundlegen, ctrmon, crid, imgserve against skopeo
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/crid.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/stream.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/lifecycle.py
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/images.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/events.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/serve.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/kubelet.py

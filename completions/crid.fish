@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_crid_global_optspecs
-    string join \n config= listen= root= run-dir= runtime= default-runtime= cgroup-manager= cni-conf-dir= cni-bin-dir= registries-conf= pause-image= pull-progress-timeout= insecure-registry= ctrmon= stream-address= stream-port= stream-max-sessions= stream-idle-timeout= stream-tls-cert= stream-tls-key= stream-tls-ca= events-file= events-file-max= events-backlog= metrics-address= log-level= log-format= v/verbose h/help V/version
+    string join \n config= listen= root= run-dir= runtime= default-runtime= cgroup-manager= cni-conf-dir= cni-bin-dir= registries-conf= pause-image= pull-progress-timeout= insecure-registry= pinned-images= ctrmon= stream-address= stream-port= stream-max-sessions= stream-idle-timeout= stream-tls-cert= stream-tls-key= stream-tls-ca= events-file= events-file-max= events-backlog= metrics-address= log-level= log-format= v/verbose h/help V/version
 end
 
 function __fish_crid_needs_command
@@ -38,6 +38,7 @@ complete -c crid -n "__fish_crid_needs_command" -l registries-conf -d 'container
 complete -c crid -n "__fish_crid_needs_command" -l pause-image -d 'Run the infra process of pods that share a PID namespace as a container of this image (registry.k8s.io/pause:3.10, say) instead of crid\'s own (ctrmon --infra: no image, bundle or runtime)' -r
 complete -c crid -n "__fish_crid_needs_command" -l pull-progress-timeout -d 'Cancel an image pull that has made no progress for this many seconds; 0 never does [default: 300]' -r
 complete -c crid -n "__fish_crid_needs_command" -l insecure-registry -d 'Plain HTTP for this registry (repeatable), as registries.conf\'s insecure = true' -r
+complete -c crid -n "__fish_crid_needs_command" -l pinned-images -d 'Images reported pinned, which kubelet\'s image garbage collection never removes: exact names, `PREFIX*` or `*KEYWORD*` (repeatable, or comma-separated); the pause image is always pinned' -r
 complete -c crid -n "__fish_crid_needs_command" -l ctrmon -d 'The ctrmon binary [default: the one beside crid, else ctrmon on PATH]' -r -F
 complete -c crid -n "__fish_crid_needs_command" -l stream-address -d 'Address of the streaming server that Exec, Attach and PortForward URLs point at [default: 127.0.0.1]' -r
 complete -c crid -n "__fish_crid_needs_command" -l stream-port -d 'Its port; 0 picks a free one [default: 0]' -r

@@ -23,7 +23,7 @@ _imgpull() {
 
     case "${cmd}" in
         imgpull)
-            opts="-q -v -h -V --list --inspect --remove --prune --json --root --platform --creds --authfile --insecure-registry --certs-dir --registries-conf --max-concurrent-downloads --retries --retry-delay --stall-timeout --progress --quiet --log-level --log-format --verbose --help --version"
+            opts="-q -v -h -V --list --inspect --remove --prune --unpack --json --root --platform --creds --authfile --insecure-registry --certs-dir --registries-conf --max-concurrent-downloads --retries --retry-delay --stall-timeout --progress --quiet --log-level --log-format --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

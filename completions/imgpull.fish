@@ -19,8 +19,9 @@ complete -c imgpull -l log-format -d 'Diagnostics format on stderr' -r -f -a "te
 json\t'One JSON object per line'"
 complete -c imgpull -l list -d 'List the images in the store (NAME, DIGEST, SIZE; JSON lines with --json)'
 complete -c imgpull -l inspect -d 'Print one stored image as JSON: name, digests, size, manifest and config'
-complete -c imgpull -l remove -d 'Remove images from the store by name; their blobs stay until --prune'
-complete -c imgpull -l prune -d 'Delete blobs that no image references, and temp files of killed pulls'
+complete -c imgpull -l remove -d 'Remove images from the store by name, with the blobs and unpacked layers that no other image and no bundle uses'
+complete -c imgpull -l prune -d 'Delete blobs and unpacked layers that no image and no bundle uses, and the temp files of killed pulls and unpacks'
+complete -c imgpull -l unpack -d 'Unpack each layer into ROOT/layers as it downloads (needs root)'
 complete -c imgpull -l json -d 'Write results on stdout as JSON lines (see JSON OUTPUT)'
 complete -c imgpull -s q -l quiet -d 'No progress output (same as --progress=none)'
 complete -c imgpull -s v -l verbose -d 'More diagnostics (-v info, -vv debug, -vvv trace)'
