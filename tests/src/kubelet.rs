@@ -105,11 +105,20 @@ podLogsDir: {logs}
 volumePluginDir: {plugins}
 containerRuntimeEndpoint: unix://{socket}
 imageServiceEndpoint: unix://{socket}
-imageGCHighThresholdPercent: 100
-evictionHard: {{}}
-resolvConf: ''
+{gc}{eviction}resolvConf: ''
 makeIPTablesUtilChains: false
 {extra}",
+            // Image GC and evictions are off unless the test sets them.
+            gc = if extra.contains("imageGCHighThresholdPercent") {
+                ""
+            } else {
+                "imageGCHighThresholdPercent: 100\n"
+            },
+            eviction = if extra.contains("evictionHard") {
+                ""
+            } else {
+                "evictionHard: {}\n"
+            },
             main = crate::net::free_port(),
             manifests = dir.join("manifests").display(),
             logs = dir.join("logs").display(),

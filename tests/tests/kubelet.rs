@@ -676,3 +676,94 @@ async fn with_evented_pleg_kubelet_follows_pods_through_crids_events() {
         ],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelets_image_gc_removes_unused_images_and_their_layers_but_not_pinned_ones() {
+    let Some(bin) = Kubelet::find() else { return };
+    let mut w = World::new(Network::Loopback, &[]).await;
+    let big = w.reg.push(
+        "gc/big",
+        &e2e::Image::new(vec![
+            e2e::Layer::busybox(e2e::Compression::Gzip),
+            e2e::Layer::large("big.bin", 8, e2e::Compression::Gzip),
+        ]),
+    );
+    let kept = w.reg.push(
+        "gc/kept",
+        &e2e::Image::new(vec![e2e::Layer::large(
+            "kept.bin",
+            2,
+            e2e::Compression::Gzip,
+        )]),
+    );
+    // crid again, with gc/kept pinned.
+    let pin = format!("{}/gc/kept:1", w.reg.addr);
+    let args = [
+        "--pinned-images",
+        pin.as_str(),
+        "--insecure-registry",
+        w.reg.addr.as_str(),
+        "--cni-bin-dir",
+        "/usr/lib/cni",
+    ]
+    .map(String::from);
+    w.crid.stop_with(nix::sys::signal::Signal::SIGTERM);
+    w.restart_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let img = w.img.clone();
+    for p in [&big, &kept] {
+        img.clone()
+            .pull_image(e2e::crid::pull_request(&p.reference))
+            .await
+            .unwrap();
+    }
+    let root = w.crid.root.clone();
+    let holding = |file: &str| {
+        std::fs::read_dir(root.join("layers")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.path().join("diff").join(file).exists())
+        })
+    };
+    assert!(holding("big.bin") && holding("kept.bin"));
+    // The image file system is always short of space here: kubelet's eviction
+    // manager reclaims it through the image GC (unused images, never a pinned
+    // one), as its periodic image GC does above its high threshold. Images count
+    // once they are a second old (kubelet takes 0 for its 2-minute default).
+    let k = Kubelet::start_with(
+        &bin,
+        w.tmp.path(),
+        &w.crid.socket,
+        "imageGCHighThresholdPercent: 1\nimageGCLowThresholdPercent: 0\nimageMinimumGCAge: 1s\n\
+         evictionHard: {imagefs.available: \"99%\", nodefs.available: \"1%\"}\n",
+    );
+    let names = || async {
+        img.clone()
+            .list_images(k8s_cri::v1::ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = names().await;
+        if !n.iter().any(|t| t.contains("gc/big")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubelet's image GC never removed gc/big: {n:?}\n{}",
+            k.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let n = names().await;
+    assert!(n.contains(&pin), "the pinned image stays: {n:?}");
+    // big.bin's layer went with its image; the pinned image's stayed.
+    e2e::wait_for("big.bin's layer to go", || !holding("big.bin"));
+    assert!(holding("kept.bin"));
+    drop(k);
+}
