@@ -144,8 +144,8 @@ def start_crid(work, reg, cni, extra=(), name="crid", bin_dir=None):
     return Runtime(name, work, sock, proc, d)
 
 
-def start_containerd(work, reg, cni, pause):
-    d = os.path.join(work, "containerd")
+def start_containerd(work, reg, cni, pause, name="containerd"):
+    d = os.path.join(work, name)
     os.makedirs(d)
     sock = os.path.join(d, "c.sock")
     cfg = os.path.join(d, "config.toml")
@@ -169,8 +169,8 @@ state = "{d}/state"
 ''')
     proc = subprocess.Popen(["containerd", "--config", cfg], stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(d, "containerd.log"), "w"))
-    wait_socket(sock, proc, "containerd")
-    return Runtime("containerd", work, sock, proc, d)
+    wait_socket(sock, proc, name)
+    return Runtime(name, work, sock, proc, d)
 
 
 RUNTIME_TOOLS = ["containerd", "skopeo", "umoci", "runc"]

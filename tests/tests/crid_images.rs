@@ -397,3 +397,78 @@ async fn crid_killed_during_a_pull_starts_with_a_consistent_store_and_no_orphan_
     want.sort();
     assert_eq!(cache(&crid.root).0, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_and_removals_are_told_in_the_events_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("events.jsonl");
+    let feed_arg = feed.display().to_string();
+    let w = World::new(Network::Loopback, &["--events-file", &feed_arg]).await;
+    let mut img = w.img.clone();
+    let p = w.reg.push("images/told", &app_image());
+    img.pull_image(pull_request(&p.reference)).await.unwrap();
+    let missing = format!("{}/images/told:nope", w.reg.addr);
+    img.pull_image(pull_request(&missing)).await.unwrap_err();
+    img.remove_image(cri::RemoveImageRequest {
+        image: spec(&p.reference),
+    })
+    .await
+    .unwrap();
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&feed)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .filter(|l: &serde_json::Value| {
+                l["type"].as_str().is_some_and(|t| t.starts_with("IMAGE_"))
+            })
+            .collect()
+    };
+    e2e::wait_for("the removal in the feed", || {
+        lines().iter().any(|l| l["type"] == "IMAGE_REMOVED")
+    });
+    let of = |image: &str| -> Vec<serde_json::Value> {
+        lines()
+            .into_iter()
+            .filter(|l| l["image"] == image)
+            .collect()
+    };
+    let told = of(&p.reference);
+    let kinds: Vec<&str> = told.iter().filter_map(|l| l["type"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"IMAGE_PULL_STARTED"), "{kinds:?}");
+    assert!(kinds.contains(&"IMAGE_PULL_PROGRESS"), "{kinds:?}");
+    // Two layers of its own; busybox's was there already.
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "IMAGE_LAYER_UNPACKED")
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    let pulled = told
+        .iter()
+        .find(|l| l["type"] == "IMAGE_PULLED")
+        .expect("IMAGE_PULLED");
+    assert_eq!(pulled["id"], p.config, "{pulled}");
+    assert_eq!(pulled["layers_unpacked"], 2, "{pulled}");
+    assert!(pulled["bytes"].as_u64().unwrap() > 1 << 20, "{pulled}");
+    assert_eq!(pulled["version"], 1);
+    assert!(pulled["time"].as_str().unwrap().ends_with('Z'), "{pulled}");
+    let removed = told
+        .iter()
+        .find(|l| l["type"] == "IMAGE_REMOVED")
+        .expect("IMAGE_REMOVED");
+    assert_eq!(removed["id"], p.config, "{removed}");
+    let failed = of(&missing);
+    let kinds: Vec<&str> = failed.iter().filter_map(|l| l["type"].as_str()).collect();
+    assert_eq!(kinds, ["IMAGE_PULL_STARTED", "IMAGE_PULL_FAILED"]);
+    assert!(
+        failed[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("manifest unknown"),
+        "{}",
+        failed[1]
+    );
+}

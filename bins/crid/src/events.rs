@@ -6,6 +6,9 @@
 //! end) and RemovePodSandbox. Each event carries the pod's status and the statuses
 //! of its containers as they are when it is sent.
 //!
+//! The events file (`--events-file`) gets those and the images' own: pulls and
+//! removals.
+//!
 //! Any number of subscribers each get every event sent after they subscribed; one
 //! that falls more than its backlog (`--events-backlog`) behind and reads nothing
 //! for a second is dropped with a log line, and never slows crid or the others. Nothing survives a restart, as in
@@ -45,9 +48,51 @@ pub struct Queued {
     pub raised_at: i64,
 }
 
+/// What happened to an image, for the events file: a pull's start, progress,
+/// unpacked layers and end, and a removal.
+#[derive(Debug, Clone)]
+pub struct ImageEvent {
+    /// IMAGE_PULL_STARTED, IMAGE_PULL_PROGRESS, IMAGE_LAYER_UNPACKED, IMAGE_PULLED,
+    /// IMAGE_PULL_FAILED or IMAGE_REMOVED.
+    pub kind: &'static str,
+    /// The image as asked for (a pull) or as named (a removal).
+    pub image: String,
+    /// When.
+    pub at: std::time::SystemTime,
+    /// The other fields: a layer's digest, bytes downloaded, layers unpacked, the
+    /// pinned reference, the error.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ImageEvent {
+    /// An event of `kind` for `image`, now, with `fields`.
+    pub fn new(kind: &'static str, image: &str, fields: serde_json::Value) -> ImageEvent {
+        ImageEvent {
+            kind,
+            image: image.to_string(),
+            at: std::time::SystemTime::now(),
+            fields: match fields {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
+        }
+    }
+}
+
+/// A line of the events file.
+#[derive(Debug, Clone)]
+pub enum FeedItem {
+    /// A container's or pod's event, as GetContainerEvents streams it.
+    Container(Box<cri::ContainerEventResponse>),
+    /// An image's.
+    Image(ImageEvent),
+}
+
 /// The event feed and the exit watcher.
 pub struct Events {
     tx: broadcast::Sender<cri::ContainerEventResponse>,
+    /// What the events file gets: the container events and the images'.
+    feed: broadcast::Sender<FeedItem>,
     /// Events raised, in the order raised, for the sender task.
     queue: tokio::sync::mpsc::UnboundedSender<Queued>,
     queued: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Queued>>>,
@@ -68,6 +113,7 @@ impl Events {
         let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
         Events {
             tx: broadcast::channel(RING).0,
+            feed: broadcast::channel(RING).0,
             queue,
             queued: Mutex::new(Some(queued)),
             inotify,
@@ -75,9 +121,14 @@ impl Events {
         }
     }
 
-    /// A new subscriber's receiver.
-    pub fn subscribe(&self) -> broadcast::Receiver<cri::ContainerEventResponse> {
-        self.tx.subscribe()
+    /// The events file's receiver: container and image events.
+    pub fn subscribe_feed(&self) -> broadcast::Receiver<FeedItem> {
+        self.feed.subscribe()
+    }
+
+    /// Where image events go (to the events file, when there is one).
+    pub fn feed_sender(&self) -> broadcast::Sender<FeedItem> {
+        self.feed.clone()
     }
 
     /// Every event sent from now on, as GetContainerEvents streams them. A task of
@@ -168,13 +219,16 @@ impl Events {
 
     /// Sends `e` to every subscriber.
     pub fn send(&self, e: cri::ContainerEventResponse) {
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(FeedItem::Container(Box::new(e.clone())));
+        }
         // No subscriber is no error.
         let _ = self.tx.send(e);
     }
 
     /// Whether anyone listens (a subscriber or the events file).
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.tx.receiver_count() > 0 || self.feed.receiver_count() > 0
     }
 
     /// Blocks until monitors write exit files; the ids of their containers, each
@@ -220,6 +274,22 @@ impl Default for Events {
 
 /// The version of the JSON-lines feed's schema.
 pub const FEED_VERSION: u32 = 1;
+
+/// One image event as a line of the feed (see EVENTS in crid(8)).
+pub fn image_line(e: &ImageEvent) -> String {
+    let mut v = serde_json::json!({
+        "version": FEED_VERSION,
+        "time": crikit::runtime::monitor::rfc3339_nanos(e.at),
+        "type": e.kind,
+        "image": e.image,
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.extend(e.fields.clone());
+    }
+    let mut line = v.to_string();
+    line.push('\n');
+    line
+}
 
 /// One event as a line of the feed (see EVENTS in crid(8)).
 pub fn feed_line(e: &cri::ContainerEventResponse) -> String {
@@ -272,11 +342,7 @@ pub fn feed_line(e: &cri::ContainerEventResponse) -> String {
 /// one before) and a new file started. Runs in a thread of its own until crid
 /// stops; a subscriber that falls behind starts again with the next event, after a
 /// line in the log.
-pub fn write_feed(
-    mut rx: broadcast::Receiver<cri::ContainerEventResponse>,
-    path: std::path::PathBuf,
-    max: u64,
-) {
+pub fn write_feed(mut rx: broadcast::Receiver<FeedItem>, path: std::path::PathBuf, max: u64) {
     use std::io::Write;
     let open = |p: &Path| {
         std::fs::OpenOptions::new()
@@ -296,7 +362,10 @@ pub fn write_feed(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let line = feed_line(&e);
+        let line = match &e {
+            FeedItem::Container(e) => feed_line(e),
+            FeedItem::Image(e) => image_line(e),
+        };
         let size = file
             .as_ref()
             .ok()

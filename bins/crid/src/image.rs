@@ -297,15 +297,53 @@ pub struct Images {
     removing: std::sync::Mutex<()>,
     /// The images reported pinned.
     pub pins: Pins,
+    /// Where pulls and removals are told (the events file).
+    feed: tokio::sync::broadcast::Sender<crate::events::FeedItem>,
 }
 
-/// Records when a pull last moved, and counts the bytes it downloads.
+/// Records when a pull last moved, counts the bytes it downloads, and tells the
+/// events file how it goes (at most once a second, and each layer unpacked).
 struct Watch<'a> {
     start: Instant,
     last_ms: AtomicU64,
     metrics: &'a crate::metrics::Metrics,
     /// The bytes each resumed blob already had.
     resumed: std::sync::Mutex<HashMap<String, u64>>,
+    /// The image as asked for.
+    image: &'a str,
+    feed: &'a tokio::sync::broadcast::Sender<crate::events::FeedItem>,
+    /// Bytes of each blob so far, and when progress was last told.
+    done: std::sync::Mutex<(HashMap<String, u64>, Option<Instant>)>,
+    unpacked: AtomicU64,
+}
+
+impl Watch<'_> {
+    fn tell(&self, kind: &'static str, fields: serde_json::Value) {
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(crate::events::FeedItem::Image(
+                crate::events::ImageEvent::new(kind, self.image, fields),
+            ));
+        }
+    }
+
+    /// Bytes of the image's blobs stored or downloaded so far; told once a second.
+    fn progress(&self, digest: &str, bytes: u64) {
+        let mut g = crikit::sync::lock(&self.done);
+        g.0.insert(digest.to_string(), bytes);
+        if g.1.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        g.1 = Some(Instant::now());
+        let total: u64 = g.0.values().sum();
+        drop(g);
+        self.tell(
+            "IMAGE_PULL_PROGRESS",
+            serde_json::json!({
+                "bytes": total,
+                "layers_unpacked": self.unpacked.load(Ordering::Relaxed),
+            }),
+        );
+    }
 }
 
 impl Sink for Watch<'_> {
@@ -317,14 +355,22 @@ impl Sink for Watch<'_> {
             Event::BlobStart { digest, offset, .. } if *offset > 0 => {
                 crikit::sync::lock(&self.resumed).insert(digest.clone(), *offset);
             }
+            Event::BlobProgress { digest, done, .. } => self.progress(digest, *done),
+            Event::BlobExists { digest, size, .. } => self.progress(digest, *size),
             Event::BlobDone { digest, size, .. } => {
                 let had = crikit::sync::lock(&self.resumed)
                     .remove(digest)
                     .unwrap_or(0);
                 self.metrics.pull_bytes.inc_by(size.saturating_sub(had));
+                self.progress(digest, *size);
             }
-            Event::LayerUnpacked { .. } => {
+            Event::LayerUnpacked { digest, .. } => {
                 self.metrics.layers_unpacked.inc();
+                self.unpacked.fetch_add(1, Ordering::Relaxed);
+                self.tell(
+                    "IMAGE_LAYER_UNPACKED",
+                    serde_json::json!({ "digest": digest }),
+                );
             }
             _ => {}
         }
@@ -357,6 +403,7 @@ impl Images {
         progress_timeout: Option<Duration>,
         metrics: Arc<crate::metrics::Metrics>,
         pins: Pins,
+        feed: tokio::sync::broadcast::Sender<crate::events::FeedItem>,
     ) -> Images {
         Images {
             store,
@@ -367,6 +414,7 @@ impl Images {
             inflight: Default::default(),
             removing: Default::default(),
             pins,
+            feed,
         }
     }
 
@@ -430,7 +478,37 @@ impl Images {
             last_ms: AtomicU64::new(0),
             metrics: &self.metrics,
             resumed: Default::default(),
+            image,
+            feed: &self.feed,
+            done: Default::default(),
+            unpacked: AtomicU64::new(0),
         };
+        watch.tell("IMAGE_PULL_STARTED", serde_json::json!({}));
+        let out = self.pull_watched(image, creds, &watch).await;
+        match &out {
+            Ok(id) => watch.tell(
+                "IMAGE_PULLED",
+                serde_json::json!({
+                    "id": id,
+                    "bytes": crikit::sync::lock(&watch.done).0.values().sum::<u64>(),
+                    "layers_unpacked": watch.unpacked.load(Ordering::Relaxed),
+                    "seconds": watch.start.elapsed().as_secs_f64(),
+                }),
+            ),
+            Err(e) => watch.tell(
+                "IMAGE_PULL_FAILED",
+                serde_json::json!({ "error": e.message() }),
+            ),
+        }
+        out
+    }
+
+    async fn pull_watched(
+        &self,
+        image: &str,
+        creds: Option<crikit::distribution::registry::auth::Credentials>,
+        watch: &Watch<'_>,
+    ) -> Result<String> {
         // The shared client keeps the first credentials and the tokens it got per
         // registry: a request's own credentials get a client of their own.
         let shared = Arc::clone(&self.puller.read().unwrap_or_else(|e| e.into_inner()));
@@ -442,7 +520,7 @@ impl Images {
             }
             None => &*shared,
         };
-        let pull = puller.pull_as(&self.store, image, &watch, creds.as_ref());
+        let pull = puller.pull_as(&self.store, image, watch, creds.as_ref());
         let result = match self.progress_timeout {
             Some(limit) => tokio::select! {
                 r = pull => r,
@@ -483,6 +561,18 @@ impl Images {
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(crate::events::FeedItem::Image(
+                crate::events::ImageEvent::new(
+                    "IMAGE_REMOVED",
+                    image
+                        .names
+                        .first()
+                        .map_or(image.id.as_str(), String::as_str),
+                    serde_json::json!({ "id": image.id, "names": image.names }),
+                ),
+            ));
         }
         self.store.prune()?;
         // The layers only this image used go too: the disk comes back. They are

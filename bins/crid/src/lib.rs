@@ -76,6 +76,7 @@ impl Crid {
             crikit::distribution::layout::Store::open(crikit::paths::images_dir(&settings.root))?;
         let puller = puller(&settings)?;
         let metrics = Arc::new(metrics::Metrics::new());
+        let events = events::Events::new();
         Ok(Crid {
             store: store::Store::new(&settings.root, &settings.run_dir),
             images: Arc::new(image::Images::new(
@@ -85,6 +86,7 @@ impl Crid {
                 settings.pull_progress_timeout,
                 Arc::clone(&metrics),
                 image::Pins::new(&settings.pinned_images, settings.pause_image.as_deref()),
+                events.feed_sender(),
             )),
             network: net::Network {
                 conf_dir: settings.cni_conf_dir.clone(),
@@ -93,7 +95,7 @@ impl Crid {
             stats: Default::default(),
             pod_cidr: Default::default(),
             streams: Default::default(),
-            events: Default::default(),
+            events,
             stopping: Default::default(),
             slices: Default::default(),
             metrics,

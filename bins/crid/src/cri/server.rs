@@ -103,8 +103,8 @@ async fn run(settings: Settings, notify: Notify) -> Result<()> {
     }
     tokio::spawn(Arc::clone(&crid).send_events());
     if let Some(path) = settings.events_file.clone() {
-        let (rx, max) = (crid.events.subscribe(), settings.events_file_max);
-        tracing::info!("container events to {}", path.display());
+        let (rx, max) = (crid.events.subscribe_feed(), settings.events_file_max);
+        tracing::info!("container and image events to {}", path.display());
         std::thread::spawn(move || crate::events::write_feed(rx, path, max));
     }
     if let Some(addr) = settings.metrics_address {
