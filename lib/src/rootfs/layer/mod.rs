@@ -416,7 +416,7 @@ struct Applier<'a> {
     /// Directory mtimes, set at the end (entries below would change them).
     dir_times: Vec<(PathBuf, u64)>,
     /// The last parent directory resolved, to save a lookup per entry.
-    cached_parent: Option<(PathBuf, OwnedFd)>,
+    cached_parent: Option<(PathBuf, std::rc::Rc<OwnedFd>)>,
     buf: Vec<u8>,
 }
 
@@ -489,20 +489,21 @@ impl<'a> Applier<'a> {
 
     /// Opens the directory `rel` (None: the root) inside the root, creating missing
     /// directories on the way (0755, as tar does for entries without parents).
-    fn dir(&mut self, rel: Option<&Path>) -> rustix::io::Result<OwnedFd> {
+    /// The last directory opened is kept: entries come grouped by directory, and
+    /// sharing it saves a dup and a close per entry.
+    fn dir(&mut self, rel: Option<&Path>) -> rustix::io::Result<std::rc::Rc<OwnedFd>> {
         let Some(rel) = rel else {
             return rustix::fs::openat(
                 &self.root,
                 ".",
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
-            );
+            )
+            .map(std::rc::Rc::new);
         };
         if let Some((p, fd)) = &self.cached_parent {
             if p == rel {
-                return fd.try_clone().map_err(|e| {
-                    rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)
-                });
+                return Ok(std::rc::Rc::clone(fd));
             }
         }
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -532,10 +533,8 @@ impl<'a> Applier<'a> {
             }
             Err(e) => return Err(e),
         };
-        self.cached_parent = Some((
-            rel.to_path_buf(),
-            fd.try_clone().map_err(|_| rustix::io::Errno::IO)?,
-        ));
+        let fd = std::rc::Rc::new(fd);
+        self.cached_parent = Some((rel.to_path_buf(), std::rc::Rc::clone(&fd)));
         Ok(fd)
     }
 
@@ -659,7 +658,7 @@ impl<'a> Applier<'a> {
             Mode::empty(),
         )
         .map_err(self.io_err(raw, "opening the directory"))?;
-        self.set_owner_mode_xattrs(&fd, raw, m.uid, m.gid, m.mode, &m.xattrs, report)
+        self.set_owner_mode_xattrs(&fd, raw, true, m, report)
     }
 
     /// A regular file: its content, owner, mode, xattrs and times.
@@ -687,7 +686,7 @@ impl<'a> Applier<'a> {
                 })?;
         }
         let fd = OwnedFd::from(file);
-        self.set_owner_mode_xattrs(&fd, raw, m.uid, m.gid, m.mode, &m.xattrs, report)?;
+        self.set_owner_mode_xattrs(&fd, raw, false, m, report)?;
         rustix::fs::futimens(&fd, &times(m.mtime)).map_err(self.io_err(raw, "setting its times"))
     }
 
@@ -1122,17 +1121,16 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Sets what the entry says of `fd`, a directory or a regular file it made.
     fn set_owner_mode_xattrs(
         &self,
         fd: &OwnedFd,
         raw: &Path,
-        uid: u64,
-        gid: u64,
-        mode: u32,
-        xattrs: &[(String, Vec<u8>)],
+        is_dir: bool,
+        m: &Meta,
         report: &mut Report,
     ) -> Result<()> {
+        let (uid, gid, mode, xattrs) = (m.uid, m.gid, m.mode, &m.xattrs);
         if self.privileged {
             rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid)))
                 .map_err(self.io_err(raw, "setting its owner"))?;
@@ -1144,8 +1142,6 @@ impl<'a> Applier<'a> {
         // After chown, which clears setuid/setgid bits and file capabilities. Without
         // root, the owner keeps write (and, on directories, search) permission, or
         // later entries and layers could not change what is below.
-        let st = rustix::fs::fstat(fd).map_err(self.io_err(raw, "inspecting it"))?;
-        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
         let mode = match (self.privileged, is_dir) {
             (true, _) => mode,
             (false, true) => mode | 0o700,
