@@ -126,9 +126,14 @@ impl Events {
         self.feed.subscribe()
     }
 
-    /// Where image events go (to the events file, when there is one).
-    pub fn feed_sender(&self) -> broadcast::Sender<FeedItem> {
-        self.feed.clone()
+    /// What tells the events file, when there is one, of an image event.
+    pub fn image_teller(&self) -> impl Fn(&'static str, &str, serde_json::Value) + Send + Sync {
+        let feed = self.feed.clone();
+        move |kind, image, fields| {
+            if feed.receiver_count() > 0 {
+                let _ = feed.send(FeedItem::Image(ImageEvent::new(kind, image, fields)));
+            }
+        }
     }
 
     /// Every event sent from now on, as GetContainerEvents streams them. A task of

@@ -298,8 +298,11 @@ pub struct Images {
     /// The images reported pinned.
     pub pins: Pins,
     /// Where pulls and removals are told (the events file).
-    feed: tokio::sync::broadcast::Sender<crate::events::FeedItem>,
+    tell: Tell,
 }
+
+/// Tells the events file of an image event: its type, the image, its other fields.
+pub type Tell = Box<dyn Fn(&'static str, &str, serde_json::Value) + Send + Sync>;
 
 /// Records when a pull last moved, counts the bytes it downloads, and tells the
 /// events file how it goes (at most once a second, and each layer unpacked).
@@ -311,7 +314,7 @@ struct Watch<'a> {
     resumed: std::sync::Mutex<HashMap<String, u64>>,
     /// The image as asked for.
     image: &'a str,
-    feed: &'a tokio::sync::broadcast::Sender<crate::events::FeedItem>,
+    tell: &'a Tell,
     /// Bytes of each blob so far, and when progress was last told.
     done: std::sync::Mutex<(HashMap<String, u64>, Option<Instant>)>,
     unpacked: AtomicU64,
@@ -319,11 +322,7 @@ struct Watch<'a> {
 
 impl Watch<'_> {
     fn tell(&self, kind: &'static str, fields: serde_json::Value) {
-        if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(crate::events::FeedItem::Image(
-                crate::events::ImageEvent::new(kind, self.image, fields),
-            ));
-        }
+        (self.tell)(kind, self.image, fields);
     }
 
     /// Bytes of the image's blobs stored or downloaded so far; told once a second.
@@ -403,7 +402,7 @@ impl Images {
         progress_timeout: Option<Duration>,
         metrics: Arc<crate::metrics::Metrics>,
         pins: Pins,
-        feed: tokio::sync::broadcast::Sender<crate::events::FeedItem>,
+        tell: Tell,
     ) -> Images {
         Images {
             store,
@@ -414,7 +413,7 @@ impl Images {
             inflight: Default::default(),
             removing: Default::default(),
             pins,
-            feed,
+            tell,
         }
     }
 
@@ -479,7 +478,7 @@ impl Images {
             metrics: &self.metrics,
             resumed: Default::default(),
             image,
-            feed: &self.feed,
+            tell: &self.tell,
             done: Default::default(),
             unpacked: AtomicU64::new(0),
         };
@@ -562,18 +561,14 @@ impl Images {
                 Err(e) => return Err(e.into()),
             }
         }
-        if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(crate::events::FeedItem::Image(
-                crate::events::ImageEvent::new(
-                    "IMAGE_REMOVED",
-                    image
-                        .names
-                        .first()
-                        .map_or(image.id.as_str(), String::as_str),
-                    serde_json::json!({ "id": image.id, "names": image.names }),
-                ),
-            ));
-        }
+        (self.tell)(
+            "IMAGE_REMOVED",
+            image
+                .names
+                .first()
+                .map_or(image.id.as_str(), String::as_str),
+            serde_json::json!({ "id": image.id, "names": image.names }),
+        );
         self.store.prune()?;
         // The layers only this image used go too: the disk comes back. They are
         // renamed out of sight now and deleted by a thread of crid's: RemoveImage

@@ -86,7 +86,7 @@ impl Crid {
                 settings.pull_progress_timeout,
                 Arc::clone(&metrics),
                 image::Pins::new(&settings.pinned_images, settings.pause_image.as_deref()),
-                events.feed_sender(),
+                Box::new(events.image_teller()),
             )),
             network: net::Network {
                 conf_dir: settings.cni_conf_dir.clone(),
