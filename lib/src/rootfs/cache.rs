@@ -240,8 +240,12 @@ impl LayerCache {
                 continue;
             }
             if name.starts_with('.') {
-                doomed.push(e.path());
-                report.temp_dirs += 1;
+                // Another removal's thread may be deleting a `.rm-*` now: it is
+                // left to that thread (and to the next sweep, if it dies).
+                if !(background && name.starts_with(".rm-")) {
+                    doomed.push(e.path());
+                    report.temp_dirs += 1;
+                }
                 continue;
             }
             // Out of sight first: a removal cut short leaves `.rm-*`, never a
