@@ -431,7 +431,7 @@ mod tests {
             fs::create_dir_all(cache.dir.join(name).join("diff")).unwrap();
             fs::write(cache.dir.join(name).join("diff/f"), vec![7u8; 10_000]).unwrap();
         }
-        let _ = cache.lock(false).unwrap();
+        let _held = cache.lock(true).unwrap();
         let keep: HashSet<String> = ["aa".to_string()].into();
         let r = cache.remove_unused(&keep, false).unwrap();
         assert_eq!((r.layers, r.temp_dirs), (1, 1));
