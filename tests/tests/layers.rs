@@ -262,6 +262,36 @@ fn a_corrupt_cut_off_or_hostile_layer_leaves_no_layer_behind() {
     assert_eq!(std::fs::metadata(&big).expect("big.bin").len(), 4 << 20);
     assert!(debris(&root).is_empty());
 
+    // Other bytes of the same size and content (the gzip header's OS byte
+    // changed): they decompress to the right tar, so only the blob's digest
+    // tells. The layer, unpacked and with its diff_id right, is not kept: the
+    // blob failed.
+    proxy.clear();
+    let layer = Layer::large("big.bin", 4, Compression::Gzip);
+    let mut other = layer.blob();
+    other[9] ^= 0xff;
+    let same = reg.push("unpack/same", &Image::new(vec![layer]));
+    let same_ref = same.reference.replace(&reg.addr, &proxy.addr);
+    proxy.fault(&same.layers[0], Fault::Body(other), None);
+    let fresh = tmp.path().join("fresh");
+    let r = cmd(
+        &fresh,
+        &[
+            "--insecure-registry",
+            &proxy.addr,
+            "--unpack",
+            "-q",
+            "--retries",
+            "0",
+            &same_ref,
+        ],
+    )
+    .expect_code(4);
+    assert!(r.stderr.contains("has digest"), "{}", r.describe());
+    assert!(layers(&fresh).is_empty(), "{:?}", layers(&fresh));
+    assert!(debris(&fresh).is_empty(), "{:?}", debris(&fresh));
+    proxy.clear();
+
     // An entry that climbs out of the root: the pull fails naming it (a registry
     // failure, exit 4), and no layer of the image is left.
     let evil = Layer::new(

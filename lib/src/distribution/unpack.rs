@@ -32,6 +32,18 @@ pub enum Unpacked {
     NeedsBelow,
 }
 
+/// How an unpacker knows that the blob bytes it read are the right ones.
+#[derive(Debug)]
+pub enum BlobBytes {
+    /// Read from the store, where they were verified when written.
+    Stored,
+    /// Read as they arrive, while the blob writer hashes them: the layer is put in
+    /// place only once the writer says (`true`) that the blob's digest matched, so
+    /// the bytes are hashed once. Anything else (`false`, or the sender gone)
+    /// leaves nothing.
+    Arriving(std::sync::mpsc::Receiver<bool>),
+}
+
 /// A failed unpack: its message names the layer and the cause.
 #[derive(Debug)]
 pub struct UnpackError {
@@ -71,13 +83,15 @@ pub trait Unpacker: Send + Sync + std::fmt::Debug {
     fn hold(&self) -> Result<Box<dyn Send + Sync>, UnpackError>;
     /// Whether the layer with this chain id is in place already.
     fn has(&self, chain_id: &Digest) -> bool;
-    /// Unpacks a layer from its compressed bytes, checking them against the blob's
-    /// digest and the diff_id before the layer is committed; a failure leaves
-    /// nothing behind. `below_ready`: the layers below are in place and may be read.
+    /// Unpacks a layer from its compressed bytes. The layer is committed only once
+    /// its diff_id matched and the blob's digest is known to (see [`BlobBytes`]); a
+    /// failure leaves nothing behind. `below_ready`: the layers below are in place
+    /// and may be read.
     fn unpack(
         &self,
         job: &LayerJob,
         blob: &mut (dyn Read + Send),
+        verified: BlobBytes,
         below_ready: bool,
     ) -> Result<Unpacked, UnpackError>;
 }

@@ -12,7 +12,7 @@
 
 use crate::distribution::digest::Digest;
 use crate::distribution::layout::Store;
-use crate::distribution::unpack::{LayerJob, UnpackError, Unpacked, Unpacker};
+use crate::distribution::unpack::{BlobBytes, LayerJob, UnpackError, Unpacked, Unpacker};
 use crate::rootfs::bundle::{BundleError, Result};
 use crate::rootfs::layer::{self, ApplyOptions, Compression, Form, LayerError};
 use std::collections::HashSet;
@@ -166,12 +166,21 @@ impl LayerCache {
         let (digest, media_type, diff_id) = layer;
         let blob = store.blob_path(digest);
         let f = File::open(&blob).map_err(io_err("opening", &blob))?;
-        self.unpack_from(f, digest, media_type, diff_id, false, chain, lower)
+        self.unpack_from(
+            f,
+            digest,
+            media_type,
+            diff_id,
+            BlobBytes::Stored,
+            chain,
+            lower,
+        )
     }
 
     /// Unpacks a layer from `blob` into a temp dir and renames it into place once
-    /// the diff_id (and, with `check_blob`, the blob's digest) matched. A layer
-    /// someone else put in place meanwhile is as good as this one.
+    /// the diff_id matched and, for bytes still arriving, the blob writer found
+    /// the blob's digest right. A layer someone else put in place meanwhile is as
+    /// good as this one.
     #[allow(clippy::too_many_arguments)]
     fn unpack_from(
         &self,
@@ -179,7 +188,7 @@ impl LayerCache {
         digest: &Digest,
         media_type: &str,
         diff_id: &Digest,
-        check_blob: bool,
+        verified: BlobBytes,
         chain: &Digest,
         lower: &[PathBuf],
     ) -> Result<()> {
@@ -192,7 +201,7 @@ impl LayerCache {
         let opts = ApplyOptions {
             form: Form::Overlay,
             privileged: is_root(),
-            digest: check_blob.then(|| digest.clone()),
+            digest: None,
             diff_id: Some(diff_id.clone()),
             compression: Compression::from_media_type(media_type),
             lower: lower.to_vec(),
@@ -203,6 +212,16 @@ impl LayerCache {
             return Err(e.into());
         }
         let dest = self.dir.join(chain.hex());
+        if let BlobBytes::Arriving(verdict) = verified {
+            if verdict.recv() != Ok(true) {
+                let _ = remove_tree(&tmp_path);
+                return Err(BundleError::Io {
+                    action: "keeping the layer at",
+                    path: dest,
+                    source: io::Error::other(format!("blob {digest} was not stored whole")),
+                });
+            }
+        }
         match fs::rename(&tmp_path, &dest) {
             Ok(()) => Ok(()),
             // Another unpacker put it in place meanwhile: theirs is as good as ours.
@@ -316,6 +335,7 @@ impl Unpacker for LayerCache {
         &self,
         job: &LayerJob,
         blob: &mut (dyn Read + Send),
+        verified: BlobBytes,
         below_ready: bool,
     ) -> std::result::Result<Unpacked, UnpackError> {
         // Held for the unpack itself too: a pull given up on keeps no guard, and
@@ -331,7 +351,7 @@ impl Unpacker for LayerCache {
             &job.digest,
             &job.media_type,
             &job.diff_id,
-            true,
+            verified,
             &job.chain_id,
             &lower,
         ) {

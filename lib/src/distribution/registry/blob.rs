@@ -3,7 +3,7 @@
 //! go, as they arrive, to the unpacker that lays the layer down.
 
 use super::*;
-use crate::distribution::unpack::{LayerJob, Unpacked, Unpacker};
+use crate::distribution::unpack::{BlobBytes, LayerJob, Unpacked, Unpacker};
 
 /// A blob to fetch.
 #[derive(Debug, Clone)]
@@ -12,8 +12,10 @@ pub(super) struct Blob {
     pub(super) size: u64,
 }
 
-/// An unpack running on a thread of its own.
-type UnpackThread = std::thread::JoinHandle<std::result::Result<Unpacked, UnpackError>>;
+/// An unpack running on a blocking thread of the runtime's. A pull that fails
+/// drops its other fetches; their unpacks still run to their end (and remove what
+/// they made), and dropping the runtime waits for them.
+type UnpackThread = tokio::task::JoinHandle<std::result::Result<Unpacked, UnpackError>>;
 
 impl Puller {
     /// Fetches a blob into the store. With `unpack`, the layer is unpacked too:
@@ -57,15 +59,17 @@ impl Puller {
         let (tee, unpacking) = match unpack {
             Some((u, job)) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+                // The writer hashes the bytes; the unpacker waits for its verdict.
+                let (verdict, verdict_rx) = std::sync::mpsc::sync_channel::<bool>(1);
                 let (u, job) = (Arc::clone(u), job.clone());
-                let thread: UnpackThread = std::thread::spawn(move || {
+                let thread: UnpackThread = tokio::task::spawn_blocking(move || {
                     let mut reader = TeeReader {
                         rx,
                         cur: bytes::Bytes::new(),
                     };
-                    u.unpack(&job, &mut reader, false)
+                    u.unpack(&job, &mut reader, BlobBytes::Arriving(verdict_rx), false)
                 });
-                (Some(tx), Some(thread))
+                (Some(tx), Some((thread, verdict)))
             }
             None => (None, None),
         };
@@ -96,33 +100,45 @@ impl Puller {
         // The download's error comes first: when the writer thread failed (a full
         // disk, say), the download already collected its error and finishing has
         // nothing left to report. Once the writer is done, the unpack has all the
-        // bytes it will get.
+        // bytes it will get; it keeps its layer only if the blob was committed,
+        // its digest checked.
         let finished = pipe.finish().await;
+        let stored = match (result, finished) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(store_err(e)),
+            (Ok(()), Ok(writer)) => tokio::task::spawn_blocking(move || writer.commit())
+                .await
+                .map_err(|e| {
+                    store_err(LayoutError::Io {
+                        action: "committing",
+                        path: store.blob_path(&blob.digest),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                })
+                .and_then(|r| {
+                    r.map_err(|source| match source {
+                        LayoutError::DigestMismatch { expected, actual } => {
+                            RegistryError::DigestMismatch {
+                                image: ctx.image.to_string(),
+                                registry: ctx.registry.to_string(),
+                                what: "blob",
+                                expected: expected.to_string(),
+                                actual: actual.to_string(),
+                            }
+                        }
+                        other => store_err(other),
+                    })
+                }),
+        };
         let unpacked = match unpacking {
-            Some(t) => Some(join_unpack(t).await),
+            Some((thread, verdict)) => {
+                // An unpack that already ended takes no verdict.
+                let _ = verdict.send(stored.is_ok());
+                Some(join_unpack(thread).await)
+            }
             None => None,
         };
-        result?;
-        let writer = finished.map_err(store_err)?;
-        tokio::task::spawn_blocking(move || writer.commit())
-            .await
-            .map_err(|e| {
-                store_err(LayoutError::Io {
-                    action: "committing",
-                    path: store.blob_path(&blob.digest),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })?
-            .map_err(|source| match source {
-                LayoutError::DigestMismatch { expected, actual } => RegistryError::DigestMismatch {
-                    image: ctx.image.to_string(),
-                    registry: ctx.registry.to_string(),
-                    what: "blob",
-                    expected: expected.to_string(),
-                    actual: actual.to_string(),
-                },
-                other => store_err(other),
-            })?;
+        stored?;
         sink.event(&Event::BlobDone {
             image: ctx.image.to_string(),
             digest: blob.digest.to_string(),
@@ -159,7 +175,7 @@ impl Puller {
     ) -> Result<Unpacked> {
         let path = store.blob_path(&job.digest);
         let (u, job2) = (Arc::clone(u), job.clone());
-        let thread: UnpackThread = std::thread::spawn(move || {
+        let thread: UnpackThread = tokio::task::spawn_blocking(move || {
             let mut f = std::fs::File::open(&path).map_err(|e| {
                 UnpackError::local(LayoutError::Io {
                     action: "opening",
@@ -167,7 +183,7 @@ impl Puller {
                     source: e,
                 })
             })?;
-            u.unpack(&job2, &mut f, below_ready)
+            u.unpack(&job2, &mut f, BlobBytes::Stored, below_ready)
         });
         let out = join_unpack(thread)
             .await
@@ -276,8 +292,8 @@ impl Puller {
 
 /// Waits for an unpack thread without blocking the runtime.
 async fn join_unpack(t: UnpackThread) -> std::result::Result<Unpacked, UnpackError> {
-    match tokio::task::spawn_blocking(move || t.join()).await {
-        Ok(Ok(r)) => r,
+    match t.await {
+        Ok(r) => r,
         _ => Err(UnpackError::local(std::io::Error::other(
             "the unpacking thread panicked",
         ))),
