@@ -62,6 +62,35 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Bytes the trees under `paths` take on disk together, as `du` counts them.
+pub fn disk_usage(paths: &[&std::path::Path]) -> u64 {
+    let out = std::process::Command::new("du")
+        .args(["-s", "-B1", "-c"])
+        .args(paths)
+        .output()
+        .expect("du");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("du's total")
+}
+
+/// The layer cache under the state root `root`: the layers in place (their chain
+/// ids), and the debris of unpacks and removals (`.tmp-*`, `.rm-*`), each sorted.
+pub fn layer_cache(root: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("layers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
+        .collect();
+    names.sort();
+    names.into_iter().partition(|n| !n.starts_with('.'))
+}
+
 /// sha256 digest string of `data`.
 pub fn sha256(data: &[u8]) -> String {
     use sha2::Digest as _;

@@ -4,7 +4,9 @@
 //! in use, and a crid killed during a pull starts again with a consistent store.
 
 use e2e::crid::{pull_request, Crid, Network, World};
-use e2e::{check_store, Compression, Entry, Fault, Image, Layer, Proxy, TempRoot};
+use e2e::{
+    check_store, disk_usage, layer_cache, Compression, Entry, Fault, Image, Layer, Proxy, TempRoot,
+};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::NamespaceMode::Container as OwnPid;
 use std::path::Path;
@@ -40,33 +42,18 @@ fn chain_ids(root: &Path, config_digest: &str) -> Vec<String> {
         .collect()
 }
 
-/// The layers in place in crid's cache, and what else is there.
-fn cache(root: &Path) -> (Vec<String>, Vec<String>) {
-    let mut names: Vec<String> = std::fs::read_dir(root.join("layers"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".lock")
-        .collect();
-    names.sort();
-    names.into_iter().partition(|n| !n.starts_with('.'))
-}
-
-/// Bytes the image store and the layer cache take, as du counts them.
-fn image_disk(root: &Path) -> u64 {
-    let out = std::process::Command::new("du")
-        .args(["-s", "-B1", "-c"])
-        .arg(root.join("images"))
-        .arg(root.join("layers"))
-        .output()
-        .expect("du");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("du's total")
+/// RemoveImage of `image`, which must be refused as FAILED_PRECONDITION; the error.
+async fn removal_refused(
+    img: &k8s_cri::v1::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+    image: &str,
+) -> tonic::Status {
+    let e = img
+        .clone()
+        .remove_image(cri::RemoveImageRequest { image: spec(image) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    e
 }
 
 fn app_image() -> Image {
@@ -91,8 +78,8 @@ async fn a_pulled_image_is_ready_to_run_and_its_removal_gives_the_disk_back() {
     let mut img = w.img.clone();
     // The test image (busybox) is pulled and unpacked already.
     let base = chain_ids(&root, &w.image_id);
-    assert_eq!(cache(&root).0, base);
-    let before = image_disk(&root);
+    assert_eq!(layer_cache(&root).0, base);
+    let before = disk_usage(&[&root.join("images"), &root.join("layers")]);
 
     let p = w.reg.push("images/app", &app_image());
     img.pull_image(pull_request(&p.reference)).await.unwrap();
@@ -100,12 +87,12 @@ async fn a_pulled_image_is_ready_to_run_and_its_removal_gives_the_disk_back() {
     // unpacks nothing. The busybox layer is shared, not unpacked twice.
     let chains = chain_ids(&root, &p.config);
     assert_eq!(chains[0], base[0]);
-    let (layers, debris) = cache(&root);
+    let (layers, debris) = layer_cache(&root);
     assert!(debris.is_empty(), "{debris:?}");
     let mut want: Vec<String> = chains.clone();
     want.sort();
     assert_eq!(layers, want);
-    let full = image_disk(&root);
+    let full = disk_usage(&[&root.join("images"), &root.join("layers")]);
     assert!(full > before + (6 << 20), "{before} → {full}");
 
     let config = w.pod_config("app", OwnPid);
@@ -115,18 +102,16 @@ async fn a_pulled_image_is_ready_to_run_and_its_removal_gives_the_disk_back() {
     let id = w.start(&pod, &config, c).await;
     w.wait_for_log(&w.tmp.path().join("logs/app/app.log"), "app data")
         .await;
-    assert_eq!(cache(&root).0, want, "the create unpacked nothing new");
+    assert_eq!(
+        layer_cache(&root).0,
+        want,
+        "the create unpacked nothing new"
+    );
 
     // In use: refused, and nothing is lost.
-    let e = img
-        .remove_image(cri::RemoveImageRequest {
-            image: spec(&p.reference),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    let e = removal_refused(&img, &p.reference).await;
     assert!(e.message().contains(&id), "{e:?}");
-    assert_eq!(cache(&root).0, want);
+    assert_eq!(layer_cache(&root).0, want);
 
     w.remove_pod(&pod).await;
     img.remove_image(cri::RemoveImageRequest {
@@ -137,11 +122,11 @@ async fn a_pulled_image_is_ready_to_run_and_its_removal_gives_the_disk_back() {
     // The app's own layers went at once; busybox's, which the test image uses,
     // stayed. Their files are deleted by a thread of crid's: the disk comes back
     // shortly after.
-    assert_eq!(cache(&root).0, base);
+    assert_eq!(layer_cache(&root).0, base);
     e2e::wait_for("the disk to come back", || {
-        image_disk(&root) <= before + (16 << 10)
+        disk_usage(&[&root.join("images"), &root.join("layers")]) <= before + (16 << 10)
     });
-    let after = image_disk(&root);
+    let after = disk_usage(&[&root.join("images"), &root.join("layers")]);
     // ImageFsInfo counts what is there.
     let fs = img
         .image_fs_info(cri::ImageFsInfoRequest::default())
@@ -286,13 +271,7 @@ async fn an_image_volume_is_the_image_read_only_and_keeps_it_in_use() {
     assert!(m.readonly);
 
     // In use while the container exists.
-    let e = img
-        .remove_image(cri::RemoveImageRequest {
-            image: spec(&p.reference),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    let e = removal_refused(&img, &p.reference).await;
     assert!(e.message().contains("in use by container"), "{e:?}");
 
     // Bad requests: a host path besides the image, no image, an image not pulled.
@@ -350,7 +329,11 @@ async fn an_image_volume_is_the_image_read_only_and_keeps_it_in_use() {
     .await
     .unwrap();
     let chains = chain_ids(&root, &w.image_id);
-    assert_eq!(cache(&root).0, chains, "the volume image's layers went");
+    assert_eq!(
+        layer_cache(&root).0,
+        chains,
+        "the volume image's layers went"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +357,7 @@ async fn crid_killed_during_a_pull_starts_with_a_consistent_store_and_no_orphan_
         // belongs to an image in it (none yet, or the whole image).
         let crid = Crid::start(tmp.path(), &args);
         let names = check_store(&crid.root.join("images"));
-        let (layers, debris) = cache(&crid.root);
+        let (layers, debris) = layer_cache(&crid.root);
         assert!(debris.is_empty(), "after a kill at {delay} ms: {debris:?}");
         if names.is_empty() {
             assert!(
@@ -395,7 +378,7 @@ async fn crid_killed_during_a_pull_starts_with_a_consistent_store_and_no_orphan_
     img.pull_image(pull_request(&reference)).await.unwrap();
     let mut want = chain_ids(&crid.root, &p.config);
     want.sort();
-    assert_eq!(cache(&crid.root).0, want);
+    assert_eq!(layer_cache(&crid.root).0, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@
 //! down to the layers another image or a bundle still uses, even after SIGKILLs.
 
 use e2e::{
-    bin, check_store, run, Compression, Entry, Fault, Image, Layer, Proxy, Registry, Run, Runc,
-    TempRoot,
+    bin, check_store, disk_usage, layer_cache, run, Compression, Entry, Fault, Image, Layer, Proxy,
+    Registry, Run, Runc, TempRoot,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,18 +34,12 @@ fn bundlegen(root: &Path, args: &[&str]) -> Run {
 
 /// The layers in place in the cache (chain ids), sorted.
 fn layers(root: &Path) -> Vec<String> {
-    entries(&root.join("layers"))
-        .into_iter()
-        .filter(|n| !n.starts_with('.'))
-        .collect()
+    layer_cache(root).0
 }
 
 /// What killed or failed unpacks and removals left in the cache.
 fn debris(root: &Path) -> Vec<String> {
-    entries(&root.join("layers"))
-        .into_iter()
-        .filter(|n| n.starts_with('.') && n != ".lock")
-        .collect()
+    layer_cache(root).1
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -57,20 +51,6 @@ fn entries(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// Bytes the tree under `p` takes on disk, as du counts them.
-fn du(p: &Path) -> u64 {
-    let out = Command::new("du")
-        .args(["-s", "-B1"])
-        .arg(p)
-        .output()
-        .expect("du");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("du's figure")
 }
 
 fn progress_events(stderr: &str, kind: &str) -> usize {
@@ -119,23 +99,24 @@ fn a_pull_with_unpack_leaves_every_layer_ready_and_the_first_bundle_unpacks_noth
     let p = reg.push("unpack/layered", &layered_image());
     let tmp = TempRoot::new();
     let root = tmp.path().join("state");
-    let r = cmd(
-        &root,
-        &[
-            "--insecure-registry",
-            &reg.addr,
-            "--unpack",
-            "--progress=json",
-            &p.reference,
-        ],
-    )
-    .ok();
-    assert_eq!(
-        progress_events(&r.stderr, "layer-unpacked"),
-        4,
-        "{}",
-        r.describe()
-    );
+    // A pull with --unpack; how many layers it unpacked.
+    let unpacking_pull = |reference: &str| {
+        let r = cmd(
+            &root,
+            &[
+                "--insecure-registry",
+                &reg.addr,
+                "--unpack",
+                "--progress=json",
+                reference,
+            ],
+        )
+        .ok();
+        let n = progress_events(&r.stderr, "layer-unpacked");
+        (r, n)
+    };
+    let (r, unpacked) = unpacking_pull(&p.reference);
+    assert_eq!(unpacked, 4, "{}", r.describe());
     assert_eq!(layers(&root).len(), 4, "{:?}", layers(&root));
     assert!(debris(&root).is_empty(), "{:?}", debris(&root));
     let line = r.stdout.trim().to_string();
@@ -171,41 +152,11 @@ fn a_pull_with_unpack_leaves_every_layer_ready_and_the_first_bundle_unpacks_noth
 
     // A second pull of the same image, and of one sharing its first layer, unpacks
     // only what is new.
-    let again = cmd(
-        &root,
-        &[
-            "--insecure-registry",
-            &reg.addr,
-            "--unpack",
-            "--progress=json",
-            &p.reference,
-        ],
-    )
-    .ok();
-    assert_eq!(
-        progress_events(&again.stderr, "layer-unpacked"),
-        0,
-        "{}",
-        again.describe()
-    );
+    let (again, unpacked) = unpacking_pull(&p.reference);
+    assert_eq!(unpacked, 0, "{}", again.describe());
     let other = reg.push("unpack/other", &Image::busybox());
-    let r = cmd(
-        &root,
-        &[
-            "--insecure-registry",
-            &reg.addr,
-            "--unpack",
-            "--progress=json",
-            &other.reference,
-        ],
-    )
-    .ok();
-    assert_eq!(
-        progress_events(&r.stderr, "layer-unpacked"),
-        0,
-        "{}",
-        r.describe()
-    );
+    let (r, unpacked) = unpacking_pull(&other.reference);
+    assert_eq!(unpacked, 0, "{}", r.describe());
     assert_eq!(layers(&root).len(), 4);
 
     // Unprivileged users cannot keep overlay-form layers.
@@ -358,7 +309,7 @@ fn removing_images_gives_the_disk_back_except_what_others_use() {
     let root = tmp.path().join("state");
     // The store exists, empty, before anything is pulled.
     cmd(&root, &["--list"]).ok();
-    let empty = du(&root);
+    let empty = disk_usage(&[&root]);
     cmd(
         &root,
         &[
@@ -373,7 +324,7 @@ fn removing_images_gives_the_disk_back_except_what_others_use() {
     .ok();
     // The base layer is one layer for both images.
     assert_eq!(layers(&root).len(), 3, "{:?}", layers(&root));
-    let full = du(&root);
+    let full = disk_usage(&[&root]);
     assert!(full > empty + (9 << 20), "{empty} → {full}");
 
     // A bundle of b keeps b's layers after b is removed.
@@ -395,7 +346,7 @@ fn removing_images_gives_the_disk_back_except_what_others_use() {
     assert!(r.stdout.contains(", 2 layers and"), "{}", r.describe());
     assert!(layers(&root).is_empty());
     assert!(check_store(&root.join("images")).is_empty());
-    let after = du(&root);
+    let after = disk_usage(&[&root]);
     // Every byte of the images comes back; what remains is the empty store's
     // files, the cache's lock and directory entries.
     assert!(after <= empty + (64 << 10), "{empty} → {full} → {after}");
