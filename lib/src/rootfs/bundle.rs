@@ -478,18 +478,27 @@ fn mount_overlay(
         upper.display(),
         work.display()
     );
-    let data = std::ffi::CString::new(data)
-        .map_err(|e| io_err("mounting", &rootfs)(io::Error::other(e)))?;
-    rustix::mount::mount(
-        "overlay",
+    mount_overlay_at(
         &rootfs,
-        "overlay",
+        data,
         rustix::mount::MountFlags::empty(),
-        data.as_c_str(),
-    )
-    .map_err(|e| io_err("mounting an overlay on", &rootfs)(e.into()))?;
+        "mounting an overlay on",
+    )?;
     staging.mounted = true;
     Ok(unpacked)
+}
+
+/// Mounts an overlay with the options `data` on `target`.
+fn mount_overlay_at(
+    target: &Path,
+    data: String,
+    flags: rustix::mount::MountFlags,
+    action: &'static str,
+) -> Result<()> {
+    let data = std::ffi::CString::new(data)
+        .map_err(|e| io_err("mounting", target)(io::Error::other(e)))?;
+    rustix::mount::mount("overlay", target, "overlay", flags, data.as_c_str())
+        .map_err(|e| io_err(action, target)(e.into()))
 }
 
 /// Applies the image's layers in order to the plain directory `rootfs`.
@@ -591,20 +600,17 @@ pub fn mount_image(store: &Store, root: &Path, image: &str, dir: &Path) -> Resul
         .map(|c| cache.diff_dir(c).display().to_string())
         .collect();
     lower.push(empty.display().to_string());
-    let data = std::ffi::CString::new(format!("lowerdir={}", lower.join(":")))
-        .map_err(|e| io_err("mounting", &rootfs)(io::Error::other(e)))?;
-    if let Err(e) = rustix::mount::mount(
-        "overlay",
+    if let Err(e) = mount_overlay_at(
         &rootfs,
-        "overlay",
+        format!("lowerdir={}", lower.join(":")),
         rustix::mount::MountFlags::RDONLY
             | rustix::mount::MountFlags::NODEV
             | rustix::mount::MountFlags::NOSUID,
-        data.as_c_str(),
+        "mounting the image's layers on",
     ) {
         let _ = fs::remove_file(&record);
         let _ = remove_tree(&dir);
-        return Err(io_err("mounting the image's layers on", &rootfs)(e.into()));
+        return Err(e);
     }
     Ok(rootfs)
 }
