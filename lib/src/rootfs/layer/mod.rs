@@ -417,6 +417,10 @@ struct Applier<'a> {
     dir_times: Vec<(PathBuf, u64)>,
     /// The last parent directory resolved, to save a lookup per entry.
     cached_parent: Option<(PathBuf, std::rc::Rc<OwnedFd>)>,
+    /// The group a file created in the cached parent gets (its own when it is
+    /// setgid), once looked up; cleared with the cache and when a directory's
+    /// owner or mode is set.
+    cached_parent_gid: Option<u32>,
     buf: Vec<u8>,
 }
 
@@ -431,6 +435,28 @@ struct Meta {
     gid: u64,
     mtime: u64,
     xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// What a new file was created with already, so need not be set again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Preset {
+    /// Its owner is the entry's.
+    owner: bool,
+    /// Its mode is the entry's (no setuid, setgid or sticky bit, which come after
+    /// the owner, and nothing the umask took away).
+    mode: bool,
+}
+
+/// The process's umask, read once from /proc (reading it with umask(2) would
+/// change it for a moment under the other threads). None: not known, so every
+/// mode is set explicitly.
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(value.trim(), 8).ok()
+    })
 }
 
 /// Where an entry goes: its parent directory (opened inside the root), its name,
@@ -461,6 +487,7 @@ impl<'a> Applier<'a> {
             created: HashSet::new(),
             dir_times: Vec::new(),
             cached_parent: None,
+            cached_parent_gid: None,
             buf: vec![0; 1 << 18],
         })
     }
@@ -535,6 +562,7 @@ impl<'a> Applier<'a> {
         };
         let fd = std::rc::Rc::new(fd);
         self.cached_parent = Some((rel.to_path_buf(), std::rc::Rc::clone(&fd)));
+        self.cached_parent_gid = None;
         Ok(fd)
     }
 
@@ -658,7 +686,9 @@ impl<'a> Applier<'a> {
             Mode::empty(),
         )
         .map_err(self.io_err(raw, "opening the directory"))?;
-        self.set_owner_mode_xattrs(&fd, raw, true, m, report)
+        // It may be the cached parent: what its new files inherit can change.
+        self.cached_parent_gid = None;
+        self.set_owner_mode_xattrs(&fd, raw, true, m, report, Preset::default())
     }
 
     /// A regular file: its content, owner, mode, xattrs and times.
@@ -670,7 +700,16 @@ impl<'a> Applier<'a> {
         report: &mut Report,
     ) -> Result<()> {
         let raw = at.raw;
-        let fd = self.create_file(at.parent, at.name, raw)?;
+        // Created with its final permission bits when the umask leaves them be, and
+        // owned as the entry says when that is who creates it: most files then need
+        // no fchmod and no fchown (two syscalls of six per file).
+        let mode = self.file_mode(m.mode);
+        let create = mode & 0o777;
+        let preset = Preset {
+            mode: mode == create && umask().is_some_and(|u| create & u == 0),
+            owner: self.privileged && self.created_as(at.parent, m),
+        };
+        let fd = self.create_file(at.parent, at.name, raw, create)?;
         let mut file = std::fs::File::from(fd);
         loop {
             let n = entry.read(&mut self.buf).map_err(|e| self.read_err(e))?;
@@ -686,7 +725,7 @@ impl<'a> Applier<'a> {
                 })?;
         }
         let fd = OwnedFd::from(file);
-        self.set_owner_mode_xattrs(&fd, raw, false, m, report)?;
+        self.set_owner_mode_xattrs(&fd, raw, false, m, report, preset)?;
         rustix::fs::futimens(&fd, &times(m.mtime)).map_err(self.io_err(raw, "setting its times"))
     }
 
@@ -997,14 +1036,21 @@ impl<'a> Applier<'a> {
     }
 
     /// Creates a regular file for writing, replacing whatever is at `name`.
-    fn create_file(&mut self, parent: &OwnedFd, name: &OsStr, raw: &Path) -> Result<OwnedFd> {
+    /// The file is made with `mode` (less the umask); its owner is whoever creates it.
+    fn create_file(
+        &mut self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        raw: &Path,
+        mode: u32,
+    ) -> Result<OwnedFd> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600)) {
+        match rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(mode)) {
             Ok(fd) => Ok(fd),
             Err(rustix::io::Errno::EXIST) => {
                 self.make_room(parent, name, raw)?;
-                rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
+                rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(mode))
                     .map_err(self.io_err(raw, "creating the file"))
             }
             Err(e) => Err(self.io_err(raw, "creating the file")(e)),
@@ -1121,7 +1167,43 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// Sets what the entry says of `fd`, a directory or a regular file it made.
+    /// The mode a regular file gets: the entry's, and without root one its owner
+    /// can still write (later entries and layers may replace it).
+    fn file_mode(&self, mode: u32) -> u32 {
+        if self.privileged {
+            mode
+        } else {
+            mode | 0o200
+        }
+    }
+
+    /// Whether a file created now in `parent` is already owned as `m` says: the
+    /// creator's uid, and its gid or, in a setgid directory, the directory's. Known
+    /// only for the cached parent (one fstat per directory, not per file).
+    fn created_as(&mut self, parent: &OwnedFd, m: &Meta) -> bool {
+        use rustix::fd::AsRawFd;
+        let Some((_, cached)) = &self.cached_parent else {
+            return false;
+        };
+        if cached.as_raw_fd() != parent.as_raw_fd() {
+            return false;
+        }
+        if self.cached_parent_gid.is_none() {
+            let Ok(st) = rustix::fs::fstat(&**cached) else {
+                return false;
+            };
+            self.cached_parent_gid = Some(if st.st_mode & 0o2000 != 0 {
+                st.st_gid
+            } else {
+                rustix::process::getegid().as_raw()
+            });
+        }
+        m.uid == u64::from(rustix::process::geteuid().as_raw())
+            && Some(m.gid) == self.cached_parent_gid.map(u64::from)
+    }
+
+    /// Sets what the entry says of `fd`, a directory or a regular file it made,
+    /// except what `preset` says the file was created with.
     fn set_owner_mode_xattrs(
         &self,
         fd: &OwnedFd,
@@ -1129,11 +1211,14 @@ impl<'a> Applier<'a> {
         is_dir: bool,
         m: &Meta,
         report: &mut Report,
+        preset: Preset,
     ) -> Result<()> {
         let (uid, gid, mode, xattrs) = (m.uid, m.gid, m.mode, &m.xattrs);
         if self.privileged {
-            rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid)))
-                .map_err(self.io_err(raw, "setting its owner"))?;
+            if !preset.owner {
+                rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid)))
+                    .map_err(self.io_err(raw, "setting its owner"))?;
+            }
         } else if uid != u64::from(rustix::process::geteuid().as_raw())
             || gid != u64::from(rustix::process::getegid().as_raw())
         {
@@ -1143,12 +1228,13 @@ impl<'a> Applier<'a> {
         // root, the owner keeps write (and, on directories, search) permission, or
         // later entries and layers could not change what is below.
         let mode = match (self.privileged, is_dir) {
-            (true, _) => mode,
             (false, true) => mode | 0o700,
-            (false, false) => mode | 0o200,
+            _ => self.file_mode(mode),
         };
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
-            .map_err(self.io_err(raw, "setting its mode"))?;
+        if !preset.mode {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+                .map_err(self.io_err(raw, "setting its mode"))?;
+        }
         for (k, v) in xattrs {
             if let Err(e) = rustix::fs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty()) {
                 if self.privileged && e != rustix::io::Errno::NOTSUP {

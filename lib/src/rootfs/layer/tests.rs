@@ -607,3 +607,70 @@ fn a_lower_file_a_whiteout_or_an_opaque_directory_hides_is_not_linked() {
     let top = s.push(&Tar::new().hardlink("l4", "c").bytes()).unwrap();
     assert_eq!(std::fs::read(top.join("l4")).unwrap(), b"z");
 }
+
+#[test]
+fn files_get_the_entrys_owner_and_mode_whether_or_not_creation_gave_them() {
+    assert!(is_root(), "this test needs root");
+    let sb = Sandbox::new();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut entry = |path: &str, kind: tar::EntryType, mode: u32, uid: u64, gid: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mtime(1_600_000_000);
+        h.set_size(if kind == tar::EntryType::Regular {
+            2
+        } else {
+            0
+        });
+        let data: &[u8] = if kind == tar::EntryType::Regular {
+            b"hi"
+        } else {
+            b""
+        };
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    use tar::EntryType::{Directory, Regular};
+    // (path, mode, uid, gid): modes the umask takes bits from or not, special
+    // bits, owners that are and are not the creator, in a plain directory, in a
+    // setgid directory of another group, and at the root.
+    let files = [
+        ("plain/a", 0o644, 0, 0),
+        ("plain/b", 0o600, 0, 0),
+        ("plain/c", 0o777, 0, 0),
+        ("plain/d", 0o4755, 0, 0),
+        ("plain/e", 0o2755, 0, 50),
+        ("plain/f", 0o640, 0, 50),
+        ("plain/g", 0o755, 1000, 0),
+        ("sgid/a", 0o644, 0, 0),
+        ("sgid/b", 0o644, 0, 50),
+        ("sgid/c", 0o666, 0, 50),
+        ("top", 0o644, 0, 0),
+        ("top2", 0o444, 7, 8),
+    ];
+    entry("plain/", Directory, 0o755, 0, 0);
+    entry("sgid/", Directory, 0o2775, 0, 50);
+    for (p, mode, uid, gid) in files {
+        entry(p, Regular, mode, uid, gid);
+    }
+    // The same directory again, no longer setgid: its later files take the creator's group.
+    entry("sgid/", Directory, 0o755, 0, 50);
+    entry("sgid/z", Regular, 0o644, 0, 50);
+    let data = b.into_inner().unwrap();
+    sb.apply(&data, Form::Overlay).unwrap();
+    for (p, mode, uid, gid) in files.into_iter().chain([("sgid/z", 0o644, 0, 50)]) {
+        let m = std::fs::metadata(sb.root.join(p)).unwrap();
+        assert_eq!(
+            (
+                m.permissions().mode() & 0o7777,
+                u64::from(m.uid()),
+                u64::from(m.gid())
+            ),
+            (mode, uid, gid),
+            "{p}: mode, uid, gid"
+        );
+        assert_eq!(std::fs::read(sb.root.join(p)).unwrap(), b"hi", "{p}");
+    }
+}
