@@ -552,6 +552,8 @@ impl<'a> Applier<'a> {
                         Err(rustix::io::Errno::NOENT) => {
                             let parent = self.dir_exact(cur.parent())?;
                             self.implicit_dir(&parent, c.as_os_str(), &cur)?;
+                            // This layer made it: an opaque whiteout keeps it.
+                            self.created.insert(cur.clone());
                         }
                         Err(e) => return Err(e),
                     }

@@ -224,6 +224,7 @@ fn whiteouts_in_copy_form_delete_and_hide() {
     sb.apply(&lower, Form::Copy).unwrap();
     let upper = Tar::new()
         .file("etc/apt/c", b"c") // same layer, before the opaque marker
+        .file("etc/apt/sub/d", b"d") // in a directory the layer made without an entry
         .file("etc/apt/.wh..wh..opq", b"")
         .file("etc/.wh.motd", b"")
         .file(".wh.gone", b"")
@@ -240,7 +241,8 @@ fn whiteouts_in_copy_form_delete_and_hide() {
         .map(|e| e.unwrap().file_name())
         .collect();
     apt.sort();
-    assert_eq!(apt, ["c"]);
+    assert_eq!(apt, ["c", "sub"]);
+    assert_eq!(std::fs::read(root.join("etc/apt/sub/d")).unwrap(), b"d");
     assert!(
         !root.join("etc/.wh.motd").exists(),
         "whiteout files are not laid down"
