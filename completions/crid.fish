@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_crid_global_optspecs
-    string join \n config= listen= root= run-dir= runtime= default-runtime= cgroup-manager= cni-conf-dir= cni-bin-dir= registries-conf= pause-image= pull-progress-timeout= insecure-registry= pinned-images= ctrmon= stream-address= stream-port= stream-max-sessions= stream-idle-timeout= stream-tls-cert= stream-tls-key= stream-tls-ca= events-file= events-file-max= events-backlog= metrics-address= log-level= log-format= v/verbose h/help V/version
+    string join \n config= listen= root= run-dir= runtime= default-runtime= cgroup-manager= cni-conf-dir= cni-bin-dir= registries-conf= pause-image= pull-progress-timeout= insecure-registry= pinned-images= mirror-with-credentials= peers= self= ctrmon= stream-address= stream-port= stream-max-sessions= stream-idle-timeout= stream-tls-cert= stream-tls-key= stream-tls-ca= events-file= events-file-max= events-backlog= metrics-address= log-level= log-format= v/verbose h/help V/version
 end
 
 function __fish_crid_needs_command
@@ -39,6 +39,9 @@ complete -c crid -n "__fish_crid_needs_command" -l pause-image -d 'Run the infra
 complete -c crid -n "__fish_crid_needs_command" -l pull-progress-timeout -d 'Cancel an image pull that has made no progress for this many seconds; 0 never does [default: 300]' -r
 complete -c crid -n "__fish_crid_needs_command" -l insecure-registry -d 'Plain HTTP for this registry (repeatable), as registries.conf\'s insecure = true' -r
 complete -c crid -n "__fish_crid_needs_command" -l pinned-images -d 'Images reported pinned, which kubelet\'s image garbage collection never removes: exact names, `PREFIX*` or `*KEYWORD*` (repeatable, or comma-separated); the pause image is always pinned' -r
+complete -c crid -n "__fish_crid_needs_command" -l mirror-with-credentials -d 'A mirror (registries.conf) that may be sent the credentials a PullImage request carries for the registry it mirrors (repeatable); other mirrors get only those stored for their own host' -r
+complete -c crid -n "__fish_crid_needs_command" -l peers -d 'Ask the nodes this file lists (ADDR:PORT lines, their imgserve) for blobs before the registry, once the registry gave the manifest with the pull\'s credentials; read at each pull' -r -F
+complete -c crid -n "__fish_crid_needs_command" -l self -d 'This node\'s own imgserve address, left out of --peers' -r
 complete -c crid -n "__fish_crid_needs_command" -l ctrmon -d 'The ctrmon binary [default: the one beside crid, else ctrmon on PATH]' -r -F
 complete -c crid -n "__fish_crid_needs_command" -l stream-address -d 'Address of the streaming server that Exec, Attach and PortForward URLs point at [default: 127.0.0.1]' -r
 complete -c crid -n "__fish_crid_needs_command" -l stream-port -d 'Its port; 0 picks a free one [default: 0]' -r

@@ -6,6 +6,10 @@
 //! byte, cuts the body short, replaces the body, stalls, or trickles the bytes.
 //! With [`Proxy::with_token_auth`] it also plays a registry's token server: requests
 //! without a valid bearer token get a 401 challenge pointing at its `/token`.
+//! With [`Proxy::with_basic_challenge`] it plays a mirror that wants Basic
+//! credentials: requests without any get a 401 Basic challenge, the others go
+//! through. It records each request's Authorization header, so a test sees who
+//! was sent which credentials.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -47,6 +51,8 @@ pub struct Seen {
     pub path: String,
     /// The Range header, if any.
     pub range: Option<String>,
+    /// The Authorization header, if any.
+    pub authorization: Option<String>,
 }
 
 #[derive(Default)]
@@ -54,6 +60,7 @@ struct State {
     rules: Vec<Rule>,
     seen: Vec<Seen>,
     auth: Option<(String, String)>,
+    basic_challenge: bool,
 }
 
 /// A running proxy; stopped on drop.
@@ -103,6 +110,13 @@ impl Proxy {
     /// Requires `user`/`password` through a bearer-token flow.
     pub fn with_token_auth(self, user: &str, password: &str) -> Proxy {
         self.lock().auth = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Answers requests that carry no Authorization header with a 401 Basic
+    /// challenge; forwards the others, whatever they carry.
+    pub fn with_basic_challenge(self) -> Proxy {
+        self.lock().basic_challenge = true;
         self
     }
 
@@ -220,14 +234,16 @@ fn serve(
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
-    let (fault, auth) = {
+    let (fault, auth, basic_challenge) = {
         let mut st = crikit::sync::lock(state);
         st.seen.push(Seen {
             method: method.clone(),
             path: path.clone(),
             range: header("Range"),
+            authorization: header("Authorization"),
         });
         let auth = st.auth.clone();
+        let basic_challenge = st.basic_challenge;
         let mut fault = None;
         for r in st.rules.iter_mut() {
             let method_ok = r.method.as_deref().is_none_or(|m| m == method);
@@ -239,7 +255,7 @@ fn serve(
                 break;
             }
         }
-        (fault, auth)
+        (fault, auth, basic_challenge)
     };
     if let Some((user, pass)) = auth {
         if path.starts_with("/token") {
@@ -267,6 +283,14 @@ fn serve(
                 br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
             );
         }
+    }
+    if basic_challenge && header("Authorization").is_none() {
+        return respond(
+            &mut client,
+            401,
+            "WWW-Authenticate: Basic realm=\"mirror\"\r\n",
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        );
     }
     match &fault {
         Some(Fault::Status(code)) => {

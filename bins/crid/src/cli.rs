@@ -81,6 +81,19 @@ pub struct Args {
     /// comma-separated); the pause image is always pinned
     #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
     pub pinned_images: Vec<String>,
+    /// A mirror (registries.conf) that may be sent the credentials a PullImage
+    /// request carries for the registry it mirrors (repeatable); other mirrors get
+    /// only those stored for their own host
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub mirror_with_credentials: Vec<String>,
+    /// Ask the nodes this file lists (ADDR:PORT lines, their imgserve) for blobs
+    /// before the registry, once the registry gave the manifest with the pull's
+    /// credentials; read at each pull
+    #[arg(long, value_name = "FILE")]
+    pub peers: Option<PathBuf>,
+    /// This node's own imgserve address, left out of --peers
+    #[arg(long = "self", value_name = "ADDR:PORT")]
+    pub self_address: Option<String>,
     /// The ctrmon binary [default: the one beside crid, else ctrmon on PATH]
     #[arg(long, value_name = "PATH")]
     pub ctrmon: Option<PathBuf>,
@@ -178,6 +191,10 @@ pub struct FileConfig {
     insecure_registry: Vec<String>,
     #[serde(default)]
     pinned_images: Vec<String>,
+    #[serde(default)]
+    mirrors_with_credentials: Vec<String>,
+    peers: Option<PathBuf>,
+    self_address: Option<String>,
     ctrmon: Option<PathBuf>,
     stream_address: Option<std::net::IpAddr>,
     stream_port: Option<u16>,
@@ -323,6 +340,9 @@ pub fn to_toml(s: &Settings) -> Result<String> {
         pull_progress_timeout: Some(s.pull_progress_timeout.map_or(0, |d| d.as_secs())),
         insecure_registry: s.insecure_registries.clone(),
         pinned_images: s.pinned_images.clone(),
+        mirrors_with_credentials: s.mirrors_with_credentials.clone(),
+        peers: s.peers.clone(),
+        self_address: s.self_address.clone(),
         ctrmon: Some(s.ctrmon.clone()),
         stream_address: Some(s.stream_address),
         stream_port: Some(s.stream_port),
@@ -386,6 +406,11 @@ pub fn resolve(args: &Args) -> Result<Settings> {
         crid::image::Pins::check(p)
             .map_err(|why| anyhow::anyhow!("pinned-images: {p:?}: {why}"))?;
     }
+    let mut mirrors_with_credentials = file.mirrors_with_credentials.clone();
+    mirrors_with_credentials.extend(args.mirror_with_credentials.iter().cloned());
+    let peers = pick(&args.peers, &file.peers);
+    let self_address = pick(&args.self_address, &file.self_address);
+    crikit::distribution::registry::peers::Peers::new(peers.clone(), self_address.clone())?;
     let ctrmon = pick(&args.ctrmon, &file.ctrmon).unwrap_or_else(default_ctrmon);
     let cgroup_manager = args
         .cgroup_manager
@@ -408,6 +433,9 @@ pub fn resolve(args: &Args) -> Result<Settings> {
         pull_progress_timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
         insecure_registries: insecure,
         pinned_images: pinned,
+        mirrors_with_credentials,
+        peers,
+        self_address,
         ctrmon,
         stream_address: pick(&args.stream_address, &file.stream_address)
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),

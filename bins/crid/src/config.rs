@@ -82,6 +82,12 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// Patterns of the images reported pinned (besides the pause image).
     pub pinned_images: Vec<String>,
+    /// Mirrors that may be sent a PullImage request's credentials.
+    pub mirrors_with_credentials: Vec<String>,
+    /// The peer list file, if any.
+    pub peers: Option<PathBuf>,
+    /// This node's imgserve, left out of the peers.
+    pub self_address: Option<String>,
     /// The ctrmon binary.
     pub ctrmon: PathBuf,
     /// Where the streaming server (Exec, Attach, PortForward) listens.

@@ -198,10 +198,17 @@ fn puller(settings: &Settings) -> Result<crikit::distribution::registry::Puller>
     registries.add_insecure(settings.insecure_registries.iter().cloned());
     let creds = crikit::distribution::registry::auth::CredentialStore::from_env(None);
     // Layers are unpacked as they arrive: a pulled image is ready to run.
+    let peers = crikit::distribution::registry::peers::Peers::new(
+        settings.peers.clone(),
+        settings.self_address.clone(),
+    )
+    .map_err(|e| CridError::Pull(e.into()))?;
     let opts = crikit::distribution::registry::PullOptions {
         unpacker: Some(Arc::new(crikit::rootfs::bundle::LayerCache::new(
             &settings.root,
         ))),
+        peers,
+        mirrors_with_credentials: settings.mirrors_with_credentials.clone(),
         ..Default::default()
     };
     crikit::distribution::registry::Puller::new(registries, creds, opts).map_err(CridError::Pull)

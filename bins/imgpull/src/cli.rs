@@ -8,6 +8,7 @@ use crikit::distribution::layout::{LayoutError, Store};
 use crikit::distribution::platform::{Platform, PlatformError};
 use crikit::distribution::reference::ReferenceError;
 use crikit::distribution::registry::auth::{AuthError, CredentialStore, Credentials};
+use crikit::distribution::registry::peers::{Peers, PeersError};
 use crikit::distribution::registry::registries::{Registries, RegistriesError};
 use crikit::distribution::registry::{ErrorKind, PullOptions, Puller, RegistryError};
 use crikit_cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REGISTRY, EXIT_USAGE};
@@ -73,9 +74,33 @@ pub struct Args {
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
 
-    /// Credentials for the registry, USER:PASSWORD (overrides auth files)
+    /// Credentials for the image's registry, USER:PASSWORD (overrides auth files)
+    ///
+    /// They go to that registry only: a mirror gets the credentials the auth files
+    /// hold for its own host (or these, when --mirror-with-credentials names it),
+    /// and a peer never gets them.
     #[arg(long, value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
+
+    /// A mirror that may be sent the --creds of the registry it mirrors, HOST[:PORT];
+    /// may be repeated
+    #[arg(long = "mirror-with-credentials", value_name = "HOST[:PORT]")]
+    pub mirror_with_credentials: Vec<String>,
+
+    /// Ask the nodes this file lists (ADDR:PORT lines, other nodes' imgserve) for
+    /// blobs before the registry
+    ///
+    /// The manifest always comes from the registry (or its mirrors), with this
+    /// pull's credentials: a node asks its peers only for an image it has shown it
+    /// may read. Peers are reached over plain HTTP and are sent no --creds; what
+    /// they send is checked against the manifest's digests. The file is read at
+    /// each pull.
+    #[arg(long, value_name = "FILE")]
+    pub peers: Option<PathBuf>,
+
+    /// This node's own imgserve address, left out of --peers
+    #[arg(long = "self", value_name = "ADDR:PORT", requires = "peers")]
+    pub self_addr: Option<String>,
 
     /// Auth file to read credentials from (containers auth.json format)
     ///
@@ -148,6 +173,7 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
             || c.downcast_ref::<PlatformError>().is_some()
             || c.downcast_ref::<AuthError>().is_some()
             || c.downcast_ref::<RegistriesError>().is_some()
+            || c.downcast_ref::<PeersError>().is_some()
         {
             return Some(EXIT_USAGE);
         }
@@ -289,16 +315,16 @@ fn pull(
     };
     let mut registries = Registries::load(args.registries_conf.as_deref())?;
     registries.add_insecure(args.insecure_registry.iter().cloned());
-    let mut creds = CredentialStore::from_env(args.authfile.as_deref());
-    if let Some(c) = &args.creds {
-        creds.explicit = Some(Credentials::parse(c)?);
-    }
+    let creds = CredentialStore::from_env(args.authfile.as_deref());
+    let pull_creds = args.creds.as_deref().map(Credentials::parse).transpose()?;
     let mut opts = PullOptions {
         platform,
         max_concurrent: usize::from(args.max_concurrent_downloads),
         retries: args.retries,
         retry_delay: Duration::from_millis(args.retry_delay),
         stall_timeout: Duration::from_secs(args.stall_timeout),
+        peers: Peers::new(args.peers.clone(), args.self_addr.clone())?,
+        mirrors_with_credentials: args.mirror_with_credentials.clone(),
         ..PullOptions::default()
     };
     if !args.certs_dir.is_empty() {
@@ -342,7 +368,7 @@ fn pull(
     let mut first_err = None;
     let mut pulled = 0;
     for img in &args.images {
-        match rt.block_on(puller.pull(&store, img, sink.as_ref())) {
+        match rt.block_on(puller.pull_as(&store, img, sink.as_ref(), pull_creds.as_ref())) {
             Ok(p) => {
                 pulled += 1;
                 sink.finish_image();

@@ -6,7 +6,7 @@
 //! request never names a file: blobs are opened by digest only. Write methods answer
 //! 405 UNSUPPORTED.
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Verdict};
 use crate::view::{Lookup, Views};
 use crikit::distribution::digest::Digest;
 use std::fs::File;
@@ -125,9 +125,19 @@ pub fn protocol_error(status: u16, message: &str) -> Response {
 }
 
 fn route(views: &Views, auth: &Auth, req: &Request<'_>) -> Response {
-    if let Some(challenge) = auth.check(req.authorization) {
-        return Response::error(401, "UNAUTHORIZED", "authentication required")
-            .header("WWW-Authenticate", challenge);
+    match auth.check(req.authorization) {
+        Verdict::Pass => {}
+        Verdict::Challenge(challenge) => {
+            return Response::error(401, "UNAUTHORIZED", "authentication required")
+                .header("WWW-Authenticate", challenge);
+        }
+        Verdict::Unwanted => {
+            return Response::error(
+                403,
+                "DENIED",
+                "this imgserve takes no credentials: they were meant for a registry, not for it",
+            );
+        }
     }
     let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
     let Some(rest) = path

@@ -1,6 +1,9 @@
 //! Optional client authentication: HTTP Basic against `USER:PASSWORD` lines, and
 //! static bearer tokens, one per line. With neither configured every request is
-//! served. Secrets are compared in constant time.
+//! served, except one that carries credentials: they were meant for some
+//! registry, and a client that sends them here (a runtime passing a pod's pull
+//! secret to every mirror) is told so rather than served. Secrets are compared
+//! in constant time.
 
 use base64::Engine as _;
 use std::path::Path;
@@ -65,10 +68,13 @@ impl Auth {
         Ok(auth)
     }
 
-    /// None when the request may go on; else the WWW-Authenticate challenge of a 401.
-    pub fn check(&self, authorization: Option<&str>) -> Option<String> {
+    /// Whether the request may go on.
+    pub fn check(&self, authorization: Option<&str>) -> Verdict {
         if self.basic.is_empty() && self.bearer.is_empty() {
-            return None;
+            return match authorization {
+                Some(_) => Verdict::Unwanted,
+                None => Verdict::Pass,
+            };
         }
         let ok = authorization.is_some_and(|h| {
             let (scheme, value) = h.trim().split_once(' ').unwrap_or((h, ""));
@@ -91,13 +97,24 @@ impl Auth {
             }
         });
         if ok {
-            None
+            Verdict::Pass
         } else if !self.basic.is_empty() {
-            Some("Basic realm=\"imgserve\"".into())
+            Verdict::Challenge("Basic realm=\"imgserve\"".into())
         } else {
-            Some("Bearer realm=\"imgserve\"".into())
+            Verdict::Challenge("Bearer realm=\"imgserve\"".into())
         }
     }
+}
+
+/// What [`Auth::check`] says of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Served.
+    Pass,
+    /// A 401 with this WWW-Authenticate challenge.
+    Challenge(String),
+    /// Credentials sent to an imgserve that takes none: refused.
+    Unwanted,
 }
 
 /// Constant-time equality for equal lengths (a length difference shows).
@@ -123,20 +140,24 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode(s)
             )
         };
-        assert_eq!(a.check(Some(&basic("node:s3cret"))), None);
-        assert_eq!(a.check(Some("Bearer tok-1")), None);
+        assert_eq!(a.check(Some(&basic("node:s3cret"))), Verdict::Pass);
+        assert_eq!(a.check(Some("Bearer tok-1")), Verdict::Pass);
+        let challenge = Verdict::Challenge("Basic realm=\"imgserve\"".into());
         for bad in [
             basic("node:wrong"),
             "Bearer tok-2".into(),
             "Basic !!".into(),
         ] {
-            assert_eq!(
-                a.check(Some(&bad)).as_deref(),
-                Some("Basic realm=\"imgserve\"")
-            );
+            assert_eq!(a.check(Some(&bad)), challenge);
         }
-        assert!(a.check(None).is_some());
-        assert_eq!(Auth::default().check(None), None);
+        assert_eq!(a.check(None), challenge);
+        // Without credentials configured: served, unless some are sent anyway.
+        assert_eq!(Auth::default().check(None), Verdict::Pass);
+        assert_eq!(
+            Auth::default().check(Some(&basic("pod:secret"))),
+            Verdict::Unwanted
+        );
+        assert_eq!(Auth::default().check(Some("Bearer x")), Verdict::Unwanted);
         std::fs::write(&b, "nopassword\n").unwrap();
         let e = Auth::load(Some(&b), None).unwrap_err();
         assert!(e.to_string().contains("line 1 is not USER:PASSWORD"), "{e}");

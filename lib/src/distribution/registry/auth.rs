@@ -1,4 +1,4 @@
-//! Registry credentials: `--creds`, then the containers auth files
+//! Registry credentials stored for each registry: the containers auth files
 //! (`REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
 //! `~/.config/containers/auth.json`), then docker's `~/.docker/config.json`.
 //!
@@ -56,11 +56,11 @@ impl Credentials {
     }
 }
 
-/// Where credentials come from.
+/// Where the credentials stored for each registry come from. A pull's own
+/// credentials (`--creds`, a CRI request's) are not kept here: they go with
+/// the pull, to the registry they were given for (`Puller::pull_as`).
 #[derive(Debug, Clone, Default)]
 pub struct CredentialStore {
-    /// Used for every registry when set (`--creds`).
-    pub explicit: Option<Credentials>,
     /// Auth files, in the order they are searched.
     pub files: Vec<PathBuf>,
 }
@@ -87,10 +87,7 @@ impl CredentialStore {
         } else if let Some(h) = home {
             files.push(h.join(".docker/config.json"));
         }
-        CredentialStore {
-            explicit: None,
-            files,
-        }
+        CredentialStore { files }
     }
 
     /// Credentials for `registry` (host[:port]) and `repository`, if any.
@@ -99,9 +96,6 @@ impl CredentialStore {
         registry: &str,
         repository: &str,
     ) -> Result<Option<Credentials>, AuthError> {
-        if let Some(c) = &self.explicit {
-            return Ok(Some(c.clone()));
-        }
         for path in &self.files {
             let data = match std::fs::read(path) {
                 Ok(d) => d,

@@ -163,6 +163,57 @@ impl Puller {
         }
     }
 
+    /// [`Puller::fetch_blob`] from the peers first, in order, then from `r`. A
+    /// peer is sent no credentials of the pull's. One that fails (down, missing
+    /// the blob, cut off, wrong bytes) costs its attempt: what it sent is
+    /// discarded, its unpack undone, and the next is asked.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn fetch_blob_via_peers(
+        &self,
+        store: &Store,
+        ctx: &PullCtx<'_>,
+        r: &Reference,
+        auth: &RegistryAuth,
+        blob: &Blob,
+        unpack: Option<(&Arc<dyn Unpacker>, &LayerJob)>,
+        sink: &dyn Sink,
+        peers: &[String],
+    ) -> Result<Option<Unpacked>> {
+        if let Some(peer_client) = self.peer_client.as_ref().filter(|_| !peers.is_empty()) {
+            if !store.has_blob(&blob.digest) {
+                for peer in peers {
+                    let at = Reference::with_digest(
+                        peer.clone(),
+                        r.repository().to_string(),
+                        blob.digest.to_string(),
+                    );
+                    let pctx = PullCtx {
+                        names: Ctx {
+                            image: ctx.image,
+                            registry: peer,
+                            mirror: true,
+                        },
+                        client: peer_client,
+                    };
+                    let auth = self.peer_auth(peer)?;
+                    match self
+                        .fetch_blob(store, &pctx, &at, &auth, blob, unpack, sink)
+                        .await
+                    {
+                        Ok(u) => return Ok(u),
+                        Err(e) => tracing::info!(
+                            "peer {peer}: {}: {}; trying the next source",
+                            blob.digest,
+                            crate::one_line(&e)
+                        ),
+                    }
+                }
+            }
+        }
+        self.fetch_blob(store, ctx, r, auth, blob, unpack, sink)
+            .await
+    }
+
     /// Unpacks a layer from its blob in the store.
     pub(super) async fn unpack_stored(
         &self,

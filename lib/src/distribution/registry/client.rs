@@ -16,11 +16,31 @@ pub(super) fn make_client(
     opts: &PullOptions,
     extra_roots: &[Vec<u8>],
 ) -> Result<Client> {
+    make_client_with(
+        ClientProtocol::HttpsExcept(registries.insecure_hosts()),
+        opts,
+        extra_roots,
+    )
+}
+
+/// The client for peers: plain HTTP to any host.
+fn make_peer_client(opts: &PullOptions) -> Result<Option<Client>> {
+    if !opts.peers.configured() {
+        return Ok(None);
+    }
+    make_client_with(ClientProtocol::Http, opts, &[]).map(Some)
+}
+
+fn make_client_with(
+    protocol: ClientProtocol,
+    opts: &PullOptions,
+    extra_roots: &[Vec<u8>],
+) -> Result<Client> {
     // TLS runs on rustls with ring's cryptography, installed once per process
     // (reqwest takes the process default); a second install is refused, harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(registries.insecure_hosts()),
+        protocol,
         platform_resolver: None,
         read_timeout: Some(opts.stall_timeout),
         connect_timeout: Some(opts.connect_timeout),
@@ -56,6 +76,7 @@ impl Puller {
     pub fn new(registries: Registries, creds: CredentialStore, opts: PullOptions) -> Result<Self> {
         Ok(Puller {
             client: make_client(&registries, &opts, &[])?,
+            peer_client: make_peer_client(&opts)?,
             host_clients: Default::default(),
             registries,
             creds,
@@ -70,6 +91,8 @@ impl Puller {
     pub fn fork(&self) -> Result<Self> {
         Ok(Puller {
             client: make_client(&self.registries, &self.opts, &[])?,
+            // Peers are sent no pod's credentials: theirs can be shared.
+            peer_client: self.peer_client.clone(),
             host_clients: Default::default(),
             registries: self.registries.clone(),
             creds: self.creds.clone(),
@@ -124,6 +147,27 @@ impl Puller {
             },
         );
         Ok(client)
+    }
+
+    /// The peers to ask now: the list as its file says at this moment. A list that
+    /// cannot be read costs the peers, not the pull.
+    pub(super) fn peers_now(&self) -> Vec<String> {
+        if self.peer_client.is_none() {
+            return Vec::new();
+        }
+        self.opts.peers.list().unwrap_or_else(|e| {
+            tracing::warn!("{}; pulling without peers", crate::one_line(&e));
+            Vec::new()
+        })
+    }
+
+    /// What a peer is sent: the credentials stored for its own host (the node's,
+    /// from the auth files), never a pull's.
+    pub(super) fn peer_auth(&self, peer: &str) -> Result<RegistryAuth> {
+        Ok(match self.creds.lookup(peer, "")? {
+            Some(c) => RegistryAuth::Basic(c.username, c.password),
+            None => RegistryAuth::Anonymous,
+        })
     }
 
     pub(super) fn auth_for(

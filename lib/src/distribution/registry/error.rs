@@ -178,6 +178,9 @@ pub enum RegistryError {
     /// Auth file trouble.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A peer list that does not do.
+    #[error(transparent)]
+    Peers(#[from] crate::distribution::registry::peers::PeersError),
     /// A registry's certificate directory that cannot be used.
     #[error("certificates for {registry}: {source}")]
     Certs {
@@ -214,9 +217,10 @@ impl RegistryError {
             RegistryError::Index { .. } | RegistryError::Client { .. } => ErrorKind::Other,
             RegistryError::Reference(_) => ErrorKind::Usage,
             RegistryError::Registries(RegistriesError::Blocked(_)) => ErrorKind::Usage,
-            RegistryError::Registries(_) | RegistryError::Auth(_) | RegistryError::Certs { .. } => {
-                ErrorKind::Usage
-            }
+            RegistryError::Registries(_)
+            | RegistryError::Auth(_)
+            | RegistryError::Peers(_)
+            | RegistryError::Certs { .. } => ErrorKind::Usage,
         }
     }
 

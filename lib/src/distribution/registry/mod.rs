@@ -26,6 +26,7 @@ pub mod certs;
 mod client;
 mod error;
 mod manifest;
+pub mod peers;
 pub mod registries;
 mod writer;
 
@@ -76,6 +77,13 @@ pub struct PullOptions {
     pub certs_dirs: Vec<std::path::PathBuf>,
     /// Where layers are unpacked as their bytes arrive; `None` stores blobs only.
     pub unpacker: Option<Arc<dyn Unpacker>>,
+    /// Other nodes asked for blobs before the registry, once the registry gave
+    /// the manifest.
+    pub peers: peers::Peers,
+    /// Mirrors (`HOST[:PORT]`) that may be sent the credentials a pull was given
+    /// for the image's registry. Other mirrors get only those stored for their own
+    /// host.
+    pub mirrors_with_credentials: Vec<String>,
 }
 
 impl Default for PullOptions {
@@ -89,6 +97,8 @@ impl Default for PullOptions {
             connect_timeout: Duration::from_secs(10),
             certs_dirs: crate::distribution::registry::certs::default_dirs(),
             unpacker: None,
+            peers: peers::Peers::default(),
+            mirrors_with_credentials: Vec::new(),
         }
     }
 }
@@ -109,6 +119,8 @@ pub struct Pulled {
 /// Pulls images from registries into a store.
 pub struct Puller {
     client: Client,
+    /// Plain HTTP to peers; it never holds a pod's credentials.
+    peer_client: Option<Client>,
     /// Clients of registries with CAs of their own (certs.d), by host.
     host_clients: std::sync::Mutex<std::collections::HashMap<String, HostClient>>,
     registries: Registries,
@@ -123,8 +135,12 @@ impl Puller {
         self.pull_as(store, image, sink, None).await
     }
 
-    /// [`Puller::pull`] with `creds` for every endpoint instead of the credential
-    /// store's (the CRI's PullImage carries its own).
+    /// [`Puller::pull`] with `creds`, given for the image's registry (the CRI's
+    /// PullImage carries its own), instead of the credential store's. They go to
+    /// that registry, to a `location` registries.conf names on the same host, and
+    /// to mirrors named in [`PullOptions::mirrors_with_credentials`]; any other
+    /// mirror gets the credentials stored for its own host, if any, and a peer
+    /// never gets them.
     pub async fn pull_as(
         &self,
         store: &Store,
@@ -136,7 +152,15 @@ impl Puller {
         let endpoints = self.registries.endpoints(&r)?;
         let mut last = None;
         for ep in &endpoints {
-            match self.pull_from(store, image, &r, ep, sink, creds).await {
+            let ep_creds = creds.filter(|_| self.may_send_creds(&r, ep));
+            if creds.is_some() && ep_creds.is_none() {
+                tracing::debug!(
+                    "{}: not sending the pull's credentials for {} there",
+                    ep.reference.registry(),
+                    r.registry()
+                );
+            }
+            match self.pull_from(store, image, &r, ep, sink, ep_creds).await {
                 Ok(p) => return Ok(p),
                 Err(e) if ep.mirror => {
                     tracing::warn!(
@@ -153,6 +177,14 @@ impl Puller {
             registry: r.registry().to_string(),
             message: "no endpoint to try".into(),
         }))
+    }
+
+    /// Whether the credentials a pull was given for `asked`'s registry may go to
+    /// `ep`: the same host, or a mirror trusted with them.
+    fn may_send_creds(&self, asked: &Reference, ep: &Endpoint) -> bool {
+        let host = ep.reference.registry();
+        host == asked.registry()
+            || (ep.mirror && self.opts.mirrors_with_credentials.iter().any(|m| m == host))
     }
 
     async fn pull_from(
@@ -223,11 +255,23 @@ impl Puller {
             })?),
             None => None,
         };
+        // The registry gave the manifest, with this pull's credentials: the node may
+        // read the image, and peers may now be asked for its blobs.
+        let peers = self.peers_now();
         // An unpacking pull needs the config's diff_ids before the layers come.
         let jobs = match unpacker {
             Some(u) => {
-                self.fetch_blob(store, &ctx, r, &auth, &manifest.config, None, sink)
-                    .await?;
+                self.fetch_blob_via_peers(
+                    store,
+                    &ctx,
+                    r,
+                    &auth,
+                    &manifest.config,
+                    None,
+                    sink,
+                    &peers,
+                )
+                .await?;
                 self.layer_jobs(store, &ctx, u.as_ref(), &manifest)?
             }
             None => vec![None; manifest.layers.len()],
@@ -243,9 +287,10 @@ impl Puller {
         for (b, job) in &blobs {
             let (auth, ctx) = (&auth, &ctx);
             let unpack = unpacker.zip(job.as_ref());
+            let peers = &peers;
             fetches.push(async move {
                 let u = self
-                    .fetch_blob(store, ctx, r, auth, b, unpack, sink)
+                    .fetch_blob_via_peers(store, ctx, r, auth, b, unpack, sink, peers)
                     .await?;
                 Ok::<_, RegistryError>((job, u))
             });
