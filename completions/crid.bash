@@ -35,7 +35,7 @@ _crid() {
 
     case "${cmd}" in
         crid)
-            opts="-v -h -V --config --listen --root --run-dir --runtime --default-runtime --cgroup-manager --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --pinned-images --mirror-with-credentials --peers --self --ctrmon --stream-address --stream-port --stream-max-sessions --stream-idle-timeout --stream-tls-cert --stream-tls-key --stream-tls-ca --events-file --events-file-max --events-backlog --metrics-address --log-level --log-format --verbose --help --version config help"
+            opts="-v -h -V --config --listen --root --run-dir --runtime --default-runtime --cgroup-manager --cni-conf-dir --cni-bin-dir --registries-conf --pause-image --pull-progress-timeout --insecure-registry --pinned-images --mirror-with-credentials --peers --self --signature-policy --signature-policy-dir --registries-d --ctrmon --stream-address --stream-port --stream-max-sessions --stream-idle-timeout --stream-tls-cert --stream-tls-key --stream-tls-ca --events-file --events-file-max --events-backlog --metrics-address --log-level --log-format --verbose --help --version config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -106,6 +106,18 @@ _crid() {
                     return 0
                     ;;
                 --self)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signature-policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signature-policy-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries-d)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_crid_global_optspecs
-    string join \n config= listen= root= run-dir= runtime= default-runtime= cgroup-manager= cni-conf-dir= cni-bin-dir= registries-conf= pause-image= pull-progress-timeout= insecure-registry= pinned-images= mirror-with-credentials= peers= self= ctrmon= stream-address= stream-port= stream-max-sessions= stream-idle-timeout= stream-tls-cert= stream-tls-key= stream-tls-ca= events-file= events-file-max= events-backlog= metrics-address= log-level= log-format= v/verbose h/help V/version
+    string join \n config= listen= root= run-dir= runtime= default-runtime= cgroup-manager= cni-conf-dir= cni-bin-dir= registries-conf= pause-image= pull-progress-timeout= insecure-registry= pinned-images= mirror-with-credentials= peers= self= signature-policy= signature-policy-dir= registries-d= ctrmon= stream-address= stream-port= stream-max-sessions= stream-idle-timeout= stream-tls-cert= stream-tls-key= stream-tls-ca= events-file= events-file-max= events-backlog= metrics-address= log-level= log-format= v/verbose h/help V/version
 end
 
 function __fish_crid_needs_command
@@ -42,6 +42,9 @@ complete -c crid -n "__fish_crid_needs_command" -l pinned-images -d 'Images repo
 complete -c crid -n "__fish_crid_needs_command" -l mirror-with-credentials -d 'A mirror (registries.conf) that may be sent the credentials a PullImage request carries for the registry it mirrors (repeatable); other mirrors get only those stored for their own host' -r
 complete -c crid -n "__fish_crid_needs_command" -l peers -d 'Ask the nodes this file lists (ADDR:PORT lines, their imgserve) for blobs before the registry, once the registry gave the manifest with the pull\'s credentials; read at each pull' -r -F
 complete -c crid -n "__fish_crid_needs_command" -l self -d 'This node\'s own imgserve address, left out of --peers' -r
+complete -c crid -n "__fish_crid_needs_command" -l signature-policy -d 'containers-policy.json(5) file pulls are checked against [default: /etc/containers/policy.json when it exists; none lets anything in]' -r -F
+complete -c crid -n "__fish_crid_needs_command" -l signature-policy-dir -d 'Directory of per-namespace policies: a pull for a pod of NAMESPACE is checked against DIR/NAMESPACE.json when it exists, else --signature-policy' -r -F
+complete -c crid -n "__fish_crid_needs_command" -l registries-d -d 'containers-registries.d(5) directory: where signatures are looked for [default: /etc/containers/registries.d]' -r -F
 complete -c crid -n "__fish_crid_needs_command" -l ctrmon -d 'The ctrmon binary [default: the one beside crid, else ctrmon on PATH]' -r -F
 complete -c crid -n "__fish_crid_needs_command" -l stream-address -d 'Address of the streaming server that Exec, Attach and PortForward URLs point at [default: 127.0.0.1]' -r
 complete -c crid -n "__fish_crid_needs_command" -l stream-port -d 'Its port; 0 picks a free one [default: 0]' -r

@@ -23,7 +23,7 @@ _imgpull() {
 
     case "${cmd}" in
         imgpull)
-            opts="-q -v -h -V --list --inspect --remove --prune --unpack --json --root --platform --creds --mirror-with-credentials --peers --self --authfile --insecure-registry --certs-dir --registries-conf --max-concurrent-downloads --retries --retry-delay --stall-timeout --progress --quiet --log-level --log-format --verbose --help --version"
+            opts="-q -v -h -V --list --inspect --remove --prune --unpack --json --root --platform --creds --mirror-with-credentials --peers --self --authfile --insecure-registry --certs-dir --registries-conf --policy --registries.d --max-concurrent-downloads --retries --retry-delay --stall-timeout --progress --quiet --log-level --log-format --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -66,6 +66,14 @@ _imgpull() {
                     return 0
                     ;;
                 --registries-conf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries.d)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -8,6 +8,8 @@ complete -c imgpull -l authfile -d 'Auth file to read credentials from (containe
 complete -c imgpull -l insecure-registry -d 'Use plain HTTP for this registry, HOST[:PORT]; may be repeated' -r
 complete -c imgpull -l certs-dir -d 'Directory of per-registry CA certificates, DIR/HOST[:PORT]/*.crt; may be repeated' -r -F
 complete -c imgpull -l registries-conf -d 'containers-registries.conf v2 file for rewrites, mirrors and insecure registries' -r -F
+complete -c imgpull -l policy -d 'containers-policy.json(5) signature policy every pull is checked against' -r -F
+complete -c imgpull -l registries.d -d 'containers-registries.d(5) directory: where signatures are looked for' -r -F
 complete -c imgpull -l max-concurrent-downloads -d 'Blobs downloaded at once' -r
 complete -c imgpull -l retries -d 'Retries of a request after a transient failure (5xx, reset, timeout)' -r
 complete -c imgpull -l retry-delay -d 'Delay before the first retry, in milliseconds; it doubles each time' -r

@@ -367,3 +367,439 @@ async fn crid_sends_a_pods_secret_to_its_registry_only_and_asks_peers_after() {
         .any(|s| s.path.contains("/blobs/")));
     check_store(&crid.root.join("images"));
 }
+
+// ---- Signature policy ----
+
+/// imgpull with `policy` (and `registries_d`) of `image`, from a plain-HTTP
+/// registry; its exit code.
+fn imgpull_policy(
+    root: &Path,
+    policy: &Path,
+    registries_d: Option<&Path>,
+    image: &str,
+) -> e2e::Run {
+    let mut c = Command::new(bin("imgpull"));
+    let host = image.split('/').next().unwrap_or_default();
+    c.arg("--root")
+        .arg(root)
+        .arg("--policy")
+        .arg(policy)
+        .args(["--insecure-registry", host, "-q", "--retry-delay", "50"])
+        .env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
+    match registries_d {
+        Some(d) => c.arg("--registries.d").arg(d),
+        None => c.arg("--registries.d").arg(root.join("no-registries.d")),
+    };
+    c.arg(image);
+    run(c, T)
+}
+
+/// What skopeo says of copying `image` under `policy`: true when it lets it in.
+fn skopeo_allows(policy: &Path, image: &str, dest: &Path) -> bool {
+    let mut c = Command::new("skopeo");
+    c.arg("--policy")
+        .arg(policy)
+        .args(["copy", "--src-tls-verify=false", "--quiet"])
+        .arg(format!("docker://{image}"))
+        .arg(format!("oci:{}:x", dest.display()))
+        .env("CONTAINERS_REGISTRIES_CONF", "/dev/null");
+    let r = run(c, T);
+    if r.code != Some(0) {
+        assert!(
+            r.stderr.contains("policy") || r.stderr.contains("rejected"),
+            "skopeo failed for another reason: {}",
+            r.describe()
+        );
+    }
+    r.code == Some(0)
+}
+
+/// Nothing of the image is in the store: no name, no blob but those a policy-free
+/// earlier pull left.
+fn nothing_stored(root: &Path) {
+    let blobs = root.join("images/blobs/sha256");
+    let n = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(n, 0, "blobs were stored for a refused image");
+}
+
+#[test]
+fn policy_verdicts_match_skopeos() {
+    let reg = Registry::start();
+    let tmp = TempRoot::new();
+    let app1 = reg.push("ns/app", &Image::busybox());
+    let host = reg.addr.clone();
+    let app2 = e2e::image::push(&host, "ns/app", "2", &Image::busybox());
+    let other = e2e::image::push(&host, "other/tool", "1", &Image::busybox());
+    let by_digest = format!("{host}/ns/app@{}", app1.digest);
+    let accept = serde_json::json!([{"type": "insecureAcceptAnything"}]);
+    let reject = serde_json::json!([{"type": "reject"}]);
+    let policies = [
+        ("accept", serde_json::json!({"default": accept})),
+        ("reject", serde_json::json!({"default": reject})),
+        (
+            "registry allowed",
+            serde_json::json!({"default": reject, "transports": {"docker": {host.clone(): accept}}}),
+        ),
+        (
+            "namespace allowed, one tag not",
+            serde_json::json!({"default": reject, "transports": {"docker": {
+                format!("{host}/ns"): accept, format!("{host}/ns/app:2"): reject}}}),
+        ),
+        (
+            "repository rejected",
+            serde_json::json!({"default": accept, "transports": {"docker": {format!("{host}/other/tool"): reject}}}),
+        ),
+        (
+            "transport default",
+            serde_json::json!({"default": accept, "transports": {"docker": {"": reject, format!("{host}/other"): accept}}}),
+        ),
+        (
+            "wildcard",
+            serde_json::json!({"default": accept, "transports": {"docker": {"*.0.0.1": reject}}}),
+        ),
+        (
+            "digest scope",
+            serde_json::json!({"default": reject, "transports": {"docker": {by_digest.clone(): accept}}}),
+        ),
+    ];
+    let images = [
+        app1.reference.clone(),
+        app2.reference.clone(),
+        other.reference.clone(),
+        by_digest,
+    ];
+    let mut table = Vec::new();
+    for (i, (name, p)) in policies.iter().enumerate() {
+        let file = tmp.path().join(format!("policy-{i}.json"));
+        std::fs::write(&file, p.to_string()).unwrap();
+        for (j, image) in images.iter().enumerate() {
+            let oracle = skopeo_allows(&file, image, &tmp.path().join(format!("oci-{i}-{j}")));
+            let root = tmp.path().join(format!("root-{i}-{j}"));
+            let r = imgpull_policy(&root, &file, None, image);
+            let ours = match r.code {
+                Some(0) => true,
+                Some(5) => {
+                    assert!(
+                        r.stderr.contains(&file.display().to_string()),
+                        "{}",
+                        r.describe()
+                    );
+                    nothing_stored(&root);
+                    false
+                }
+                _ => panic!("{name}, {image}: {}", r.describe()),
+            };
+            table.push(format!(
+                "{name:32} {image:60} skopeo {oracle:5} imgpull {ours:5}"
+            ));
+            assert_eq!(
+                ours,
+                oracle,
+                "{name}, {image}: skopeo {oracle}, imgpull {ours}\n{}",
+                r.describe()
+            );
+        }
+    }
+    println!("{}", table.join("\n"));
+}
+
+/// Attaches a cosign-style signature of the manifest `digest` to `repo`.
+fn attach(addr: &str, repo: &str, digest: &str, payload: &[u8], signature: &str) {
+    let config =
+        br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = e2e::image::push_blob(addr, repo, config);
+    let payload_digest = e2e::image::push_blob(addr, repo, payload);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": payload_digest,
+            "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": signature}
+        }]
+    });
+    let tag = format!("{}.sig", digest.replacen(':', "-", 1));
+    e2e::image::push_manifest(
+        addr,
+        repo,
+        &tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().as_bytes(),
+    );
+}
+
+fn cosign_payload(image: &str, digest: &str) -> Vec<u8> {
+    serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": image},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature"
+        },
+        "optional": null
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn cosign_sign(key: &p256::ecdsa::SigningKey, payload: &[u8]) -> String {
+    use base64::Engine as _;
+    use p256::ecdsa::signature::Signer as _;
+    let sig: p256::ecdsa::Signature = key.sign(payload);
+    base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes())
+}
+
+#[test]
+fn sigstore_signed_images_only_valid_and_untampered() {
+    use p256::pkcs8::EncodePublicKey as _;
+    let reg = Registry::start();
+    let tmp = TempRoot::new();
+    let host = reg.addr.clone();
+    let key = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let stranger = p256::ecdsa::SigningKey::from_slice(&[0x17; 32]).unwrap();
+    let pubkey = tmp.path().join("cosign.pub");
+    std::fs::write(
+        &pubkey,
+        key.verifying_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+    let rd = tmp.path().join("registries.d");
+    std::fs::create_dir_all(&rd).unwrap();
+    std::fs::write(
+        rd.join("default.yaml"),
+        "default-docker:\n  use-sigstore-attachments: true\n",
+    )
+    .unwrap();
+    let policy = |identity: serde_json::Value| {
+        let mut req = serde_json::json!({"type": "sigstoreSigned", "keyPath": pubkey});
+        if !identity.is_null() {
+            req["signedIdentity"] = identity;
+        }
+        let f = tmp
+            .path()
+            .join(format!("policy-{}.json", sha_short(&req.to_string())));
+        std::fs::write(&f, serde_json::json!({"default": [req]}).to_string()).unwrap();
+        f
+    };
+    let default = policy(serde_json::Value::Null);
+
+    // (repo, what is attached, verdict under the default signedIdentity)
+    let mut n = 0;
+    let mut case = |what: &str, sign: &Attacher<'_>, allowed: bool| {
+        n += 1;
+        let repo = format!("signed/case{n}");
+        let p = e2e::image::push(&host, &repo, "1", &Image::busybox());
+        if let Some((payload, sig)) = sign(&p.reference, &p.digest) {
+            attach(&host, &repo, &p.digest, &payload, &sig);
+        }
+        let root = tmp.path().join(format!("root{n}"));
+        let r = imgpull_policy(&root, &default, Some(&rd), &p.reference);
+        if allowed {
+            assert_eq!(r.code, Some(0), "{what}: {}", r.describe());
+            check_store(&root.join("images"));
+        } else {
+            assert_eq!(r.code, Some(5), "{what}: {}", r.describe());
+            assert!(
+                r.stderr.contains("sigstoreSigned"),
+                "{what}: {}",
+                r.describe()
+            );
+            nothing_stored(&root);
+        }
+        r
+    };
+    case(
+        "signed",
+        &|image, digest| {
+            let pl = cosign_payload(image, digest);
+            Some((pl.clone(), cosign_sign(&key, &pl)))
+        },
+        true,
+    );
+    let r = case("unsigned", &|_, _| None, false);
+    assert!(r.stderr.contains("no signature found"), "{}", r.describe());
+    let r = case(
+        "signed by another key",
+        &|image, digest| {
+            let pl = cosign_payload(image, digest);
+            Some((pl.clone(), cosign_sign(&stranger, &pl)))
+        },
+        false,
+    );
+    assert!(
+        r.stderr.contains("not signed by a trusted key"),
+        "{}",
+        r.describe()
+    );
+    let r = case(
+        "tampered payload",
+        &|image, digest| {
+            let pl = cosign_payload(image, digest);
+            let sig = cosign_sign(&key, &pl);
+            let tampered = cosign_payload(&image.replace(":1", ":2"), digest);
+            Some((tampered, sig))
+        },
+        false,
+    );
+    assert!(
+        r.stderr.contains("not signed by a trusted key"),
+        "{}",
+        r.describe()
+    );
+    let r = case(
+        "signature for another digest",
+        &|image, _| {
+            let pl = cosign_payload(image, &format!("sha256:{}", "0".repeat(64)));
+            Some((pl.clone(), cosign_sign(&key, &pl)))
+        },
+        false,
+    );
+    assert!(
+        r.stderr.contains("signed for sha256:000"),
+        "{}",
+        r.describe()
+    );
+    let r = case(
+        "signature for another name",
+        &|image, digest| {
+            let pl = cosign_payload(&image.replace("signed/", "other/"), digest);
+            Some((pl.clone(), cosign_sign(&key, &pl)))
+        },
+        false,
+    );
+    assert!(
+        r.stderr.contains("signedIdentity does not accept"),
+        "{}",
+        r.describe()
+    );
+    case(
+        "corrupted signature",
+        &|image, digest| {
+            let pl = cosign_payload(image, digest);
+            let mut sig = cosign_sign(&key, &pl).into_bytes();
+            sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
+            Some((pl, String::from_utf8(sig).unwrap()))
+        },
+        false,
+    );
+
+    // signedIdentity: a signature for another tag of the repository passes
+    // matchRepository, not the default; exactReference names what it must say.
+    let p = e2e::image::push(&host, "signed/ident", "1", &Image::busybox());
+    let pl = cosign_payload(&p.reference.replace(":1", ":stable"), &p.digest);
+    attach(
+        &host,
+        "signed/ident",
+        &p.digest,
+        &pl,
+        &cosign_sign(&key, &pl),
+    );
+    for (identity, allowed) in [
+        (serde_json::Value::Null, false),
+        (serde_json::json!({"type": "matchRepository"}), true),
+        (serde_json::json!({"type": "matchExact"}), false),
+        (
+            serde_json::json!({"type": "exactReference", "dockerReference": p.reference.replace(":1", ":stable")}),
+            true,
+        ),
+        (
+            serde_json::json!({"type": "exactRepository", "dockerRepository": format!("{host}/signed/ident")}),
+            true,
+        ),
+        (
+            serde_json::json!({"type": "remapIdentity", "prefix": format!("{host}/signed"), "signedPrefix": format!("{host}/elsewhere")}),
+            false,
+        ),
+    ] {
+        let root = tmp
+            .path()
+            .join(format!("ident-{}", sha_short(&identity.to_string())));
+        let r = imgpull_policy(&root, &policy(identity.clone()), Some(&rd), &p.reference);
+        assert_eq!(r.code == Some(0), allowed, "{identity}: {}", r.describe());
+    }
+    // Without use-sigstore-attachments, signatures are not looked for.
+    let root = tmp.path().join("no-attachments");
+    let r = imgpull_policy(&root, &default, None, &format!("{host}/signed/case1:1"));
+    assert_eq!(r.code, Some(5), "{}", r.describe());
+    assert!(r.stderr.contains("no signature found"), "{}", r.describe());
+}
+
+/// Given the image reference and its manifest digest, the payload and the
+/// signature to attach; None attaches nothing.
+type Attacher<'a> = dyn Fn(&str, &str) -> Option<(Vec<u8>, String)> + 'a;
+
+fn sha_short(s: &str) -> String {
+    e2e::sha256(s.as_bytes())[7..19].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crid_checks_each_namespaces_policy() {
+    let reg = Registry::start();
+    let tmp = TempRoot::new();
+    let p = reg.push("ns/app", &Image::busybox());
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    let global = tmp.path().join("policy.json");
+    std::fs::write(
+        &global,
+        r#"{"default": [{"type": "insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("locked.json"),
+        r#"{"default": [{"type": "reject"}]}"#,
+    )
+    .unwrap();
+    let node = tmp.path().join("node");
+    std::fs::create_dir_all(&node).unwrap();
+    let crid = e2e::crid::Crid::start(
+        &node,
+        &[
+            "--insecure-registry",
+            &reg.addr,
+            "--signature-policy",
+            global.to_str().unwrap(),
+            "--signature-policy-dir",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let mut img = crid.images().await;
+    let pull = |ns: &str| k8s_cri::v1::PullImageRequest {
+        image: Some(k8s_cri::v1::ImageSpec {
+            image: p.reference.clone(),
+            ..Default::default()
+        }),
+        sandbox_config: Some(k8s_cri::v1::PodSandboxConfig {
+            metadata: Some(k8s_cri::v1::PodSandboxMetadata {
+                name: "p".into(),
+                namespace: ns.into(),
+                uid: "u".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = img.pull_image(pull("locked")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    let want = format!(
+        "refused by the signature policy {}",
+        dir.join("locked.json").display()
+    );
+    assert!(e.message().contains(&want), "{}", e.message());
+    assert!(e.message().contains("reject"), "{}", e.message());
+    let list = img
+        .list_images(k8s_cri::v1::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.images.is_empty(), "{:?}", list.images);
+    let e = img.pull_image(pull("Bad/NS")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // Another namespace: the global policy, which lets it in.
+    let r = img.pull_image(pull("open")).await.unwrap();
+    assert_eq!(r.into_inner().image_ref, p.config);
+}

@@ -94,6 +94,18 @@ pub struct Args {
     /// This node's own imgserve address, left out of --peers
     #[arg(long = "self", value_name = "ADDR:PORT")]
     pub self_address: Option<String>,
+    /// containers-policy.json(5) file pulls are checked against [default:
+    /// /etc/containers/policy.json when it exists; none lets anything in]
+    #[arg(long, value_name = "FILE")]
+    pub signature_policy: Option<PathBuf>,
+    /// Directory of per-namespace policies: a pull for a pod of NAMESPACE is
+    /// checked against DIR/NAMESPACE.json when it exists, else --signature-policy
+    #[arg(long, value_name = "DIR")]
+    pub signature_policy_dir: Option<PathBuf>,
+    /// containers-registries.d(5) directory: where signatures are looked for
+    /// [default: /etc/containers/registries.d]
+    #[arg(long = "registries-d", value_name = "DIR")]
+    pub registries_d: Option<PathBuf>,
     /// The ctrmon binary [default: the one beside crid, else ctrmon on PATH]
     #[arg(long, value_name = "PATH")]
     pub ctrmon: Option<PathBuf>,
@@ -195,6 +207,9 @@ pub struct FileConfig {
     mirrors_with_credentials: Vec<String>,
     peers: Option<PathBuf>,
     self_address: Option<String>,
+    signature_policy: Option<PathBuf>,
+    signature_policy_dir: Option<PathBuf>,
+    registries_d: Option<PathBuf>,
     ctrmon: Option<PathBuf>,
     stream_address: Option<std::net::IpAddr>,
     stream_port: Option<u16>,
@@ -343,6 +358,9 @@ pub fn to_toml(s: &Settings) -> Result<String> {
         mirrors_with_credentials: s.mirrors_with_credentials.clone(),
         peers: s.peers.clone(),
         self_address: s.self_address.clone(),
+        signature_policy: s.signature_policy.clone(),
+        signature_policy_dir: s.signature_policy_dir.clone(),
+        registries_d: s.registries_d.clone(),
         ctrmon: Some(s.ctrmon.clone()),
         stream_address: Some(s.stream_address),
         stream_port: Some(s.stream_port),
@@ -411,6 +429,14 @@ pub fn resolve(args: &Args) -> Result<Settings> {
     let peers = pick(&args.peers, &file.peers);
     let self_address = pick(&args.self_address, &file.self_address);
     crikit::distribution::registry::peers::Peers::new(peers.clone(), self_address.clone())?;
+    // The policy is read again at each pull; a bad one stops crid here first.
+    let signature_policy = pick(&args.signature_policy, &file.signature_policy)
+        .or_else(crikit::distribution::policy::default_path);
+    if let Some(p) = &signature_policy {
+        crikit::distribution::policy::Policy::load(p)?;
+    }
+    let signature_policy_dir = pick(&args.signature_policy_dir, &file.signature_policy_dir);
+    let registries_d = pick(&args.registries_d, &file.registries_d);
     let ctrmon = pick(&args.ctrmon, &file.ctrmon).unwrap_or_else(default_ctrmon);
     let cgroup_manager = args
         .cgroup_manager
@@ -436,6 +462,9 @@ pub fn resolve(args: &Args) -> Result<Settings> {
         mirrors_with_credentials,
         peers,
         self_address,
+        signature_policy,
+        signature_policy_dir,
+        registries_d,
         ctrmon,
         stream_address: pick(&args.stream_address, &file.stream_address)
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),

@@ -88,6 +88,12 @@ pub struct Settings {
     pub peers: Option<PathBuf>,
     /// This node's imgserve, left out of the peers.
     pub self_address: Option<String>,
+    /// The signature policy file, if any.
+    pub signature_policy: Option<PathBuf>,
+    /// Per-namespace policies, `DIR/NAMESPACE.json`.
+    pub signature_policy_dir: Option<PathBuf>,
+    /// containers-registries.d(5) directory; None: the default ones.
+    pub registries_d: Option<PathBuf>,
     /// The ctrmon binary.
     pub ctrmon: PathBuf,
     /// Where the streaming server (Exec, Attach, PortForward) listens.

@@ -122,6 +122,9 @@ pub enum CridError {
     /// A pull failed.
     #[error(transparent)]
     Pull(RegistryError),
+    /// A signature policy file that cannot be read or enforced.
+    #[error(transparent)]
+    Policy(crikit::distribution::policy::PolicyError),
     /// A pull made no progress for too long.
     #[error("pulling {image}: no progress for {secs} s (pull-progress-timeout); cancelled")]
     PullStalled {
@@ -241,7 +244,10 @@ impl CridError {
                 crikit::distribution::registry::ErrorKind::Usage => ErrorKind::InvalidArgument,
                 crikit::distribution::registry::ErrorKind::Registry => ErrorKind::Unavailable,
                 crikit::distribution::registry::ErrorKind::Other => ErrorKind::Internal,
+                // The node's policy, not the request, says no: a failed pull.
+                crikit::distribution::registry::ErrorKind::Refused => ErrorKind::FailedPrecondition,
             },
+            CridError::Policy(_) => ErrorKind::FailedPrecondition,
             CridError::PullStalled { .. } | CridError::ExecTimeout { .. } => {
                 ErrorKind::DeadlineExceeded
             }

@@ -299,6 +299,45 @@ pub struct Images {
     pub pins: Pins,
     /// Where pulls and removals are told (the events file).
     tell: Tell,
+    /// The signature policies pulls are checked against.
+    policies: Policies,
+}
+
+/// The signature policies: a file, and a directory of `NAMESPACE.json` files for
+/// pods of a namespace, as CRI-O's signature_policy and signature_policy_dir.
+/// Read at each pull, so an edit counts from the next one.
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    /// The policy of pulls no namespace file covers; None lets anything in.
+    pub file: Option<std::path::PathBuf>,
+    /// `DIR/NAMESPACE.json` for pulls made for a pod of NAMESPACE.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl Policies {
+    /// The policy file for a pull made for a pod of `namespace` (None: not for a
+    /// pod, as the pause image), if any.
+    pub fn file_for(&self, namespace: Option<&str>) -> Result<Option<std::path::PathBuf>> {
+        if let (Some(dir), Some(ns)) = (&self.dir, namespace.filter(|n| !n.is_empty())) {
+            let label = ns.len() <= 63
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !label {
+                return Err(CridError::Invalid(format!(
+                    "sandbox_config.metadata.namespace {:?} is not a namespace name (RFC 1123 label)",
+                    ns.chars().take(70).collect::<String>()
+                )));
+            }
+            let f = dir.join(format!("{ns}.json"));
+            if f.exists() {
+                return Ok(Some(f));
+            }
+        }
+        Ok(self.file.clone())
+    }
 }
 
 /// Tells the events file of an image event: its type, the image, its other fields.
@@ -414,7 +453,14 @@ impl Images {
             removing: Default::default(),
             pins,
             tell,
+            policies: Policies::default(),
         }
+    }
+
+    /// The same, checking pulls against `policies`.
+    pub fn with_policies(mut self, policies: Policies) -> Images {
+        self.policies = policies;
+        self
     }
 
     /// Pulls from now on go through `puller`.
@@ -422,18 +468,25 @@ impl Images {
         *self.puller.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(puller);
     }
 
-    /// Pulls `image`, joining a pull of the same image with the same credentials
-    /// that is already under way; the image's id.
+    /// Pulls `image` for a pod of `namespace` (the policy of that namespace
+    /// applies), joining a pull of the same image with the same credentials and
+    /// the same policy that is already under way; the image's id.
     pub async fn pull(
         self: &Arc<Self>,
         image: &str,
         creds: Option<crikit::distribution::registry::auth::Credentials>,
+        namespace: Option<&str>,
     ) -> Result<String> {
+        let policy = self.policies.file_for(namespace)?;
         let key = format!(
-            "{image}\0{}",
+            "{image}\0{}\0{}",
             creds
                 .as_ref()
                 .map(|c| format!("{}\0{}", c.username, c.password))
+                .unwrap_or_default(),
+            policy
+                .as_ref()
+                .map(|p| p.display().to_string())
                 .unwrap_or_default()
         );
         let shared = {
@@ -448,7 +501,7 @@ impl Images {
                     let done_key = key.clone();
                     let task = tokio::spawn(async move {
                         let t0 = Instant::now();
-                        let out = me.pull_now(&image, creds).await.map_err(Arc::new);
+                        let out = me.pull_now(&image, creds, policy).await.map_err(Arc::new);
                         let failed = out.as_ref().err().map(|e| e.kind().as_label());
                         me.metrics.pull(failed, t0.elapsed());
                         // Finished: the next request pulls afresh, even if every
@@ -471,6 +524,7 @@ impl Images {
         &self,
         image: &str,
         creds: Option<crikit::distribution::registry::auth::Credentials>,
+        policy: Option<std::path::PathBuf>,
     ) -> Result<String> {
         let watch = Watch {
             start: Instant::now(),
@@ -483,7 +537,7 @@ impl Images {
             unpacked: AtomicU64::new(0),
         };
         watch.tell("IMAGE_PULL_STARTED", serde_json::json!({}));
-        let out = self.pull_watched(image, creds, &watch).await;
+        let out = self.pull_watched(image, creds, policy, &watch).await;
         match &out {
             Ok(id) => watch.tell(
                 "IMAGE_PULLED",
@@ -506,8 +560,17 @@ impl Images {
         &self,
         image: &str,
         creds: Option<crikit::distribution::registry::auth::Credentials>,
+        policy: Option<std::path::PathBuf>,
         watch: &Watch<'_>,
     ) -> Result<String> {
+        let policy = match policy {
+            Some(p) => Some(
+                tokio::task::spawn_blocking(move || crikit::distribution::policy::Policy::load(&p))
+                    .await?
+                    .map_err(CridError::Policy)?,
+            ),
+            None => None,
+        };
         // The shared client keeps the first credentials and the tokens it got per
         // registry: a request's own credentials get a client of their own.
         let shared = Arc::clone(&self.puller.read().unwrap_or_else(|e| e.into_inner()));
@@ -519,7 +582,7 @@ impl Images {
             }
             None => &*shared,
         };
-        let pull = puller.pull_as(&self.store, image, watch, creds.as_ref());
+        let pull = puller.pull_checked(&self.store, image, watch, creds.as_ref(), policy.as_ref());
         let result = match self.progress_timeout {
             Some(limit) => tokio::select! {
                 r = pull => r,

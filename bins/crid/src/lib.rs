@@ -79,15 +79,21 @@ impl Crid {
         let events = events::Events::new();
         Ok(Crid {
             store: store::Store::new(&settings.root, &settings.run_dir),
-            images: Arc::new(image::Images::new(
-                layout,
-                settings.root.clone(),
-                puller,
-                settings.pull_progress_timeout,
-                Arc::clone(&metrics),
-                image::Pins::new(&settings.pinned_images, settings.pause_image.as_deref()),
-                Box::new(events.image_teller()),
-            )),
+            images: Arc::new(
+                image::Images::new(
+                    layout,
+                    settings.root.clone(),
+                    puller,
+                    settings.pull_progress_timeout,
+                    Arc::clone(&metrics),
+                    image::Pins::new(&settings.pinned_images, settings.pause_image.as_deref()),
+                    Box::new(events.image_teller()),
+                )
+                .with_policies(image::Policies {
+                    file: settings.signature_policy.clone(),
+                    dir: settings.signature_policy_dir.clone(),
+                }),
+            ),
             network: net::Network {
                 conf_dir: settings.cni_conf_dir.clone(),
                 bin_dirs: settings.cni_bin_dirs.clone(),
@@ -209,6 +215,13 @@ fn puller(settings: &Settings) -> Result<crikit::distribution::registry::Puller>
         ))),
         peers,
         mirrors_with_credentials: settings.mirrors_with_credentials.clone(),
+        registries_d: crikit::distribution::policy::registries_d::RegistriesD::load(
+            &match &settings.registries_d {
+                Some(d) => vec![d.clone()],
+                None => crikit::distribution::policy::registries_d::default_dirs(),
+            },
+        )
+        .map_err(|e| CridError::Invalid(crikit::one_line(&e)))?,
         ..Default::default()
     };
     crikit::distribution::registry::Puller::new(registries, creds, opts).map_err(CridError::Pull)

@@ -6,12 +6,14 @@ use anyhow::{Context, Result};
 use clap::{ArgGroup, CommandFactory, Parser};
 use crikit::distribution::layout::{LayoutError, Store};
 use crikit::distribution::platform::{Platform, PlatformError};
+use crikit::distribution::policy::registries_d::{self, RegistriesD, RegistriesDError};
+use crikit::distribution::policy::{Policy, PolicyError};
 use crikit::distribution::reference::ReferenceError;
 use crikit::distribution::registry::auth::{AuthError, CredentialStore, Credentials};
 use crikit::distribution::registry::peers::{Peers, PeersError};
 use crikit::distribution::registry::registries::{Registries, RegistriesError};
 use crikit::distribution::registry::{ErrorKind, PullOptions, Puller, RegistryError};
-use crikit_cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REGISTRY, EXIT_USAGE};
+use crikit_cli::{LogArgs, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_REGISTRY, EXIT_USAGE};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -127,6 +129,20 @@ pub struct Args {
     #[arg(long, env = "CONTAINERS_REGISTRIES_CONF", value_name = "FILE")]
     pub registries_conf: Option<PathBuf>,
 
+    /// containers-policy.json(5) signature policy every pull is checked against
+    ///
+    /// Defaults to ~/.config/containers/policy.json (not as root), then
+    /// /etc/containers/policy.json; with none, every image is let in. A refused
+    /// image exits 5 and leaves nothing stored.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// containers-registries.d(5) directory: where signatures are looked for
+    ///
+    /// Defaults to ~/.config/containers/registries.d, then /etc/containers/registries.d.
+    #[arg(long = "registries.d", value_name = "DIR")]
+    pub registries_d: Option<PathBuf>,
+
     /// Blobs downloaded at once
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_concurrent_downloads: u16,
@@ -167,6 +183,7 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
                 ErrorKind::Registry => EXIT_REGISTRY,
                 ErrorKind::Usage => EXIT_USAGE,
                 ErrorKind::Other => EXIT_FAILURE,
+                ErrorKind::Refused => EXIT_REFUSED,
             });
         }
         if c.downcast_ref::<ReferenceError>().is_some()
@@ -174,6 +191,8 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
             || c.downcast_ref::<AuthError>().is_some()
             || c.downcast_ref::<RegistriesError>().is_some()
             || c.downcast_ref::<PeersError>().is_some()
+            || c.downcast_ref::<PolicyError>().is_some()
+            || c.downcast_ref::<RegistriesDError>().is_some()
         {
             return Some(EXIT_USAGE);
         }
@@ -186,6 +205,18 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
         }
     }
     None
+}
+
+/// The policy of --policy, else the user's (not as root) or the system's when
+/// there is one; None: every image is let in.
+fn load_policy(explicit: Option<&std::path::Path>) -> Result<Option<Policy>, PolicyError> {
+    if let Some(p) = explicit {
+        return Policy::load(p).map(Some);
+    }
+    match crikit::distribution::policy::default_path() {
+        Some(p) => Policy::load(&p).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -324,6 +355,11 @@ fn pull(
         retry_delay: Duration::from_millis(args.retry_delay),
         stall_timeout: Duration::from_secs(args.stall_timeout),
         peers: Peers::new(args.peers.clone(), args.self_addr.clone())?,
+        policy: load_policy(args.policy.as_deref())?.map(std::sync::Arc::new),
+        registries_d: RegistriesD::load(&match &args.registries_d {
+            Some(d) => vec![d.clone()],
+            None => registries_d::default_dirs(),
+        })?,
         mirrors_with_credentials: args.mirror_with_credentials.clone(),
         ..PullOptions::default()
     };

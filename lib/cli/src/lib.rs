@@ -19,6 +19,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NOT_FOUND: u8 = 3;
 /// Exit status: the registry or the network failed (after retries), or sent bad data.
 pub const EXIT_REGISTRY: u8 = 4;
+/// Exit status: the signature policy refuses the image.
+pub const EXIT_REFUSED: u8 = 5;
 
 /// Logging flags shared by every binary.
 #[derive(Debug, Clone, Args)]

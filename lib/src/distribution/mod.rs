@@ -6,6 +6,7 @@
 pub mod digest;
 pub mod layout;
 pub mod platform;
+pub mod policy;
 pub mod progress;
 pub mod reference;
 pub mod registry;

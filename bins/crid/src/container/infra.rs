@@ -74,7 +74,7 @@ impl Crid {
             .await??
             .is_none()
         {
-            self.images.pull(&image, None).await?;
+            self.images.pull(&image, None, None).await?;
         }
         let config = cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {

@@ -83,7 +83,12 @@ impl cri::image_service_server::ImageService for ImageService {
         crikit::distribution::reference::parse(&image)
             .map_err(|e| CridError::Invalid(format!("image {image:?}: {e}")))?;
         let creds = image::credentials(req.auth.as_ref())?;
-        let image_ref = self.0.images.pull(&image, creds).await?;
+        let namespace = req
+            .sandbox_config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.namespace.as_str());
+        let image_ref = self.0.images.pull(&image, creds, namespace).await?;
         Ok(Response::new(cri::PullImageResponse { image_ref }))
     }
 

@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Usage,
     /// Anything else (local disk, store).
     Other,
+    /// The signature policy does not let the image in.
+    Refused,
 }
 
 /// Errors from pulling an image.
@@ -181,6 +183,9 @@ pub enum RegistryError {
     /// A peer list that does not do.
     #[error(transparent)]
     Peers(#[from] crate::distribution::registry::peers::PeersError),
+    /// The signature policy refuses the image.
+    #[error(transparent)]
+    Refused(Box<crate::distribution::policy::Refused>),
     /// A registry's certificate directory that cannot be used.
     #[error("certificates for {registry}: {source}")]
     Certs {
@@ -215,6 +220,7 @@ impl RegistryError {
             RegistryError::Unpack { source, .. } if source.bad_content => ErrorKind::Registry,
             RegistryError::Unpack { .. } => ErrorKind::Other,
             RegistryError::Index { .. } | RegistryError::Client { .. } => ErrorKind::Other,
+            RegistryError::Refused(_) => ErrorKind::Refused,
             RegistryError::Reference(_) => ErrorKind::Usage,
             RegistryError::Registries(RegistriesError::Blocked(_)) => ErrorKind::Usage,
             RegistryError::Registries(_)

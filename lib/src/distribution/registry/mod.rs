@@ -38,6 +38,8 @@ use crate::distribution::layout::{
     LayoutError, Store, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, REPO_DIGEST, SOURCE_MANIFESTS,
 };
 use crate::distribution::platform::Platform;
+use crate::distribution::policy::registries_d::RegistriesD;
+use crate::distribution::policy::{sigstore, Policy};
 use crate::distribution::progress::{Event, Sink};
 use crate::distribution::reference::{self, Reference};
 use crate::distribution::registry::auth::{CredentialStore, Credentials};
@@ -84,6 +86,10 @@ pub struct PullOptions {
     /// for the image's registry. Other mirrors get only those stored for their own
     /// host.
     pub mirrors_with_credentials: Vec<String>,
+    /// The signature policy every pull is checked against; `None` lets anything in.
+    pub policy: Option<Arc<Policy>>,
+    /// registries.d: where signatures are looked for.
+    pub registries_d: RegistriesD,
 }
 
 impl Default for PullOptions {
@@ -99,6 +105,8 @@ impl Default for PullOptions {
             unpacker: None,
             peers: peers::Peers::default(),
             mirrors_with_credentials: Vec::new(),
+            policy: None,
+            registries_d: RegistriesD::default(),
         }
     }
 }
@@ -148,7 +156,36 @@ impl Puller {
         sink: &dyn Sink,
         creds: Option<&Credentials>,
     ) -> Result<Pulled> {
+        self.pull_checked(store, image, sink, creds, self.opts.policy.as_deref())
+            .await
+    }
+
+    /// [`Puller::pull_as`] checked against `policy` instead of the options' (crid's
+    /// per-namespace policies). The check comes once the manifest is in and before
+    /// any blob is fetched: a refused image leaves nothing in the store.
+    pub async fn pull_checked(
+        &self,
+        store: &Store,
+        image: &str,
+        sink: &dyn Sink,
+        creds: Option<&Credentials>,
+        policy: Option<&Policy>,
+    ) -> Result<Pulled> {
         let r = reference::parse(image)?;
+        if let Some(p) = policy {
+            // A rejected scope needs no registry to say so.
+            let scoped = p.requirements_for(&r);
+            if scoped.requirements.iter().any(|q| {
+                matches!(
+                    q,
+                    crate::distribution::policy::Requirement::Reject
+                        | crate::distribution::policy::Requirement::Unenforceable(_)
+                )
+            }) {
+                p.check(&r, &scoped, &Digest::of(b""), &[])
+                    .map_err(|e| RegistryError::Refused(Box::new(e)))?;
+            }
+        }
         let endpoints = self.registries.endpoints(&r)?;
         let mut last = None;
         for ep in &endpoints {
@@ -160,7 +197,10 @@ impl Puller {
                     r.registry()
                 );
             }
-            match self.pull_from(store, image, &r, ep, sink, ep_creds).await {
+            match self
+                .pull_from(store, image, &r, ep, sink, ep_creds, policy)
+                .await
+            {
                 Ok(p) => return Ok(p),
                 Err(e) if ep.mirror => {
                     tracing::warn!(
@@ -179,6 +219,154 @@ impl Puller {
         }))
     }
 
+    /// Checks `asked`, whose manifest `r` resolved to `digest`, against `policy`,
+    /// fetching its attached signatures when a requirement needs them and
+    /// registries.d says to look for them.
+    async fn enforce(
+        &self,
+        policy: &Policy,
+        ctx: &PullCtx<'_>,
+        asked: &Reference,
+        r: &Reference,
+        auth: &RegistryAuth,
+        digest: &Digest,
+    ) -> Result<()> {
+        let scoped = policy.requirements_for(asked);
+        let sigs = if scoped.wants_sigstore()
+            && self
+                .opts
+                .registries_d
+                .for_image(asked)
+                .use_sigstore_attachments
+                == Some(true)
+        {
+            self.sigstore_attachments(ctx, r, auth, digest).await?
+        } else {
+            Vec::new()
+        };
+        policy
+            .check(asked, &scoped, digest, &sigs)
+            .map_err(|e| RegistryError::Refused(Box::new(e)))
+    }
+
+    /// The signatures attached to the image of `digest` in `r`'s repository, as
+    /// cosign attaches them: none when the signature tag does not exist. Layers
+    /// that are not payloads, or too big, are passed over; each payload's digest is
+    /// checked.
+    async fn sigstore_attachments(
+        &self,
+        ctx: &PullCtx<'_>,
+        r: &Reference,
+        auth: &RegistryAuth,
+        digest: &Digest,
+    ) -> Result<Vec<sigstore::Attached>> {
+        let at = Reference::with_tag(
+            r.registry().to_string(),
+            r.repository().to_string(),
+            sigstore::signature_tag(digest),
+        );
+        let raw = match ctx
+            .client
+            .pull_manifest_raw(&at, auth, &[OCI_MANIFEST])
+            .await
+        {
+            Ok((raw, _)) => raw,
+            Err(e) => {
+                let e = ctx.classify(e, "signatures");
+                if e.kind() == ErrorKind::NotFound {
+                    return Ok(Vec::new());
+                }
+                return Err(e);
+            }
+        };
+        if raw.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::ManifestTooLarge {
+                image: ctx.image.to_string(),
+                registry: ctx.registry.to_string(),
+                size: raw.len() as u64,
+                limit: MAX_MANIFEST_SIZE,
+            });
+        }
+        let manifest: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| ctx.bad_manifest(&Digest::of(&raw), format!("signature manifest: {e}")))?;
+        let layers = manifest
+            .get("layers")
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for l in layers.iter().take(sigstore::MAX_SIGNATURES) {
+            let media_type = l.get("mediaType").and_then(|m| m.as_str());
+            let size = l.get("size").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
+            let signature = l
+                .get("annotations")
+                .and_then(|a| a.get(sigstore::SIGNATURE_ANNOTATION))
+                .and_then(|s| s.as_str());
+            let layer_digest = l
+                .get("digest")
+                .and_then(|d| d.as_str())
+                .and_then(|d| Digest::parse(d).ok());
+            let (Some(signature), Some(layer_digest)) = (signature, layer_digest) else {
+                continue;
+            };
+            if media_type != Some(sigstore::PAYLOAD_MEDIA_TYPE) || size > sigstore::MAX_PAYLOAD {
+                continue;
+            }
+            let payload = self
+                .small_blob(ctx, &at, &layer_digest, sigstore::MAX_PAYLOAD)
+                .await?;
+            out.push(sigstore::Attached {
+                payload,
+                signature: signature.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// A blob of at most `limit` bytes, in memory, its digest checked.
+    async fn small_blob(
+        &self,
+        ctx: &PullCtx<'_>,
+        r: &Reference,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        let what = digest.to_string();
+        let resp = ctx
+            .client
+            .pull_blob_stream_partial(r, what.as_str(), 0, None)
+            .await
+            .map_err(|e| ctx.classify(e, &what))?;
+        let mut stream = match resp {
+            oci_client::client::BlobResponse::Partial(s)
+            | oci_client::client::BlobResponse::Full(s) => s,
+        };
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| ctx.network(&what, &e))?
+        {
+            buf.extend_from_slice(&chunk);
+            if buf.len() as u64 > limit {
+                return Err(
+                    ctx.bad_manifest(digest, format!("signature payload over {limit} bytes"))
+                );
+            }
+        }
+        let actual = Digest::of(&buf);
+        if actual != *digest {
+            return Err(RegistryError::DigestMismatch {
+                image: ctx.image.to_string(),
+                registry: ctx.registry.to_string(),
+                what: "signature payload",
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(buf)
+    }
+
     /// Whether the credentials a pull was given for `asked`'s registry may go to
     /// `ep`: the same host, or a mirror trusted with them.
     fn may_send_creds(&self, asked: &Reference, ep: &Endpoint) -> bool {
@@ -187,6 +375,7 @@ impl Puller {
             || (ep.mirror && self.opts.mirrors_with_credentials.iter().any(|m| m == host))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn pull_from(
         &self,
         store: &Store,
@@ -195,6 +384,7 @@ impl Puller {
         ep: &Endpoint,
         sink: &dyn Sink,
         creds: Option<&Credentials>,
+        policy: Option<&Policy>,
     ) -> Result<Pulled> {
         let r = &ep.reference;
         let registry = r.registry().to_string();
@@ -216,6 +406,9 @@ impl Puller {
         let (raw, top_digest) = self
             .fetch_manifest(&ctx, r, &auth, r.digest(), sink)
             .await?;
+        if let Some(p) = policy {
+            self.enforce(p, &ctx, asked, r, &auth, &top_digest).await?;
+        }
         // The registry's own bytes where they differ from what is stored (an index, a
         // Docker manifest), kept so the store serves the image by the same digests.
         let mut sources = vec![(top_digest.clone(), raw.clone())];

@@ -1,0 +1,453 @@
+//! Image trust policy: containers-policy.json(5), for the `docker` transport.
+//!
+//! A policy maps scopes (a registry, a namespace, a repository, a tag or digest,
+//! `*.domain` wildcards) to requirements; the most specific scope that names the
+//! pulled image applies, then the transport's `""` scope, then `default`. Every
+//! requirement of the list must accept the image: `insecureAcceptAnything`,
+//! `reject`, or `sigstoreSigned` (one signature, attached in the registry as
+//! cosign attaches it, made by a trusted key over the image's manifest digest,
+//! naming an identity `signedIdentity` accepts). A requirement of a kind this
+//! module does not know, or a `sigstoreSigned` one it cannot check fully (Fulcio
+//! certificates, Rekor), makes the file invalid; a `signedBy` (GPG) requirement,
+//! not enforced yet, refuses the images of its scope, saying why.
+
+pub mod identity;
+pub mod registries_d;
+pub mod sigstore;
+
+use crate::distribution::digest::Digest;
+use crate::distribution::reference::Reference;
+use identity::{repo_name, SignedIdentity};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The system-wide policy file.
+pub const SYSTEM_POLICY: &str = "/etc/containers/policy.json";
+
+/// The policy file in force when none is named: the user's
+/// (`~/.config/containers/policy.json`, not as root), else the system's, if
+/// either exists.
+pub fn default_path() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if !crate::paths::is_root() {
+        if let Some(c) = crate::paths::config_home() {
+            candidates.push(c.join("containers/policy.json"));
+        }
+    }
+    candidates.push(PathBuf::from(SYSTEM_POLICY));
+    candidates.into_iter().find(|p| p.exists())
+}
+
+/// A policy file that does not do.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// It cannot be read.
+    #[error("reading the signature policy {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It says something that is not a policy, or that cannot be enforced.
+    #[error("signature policy {}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// An image the policy does not let in.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{image} is refused by the signature policy {} (scope {scope:?}): {requirement}", policy.display())]
+pub struct Refused {
+    /// The image, as pulled.
+    pub image: String,
+    /// The policy file.
+    pub policy: PathBuf,
+    /// The scope whose requirements applied (`default` for the file's default).
+    pub scope: String,
+    /// The requirement that failed, and why.
+    pub requirement: String,
+}
+
+/// One requirement.
+#[derive(Debug, Clone)]
+pub enum Requirement {
+    /// Anything goes.
+    InsecureAcceptAnything,
+    /// Nothing goes.
+    Reject,
+    /// A sigstore signature by one of the keys.
+    SigstoreSigned {
+        /// The trusted keys.
+        keys: Vec<sigstore::PublicKey>,
+        /// What the signature's identity must be.
+        identity: SignedIdentity,
+    },
+    /// A requirement that cannot be checked yet: refuses every image, saying why.
+    Unenforceable(String),
+}
+
+impl Requirement {
+    fn name(&self) -> &'static str {
+        match self {
+            Requirement::InsecureAcceptAnything => "insecureAcceptAnything",
+            Requirement::Reject => "reject",
+            Requirement::SigstoreSigned { .. } => "sigstoreSigned",
+            Requirement::Unenforceable(_) => "signedBy",
+        }
+    }
+}
+
+/// The requirements that apply to one image, and where they come from.
+#[derive(Debug, Clone)]
+pub struct Scoped<'a> {
+    /// The scope (`default` for the file's default).
+    pub scope: String,
+    /// Its requirements.
+    pub requirements: &'a [Requirement],
+}
+
+impl Scoped<'_> {
+    /// Whether evaluating these needs the image's sigstore signatures.
+    pub fn wants_sigstore(&self) -> bool {
+        self.requirements
+            .iter()
+            .any(|r| matches!(r, Requirement::SigstoreSigned { .. }))
+    }
+}
+
+/// A parsed policy file.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    path: PathBuf,
+    default: Vec<Requirement>,
+    docker: BTreeMap<String, Vec<Requirement>>,
+}
+
+impl Policy {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text).map_err(|reason| PolicyError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Parses policy JSON; key files are read relative to nothing (they must be
+    /// absolute, as containers/image requires).
+    pub fn parse(path: &Path, text: &[u8]) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(text).map_err(|e| format!("not JSON ({e})"))?;
+        let o = v.as_object().ok_or("not a JSON object")?;
+        if let Some(k) = o
+            .keys()
+            .find(|k| !["default", "transports"].contains(&k.as_str()))
+        {
+            return Err(format!("unknown field {k:?}"));
+        }
+        let default = requirements(o.get("default").ok_or("no default policy")?)
+            .map_err(|e| format!("default: {e}"))?;
+        let mut docker = BTreeMap::new();
+        if let Some(t) = o.get("transports") {
+            let t = t.as_object().ok_or("transports is not an object")?;
+            for (transport, scopes) in t {
+                let scopes = scopes
+                    .as_object()
+                    .ok_or(format!("transports.{transport} is not an object"))?;
+                for (scope, reqs) in scopes {
+                    let parsed = requirements(reqs)
+                        .map_err(|e| format!("transports.{transport}.{scope:?}: {e}"))?;
+                    if transport == "docker" {
+                        if !scope.is_empty() {
+                            check_scope(scope)
+                                .map_err(|e| format!("transports.docker: scope {scope:?}: {e}"))?;
+                        }
+                        docker.insert(scope.clone(), parsed);
+                    }
+                }
+            }
+        }
+        Ok(Policy {
+            path: path.to_path_buf(),
+            default,
+            docker,
+        })
+    }
+
+    /// The requirements for `image`: its most specific docker scope, then the
+    /// transport's `""`, then the default.
+    pub fn requirements_for(&self, image: &Reference) -> Scoped<'_> {
+        for scope in scopes(image) {
+            if let Some(r) = self.docker.get(&scope) {
+                return Scoped {
+                    scope,
+                    requirements: r,
+                };
+            }
+        }
+        if let Some(r) = self.docker.get("") {
+            return Scoped {
+                scope: "docker".into(),
+                requirements: r,
+            };
+        }
+        Scoped {
+            scope: "default".into(),
+            requirements: &self.default,
+        }
+    }
+
+    /// Whether `image`, whose manifest has `digest`, may be pulled, given the
+    /// sigstore signatures found attached to it (`sigs`; empty when none were
+    /// looked for or found).
+    pub fn check(
+        &self,
+        image: &Reference,
+        scoped: &Scoped<'_>,
+        digest: &Digest,
+        sigs: &[sigstore::Attached],
+    ) -> Result<(), Refused> {
+        let refuse = |requirement: String| Refused {
+            image: display(image),
+            policy: self.path.clone(),
+            scope: scoped.scope.clone(),
+            requirement,
+        };
+        for r in scoped.requirements {
+            match r {
+                Requirement::InsecureAcceptAnything => {}
+                Requirement::Reject => return Err(refuse("reject".into())),
+                Requirement::Unenforceable(why) => return Err(refuse(why.clone())),
+                Requirement::SigstoreSigned { keys, identity } => {
+                    if sigs.is_empty() {
+                        return Err(refuse(format!(
+                            "{}: no signature found (attached at {}, with use-sigstore-attachments in registries.d)",
+                            r.name(),
+                            sigstore::signature_tag(digest)
+                        )));
+                    }
+                    let mut why = Vec::new();
+                    let ok = sigs.iter().any(|s| {
+                        match sigstore::verify(s, keys, digest, |signed| {
+                            identity.matches(image, signed)
+                        }) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                why.push(e);
+                                false
+                            }
+                        }
+                    });
+                    if !ok {
+                        why.dedup();
+                        return Err(refuse(format!(
+                            "{}: no signature accepted of {}: {}",
+                            r.name(),
+                            sigs.len(),
+                            why.join("; ")
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn display(r: &Reference) -> String {
+    let mut s = repo_name(r);
+    if let Some(t) = r.tag() {
+        s.push(':');
+        s.push_str(t);
+    }
+    if let Some(d) = r.digest() {
+        s.push('@');
+        s.push_str(d);
+    }
+    s
+}
+
+/// The scopes naming `image`, most specific first: the full name, the
+/// repository, each namespace above it, the registry, then `*.` wildcards of the
+/// registry's domain, longest first.
+pub fn scopes(image: &Reference) -> Vec<String> {
+    let mut out = Vec::new();
+    let repo = repo_name(image);
+    if let Some(d) = image.digest() {
+        out.push(format!("{repo}@{d}"));
+    } else if let Some(t) = image.tag() {
+        out.push(format!("{repo}:{t}"));
+    }
+    let mut cur = repo.as_str();
+    loop {
+        out.push(cur.to_string());
+        match cur.rsplit_once('/') {
+            Some((parent, _)) => cur = parent,
+            None => break,
+        }
+    }
+    let host = image.registry();
+    let host = host.split(':').next().unwrap_or(host);
+    let mut rest = host;
+    while let Some((_, parent)) = rest.split_once('.') {
+        out.push(format!("*.{parent}"));
+        rest = parent;
+    }
+    out
+}
+
+fn check_scope(scope: &str) -> Result<(), String> {
+    if let Some(domain) = scope.strip_prefix("*.") {
+        if domain.is_empty() || domain.contains(['/', ':', '*']) {
+            return Err("a wildcard scope is *.DOMAIN".into());
+        }
+        return Ok(());
+    }
+    if scope.contains("://")
+        || scope.contains('*')
+        || scope.starts_with('/')
+        || scope.ends_with('/')
+    {
+        return Err("not a registry, namespace, repository or reference".into());
+    }
+    Ok(())
+}
+
+fn requirements(v: &serde_json::Value) -> Result<Vec<Requirement>, String> {
+    let list = v.as_array().ok_or("requirements are not a list")?;
+    if list.is_empty() {
+        return Err("an empty list of requirements (use insecureAcceptAnything or reject)".into());
+    }
+    list.iter().map(requirement).collect()
+}
+
+fn requirement(v: &serde_json::Value) -> Result<Requirement, String> {
+    let o = v.as_object().ok_or("a requirement is not an object")?;
+    let ty = o
+        .get("type")
+        .and_then(|t| t.as_str())
+        .ok_or("a requirement has no type")?;
+    let only = |keys: &[&str]| -> Result<(), String> {
+        match o
+            .keys()
+            .find(|k| k.as_str() != "type" && !keys.contains(&k.as_str()))
+        {
+            Some(k) => Err(format!("{ty}: unknown field {k:?}")),
+            None => Ok(()),
+        }
+    };
+    Ok(match ty {
+        "insecureAcceptAnything" => {
+            only(&[])?;
+            Requirement::InsecureAcceptAnything
+        }
+        "reject" => {
+            only(&[])?;
+            Requirement::Reject
+        }
+        "sigstoreSigned" => {
+            if o.contains_key("fulcio") || o.contains_key("pki") {
+                return Err(format!(
+                    "{ty}: Fulcio and PKI certificates are not supported; name public keys"
+                ));
+            }
+            only(&[
+                "keyPath",
+                "keyPaths",
+                "keyData",
+                "keyDatas",
+                "rekorPublicKeyPath",
+                "rekorPublicKeyPaths",
+                "rekorPublicKeyData",
+                "rekorPublicKeyDatas",
+                "signedIdentity",
+            ])?;
+            if o.keys().any(|k| k.starts_with("rekor")) {
+                return Err(format!("{ty}: Rekor transparency-log checks are not supported"));
+            }
+            let keys = sigstore_keys(o).map_err(|e| format!("{ty}: {e}"))?;
+            let identity = SignedIdentity::parse(o.get("signedIdentity"))
+                .map_err(|e| format!("{ty}: {e}"))?;
+            Requirement::SigstoreSigned { keys, identity }
+        }
+        "signedBy" => Requirement::Unenforceable(
+            "signedBy: GPG signatures are not verified by this version, so nothing in this scope is let in"
+                .into(),
+        ),
+        other => return Err(format!("unknown requirement type {other:?}")),
+    })
+}
+
+fn sigstore_keys(
+    o: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<sigstore::PublicKey>, String> {
+    use base64::Engine as _;
+    let mut pems: Vec<(String, String)> = Vec::new();
+    let strings = |k: &str| -> Result<Vec<String>, String> {
+        match o.get(k) {
+            None => Ok(Vec::new()),
+            Some(serde_json::Value::String(s)) if !k.ends_with('s') => Ok(vec![s.clone()]),
+            Some(serde_json::Value::Array(a)) if k.ends_with('s') && !a.is_empty() => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(String::from)
+                        .ok_or(format!("{k} holds a non-string"))
+                })
+                .collect(),
+            Some(_) => Err(format!(
+                "{k} is not a {}",
+                if k.ends_with('s') {
+                    "non-empty list"
+                } else {
+                    "string"
+                }
+            )),
+        }
+    };
+    let sources = ["keyPath", "keyPaths", "keyData", "keyDatas"]
+        .iter()
+        .filter(|k| o.contains_key(**k))
+        .count();
+    if sources != 1 {
+        return Err("exactly one of keyPath, keyPaths, keyData and keyDatas is needed".into());
+    }
+    for path in strings("keyPath")?.into_iter().chain(strings("keyPaths")?) {
+        if !Path::new(&path).is_absolute() {
+            return Err(format!("key path {path:?} is not absolute"));
+        }
+        let pem = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+        pems.push((path, pem));
+    }
+    for (i, data) in strings("keyData")?
+        .into_iter()
+        .chain(strings("keyDatas")?)
+        .enumerate()
+    {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|_| format!("keyData {} is not base64", i + 1))?;
+        let pem = String::from_utf8(raw).map_err(|_| format!("keyData {} is not PEM", i + 1))?;
+        pems.push((format!("keyData {}", i + 1), pem));
+    }
+    pems.into_iter()
+        .map(|(from, pem)| sigstore::PublicKey::from_pem(&pem).map_err(|e| format!("{from}: {e}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
