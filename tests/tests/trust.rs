@@ -803,3 +803,257 @@ async fn crid_checks_each_namespaces_policy() {
     let r = img.pull_image(pull("open")).await.unwrap();
     assert_eq!(r.into_inner().image_ref, p.config);
 }
+
+/// A GPG home of its own with one signing key; (home, fingerprint).
+fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let params = dir.join(format!("{name}.params"));
+    std::fs::write(
+        &params,
+        format!("%no-protection\nKey-Type: RSA\nKey-Length: 2048\nName-Real: {name}\nName-Email: {name}@crikit.invalid\nExpire-Date: 0\n%commit\n"),
+    )
+    .unwrap();
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", &home)
+        .args(["--batch", "--gen-key"])
+        .arg(&params);
+    run(c, T).ok();
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", &home)
+        .args(["--with-colons", "--list-keys"]);
+    let out = run(c, T).ok().stdout;
+    let fpr = out
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|l| l.split(':').find(|f| f.len() == 40))
+        .expect("fingerprint")
+        .to_string();
+    (home, fpr)
+}
+
+fn gpg_export(home: &Path, fpr: &str, armor: bool, to: &Path) {
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", home).args(["--batch", "--export"]);
+    if armor {
+        c.arg("--armor");
+    }
+    c.args(["--output"]).arg(to).arg(fpr);
+    run(c, T).ok();
+}
+
+/// skopeo copy within the registry, signing with `key` when given.
+fn skopeo_copy(rd: &Path, from: &str, to: &str, key: Option<(&Path, &str)>) {
+    let accept = rd.join("../accept.json");
+    std::fs::write(
+        &accept,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    let mut c = Command::new("skopeo");
+    c.arg("--policy")
+        .arg(&accept)
+        .arg("--registries.d")
+        .arg(rd)
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ]);
+    if let Some((home, fpr)) = key {
+        c.env("GNUPGHOME", home).args(["--sign-by", fpr]);
+    }
+    c.arg(format!("docker://{from}"))
+        .arg(format!("docker://{to}"));
+    run(c, T).ok();
+}
+
+fn skopeo_allows_with(policy: &Path, rd: &Path, image: &str, dest: &Path) -> bool {
+    let mut c = Command::new("skopeo");
+    c.arg("--policy")
+        .arg(policy)
+        .arg("--registries.d")
+        .arg(rd)
+        // Verified at the source; an oci: layout cannot hold them.
+        .args([
+            "copy",
+            "--quiet",
+            "--remove-signatures",
+            "--src-tls-verify=false",
+        ])
+        .arg(format!("docker://{image}"))
+        .arg(format!("oci:{}:x", dest.display()));
+    let r = run(c, T);
+    if r.code != Some(0) {
+        assert!(
+            r.stderr.contains("policy")
+                || r.stderr.contains("rejected")
+                || r.stderr.contains("signature"),
+            "skopeo failed for another reason: {}",
+            r.describe()
+        );
+    }
+    r.code == Some(0)
+}
+
+#[test]
+fn gpg_signed_images_verdicts_match_skopeos() {
+    let reg = Registry::start();
+    let tmp = TempRoot::new();
+    let host = reg.addr.clone();
+    let (home_a, fpr_a) = gpg_key(tmp.path(), "trusted");
+    let (home_b, fpr_b) = gpg_key(tmp.path(), "stranger");
+    let sigs = tmp.path().join("sigs");
+    let rd = tmp.path().join("registries.d");
+    std::fs::create_dir_all(&rd).unwrap();
+    std::fs::write(
+        rd.join("test.yaml"),
+        format!(
+            "docker:\n  {host}:\n    lookaside: file://{s}\n    lookaside-staging: file://{s}\n",
+            s = sigs.display()
+        ),
+    )
+    .unwrap();
+    let src = reg.push("src/app", &Image::busybox());
+    let digest = src.digest.clone();
+    let hex = digest.trim_start_matches("sha256:");
+    skopeo_copy(
+        &rd,
+        &src.reference,
+        &format!("{host}/signed/a:1"),
+        Some((&home_a, &fpr_a)),
+    );
+    skopeo_copy(
+        &rd,
+        &src.reference,
+        &format!("{host}/signed/b:1"),
+        Some((&home_b, &fpr_b)),
+    );
+    skopeo_copy(&rd, &src.reference, &format!("{host}/plain/x:1"), None);
+    // Signed as another name: A's signature of signed/a, where named/two's would be.
+    skopeo_copy(&rd, &src.reference, &format!("{host}/named/two:1"), None);
+    let sig_a = sigs.join(format!("signed/a@sha256={hex}/signature-1"));
+    assert!(
+        sig_a.is_file(),
+        "skopeo wrote no signature at {}",
+        sig_a.display()
+    );
+    let put = |repo: &str, data: &[u8]| {
+        let d = sigs.join(format!("{repo}@sha256={hex}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("signature-1"), data).unwrap();
+    };
+    put("named/two", &std::fs::read(&sig_a).unwrap());
+    // A corrupted signature.
+    skopeo_copy(&rd, &src.reference, &format!("{host}/corrupt/c:1"), None);
+    let mut bad = std::fs::read(&sig_a).unwrap();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    put("corrupt/c", &bad);
+    // A signature for another digest: a differently built image, A's signature of
+    // signed/a put where its signature would be.
+    let other = e2e::image::push(
+        &host,
+        "digest/d",
+        "1",
+        &Image::large("x", 1, e2e::Compression::Gzip),
+    );
+    let ohex = other.digest.trim_start_matches("sha256:");
+    let d = sigs.join(format!("digest/d@sha256={ohex}"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(&sig_a, d.join("signature-1")).unwrap();
+
+    let key_a = tmp.path().join("a.gpg");
+    gpg_export(&home_a, &fpr_a, false, &key_a);
+    let key_a_armored = tmp.path().join("a.asc");
+    gpg_export(&home_a, &fpr_a, true, &key_a_armored);
+    let key_b = tmp.path().join("b.gpg");
+    gpg_export(&home_b, &fpr_b, false, &key_b);
+    let signed_by = |key: &Path, identity: Option<serde_json::Value>| {
+        let mut r = serde_json::json!({"type": "signedBy", "keyType": "GPGKeys", "keyPath": key});
+        if let Some(i) = identity {
+            r["signedIdentity"] = i;
+        }
+        r
+    };
+    let policies = [
+        (
+            "signedBy A",
+            serde_json::json!({"default": [signed_by(&key_a, None)]}),
+        ),
+        (
+            "signedBy A, armored key",
+            serde_json::json!({"default": [signed_by(&key_a_armored, None)]}),
+        ),
+        (
+            "signedBy B",
+            serde_json::json!({"default": [signed_by(&key_b, None)]}),
+        ),
+        (
+            "signedBy A or B (keyPaths)",
+            serde_json::json!({"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPaths": [key_b, key_a]}]}),
+        ),
+        (
+            "signedBy A, matchRepository",
+            serde_json::json!({"default": [signed_by(&key_a, Some(serde_json::json!({"type": "matchRepository"})))]}),
+        ),
+        (
+            "signedBy A, exactRepository signed/a",
+            serde_json::json!({"default": [signed_by(&key_a, Some(serde_json::json!({"type": "exactRepository", "dockerRepository": format!("{host}/signed/a")})))]}),
+        ),
+        (
+            "signedBy A, remapIdentity named -> signed",
+            serde_json::json!({"default": [signed_by(&key_a, Some(serde_json::json!({"type": "remapIdentity", "prefix": format!("{host}/named/two"), "signedPrefix": format!("{host}/signed/a")})))]}),
+        ),
+        (
+            "signedBy A for signed/, accept elsewhere",
+            serde_json::json!({"default": [{"type": "insecureAcceptAnything"}], "transports": {"docker": {format!("{host}/signed"): [signed_by(&key_a, None)]}}}),
+        ),
+    ];
+    let images = [
+        format!("{host}/signed/a:1"),
+        format!("{host}/signed/b:1"),
+        format!("{host}/plain/x:1"),
+        format!("{host}/named/two:1"),
+        format!("{host}/corrupt/c:1"),
+        other.reference.clone(),
+    ];
+    let mut table = Vec::new();
+    let mut allowed = 0;
+    for (i, (name, p)) in policies.iter().enumerate() {
+        let file = tmp.path().join(format!("gpg-policy-{i}.json"));
+        std::fs::write(&file, p.to_string()).unwrap();
+        for (j, image) in images.iter().enumerate() {
+            let oracle =
+                skopeo_allows_with(&file, &rd, image, &tmp.path().join(format!("goci-{i}-{j}")));
+            let root = tmp.path().join(format!("groot-{i}-{j}"));
+            let r = imgpull_policy(&root, &file, Some(&rd), image);
+            let ours = match r.code {
+                Some(0) => true,
+                Some(5) => {
+                    nothing_stored(&root);
+                    false
+                }
+                _ => panic!("{name}, {image}: {}", r.describe()),
+            };
+            allowed += usize::from(ours);
+            table.push(format!(
+                "{name:44} {:24} skopeo {oracle:5} imgpull {ours:5}",
+                image.split_once('/').map_or("", |x| x.1)
+            ));
+            assert_eq!(
+                ours,
+                oracle,
+                "{name}, {image}: skopeo {oracle}, imgpull {ours}\n{}",
+                r.describe()
+            );
+        }
+    }
+    println!("{}", table.join("\n"));
+    assert!(
+        allowed > 0 && allowed < policies.len() * images.len(),
+        "every verdict was the same"
+    );
+}

@@ -6,11 +6,14 @@
 //! requirement of the list must accept the image: `insecureAcceptAnything`,
 //! `reject`, or `sigstoreSigned` (one signature, attached in the registry as
 //! cosign attaches it, made by a trusted key over the image's manifest digest,
-//! naming an identity `signedIdentity` accepts). A requirement of a kind this
-//! module does not know, or a `sigstoreSigned` one it cannot check fully (Fulcio
-//! certificates, Rekor), makes the file invalid; a `signedBy` (GPG) requirement,
-//! not enforced yet, refuses the images of its scope, saying why.
+//! naming an identity `signedIdentity` accepts), or `signedBy` with `GPGKeys`
+//! (one OpenPGP-signed "atomic container signature", from the lookaside storage
+//! registries.d names, by a key of the keyring, for the manifest digest and an
+//! accepted identity). A requirement of a kind this module does not know, or one
+//! it cannot check fully (Fulcio certificates, Rekor, other key types), makes the
+//! file invalid.
 
+pub mod gpg;
 pub mod identity;
 pub mod registries_d;
 pub mod sigstore;
@@ -88,8 +91,25 @@ pub enum Requirement {
         /// What the signature's identity must be.
         identity: SignedIdentity,
     },
-    /// A requirement that cannot be checked yet: refuses every image, saying why.
-    Unenforceable(String),
+    /// A GPG signature (lookaside storage) by a key of the keyring.
+    SignedBy {
+        /// The trusted keys.
+        keys: gpg::Keyring,
+        /// What the signature's identity must be.
+        identity: SignedIdentity,
+    },
+}
+
+/// The signatures found for an image.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// Attached in the registry, as cosign attaches them.
+    pub sigstore: Vec<sigstore::Attached>,
+    /// From lookaside storage: OpenPGP messages.
+    pub simple: Vec<Vec<u8>>,
+    /// Where the simple signatures were looked for (the lookaside base), if
+    /// anywhere.
+    pub lookaside: Option<String>,
 }
 
 impl Requirement {
@@ -98,7 +118,7 @@ impl Requirement {
             Requirement::InsecureAcceptAnything => "insecureAcceptAnything",
             Requirement::Reject => "reject",
             Requirement::SigstoreSigned { .. } => "sigstoreSigned",
-            Requirement::Unenforceable(_) => "signedBy",
+            Requirement::SignedBy { .. } => "signedBy",
         }
     }
 }
@@ -118,6 +138,20 @@ impl Scoped<'_> {
         self.requirements
             .iter()
             .any(|r| matches!(r, Requirement::SigstoreSigned { .. }))
+    }
+
+    /// Whether evaluating these needs the image's lookaside (GPG) signatures.
+    pub fn wants_simple(&self) -> bool {
+        self.requirements
+            .iter()
+            .any(|r| matches!(r, Requirement::SignedBy { .. }))
+    }
+
+    /// Whether these refuse every image, whatever its signatures.
+    pub fn rejects(&self) -> bool {
+        self.requirements
+            .iter()
+            .any(|r| matches!(r, Requirement::Reject))
     }
 }
 
@@ -219,8 +253,9 @@ impl Policy {
         image: &Reference,
         scoped: &Scoped<'_>,
         digest: &Digest,
-        sigs: &[sigstore::Attached],
+        found: &Found,
     ) -> Result<(), Refused> {
+        let sigs = &found.sigstore;
         let refuse = |requirement: String| Refused {
             image: display(image),
             policy: self.path.clone(),
@@ -231,7 +266,33 @@ impl Policy {
             match r {
                 Requirement::InsecureAcceptAnything => {}
                 Requirement::Reject => return Err(refuse("reject".into())),
-                Requirement::Unenforceable(why) => return Err(refuse(why.clone())),
+                Requirement::SignedBy { keys, identity } => {
+                    if found.simple.is_empty() {
+                        return Err(refuse(match &found.lookaside {
+                            Some(base) => format!("signedBy: no signature found in {base}"),
+                            None => "signedBy: no signature found (registries.d names no lookaside for it)".into(),
+                        }));
+                    }
+                    let mut why: Vec<String> = Vec::new();
+                    let ok = found.simple.iter().any(|s| {
+                        match gpg::verify(s, keys, digest, |signed| identity.matches(image, signed))
+                        {
+                            Ok(()) => true,
+                            Err(e) => {
+                                why.push(e);
+                                false
+                            }
+                        }
+                    });
+                    if !ok {
+                        why.dedup();
+                        return Err(refuse(format!(
+                            "signedBy: no signature accepted of {}: {}",
+                            found.simple.len(),
+                            why.join("; ")
+                        )));
+                    }
+                }
                 Requirement::SigstoreSigned { keys, identity } => {
                     if sigs.is_empty() {
                         return Err(refuse(format!(
@@ -377,19 +438,76 @@ fn requirement(v: &serde_json::Value) -> Result<Requirement, String> {
                 "signedIdentity",
             ])?;
             if o.keys().any(|k| k.starts_with("rekor")) {
-                return Err(format!("{ty}: Rekor transparency-log checks are not supported"));
+                return Err(format!(
+                    "{ty}: Rekor transparency-log checks are not supported"
+                ));
             }
             let keys = sigstore_keys(o).map_err(|e| format!("{ty}: {e}"))?;
-            let identity = SignedIdentity::parse(o.get("signedIdentity"))
-                .map_err(|e| format!("{ty}: {e}"))?;
+            let identity =
+                SignedIdentity::parse(o.get("signedIdentity")).map_err(|e| format!("{ty}: {e}"))?;
             Requirement::SigstoreSigned { keys, identity }
         }
-        "signedBy" => Requirement::Unenforceable(
-            "signedBy: GPG signatures are not verified by this version, so nothing in this scope is let in"
-                .into(),
-        ),
+        "signedBy" => {
+            only(&[
+                "keyType",
+                "keyPath",
+                "keyPaths",
+                "keyData",
+                "signedIdentity",
+            ])?;
+            let key_type = o.get("keyType").and_then(|k| k.as_str());
+            if key_type != Some("GPGKeys") {
+                return Err(format!(
+                    "{ty}: keyType {key_type:?} is not supported (GPGKeys is)"
+                ));
+            }
+            let keys = gpg_keys(o).map_err(|e| format!("{ty}: {e}"))?;
+            let identity =
+                SignedIdentity::parse(o.get("signedIdentity")).map_err(|e| format!("{ty}: {e}"))?;
+            Requirement::SignedBy { keys, identity }
+        }
         other => return Err(format!("unknown requirement type {other:?}")),
     })
+}
+
+fn gpg_keys(o: &serde_json::Map<String, serde_json::Value>) -> Result<gpg::Keyring, String> {
+    use base64::Engine as _;
+    let sources = ["keyPath", "keyPaths", "keyData"]
+        .iter()
+        .filter(|k| o.contains_key(**k))
+        .count();
+    if sources != 1 {
+        return Err("exactly one of keyPath, keyPaths and keyData is needed".into());
+    }
+    let mut rings = Vec::new();
+    let mut paths: Vec<String> = Vec::new();
+    match (o.get("keyPath"), o.get("keyPaths"), o.get("keyData")) {
+        (Some(p), _, _) => paths.push(p.as_str().ok_or("keyPath is not a string")?.into()),
+        (_, Some(ps), _) => {
+            let a = ps
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .ok_or("keyPaths is not a non-empty list")?;
+            for p in a {
+                paths.push(p.as_str().ok_or("keyPaths holds a non-string")?.into());
+            }
+        }
+        (_, _, Some(d)) => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(d.as_str().ok_or("keyData is not a string")?.trim())
+                .map_err(|_| "keyData is not base64")?;
+            rings.push(gpg::Keyring::parse(&raw).map_err(|e| format!("keyData: {e}"))?);
+        }
+        _ => {}
+    }
+    for path in paths {
+        if !Path::new(&path).is_absolute() {
+            return Err(format!("key path {path:?} is not absolute"));
+        }
+        let raw = std::fs::read(&path).map_err(|e| format!("reading {path}: {e}"))?;
+        rings.push(gpg::Keyring::parse(&raw).map_err(|e| format!("{path}: {e}"))?);
+    }
+    gpg::Keyring::merge(rings).ok_or_else(|| "no key".to_string())
 }
 
 fn sigstore_keys(

@@ -65,7 +65,7 @@ struct Claims {
     digest: String,
 }
 
-fn claims(payload: &[u8]) -> Result<Claims, String> {
+fn claims(payload: &[u8], payload_type: &str) -> Result<Claims, String> {
     let v: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| format!("payload is not JSON ({e})"))?;
     let critical = v
@@ -79,8 +79,8 @@ fn claims(payload: &[u8]) -> Result<Claims, String> {
         return Err(format!("payload's critical has an unknown field {k:?}"));
     }
     let ty = critical.get("type").and_then(|t| t.as_str());
-    if ty != Some(PAYLOAD_TYPE) {
-        return Err(format!("payload type is {ty:?}, not {PAYLOAD_TYPE:?}"));
+    if ty != Some(payload_type) {
+        return Err(format!("payload type is {ty:?}, not {payload_type:?}"));
     }
     let digest = critical
         .get("image")
@@ -114,7 +114,18 @@ pub fn verify(
     if !keys.iter().any(|k| k.verifies(&sig.payload, &der)) {
         return Err("not signed by a trusted key".into());
     }
-    let c = claims(&sig.payload)?;
+    check_claims(&sig.payload, PAYLOAD_TYPE, digest, accept)
+}
+
+/// Checks what a signed simple-signing payload says: its type, the manifest
+/// digest, and an identity `accept` takes.
+pub fn check_claims(
+    payload: &[u8],
+    payload_type: &str,
+    digest: &Digest,
+    accept: impl Fn(&Reference) -> bool,
+) -> Result<(), String> {
+    let c = claims(payload, payload_type)?;
     if c.digest != digest.as_str() {
         return Err(format!("signed for {}, not {digest}", c.digest));
     }

@@ -175,14 +175,8 @@ impl Puller {
         if let Some(p) = policy {
             // A rejected scope needs no registry to say so.
             let scoped = p.requirements_for(&r);
-            if scoped.requirements.iter().any(|q| {
-                matches!(
-                    q,
-                    crate::distribution::policy::Requirement::Reject
-                        | crate::distribution::policy::Requirement::Unenforceable(_)
-                )
-            }) {
-                p.check(&r, &scoped, &Digest::of(b""), &[])
+            if scoped.rejects() {
+                p.check(&r, &scoped, &Digest::of(b""), &Default::default())
                     .map_err(|e| RegistryError::Refused(Box::new(e)))?;
             }
         }
@@ -232,20 +226,35 @@ impl Puller {
         digest: &Digest,
     ) -> Result<()> {
         let scoped = policy.requirements_for(asked);
-        let sigs = if scoped.wants_sigstore()
-            && self
-                .opts
-                .registries_d
-                .for_image(asked)
-                .use_sigstore_attachments
-                == Some(true)
-        {
-            self.sigstore_attachments(ctx, r, auth, digest).await?
-        } else {
-            Vec::new()
-        };
+        let settings = self.opts.registries_d.for_image(asked);
+        let mut found = crate::distribution::policy::Found::default();
+        if scoped.wants_sigstore() && settings.use_sigstore_attachments == Some(true) {
+            found.sigstore = self.sigstore_attachments(ctx, r, auth, digest).await?;
+        }
+        if scoped.wants_simple() {
+            if let Some(base) = &settings.lookaside {
+                let (base2, repo, d) =
+                    (base.clone(), asked.repository().to_string(), digest.clone());
+                found.simple = tokio::task::spawn_blocking(move || {
+                    crate::distribution::policy::gpg::read_lookaside(&base2, &repo, &d)
+                })
+                .await
+                .map_err(|e| RegistryError::Client {
+                    message: e.to_string(),
+                })?
+                .map_err(|reason| {
+                    RegistryError::Refused(Box::new(crate::distribution::policy::Refused {
+                        image: asked.to_string(),
+                        policy: policy.path().to_path_buf(),
+                        scope: scoped.scope.clone(),
+                        requirement: format!("signedBy: {reason}"),
+                    }))
+                })?;
+                found.lookaside = Some(base.clone());
+            }
+        }
         policy
-            .check(asked, &scoped, digest, &sigs)
+            .check(asked, &scoped, digest, &found)
             .map_err(|e| RegistryError::Refused(Box::new(e)))
     }
 
