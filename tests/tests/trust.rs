@@ -1056,4 +1056,100 @@ fn gpg_signed_images_verdicts_match_skopeos() {
         allowed > 0 && allowed < policies.len() * images.len(),
         "every verdict was the same"
     );
+
+    // The same signatures served over HTTP as lookaside storage.
+    let web = StaticFiles::serve(&sigs);
+    std::fs::write(
+        rd.join("test.yaml"),
+        format!("docker:\n  {host}:\n    lookaside: http://{}/\n", web.addr),
+    )
+    .unwrap();
+    let file = tmp.path().join("gpg-policy-0.json");
+    for (j, image) in images.iter().enumerate() {
+        let oracle = skopeo_allows_with(&file, &rd, image, &tmp.path().join(format!("hoci-{j}")));
+        let r = imgpull_policy(
+            &tmp.path().join(format!("hroot-{j}")),
+            &file,
+            Some(&rd),
+            image,
+        );
+        assert_eq!(
+            r.code == Some(0),
+            oracle,
+            "over HTTP, {image}: {}",
+            r.describe()
+        );
+    }
+    assert!(web.requests() > 0, "the lookaside server was not asked");
+}
+
+/// Files of a directory over plain HTTP on loopback, GET only; stopped on drop.
+struct StaticFiles {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StaticFiles {
+    fn serve(dir: &Path) -> StaticFiles {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (dir, st, n) = (dir.to_path_buf(), stop.clone(), count.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                n.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let path = text
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .replace("%40", "@")
+                    .replace("%3D", "=");
+                let body = if path.contains("..") {
+                    None
+                } else {
+                    std::fs::read(dir.join(path.trim_start_matches('/'))).ok()
+                };
+                let _ = match body {
+                    Some(b) => conn
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                b.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|_| conn.write_all(&b)),
+                    None => conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                };
+            }
+        });
+        StaticFiles { addr, stop, count }
+    }
+
+    fn requests(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for StaticFiles {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&self.addr);
+    }
 }

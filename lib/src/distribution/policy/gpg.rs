@@ -2,7 +2,8 @@
 //! containers/image (skopeo copy --sign-by) writes: an OpenPGP signed message
 //! (one-pass signature, usually compressed) whose literal data is JSON naming the
 //! image and its manifest digest. Signatures are found in lookaside storage as
-//! registries.d names it: `BASE/REPOSITORY@sha256=HEX/signature-N`, N from 1.
+//! registries.d names it: `BASE/REPOSITORY@sha256=HEX/signature-N`, N from 1,
+//! under a file://, http:// or https:// base.
 //! OpenPGP is rPGP's (the `pgp` crate).
 
 use crate::distribution::digest::Digest;
@@ -104,37 +105,40 @@ pub fn verify(
 }
 
 /// Where signature `n` (from 1) of the image at `digest` in `repository` (its
-/// path, without the registry) is, under the lookaside `base` URL: a local path
-/// for `file://`, None for a scheme that is not read.
-pub fn lookaside_path(
-    base: &str,
-    repository: &str,
-    digest: &Digest,
-    n: usize,
-) -> Option<std::path::PathBuf> {
-    let dir = base.strip_prefix("file://")?;
-    let (algo, hex) = digest.as_str().split_once(':')?;
-    Some(std::path::PathBuf::from(format!(
+/// path, without the registry) is, under the lookaside `base` URL.
+pub fn lookaside_url(base: &str, repository: &str, digest: &Digest, n: usize) -> String {
+    let (algo, hex) = digest.as_str().split_once(':').unwrap_or(("sha256", ""));
+    format!(
         "{}/{repository}@{algo}={hex}/signature-{n}",
-        dir.trim_end_matches('/')
-    )))
+        base.trim_end_matches('/')
+    )
 }
 
-/// The signatures of the image in lookaside storage `base`: signature-1,
-/// signature-2, … until one is missing. Ok(empty) when there are none.
-pub fn read_lookaside(
+/// Whether `base` is lookaside storage this module reads: file://, http://, https://.
+pub fn check_lookaside(base: &str) -> Result<(), String> {
+    if ["file://", "http://", "https://"]
+        .iter()
+        .any(|s| base.starts_with(s))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "lookaside {base:?} is neither file://, http:// nor https://"
+        ))
+    }
+}
+
+/// The signatures of the image in file:// lookaside storage `base`:
+/// signature-1, signature-2, … until one is missing. Ok(empty) when there are none.
+pub fn read_lookaside_files(
     base: &str,
     repository: &str,
     digest: &Digest,
 ) -> Result<Vec<Vec<u8>>, String> {
-    if !base.starts_with("file://") {
-        return Err(format!(
-            "lookaside {base:?}: only file:// lookaside storage is read by this version"
-        ));
-    }
     let mut out = Vec::new();
     for n in 1..=MAX_SIGNATURES {
-        let Some(path) = lookaside_path(base, repository, digest, n) else {
+        let url = lookaside_url(base, repository, digest, n);
+        let Some(path) = url.strip_prefix("file://").map(std::path::PathBuf::from) else {
             break;
         };
         let f = match std::fs::File::open(&path) {

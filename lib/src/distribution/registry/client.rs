@@ -77,6 +77,7 @@ impl Puller {
         Ok(Puller {
             client: make_client(&registries, &opts, &[])?,
             peer_client: make_peer_client(&opts)?,
+            lookaside_client: Default::default(),
             host_clients: Default::default(),
             registries,
             creds,
@@ -93,6 +94,7 @@ impl Puller {
             client: make_client(&self.registries, &self.opts, &[])?,
             // Peers are sent no pod's credentials: theirs can be shared.
             peer_client: self.peer_client.clone(),
+            lookaside_client: Default::default(),
             host_clients: Default::default(),
             registries: self.registries.clone(),
             creds: self.creds.clone(),

@@ -129,6 +129,8 @@ pub struct Puller {
     client: Client,
     /// Plain HTTP to peers; it never holds a pod's credentials.
     peer_client: Option<Client>,
+    /// For http(s):// lookaside signature storage, made when first needed.
+    lookaside_client: std::sync::OnceLock<reqwest::Client>,
     /// Clients of registries with CAs of their own (certs.d), by host.
     host_clients: std::sync::Mutex<std::collections::HashMap<String, HostClient>>,
     registries: Registries,
@@ -233,29 +235,83 @@ impl Puller {
         }
         if scoped.wants_simple() {
             if let Some(base) = &settings.lookaside {
-                let (base2, repo, d) =
-                    (base.clone(), asked.repository().to_string(), digest.clone());
-                found.simple = tokio::task::spawn_blocking(move || {
-                    crate::distribution::policy::gpg::read_lookaside(&base2, &repo, &d)
-                })
-                .await
-                .map_err(|e| RegistryError::Client {
-                    message: e.to_string(),
-                })?
-                .map_err(|reason| {
-                    RegistryError::Refused(Box::new(crate::distribution::policy::Refused {
-                        image: asked.to_string(),
-                        policy: policy.path().to_path_buf(),
-                        scope: scoped.scope.clone(),
-                        requirement: format!("signedBy: {reason}"),
-                    }))
-                })?;
+                found.simple = self
+                    .lookaside(base, asked.repository(), digest)
+                    .await
+                    .map_err(|reason| {
+                        RegistryError::Refused(Box::new(crate::distribution::policy::Refused {
+                            image: asked.to_string(),
+                            policy: policy.path().to_path_buf(),
+                            scope: scoped.scope.clone(),
+                            requirement: format!("signedBy: {reason}"),
+                        }))
+                    })?;
                 found.lookaside = Some(base.clone());
             }
         }
         policy
             .check(asked, &scoped, digest, &found)
             .map_err(|e| RegistryError::Refused(Box::new(e)))
+    }
+
+    /// The GPG signatures of the image at `digest` in `repository` from lookaside
+    /// storage `base` (file://, http://, https://), signature-1 on until one is
+    /// missing. No credentials are sent.
+    async fn lookaside(
+        &self,
+        base: &str,
+        repository: &str,
+        digest: &Digest,
+    ) -> std::result::Result<Vec<Vec<u8>>, String> {
+        use crate::distribution::policy::gpg;
+        gpg::check_lookaside(base)?;
+        if base.starts_with("file://") {
+            let (base, repo, d) = (base.to_string(), repository.to_string(), digest.clone());
+            return tokio::task::spawn_blocking(move || {
+                gpg::read_lookaside_files(&base, &repo, &d)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        let client = match self.lookaside_client.get() {
+            Some(c) => c.clone(),
+            None => {
+                let c = reqwest::Client::builder()
+                    .timeout(self.opts.stall_timeout)
+                    .connect_timeout(self.opts.connect_timeout)
+                    .build()
+                    .map_err(|e| format!("lookaside client: {e}"))?;
+                self.lookaside_client.get_or_init(|| c).clone()
+            }
+        };
+        let mut out = Vec::new();
+        for n in 1..=gpg::MAX_SIGNATURES {
+            let url = gpg::lookaside_url(base, repository, digest, n);
+            let mut resp = client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {}", crate::one_line(&e)))?;
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                break;
+            }
+            if !resp.status().is_success() {
+                return Err(format!("{url}: HTTP {}", resp.status()));
+            }
+            let mut data = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| format!("{url}: {}", crate::one_line(&e)))?
+            {
+                data.extend_from_slice(&chunk);
+                if data.len() as u64 > gpg::MAX_SIGNATURE {
+                    return Err(format!("{url}: larger than {} bytes", gpg::MAX_SIGNATURE));
+                }
+            }
+            out.push(data);
+        }
+        Ok(out)
     }
 
     /// The signatures attached to the image of `digest` in `r`'s repository, as
