@@ -11,7 +11,7 @@ REL := target/release
 # Debian packages the tests, the benchmarks and the demo use.
 DEPS := docker-registry skopeo umoci runc crun conmon containerd busybox-static debootstrap curl jq openssl zstd criu \
         python3 util-linux ca-certificates protobuf-compiler containernetworking-plugins iproute2 iptables \
-        qemu-system-x86 qemu-utils e2fsprogs
+        qemu-system-x86 qemu-utils e2fsprogs gnupg
 
 FUZZ_SECONDS ?= 60
 
@@ -95,6 +95,7 @@ bench: deps release ## imgpull, bundlegen, ctrmon, crid, imgserve against skopeo
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/images.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/events.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/serve.py
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/policy.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/kubelet.py
 
 bench-kubelet: deps release ## kubelet (KUBELET or PATH) driving crid and containerd: pods Ready, stopped, RSS, CPU (root; KUBELET_BENCH_ARGS)

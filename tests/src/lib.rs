@@ -7,6 +7,7 @@
 pub mod cmd;
 pub mod crid;
 pub mod image;
+pub mod imgserve;
 pub mod kubelet;
 pub mod net;
 pub mod pods;

@@ -4,53 +4,16 @@
 //! hostile requests and twenty clients at once.
 
 use e2e::image::{http, push, push_index};
+use e2e::imgserve::Server;
 use e2e::{bin, check_store, pull_into, run, sha256, Fault, Image, Proxy, Registry};
 use e2e::{Compression, ManifestFormat, TempRoot};
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(120);
-
-/// A running imgserve; killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// imgserve over the store under `root` on a free loopback port, `extra` flags.
-    fn start(root: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(bin("imgserve"))
-            .arg("--root")
-            .arg(root)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting imgserve");
-        let mut line = String::new();
-        let out = child.stdout.take().expect("stdout");
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("imgserve's address");
-        assert!(!line.is_empty(), "imgserve printed no address");
-        Server {
-            child,
-            addr: line.trim().to_string(),
-        }
-    }
-}
 
 /// Pushes `repo:1`: one layer holding the file `name` of `mib` MiB.
 fn push_large(addr: &str, repo: &str, name: &str, mib: usize, c: Compression) -> e2e::Pushed {

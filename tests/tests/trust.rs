@@ -4,51 +4,15 @@
 //! imgserve as peers — with imgpull and crid.
 
 use e2e::image::http;
+use e2e::imgserve::Server;
 use e2e::{bin, check_store, run, Fault, Image, Proxy, Registry, TempRoot};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(120);
 const USER: &str = "alice";
 const PASS: &str = "s3cret";
-
-/// A running imgserve; killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(root: &Path) -> Server {
-        let mut child = Command::new(bin("imgserve"))
-            .arg("--root")
-            .arg(root)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting imgserve");
-        let mut line = String::new();
-        let out = child.stdout.take().expect("stdout");
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("imgserve's address");
-        assert!(!line.is_empty(), "imgserve printed no address");
-        Server {
-            child,
-            addr: line.trim().to_string(),
-        }
-    }
-}
 
 fn basic(user: &str, pass: &str) -> String {
     use base64::Engine as _;
@@ -203,7 +167,7 @@ fn peers_are_asked_only_for_what_the_registry_let_the_node_read_and_get_no_crede
     let peer_root = tmp.path().join("peer");
     std::fs::create_dir_all(&peer_root).unwrap();
     seed(&peer_root, &upstream.addr, &reference, &no_auth);
-    let srv = Server::start(&peer_root);
+    let srv = Server::start(&peer_root, &[]);
     let peer = Proxy::start(&srv.addr);
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -296,7 +260,7 @@ fn imgserve_without_credentials_of_its_own_refuses_requests_that_carry_some() {
     let tmp = TempRoot::new();
     let root = tmp.path().join("store");
     std::fs::create_dir_all(root.join("images")).unwrap();
-    let srv = Server::start(&root);
+    let srv = Server::start(&root, &[]);
     let (s, _, _) = http(&srv.addr, "GET", "/v2/", &[], b"");
     assert_eq!(s, 200);
     for a in [basic(USER, PASS), "Bearer tok".to_string()] {
@@ -318,7 +282,7 @@ async fn crid_sends_a_pods_secret_to_its_registry_only_and_asks_peers_after() {
     let peer_root = tmp.path().join("peer");
     std::fs::create_dir_all(&peer_root).unwrap();
     seed(&peer_root, &upstream.addr, &reference, &no_auth);
-    let srv = Server::start(&peer_root);
+    let srv = Server::start(&peer_root, &[]);
     let peer = Proxy::start(&srv.addr);
     let peers = tmp.path().join("peers");
     std::fs::write(&peers, format!("{}\n", peer.addr)).unwrap();

@@ -71,15 +71,8 @@ impl SignedIdentity {
             .get("type")
             .and_then(|t| t.as_str())
             .ok_or("signedIdentity has no type")?;
-        let only = |keys: &[&str]| -> Result<(), String> {
-            match o
-                .keys()
-                .find(|k| k.as_str() != "type" && !keys.contains(&k.as_str()))
-            {
-                Some(k) => Err(format!("signedIdentity {ty}: unknown field {k:?}")),
-                None => Ok(()),
-            }
-        };
+        let what = format!("signedIdentity {ty}");
+        let only = |keys: &[&str]| super::only_fields(o, &what, keys);
         let string = |k: &str| -> Result<String, String> {
             o.get(k)
                 .and_then(|x| x.as_str())

@@ -273,25 +273,10 @@ impl Policy {
                             None => "signedBy: no signature found (registries.d names no lookaside for it)".into(),
                         }));
                     }
-                    let mut why: Vec<String> = Vec::new();
-                    let ok = found.simple.iter().any(|s| {
-                        match gpg::verify(s, keys, digest, |signed| identity.matches(image, signed))
-                        {
-                            Ok(()) => true,
-                            Err(e) => {
-                                why.push(e);
-                                false
-                            }
-                        }
-                    });
-                    if !ok {
-                        why.dedup();
-                        return Err(refuse(format!(
-                            "signedBy: no signature accepted of {}: {}",
-                            found.simple.len(),
-                            why.join("; ")
-                        )));
-                    }
+                    any_verifies(&found.simple, |s| {
+                        gpg::verify(s, keys, digest, |signed| identity.matches(image, signed))
+                    })
+                    .map_err(|why| refuse(format!("{}: {why}", r.name())))?;
                 }
                 Requirement::SigstoreSigned { keys, identity } => {
                     if sigs.is_empty() {
@@ -301,31 +286,46 @@ impl Policy {
                             sigstore::signature_tag(digest)
                         )));
                     }
-                    let mut why = Vec::new();
-                    let ok = sigs.iter().any(|s| {
-                        match sigstore::verify(s, keys, digest, |signed| {
-                            identity.matches(image, signed)
-                        }) {
-                            Ok(()) => true,
-                            Err(e) => {
-                                why.push(e);
-                                false
-                            }
-                        }
-                    });
-                    if !ok {
-                        why.dedup();
-                        return Err(refuse(format!(
-                            "{}: no signature accepted of {}: {}",
-                            r.name(),
-                            sigs.len(),
-                            why.join("; ")
-                        )));
-                    }
+                    any_verifies(sigs, |s| {
+                        sigstore::verify(s, keys, digest, |signed| identity.matches(image, signed))
+                    })
+                    .map_err(|why| refuse(format!("{}: {why}", r.name())))?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Ok when one of `sigs` verifies; else what each said, in one line.
+fn any_verifies<T>(sigs: &[T], verify: impl Fn(&T) -> Result<(), String>) -> Result<(), String> {
+    let mut why = Vec::new();
+    for s in sigs {
+        match verify(s) {
+            Ok(()) => return Ok(()),
+            Err(e) => why.push(e),
+        }
+    }
+    why.dedup();
+    Err(format!(
+        "no signature accepted of {}: {}",
+        sigs.len(),
+        why.join("; ")
+    ))
+}
+
+/// Err naming the first key of `o` that is neither `type` nor in `allowed`.
+pub(crate) fn only_fields(
+    o: &serde_json::Map<String, serde_json::Value>,
+    what: &str,
+    allowed: &[&str],
+) -> Result<(), String> {
+    match o
+        .keys()
+        .find(|k| k.as_str() != "type" && !allowed.contains(&k.as_str()))
+    {
+        Some(k) => Err(format!("{what}: unknown field {k:?}")),
+        None => Ok(()),
     }
 }
 
@@ -402,15 +402,7 @@ fn requirement(v: &serde_json::Value) -> Result<Requirement, String> {
         .get("type")
         .and_then(|t| t.as_str())
         .ok_or("a requirement has no type")?;
-    let only = |keys: &[&str]| -> Result<(), String> {
-        match o
-            .keys()
-            .find(|k| k.as_str() != "type" && !keys.contains(&k.as_str()))
-        {
-            Some(k) => Err(format!("{ty}: unknown field {k:?}")),
-            None => Ok(()),
-        }
-    };
+    let only = |keys: &[&str]| only_fields(o, ty, keys);
     Ok(match ty {
         "insecureAcceptAnything" => {
             only(&[])?;
