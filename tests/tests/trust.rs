@@ -231,6 +231,18 @@ fn peers_are_asked_only_for_what_the_registry_let_the_node_read_and_get_no_crede
     assert!(r.stdout.contains(&pushed.digest), "{}", r.describe());
     assert!(upstream.seen().iter().any(|s| s.path.contains("/blobs/")));
     check_store(&node2.join("images"));
+
+    // A peer that fails is asked once per blob, not retried: the next source is
+    // there.
+    peer.clear();
+    peer.fault("/blobs/", Fault::Status(503), None);
+    let before = peer.seen().len();
+    let node3 = tmp.path().join("node3");
+    with_peers(&node3, &["--creds", &creds, &reference]).ok();
+    let seen = peer.seen().split_off(before);
+    let asked = seen.iter().filter(|s| s.path.contains("/blobs/")).count();
+    assert_eq!(asked, 1 + pushed.layers.len(), "{seen:?}");
+    check_store(&node3.join("images"));
 }
 
 #[test]

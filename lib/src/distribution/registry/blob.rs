@@ -192,6 +192,7 @@ impl Puller {
                             image: ctx.image,
                             registry: peer,
                             mirror: true,
+                            peer: true,
                         },
                         client: peer_client,
                     };

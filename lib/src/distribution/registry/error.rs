@@ -258,6 +258,8 @@ pub(super) struct Ctx<'a> {
     pub(super) registry: &'a str,
     /// A mirror: retried once at most, since the next endpoint is there to try.
     pub(super) mirror: bool,
+    /// A peer: never retried; the next peer or the registry is asked instead.
+    pub(super) peer: bool,
 }
 
 /// A pull from one registry: its names for errors, and the HTTP client to use.

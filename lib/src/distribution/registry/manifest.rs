@@ -304,6 +304,7 @@ mod tests {
             image: "x",
             registry: "r",
             mirror: false,
+            peer: false,
         };
         let d = Digest::of(b"x");
         for (raw, want) in [

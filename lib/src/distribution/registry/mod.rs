@@ -147,8 +147,8 @@ impl Puller {
 
     /// [`Puller::pull`] with `creds`, given for the image's registry (the CRI's
     /// PullImage carries its own), instead of the credential store's. They go to
-    /// that registry, to a `location` registries.conf names on the same host, and
-    /// to mirrors named in [`PullOptions::mirrors_with_credentials`]; any other
+    /// that registry (at the `location` registries.conf gives it, if any) and to
+    /// mirrors named in [`PullOptions::mirrors_with_credentials`]; any other
     /// mirror gets the credentials stored for its own host, if any, and a peer
     /// never gets them.
     pub async fn pull_as(
@@ -185,7 +185,7 @@ impl Puller {
         let endpoints = self.registries.endpoints(&r)?;
         let mut last = None;
         for ep in &endpoints {
-            let ep_creds = creds.filter(|_| self.may_send_creds(&r, ep));
+            let ep_creds = creds.filter(|_| self.may_send_creds(ep));
             if creds.is_some() && ep_creds.is_none() {
                 tracing::debug!(
                     "{}: not sending the pull's credentials for {} there",
@@ -432,12 +432,12 @@ impl Puller {
         Ok(buf)
     }
 
-    /// Whether the credentials a pull was given for `asked`'s registry may go to
-    /// `ep`: the same host, or a mirror trusted with them.
-    fn may_send_creds(&self, asked: &Reference, ep: &Endpoint) -> bool {
+    /// Whether the credentials a pull was given for the image's registry may go
+    /// to `ep`: the registry itself (where registries.conf's `location` puts it),
+    /// or a mirror trusted with them.
+    fn may_send_creds(&self, ep: &Endpoint) -> bool {
         let host = ep.reference.registry();
-        host == asked.registry()
-            || (ep.mirror && self.opts.mirrors_with_credentials.iter().any(|m| m == host))
+        !ep.mirror || self.opts.mirrors_with_credentials.iter().any(|m| m == host)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -464,6 +464,7 @@ impl Puller {
                 image,
                 registry: &registry,
                 mirror: ep.mirror,
+                peer: false,
             },
             client: &client,
         };
@@ -692,9 +693,11 @@ impl Puller {
         attempt: &mut u32,
         e: &RegistryError,
     ) -> bool {
-        // A peer that is down or failing costs one retry, not the full backoff:
-        // the next mirror or the registry itself may have it now.
-        let retries = if ctx.mirror {
+        // A mirror that is down or failing costs one retry, not the full backoff:
+        // the next mirror or the registry itself may have it now. A peer, none.
+        let retries = if ctx.peer {
+            0
+        } else if ctx.mirror {
             self.opts.retries.min(1)
         } else {
             self.opts.retries
