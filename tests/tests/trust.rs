@@ -1098,3 +1098,72 @@ impl Drop for StaticFiles {
         let _ = std::net::TcpStream::connect(&self.addr);
     }
 }
+
+#[test]
+fn peers_from_a_dns_name_and_ranked_per_blob_alike_on_every_node() {
+    use crikit::distribution::digest::Digest;
+    use crikit::distribution::registry::peers::rank;
+    let reg = Registry::start();
+    let tmp = TempRoot::new();
+    // An image of several layers, so that the ranking has blobs to spread.
+    let layers = (0..6)
+        .map(|i| e2e::Layer::large(&format!("f{i}"), 1, e2e::Compression::Gzip))
+        .collect();
+    let pushed = reg.push("spread/app", &Image::new(layers));
+    let no_auth = authfile(&tmp.path().join("none.json"), &[]);
+    let seeded = tmp.path().join("seeded");
+    std::fs::create_dir_all(&seeded).unwrap();
+    let c = conf(tmp.path(), &reg.addr, &[]);
+    imgpull(&seeded, &c, &no_auth, &[&pushed.reference]).ok();
+    let srv = Server::start(&seeded, &[]);
+    let (a, b) = (Proxy::start(&srv.addr), Proxy::start(&srv.addr));
+    let peers = tmp.path().join("peers");
+    std::fs::write(&peers, format!("{}\n{}\n", a.addr, b.addr)).unwrap();
+
+    // Each blob is asked of the peer the ranking puts first, and only of it.
+    let node = tmp.path().join("node");
+    let p = peers.to_str().unwrap();
+    imgpull(&node, &c, &no_auth, &["--peers", p, &pushed.reference]).ok();
+    let list = vec![a.addr.clone(), b.addr.clone()];
+    let mut blobs = pushed.layers.clone();
+    blobs.push(pushed.config.clone());
+    let asked = |p: &Proxy, d: &str| p.seen().iter().filter(|s| s.path.ends_with(d)).count();
+    let mut first_a = 0;
+    for d in &blobs {
+        let first = &rank(&list, &Digest::parse(d).unwrap())[0];
+        let (top, other) = if *first == a.addr { (&a, &b) } else { (&b, &a) };
+        first_a += usize::from(*first == a.addr);
+        assert_eq!((asked(top, d), asked(other, d)), (1, 0), "{d}");
+    }
+    assert!(
+        first_a > 0 && first_a < blobs.len(),
+        "one peer served every blob"
+    );
+    check_store(&node.join("images"));
+
+    // dns:NAME:PORT: localhost's addresses with the port; the one nothing serves
+    // (::1 where localhost has it) is passed over.
+    let port = a.addr.rsplit_once(':').unwrap().1;
+    let before = a.seen().len();
+    let node2 = tmp.path().join("node2");
+    let spec = format!("dns:localhost:{port}");
+    imgpull(&node2, &c, &no_auth, &["--peers", &spec, &pushed.reference]).ok();
+    let served = a.seen()[before..]
+        .iter()
+        .filter(|s| s.path.contains("/blobs/"))
+        .count();
+    assert_eq!(served, blobs.len());
+    check_store(&node2.join("images"));
+    // ... and --self leaves the node's own address out.
+    let before = a.seen().len();
+    let node3 = tmp.path().join("node3");
+    let me = format!("127.0.0.1:{port}");
+    imgpull(
+        &node3,
+        &c,
+        &no_auth,
+        &["--peers", &spec, "--self", &me, &pushed.reference],
+    )
+    .ok();
+    assert_eq!(a.seen().len(), before, "the node asked itself");
+}

@@ -86,10 +86,10 @@ pub struct Args {
     /// only those stored for their own host
     #[arg(long, value_name = "HOST[:PORT]")]
     pub mirror_with_credentials: Vec<String>,
-    /// Ask the nodes this file lists (ADDR:PORT lines, their imgserve) for blobs
-    /// before the registry, once the registry gave the manifest with the pull's
-    /// credentials; read at each pull
-    #[arg(long, value_name = "FILE")]
+    /// Ask other nodes' imgserve for blobs before the registry, once the registry
+    /// gave the manifest with the pull's credentials: a file of ADDR:PORT lines, or
+    /// dns:NAME:PORT; read at each pull, ranked per blob by rendezvous hashing
+    #[arg(long, value_name = "FILE|dns:NAME:PORT")]
     pub peers: Option<PathBuf>,
     /// This node's own imgserve address, left out of --peers
     #[arg(long = "self", value_name = "ADDR:PORT")]

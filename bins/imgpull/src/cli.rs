@@ -89,15 +89,16 @@ pub struct Args {
     #[arg(long = "mirror-with-credentials", value_name = "HOST[:PORT]")]
     pub mirror_with_credentials: Vec<String>,
 
-    /// Ask the nodes this file lists (ADDR:PORT lines, other nodes' imgserve) for
-    /// blobs before the registry
+    /// Ask other nodes' imgserve for blobs before the registry: a file of ADDR:PORT
+    /// lines, or dns:NAME:PORT (NAME's A and AAAA records, each with PORT)
     ///
     /// The manifest always comes from the registry (or its mirrors), with this
     /// pull's credentials: a node asks its peers only for an image it has shown it
-    /// may read. Peers are reached over plain HTTP and are sent no --creds; what
-    /// they send is checked against the manifest's digests. The file is read at
-    /// each pull.
-    #[arg(long, value_name = "FILE")]
+    /// may read. For each blob the peers are ranked by rendezvous hashing of the
+    /// digest and the peer, so every node asks the same peer first. Peers are
+    /// reached over plain HTTP and are sent no --creds; what they send is checked
+    /// against the manifest's digests. The file or name is read at each pull.
+    #[arg(long, value_name = "FILE|dns:NAME:PORT")]
     pub peers: Option<PathBuf>,
 
     /// This node's own imgserve address, left out of --peers

@@ -163,7 +163,8 @@ impl Puller {
         }
     }
 
-    /// [`Puller::fetch_blob`] from the peers first, in order, then from `r`. A
+    /// [`Puller::fetch_blob`] from the peers first, ranked for the blob
+    /// ([`peers::rank`]), then from `r`. A
     /// peer is sent no credentials of the pull's. One that fails (down, missing
     /// the blob, cut off, wrong bytes) costs its attempt: what it sent is
     /// discarded, its unpack undone, and the next is asked.
@@ -181,7 +182,7 @@ impl Puller {
     ) -> Result<Option<Unpacked>> {
         if let Some(peer_client) = self.peer_client.as_ref().filter(|_| !peers.is_empty()) {
             if !store.has_blob(&blob.digest) {
-                for peer in peers {
+                for peer in &super::peers::rank(peers, &blob.digest) {
                     let at = Reference::with_digest(
                         peer.clone(),
                         r.repository().to_string(),

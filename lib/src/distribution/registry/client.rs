@@ -151,13 +151,13 @@ impl Puller {
         Ok(client)
     }
 
-    /// The peers to ask now: the list as its file says at this moment. A list that
-    /// cannot be read costs the peers, not the pull.
-    pub(super) fn peers_now(&self) -> Vec<String> {
+    /// The peers to ask now: the list as its file or name says at this moment. A
+    /// list that cannot be read costs the peers, not the pull.
+    pub(super) async fn peers_now(&self) -> Vec<String> {
         if self.peer_client.is_none() {
             return Vec::new();
         }
-        self.opts.peers.list().unwrap_or_else(|e| {
+        self.opts.peers.list().await.unwrap_or_else(|e| {
             tracing::warn!("{}; pulling without peers", crate::one_line(&e));
             Vec::new()
         })

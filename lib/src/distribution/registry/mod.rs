@@ -516,7 +516,7 @@ impl Puller {
         };
         // The registry gave the manifest, with this pull's credentials: the node may
         // read the image, and peers may now be asked for its blobs.
-        let peers = self.peers_now();
+        let peers = self.peers_now().await;
         // An unpacking pull needs the config's diff_ids before the layers come.
         let jobs = match unpacker {
             Some(u) => {

@@ -1,11 +1,15 @@
 //! Peers: other nodes' imgserve, asked for blobs before the registry.
 //!
-//! A peer list is a file of `ADDR:PORT` lines (`#` starts a comment), read again
-//! at every pull so that whoever keeps it (a DaemonSet, a config manager) can
-//! change it under a running crid. A node never counts itself: its own imgserve
-//! address is left out. Peers are reached over plain HTTP and sent no pod's
-//! credentials; what they send is checked against the digest the registry's
-//! manifest gave, so a peer can cost time, never correctness.
+//! The peers are a file of `ADDR:PORT` lines (`#` starts a comment), or
+//! `dns:NAME:PORT`: the A and AAAA records of NAME (a headless Service over a
+//! DaemonSet has one per node), each with PORT. Either is read again at every
+//! pull, so the list follows the cluster under a running crid. A node never
+//! counts itself: its own imgserve address is left out. For each blob the peers
+//! are ranked by rendezvous hashing of (digest, peer), so every node asks the
+//! same peer first for the same blob without talking to the others. Peers are
+//! reached over plain HTTP and sent no pod's credentials; what they send is
+//! checked against the digest the registry's manifest gave, so a peer can cost
+//! time, never correctness.
 
 use std::path::{Path, PathBuf};
 
@@ -34,48 +38,137 @@ pub enum PeersError {
     /// The node's own address is not `ADDR:PORT`.
     #[error("the node's own address {0:?} is not ADDR:PORT")]
     SelfAddress(String),
+    /// `dns:` without a NAME:PORT after it.
+    #[error("peers \"dns:{0}\" is not dns:NAME:PORT")]
+    Dns(String),
+    /// The peers' name does not resolve.
+    #[error("resolving the peers' name {name}")]
+    Resolve {
+        /// The name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `peers` ranked for the blob `digest`, first asked first: by rendezvous
+/// (highest random weight) hashing of (digest, peer). Every node computes the same
+/// order without talking to the others, and a peer joining or leaving changes the
+/// first choice only for the blobs that rank it first.
+pub fn rank(peers: &[String], digest: &crate::distribution::digest::Digest) -> Vec<String> {
+    let mut scored: Vec<(u64, &String)> = peers
+        .iter()
+        .map(|p| {
+            let mut h = crate::distribution::digest::Hasher::new();
+            h.update(digest.as_str().as_bytes());
+            h.update(b"\0");
+            h.update(p.as_bytes());
+            let d = h.finish();
+            let hex = d.hex();
+            (u64::from_str_radix(&hex[..16], 16).unwrap_or(0), p)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    scored.into_iter().map(|(_, p)| p.clone()).collect()
+}
+
+/// Where the peers come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file of `ADDR:PORT` lines.
+    File(PathBuf),
+    /// The addresses NAME resolves to, each with PORT.
+    Dns {
+        /// The name.
+        name: String,
+        /// The port of every peer.
+        port: u16,
+    },
 }
 
 /// Where the peers are listed, and which address is this node's.
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
-    /// The `ADDR:PORT` file; `None`: no peers.
-    pub file: Option<PathBuf>,
+    /// The source; `None`: no peers.
+    pub source: Option<Source>,
     /// This node's imgserve, never asked.
     pub self_addr: Option<String>,
 }
 
 impl Peers {
-    /// A peer list from `file`, without `self_addr`; both checked.
-    pub fn new(file: Option<PathBuf>, self_addr: Option<String>) -> Result<Self, PeersError> {
+    /// Peers from `spec` (a file, or `dns:NAME:PORT`), without `self_addr`; both
+    /// checked (a file that exists is read; a name is not resolved yet).
+    pub fn new(spec: Option<PathBuf>, self_addr: Option<String>) -> Result<Self, PeersError> {
         if let Some(s) = &self_addr {
             if !is_addr_port(s) {
                 return Err(PeersError::SelfAddress(s.clone()));
             }
         }
-        let peers = Peers { file, self_addr };
-        peers.list()?;
+        let source = match spec {
+            None => None,
+            Some(p) => match p.to_str().and_then(|s| s.strip_prefix("dns:")) {
+                Some(rest) => {
+                    let parsed = rest
+                        .rsplit_once(':')
+                        .and_then(|(n, port)| Some((n, port.parse::<u16>().ok()?)))
+                        .filter(|(n, port)| *port != 0 && is_addr_port(&format!("{n}:{port}")));
+                    let Some((name, port)) = parsed else {
+                        return Err(PeersError::Dns(rest.to_string()));
+                    };
+                    Some(Source::Dns {
+                        name: name.to_string(),
+                        port,
+                    })
+                }
+                None => Some(Source::File(p)),
+            },
+        };
+        let peers = Peers { source, self_addr };
+        if let Some(Source::File(path)) = &peers.source {
+            peers.list_file(path)?;
+        }
         Ok(peers)
     }
 
-    /// Whether a peer file is configured.
+    /// Whether peers are configured.
     pub fn configured(&self) -> bool {
-        self.file.is_some()
+        self.source.is_some()
     }
 
-    /// The peers as the file lists them now, in its order, without this node; none
-    /// while the file does not exist.
-    pub fn list(&self) -> Result<Vec<String>, PeersError> {
-        let Some(path) = &self.file else {
-            return Ok(Vec::new());
-        };
+    /// The peers now, without this node: the file's, in its order (none while it
+    /// does not exist), or what the name resolves to.
+    pub async fn list(&self) -> Result<Vec<String>, PeersError> {
+        match &self.source {
+            None => Ok(Vec::new()),
+            Some(Source::File(path)) => self.list_file(path),
+            Some(Source::Dns { name, port }) => {
+                let addrs = tokio::net::lookup_host((name.as_str(), *port))
+                    .await
+                    .map_err(|source| PeersError::Resolve {
+                        name: name.clone(),
+                        source,
+                    })?;
+                let mut out: Vec<String> = Vec::new();
+                for a in addrs {
+                    let a = a.to_string();
+                    if Some(a.as_str()) != self.self_addr.as_deref() && !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn list_file(&self, path: &Path) -> Result<Vec<String>, PeersError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             // Not written yet (whoever keeps it starts later): no peers for now.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => {
                 return Err(PeersError::Read {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 })
             }
@@ -126,6 +219,56 @@ fn is_addr_port(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distribution::digest::Digest;
+
+    #[test]
+    fn rendezvous_ranking_agrees_spreads_and_moves_little() {
+        let peers: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}:5050")).collect();
+        let digests: Vec<Digest> = (0..400)
+            .map(|i| Digest::of(format!("blob {i}").as_bytes()))
+            .collect();
+        let mut firsts = std::collections::HashMap::new();
+        for d in &digests {
+            let r = rank(&peers, d);
+            // Every node, whatever order it lists its peers in, ranks alike.
+            let mut shuffled = peers.clone();
+            shuffled.reverse();
+            assert_eq!(rank(&shuffled, d), r);
+            assert_eq!(r.len(), peers.len());
+            *firsts.entry(r[0].clone()).or_insert(0) += 1;
+        }
+        // Each peer is first for a fair share (80 of 400 expected).
+        assert_eq!(firsts.len(), 5);
+        assert!(
+            firsts.values().all(|&n| (40..=120).contains(&n)),
+            "{firsts:?}"
+        );
+        // A peer leaving moves only the blobs it ranked first.
+        let fewer: Vec<String> = peers[1..].to_vec();
+        for d in &digests {
+            let before = rank(&peers, d);
+            let after = rank(&fewer, d);
+            if before[0] != peers[0] {
+                assert_eq!(after[0], before[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn dns_specs() {
+        let p = Peers::new(Some("dns:imgserve.kube-system.svc:5050".into()), None).unwrap();
+        assert_eq!(
+            p.source,
+            Some(Source::Dns {
+                name: "imgserve.kube-system.svc".into(),
+                port: 5050
+            })
+        );
+        for bad in ["dns:", "dns:name", "dns:name:0", "dns:na me:1", "dns::5050"] {
+            let e = Peers::new(Some(bad.into()), None).unwrap_err();
+            assert!(e.to_string().contains("is not dns:NAME:PORT"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn lines_comments_self_and_duplicates() {
