@@ -164,10 +164,11 @@ impl Puller {
     }
 
     /// [`Puller::fetch_blob`] from the peers first, ranked for the blob
-    /// ([`peers::rank`]), then from `r`. A
-    /// peer is sent no credentials of the pull's. One that fails (down, missing
-    /// the blob, cut off, wrong bytes) costs its attempt: what it sent is
-    /// discarded, its unpack undone, and the next is asked.
+    /// ([`peers::rank`]), then from `r`. A peer is sent no credentials of the
+    /// pull's. One that fails (down, missing the blob, cut off, wrong bytes) costs
+    /// its attempt: what it sent is discarded, its unpack undone, and the next is
+    /// asked. A blob stored whole whose layer then fails to unpack fails the pull:
+    /// the bytes were right, so no other source would do better.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn fetch_blob_via_peers(
         &self,
@@ -203,6 +204,7 @@ impl Puller {
                         .await
                     {
                         Ok(u) => return Ok(u),
+                        Err(e) if store.has_blob(&blob.digest) => return Err(e),
                         Err(e) => tracing::info!(
                             "peer {peer}: {}: {}; trying the next source",
                             blob.digest,
