@@ -31,14 +31,7 @@ impl Puller {
                 }
             }
         };
-        if raw.len() as u64 > MAX_MANIFEST_SIZE {
-            return Err(RegistryError::ManifestTooLarge {
-                image: ctx.image.to_string(),
-                registry: ctx.registry.to_string(),
-                size: raw.len() as u64,
-                limit: MAX_MANIFEST_SIZE,
-            });
-        }
+        ctx.manifest_size(raw.len())?;
         let actual = Digest::of(&raw);
         if let Some(want) = expected {
             if actual.as_str() != want {
