@@ -74,14 +74,45 @@ fn authorizations(p: &Proxy) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_pulls_credentials_go_to_its_registry_and_a_mirror_gets_only_its_own() {
+/// A private image: a real registry behind a proxy that wants a token for
+/// USER/PASS (`upstream`), the image's name there (`reference`), and an empty
+/// auth file.
+struct Private {
+    reg: Registry,
+    tmp: TempRoot,
+    pushed: e2e::Pushed,
+    upstream: Proxy,
+    reference: String,
+    no_auth: PathBuf,
+}
+
+fn private_image() -> Private {
     let reg = Registry::start();
     let tmp = TempRoot::new();
     let pushed = reg.push("private/app", &Image::busybox());
     let upstream = Proxy::start(&reg.addr).with_token_auth(USER, PASS);
     let reference = pushed.reference.replacen(&reg.addr, &upstream.addr, 1);
     let no_auth = authfile(&tmp.path().join("none.json"), &[]);
+    Private {
+        reg,
+        tmp,
+        pushed,
+        upstream,
+        reference,
+        no_auth,
+    }
+}
+
+#[test]
+fn a_pulls_credentials_go_to_its_registry_and_a_mirror_gets_only_its_own() {
+    let Private {
+        reg,
+        tmp,
+        pushed,
+        upstream,
+        reference,
+        no_auth,
+    } = private_image();
     let creds = format!("{USER}:{PASS}");
 
     // A mirror that answers 401 with a Basic challenge is sent nothing: the pull
@@ -157,12 +188,14 @@ fn seed(root: &Path, upstream: &str, reference: &str, auth: &Path) {
 
 #[test]
 fn peers_are_asked_only_for_what_the_registry_let_the_node_read_and_get_no_credentials() {
-    let reg = Registry::start();
-    let tmp = TempRoot::new();
-    let pushed = reg.push("private/app", &Image::busybox());
-    let upstream = Proxy::start(&reg.addr).with_token_auth(USER, PASS);
-    let reference = pushed.reference.replacen(&reg.addr, &upstream.addr, 1);
-    let no_auth = authfile(&tmp.path().join("none.json"), &[]);
+    let Private {
+        reg: _reg,
+        tmp,
+        pushed,
+        upstream,
+        reference,
+        no_auth,
+    } = private_image();
     let creds = format!("{USER}:{PASS}");
     let peer_root = tmp.path().join("peer");
     std::fs::create_dir_all(&peer_root).unwrap();
@@ -285,12 +318,14 @@ fn imgserve_without_credentials_of_its_own_refuses_requests_that_carry_some() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crid_sends_a_pods_secret_to_its_registry_only_and_asks_peers_after() {
-    let reg = Registry::start();
-    let tmp = TempRoot::new();
-    let pushed = reg.push("private/app", &Image::busybox());
-    let upstream = Proxy::start(&reg.addr).with_token_auth(USER, PASS);
-    let reference = pushed.reference.replacen(&reg.addr, &upstream.addr, 1);
-    let no_auth = authfile(&tmp.path().join("none.json"), &[]);
+    let Private {
+        reg,
+        tmp,
+        pushed,
+        upstream,
+        reference,
+        no_auth,
+    } = private_image();
     let peer_root = tmp.path().join("peer");
     std::fs::create_dir_all(&peer_root).unwrap();
     seed(&peer_root, &upstream.addr, &reference, &no_auth);
