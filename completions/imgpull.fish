@@ -6,7 +6,7 @@ complete -c imgpull -l peers -d 'Ask other nodes\' imgserve for blobs before the
 complete -c imgpull -l self -d 'This node\'s own imgserve address, left out of --peers' -r
 complete -c imgpull -l authfile -d 'Auth file to read credentials from (containers auth.json format)' -r -F
 complete -c imgpull -l insecure-registry -d 'Use plain HTTP for this registry, HOST[:PORT]; may be repeated' -r
-complete -c imgpull -l certs-dir -d 'Directory of per-registry CA certificates, DIR/HOST[:PORT]/*.crt; may be repeated' -r -F
+complete -c imgpull -l certs-dir -d 'Directory of per-registry certificates, DIR/HOST[:PORT]/*.crt; may be repeated' -r -F
 complete -c imgpull -l registries-conf -d 'containers-registries.conf v2 file for rewrites, mirrors and insecure registries' -r -F
 complete -c imgpull -l policy -d 'containers-policy.json(5) signature policy every pull is checked against' -r -F
 complete -c imgpull -l registries.d -d 'containers-registries.d(5) directory: where signatures are looked for' -r -F

@@ -36,17 +36,23 @@ impl Registry {
     /// Starts a registry on plain HTTP. Panics, naming the binary, when it is not
     /// installed.
     pub fn start() -> Registry {
-        Registry::launch(None)
+        Registry::launch(None, None)
     }
 
     /// A second registry serving this one's storage over TLS, with a certificate
     /// for 127.0.0.1 from a CA of its own ([`Registry::ca`]): push to the first,
     /// pull from this one.
     pub fn tls_twin(&self) -> Registry {
-        Registry::launch(Some(&self.dir.path().join("data")))
+        Registry::launch(Some(&self.dir.path().join("data")), None)
     }
 
-    fn launch(tls_over: Option<&std::path::Path>) -> Registry {
+    /// [`Registry::tls_twin`] that requires a client certificate signed by a CA of
+    /// the PEM file `client_ca` (docker-registry's `http.tls.clientcas`).
+    pub fn mtls_twin(&self, client_ca: &std::path::Path) -> Registry {
+        Registry::launch(Some(&self.dir.path().join("data")), Some(client_ca))
+    }
+
+    fn launch(tls_over: Option<&std::path::Path>, client_ca: Option<&std::path::Path>) -> Registry {
         let exe = "/usr/bin/docker-registry";
         assert!(
             std::path::Path::new(exe).exists(),
@@ -70,6 +76,9 @@ impl Registry {
                     cert.display(),
                     key.display()
                 ));
+                if let Some(ca) = client_ca {
+                    config.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+                }
                 dir.path().join("ca.pem")
             });
             let cfg = dir.path().join("config.yml");

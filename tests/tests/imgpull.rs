@@ -726,6 +726,92 @@ fn token_auth_with_creds_and_auth_files() {
 }
 
 #[test]
+fn a_registry_that_requires_client_certificates_gets_the_certs_d_pair() {
+    let reg = Registry::start();
+    let files = TempRoot::new();
+    let clients = e2e::tls::Certs::make(&files.path().join("clients"), "crikit clients CA");
+    let strangers = e2e::tls::Certs::make(&files.path().join("strangers"), "crikit other CA");
+    let mtls = reg.mtls_twin(Path::new(&clients.path("ca.crt")));
+    let p = reg.push("mtls/busybox", &Image::busybox());
+    let reference = p.reference.replace(&reg.addr, &mtls.addr);
+    let certs = TempRoot::new();
+    let dir = certs.path().join(&mtls.addr);
+    std::fs::create_dir_all(&dir).expect("certs.d host dir");
+    std::fs::copy(mtls.ca.as_ref().expect("CA"), dir.join("ca.crt")).expect("ca.crt");
+    let install = |cert: &e2e::tls::Certs, key: &e2e::tls::Certs| {
+        std::fs::copy(cert.path("client.crt"), dir.join("client.cert")).expect("client.cert");
+        std::fs::copy(key.path("client.key"), dir.join("client.key")).expect("client.key");
+    };
+    let pull = |root: &Path| {
+        let mut c = imgpull(root, &[]);
+        c.arg("--certs-dir")
+            .arg(certs.path())
+            .args(["-q", "--retry-delay", "30000", &reference]);
+        run(c, T)
+    };
+    let refused_at_once = |what: &str| {
+        let root = TempRoot::new();
+        let started = std::time::Instant::now();
+        let r = pull(root.path()).expect_code(4);
+        assert!(
+            r.stderr.contains(&format!("TLS with {} failed", mtls.addr))
+                && r.stderr.contains("wants a client certificate"),
+            "{what}: {}",
+            r.describe()
+        );
+        assert_eq!(r.stderr.lines().count(), 1, "{what}: {}", r.describe());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what}: retried: {}",
+            r.describe()
+        );
+        assert!(!blob(root.path(), &p.digest).exists(), "{what}");
+    };
+
+    // Without a client certificate, the registry ends the handshake.
+    refused_at_once("no client certificate");
+    // One the registry's CA did not sign: the same.
+    install(&strangers, &strangers);
+    refused_at_once("a stranger's certificate");
+
+    // The pair signed by the CA the registry requires: pulled.
+    install(&clients, &clients);
+    let root = TempRoot::new();
+    let r = pull(root.path()).ok();
+    assert_eq!(r.stdout, format!("{reference}@{}\n", p.digest));
+    assert_eq!(check_store(&layout(root.path())), [reference.as_str()]);
+
+    // A key that is not the certificate's: a usage error naming both files.
+    install(&clients, &strangers);
+    let root = TempRoot::new();
+    let r = pull(root.path()).expect_code(2);
+    let (cert, key) = (dir.join("client.cert"), dir.join("client.key"));
+    assert!(
+        r.stderr.contains(&format!(
+            "client certificate {} with key {}: the key is not the certificate's",
+            cert.display(),
+            key.display()
+        )),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.describe());
+    // A certificate without its key: the same, naming what is missing.
+    std::fs::remove_file(&key).expect("rm key");
+    let r = pull(root.path()).expect_code(2);
+    assert!(
+        r.stderr.contains(&format!(
+            "{}: no {} next to it",
+            cert.display(),
+            key.display()
+        )),
+        "{}",
+        r.describe()
+    );
+    assert!(!blob(root.path(), &p.digest).exists());
+}
+
+#[test]
 fn tls_registries_are_verified_per_registry_and_a_failed_handshake_is_not_retried() {
     let reg = Registry::start();
     let tls = reg.tls_twin();

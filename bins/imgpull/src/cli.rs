@@ -116,11 +116,13 @@ pub struct Args {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
 
-    /// Directory of per-registry CA certificates, DIR/HOST[:PORT]/*.crt; may be repeated
+    /// Directory of per-registry certificates, DIR/HOST[:PORT]/*.crt; may be repeated
     ///
     /// Replaces the default search: ~/.config/containers/certs.d (not as root),
     /// /etc/containers/certs.d, /etc/docker/certs.d. The first that has a directory
-    /// for the registry is used; its CAs are trusted besides the system's.
+    /// for the registry is used: its CAs (*.crt) are trusted besides the system's,
+    /// and its client certificate (NAME.cert with NAME.key) is presented when the
+    /// registry asks for one.
     #[arg(long = "certs-dir", value_name = "DIR")]
     pub certs_dir: Vec<PathBuf>,
 

@@ -74,12 +74,6 @@ impl Puller {
             None => (None, None),
         };
         let mut pipe = WriterThread::start(writer, tee);
-        // The registry authenticates on the first request of each client; make sure
-        // a token is in place so concurrent blob requests do not race for it.
-        let _ = ctx
-            .client
-            .store_auth_if_needed(r.resolve_registry(), auth)
-            .await;
         let mut attempt = 1;
         let result = loop {
             sink.event(&Event::BlobStart {
@@ -88,7 +82,7 @@ impl Puller {
                 size: blob.size,
                 offset: pipe.sent,
             });
-            match self.download(ctx, r, blob, &mut pipe, sink).await {
+            match self.download(ctx, r, auth, blob, &mut pipe, sink).await {
                 Ok(()) => break Ok(()),
                 Err(e) => {
                     if !self.backoff(ctx, &digest_s, sink, &mut attempt, &e).await {
@@ -261,36 +255,32 @@ impl Puller {
         &self,
         ctx: &PullCtx<'_>,
         r: &Reference,
+        auth: &RegistryAuth,
         blob: &Blob,
         pipe: &mut WriterThread,
         sink: &dyn Sink,
     ) -> Result<()> {
         let what = blob.digest.to_string();
-        // Always ask for a range: a registry that honours it answers 206 and
-        // oci-client leaves verification to us, so the bytes are hashed once.
-        let resp = ctx
+        // A range is always asked for; a registry that ignores it sends the blob
+        // from its start.
+        let mut body = ctx
             .client
-            .pull_blob_stream_partial(r, what.as_str(), pipe.sent, None)
+            .blob(r, what.as_str(), pipe.sent, auth)
             .await
             .map_err(|e| ctx.classify(e, &what))?;
-        let mut stream = match resp {
-            oci_client::client::BlobResponse::Partial(s) => s,
-            oci_client::client::BlobResponse::Full(s) => {
-                if pipe.sent > 0 {
-                    tracing::info!("{what}: registry ignored the range, starting over");
-                    pipe.reset().await.map_err(|source| RegistryError::Store {
-                        image: ctx.image.to_string(),
-                        digest: what.clone(),
-                        source,
-                    })?;
-                }
-                s
-            }
-        };
+        if !body.partial && pipe.sent > 0 {
+            tracing::info!("{what}: registry ignored the range, starting over");
+            pipe.reset().await.map_err(|source| RegistryError::Store {
+                image: ctx.image.to_string(),
+                digest: what.clone(),
+                source,
+            })?;
+        }
         let mut last_report = pipe.sent;
         let mut last_report_at = std::time::Instant::now();
-        while let Some(chunk) = stream
-            .try_next()
+        while let Some(chunk) = body
+            .response
+            .chunk()
             .await
             .map_err(|e| ctx.network(&what, &e))?
         {

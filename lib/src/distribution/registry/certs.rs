@@ -1,6 +1,8 @@
-//! Per-registry CA certificates, as containers-certs.d(5) lays them out:
+//! Per-registry certificates, as containers-certs.d(5) lays them out:
 //! `DIR/HOST[:PORT]/*.crt` are PEM files of CAs trusted for that registry only,
-//! besides the system's. The first DIR holding a directory for the host wins.
+//! besides the system's; `NAME.cert` with `NAME.key` is a client certificate and
+//! its key, presented when the registry asks for one (mutual TLS). The first DIR
+//! holding a directory for the host wins.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,24 @@ pub enum CertsError {
         /// What is wrong.
         reason: String,
     },
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("{}: no {} next to it", have.display(), missing.display())]
+    Unpaired {
+        /// The file that is there.
+        have: PathBuf,
+        /// The file it needs.
+        missing: PathBuf,
+    },
+    /// A client certificate and key that do not make an identity.
+    #[error("client certificate {} with key {}: {reason}", cert.display(), key.display())]
+    BadIdentity {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// The certificate directories searched by default: the user's
@@ -56,8 +76,29 @@ pub struct HostCerts {
     /// The CA certificates of its `*.crt` files (DER, each checked to make a trust
     /// anchor), in file-name order.
     pub roots: Vec<Vec<u8>>,
-    /// Whether it also holds a client certificate or key (`*.cert`, `*.key`).
-    pub client_identity: bool,
+    /// The client certificate to present, from the first `NAME.cert` (by name)
+    /// and its `NAME.key`.
+    pub identity: Option<Identity>,
+}
+
+/// A client certificate chain and its private key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The certificate file.
+    pub cert: PathBuf,
+    /// The key file.
+    pub key: PathBuf,
+    /// Both, PEM: the chain, then the key.
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The certificates for `host` (`name[:port]`, as in an image reference) from the
@@ -91,16 +132,86 @@ pub fn for_host(dirs: &[PathBuf], host: &str) -> Result<Option<HostCerts>, Certs
     let mut out = HostCerts {
         dir: dir.clone(),
         roots: Vec::new(),
-        client_identity: false,
+        identity: None,
     };
-    for path in names {
+    for path in &names {
         match path.extension().and_then(|e| e.to_str()) {
-            Some("crt") => out.roots.extend(ca_file(&path)?),
-            Some("cert") | Some("key") => out.client_identity = true,
+            Some("crt") => out.roots.extend(ca_file(path)?),
+            // Every certificate needs its key and every key its certificate, as
+            // containers-image checks.
+            Some("cert") => {
+                let key = path.with_extension("key");
+                if !names.contains(&key) {
+                    return Err(CertsError::Unpaired {
+                        have: path.clone(),
+                        missing: key,
+                    });
+                }
+                if out.identity.is_none() {
+                    out.identity = Some(identity(path, &key)?);
+                } else {
+                    tracing::warn!(
+                        "{}: not used; {} is presented",
+                        path.display(),
+                        out.identity.as_ref().map_or(path, |i| &i.cert).display()
+                    );
+                }
+            }
+            Some("key") => {
+                let cert = path.with_extension("cert");
+                if !names.contains(&cert) {
+                    return Err(CertsError::Unpaired {
+                        have: path.clone(),
+                        missing: cert,
+                    });
+                }
+            }
             _ => {}
         }
     }
     Ok(Some(out))
+}
+
+/// The client identity of `cert` and `key` (PEM), checked: a certificate chain,
+/// a private key rustls can sign with, and the key the certificate is for.
+pub fn identity(cert: &Path, key: &Path) -> Result<Identity, CertsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| CertsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let bad = |reason: String| CertsError::BadIdentity {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        reason,
+    };
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("the certificate file: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad("no PEM certificate in the certificate file".into()));
+    }
+    let private =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(format!("the key file: {e}")))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, private, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => bad("the key is not the certificate's".into()),
+        other => bad(other.to_string()),
+    })?;
+    let mut pem = cert_pem;
+    if !pem.ends_with(b"\n") {
+        pem.push(b'\n');
+    }
+    pem.extend_from_slice(&key_pem);
+    Ok(Identity {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        pem,
+    })
 }
 
 /// The CA certificates of the PEM file `path`: the DER of each, checked to make a
@@ -167,19 +278,18 @@ mXkvgWMu2dRFWrC5feun7eKXuM/ZR8uT
         let (a, b) = (t.path().join("a"), t.path().join("b"));
         std::fs::create_dir_all(b.join("reg.example:5000")).unwrap();
         std::fs::write(b.join("reg.example:5000/ca.crt"), format!("junk\n{CA}{CA}")).unwrap();
-        std::fs::write(b.join("reg.example:5000/client.cert"), "x").unwrap();
         std::fs::write(b.join("reg.example:5000/notes.txt"), "x").unwrap();
         let dirs = [a.clone(), b.clone()];
         let got = for_host(&dirs, "reg.example:5000").unwrap().unwrap();
         assert_eq!(got.dir, b.join("reg.example:5000"));
         assert_eq!(got.roots, vec![der(CA); 2]);
         assert_eq!(got.roots[0].len(), 408);
-        assert!(got.client_identity);
+        assert!(got.identity.is_none());
 
         std::fs::create_dir_all(a.join("reg.example:5000")).unwrap();
         let got = for_host(&dirs, "reg.example:5000").unwrap().unwrap();
         assert_eq!(got.dir, a.join("reg.example:5000"));
-        assert!(got.roots.is_empty() && !got.client_identity);
+        assert!(got.roots.is_empty() && got.identity.is_none());
 
         assert_eq!(for_host(&dirs, "other.example").unwrap(), None);
         assert_eq!(for_host(&dirs, "..").unwrap(), None);
@@ -199,5 +309,73 @@ mXkvgWMu2dRFWrC5feun7eKXuM/ZR8uT
         std::fs::write(t.path().join("h/ca.crt"), format!("{CA}{junk}")).unwrap();
         let e = for_host(&dirs, "h").unwrap_err().to_string();
         assert!(e.contains("h/ca.crt: certificate 2: "), "{e}");
+    }
+
+    /// A client certificate and its key, and a key of another, made with openssl.
+    const CLIENT_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBojCCAUegAwIBAgIUOyxPW9q9hWN3/eq+o8VHaT1kfZUwCgYIKoZIzj0EAwIw
+JTEjMCEGA1UEAwwaY3Jpa2l0IGNlcnRzLmQgY2xpZW50IHRlc3QwIBcNMjYxMjA3
+MTMzMDI5WhgPMjEyNjExMTMxMzMwMjlaMCUxIzAhBgNVBAMMGmNyaWtpdCBjZXJ0
+cy5kIGNsaWVudCB0ZXN0MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAERqsFevFX
+2xBt2I0Ptcs5oK5bcUOWPkggAy3CTBpD6N+O+z9QBTlah47hLDX9+xaTkCDij37g
+AZJPc61hXq+IA6NTMFEwHQYDVR0OBBYEFFrA6IBtO8nCRqrmP5b/xtvO9UwuMB8G
+A1UdIwQYMBaAFFrA6IBtO8nCRqrmP5b/xtvO9UwuMA8GA1UdEwEB/wQFMAMBAf8w
+CgYIKoZIzj0EAwIDSQAwRgIhAJqpgx4Gj/HOcjb/OYteyaexCCINS+uzecayLtck
+JSyyAiEA0FXLNUFeUjGq2tHRH66mfLyrnRd50Gj+NogK74r/qbc=
+-----END CERTIFICATE-----
+";
+    const CLIENT_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgmPjbVL312ERdW1M+
+pFGtsuKgrX/i2bHKnvZ15fPWRNyhRANCAARGqwV68VfbEG3YjQ+1yzmgrltxQ5Y+
+SCADLcJMGkPo3477P1AFOVqHjuEsNf37FpOQIOKPfuABkk9zrWFer4gD
+-----END PRIVATE KEY-----
+";
+    const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgTreo8UnwOTAUQTDO
+vpNWOUQDctPcK46yhC0FO93v9VOhRANCAARfEvwUaeltiuqPKUa4GXU6NJUA7cDM
+YX0HAxfRRGeKisU7KwrfhlIhbjahZBvy690XKXc0tcOuqnZMM8hSJWUA
+-----END PRIVATE KEY-----
+";
+
+    #[test]
+    fn client_certificates_pair_with_their_keys_or_fail_naming_the_files() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = [t.path().to_path_buf()];
+        let h = t.path().join("reg.example");
+        std::fs::create_dir_all(&h).unwrap();
+        std::fs::write(h.join("ca.crt"), CA).unwrap();
+        std::fs::write(h.join("me.cert"), CLIENT_CERT).unwrap();
+        let e = for_host(&dirs, "reg.example").unwrap_err().to_string();
+        let unpaired = |have: &str, missing: &str| {
+            format!(
+                "{}: no {} next to it",
+                h.join(have).display(),
+                h.join(missing).display()
+            )
+        };
+        assert_eq!(e, unpaired("me.cert", "me.key"));
+
+        std::fs::write(h.join("me.key"), OTHER_KEY).unwrap();
+        let e = for_host(&dirs, "reg.example").unwrap_err().to_string();
+        assert!(
+            e.contains("me.cert with key ")
+                && e.ends_with("me.key: the key is not the certificate's"),
+            "{e}"
+        );
+
+        std::fs::write(h.join("me.key"), "not a key").unwrap();
+        let e = for_host(&dirs, "reg.example").unwrap_err().to_string();
+        assert!(e.contains("me.key: the key file: "), "{e}");
+
+        std::fs::write(h.join("me.key"), CLIENT_KEY).unwrap();
+        let got = for_host(&dirs, "reg.example").unwrap().unwrap();
+        let id = got.identity.expect("an identity");
+        assert_eq!((id.cert, id.key), (h.join("me.cert"), h.join("me.key")));
+        assert_eq!(id.pem, format!("{CLIENT_CERT}{CLIENT_KEY}").into_bytes());
+        assert_eq!(got.roots.len(), 1);
+
+        std::fs::write(h.join("stray.key"), CLIENT_KEY).unwrap();
+        let e = for_host(&dirs, "reg.example").unwrap_err().to_string();
+        assert_eq!(e, unpaired("stray.key", "stray.cert"));
     }
 }

@@ -1,25 +1,29 @@
-//! HTTP clients: the shared one, one per registry with CAs of its own
-//! (certs.d), and the credentials a request goes with.
+//! HTTP clients: the shared one, one per registry with CAs or a client
+//! certificate of its own (certs.d), and the credentials a request goes with.
 
 use super::*;
 
-/// A registry's own client and the CAs (DER) it was made to trust.
+/// A registry's own client and the certs.d files it was made from.
 pub(super) struct HostClient {
     pub(super) roots: Vec<Vec<u8>>,
+    pub(super) identity: Option<Vec<u8>>,
     pub(super) client: Client,
 }
 
 /// The HTTP client for `registries` (plain HTTP for insecure hosts) and `opts`,
-/// trusting the CAs `extra_roots` (DER) besides the system's.
+/// trusting the CAs `extra_roots` (DER) besides the system's and presenting
+/// `identity` (a certificate chain and key, PEM) when a server asks for one.
 pub(super) fn make_client(
     registries: &Registries,
     opts: &PullOptions,
     extra_roots: &[Vec<u8>],
+    identity: Option<&[u8]>,
 ) -> Result<Client> {
     make_client_with(
-        ClientProtocol::HttpsExcept(registries.insecure_hosts()),
+        Protocol::HttpsExcept(registries.insecure_hosts()),
         opts,
         extra_roots,
+        identity,
     )
 }
 
@@ -28,36 +32,26 @@ fn make_peer_client(opts: &PullOptions) -> Result<Option<Client>> {
     if !opts.peers.configured() {
         return Ok(None);
     }
-    make_client_with(ClientProtocol::Http, opts, &[]).map(Some)
+    make_client_with(Protocol::Http, opts, &[], None).map(Some)
 }
 
 fn make_client_with(
-    protocol: ClientProtocol,
+    protocol: Protocol,
     opts: &PullOptions,
     extra_roots: &[Vec<u8>],
+    identity: Option<&[u8]>,
 ) -> Result<Client> {
     // TLS runs on rustls with ring's cryptography, installed once per process
     // (reqwest takes the process default); a second install is refused, harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = ClientConfig {
+    Client::new(Setup {
         protocol,
-        platform_resolver: None,
-        read_timeout: Some(opts.stall_timeout),
-        connect_timeout: Some(opts.connect_timeout),
-        max_concurrent_download: opts.max_concurrent.max(1),
-        user_agent: concat!("crikit/", env!("CARGO_PKG_VERSION")),
-        extra_root_certificates: extra_roots
-            .iter()
-            .map(|der| oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Der,
-                data: der.clone(),
-            })
-            .collect(),
-        ..Default::default()
-    };
-    // Not Client::new: it logs a failed set-up (no CA certificates, say) and carries
-    // on with a default client that ignores the insecure hosts.
-    Client::try_from(config).map_err(|e| {
+        stall_timeout: opts.stall_timeout,
+        connect_timeout: opts.connect_timeout,
+        extra_roots,
+        identity,
+    })
+    .map_err(|e| {
         let mut message = crate::one_line(&e);
         // rustls-platform-verifier's words. The client is built with the system's
         // CAs even when every registry is plain HTTP, so say where they come from.
@@ -75,7 +69,7 @@ impl Puller {
     /// insecure hosts) and `opts`.
     pub fn new(registries: Registries, creds: CredentialStore, opts: PullOptions) -> Result<Self> {
         Ok(Puller {
-            client: make_client(&registries, &opts, &[])?,
+            client: make_client(&registries, &opts, &[], None)?,
             peer_client: make_peer_client(&opts)?,
             lookaside_client: Default::default(),
             host_clients: Default::default(),
@@ -91,7 +85,7 @@ impl Puller {
     /// other pulls, nor use someone else's.
     pub fn fork(&self) -> Result<Self> {
         Ok(Puller {
-            client: make_client(&self.registries, &self.opts, &[])?,
+            client: make_client(&self.registries, &self.opts, &[], None)?,
             // Peers are sent no pod's credentials: theirs can be shared.
             peer_client: self.peer_client.clone(),
             lookaside_client: Default::default(),
@@ -103,9 +97,10 @@ impl Puller {
     }
 
     /// The client for `registry`: one of its own when a certs.d directory gives it
-    /// CAs (kept while they stay the same: the directory is read on every pull, as
-    /// containers-image does), the shared one otherwise. A new client reads the
-    /// system's CAs: it is made off the async workers and outside the lock.
+    /// CAs or a client certificate (kept while they stay the same: the directory
+    /// is read on every pull, as containers-image does), the shared one otherwise.
+    /// A new client reads the system's CAs: it is made off the async workers and
+    /// outside the lock.
     pub(super) async fn client_for(&self, registry: &str) -> Result<Client> {
         let certs = crate::distribution::registry::certs::for_host(&self.opts.certs_dirs, registry)
             .map_err(|source| RegistryError::Certs {
@@ -115,36 +110,35 @@ impl Puller {
         let Some(certs) = certs else {
             return Ok(self.client.clone());
         };
-        if certs.client_identity {
-            tracing::warn!(
-                "{}: client certificates are not supported; only its CAs (*.crt) are used",
-                certs.dir.display()
-            );
-        }
-        if certs.roots.is_empty() {
+        let identity = certs.identity.map(|i| i.pem);
+        if certs.roots.is_empty() && identity.is_none() {
             return Ok(self.client.clone());
         }
         let cached = crate::sync::lock(&self.host_clients)
             .get(registry)
-            .filter(|h| h.roots == certs.roots)
+            .filter(|h| h.roots == certs.roots && h.identity == identity)
             .map(|h| h.client.clone());
         if let Some(c) = cached {
             return Ok(c);
         }
-        let (registries, opts, roots) = (
+        let (registries, opts, roots, id) = (
             self.registries.clone(),
             self.opts.clone(),
             certs.roots.clone(),
+            identity.clone(),
         );
-        let client = tokio::task::spawn_blocking(move || make_client(&registries, &opts, &roots))
-            .await
-            .map_err(|e| RegistryError::Client {
-                message: e.to_string(),
-            })??;
+        let client = tokio::task::spawn_blocking(move || {
+            make_client(&registries, &opts, &roots, id.as_deref())
+        })
+        .await
+        .map_err(|e| RegistryError::Client {
+            message: e.to_string(),
+        })??;
         crate::sync::lock(&self.host_clients).insert(
             registry.to_string(),
             HostClient {
                 roots: certs.roots,
+                identity,
                 client: client.clone(),
             },
         );

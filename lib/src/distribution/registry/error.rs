@@ -5,9 +5,8 @@ use crate::distribution::digest::Digest;
 use crate::distribution::layout::LayoutError;
 use crate::distribution::reference;
 use crate::distribution::registry::auth::AuthError;
+use crate::distribution::registry::http::{Client, HttpError};
 use crate::distribution::registry::registries::RegistriesError;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::Client;
 
 /// What kind of failure an error is; binaries map this to exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,8 +233,10 @@ impl RegistryError {
         match self {
             RegistryError::Network { .. } => true,
             RegistryError::Status { status, .. } => status
-                .parse::<u16>()
-                .is_ok_and(|c| c >= 500 || c == 429 || c == 408),
+                .split(' ')
+                .next()
+                .and_then(|c| c.parse::<u16>().ok())
+                .is_some_and(|c| c >= 500 || c == 429 || c == 408),
             // A body cut short: the connection broke midway.
             RegistryError::Store {
                 source:
@@ -304,6 +305,14 @@ impl Ctx<'_> {
             rustls::Error::InvalidMessage(_) => {
                 " (a registry that speaks plain HTTP must be named insecure)"
             }
+            rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::CertificateRequired
+                | rustls::AlertDescription::UnknownCA,
+            ) => {
+                " (the registry wants a client certificate, or refused the one given: \
+                 NAME.cert and NAME.key go in /etc/containers/certs.d/HOST[:PORT]/)"
+            }
             _ => "",
         };
         RegistryError::Tls {
@@ -322,7 +331,6 @@ impl Ctx<'_> {
         }
     }
 
-    /// Maps an oci-client error to ours, keeping the registry's status.
     /// Err for a manifest of `len` bytes, over what is fetched of one.
     pub(super) fn manifest_size(&self, len: usize) -> Result<(), RegistryError> {
         if len as u64 > crate::distribution::layout::MAX_MANIFEST_SIZE {
@@ -336,32 +344,37 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    pub(super) fn classify(&self, e: OciDistributionError, what: &str) -> RegistryError {
+    /// Our error for a failed registry request, keeping the registry's status.
+    pub(super) fn classify(&self, e: HttpError, what: &str) -> RegistryError {
         let image = self.image.to_string();
         let registry = self.registry.to_string();
         match e {
-            OciDistributionError::RegistryError { envelope, .. } => {
-                let first = envelope.errors.first();
-                // The code exactly as the registry sent it (MANIFEST_UNKNOWN, DENIED, …).
-                let status = first
-                    .and_then(|e| serde_json::to_value(&e.code).ok())
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_else(|| "error".into());
-                let message = envelope
-                    .errors
-                    .iter()
-                    .map(|e| e.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let not_found = first.is_some_and(|e| {
-                    matches!(
-                        e.code,
-                        OciErrorCode::ManifestUnknown
-                            | OciErrorCode::NameUnknown
-                            | OciErrorCode::BlobUnknown
-                            | OciErrorCode::NotFound
-                    )
-                });
+            HttpError::Status { code, errors, text } => {
+                let not_found = match errors.first() {
+                    Some((c, _)) => matches!(
+                        c.as_str(),
+                        "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "BLOB_UNKNOWN" | "NOT_FOUND"
+                    ),
+                    None => code == 404,
+                };
+                // The HTTP status, and the code exactly as the registry sent it
+                // (MANIFEST_UNKNOWN, DENIED, …) when it sent one.
+                let (status, message) = match errors.first() {
+                    Some((c, _)) if !c.is_empty() => (
+                        format!("{code} {c}"),
+                        one_line(
+                            &errors
+                                .iter()
+                                .map(|(_, m)| m.as_str())
+                                .filter(|m| !m.is_empty())
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                            code,
+                        ),
+                    ),
+                    _ => (code.to_string(), one_line(&text, code)),
+                };
+                let message = format!("{what}: {message}");
                 if not_found {
                     RegistryError::NotFound {
                         image,
@@ -378,56 +391,41 @@ impl Ctx<'_> {
                     }
                 }
             }
-            OciDistributionError::ImageManifestNotFoundError(message) => RegistryError::NotFound {
+            HttpError::Unauthorized { challenge } => RegistryError::Status {
                 image,
                 registry,
-                status: "404".into(),
-                message,
-            },
-            OciDistributionError::ServerError { code, message, .. } => {
-                let message = one_line(&message, code);
-                if code == 404 {
-                    RegistryError::NotFound {
-                        image,
-                        registry,
-                        status: code.to_string(),
-                        message,
-                    }
+                status: "401".into(),
+                message: if challenge.is_empty() {
+                    format!("{what}: unauthorized (check the credentials)")
                 } else {
-                    RegistryError::Status {
-                        image,
-                        registry,
-                        status: code.to_string(),
-                        message,
-                    }
-                }
-            }
-            OciDistributionError::UnauthorizedError { .. } => RegistryError::Status {
+                    format!(
+                        "{what}: unauthorized (check the credentials; it asks for {})",
+                        one_line(&challenge, 401)
+                    )
+                },
+            },
+            HttpError::Token { realm, message } => RegistryError::Status {
                 image,
                 registry,
                 status: "401".into(),
-                message: format!("{what}: unauthorized (check the credentials)"),
+                message: format!(
+                    "token request to {realm} refused: {}",
+                    one_line(&message, 401)
+                ),
             },
-            OciDistributionError::AuthenticationFailure(m) => RegistryError::Status {
+            HttpError::TooLarge { size } => RegistryError::ManifestTooLarge {
                 image,
                 registry,
-                status: "401".into(),
-                message: format!("token request refused: {}", one_line(&m, 401)),
+                size,
+                limit: crate::distribution::layout::MAX_MANIFEST_SIZE,
             },
-            OciDistributionError::DigestError(d) => RegistryError::Status {
+            HttpError::Protocol(message) => RegistryError::Status {
                 image,
                 registry,
-                status: "bad digest".into(),
-                message: format!("{what}: {d}"),
+                status: "bad answer".into(),
+                message: format!("{what}: {message}"),
             },
-            OciDistributionError::RequestError(e) => self.request_failed(what, &e),
-            OciDistributionError::IoError(e) => self.network(what, &e),
-            other => RegistryError::Status {
-                image,
-                registry,
-                status: "error".into(),
-                message: format!("{what}: {other}"),
-            },
+            HttpError::Request(e) => self.request_failed(what, &e),
         }
     }
 }
@@ -492,6 +490,8 @@ mod tests {
             message: String::new(),
         };
         assert!(st("503").transient());
+        assert!(st("503 UNAVAILABLE").transient());
+        assert!(!st("404 MANIFEST_UNKNOWN").transient());
         assert!(st("429").transient());
         assert!(!st("403").transient());
         assert!(!st("DENIED").transient());

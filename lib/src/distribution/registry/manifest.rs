@@ -21,8 +21,17 @@ impl Puller {
     ) -> Result<(Vec<u8>, Digest)> {
         let mut attempt = 1;
         let raw = loop {
-            match ctx.client.pull_manifest_raw(r, auth, ACCEPT).await {
-                Ok((raw, _)) => break raw,
+            match ctx
+                .client
+                .manifest(
+                    r,
+                    auth,
+                    ACCEPT,
+                    crate::distribution::layout::MAX_MANIFEST_SIZE,
+                )
+                .await
+            {
+                Ok(raw) => break raw,
                 Err(e) => {
                     let e = ctx.classify(e, "manifest");
                     if !self.backoff(ctx, "manifest", sink, &mut attempt, &e).await {
@@ -44,7 +53,7 @@ impl Puller {
                 });
             }
         }
-        Ok((raw.to_vec(), actual))
+        Ok((raw, actual))
     }
 
     pub(super) fn choose_platform(

@@ -1,4 +1,4 @@
-//! Pulling images from registries into the store, through oci-client.
+//! Pulling images from registries into the store.
 //!
 //! Manifests are fetched raw (bounded, digest-checked) and parsed here: OCI and
 //! Docker schema 2 manifests, OCI image indexes and Docker manifest lists with
@@ -16,7 +16,8 @@
 
 //!
 //! The pieces: `error` (what can go wrong and which failures are retried),
-//! `client` (HTTP clients, per-registry CAs, credentials), `manifest` (fetching,
+//! `http` (the registry API: requests, auth challenges, tokens), `client` (HTTP
+//! clients, per-registry CAs and client certificates, credentials), `manifest` (fetching,
 //! parsing, platform choice, Docker → OCI), `blob` (streaming with resume and
 //! backoff, peers first), `signatures` (the signature policy checked, with the
 //! signatures it needs fetched) and `writer` (the writer thread).
@@ -26,6 +27,7 @@ mod blob;
 pub mod certs;
 mod client;
 mod error;
+mod http;
 mod manifest;
 pub mod peers;
 pub mod registries;
@@ -51,10 +53,8 @@ use blob::*;
 use client::*;
 use error::*;
 use futures_util::{StreamExt, TryStreamExt};
+use http::{Client, Protocol, RegistryAuth, Setup};
 use manifest::*;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
-use oci_client::Client;
 use oci_spec::image::{Descriptor, MediaType};
 use std::sync::Arc;
 use std::time::Duration;

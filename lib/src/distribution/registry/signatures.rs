@@ -122,10 +122,15 @@ impl Puller {
         );
         let raw = match ctx
             .client
-            .pull_manifest_raw(&at, auth, &[OCI_MANIFEST])
+            .manifest(
+                &at,
+                auth,
+                &[OCI_MANIFEST],
+                crate::distribution::layout::MAX_MANIFEST_SIZE,
+            )
             .await
         {
-            Ok((raw, _)) => raw,
+            Ok(raw) => raw,
             Err(e) => {
                 let e = ctx.classify(e, "signatures");
                 if e.kind() == ErrorKind::NotFound {
@@ -161,7 +166,7 @@ impl Puller {
                 continue;
             }
             let payload = self
-                .small_blob(ctx, &at, &layer_digest, sigstore::MAX_PAYLOAD)
+                .small_blob(ctx, &at, auth, &layer_digest, sigstore::MAX_PAYLOAD)
                 .await?;
             out.push(sigstore::Attached {
                 payload,
@@ -176,22 +181,20 @@ impl Puller {
         &self,
         ctx: &PullCtx<'_>,
         r: &Reference,
+        auth: &RegistryAuth,
         digest: &Digest,
         limit: u64,
     ) -> Result<Vec<u8>> {
         let what = digest.to_string();
-        let resp = ctx
+        let mut body = ctx
             .client
-            .pull_blob_stream_partial(r, what.as_str(), 0, None)
+            .blob(r, what.as_str(), 0, auth)
             .await
             .map_err(|e| ctx.classify(e, &what))?;
-        let mut stream = match resp {
-            oci_client::client::BlobResponse::Partial(s)
-            | oci_client::client::BlobResponse::Full(s) => s,
-        };
         let mut buf = Vec::new();
-        while let Some(chunk) = stream
-            .try_next()
+        while let Some(chunk) = body
+            .response
+            .chunk()
             .await
             .map_err(|e| ctx.network(&what, &e))?
         {
