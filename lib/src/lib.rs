@@ -25,6 +25,7 @@ pub mod paths;
 pub mod rootfs;
 pub mod runtime;
 pub mod sync;
+mod time;
 pub mod wire;
 
 /// An error and its causes on one line, each cause once (a cause whose text the

@@ -786,6 +786,11 @@ async fn crid_checks_each_namespaces_policy() {
 
 /// A GPG home of its own with one signing key; (home, fingerprint).
 fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    gpg_key_at(dir, name, None)
+}
+
+/// [`gpg_key`] made at the faked time `at` (gpg's `--faked-system-time`).
+fn gpg_key_at(dir: &Path, name: &str, at: Option<&str>) -> (PathBuf, String) {
     let home = dir.join(format!("gnupg-{name}"));
     std::fs::create_dir_all(&home).unwrap();
     std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -796,9 +801,11 @@ fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
     )
     .unwrap();
     let mut c = Command::new("gpg");
-    c.env("GNUPGHOME", &home)
-        .args(["--batch", "--gen-key"])
-        .arg(&params);
+    c.env("GNUPGHOME", &home).arg("--batch");
+    if let Some(t) = at {
+        c.args(["--faked-system-time", t]);
+    }
+    c.arg("--gen-key").arg(&params);
     run(c, T).ok();
     let mut c = Command::new("gpg");
     c.env("GNUPGHOME", &home)
@@ -911,6 +918,43 @@ fn gpg_signed_images_verdicts_match_skopeos() {
         &format!("{host}/signed/b:1"),
         Some((&home_b, &fpr_b)),
     );
+    // Keys that signed while good: one has expired since (its newest self-signature,
+    // made in 2020, says it expired the next day), one has been revoked.
+    let (home_c, fpr_c) = gpg_key_at(tmp.path(), "expired", Some("20200101T000000!"));
+    let (home_d, fpr_d) = gpg_key(tmp.path(), "revoked");
+    skopeo_copy(
+        &rd,
+        &src.reference,
+        &format!("{host}/signed/c:1"),
+        Some((&home_c, &fpr_c)),
+    );
+    skopeo_copy(
+        &rd,
+        &src.reference,
+        &format!("{host}/signed/d:1"),
+        Some((&home_d, &fpr_d)),
+    );
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", &home_c).args([
+        "--batch",
+        "--faked-system-time",
+        "20200102T000000!",
+        "--quick-set-expire",
+        &fpr_c,
+        "1d",
+    ]);
+    run(c, T).ok();
+    // gpg keeps a revocation certificate of every key it makes, guarded by a colon.
+    let rev = home_d.join(format!("openpgp-revocs.d/{fpr_d}.rev"));
+    let certificate = std::fs::read_to_string(&rev)
+        .unwrap()
+        .replace(":-----BEGIN", "-----BEGIN");
+    std::fs::write(&rev, certificate).unwrap();
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", &home_d)
+        .args(["--batch", "--import"])
+        .arg(&rev);
+    run(c, T).ok();
     skopeo_copy(&rd, &src.reference, &format!("{host}/plain/x:1"), None);
     // Signed as another name: A's signature of signed/a, where named/two's would be.
     skopeo_copy(&rd, &src.reference, &format!("{host}/named/two:1"), None);
@@ -951,6 +995,9 @@ fn gpg_signed_images_verdicts_match_skopeos() {
     gpg_export(&home_a, &fpr_a, true, &key_a_armored);
     let key_b = tmp.path().join("b.gpg");
     gpg_export(&home_b, &fpr_b, false, &key_b);
+    let (key_c, key_d) = (tmp.path().join("c.gpg"), tmp.path().join("d.gpg"));
+    gpg_export(&home_c, &fpr_c, false, &key_c);
+    gpg_export(&home_d, &fpr_d, false, &key_d);
     let signed_by = |key: &Path, identity: Option<serde_json::Value>| {
         let mut r = serde_json::json!({"type": "signedBy", "keyType": "GPGKeys", "keyPath": key});
         if let Some(i) = identity {
@@ -970,6 +1017,14 @@ fn gpg_signed_images_verdicts_match_skopeos() {
         (
             "signedBy B",
             serde_json::json!({"default": [signed_by(&key_b, None)]}),
+        ),
+        (
+            "signedBy C, expired since",
+            serde_json::json!({"default": [signed_by(&key_c, None)]}),
+        ),
+        (
+            "signedBy D, revoked since",
+            serde_json::json!({"default": [signed_by(&key_d, None)]}),
         ),
         (
             "signedBy A or B (keyPaths)",
@@ -995,6 +1050,8 @@ fn gpg_signed_images_verdicts_match_skopeos() {
     let images = [
         format!("{host}/signed/a:1"),
         format!("{host}/signed/b:1"),
+        format!("{host}/signed/c:1"),
+        format!("{host}/signed/d:1"),
         format!("{host}/plain/x:1"),
         format!("{host}/named/two:1"),
         format!("{host}/corrupt/c:1"),
@@ -1010,6 +1067,21 @@ fn gpg_signed_images_verdicts_match_skopeos() {
                 skopeo_allows_with(&file, &rd, image, &tmp.path().join(format!("goci-{i}-{j}")));
             let root = tmp.path().join(format!("groot-{i}-{j}"));
             let r = imgpull_policy(&root, &file, Some(&rd), image);
+            // A key that signed while good says why it no longer counts.
+            let why = match (
+                i,
+                image.ends_with("/signed/c:1"),
+                image.ends_with("/signed/d:1"),
+            ) {
+                (3, true, _) => Some(format!(
+                    "signed by key {fpr_c}, which expired on 2020-01-03"
+                )),
+                (4, _, true) => Some(format!("signed by key {fpr_d}, which is revoked")),
+                _ => None,
+            };
+            if let Some(why) = why {
+                assert!(r.stderr.contains(&why), "{name}, {image}: {}", r.describe());
+            }
             let ours = match r.code {
                 Some(0) => true,
                 Some(5) => {

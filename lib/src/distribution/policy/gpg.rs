@@ -78,18 +78,117 @@ impl Keyring {
         if data.len() as u64 > MAX_SIGNATURE {
             return Err("the signed data is too large".into());
         }
+        // A key that made the signature but may not vouch for anything now: the
+        // signature is refused, as gpgme's verdict makes containers/image refuse it.
+        let now = pgp::types::Timestamp::now().as_secs();
+        let mut refused = None;
         for key in &self.keys {
-            if msg.verify(key).is_ok() {
-                return Ok(data);
+            let primary = unusable_primary(key, now);
+            if let Ok(sig) = msg.verify(key) {
+                match primary.clone().or_else(|| expired_signature(sig, now)) {
+                    None => return Ok(data),
+                    Some(why) => {
+                        refused = Some(format!("signed by key {}, {why}", fingerprint(key)))
+                    }
+                }
             }
             for sub in &key.public_subkeys {
-                if msg.verify(sub).is_ok() {
-                    return Ok(data);
+                if let Ok(sig) = msg.verify(sub) {
+                    let why = primary
+                        .clone()
+                        .map(|why| format!("whose primary key is {why}"))
+                        .or_else(|| unusable_subkey(sub, key, now))
+                        .or_else(|| expired_signature(sig, now));
+                    match why {
+                        None => return Ok(data),
+                        Some(why) => {
+                            refused = Some(format!("signed by subkey {}, {why}", fingerprint(sub)))
+                        }
+                    }
                 }
             }
         }
-        Err("not signed by a trusted key".into())
+        Err(refused.unwrap_or_else(|| "not signed by a trusted key".into()))
     }
+}
+
+fn fingerprint(k: &impl pgp::types::KeyDetails) -> String {
+    format!("{:X}", k.fingerprint())
+}
+
+/// The date `secs` after the epoch, for messages.
+fn date(secs: u64) -> String {
+    let days = secs / 86_400;
+    let (y, m, d) = crate::time::civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Why a primary key may not vouch for anything now: its self-signatures do not
+/// verify, it is revoked, or it expired. None when it may.
+fn unusable_primary(k: &SignedPublicKey, now: u32) -> Option<String> {
+    use pgp::types::KeyDetails as _;
+    if k.details.verify_bindings(&k.primary_key).is_err() {
+        return Some("whose self-signatures do not verify".into());
+    }
+    if !k.details.revocation_signatures.is_empty() {
+        return Some("which is revoked".into());
+    }
+    // The newest self-signature says when the key expires.
+    let newest = k
+        .details
+        .users
+        .iter()
+        .flat_map(|u| u.signatures.iter())
+        .chain(k.details.direct_signatures.iter())
+        .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0));
+    expired(k.primary_key.created_at().as_secs(), newest, now)
+}
+
+/// Why a subkey may not sign now: no binding that verifies, revoked, expired,
+/// not a signing key.
+fn unusable_subkey(
+    sub: &pgp::composed::SignedPublicSubKey,
+    primary: &SignedPublicKey,
+    now: u32,
+) -> Option<String> {
+    use pgp::types::KeyDetails as _;
+    if sub.verify_bindings(&primary.primary_key).is_err() {
+        return Some("whose binding signature does not verify".into());
+    }
+    use pgp::packet::SignatureType;
+    if sub
+        .signatures
+        .iter()
+        .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation))
+    {
+        return Some("which is revoked".into());
+    }
+    let newest = sub
+        .signatures
+        .iter()
+        .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
+        .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))?;
+    if !newest.key_flags().sign() {
+        return Some("which is not a signing key".into());
+    }
+    expired(sub.key.created_at().as_secs(), Some(newest), now)
+}
+
+/// "which expired on DATE" when `sig`'s key expiration time, counted from the
+/// key's creation at `created`, is past.
+fn expired(created: u32, sig: Option<&pgp::packet::Signature>, now: u32) -> Option<String> {
+    let lifetime = u64::from(sig?.key_expiration_time()?.as_secs());
+    let end = u64::from(created) + lifetime;
+    (lifetime > 0 && end <= u64::from(now)).then(|| format!("which expired on {}", date(end)))
+}
+
+/// "the signature expired on DATE" when it has.
+fn expired_signature(sig: &pgp::packet::Signature, now: u32) -> Option<String> {
+    let created = sig.created()?.as_secs();
+    let lifetime = u64::from(sig.signature_expiration_time()?.as_secs());
+    let end = u64::from(created) + lifetime;
+    (lifetime > 0 && end <= u64::from(now))
+        .then(|| format!("the signature expired on {}", date(end)))
 }
 
 /// Checks one signature file: made by a key of `keys`, its payload naming
