@@ -707,6 +707,91 @@ fn sigstore_signed_images_only_valid_and_untampered() {
     assert!(r.stderr.contains("no signature found"), "{}", r.describe());
 }
 
+#[test]
+fn sigstore_signatures_kept_with_the_image_are_checked_again_without_the_registry() {
+    use p256::pkcs8::EncodePublicKey as _;
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let tmp = TempRoot::new();
+    let key = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let stranger = p256::ecdsa::SigningKey::from_slice(&[0x17; 32]).unwrap();
+    let policy_for = |name: &str, k: &p256::ecdsa::SigningKey| {
+        let pem = k
+            .verifying_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap();
+        let keyfile = tmp.path().join(format!("{name}.pub"));
+        std::fs::write(&keyfile, pem).unwrap();
+        let f = tmp.path().join(format!("{name}.json"));
+        let req = serde_json::json!({"type": "sigstoreSigned", "keyPath": keyfile});
+        std::fs::write(&f, serde_json::json!({"default": [req]}).to_string()).unwrap();
+        f
+    };
+    let (trusted, other) = (policy_for("trusted", &key), policy_for("other", &stranger));
+    let rd = tmp.path().join("registries.d");
+    std::fs::create_dir_all(&rd).unwrap();
+    std::fs::write(
+        rd.join("default.yaml"),
+        "default-docker:\n  use-sigstore-attachments: true\n",
+    )
+    .unwrap();
+    let p = reg.push("signed/kept", &Image::busybox());
+    let reference = p.reference.replace(&reg.addr, &proxy.addr);
+    let payload = cosign_payload(&reference, &p.digest);
+    attach(
+        &reg.addr,
+        "signed/kept",
+        &p.digest,
+        &payload,
+        &cosign_sign(&key, &payload),
+    );
+    let tag = format!(
+        "/manifests/sha256-{}.sig",
+        p.digest.trim_start_matches("sha256:")
+    );
+    // What the proxy saw from request `from` on.
+    let since = |from: usize| proxy.seen().split_off(from);
+    let asks_signatures = |seen: &[e2e::proxy::Seen]| seen.iter().any(|s| s.path.ends_with(&tag));
+    let root = tmp.path().join("root");
+
+    // The first pull fetches the signatures and keeps them with the image.
+    imgpull_policy(&root, &trusted, Some(&rd), &reference).ok();
+    assert!(asks_signatures(&since(0)));
+    // The next checks those again and asks the registry for the manifest only.
+    let mark = proxy.seen().len();
+    imgpull_policy(&root, &trusted, Some(&rd), &reference).ok();
+    let seen = since(mark);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].path.ends_with("/manifests/1"), "{seen:?}");
+    // Under a policy they do not satisfy, the registry is asked again, and the
+    // verdict is its signatures'; the image already stored stays.
+    let mark = proxy.seen().len();
+    let r = imgpull_policy(&root, &other, Some(&rd), &reference).expect_code(5);
+    assert!(
+        r.stderr.contains("not signed by a trusted key"),
+        "{}",
+        r.describe()
+    );
+    assert!(asks_signatures(&since(mark)));
+    assert_eq!(check_store(&root.join("images")), [reference.as_str()]);
+
+    // The kept signatures are blobs of the image: removed with it, not before.
+    let count = || {
+        std::fs::read_dir(root.join("images/blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let with_signatures = count();
+    let mut c = Command::new(bin("imgpull"));
+    c.arg("--root").arg(&root).arg("--prune");
+    run(c, T).ok();
+    assert_eq!(count(), with_signatures);
+    let mut c = Command::new(bin("imgpull"));
+    c.arg("--root").arg(&root).args(["--remove", &reference]);
+    run(c, T).ok();
+    assert_eq!(count(), 0);
+}
+
 /// Given the image reference and its manifest digest, the payload and the
 /// signature to attach; None attaches nothing.
 type Attacher<'a> = dyn Fn(&str, &str) -> Option<(Vec<u8>, String)> + 'a;

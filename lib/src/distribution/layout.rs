@@ -36,6 +36,11 @@ pub const REPO_DIGEST: &str = "io.crikit.image.repo-digest";
 /// image, a Docker manifest before its conversion): kept as blobs so the store can
 /// serve an image with the registry's own digests (`imgserve`).
 pub const SOURCE_MANIFESTS: &str = "io.crikit.image.source-manifests";
+/// The annotation holding the digest of the sigstore signature manifest (what the
+/// registry served at the image's `sha256-HEX.sig` tag) whose signatures let the
+/// image in; it and its payload layers are kept as blobs, so a later pull checks
+/// them under the policy of that moment without asking the registry again.
+pub const SIGNATURES: &str = "io.crikit.image.signatures";
 /// Upper bound on a manifest or image index, as containerd applies.
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// Upper bound on an image config blob read into memory.
@@ -523,6 +528,7 @@ impl Store {
                 tracing::warn!("image {:?}: {e}", ref_name(d).unwrap_or("?"));
             }
             keep.extend(source_manifests(d));
+            keep.extend(self.signature_blobs(d));
         }
         let mut report = PruneReport::default();
         let blobs = self.dir.join("blobs").join("sha256");
@@ -592,6 +598,35 @@ pub fn source_manifests(d: &Descriptor) -> Vec<Digest> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+impl Store {
+    /// The stored signature manifest an entry names ([`SIGNATURES`]) and the
+    /// payload layers it lists; none when it names none or it is not stored.
+    pub fn signature_blobs(&self, d: &Descriptor) -> Vec<Digest> {
+        let Some(manifest) = d
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(SIGNATURES))
+            .and_then(|v| Digest::parse(v).ok())
+        else {
+            return Vec::new();
+        };
+        let Ok(raw) = self.read_blob(&manifest, MAX_MANIFEST_SIZE) else {
+            return Vec::new();
+        };
+        let layers = serde_json::from_slice::<serde_json::Value>(&raw)
+            .ok()
+            .and_then(|v| v.get("layers").and_then(|l| l.as_array()).cloned())
+            .unwrap_or_default();
+        let mut out = vec![manifest];
+        out.extend(layers.iter().filter_map(|l| {
+            l.get("digest")
+                .and_then(|d| d.as_str())
+                .and_then(|d| Digest::parse(d).ok())
+        }));
+        out
+    }
 }
 
 /// The `org.opencontainers.image.ref.name` of a descriptor.

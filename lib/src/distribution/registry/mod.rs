@@ -257,9 +257,13 @@ impl Puller {
         let (raw, top_digest) = self
             .fetch_manifest(&ctx, r, &auth, r.digest(), sink)
             .await?;
-        if let Some(p) = policy {
-            self.enforce(p, &ctx, asked, r, &auth, &top_digest).await?;
-        }
+        let signatures = match policy {
+            Some(p) => {
+                self.enforce(store, p, &ctx, asked, r, &auth, &top_digest)
+                    .await?
+            }
+            None => None,
+        };
         // The registry's own bytes where they differ from what is stored (an index, a
         // Docker manifest), kept so the store serves the image by the same digests.
         let mut sources = vec![(top_digest.clone(), raw.clone())];
@@ -393,6 +397,17 @@ impl Puller {
         if !sources.is_empty() {
             let list: Vec<&str> = sources.iter().map(|(d, _)| d.as_str()).collect();
             ann.insert(SOURCE_MANIFESTS.to_string(), list.join(","));
+        }
+        if let Some(s) = signatures {
+            let d = s.store(store).map_err(|source| RegistryError::Store {
+                image: image.to_string(),
+                digest: "signatures".into(),
+                source,
+            })?;
+            ann.insert(
+                crate::distribution::layout::SIGNATURES.to_string(),
+                d.to_string(),
+            );
         }
         desc.set_annotations(Some(ann));
         let name = reference::store_name(asked);

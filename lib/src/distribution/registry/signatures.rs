@@ -1,27 +1,86 @@
 //! The signature policy at pull time: which requirements apply to the image, the
 //! signatures they need (attached in the registry as cosign attaches them, or in
 //! registries.d's lookaside storage), and the verdict, before any blob comes.
+//!
+//! The sigstore signatures that let an image in are kept in the store with it
+//! (their manifest and payloads as blobs, named by the entry's
+//! [`crate::distribution::layout::SIGNATURES`] annotation). A later pull of the
+//! same digest checks those first, under the policy and keys of that moment, and
+//! asks the registry only when they do not do.
 
 use super::*;
+use crate::distribution::layout::SIGNATURES;
+
+/// Sigstore signatures that let an image in, to keep with it.
+pub(super) enum KeptSignatures {
+    /// Already in the store: the signature manifest's digest.
+    Stored(Digest),
+    /// Fetched by this pull: the signature manifest and its payloads.
+    Fetched {
+        manifest: (Digest, Vec<u8>),
+        payloads: Vec<(Digest, Vec<u8>)>,
+    },
+}
+
+impl KeptSignatures {
+    /// Puts what was fetched into the store; the digest for the annotation.
+    pub(super) fn store(self, store: &Store) -> std::result::Result<Digest, LayoutError> {
+        match self {
+            KeptSignatures::Stored(d) => Ok(d),
+            KeptSignatures::Fetched { manifest, payloads } => {
+                for (d, bytes) in &payloads {
+                    store.put_blob(d, bytes)?;
+                }
+                store.put_blob(&manifest.0, &manifest.1)?;
+                Ok(manifest.0)
+            }
+        }
+    }
+}
+
+/// The signatures of a signature manifest, with their payloads.
+struct Attachments {
+    manifest: (Digest, Vec<u8>),
+    found: Vec<(Digest, sigstore::Attached)>,
+}
 
 impl Puller {
     /// Checks `asked`, whose manifest `r` resolved to `digest`, against `policy`,
     /// fetching its attached signatures when a requirement needs them and
-    /// registries.d says to look for them.
+    /// registries.d says to look for them, unless those kept in `store` with an
+    /// earlier pull of the image do. Returns the sigstore signatures to keep.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn enforce(
         &self,
+        store: &Store,
         policy: &Policy,
         ctx: &PullCtx<'_>,
         asked: &Reference,
         r: &Reference,
         auth: &RegistryAuth,
         digest: &Digest,
-    ) -> Result<()> {
+    ) -> Result<Option<KeptSignatures>> {
         let scoped = policy.requirements_for(asked);
         let settings = self.opts.registries_d.for_image(asked);
         let mut found = crate::distribution::policy::Found::default();
+        let mut kept = None;
         if scoped.wants_sigstore() && settings.use_sigstore_attachments == Some(true) {
-            found.sigstore = self.sigstore_attachments(ctx, r, auth, digest).await?;
+            if let Some(stored) = self.stored_attachments(store, digest) {
+                found.sigstore = stored.found.iter().map(|(_, a)| a.clone()).collect();
+                if policy.check(asked, &scoped, digest, &found).is_ok() {
+                    return Ok(Some(KeptSignatures::Stored(stored.manifest.0)));
+                }
+            }
+            match self.sigstore_attachments(ctx, r, auth, digest).await? {
+                Some(a) => {
+                    found.sigstore = a.found.iter().map(|(_, a)| a.clone()).collect();
+                    kept = Some(KeptSignatures::Fetched {
+                        manifest: a.manifest,
+                        payloads: a.found.into_iter().map(|(d, a)| (d, a.payload)).collect(),
+                    });
+                }
+                None => found.sigstore = Vec::new(),
+            }
         }
         if scoped.wants_simple() {
             if let Some(base) = &settings.lookaside {
@@ -41,7 +100,36 @@ impl Puller {
         }
         policy
             .check(asked, &scoped, digest, &found)
-            .map_err(|e| RegistryError::Refused(Box::new(e)))
+            .map_err(|e| RegistryError::Refused(Box::new(e)))?;
+        Ok(kept)
+    }
+
+    /// The sigstore signatures an earlier pull of the image at `digest` kept in
+    /// `store`, if any are there whole.
+    fn stored_attachments(&self, store: &Store, digest: &Digest) -> Option<Attachments> {
+        let index = store.index().ok()?;
+        let manifest = index.manifests().iter().find_map(|d| {
+            let a = d.annotations().as_ref()?;
+            (a.get(REPO_DIGEST).map(String::as_str) == Some(digest.as_str()))
+                .then(|| a.get(SIGNATURES))
+                .flatten()
+                .and_then(|s| Digest::parse(s).ok())
+        })?;
+        let raw = store
+            .read_blob(&manifest, crate::distribution::layout::MAX_MANIFEST_SIZE)
+            .ok()?;
+        let mut found = Vec::new();
+        for (layer, signature) in payload_layers(&raw).ok()? {
+            let payload = store.read_blob(&layer, sigstore::MAX_PAYLOAD).ok()?;
+            if Digest::of(&payload) != layer {
+                return None;
+            }
+            found.push((layer, sigstore::Attached { payload, signature }));
+        }
+        Some(Attachments {
+            manifest: (manifest, raw),
+            found,
+        })
     }
 
     /// The GPG signatures of the image at `digest` in `repository` from lookaside
@@ -105,7 +193,7 @@ impl Puller {
     }
 
     /// The signatures attached to the image of `digest` in `r`'s repository, as
-    /// cosign attaches them: none when the signature tag does not exist. Layers
+    /// cosign attaches them: None when the signature tag does not exist. Layers
     /// that are not payloads, or too big, are passed over; each payload's digest is
     /// checked.
     async fn sigstore_attachments(
@@ -114,7 +202,7 @@ impl Puller {
         r: &Reference,
         auth: &RegistryAuth,
         digest: &Digest,
-    ) -> Result<Vec<sigstore::Attached>> {
+    ) -> Result<Option<Attachments>> {
         let at = Reference::with_tag(
             r.registry().to_string(),
             r.repository().to_string(),
@@ -134,46 +222,26 @@ impl Puller {
             Err(e) => {
                 let e = ctx.classify(e, "signatures");
                 if e.kind() == ErrorKind::NotFound {
-                    return Ok(Vec::new());
+                    return Ok(None);
                 }
                 return Err(e);
             }
         };
         ctx.manifest_size(raw.len())?;
-        let manifest: serde_json::Value = serde_json::from_slice(&raw)
-            .map_err(|e| ctx.bad_manifest(&Digest::of(&raw), format!("signature manifest: {e}")))?;
-        let layers = manifest
-            .get("layers")
-            .and_then(|l| l.as_array())
-            .cloned()
-            .unwrap_or_default();
-        let mut out = Vec::new();
-        for l in layers.iter().take(sigstore::MAX_SIGNATURES) {
-            let media_type = l.get("mediaType").and_then(|m| m.as_str());
-            let size = l.get("size").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
-            let signature = l
-                .get("annotations")
-                .and_then(|a| a.get(sigstore::SIGNATURE_ANNOTATION))
-                .and_then(|s| s.as_str());
-            let layer_digest = l
-                .get("digest")
-                .and_then(|d| d.as_str())
-                .and_then(|d| Digest::parse(d).ok());
-            let (Some(signature), Some(layer_digest)) = (signature, layer_digest) else {
-                continue;
-            };
-            if media_type != Some(sigstore::PAYLOAD_MEDIA_TYPE) || size > sigstore::MAX_PAYLOAD {
-                continue;
-            }
+        let manifest = Digest::of(&raw);
+        let layers = payload_layers(&raw)
+            .map_err(|e| ctx.bad_manifest(&manifest, format!("signature manifest: {e}")))?;
+        let mut found = Vec::new();
+        for (layer, signature) in layers {
             let payload = self
-                .small_blob(ctx, &at, auth, &layer_digest, sigstore::MAX_PAYLOAD)
+                .small_blob(ctx, &at, auth, &layer, sigstore::MAX_PAYLOAD)
                 .await?;
-            out.push(sigstore::Attached {
-                payload,
-                signature: signature.to_string(),
-            });
+            found.push((layer, sigstore::Attached { payload, signature }));
         }
-        Ok(out)
+        Ok(Some(Attachments {
+            manifest: (manifest, raw),
+            found,
+        }))
     }
 
     /// A blob of at most `limit` bytes, in memory, its digest checked.
@@ -217,4 +285,37 @@ impl Puller {
         }
         Ok(buf)
     }
+}
+
+/// The payload layers of a sigstore signature manifest, with their signatures:
+/// layers that are not payloads, or too big, are passed over; at most
+/// [`sigstore::MAX_SIGNATURES`] are looked at.
+fn payload_layers(raw: &[u8]) -> std::result::Result<Vec<(Digest, String)>, serde_json::Error> {
+    let manifest: serde_json::Value = serde_json::from_slice(raw)?;
+    let layers = manifest
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for l in layers.iter().take(sigstore::MAX_SIGNATURES) {
+        let media_type = l.get("mediaType").and_then(|m| m.as_str());
+        let size = l.get("size").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
+        let signature = l
+            .get("annotations")
+            .and_then(|a| a.get(sigstore::SIGNATURE_ANNOTATION))
+            .and_then(|s| s.as_str());
+        let digest = l
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .and_then(|d| Digest::parse(d).ok());
+        let (Some(signature), Some(digest)) = (signature, digest) else {
+            continue;
+        };
+        if media_type != Some(sigstore::PAYLOAD_MEDIA_TYPE) || size > sigstore::MAX_PAYLOAD {
+            continue;
+        }
+        out.push((digest, signature.to_string()));
+    }
+    Ok(out)
 }
