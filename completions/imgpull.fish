@@ -3,7 +3,7 @@ complete -c imgpull -l platform -d 'Platform to pick from multi-platform images,
 complete -c imgpull -l creds -d 'Credentials for the image\'s registry, USER:PASSWORD (overrides auth files)' -r
 complete -c imgpull -l mirror-with-credentials -d 'A mirror that may be sent the --creds of the registry it mirrors, HOST[:PORT]; may be repeated' -r
 complete -c imgpull -l peers -d 'Ask other nodes\' imgserve for blobs before the registry: a file of ADDR:PORT lines, or dns:NAME:PORT (NAME\'s A and AAAA records, each with PORT)' -r -F
-complete -c imgpull -l self -d 'This node\'s own imgserve address, left out of --peers' -r
+complete -c imgpull -l self -d 'This node\'s own imgserve: ranked with the peers, asked where it ranks first' -r
 complete -c imgpull -l authfile -d 'Auth file to read credentials from (containers auth.json format)' -r -F
 complete -c imgpull -l insecure-registry -d 'Use plain HTTP for this registry, HOST[:PORT]; may be repeated' -r
 complete -c imgpull -l certs-dir -d 'Directory of per-registry certificates, DIR/HOST[:PORT]/*.crt; may be repeated' -r -F

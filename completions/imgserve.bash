@@ -23,7 +23,7 @@ _imgserve() {
 
     case "${cmd}" in
         imgserve)
-            opts="-v -h -V --listen --root --tls-cert --tls-key --tls-client-ca --basic-auth-file --bearer-token-file --max-connections --log-level --log-format --verbose --help --version"
+            opts="-v -h -V --listen --root --tls-cert --tls-key --tls-client-ca --basic-auth-file --bearer-token-file --max-connections --peers --self --max-fetches --registries-conf --insecure-registry --authfile --log-level --log-format --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -58,6 +58,30 @@ _imgserve() {
                     return 0
                     ;;
                 --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --peers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --self)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-fetches)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries-conf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --insecure-registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --authfile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -6,6 +6,12 @@ complete -c imgserve -l tls-client-ca -d 'Require client certificates signed by 
 complete -c imgserve -l basic-auth-file -d 'Require HTTP Basic credentials: one USER:PASSWORD per line' -r -F
 complete -c imgserve -l bearer-token-file -d 'Accept these bearer tokens (Authorization: Bearer TOKEN): one per line' -r -F
 complete -c imgserve -l max-connections -d 'Connections served at once; more wait to be accepted (lowered to fit the open-file limit)' -r
+complete -c imgserve -l peers -d 'The cluster\'s nodes: a file of ADDR:PORT lines, or dns:NAME:PORT' -r -F
+complete -c imgserve -l self -d 'This node\'s own address in --peers' -r
+complete -c imgserve -l max-fetches -d 'Blobs fetched for peers at once; asked for more, imgserve answers 503' -r
+complete -c imgserve -l registries-conf -d 'containers-registries.conf v2 file for the registries fetched from' -r -F
+complete -c imgserve -l insecure-registry -d 'Use plain HTTP for this registry, HOST[:PORT]; may be repeated' -r
+complete -c imgserve -l authfile -d 'Auth file with the node\'s own credentials for the registries fetched from' -r -F
 complete -c imgserve -l log-level -d 'Diagnostics level on stderr: error, warn, info, debug or trace' -r
 complete -c imgserve -l log-format -d 'Diagnostics format on stderr' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"

@@ -22,10 +22,15 @@ impl Drop for Server {
 impl Server {
     /// imgserve over the store under `root`, with `extra` flags.
     pub fn start(root: &Path, extra: &[&str]) -> Server {
+        Server::start_on(root, "127.0.0.1:0", extra)
+    }
+
+    /// [`Server::start`] listening on `listen`.
+    pub fn start_on(root: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(bin("imgserve"))
             .arg("--root")
             .arg(root)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1319,7 +1319,14 @@ fn peers_from_a_dns_name_and_ranked_per_blob_alike_on_every_node() {
     let list = vec![a.addr.clone(), b.addr.clone()];
     let mut blobs = pushed.layers.clone();
     blobs.push(pushed.config.clone());
-    let asked = |p: &Proxy, d: &str| p.seen().iter().filter(|s| s.path.ends_with(d)).count();
+    // A blob's path, without the ?ns= that names its registry.
+    let asked = |p: &Proxy, d: &str| {
+        let path = format!("/blobs/{d}");
+        p.seen()
+            .iter()
+            .filter(|s| s.path.split('?').next().is_some_and(|p| p.ends_with(&path)))
+            .count()
+    };
     let mut first_a = 0;
     for d in &blobs {
         let first = &rank(&list, &Digest::parse(d).unwrap())[0];
@@ -1346,7 +1353,9 @@ fn peers_from_a_dns_name_and_ranked_per_blob_alike_on_every_node() {
         .count();
     assert_eq!(served, blobs.len());
     check_store(&node2.join("images"));
-    // ... and --self leaves the node's own address out.
+    // ... and --self names the node's own imgserve: not a peer of the list, but
+    // ranked with them, and asked (for the blobs it ranks first) only when there
+    // are others.
     let before = a.seen().len();
     let node3 = tmp.path().join("node3");
     let me = format!("127.0.0.1:{port}");
@@ -1357,5 +1366,26 @@ fn peers_from_a_dns_name_and_ranked_per_blob_alike_on_every_node() {
         &["--peers", &spec, "--self", &me, &pushed.reference],
     )
     .ok();
-    assert_eq!(a.seen().len(), before, "the node asked itself");
+    let others: Vec<String> =
+        std::net::ToSocketAddrs::to_socket_addrs(&("localhost", port.parse::<u16>().unwrap()))
+            .unwrap()
+            .map(|s| s.to_string())
+            .filter(|s| *s != me)
+            .collect();
+    let mut ranked = others.clone();
+    ranked.push(me.clone());
+    let expected = if others.is_empty() {
+        0
+    } else {
+        blobs
+            .iter()
+            .filter(|d| rank(&ranked, &Digest::parse(d).unwrap())[0] == me)
+            .count()
+    };
+    let asked_me = a.seen()[before..]
+        .iter()
+        .filter(|s| s.path.contains("/blobs/"))
+        .count();
+    assert_eq!(asked_me, expected, "{others:?}");
+    check_store(&node3.join("images"));
 }

@@ -91,7 +91,7 @@ pub struct Args {
     /// dns:NAME:PORT; read at each pull, ranked per blob by rendezvous hashing
     #[arg(long, value_name = "FILE|dns:NAME:PORT")]
     pub peers: Option<PathBuf>,
-    /// This node's own imgserve address, left out of --peers
+    /// This node's own imgserve: ranked with the peers, asked where it ranks first
     #[arg(long = "self", value_name = "ADDR:PORT")]
     pub self_address: Option<String>,
     /// containers-policy.json(5) file pulls are checked against [default:

@@ -86,7 +86,7 @@ pub struct Settings {
     pub mirrors_with_credentials: Vec<String>,
     /// The peer list file, if any.
     pub peers: Option<PathBuf>,
-    /// This node's imgserve, left out of the peers.
+    /// This node's imgserve: ranked with the peers, asked where it ranks first.
     pub self_address: Option<String>,
     /// The signature policy file, if any.
     pub signature_policy: Option<PathBuf>,

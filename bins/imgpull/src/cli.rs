@@ -101,7 +101,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE|dns:NAME:PORT")]
     pub peers: Option<PathBuf>,
 
-    /// This node's own imgserve address, left out of --peers
+    /// This node's own imgserve: ranked with the peers, asked where it ranks first
     #[arg(long = "self", value_name = "ADDR:PORT", requires = "peers")]
     pub self_addr: Option<String>,
 

@@ -40,6 +40,8 @@ pub enum Body {
         /// How many bytes.
         len: u64,
     },
+    /// A blob still arriving from upstream, sent as it does.
+    Growing(Box<crate::fetch::Growing>),
 }
 
 impl Body {
@@ -49,6 +51,7 @@ impl Body {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::File { len, .. } => *len,
+            Body::Growing(g) => g.len,
         }
     }
 
@@ -69,6 +72,22 @@ pub struct Response {
     pub body: Body,
     /// The length to announce when it is not the body's (HEAD).
     pub content_length: Option<u64>,
+    /// A blob GET the store cannot answer that names its upstream (`?ns=`): what
+    /// a fetch for peers would need.
+    pub missing_blob: Option<Box<MissingBlob>>,
+}
+
+/// A blob asked for and not stored, with where it comes from.
+#[derive(Debug, Clone)]
+pub struct MissingBlob {
+    /// The upstream registry (`?ns=`).
+    pub registry: String,
+    /// The repository of the request path.
+    pub repository: String,
+    /// The blob.
+    pub digest: Digest,
+    /// The first byte asked for (`Range: bytes=N-`), if a range was asked.
+    pub range_start: Option<u64>,
 }
 
 impl Response {
@@ -78,12 +97,34 @@ impl Response {
             headers: Vec::new(),
             body: Body::Empty,
             content_length: None,
+            missing_blob: None,
         }
     }
 
     fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
+    }
+
+    /// The same response with one more header.
+    pub fn with_header(self, name: &'static str, value: impl Into<String>) -> Response {
+        self.header(name, value)
+    }
+
+    /// A blob's bytes as they arrive from upstream: `body` (from `start` of a blob
+    /// of `size` bytes), 206 when a range was asked.
+    pub fn growing(body: crate::fetch::Growing, start: u64, size: u64, ranged: bool) -> Response {
+        let mut r = Response::new(if ranged { 206 } else { 200 })
+            .header("Content-Type", "application/octet-stream")
+            .header("Accept-Ranges", "bytes");
+        if ranged {
+            r = r.header(
+                "Content-Range",
+                format!("bytes {start}-{}/{size}", size.saturating_sub(1)),
+            );
+        }
+        r.body = Body::Growing(Box::new(body));
+        r
     }
 
     fn json(status: u16, v: &serde_json::Value) -> Response {
@@ -175,7 +216,20 @@ fn route(views: &Views, auth: &Auth, req: &Request<'_>) -> Response {
         [name @ .., "manifests", reference] => {
             with_name(name, |repo| manifest(views, repo, reference, ns))
         }
-        [name @ .., "blobs", digest] => with_name(name, |_| blob(views, digest, req.range)),
+        [name @ .., "blobs", digest] => with_name(name, |repo| {
+            let mut r = blob(views, digest, req.range);
+            if r.status == 404 && req.method == "GET" {
+                r.missing_blob = ns.zip(path_digest(digest)).map(|(registry, digest)| {
+                    Box::new(MissingBlob {
+                        registry,
+                        repository: repo.to_string(),
+                        digest,
+                        range_start: req.range.and_then(range_start),
+                    })
+                });
+            }
+            r
+        }),
         [name @ .., "tags", "list"] => with_name(name, |repo| tags(views, repo, ns, query)),
         _ => Response::error(404, "NOT_FOUND", "no such endpoint"),
     }
@@ -208,6 +262,16 @@ fn headless(mut r: Response) -> Response {
     }
     r.body = Body::Empty;
     r
+}
+
+/// N of `bytes=N-`, the one range form a fetch for peers answers.
+fn range_start(range: &str) -> Option<u64> {
+    range
+        .trim()
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()
 }
 
 /// A digest in a path: `sha256:` and 64 hex digits, `%3A` for the colon accepted.

@@ -66,6 +66,49 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
 
+    /// The cluster's nodes: a file of ADDR:PORT lines, or dns:NAME:PORT
+    ///
+    /// A blob one of them asks for, naming its registry with ?ns=, that the store
+    /// does not hold is fetched from that registry once and sent to every node
+    /// that asks as its bytes arrive. Requests from other addresses get 404 as
+    /// before. The file or name is read at each such request.
+    #[arg(long, value_name = "FILE|dns:NAME:PORT")]
+    pub peers: Option<PathBuf>,
+
+    /// This node's own address in --peers
+    #[arg(long = "self", value_name = "ADDR:PORT", requires = "peers")]
+    pub self_addr: Option<String>,
+
+    /// Blobs fetched for peers at once; asked for more, imgserve answers 503
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "peers", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_fetches: u32,
+
+    /// containers-registries.conf v2 file for the registries fetched from
+    ///
+    /// Defaults to /etc/containers/registries.conf when it exists.
+    #[arg(
+        long,
+        env = "CONTAINERS_REGISTRIES_CONF",
+        value_name = "FILE",
+        requires = "peers"
+    )]
+    pub registries_conf: Option<PathBuf>,
+
+    /// Use plain HTTP for this registry, HOST[:PORT]; may be repeated
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST[:PORT]",
+        requires = "peers"
+    )]
+    pub insecure_registry: Vec<String>,
+
+    /// Auth file with the node's own credentials for the registries fetched from
+    ///
+    /// Without it: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.config/containers/auth.json, then ~/.docker/config.json.
+    #[arg(long, value_name = "FILE", requires = "peers")]
+    pub authfile: Option<PathBuf>,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -119,6 +162,29 @@ pub fn run(args: Args) -> Result<()> {
         _ => None,
     };
     let max_connections = fit_connections(args.max_connections as usize);
+    let fetcher = match &args.peers {
+        None => None,
+        Some(spec) => {
+            use crikit::distribution::registry::{self, peers::Peers, PullOptions, Puller};
+            let peers =
+                Peers::new(Some(spec.clone()), args.self_addr.clone()).context("--peers")?;
+            let mut registries =
+                registry::registries::Registries::load(args.registries_conf.as_deref())
+                    .context("registries.conf")?;
+            registries.add_insecure(args.insecure_registry.iter().cloned());
+            let creds = registry::auth::CredentialStore::from_env(args.authfile.as_deref());
+            let puller = Puller::new(registries, creds, PullOptions::default())
+                .context("setting up the registry client")?;
+            let store = crikit::distribution::layout::Store::open(crikit::paths::images_dir(&root))
+                .context("opening the image store")?;
+            Some(Arc::new(imgserve::fetch::Fetcher::new(
+                puller,
+                peers,
+                store,
+                args.max_fetches as usize,
+            )))
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,6 +202,7 @@ pub fn run(args: Args) -> Result<()> {
                 ..Limits::default()
             },
             tls,
+            fetcher,
         });
         let mut out = std::io::stdout();
         writeln!(out, "{at}")

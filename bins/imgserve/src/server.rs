@@ -53,6 +53,8 @@ pub struct Shared {
     pub limits: Limits,
     /// TLS, when serving HTTPS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Fetches from upstream for peers, when peers are configured.
+    pub fetcher: Option<Arc<crate::fetch::Fetcher>>,
 }
 
 /// Accepts connections on `listener` until the task is dropped.
@@ -76,10 +78,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let _permit = permit;
             let r = match &shared.tls {
-                None => connection(Conn::Plain(sock), &shared).await,
+                None => connection(Conn::Plain(sock), &shared, peer).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(shared.limits.idle, acceptor.accept(sock)).await {
-                        Ok(Ok(tls)) => connection(Conn::Tls(Box::new(tls)), &shared).await,
+                        Ok(Ok(tls)) => connection(Conn::Tls(Box::new(tls)), &shared, peer).await,
                         Ok(Err(e)) => Err(e),
                         Err(_) => Err(io::ErrorKind::TimedOut.into()),
                     }
@@ -288,7 +290,11 @@ enum HeadError {
 
 /// Serves requests on one connection until the client closes it, asks to, or sends
 /// something that ends it.
-async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
+async fn connection(
+    mut conn: Conn,
+    shared: &Shared,
+    client: std::net::SocketAddr,
+) -> io::Result<()> {
     let limits = &shared.limits;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
@@ -352,7 +358,14 @@ async fn connection(mut conn: Conn, shared: &Shared) -> io::Result<()> {
             let views = &shared.views;
             let auth = &shared.auth;
             // Opening and stat'ing the files is the only blocking work.
-            tokio::task::block_in_place(|| api::handle(views, auth, &request))
+            let r = tokio::task::block_in_place(|| api::handle(views, auth, &request));
+            match (&shared.fetcher, &r.missing_blob) {
+                (Some(f), Some(missing)) if f.serves(client.ip()).await => f
+                    .serve(missing)
+                    .await
+                    .with_header("Docker-Distribution-API-Version", "registry/2.0"),
+                _ => r,
+            }
         };
         tracing::info!(
             method,
@@ -461,6 +474,21 @@ async fn write_response(
         Body::File { file, offset, len } => {
             bounded(tokio::time::timeout(stall, conn.write_all(head.as_bytes())).await)?;
             conn.send_file(&file, offset, len, stall).await?;
+        }
+        Body::Growing(mut g) => {
+            bounded(tokio::time::timeout(stall, conn.write_all(head.as_bytes())).await)?;
+            // Bytes go out as they arrive; a fetch that fails cuts the body short,
+            // which the client sees and counts as this source failing.
+            let mut buf = vec![0u8; 64 << 10];
+            let (mut at, end) = (g.offset, g.offset + g.len);
+            while at < end {
+                let n = g.read_at(&mut buf, at).await?;
+                if n == 0 {
+                    break;
+                }
+                bounded(tokio::time::timeout(stall, conn.write_all(&buf[..n])).await)?;
+                at += n as u64;
+            }
         }
     }
     bounded(tokio::time::timeout(stall, conn.flush()).await)

@@ -682,6 +682,22 @@ fn writeback(fd: std::os::fd::RawFd, offset: u64, len: u64) {
 }
 
 impl BlobWriter {
+    /// A second handle on the file being written, to read what is written so far
+    /// (once [`BlobWriter::flush`] has pushed it out); it stays valid, and the same
+    /// file, once the blob is committed or dropped.
+    pub fn reader(&self) -> Result<File> {
+        let tmp = self.out.get_ref();
+        tmp.reopen()
+            .map_err(|e| LayoutError::io("reopening", tmp.path(), e))
+    }
+
+    /// Pushes what was written out of the buffer, to the file.
+    pub fn flush(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| LayoutError::io("writing", self.out.get_ref().path(), e))
+    }
+
     /// Bytes written so far.
     pub fn offset(&self) -> u64 {
         self.written

@@ -191,6 +191,7 @@ impl Puller {
                             peer: true,
                         },
                         client: peer_client,
+                        ns: Some(r.registry()),
                     };
                     let auth = self.peer_auth(peer)?;
                     match self
@@ -265,7 +266,7 @@ impl Puller {
         // from its start.
         let mut body = ctx
             .client
-            .blob(r, what.as_str(), pipe.sent, auth)
+            .blob(r, what.as_str(), pipe.sent, auth, ctx.ns)
             .await
             .map_err(|e| ctx.classify(e, &what))?;
         if !body.partial && pipe.sent > 0 {

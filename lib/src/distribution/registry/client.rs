@@ -145,16 +145,26 @@ impl Puller {
         Ok(client)
     }
 
-    /// The peers to ask now: the list as its file or name says at this moment. A
-    /// list that cannot be read costs the peers, not the pull.
+    /// The peers to rank for each blob now: the list as its file or name says at
+    /// this moment, and this node's own imgserve (`--self`) among them when there
+    /// are others. Where this node ranks first for a blob, its own imgserve is
+    /// asked, which fetches the blob from upstream once for this node and for
+    /// every peer that asks, as any first-ranked peer does. A list that cannot be
+    /// read costs the peers, not the pull.
     pub(super) async fn peers_now(&self) -> Vec<String> {
         if self.peer_client.is_none() {
             return Vec::new();
         }
-        self.opts.peers.list().await.unwrap_or_else(|e| {
+        let mut peers = self.opts.peers.list().await.unwrap_or_else(|e| {
             tracing::warn!("{}; pulling without peers", crate::one_line(&e));
             Vec::new()
-        })
+        });
+        if let Some(me) = &self.opts.peers.self_addr {
+            if !peers.is_empty() {
+                peers.push(me.clone());
+            }
+        }
+        peers
     }
 
     /// What a peer is sent: the credentials stored for its own host (the node's,

@@ -268,6 +268,9 @@ pub(super) struct Ctx<'a> {
 pub(super) struct PullCtx<'a> {
     pub(super) names: Ctx<'a>,
     pub(super) client: &'a Client,
+    /// For a peer: the registry the blob comes from, sent as `?ns=` so the peer can
+    /// fetch it there for the nodes that ask.
+    pub(super) ns: Option<&'a str>,
 }
 
 impl<'a> std::ops::Deref for PullCtx<'a> {

@@ -176,13 +176,15 @@ impl Client {
     }
 
     /// The blob `digest` of `r`'s repository from byte `offset` on: a range is
-    /// always asked for, so a registry that honours it answers 206.
+    /// always asked for, so a registry that honours it answers 206. A peer is told
+    /// the registry the blob comes from (`ns`, sent as `?ns=`).
     pub(super) async fn blob(
         &self,
         r: &Reference,
         digest: &str,
         offset: u64,
         auth: &RegistryAuth,
+        ns: Option<&str>,
     ) -> Result<BlobBody, HttpError> {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -190,7 +192,13 @@ impl Client {
             HeaderValue::from_str(&format!("bytes={offset}-"))
                 .map_err(|_| HttpError::Protocol("a range that is not one".into()))?,
         );
-        let response = self.get(r, "blobs", digest, auth, headers).await?;
+        let what = match ns {
+            // A registry host is letters, digits, dots, dashes, a port and IPv6
+            // brackets: nothing a query needs escaped.
+            Some(ns) => format!("{digest}?ns={ns}"),
+            None => digest.to_string(),
+        };
+        let response = self.get(r, "blobs", &what, auth, headers).await?;
         if response.status() != StatusCode::PARTIAL_CONTENT {
             return Ok(BlobBody {
                 partial: false,

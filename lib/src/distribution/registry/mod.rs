@@ -32,10 +32,12 @@ mod manifest;
 pub mod peers;
 pub mod registries;
 mod signatures;
+mod upstream;
 mod writer;
 
 pub use error::{ErrorKind, RegistryError};
 pub use manifest::media_type_of;
+pub use upstream::UpstreamBlob;
 
 use crate::distribution::digest::{Digest, DigestError};
 use crate::distribution::layout::{
@@ -252,6 +254,7 @@ impl Puller {
                 peer: false,
             },
             client: &client,
+            ns: None,
         };
 
         let (raw, top_digest) = self

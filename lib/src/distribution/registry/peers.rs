@@ -3,10 +3,13 @@
 //! The peers are a file of `ADDR:PORT` lines (`#` starts a comment), or
 //! `dns:NAME:PORT`: the A and AAAA records of NAME (a headless Service over a
 //! DaemonSet has one per node), each with PORT. Either is read again at every
-//! pull, so the list follows the cluster under a running crid. A node never
-//! counts itself: its own imgserve address is left out. For each blob the peers
-//! are ranked by rendezvous hashing of (digest, peer), so every node asks the
-//! same peer first for the same blob without talking to the others. Peers are
+//! pull, so the list follows the cluster under a running crid. The list never
+//! holds the node itself (its own imgserve address is left out of it); the
+//! puller ranks that address with the others, so that where the node ranks first
+//! its own imgserve, which fetches from upstream for every asker, is asked. For
+//! each blob the peers are ranked by rendezvous hashing of (digest, peer), so
+//! every node asks the same peer first for the same blob without talking to the
+//! others. Peers are
 //! reached over plain HTTP and sent no pod's credentials; what they send is
 //! checked against the digest the registry's manifest gave, so a peer can cost
 //! time, never correctness.

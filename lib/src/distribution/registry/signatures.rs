@@ -256,7 +256,7 @@ impl Puller {
         let what = digest.to_string();
         let mut body = ctx
             .client
-            .blob(r, what.as_str(), 0, auth)
+            .blob(r, what.as_str(), 0, auth, None)
             .await
             .map_err(|e| ctx.classify(e, &what))?;
         let mut buf = Vec::new();
