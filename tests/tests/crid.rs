@@ -531,6 +531,12 @@ async fn pulls_use_the_request_credentials() {
             .unwrap_or_else(|e| panic!("{e:?}: {}", crid.stderr()));
         assert_eq!(r.into_inner().image_ref, p.config);
     }
+    // The token those credentials got is theirs: a pull without them, or with
+    // others, does not ride on it.
+    let e = img.pull_image(pull_request(&reference)).await.unwrap_err();
+    assert!(e.message().contains("401"), "{e:?}");
+    let e = img.pull_image(with(basic("wrong"))).await.unwrap_err();
+    assert!(e.message().contains("401"), "{e:?}");
     let e = img
         .pull_image(with(cri::AuthConfig {
             registry_token: "t".into(),

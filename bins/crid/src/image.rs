@@ -571,17 +571,10 @@ impl Images {
             ),
             None => None,
         };
-        // The shared client keeps the first credentials and the tokens it got per
-        // registry: a request's own credentials get a client of their own.
-        let shared = Arc::clone(&self.puller.read().unwrap_or_else(|e| e.into_inner()));
-        let forked;
-        let puller = match &creds {
-            Some(_) => {
-                forked = shared.fork().map_err(CridError::Pull)?;
-                &forked
-            }
-            None => &*shared,
-        };
+        // One client for every pull: the tokens it keeps are keyed by the
+        // credentials that got them, so a request's own credentials share its
+        // connections and never its tokens.
+        let puller = Arc::clone(&self.puller.read().unwrap_or_else(|e| e.into_inner()));
         let pull = puller.pull_checked(&self.store, image, watch, creds.as_ref(), policy.as_ref());
         let result = match self.progress_timeout {
             Some(limit) => tokio::select! {

@@ -79,23 +79,6 @@ impl Puller {
         })
     }
 
-    /// The same puller with an HTTP client of its own. The client remembers the
-    /// first credentials and the tokens it got for each registry: a pull made with
-    /// credentials of its own (a CRI request's) must not leave them behind for
-    /// other pulls, nor use someone else's.
-    pub fn fork(&self) -> Result<Self> {
-        Ok(Puller {
-            client: make_client(&self.registries, &self.opts, &[], None)?,
-            // Peers are sent no pod's credentials: theirs can be shared.
-            peer_client: self.peer_client.clone(),
-            lookaside_client: Default::default(),
-            host_clients: Default::default(),
-            registries: self.registries.clone(),
-            creds: self.creds.clone(),
-            opts: self.opts.clone(),
-        })
-    }
-
     /// The client for `registry`: one of its own when a certs.d directory gives it
     /// CAs or a client certificate (kept while they stay the same: the directory
     /// is read on every pull, as containers-image does), the shared one otherwise.
