@@ -41,7 +41,7 @@ pub enum Body {
         len: u64,
     },
     /// A blob still arriving from upstream, sent as it does.
-    Growing(Box<crate::fetch::Growing>),
+    Growing(Box<crate::growing::Growing>),
 }
 
 impl Body {
@@ -113,7 +113,7 @@ impl Response {
 
     /// A blob's bytes as they arrive from upstream: `body` (from `start` of a blob
     /// of `size` bytes), 206 when a range was asked.
-    pub fn growing(body: crate::fetch::Growing, start: u64, size: u64, ranged: bool) -> Response {
+    pub fn growing(body: crate::growing::Growing, start: u64, size: u64, ranged: bool) -> Response {
         let mut r = Response::new(if ranged { 206 } else { 200 })
             .header("Content-Type", "application/octet-stream")
             .header("Accept-Ranges", "bytes");
