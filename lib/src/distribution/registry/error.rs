@@ -334,19 +334,6 @@ impl Ctx<'_> {
         }
     }
 
-    /// Err for a manifest of `len` bytes, over what is fetched of one.
-    pub(super) fn manifest_size(&self, len: usize) -> Result<(), RegistryError> {
-        if len as u64 > crate::distribution::layout::MAX_MANIFEST_SIZE {
-            return Err(RegistryError::ManifestTooLarge {
-                image: self.image.to_string(),
-                registry: self.registry.to_string(),
-                size: len as u64,
-                limit: crate::distribution::layout::MAX_MANIFEST_SIZE,
-            });
-        }
-        Ok(())
-    }
-
     /// Our error for a failed registry request, keeping the registry's status.
     pub(super) fn classify(&self, e: HttpError, what: &str) -> RegistryError {
         let image = self.image.to_string();

@@ -468,7 +468,10 @@ fn envelope(body: &[u8]) -> Vec<(String, String)> {
 
 /// The whole body, or TooLarge once it passes `limit` bytes (before reading, when
 /// its length says so).
-async fn read_bounded(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, HttpError> {
+pub(super) async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: u64,
+) -> Result<Vec<u8>, HttpError> {
     if let Some(len) = response.content_length().filter(|l| *l > limit) {
         return Err(HttpError::TooLarge { size: len });
     }

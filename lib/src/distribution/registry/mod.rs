@@ -55,7 +55,7 @@ use blob::*;
 use client::*;
 use error::*;
 use futures_util::{StreamExt, TryStreamExt};
-use http::{Client, Protocol, RegistryAuth, Setup};
+use http::{Client, HttpError, Protocol, RegistryAuth, Setup};
 use manifest::*;
 use oci_spec::image::{Descriptor, MediaType};
 use std::sync::Arc;

@@ -227,7 +227,6 @@ impl Puller {
                 return Err(e);
             }
         };
-        ctx.manifest_size(raw.len())?;
         let manifest = Digest::of(&raw);
         let layers = payload_layers(&raw)
             .map_err(|e| ctx.bad_manifest(&manifest, format!("signature manifest: {e}")))?;
@@ -254,25 +253,20 @@ impl Puller {
         limit: u64,
     ) -> Result<Vec<u8>> {
         let what = digest.to_string();
-        let mut body = ctx
+        let body = ctx
             .client
             .blob(r, what.as_str(), 0, auth, None)
             .await
             .map_err(|e| ctx.classify(e, &what))?;
-        let mut buf = Vec::new();
-        while let Some(chunk) = body
-            .response
-            .chunk()
+        let buf = http::read_bounded(body.response, limit)
             .await
-            .map_err(|e| ctx.network(&what, &e))?
-        {
-            buf.extend_from_slice(&chunk);
-            if buf.len() as u64 > limit {
-                return Err(
+            .map_err(|e| match e {
+                HttpError::TooLarge { .. } => {
                     ctx.bad_manifest(digest, format!("signature payload over {limit} bytes"))
-                );
-            }
-        }
+                }
+                HttpError::Request(e) => ctx.network(&what, &e),
+                other => ctx.classify(other, &what),
+            })?;
         let actual = Digest::of(&buf);
         if actual != *digest {
             return Err(RegistryError::DigestMismatch {
