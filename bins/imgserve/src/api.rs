@@ -86,8 +86,8 @@ pub struct MissingBlob {
     pub repository: String,
     /// The blob.
     pub digest: Digest,
-    /// The first byte asked for (`Range: bytes=N-`), if a range was asked.
-    pub range_start: Option<u64>,
+    /// The Range header, if any.
+    pub range: Option<String>,
 }
 
 impl Response {
@@ -224,7 +224,7 @@ fn route(views: &Views, auth: &Auth, req: &Request<'_>) -> Response {
                         registry,
                         repository: repo.to_string(),
                         digest,
-                        range_start: req.range.and_then(range_start),
+                        range: req.range.map(String::from),
                     })
                 });
             }
@@ -265,7 +265,7 @@ fn headless(mut r: Response) -> Response {
 }
 
 /// N of `bytes=N-`, the one range form a fetch for peers answers.
-fn range_start(range: &str) -> Option<u64> {
+pub fn range_start(range: &str) -> Option<u64> {
     range
         .trim()
         .strip_prefix("bytes=")?
@@ -407,6 +407,12 @@ fn blob(views: &Views, digest: &str, range: Option<&str>) -> Response {
         }
         Err(r) => return r,
     };
+    blob_file(&d, file, size, range)
+}
+
+/// The answer for blob `d`, open as `file` of `size` bytes, and the Range header
+/// `range`.
+pub fn blob_file(d: &Digest, file: File, size: u64, range: Option<&str>) -> Response {
     let base = |status| {
         Response::new(status)
             .header("Content-Type", "application/octet-stream")

@@ -79,16 +79,14 @@ impl Fetcher {
         if !named.is_ok_and(|r| r.registry() == registry && r.repository() == repository) {
             return Response::error(400, "NAME_INVALID", "?ns= does not name a registry");
         }
-        let range_start = missing.range_start;
-        // Fetched here a moment ago, for an image not complete in the store yet:
-        // its digest was checked on the way in.
+        // Committed by a fetch since the store was looked at: served as any
+        // stored blob, not fetched again.
         if let Ok(file) = File::open(self.store.blob_path(digest)) {
             if let Ok(meta) = file.metadata() {
-                let (tx, rx) = watch::channel(Progress::Done(meta.len()));
-                drop(tx);
-                return self.answer(Arc::new(file), meta.len(), rx, digest, range_start);
+                return crate::api::blob_file(digest, file, meta.len(), missing.range.as_deref());
             }
         }
+        let range_start = missing.range.as_deref().and_then(crate::api::range_start);
         let flight = match self.join_or_start(registry, repository, digest).await {
             Ok(f) => f,
             Err(r) => return r,
