@@ -4,7 +4,9 @@
 //! registry is a real docker-registry behind a proxy that counts what it serves.
 
 use e2e::imgserve::Server;
-use e2e::{bin, check_store, run, Compression, Fault, Image, Proxy, Registry, TempRoot};
+use e2e::{
+    bin, check_store, run, Compression, Fault, Image, Layer, Proxy, Pushed, Registry, TempRoot,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -91,19 +93,26 @@ fn pull_all(nodes: &[Node], peers: &Path, upstream: &str, reference: &str) {
     }
 }
 
-#[test]
-fn nodes_pulling_at_once_fetch_each_blob_from_the_registry_once() {
+/// The registry behind a proxy that counts what it serves, holding `cluster/app:1`:
+/// an 8 MiB layer for each of `files` and busybox on top; the image's reference
+/// through the proxy.
+fn upstream_with(files: &[&str]) -> (Registry, Proxy, Pushed, String) {
     let reg = Registry::start();
     let upstream = Proxy::start(&reg.addr);
-    let tmp = TempRoot::new();
-    let image = Image::new(vec![
-        e2e::image::Layer::large("a", 8, Compression::Gzip),
-        e2e::image::Layer::large("b", 8, Compression::Gzip),
-        e2e::image::Layer::large("c", 8, Compression::Gzip),
-        e2e::image::Layer::busybox(Compression::Gzip),
-    ]);
-    let p = reg.push("cluster/app", &image);
+    let mut layers: Vec<Layer> = files
+        .iter()
+        .map(|f| Layer::large(f, 8, Compression::Gzip))
+        .collect();
+    layers.push(Layer::busybox(Compression::Gzip));
+    let p = reg.push("cluster/app", &Image::new(layers));
     let reference = p.reference.replace(&reg.addr, &upstream.addr);
+    (reg, upstream, p, reference)
+}
+
+#[test]
+fn nodes_pulling_at_once_fetch_each_blob_from_the_registry_once() {
+    let (_reg, upstream, p, reference) = upstream_with(&["a", "b", "c"]);
+    let tmp = TempRoot::new();
     let (nodes, peers) = cluster(tmp.path(), 4, &upstream.addr);
     pull_all(&nodes, &peers, &upstream.addr, &reference);
 
@@ -126,16 +135,8 @@ fn nodes_pulling_at_once_fetch_each_blob_from_the_registry_once() {
 
 #[test]
 fn a_peer_that_lies_dies_midway_or_stalls_costs_time_not_the_image() {
-    let reg = Registry::start();
-    let upstream = Proxy::start(&reg.addr);
+    let (_reg, upstream, p, reference) = upstream_with(&["a", "b"]);
     let tmp = TempRoot::new();
-    let image = Image::new(vec![
-        e2e::image::Layer::large("a", 8, Compression::Gzip),
-        e2e::image::Layer::large("b", 8, Compression::Gzip),
-        e2e::image::Layer::busybox(Compression::Gzip),
-    ]);
-    let p = reg.push("cluster/app", &image);
-    let reference = p.reference.replace(&reg.addr, &upstream.addr);
     let (nodes, peers) = cluster(tmp.path(), 3, &upstream.addr);
     // The list names the nodes through proxies: one corrupts every blob it
     // passes on, one sends half of each and hangs up, one says nothing.

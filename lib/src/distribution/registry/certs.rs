@@ -135,18 +135,22 @@ pub fn for_host(dirs: &[PathBuf], host: &str) -> Result<Option<HostCerts>, Certs
         identity: None,
     };
     for path in &names {
+        // Every certificate needs its key and every key its certificate, as
+        // containers-image checks.
+        let partner = |ext: &str| {
+            let other = path.with_extension(ext);
+            match names.contains(&other) {
+                true => Ok(other),
+                false => Err(CertsError::Unpaired {
+                    have: path.clone(),
+                    missing: other,
+                }),
+            }
+        };
         match path.extension().and_then(|e| e.to_str()) {
             Some("crt") => out.roots.extend(ca_file(path)?),
-            // Every certificate needs its key and every key its certificate, as
-            // containers-image checks.
             Some("cert") => {
-                let key = path.with_extension("key");
-                if !names.contains(&key) {
-                    return Err(CertsError::Unpaired {
-                        have: path.clone(),
-                        missing: key,
-                    });
-                }
+                let key = partner("key")?;
                 if out.identity.is_none() {
                     out.identity = Some(identity(path, &key)?);
                 } else {
@@ -158,13 +162,7 @@ pub fn for_host(dirs: &[PathBuf], host: &str) -> Result<Option<HostCerts>, Certs
                 }
             }
             Some("key") => {
-                let cert = path.with_extension("cert");
-                if !names.contains(&cert) {
-                    return Err(CertsError::Unpaired {
-                        have: path.clone(),
-                        missing: cert,
-                    });
-                }
+                partner("cert")?;
             }
             _ => {}
         }
