@@ -32,6 +32,8 @@ pub enum Fault {
     Stall(Duration),
     /// Send the body at about this many bytes per second.
     Throttle(u64),
+    /// Wait this long, then forward the request as usual.
+    Delay(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +307,7 @@ fn serve(
             std::thread::sleep(*d);
             return client.shutdown(Shutdown::Both);
         }
+        Some(Fault::Delay(d)) => std::thread::sleep(*d),
         _ => {}
     }
     // Forward upstream, one request per connection.

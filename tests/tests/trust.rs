@@ -389,7 +389,19 @@ fn imgpull_policy(
     registries_d: Option<&Path>,
     image: &str,
 ) -> e2e::Run {
+    imgpull_policy_with(root, policy, registries_d, image, &[])
+}
+
+/// [`imgpull_policy`] with `extra` arguments.
+fn imgpull_policy_with(
+    root: &Path,
+    policy: &Path,
+    registries_d: Option<&Path>,
+    image: &str,
+    extra: &[&str],
+) -> e2e::Run {
     let mut c = Command::new(bin("imgpull"));
+    c.args(extra);
     let host = image.split('/').next().unwrap_or_default();
     c.arg("--root")
         .arg(root)
@@ -790,6 +802,138 @@ fn sigstore_signatures_kept_with_the_image_are_checked_again_without_the_registr
     c.arg("--root").arg(&root).args(["--remove", &reference]);
     run(c, T).ok();
     assert_eq!(count(), 0);
+}
+
+/// A first pull under sigstoreSigned downloads the blobs while it fetches and
+/// checks the signatures, and keeps nothing before the verdict: with the
+/// signature tag answered late, a refused image's layers were asked for, and yet
+/// no blob or temp file is left; an unpacking pull of it (its config already in
+/// the store, so the layers come at once) unpacks nothing; a signed one is stored
+/// and unpacked.
+#[test]
+fn blobs_download_while_the_signatures_are_checked_and_wait_for_the_verdict() {
+    use p256::pkcs8::EncodePublicKey as _;
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let tmp = TempRoot::new();
+    let key = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let stranger = p256::ecdsa::SigningKey::from_slice(&[0x17; 32]).unwrap();
+    let pem = key
+        .verifying_key()
+        .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+        .unwrap();
+    let keyfile = tmp.path().join("cosign.pub");
+    std::fs::write(&keyfile, pem).unwrap();
+    let policy = tmp.path().join("policy.json");
+    let req = serde_json::json!({"type": "sigstoreSigned", "keyPath": keyfile});
+    std::fs::write(&policy, serde_json::json!({"default": [req]}).to_string()).unwrap();
+    let rd = tmp.path().join("registries.d");
+    std::fs::create_dir_all(&rd).unwrap();
+    std::fs::write(
+        rd.join("default.yaml"),
+        "default-docker:\n  use-sigstore-attachments: true\n",
+    )
+    .unwrap();
+    // The signature tag is answered a second and a half late.
+    proxy.fault(".sig", Fault::Delay(Duration::from_millis(1500)), None);
+    let image = Image::busybox();
+    let entries = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for (repo, k, unpack, refused) in [
+        ("late/other", &stranger, false, true),
+        ("late/other-unpacked", &stranger, true, true),
+        ("late/signed", &key, true, false),
+    ] {
+        let p = reg.push(repo, &image);
+        let reference = p.reference.replace(&reg.addr, &proxy.addr);
+        let payload = cosign_payload(&reference, &p.digest);
+        attach(
+            &reg.addr,
+            repo,
+            &p.digest,
+            &payload,
+            &cosign_sign(k, &payload),
+        );
+        let root = tmp.path().join(repo.replace('/', "-"));
+        let config = root
+            .join("images/blobs/sha256")
+            .join(p.config.trim_start_matches("sha256:"));
+        if unpack && refused {
+            let path = format!("/v2/{repo}/blobs/{}", p.config);
+            let (status, _, body) = http(&reg.addr, "GET", &path, &[], b"");
+            assert_eq!(status, 200, "{path}");
+            std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+            std::fs::write(&config, body).unwrap();
+        }
+        let mark = proxy.seen().len();
+        let extra: &[&str] = if unpack { &["--unpack"] } else { &[] };
+        // Watched while it runs: an unpack begun shows as a .tmp-* directory.
+        let layers = root.join("layers");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (r, begun) = std::thread::scope(|s| {
+            let watch = s.spawn(|| {
+                let mut begun = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    for n in entries(&layers) {
+                        if n.starts_with(".tmp-") && !begun.contains(&n) {
+                            begun.push(n);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                begun
+            });
+            let r = imgpull_policy_with(&root, &policy, Some(&rd), &reference, extra);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (r, watch.join().unwrap())
+        });
+        let seen = proxy.seen().split_off(mark);
+        let asked_blob = |digest: &str| {
+            seen.iter()
+                .any(|s| s.path.contains(&format!("/blobs/{digest}")))
+        };
+        for layer in &p.layers {
+            assert!(asked_blob(layer), "{repo}: {layer} not asked for: {seen:?}");
+        }
+        if refused {
+            let r = r.expect_code(5);
+            assert!(
+                r.stderr.contains("not signed by a trusted key"),
+                "{}",
+                r.describe()
+            );
+            if config.exists() {
+                std::fs::remove_file(&config).unwrap();
+            }
+            nothing_stored(&root);
+            let temp = entries(&root.join("images/.ingest"));
+            assert!(temp.is_empty(), "temp files left: {temp:?}");
+            let unpacked: Vec<String> = entries(&layers)
+                .into_iter()
+                .filter(|n| n.starts_with("sha256"))
+                .collect();
+            assert!(unpacked.is_empty(), "layers unpacked: {unpacked:?}");
+            assert!(
+                begun.is_empty(),
+                "unpacks begun before the verdict: {begun:?}"
+            );
+        } else {
+            r.ok();
+            assert_eq!(check_store(&root.join("images")), [reference.as_str()]);
+            assert!(
+                !entries(&layers).is_empty(),
+                "nothing unpacked in {}",
+                layers.display()
+            );
+        }
+    }
 }
 
 /// Given the image reference and its manifest digest, the payload and the

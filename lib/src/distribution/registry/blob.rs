@@ -62,7 +62,16 @@ impl Puller {
                 // The writer hashes the bytes; the unpacker waits for its verdict.
                 let (verdict, verdict_rx) = std::sync::mpsc::sync_channel::<bool>(1);
                 let (u, job) = (Arc::clone(u), job.clone());
+                let policy = ctx.verdict.cloned();
+                let rt = tokio::runtime::Handle::current();
                 let thread: UnpackThread = tokio::task::spawn_blocking(move || {
+                    // No layer is unpacked before the policy lets the image in; the
+                    // bytes wait meanwhile in the tee's queue and the temp file.
+                    if let Some(v) = policy {
+                        if !rt.block_on(v.wait()) {
+                            return Err(not_let_in());
+                        }
+                    }
                     let mut reader = TeeReader {
                         rx,
                         cur: bytes::Bytes::new(),
@@ -100,29 +109,34 @@ impl Puller {
         let stored = match (result, finished) {
             (Err(e), _) => Err(e),
             (Ok(()), Err(e)) => Err(store_err(e)),
-            (Ok(()), Ok(writer)) => tokio::task::spawn_blocking(move || writer.commit())
-                .await
-                .map_err(|e| {
-                    store_err(LayoutError::Io {
-                        action: "committing",
-                        path: store.blob_path(&blob.digest),
-                        source: std::io::Error::other(e.to_string()),
+            (Ok(()), Ok(writer)) => {
+                if let Some(v) = ctx.verdict {
+                    v.accepted().await;
+                }
+                tokio::task::spawn_blocking(move || writer.commit())
+                    .await
+                    .map_err(|e| {
+                        store_err(LayoutError::Io {
+                            action: "committing",
+                            path: store.blob_path(&blob.digest),
+                            source: std::io::Error::other(e.to_string()),
+                        })
                     })
-                })
-                .and_then(|r| {
-                    r.map_err(|source| match source {
-                        LayoutError::DigestMismatch { expected, actual } => {
-                            RegistryError::DigestMismatch {
-                                image: ctx.image.to_string(),
-                                registry: ctx.registry.to_string(),
-                                what: "blob",
-                                expected: expected.to_string(),
-                                actual: actual.to_string(),
+                    .and_then(|r| {
+                        r.map_err(|source| match source {
+                            LayoutError::DigestMismatch { expected, actual } => {
+                                RegistryError::DigestMismatch {
+                                    image: ctx.image.to_string(),
+                                    registry: ctx.registry.to_string(),
+                                    what: "blob",
+                                    expected: expected.to_string(),
+                                    actual: actual.to_string(),
+                                }
                             }
-                        }
-                        other => store_err(other),
+                            other => store_err(other),
+                        })
                     })
-                }),
+            }
         };
         let unpacked = match unpacking {
             Some((thread, verdict)) => {
@@ -192,6 +206,7 @@ impl Puller {
                         },
                         client: peer_client,
                         ns: Some(r.registry()),
+                        verdict: ctx.verdict,
                     };
                     let auth = self.peer_auth(peer)?;
                     match self
@@ -223,6 +238,9 @@ impl Puller {
         below_ready: bool,
         sink: &dyn Sink,
     ) -> Result<Unpacked> {
+        if let Some(v) = ctx.verdict {
+            v.accepted().await;
+        }
         let path = store.blob_path(&job.digest);
         let (u, job2) = (Arc::clone(u), job.clone());
         let thread: UnpackThread = tokio::task::spawn_blocking(move || {
@@ -334,6 +352,14 @@ impl Puller {
         }
         Ok(())
     }
+}
+
+/// What an unpack thread says when the signature policy refused the image before
+/// it began; the pull reports the refusal itself.
+fn not_let_in() -> UnpackError {
+    UnpackError::local(std::io::Error::other(
+        "the signature policy did not let the image in",
+    ))
 }
 
 /// Waits for an unpack thread without blocking the runtime.

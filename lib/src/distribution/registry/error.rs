@@ -7,6 +7,7 @@ use crate::distribution::reference;
 use crate::distribution::registry::auth::AuthError;
 use crate::distribution::registry::http::{Client, HttpError};
 use crate::distribution::registry::registries::RegistriesError;
+use crate::distribution::registry::signatures::Verdict;
 
 /// What kind of failure an error is; binaries map this to exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +272,9 @@ pub(super) struct PullCtx<'a> {
     /// For a peer: the registry the blob comes from, sent as `?ns=` so the peer can
     /// fetch it there for the nodes that ask.
     pub(super) ns: Option<&'a str>,
+    /// The signature policy's verdict, still to come: blobs are committed and
+    /// layers unpacked only once it lets the image in.
+    pub(super) verdict: Option<&'a Verdict>,
 }
 
 impl<'a> std::ops::Deref for PullCtx<'a> {

@@ -58,6 +58,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{Client, HttpError, Protocol, RegistryAuth, Setup};
 use manifest::*;
 use oci_spec::image::{Descriptor, MediaType};
+use signatures::Verdict;
 use std::sync::Arc;
 use std::time::Duration;
 use writer::*;
@@ -246,7 +247,7 @@ impl Puller {
             endpoint: r.to_string(),
         });
         let client = self.client_for(&registry).await?;
-        let ctx = PullCtx {
+        let mut ctx = PullCtx {
             names: Ctx {
                 image,
                 registry: &registry,
@@ -255,114 +256,49 @@ impl Puller {
             },
             client: &client,
             ns: None,
+            verdict: None,
         };
 
         let (raw, top_digest) = self
             .fetch_manifest(&ctx, r, &auth, r.digest(), sink)
             .await?;
-        let signatures = match policy {
-            Some(p) => {
-                self.enforce(store, p, &ctx, asked, r, &auth, &top_digest)
-                    .await?
-            }
-            None => None,
-        };
-        // The registry's own bytes where they differ from what is stored (an index, a
-        // Docker manifest), kept so the store serves the image by the same digests.
-        let mut sources = vec![(top_digest.clone(), raw.clone())];
-        let mut raw = raw;
-        let mut manifest_digest = top_digest.clone();
-        let mut media_type = detect_media_type(&ctx, &raw, &top_digest)?;
-        if media_type == OCI_INDEX || media_type == DOCKER_LIST {
-            let child = self.choose_platform(&ctx, &raw, &top_digest)?;
-            let child_ref = r.clone_with_digest(child.to_string());
-            let (child_raw, _) = self
-                .fetch_manifest(&ctx, &child_ref, &auth, Some(child.as_str()), sink)
-                .await?;
-            media_type = detect_media_type(&ctx, &child_raw, &child)?;
-            if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
-                return Err(ctx.bad_manifest(
-                    &child,
-                    format!("index entry is a {media_type}, not an image manifest"),
-                ));
-            }
-            sources.push((child.clone(), child_raw.clone()));
-            raw = child_raw;
-            manifest_digest = child;
+        // The signatures are fetched and checked while the blobs download; a blob
+        // is committed, and a layer unpacked, only once the policy lets the image in.
+        let (give, verdict) = Verdict::pending();
+        if policy.is_some() {
+            ctx.verdict = Some(&verdict);
         }
-        let manifest = parse_manifest(&ctx, &raw, &manifest_digest)?;
-
+        let check = async {
+            let Some(p) = policy else {
+                return Ok(None);
+            };
+            let checked = self
+                .enforce(store, p, &ctx, asked, r, &auth, &top_digest)
+                .await;
+            give.give(checked.is_ok());
+            checked
+        };
         // From here on the pull writes blobs: keep prune away until the entry is in.
         let _guard = store.pull_guard().map_err(|source| RegistryError::Index {
             image: image.to_string(),
             source,
         })?;
-        let unpacker = self.opts.unpacker.as_ref();
-        let _held = match unpacker {
+        let _held = match self.opts.unpacker.as_ref() {
             Some(u) => Some(u.hold().map_err(|source| RegistryError::Unpack {
                 image: image.to_string(),
-                digest: manifest_digest.to_string(),
+                digest: top_digest.to_string(),
                 source,
             })?),
             None => None,
         };
-        // The registry gave the manifest, with this pull's credentials: the node may
-        // read the image, and peers may now be asked for its blobs.
-        let peers = self.peers_now().await;
-        // An unpacking pull needs the config's diff_ids before the layers come.
-        let jobs = match unpacker {
-            Some(u) => {
-                self.fetch_blob_via_peers(
-                    store,
-                    &ctx,
-                    r,
-                    &auth,
-                    &manifest.config,
-                    None,
-                    sink,
-                    &peers,
-                )
-                .await?;
-                self.layer_jobs(store, &ctx, u.as_ref(), &manifest)?
-            }
-            None => vec![None; manifest.layers.len()],
-        };
-        let mut blobs: Vec<(Blob, Option<LayerJob>)> = Vec::new();
-        if unpacker.is_none() {
-            blobs.push((manifest.config.clone(), None));
-        }
-        blobs.extend(manifest.layers.iter().cloned().zip(jobs));
-        // The first failure stops the pull: the other downloads are dropped, and
-        // their temp files with them.
-        let mut fetches = Vec::with_capacity(blobs.len());
-        for (b, job) in &blobs {
-            let (auth, ctx) = (&auth, &ctx);
-            let unpack = unpacker.zip(job.as_ref());
-            let peers = &peers;
-            fetches.push(async move {
-                let u = self
-                    .fetch_blob_via_peers(store, ctx, r, auth, b, unpack, sink, peers)
-                    .await?;
-                Ok::<_, RegistryError>((job, u))
-            });
-        }
-        let outcomes = futures_util::stream::iter(fetches)
-            .buffer_unordered(self.opts.max_concurrent.max(1))
-            .try_collect::<Vec<_>>()
+        // The check comes first: its refusal ends the pull, and the fetches, which
+        // wait for the verdict, with it.
+        let (signatures, (mut sources, raw, manifest_digest, media_type)) =
+            futures_util::future::try_join(
+                check,
+                self.fetch_image(store, &ctx, r, &auth, &top_digest, raw, sink),
+            )
             .await?;
-        // Layers that hardlink into the layers below them, once those are in
-        // place, bottom first.
-        let mut later: Vec<&LayerJob> = outcomes
-            .iter()
-            .filter(|(_, u)| *u == Some(Unpacked::NeedsBelow))
-            .filter_map(|(job, _)| job.as_ref())
-            .collect();
-        later.sort_by_key(|j| j.below.len());
-        if let Some(u) = unpacker {
-            for job in later {
-                self.unpack_stored(store, &ctx, u, job, true, sink).await?;
-            }
-        }
 
         // Docker schema 2 becomes an OCI manifest over the same blobs.
         let (stored_raw, stored_digest) = if media_type == DOCKER_MANIFEST {
@@ -431,6 +367,106 @@ impl Puller {
             manifest_digest: stored_digest,
             pinned,
         })
+    }
+
+    /// The image's manifests (the platform's, for an index) and blobs, fetched
+    /// into the store: the registry's own manifests, the stored one and its digest
+    /// and media type.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_image(
+        &self,
+        store: &Store,
+        ctx: &PullCtx<'_>,
+        r: &Reference,
+        auth: &RegistryAuth,
+        top_digest: &Digest,
+        raw: Vec<u8>,
+        sink: &dyn Sink,
+    ) -> Result<(Vec<(Digest, Vec<u8>)>, Vec<u8>, Digest, String)> {
+        // The registry's own bytes where they differ from what is stored (an index, a
+        // Docker manifest), kept so the store serves the image by the same digests.
+        let mut sources = vec![(top_digest.clone(), raw.clone())];
+        let mut raw = raw;
+        let mut manifest_digest = top_digest.clone();
+        let mut media_type = detect_media_type(ctx, &raw, top_digest)?;
+        if media_type == OCI_INDEX || media_type == DOCKER_LIST {
+            let child = self.choose_platform(ctx, &raw, top_digest)?;
+            let child_ref = r.clone_with_digest(child.to_string());
+            let (child_raw, _) = self
+                .fetch_manifest(ctx, &child_ref, auth, Some(child.as_str()), sink)
+                .await?;
+            media_type = detect_media_type(ctx, &child_raw, &child)?;
+            if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
+                return Err(ctx.bad_manifest(
+                    &child,
+                    format!("index entry is a {media_type}, not an image manifest"),
+                ));
+            }
+            sources.push((child.clone(), child_raw.clone()));
+            raw = child_raw;
+            manifest_digest = child;
+        }
+        let manifest = parse_manifest(ctx, &raw, &manifest_digest)?;
+
+        let unpacker = self.opts.unpacker.as_ref();
+        // The registry gave the manifest, with this pull's credentials: the node may
+        // read the image, and peers may now be asked for its blobs.
+        let peers = self.peers_now().await;
+        // An unpacking pull needs the config's diff_ids before the layers come.
+        let jobs = match unpacker {
+            Some(u) => {
+                self.fetch_blob_via_peers(
+                    store,
+                    ctx,
+                    r,
+                    auth,
+                    &manifest.config,
+                    None,
+                    sink,
+                    &peers,
+                )
+                .await?;
+                self.layer_jobs(store, ctx, u.as_ref(), &manifest)?
+            }
+            None => vec![None; manifest.layers.len()],
+        };
+        let mut blobs: Vec<(Blob, Option<LayerJob>)> = Vec::new();
+        if unpacker.is_none() {
+            blobs.push((manifest.config.clone(), None));
+        }
+        blobs.extend(manifest.layers.iter().cloned().zip(jobs));
+        // The first failure stops the pull: the other downloads are dropped, and
+        // their temp files with them.
+        let mut fetches = Vec::with_capacity(blobs.len());
+        for (b, job) in &blobs {
+            let unpack = unpacker.zip(job.as_ref());
+            let peers = &peers;
+            fetches.push(async move {
+                let u = self
+                    .fetch_blob_via_peers(store, ctx, r, auth, b, unpack, sink, peers)
+                    .await?;
+                Ok::<_, RegistryError>((job, u))
+            });
+        }
+        let outcomes = futures_util::stream::iter(fetches)
+            .buffer_unordered(self.opts.max_concurrent.max(1))
+            .try_collect::<Vec<_>>()
+            .await?;
+        // Layers that hardlink into the layers below them, once those are in
+        // place, bottom first.
+        let mut later: Vec<&LayerJob> = outcomes
+            .iter()
+            .filter(|(_, u)| *u == Some(Unpacked::NeedsBelow))
+            .filter_map(|(job, _)| job.as_ref())
+            .collect();
+        later.sort_by_key(|j| j.below.len());
+        if let Some(u) = unpacker {
+            for job in later {
+                self.unpack_stored(store, ctx, u, job, true, sink).await?;
+            }
+        }
+
+        Ok((sources, raw, manifest_digest, media_type))
     }
 
     /// What an unpacking pull does with each layer: `None` for a layer that is in

@@ -38,6 +38,46 @@ impl KeptSignatures {
     }
 }
 
+/// The signature policy's verdict on a pull, which its blob commits and layer
+/// unpacks wait for: the blobs download while the signatures are fetched and
+/// checked, and nothing is stored or unpacked before the policy lets the image in.
+#[derive(Debug, Clone)]
+pub(super) struct Verdict(tokio::sync::watch::Receiver<Option<bool>>);
+
+/// Where the verdict is given, once.
+pub(super) struct GiveVerdict(tokio::sync::watch::Sender<Option<bool>>);
+
+impl Verdict {
+    /// A verdict to come, and where to give it.
+    pub(super) fn pending() -> (GiveVerdict, Verdict) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (GiveVerdict(tx), Verdict(rx))
+    }
+
+    /// Whether the image was let in: false when it was refused or the check
+    /// ended without a verdict.
+    pub(super) async fn wait(&self) -> bool {
+        let mut rx = self.0.clone();
+        let given = rx.wait_for(Option::is_some).await.map(|v| *v);
+        matches!(given, Ok(Some(true)))
+    }
+
+    /// Returns once the image is let in, and never otherwise: for the work of a
+    /// pull that is joined with the check, whose refusal then ends the pull.
+    pub(super) async fn accepted(&self) {
+        if !self.wait().await {
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+impl GiveVerdict {
+    pub(super) fn give(self, accepted: bool) {
+        // No one waiting is fine: the pull may have ended for another reason.
+        let _ = self.0.send(Some(accepted));
+    }
+}
+
 /// The signatures of a signature manifest, with their payloads.
 struct Attachments {
     manifest: (Digest, Vec<u8>),
