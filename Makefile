@@ -96,6 +96,7 @@ bench: deps release ## imgpull, bundlegen, ctrmon, crid, imgserve against skopeo
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/events.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/serve.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/policy.py
+	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/peers.py
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/kubelet.py
 
 bench-kubelet: deps release ## kubelet (KUBELET or PATH) driving crid and containerd: pods Ready, stopped, RSS, CPU (root; KUBELET_BENCH_ARGS)

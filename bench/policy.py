@@ -16,8 +16,9 @@ Two timings each: a pull into a fresh store (median of --runs), and a pull of th
 image already stored (median of 8 x --runs): the manifest and the policy, with the
 GPG signatures read from the lookaside and the sigstore ones kept in the store by
 the first pull, nothing else, which shows what the policy adds without the noise of
-writing 100 MB. A first pull under sigstoreSigned also waits for the registry's
-two answers (the .sig tag and its payload). Prints the medians and the extra milliseconds the signed policies
+writing 100 MB. A first pull under sigstoreSigned asks the registry for the .sig
+tag and its payload while the blobs download, and commits them once the verdict is
+in. Prints the medians and the extra milliseconds the signed policies
 cost over accept (target: under 5 ms per image). Needs root.
 """
 import base64, json, os, shutil, statistics, subprocess, sys, tempfile, time, urllib.request

@@ -4,6 +4,7 @@
 //!
 //! Everything a test starts is stopped by `Drop`, so a failing test still cleans up.
 
+pub mod cluster;
 pub mod cmd;
 pub mod crid;
 pub mod image;

@@ -33,6 +33,11 @@ impl Registry {
         crate::image::push(&self.addr, repo, "1", img)
     }
 
+    /// Where it keeps what is pushed: another registry may serve it too.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Starts a registry on plain HTTP. Panics, naming the binary, when it is not
     /// installed.
     pub fn start() -> Registry {
@@ -43,13 +48,13 @@ impl Registry {
     /// for 127.0.0.1 from a CA of its own ([`Registry::ca`]): push to the first,
     /// pull from this one.
     pub fn tls_twin(&self) -> Registry {
-        Registry::launch(Some(&self.dir.path().join("data")), None)
+        Registry::launch(Some(&self.data_dir()), None)
     }
 
     /// [`Registry::tls_twin`] that requires a client certificate signed by a CA of
     /// the PEM file `client_ca` (docker-registry's `http.tls.clientcas`).
     pub fn mtls_twin(&self, client_ca: &std::path::Path) -> Registry {
-        Registry::launch(Some(&self.dir.path().join("data")), Some(client_ca))
+        Registry::launch(Some(&self.data_dir()), Some(client_ca))
     }
 
     fn launch(tls_over: Option<&std::path::Path>, client_ca: Option<&std::path::Path>) -> Registry {

@@ -168,8 +168,9 @@ impl Puller {
     }
 
     /// [`Puller::pull_as`] checked against `policy` instead of the options' (crid's
-    /// per-namespace policies). The check comes once the manifest is in and before
-    /// any blob is fetched: a refused image leaves nothing in the store.
+    /// per-namespace policies). The check comes once the manifest is in, while the
+    /// blobs download: none is committed and no layer unpacked before the verdict,
+    /// and a refused image leaves nothing in the store.
     pub async fn pull_checked(
         &self,
         store: &Store,

@@ -1,6 +1,7 @@
 //! The signature policy at pull time: which requirements apply to the image, the
 //! signatures they need (attached in the registry as cosign attaches them, or in
-//! registries.d's lookaside storage), and the verdict, before any blob comes.
+//! registries.d's lookaside storage), and the verdict, which the pull's blob
+//! commits and layer unpacks wait for ([`Verdict`]).
 //!
 //! The sigstore signatures that let an image in are kept in the store with it
 //! (their manifest and payloads as blobs, named by the entry's
