@@ -1,9 +1,10 @@
 //! What crid's pod suites share: commands on the host, a container's log, the
-//! bridges and NAT rules a test's network leaves, and pod metrics.
+//! bridges and NAT rules a test's network leaves, pod metrics, and what is left on
+//! the host of the pods a crid made.
 
 use crate::crid::World;
 use k8s_cri::v1 as cri;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Runs `prog args` on the host; panics with its stderr when it fails.
 pub fn on_host(prog: &str, args: &[&str]) {
@@ -144,4 +145,79 @@ pub fn metric(metrics: &[cri::Metric], name: &str, extra: &[&str]) -> Option<u64
         .iter()
         .find(|m| m.name == name && m.label_values[5..] == *extra)
         .map(|m| m.value.as_ref().unwrap().value)
+}
+
+/// What is left on the host of the pods a crid under `w` made: mounts, network
+/// namespaces and other pins, veths on `bridge`, leases in `ipam`, iptables rules of
+/// the network `net`, cgroups below the test's parent, ctrmon processes, runtime
+/// state, and directories of pods and containers. Empty when nothing is.
+pub fn leftovers(w: &World, bridge: &str, ipam: &Path, net: &str) -> Vec<String> {
+    let mut out: Vec<String> = crate::mounts_under(w.tmp.path())
+        .iter()
+        .map(|m| format!("mount {}", m.display()))
+        .collect();
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.extend(links.lines().map(|l| format!("veth {l}")));
+    for e in std::fs::read_dir(ipam.join(net))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "lock" && !name.starts_with("last_reserved_ip") {
+            out.push(format!("lease {name}"));
+        }
+    }
+    let nat = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.extend(
+        nat.lines()
+            .filter(|l| l.contains(net))
+            .map(|l| format!("iptables {l}")),
+    );
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for h in crikit::runtime::monitor::cgroup::hierarchies(&info) {
+        let top = h.mount.join(w.cgroup.trim_start_matches('/'));
+        for e in std::fs::read_dir(&top).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(format!("cgroup {}", e.path().display()));
+            }
+        }
+    }
+    if crate::process_runs(w.crid.run_dir.as_os_str().as_encoded_bytes()) {
+        out.push(format!(
+            "a process whose command line names {}",
+            w.crid.run_dir.display()
+        ));
+    }
+    for dir in [
+        w.crid.root.join("pods"),
+        w.crid.root.join("containers"),
+        w.crid.run_dir.join("pods"),
+        w.crid.run_dir.join("ctrmon"),
+        w.crid.run_dir.join("rro"),
+        w.crid.run_dir.join("runc"),
+        w.crid.run_dir.join("runtimes/crun"),
+    ] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            out.push(format!("left in {}: {:?}", dir.display(), e.file_name()));
+        }
+    }
+    for e in std::fs::read_dir(w.crid.root.join("layers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            out.push(format!("half-unpacked layer {:?}", e.file_name()));
+        }
+    }
+    out
 }

@@ -220,7 +220,10 @@ async fn runtime_failures_are_unknown_with_the_runtimes_message_and_leave_nothin
     }
     let e = w.run_pod(&bad).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert!(e.message().contains("DNS server"), "{e:?}");
+    assert!(
+        e.message().contains("config.dns_config.servers[0]"),
+        "{e:?}"
+    );
     let pods = w.pods().await;
     assert!(pods.is_empty(), "{pods:?}");
 }

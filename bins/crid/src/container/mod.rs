@@ -367,9 +367,8 @@ impl Crid {
         self: &Arc<Self>,
         req: cri::ExecSyncRequest,
     ) -> Result<cri::ExecSyncResponse> {
-        if req.cmd.is_empty() {
-            return Err(CridError::Invalid("ExecSync without a command".into()));
-        }
+        crate::cri::validate::command("cmd", &req.cmd)?;
+        crate::cri::validate::timeout("timeout", req.timeout)?;
         let c = self.running(&req.container_id).await?;
         let me = Arc::clone(self);
         let runtime = self.runtime(&c.runtime_handler)?;
@@ -432,6 +431,9 @@ impl Crid {
         id: &str,
         res: Option<cri::LinuxContainerResources>,
     ) -> Result<()> {
+        if let Some(r) = &res {
+            crate::cri::validate::resources("linux", r)?;
+        }
         let c = self.container_or_not_found(id)?;
         let mut c = c.lock().await;
         let Some(res) = res else {

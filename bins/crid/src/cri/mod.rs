@@ -8,6 +8,7 @@ mod edge;
 mod image;
 mod runtime;
 pub mod server;
+pub mod validate;
 
 pub use image::ImageService;
 pub use runtime::RuntimeService;

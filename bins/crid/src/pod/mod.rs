@@ -119,22 +119,7 @@ fn check_pod_config(
     handler: &str,
     settings: &crate::config::Settings,
 ) -> Result<()> {
-    let m = config
-        .metadata
-        .as_ref()
-        .ok_or_else(|| CridError::Invalid("pod config has no metadata".into()))?;
-    for (what, v) in [
-        ("name", &m.name),
-        ("namespace", &m.namespace),
-        ("uid", &m.uid),
-    ] {
-        if v.is_empty() {
-            return Err(CridError::Invalid(format!("pod metadata has no {what}")));
-        }
-    }
-    if let Some(dns) = &config.dns_config {
-        check_dns(dns)?;
-    }
+    crate::cri::validate::pod_config(config)?;
     if settings.handler(handler).is_none() {
         return Err(CridError::Invalid(format!(
             "runtime handler {handler:?} is not configured (crid.toml [runtimes.{handler}]; \
@@ -172,26 +157,6 @@ fn check_pod_config(
             ));
         }
         check_apparmor(sc.apparmor.as_ref())?;
-    }
-    Ok(())
-}
-
-/// Refuses a DNS server, search domain or option that is not one resolv.conf word:
-/// whitespace or a control character in one would add words or lines of its own.
-fn check_dns(dns: &cri::DnsConfig) -> Result<()> {
-    for (what, values) in [
-        ("server", &dns.servers),
-        ("search domain", &dns.searches),
-        ("option", &dns.options),
-    ] {
-        if let Some(v) = values
-            .iter()
-            .find(|v| v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()))
-        {
-            return Err(CridError::Invalid(format!(
-                "DNS {what} {v:?}: empty, or holds whitespace or a control character"
-            )));
-        }
     }
     Ok(())
 }
@@ -614,6 +579,21 @@ impl Crid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pod config check on a pod with `dns`.
+    fn check_dns(dns: &cri::DnsConfig) -> Result<()> {
+        let config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "p".into(),
+                uid: "u".into(),
+                namespace: "n".into(),
+                attempt: 0,
+            }),
+            dns_config: Some(dns.clone()),
+            ..Default::default()
+        };
+        Ok(crate::cri::validate::pod_config(&config)?)
+    }
 
     #[test]
     fn a_dns_entry_is_one_resolv_conf_word() {
