@@ -323,3 +323,402 @@ async fn bad_requests_are_invalid_argument_naming_the_field_and_leave_nothing() 
     let left_now = left();
     assert!(left_now.is_empty(), "left: {left_now:#?}");
 }
+
+/// A small deterministic generator (xorshift64*), so that a failing run can be
+/// repeated with its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<T: Clone>(&mut self, from: &[T]) -> T {
+        from[self.below(from.len())].clone()
+    }
+
+    /// One of `fixed`, or now and then [`Rng::string`].
+    fn or_string(&mut self, fixed: &[String]) -> String {
+        let i = self.below(fixed.len() + 1);
+        match fixed.get(i) {
+            Some(f) => f.clone(),
+            None => self.string(),
+        }
+    }
+
+    /// A string from the edges: empty, control characters, separators, `..`,
+    /// bounds of 63, 64 and 253 bytes, a lot of bytes, non-ASCII.
+    fn string(&mut self) -> String {
+        let pool = [
+            String::new(),
+            "a".into(),
+            "web-0".into(),
+            "a.b".into(),
+            "a\nb".into(),
+            "a\0b".into(),
+            "a\rb".into(),
+            "-a".into(),
+            "a b".into(),
+            "a=b".into(),
+            "a/b".into(),
+            "..".into(),
+            "../x".into(),
+            "/abs".into(),
+            "/a/../b".into(),
+            "ünï".into(),
+            "x".repeat(63),
+            "x".repeat(64),
+            "x".repeat(253),
+            "x".repeat(254),
+            "x".repeat(5000),
+        ];
+        let mut s = self.pick(&pool);
+        if self.below(4) == 0 {
+            s.push_str(&self.pick(&pool));
+        }
+        s
+    }
+
+    fn int(&mut self) -> i64 {
+        self.pick(&[
+            0,
+            1,
+            -1,
+            2,
+            999,
+            1000,
+            1001,
+            -1000,
+            -1001,
+            65535,
+            65536,
+            70000,
+            262_144,
+            262_145,
+            1_000_000,
+            1_000_001,
+            4_294_967_294,
+            4_294_967_295,
+            i64::MAX,
+            i64::MIN,
+        ])
+    }
+}
+
+/// One random change to a pod config; `tmp` is the test's directory (the only
+/// place a valid path may point), `cgroup` the test's cgroup parent.
+fn mutate_pod(r: &mut Rng, c: &mut cri::PodSandboxConfig, tmp: &str, cgroup: &str) {
+    match r.below(11) {
+        0 => c.hostname = r.string(),
+        1 => c.log_directory = format!("{tmp}/{}", r.string()),
+        2 => c.log_directory = r.string(),
+        3 => {
+            let protocol = r.below(4) as i32;
+            c.port_mappings.push(cri::PortMapping {
+                protocol,
+                container_port: r.int() as i32,
+                host_port: r.int() as i32,
+                host_ip: r.or_string(&[String::new(), "127.0.0.1".into()]),
+            })
+        }
+        4 => {
+            let name = r.or_string(&[
+                "net.ipv4.ip_forward".to_string(),
+                "kernel.panic".into(),
+                "kernel.shm_rmid_forced".into(),
+                "net/ipv4/ping_group_range".into(),
+            ]);
+            linux(c).sysctls.insert(name, r.string());
+        }
+        5 => {
+            linux(c).cgroup_parent = r.pick(&[
+                format!("{cgroup}/../escape"),
+                format!("{cgroup}\n"),
+                format!("{cgroup}/a\0b"),
+            ])
+        }
+        6 => {
+            let m = c.metadata.as_mut().unwrap();
+            match r.below(3) {
+                0 => m.name = r.string(),
+                1 => m.namespace = r.string(),
+                _ => m.uid = r.string(),
+            }
+        }
+        7 => {
+            let d = c.dns_config.get_or_insert_with(Default::default);
+            match r.below(3) {
+                0 => d.servers = vec![r.string()],
+                1 => d.searches = vec![r.string()],
+                _ => d.options = vec![r.string()],
+            }
+        }
+        8 => {
+            let res = linux(c).overhead.get_or_insert_with(Default::default);
+            let n = r.int();
+            match r.below(5) {
+                0 => res.cpu_period = n,
+                1 => res.cpu_quota = n,
+                2 => res.cpu_shares = n,
+                3 => res.memory_limit_in_bytes = n,
+                _ => res.oom_score_adj = n,
+            }
+        }
+        9 => {
+            let sc = linux(c)
+                .security_context
+                .get_or_insert_with(Default::default);
+            sc.run_as_user = Some(cri::Int64Value { value: r.int() });
+        }
+        _ => {
+            let (k, v) = (r.string(), r.string());
+            c.annotations.insert(k, v);
+        }
+    }
+}
+
+/// One random change to a container config.
+fn mutate_container(r: &mut Rng, c: &mut cri::ContainerConfig, tmp: &str) {
+    match r.below(12) {
+        0 => c.envs.push(cri::KeyValue {
+            key: r.string(),
+            value: r.string(),
+        }),
+        1 => c.args.push(r.string()),
+        2 => c.working_dir = r.or_string(&["/".to_string(), "/tmp".into()]),
+        3 => c.mounts.push(cri::Mount {
+            container_path: r.or_string(&["/data".to_string()]),
+            host_path: r.pick(&[
+                format!("{tmp}/mnt"),
+                format!("{tmp}/../x"),
+                format!("{tmp}/a\0"),
+                "relative".into(),
+            ]),
+            readonly: r.below(2) == 0,
+            propagation: r.below(4) as i32,
+            ..Default::default()
+        }),
+        4 => c.devices.push(cri::Device {
+            container_path: r.or_string(&["/dev/zz".to_string()]),
+            host_path: r.or_string(&["/dev/null".to_string(), format!("{tmp}/nodev")]),
+            permissions: r.pick(&["rwm".to_string(), "m".into(), "rwx".into(), String::new()]),
+        }),
+        5 => c.log_path = r.string(),
+        6 => {
+            let res = resources(c);
+            let n = r.int();
+            match r.below(7) {
+                0 => res.cpu_period = n,
+                1 => res.cpu_quota = n,
+                2 => res.cpu_shares = n,
+                3 => res.memory_limit_in_bytes = n,
+                4 => res.memory_swap_limit_in_bytes = n,
+                5 => res.oom_score_adj = n,
+                _ => res.cpuset_cpus = r.or_string(&["0".to_string(), "0-1".into(), "1-0".into()]),
+            }
+        }
+        7 => {
+            let caps = r.or_string(&["NET_ADMIN".to_string(), "CAP_CHOWN".into(), "ALL".into()]);
+            let sc = c
+                .linux
+                .get_or_insert_with(Default::default)
+                .security_context
+                .get_or_insert_with(Default::default);
+            sc.capabilities
+                .get_or_insert_with(Default::default)
+                .drop_capabilities
+                .push(caps);
+        }
+        8 => {
+            let sc = c
+                .linux
+                .get_or_insert_with(Default::default)
+                .security_context
+                .get_or_insert_with(Default::default);
+            sc.run_as_user = Some(cri::Int64Value { value: r.int() });
+        }
+        9 => {
+            let p = r.string();
+            let sc = c
+                .linux
+                .get_or_insert_with(Default::default)
+                .security_context
+                .get_or_insert_with(Default::default);
+            sc.masked_paths.push(p);
+        }
+        10 => {
+            let p = r.or_string(&[format!("{tmp}/none.json")]);
+            let sc = c
+                .linux
+                .get_or_insert_with(Default::default)
+                .security_context
+                .get_or_insert_with(Default::default);
+            sc.seccomp = Some(cri::SecurityProfile {
+                profile_type: r.below(4) as i32,
+                localhost_ref: p,
+            });
+        }
+        _ => c.metadata.as_mut().unwrap().name = r.string(),
+    }
+}
+
+/// crid's resident memory in KiB and its open file descriptors.
+fn footprint(pid: i32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (rss, fds)
+}
+
+/// The codes a request may be answered with: done, or refused for the request or
+/// for the node; never INTERNAL or UNKNOWN.
+fn answered_well(r: &Result<(), tonic::Status>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => matches!(
+            e.code(),
+            Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists | Code::NotFound
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_generated_requests_never_crash_leak_or_answer_internal() {
+    let seed: u64 = std::env::var("CRIKIT_PROPERTY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_C41D);
+    let mut r = Rng(seed | 1);
+    let w = World::new(Network::Loopback, &[]).await;
+    let tmp = w.tmp.path().display().to_string();
+    // No bridge, lease directory or NAT rules: the pods have only a loopback.
+    let net_none = (
+        "crikit-nobr",
+        std::path::PathBuf::from("/nonexistent"),
+        "crikit-no-such-network",
+    );
+    let left = || {
+        let mut l = leftovers(&w, net_none.0, &net_none.1, net_none.2);
+        l.sort();
+        l
+    };
+    let mut rt = w.rt.clone();
+    // One good pod with a running container for the container and exec requests.
+    let config = w.pod_config("base", OwnPid);
+    let pod = w.run_pod(&config).await.expect("the base pod");
+    let running = w
+        .start(&pod, &config, w.container_config("app", "sleep 1000"))
+        .await;
+    let before = left();
+    let start = footprint(w.crid.pid());
+    let (mut done, mut refused) = (0usize, 0usize);
+    let mut bad = Vec::new();
+    for i in 0..2000 {
+        let what;
+        let outcome: Result<(), tonic::Status> = if i % 20 == 19 {
+            let cmd: Vec<String> = (0..1 + r.below(3)).map(|_| r.string()).collect();
+            let timeout = r.pick(&[0, 1, -1, 5]);
+            what = format!("ExecSync {cmd:?} timeout {timeout}");
+            rt.exec_sync(cri::ExecSyncRequest {
+                container_id: running.clone(),
+                cmd,
+                timeout,
+            })
+            .await
+            .map(|_| ())
+        } else if i % 2 == 0 {
+            let mut c = w.pod_config(&format!("p{i}"), OwnPid);
+            for _ in 0..1 + r.below(2) {
+                mutate_pod(&mut r, &mut c, &tmp, &w.cgroup);
+            }
+            what = format!("RunPodSandbox (linux: {:?}) {c:?}", c.linux);
+            match w.run_pod(&c).await {
+                Ok(id) => {
+                    w.remove_pod(&id).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            let mut c = w.container_config(&format!("c{i}"), "true");
+            for _ in 0..1 + r.below(2) {
+                mutate_container(&mut r, &mut c, &tmp);
+            }
+            what = format!("CreateContainer (linux: {:?}) {c:?}", c.linux);
+            match w.create(&pod, &config, c).await {
+                Ok(id) => {
+                    rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+                        .await
+                        .expect("removing a created container");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match &outcome {
+            Ok(()) => done += 1,
+            Err(_) => refused += 1,
+        }
+        if let Some(e) = outcome.as_ref().err().filter(|_| !answered_well(&outcome)) {
+            let cut = |s: &str| s.chars().take(400).collect::<String>();
+            bad.push(format!(
+                "{}\n  -> {:?}: {}",
+                cut(&what),
+                e.code(),
+                cut(e.message())
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "seed {seed}: {} requests answered INTERNAL or UNKNOWN:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    // Both kinds were sent, and crid still serves.
+    assert!(
+        done > 100 && refused > 500,
+        "done {done}, refused {refused}"
+    );
+    rt.version(cri::VersionRequest::default())
+        .await
+        .expect("crid still serves");
+    let after = left();
+    let added: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
+    let gone: Vec<&String> = before.iter().filter(|l| !after.contains(l)).collect();
+    assert!(
+        added.is_empty() && gone.is_empty(),
+        "seed {seed}: left behind {added:#?}; gone {gone:#?}"
+    );
+    let end = footprint(w.crid.pid());
+    assert!(
+        end.1 <= start.1 + 2,
+        "seed {seed}: file descriptors went from {} to {}",
+        start.1,
+        end.1
+    );
+    assert!(
+        end.0 <= start.0 + 32 * 1024,
+        "seed {seed}: RSS went from {} KiB to {} KiB",
+        start.0,
+        end.0
+    );
+    println!(
+        "seed {seed}: {done} done, {refused} refused; RSS {} -> {} KiB, fds {} -> {}",
+        start.0, end.0, start.1, end.1
+    );
+    w.remove_pod(&pod).await;
+}

@@ -152,9 +152,25 @@ fn log_path(pod: &PodRecord, config: &cri::ContainerConfig) -> Result<String> {
         )));
     }
     let p = Path::new(&pod.log_directory).join(rel);
+    // A valid path the node cannot use: something else is there.
+    let taken = |e: &dyn std::fmt::Display| {
+        CridError::NotReady(format!(
+            "config.log_path {:?}: {} {e}",
+            config.log_path,
+            p.display()
+        ))
+    };
     if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| CridError::Invalid(format!("log path {}: {e}", p.display())))?;
+        std::fs::create_dir_all(parent).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTDIR) | Some(libc::EEXIST) => taken(&e),
+            _ => CridError::Io {
+                what: format!("making the log directory {}", parent.display()),
+                source: e,
+            },
+        })?;
+    }
+    if p.is_dir() {
+        return Err(taken(&"is a directory"));
     }
     Ok(p.display().to_string())
 }

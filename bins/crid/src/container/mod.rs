@@ -393,6 +393,18 @@ impl Crid {
                     || crikit::sync::lock(&me.stopping).contains_key(&c.id)
             };
             match r {
+                // The command is not there, or cannot be run: answered as a shell
+                // answers it (127, 126), the runtime's words on stderr.
+                Err(e) if not_started(&e.message()).is_some() => {
+                    let message = e.message();
+                    Ok(crikit::runtime::monitor::exec::ExecResult {
+                        exit_code: not_started(&message).unwrap_or(126),
+                        stdout: Vec::new(),
+                        stderr: message.into_bytes(),
+                        truncated: false,
+                        timed_out: false,
+                    })
+                }
                 Err(e)
                     if crikit::sync::poll_until(
                         EXEC_END_GRACE,
@@ -470,5 +482,48 @@ impl Crid {
         tokio::task::spawn_blocking(move || picked.iter().map(|c| me.stats.container(c)).collect())
             .await
             .unwrap_or_default()
+    }
+}
+
+/// The exit code a shell gives a command the runtime could not start in the
+/// container, from the runtime's message (runc's `exec: "CMD": …`, crun's
+/// `executable file \`CMD\` not found`, `open executable: …`): 127 when it is not
+/// there, 126 when it cannot be run (a directory, not executable, a name too
+/// long); `None` for any other failure.
+fn not_started(message: &str) -> Option<i32> {
+    let m = message.to_ascii_lowercase();
+    let about_the_command = m.contains("executable file")
+        || m.contains("exec: \"")
+        || m.contains("exec `")
+        || m.contains("open executable");
+    if !about_the_command {
+        return None;
+    }
+    if m.contains("not found") || m.contains("no such file or directory") {
+        Some(127)
+    } else {
+        Some(126)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_started;
+
+    #[test]
+    fn a_command_the_runtime_cannot_start_gets_a_shells_exit_code() {
+        for (message, code) in [
+            (r#"runc exec: exec failed: unable to start container process: exec: "nope": executable file not found in $PATH"#, Some(127)),
+            (r#"runc exec: exec failed: unable to start container process: exec: "a/b": stat a/b: no such file or directory"#, Some(127)),
+            ("/usr/bin/crun exec: executable file `nope` not found in $PATH: No such file or directory", Some(127)),
+            ("/usr/bin/crun exec: open executable: Operation not permitted", Some(126)),
+            ("/usr/bin/crun exec: open executable: File name too long", Some(126)),
+            (r#"runc exec: exec failed: unable to start container process: exec: "/etc": permission denied"#, Some(126)),
+            ("crun exec: fail startup", None),
+            ("runc exec: write to sync socket: Broken pipe", None),
+            ("runc exec: container not running", None),
+        ] {
+            assert_eq!(not_started(message), code, "{message}");
+        }
     }
 }

@@ -92,7 +92,13 @@ pub fn fit(spec: &mut Spec, f: &Fit) -> Result<()> {
         linux.set_sysctl(Some(sysctls));
     }
     let mut resources = linux.resources().clone().unwrap_or_default();
-    apply_resources(&mut resources, &f.resources());
+    let mut asked = f.resources();
+    // A new cgroup has no quota: -1 ("none") asks for what is there already, and
+    // crun on cgroup v1 cannot write it (ERANGE).
+    if asked.cpu_quota == -1 {
+        asked.cpu_quota = 0;
+    }
+    apply_resources(&mut resources, &asked);
     let (devices, rules) = devices(f.config)?;
     if !devices.is_empty() {
         let mut list = linux.devices().clone().unwrap_or_default();

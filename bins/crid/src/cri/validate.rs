@@ -43,6 +43,12 @@ const MAX_HOSTNAME: usize = 64;
 const MAX_NAME: usize = 253;
 /// A path (PATH_MAX).
 const MAX_PATH: usize = 4096;
+/// One component of a path (NAME_MAX).
+const MAX_COMPONENT: usize = 255;
+/// The least memory a container starts in (CRI-O's bound).
+pub const MIN_MEMORY: i64 = 12 << 20;
+/// The largest CFS quota the kernel takes, in microseconds.
+const MAX_QUOTA: i64 = (1 << 44) - 1;
 
 /// `v` quoted with its control characters escaped, cut to [`SHOWN`] characters.
 pub fn shown(v: &str) -> String {
@@ -118,6 +124,13 @@ fn clean_path(field: &str, v: &str) -> Result {
     if v.split('/').any(|c| c == "..") {
         return refuse(field, v, "climbs out with \"..\"");
     }
+    if v.split('/').any(|c| c.len() > MAX_COMPONENT) {
+        return refuse(
+            field,
+            v,
+            format!("has a component over {MAX_COMPONENT} bytes"),
+        );
+    }
     Ok(())
 }
 
@@ -175,10 +188,10 @@ fn metadata_maps(
     Ok(())
 }
 
-/// A uid or gid: 0 to 2^32 - 2 ((uid_t)-1 means "no change" to the kernel).
+/// A uid or gid: 0 to 2^31 - 1, as the OCI runtimes take them.
 fn id(field: &str, v: i64) -> Result {
-    if !(0..=i64::from(u32::MAX - 1)).contains(&v) {
-        return refuse_n(field, v, "is not a user or group id (0 to 4294967294)");
+    if !(0..=i64::from(i32::MAX)).contains(&v) {
+        return refuse_n(field, v, "is not a user or group id (0 to 2147483647)");
     }
     Ok(())
 }
@@ -265,21 +278,21 @@ pub fn resources(field: &str, r: &cri::LinuxContainerResources) -> Result {
             "is not a CFS period (1000 to 1000000 microseconds)",
         );
     }
-    if r.cpu_quota != 0 && r.cpu_quota != -1 && r.cpu_quota < 1_000 {
+    if r.cpu_quota != 0 && r.cpu_quota != -1 && !(1_000..=MAX_QUOTA).contains(&r.cpu_quota) {
         return refuse_n(
             f("cpu_quota"),
             r.cpu_quota,
-            "is not a CFS quota (-1, or at least 1000 microseconds)",
+            format!("is not a CFS quota (-1, or 1000 to {MAX_QUOTA} microseconds)"),
         );
     }
     if r.cpu_shares != 0 && !(2..=262_144).contains(&r.cpu_shares) {
         return refuse_n(f("cpu_shares"), r.cpu_shares, "is not 2 to 262144");
     }
-    if r.memory_limit_in_bytes < 0 {
+    if r.memory_limit_in_bytes != 0 && r.memory_limit_in_bytes < MIN_MEMORY {
         return refuse_n(
             f("memory_limit_in_bytes"),
             r.memory_limit_in_bytes,
-            "is negative",
+            "is below 12 MiB, the least a container starts in",
         );
     }
     if r.memory_swap_limit_in_bytes < -1 {
@@ -289,10 +302,14 @@ pub fn resources(field: &str, r: &cri::LinuxContainerResources) -> Result {
             "is not -1 (unlimited) or a size",
         );
     }
-    if r.memory_swap_limit_in_bytes > 0
-        && r.memory_limit_in_bytes > 0
-        && r.memory_swap_limit_in_bytes < r.memory_limit_in_bytes
-    {
+    if r.memory_swap_limit_in_bytes > 0 && r.memory_limit_in_bytes == 0 {
+        return refuse_n(
+            f("memory_swap_limit_in_bytes"),
+            r.memory_swap_limit_in_bytes,
+            "is set without memory_limit_in_bytes (it counts memory and swap together)",
+        );
+    }
+    if r.memory_swap_limit_in_bytes > 0 && r.memory_swap_limit_in_bytes < r.memory_limit_in_bytes {
         return refuse_n(
             f("memory_swap_limit_in_bytes"),
             r.memory_swap_limit_in_bytes,
