@@ -103,10 +103,11 @@ bench-kubelet: deps release ## kubelet (KUBELET or PATH) driving crid and contai
 	$(CARGO) build --release --locked -p crid --example cri
 	CRIKIT_BIN_DIR=$(CURDIR)/$(REL) bench/kubelet.py $(KUBELET_BENCH_ARGS)
 
-fuzz: ## fuzz the layer applier for FUZZ_SECONDS (installs cargo-fuzz when missing)
+fuzz: ## fuzz the layer applier, then crid's request checks and spec fitting, FUZZ_SECONDS each (installs cargo-fuzz when missing)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	mkdir -p lib/fuzz/corpus/apply_layer
+	mkdir -p lib/fuzz/corpus/apply_layer bins/crid/fuzz/corpus/cri_request
 	cd lib/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run apply_layer corpus/apply_layer seeds -- -max_total_time=$(FUZZ_SECONDS)
+	cd bins/crid/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run cri_request corpus/cri_request -- -max_total_time=$(FUZZ_SECONDS)
 
 install: release ## install binaries, man pages, completions, crid.service under DESTDIR/PREFIX; crid.toml, crictl.yaml under DESTDIR/SYSCONFDIR unless there
 	install -d $(DESTDIR)$(PREFIX)/bin

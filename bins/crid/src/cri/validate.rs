@@ -421,8 +421,8 @@ fn namespace_options(field: &str, o: Option<&cri::NamespaceOption>) -> Result {
     )
 }
 
-/// A capability name: `ALL`, or upper-case letters, digits and '_', with or
-/// without `CAP_`.
+/// A capability name: `ALL`, or letters, digits and '_', with or without `CAP_`,
+/// in either case (kubelet passes on what the pod says).
 fn capabilities(field: &str, c: Option<&cri::Capability>) -> Result {
     let Some(c) = c else { return Ok(()) };
     for (what, list) in [
@@ -433,9 +433,7 @@ fn capabilities(field: &str, c: Option<&cri::Capability>) -> Result {
         for (i, cap) in list.iter().enumerate() {
             let ok = !cap.is_empty()
                 && cap.len() <= 64
-                && cap
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                && cap.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !ok {
                 return refuse(
                     format!("{field}.capabilities.{what}[{i}]"),
@@ -755,6 +753,19 @@ mod tests {
     fn a_plain_pod_and_container_pass() {
         assert_eq!(pod_config(&pod()), Ok(()));
         assert_eq!(container_config(&ctr()), Ok(()));
+        let mut c = ctr();
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                capabilities: Some(cri::Capability {
+                    add_capabilities: vec!["net_admin".into(), "CAP_SYS_TIME".into()],
+                    drop_capabilities: vec!["ALL".into()],
+                    add_ambient_capabilities: vec!["NET_BIND_SERVICE".into()],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(container_config(&c), Ok(()));
     }
 
     #[test]
