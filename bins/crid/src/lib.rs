@@ -18,7 +18,9 @@
 //! - [`host`]: namespaces, CNI, cgroup statistics, filesystem usage. Never knows
 //!   [`Crid`].
 //! - [`state`]: the pods and containers in memory and their state files, their
-//!   CRI statuses, the streaming URLs handed out. Never knows [`Crid`] or the host.
+//!   CRI statuses, the streaming URLs handed out; [`validate`]: every field of a
+//!   CRI request checked before anything is made. Neither knows [`Crid`] or the
+//!   host.
 //! - [`error`] ([`CridError`](error::CridError) and what kind of failure each is),
 //!   [`metrics`], [`config`]: the ground.
 #![deny(unsafe_code)]
@@ -35,6 +37,7 @@ pub mod metrics;
 pub mod pod;
 pub mod state;
 pub mod stream;
+pub mod validate;
 
 use config::Settings;
 use error::{CridError, Result};

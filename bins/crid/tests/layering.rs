@@ -18,6 +18,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("events.rs", 4),
     ("host/", 3),
     ("state/", 2),
+    ("validate.rs", 2),
     ("metrics.rs", 1),
     ("error.rs", 1),
     ("config.rs", 0),

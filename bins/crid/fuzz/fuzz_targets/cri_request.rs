@@ -6,7 +6,7 @@
 #![no_main]
 
 use crid::container::spec::{fit, Fit, PidNs};
-use crid::cri::validate;
+use crid::validate;
 use crid::state::record::PodRecord;
 use k8s_cri::v1 as cri;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};

@@ -354,7 +354,7 @@ impl Crid {
         let config = req.config.ok_or_else(|| {
             CridError::Invalid("CreateContainer without a container config".into())
         })?;
-        crate::cri::validate::container_config(&config)?;
+        crate::validate::container_config(&config)?;
         let pod = self
             .store
             .pod(&req.pod_sandbox_id)

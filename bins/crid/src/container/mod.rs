@@ -367,8 +367,8 @@ impl Crid {
         self: &Arc<Self>,
         req: cri::ExecSyncRequest,
     ) -> Result<cri::ExecSyncResponse> {
-        crate::cri::validate::command("cmd", &req.cmd)?;
-        crate::cri::validate::timeout("timeout", req.timeout)?;
+        crate::validate::command("cmd", &req.cmd)?;
+        crate::validate::timeout("timeout", req.timeout)?;
         let c = self.running(&req.container_id).await?;
         let me = Arc::clone(self);
         let runtime = self.runtime(&c.runtime_handler)?;
@@ -444,7 +444,7 @@ impl Crid {
         res: Option<cri::LinuxContainerResources>,
     ) -> Result<()> {
         if let Some(r) = &res {
-            crate::cri::validate::resources("linux", r)?;
+            crate::validate::resources("linux", r)?;
         }
         let c = self.container_or_not_found(id)?;
         let mut c = c.lock().await;

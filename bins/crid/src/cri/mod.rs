@@ -8,7 +8,6 @@ mod edge;
 mod image;
 mod runtime;
 pub mod server;
-pub mod validate;
 
 pub use image::ImageService;
 pub use runtime::RuntimeService;

@@ -342,6 +342,8 @@ impl cri::runtime_service_server::RuntimeService for RuntimeService {
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
+        crate::validate::pod_cidr("runtime_config.network_config.pod_cidr", &cidr)
+            .map_err(CridError::from)?;
         tracing::info!("pod CIDR: {cidr:?}");
         *crikit::sync::lock(&self.0.pod_cidr) = cidr;
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))

@@ -119,7 +119,7 @@ fn check_pod_config(
     handler: &str,
     settings: &crate::config::Settings,
 ) -> Result<()> {
-    crate::cri::validate::pod_config(config)?;
+    crate::validate::pod_config(config)?;
     if settings.handler(handler).is_none() {
         return Err(CridError::Invalid(format!(
             "runtime handler {handler:?} is not configured (crid.toml [runtimes.{handler}]; \
@@ -592,7 +592,7 @@ mod tests {
             dns_config: Some(dns.clone()),
             ..Default::default()
         };
-        Ok(crate::cri::validate::pod_config(&config)?)
+        Ok(crate::validate::pod_config(&config)?)
     }
 
     #[test]

@@ -30,7 +30,7 @@ impl crate::Crid {
 
     /// Exec: a URL for a process in the running container.
     pub async fn exec_url(&self, req: k8s_cri::v1::ExecRequest) -> Result<String> {
-        crate::cri::validate::command("cmd", &req.cmd)?;
+        crate::validate::command("cmd", &req.cmd)?;
         if !(req.stdin || req.stdout || req.stderr) {
             return Err(CridError::Invalid(
                 "Exec: one of stdin, stdout and stderr must be asked for".into(),
@@ -77,7 +77,7 @@ impl crate::Crid {
 
     /// PortForward: a URL for ports in the ready pod's network namespace.
     pub async fn port_forward_url(&self, req: k8s_cri::v1::PortForwardRequest) -> Result<String> {
-        crate::cri::validate::ports("port", &req.port)?;
+        crate::validate::ports("port", &req.port)?;
         let pod = self
             .store
             .pod(&req.pod_sandbox_id)

@@ -657,6 +657,30 @@ pub fn container_config(c: &cri::ContainerConfig) -> Result {
     Ok(())
 }
 
+/// UpdateRuntimeConfig's pod CIDR: empty, or CIDRs (one per IP family) joined
+/// by commas, as kubelet sends them.
+pub fn pod_cidr(field: &str, v: &str) -> Result {
+    if v.is_empty() {
+        return Ok(());
+    }
+    for cidr in v.split(',') {
+        let ok = cidr.split_once('/').is_some_and(|(ip, len)| {
+            let len: Option<u8> = (!len.is_empty() && len.len() <= 3)
+                .then(|| len.parse().ok())
+                .flatten();
+            match (ip.parse::<std::net::IpAddr>(), len) {
+                (Ok(std::net::IpAddr::V4(_)), Some(n)) => n <= 32,
+                (Ok(std::net::IpAddr::V6(_)), Some(n)) => n <= 128,
+                _ => false,
+            }
+        });
+        if !ok {
+            return refuse(field, v, "is not a CIDR, or CIDRs joined by commas");
+        }
+    }
+    Ok(())
+}
+
 /// ExecSync's and Exec's command: not empty, no NUL in any argument.
 pub fn command(field: &str, cmd: &[String]) -> Result {
     if cmd.is_empty() {
@@ -1215,5 +1239,18 @@ mod tests {
         assert!(ports("port", &[80, 0]).is_err());
         assert!(timeout("timeout", -1).is_err());
         assert_eq!(ports("port", &[1, 65535]), Ok(()));
+        for good in ["", "10.244.0.0/24", "10.244.0.0/24,fd00::/64"] {
+            assert_eq!(pod_cidr("cidr", good), Ok(()), "{good}");
+        }
+        for bad in [
+            "10.244.0.0",
+            "10.244.0.0/33",
+            "fd00::/129",
+            "x/8",
+            "10.0.0.0/8\n",
+            ",",
+        ] {
+            assert!(pod_cidr("cidr", bad).is_err(), "{bad:?}");
+        }
     }
 }
