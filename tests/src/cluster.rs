@@ -53,17 +53,7 @@ pub struct Cluster {
 
 /// Runs `ip ARGS…`, failing the test with its output when it fails.
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    crate::pods::on_host("ip", args);
 }
 
 /// The namespaces of clusters whose process is gone, deleted.
@@ -141,17 +131,24 @@ impl Cluster {
         join(&c.upstream_ns, "vup", &format!("{PREFIX}.2"));
         // What leaves the upstream for the nodes goes through a token bucket.
         let rate = format!("{mbit}mbit");
-        let tc = Command::new("ip")
-            .args(["netns", "exec", &c.upstream_ns, "tc", "qdisc", "add", "dev"])
-            .args(["eth0", "root", "tbf", "rate", &rate])
-            .args(["burst", "64kb", "latency", "100ms"])
-            .output()
-            .expect("running tc");
-        assert!(
-            tc.status.success(),
-            "tc: {}",
-            String::from_utf8_lossy(&tc.stderr).trim()
-        );
+        ip(&[
+            "netns",
+            "exec",
+            &c.upstream_ns,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "eth0",
+            "root",
+            "tbf",
+            "rate",
+            &rate,
+            "burst",
+            "64kb",
+            "latency",
+            "100ms",
+        ]);
         for i in 0..n {
             let node = NetNode {
                 ns: format!("{tag}-n{i}"),

@@ -108,6 +108,21 @@ impl Crid {
         self.child.as_ref().map_or(-1, |c| c.id() as i32)
     }
 
+    /// crid's resident memory in KiB and its open file descriptors.
+    pub fn footprint(&self) -> (u64, usize) {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        (rss, fds)
+    }
+
     /// A gRPC channel over the socket.
     pub async fn channel(&self) -> Channel {
         channel(&self.socket).await

@@ -7,20 +7,6 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::NamespaceMode::Container as OwnPid;
 use std::time::{Duration, Instant};
 
-/// crid's resident memory in KiB and its open file descriptors.
-fn footprint(pid: i32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    (rss, fds)
-}
-
 const CALLS: usize = 1000;
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -38,7 +24,7 @@ async fn a_thousand_list_and_status_calls_at_once_are_answered_in_time_while_pod
     let ctr = w
         .start(&pod, &config, w.container_config("app", "sleep 1000"))
         .await;
-    let start = footprint(w.crid.pid());
+    let start = w.crid.footprint();
 
     let churning = std::sync::atomic::AtomicBool::new(true);
     let churn = async {
@@ -78,7 +64,7 @@ async fn a_thousand_list_and_status_calls_at_once_are_answered_in_time_while_pod
     assert!(max < DEADLINE, "the slowest call took {max:?}");
     // Memory and descriptors once the load is gone.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let end = footprint(w.crid.pid());
+    let end = w.crid.footprint();
     println!(
         "{waves} waves of {CALLS} calls: p50 {p50:?}, max {max:?}; RSS {} -> {} KiB, fds {} -> {}",
         start.0, end.0, start.1, end.1

@@ -569,20 +569,6 @@ fn mutate_container(r: &mut Rng, c: &mut cri::ContainerConfig, tmp: &str) {
     }
 }
 
-/// crid's resident memory in KiB and its open file descriptors.
-fn footprint(pid: i32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    (rss, fds)
-}
-
 /// The codes a request may be answered with: done, or refused for the request or
 /// for the node; never INTERNAL or UNKNOWN.
 fn answered_well(r: &Result<(), tonic::Status>) -> bool {
@@ -623,7 +609,7 @@ async fn two_thousand_generated_requests_never_crash_leak_or_answer_internal() {
         .start(&pod, &config, w.container_config("app", "sleep 1000"))
         .await;
     let before = left();
-    let start = footprint(w.crid.pid());
+    let start = w.crid.footprint();
     let (mut done, mut refused) = (0usize, 0usize);
     let mut bad = Vec::new();
     for i in 0..2000 {
@@ -703,7 +689,7 @@ async fn two_thousand_generated_requests_never_crash_leak_or_answer_internal() {
         added.is_empty() && gone.is_empty(),
         "seed {seed}: left behind {added:#?}; gone {gone:#?}"
     );
-    let end = footprint(w.crid.pid());
+    let end = w.crid.footprint();
     assert!(
         end.1 <= start.1 + 2,
         "seed {seed}: file descriptors went from {} to {}",

@@ -589,13 +589,7 @@ fn sigstore_signed_images_only_valid_and_untampered() {
             .unwrap(),
     )
     .unwrap();
-    let rd = tmp.path().join("registries.d");
-    std::fs::create_dir_all(&rd).unwrap();
-    std::fs::write(
-        rd.join("default.yaml"),
-        "default-docker:\n  use-sigstore-attachments: true\n",
-    )
-    .unwrap();
+    let rd = sigstore_attachments(tmp.path());
     let policy = |identity: serde_json::Value| {
         let mut req = serde_json::json!({"type": "sigstoreSigned", "keyPath": pubkey});
         if !identity.is_null() {
@@ -719,34 +713,46 @@ fn sigstore_signed_images_only_valid_and_untampered() {
     assert!(r.stderr.contains("no signature found"), "{}", r.describe());
 }
 
-#[test]
-fn sigstore_signatures_kept_with_the_image_are_checked_again_without_the_registry() {
+/// A policy in `dir` that wants sigstore signatures by `key` for every image
+/// (its public key written beside it as NAME.pub).
+fn sigstore_policy(dir: &Path, name: &str, key: &p256::ecdsa::SigningKey) -> PathBuf {
     use p256::pkcs8::EncodePublicKey as _;
-    let reg = Registry::start();
-    let proxy = Proxy::start(&reg.addr);
-    let tmp = TempRoot::new();
-    let key = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
-    let stranger = p256::ecdsa::SigningKey::from_slice(&[0x17; 32]).unwrap();
-    let policy_for = |name: &str, k: &p256::ecdsa::SigningKey| {
-        let pem = k
-            .verifying_key()
-            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
-            .unwrap();
-        let keyfile = tmp.path().join(format!("{name}.pub"));
-        std::fs::write(&keyfile, pem).unwrap();
-        let f = tmp.path().join(format!("{name}.json"));
-        let req = serde_json::json!({"type": "sigstoreSigned", "keyPath": keyfile});
-        std::fs::write(&f, serde_json::json!({"default": [req]}).to_string()).unwrap();
-        f
-    };
-    let (trusted, other) = (policy_for("trusted", &key), policy_for("other", &stranger));
-    let rd = tmp.path().join("registries.d");
+    let pem = key
+        .verifying_key()
+        .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+        .unwrap();
+    let keyfile = dir.join(format!("{name}.pub"));
+    std::fs::write(&keyfile, pem).unwrap();
+    let f = dir.join(format!("{name}.json"));
+    let req = serde_json::json!({"type": "sigstoreSigned", "keyPath": keyfile});
+    std::fs::write(&f, serde_json::json!({"default": [req]}).to_string()).unwrap();
+    f
+}
+
+/// A registries.d in `dir` that looks for attached sigstore signatures everywhere.
+fn sigstore_attachments(dir: &Path) -> PathBuf {
+    let rd = dir.join("registries.d");
     std::fs::create_dir_all(&rd).unwrap();
     std::fs::write(
         rd.join("default.yaml"),
         "default-docker:\n  use-sigstore-attachments: true\n",
     )
     .unwrap();
+    rd
+}
+
+#[test]
+fn sigstore_signatures_kept_with_the_image_are_checked_again_without_the_registry() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let tmp = TempRoot::new();
+    let key = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let stranger = p256::ecdsa::SigningKey::from_slice(&[0x17; 32]).unwrap();
+    let (trusted, other) = (
+        sigstore_policy(tmp.path(), "trusted", &key),
+        sigstore_policy(tmp.path(), "other", &stranger),
+    );
+    let rd = sigstore_attachments(tmp.path());
     let p = reg.push("signed/kept", &Image::busybox());
     let reference = p.reference.replace(&reg.addr, &proxy.addr);
     let payload = cosign_payload(&reference, &p.digest);
@@ -812,28 +818,13 @@ fn sigstore_signatures_kept_with_the_image_are_checked_again_without_the_registr
 /// and unpacked.
 #[test]
 fn blobs_download_while_the_signatures_are_checked_and_wait_for_the_verdict() {
-    use p256::pkcs8::EncodePublicKey as _;
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
     let tmp = TempRoot::new();
     let key = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
     let stranger = p256::ecdsa::SigningKey::from_slice(&[0x17; 32]).unwrap();
-    let pem = key
-        .verifying_key()
-        .to_public_key_pem(p256::pkcs8::LineEnding::LF)
-        .unwrap();
-    let keyfile = tmp.path().join("cosign.pub");
-    std::fs::write(&keyfile, pem).unwrap();
-    let policy = tmp.path().join("policy.json");
-    let req = serde_json::json!({"type": "sigstoreSigned", "keyPath": keyfile});
-    std::fs::write(&policy, serde_json::json!({"default": [req]}).to_string()).unwrap();
-    let rd = tmp.path().join("registries.d");
-    std::fs::create_dir_all(&rd).unwrap();
-    std::fs::write(
-        rd.join("default.yaml"),
-        "default-docker:\n  use-sigstore-attachments: true\n",
-    )
-    .unwrap();
+    let policy = sigstore_policy(tmp.path(), "cosign", &key);
+    let rd = sigstore_attachments(tmp.path());
     // The signature tag is answered a second and a half late.
     proxy.fault(".sig", Fault::Delay(Duration::from_millis(1500)), None);
     let image = Image::busybox();
