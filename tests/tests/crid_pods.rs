@@ -152,6 +152,36 @@ async fn pod_and_container_lifecycle() {
     let e = w.exec(&ctr, &["/bin/sleep", "30"], 1).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
     assert!(t0.elapsed() < Duration::from_secs(15));
+    let r = w.exec(&ctr, &["/bin/ps", "-o", "args"], 10).await.unwrap();
+    let ps = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(
+        !ps.contains("sleep 30"),
+        "the timed-out command lives on: {ps}"
+    );
+    // Killed by a signal: 128+N, as a shell says.
+    let r = w
+        .exec(&ctr, &["/bin/sh", "-c", "kill -9 $$"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 137);
+    // What the command leaves running, holding its output, does not hold the
+    // answer beyond a short drain, under either runtime.
+    let t0 = Instant::now();
+    let r = w
+        .exec(&ctr, &["/bin/sh", "-c", "sleep 20 & echo started"], 0)
+        .await
+        .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert_eq!((r.exit_code, r.stdout.as_slice()), (0, &b"started\n"[..]));
+    // Each exec's process file, pid file and runtime log are gone.
+    let dir = w.crid.run_dir.join("ctrmon").join(&ctr);
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("exec-"))
+        .collect();
+    assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
 
     // ReopenContainerLog after the file was moved away.
     std::fs::rename(&log_path, w.tmp.path().join("main.log.1")).unwrap();

@@ -21,10 +21,12 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// The runtime, to run.
+    /// The runtime, to run; crid runs it from a sealed copy of its binary
+    /// ([`crikit::runtime::sealed`]).
     pub fn runtime(&self) -> crikit::runtime::runc::Runtime {
         crikit::runtime::runc::Runtime::new(&self.path, Some(self.root.clone()))
             .with_args(self.args.clone())
+            .sealed()
     }
 }
 

@@ -75,6 +75,10 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
             runtime: format!("{} exec", o.runtime.path.display()),
             message: format!("no pid in {}", o.pid_file.display()),
         })?;
+    // The process's end wakes the loop through a pidfd; without one (a kernel
+    // before 5.3), short naps.
+    let pidfd = rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let pid = nix::unistd::Pid::from_raw(pid);
     let mut pipes = [
         Some(std::fs::File::from(out_r)),
@@ -123,14 +127,33 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
             .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
             .collect();
         let which: Vec<usize> = (0..2).filter(|&i| pipes[i].is_some()).collect();
-        // Short naps: the process's end shows in waitpid, not on the pipes.
-        match nix::poll::poll(&mut fds, PollTimeout::from(50u16)) {
+        let nap = match (&pidfd, exit_code) {
+            (Some(fd), None) => {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                let now = Instant::now();
+                [drain_until, deadline.filter(|_| !timed_out)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map_or(PollTimeout::NONE, |w| {
+                        PollTimeout::try_from(w.saturating_duration_since(now))
+                            .unwrap_or(PollTimeout::MAX)
+                    })
+            }
+            (None, None) => PollTimeout::from(50u16),
+            (_, Some(_)) => drain_until.map_or(PollTimeout::NONE, |w| {
+                PollTimeout::try_from(w.saturating_duration_since(Instant::now()))
+                    .unwrap_or(PollTimeout::MAX)
+            }),
+        };
+        match nix::poll::poll(&mut fds, nap) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(sys("waiting for exec output")(e.into())),
         }
         let ready: Vec<bool> = fds
             .iter()
+            .take(which.len())
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);

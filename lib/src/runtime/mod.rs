@@ -4,4 +4,5 @@
 
 pub mod monitor;
 pub mod runc;
+pub mod sealed;
 pub mod systemd;

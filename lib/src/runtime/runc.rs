@@ -20,6 +20,9 @@ pub struct Runtime {
     pub root: Option<PathBuf>,
     /// Global options given before every subcommand (`--systemd-cgroup`, `--debug`).
     pub args: Vec<String>,
+    /// Run the binary from a sealed in-memory copy ([`super::sealed`]), made once,
+    /// instead of letting every invocation copy itself.
+    pub sealed: bool,
 }
 
 /// The runtime could not be run, or it failed.
@@ -77,7 +80,15 @@ impl Runtime {
             path: path.into(),
             root,
             args: Vec::new(),
+            sealed: false,
         }
+    }
+
+    /// The same runtime, run from a sealed copy of its binary (for a daemon that
+    /// runs it often; see [`super::sealed`]).
+    pub fn sealed(mut self) -> Runtime {
+        self.sealed = true;
+        self
     }
 
     /// The same runtime with `args` before every subcommand.
@@ -86,9 +97,20 @@ impl Runtime {
         self
     }
 
-    /// `RUNTIME [--root ROOT] [ARGS…]`.
+    /// `RUNTIME [--root ROOT] [ARGS…]`, from the sealed copy when asked for.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(&self.path);
+        let copy = self
+            .sealed
+            .then(|| super::sealed::exec_path(&self.path))
+            .flatten();
+        let mut c = match copy {
+            Some(copy) => {
+                let mut c = Command::new(copy);
+                std::os::unix::process::CommandExt::arg0(&mut c, &self.path);
+                c
+            }
+            None => Command::new(&self.path),
+        };
         if let Some(root) = &self.root {
             c.arg("--root").arg(root);
         }
@@ -156,6 +178,22 @@ impl Runtime {
         let mut c = self.logged(log);
         c.args(["exec", "--detach", "--process"]).arg(process);
         with_console(&mut c, pid_file, console, id);
+        c
+    }
+
+    /// Whether the runtime's foreground `exec` returns as soon as the process ends
+    /// (crun). runc's waits, as their subreaper, for every process the command left
+    /// running, so a sync exec of it needs a subreaper of its own (ctrmon).
+    pub fn exec_returns_with_its_process(&self) -> bool {
+        self.path.file_name().is_some_and(|n| n == "crun")
+    }
+
+    /// `exec --process PROCESS --pid-file PID ID` in the foreground: the runtime
+    /// waits for the process and exits with its status.
+    pub fn exec(&self, log: &Path, process: &Path, pid_file: &Path, id: &str) -> Command {
+        let mut c = self.logged(log);
+        c.args(["exec", "--process"]).arg(process);
+        with_console(&mut c, pid_file, Console::Inherit, id);
         c
     }
 

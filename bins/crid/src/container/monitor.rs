@@ -1,6 +1,7 @@
 //! The ctrmon client: crid runs one monitor per container (`runtime create`, and
 //! for an infra container `start`), the infra process of a pod that shares a PID
-//! namespace (`ctrmon --infra`), one monitor per ExecSync, and talks to a running
+//! namespace (`ctrmon --infra`), one monitor per exec (a sync exec under crun runs without one), and talks
+//! to a running
 //! monitor through its attach socket. Command lines, paths and results are the
 //! library's ([`crikit::runtime::monitor`]); nothing of ctrmon's is parsed by hand here.
 
@@ -82,6 +83,11 @@ impl Monitors<'_> {
     /// Runs `cmd` in the running container `id` (its bundle's process, with these
     /// arguments and no terminal) and waits for it, at most `timeout` seconds when
     /// positive; each stream is kept up to `max_output` bytes.
+    ///
+    /// A probe a second per pod makes this the call kubelet makes most. When the
+    /// runtime's foreground exec returns as the process ends (crun), crid runs it
+    /// itself; otherwise (runc waits for whatever the command left running) under
+    /// a monitor, which reaps the process as its subreaper.
     pub fn exec_sync(
         &self,
         id: &str,
@@ -91,18 +97,39 @@ impl Monitors<'_> {
         max_output: usize,
     ) -> Result<ExecResult> {
         let file = self.process_file(id, bundle, cmd, false, None)?;
-        let mut command = self
-            .command(id)
-            .exec(file.path())
-            .exec_output_max(max_output);
-        if timeout > 0 {
-            command = command.exec_timeout(timeout as u64);
-        }
-        let stdout = self.run(command, &format!("exec in {id}"))?;
-        let r: ExecResult = serde_json::from_slice(&stdout).map_err(|e| CridError::Monitor {
-            what: format!("exec in {id}"),
-            message: format!("unreadable result: {e}"),
-        })?;
+        let r = if self.runtime.exec_returns_with_its_process() {
+            let pid_file = file.path().with_extension("pid");
+            let log = file.path().with_extension("log");
+            let exec = crikit::runtime::monitor::exec::ExecSync {
+                runtime: self.runtime,
+                id,
+                process: file.path(),
+                pid_file: &pid_file,
+                log: &log,
+                timeout: (timeout > 0).then(|| std::time::Duration::from_secs(timeout as u64)),
+                max_output,
+            };
+            crikit::runtime::monitor::exec::exec_sync(&exec).map_err(|source| {
+                CridError::Runtime {
+                    action: "exec in",
+                    id: id.to_string(),
+                    source,
+                }
+            })?
+        } else {
+            let mut command = self
+                .command(id)
+                .exec(file.path())
+                .exec_output_max(max_output);
+            if timeout > 0 {
+                command = command.exec_timeout(timeout as u64);
+            }
+            let stdout = self.run(command, &format!("exec in {id}"))?;
+            serde_json::from_slice(&stdout).map_err(|e| CridError::Monitor {
+                what: format!("exec in {id}"),
+                message: format!("unreadable result: {e}"),
+            })?
+        };
         if r.timed_out {
             return Err(CridError::ExecTimeout {
                 cmd: cmd.to_vec(),

@@ -1,5 +1,213 @@
-//! What an exec did, as `ctrmon --exec` prints it and its callers read it: the
-//! contract of ctrmon's ExecSync (the exec itself runs in ctrmon).
+//! A synchronous exec, as the CRI's ExecSync needs: [`exec_sync`] runs the
+//! runtime's foreground `exec`, keeps stdout and stderr up to a bound and kills the
+//! process when a timeout passes; [`ExecResult`] is what it did, as `ctrmon --exec`
+//! prints it and its callers read it. crid runs [`exec_sync`] for a runtime whose
+//! foreground exec returns with its process ([`Runtime::exec_returns_with_its_process`]);
+//! ctrmon's `--exec` detaches the process and reaps it as a subreaper instead.
+
+use crate::runtime::runc::{Runtime, RuntimeError};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// How long the output may keep coming once the process has ended: a process it
+/// left in the background (`sh -c 'daemon &'`) may hold the pipes for ever.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// One exec.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecSync<'a> {
+    /// The runtime.
+    pub runtime: &'a Runtime,
+    /// The running container.
+    pub id: &'a str,
+    /// A runtime-spec `process` object, as `runc exec --process` reads it.
+    pub process: &'a Path,
+    /// Where the runtime writes the process's pid (removed afterwards).
+    pub pid_file: &'a Path,
+    /// The runtime's JSON log, where it says why it could not start the process
+    /// (removed afterwards).
+    pub log: &'a Path,
+    /// Kill the process after this long.
+    pub timeout: Option<Duration>,
+    /// Keep at most this many bytes of each stream.
+    pub max_output: usize,
+}
+
+/// Runs the exec and waits for the process (or the timeout).
+///
+/// The runtime's foreground `exec` reaps the process and exits with its status
+/// (128+N when signal N ended it), so no subreaper is needed, as long as it
+/// returns when the process ends (crun; runc waits for whatever the process left
+/// running, until the timeout kills it too); a runtime that could
+/// not start the process says why in its log, and that is the error. The process's
+/// end is watched through a pidfd of the runtime, its output through the pipes,
+/// with no polling naps.
+pub fn exec_sync(o: &ExecSync) -> Result<ExecResult, RuntimeError> {
+    let _ = std::fs::remove_file(o.pid_file);
+    let _ = std::fs::remove_file(o.log);
+    let failed = |message: String| RuntimeError::Failed {
+        runtime: o.runtime.path.clone(),
+        verb: "exec",
+        message,
+    };
+    let spawn = |source: std::io::Error| RuntimeError::Spawn {
+        runtime: o.runtime.path.clone(),
+        verb: "exec",
+        source,
+    };
+    let mut child = o
+        .runtime
+        .exec(o.log, o.process, o.pid_file, o.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    let result = follow(o, &mut child);
+    if result.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let error = crate::runtime::runc::last_error(o.log);
+    let _ = std::fs::remove_file(o.log);
+    let _ = std::fs::remove_file(o.pid_file);
+    let r = result.map_err(spawn)?;
+    match error {
+        Some(message) => Err(failed(message)),
+        None => Ok(r),
+    }
+}
+
+/// Reads the runtime's pipes until it has exited and they are drained.
+fn follow(o: &ExecSync, child: &mut std::process::Child) -> std::io::Result<ExecResult> {
+    use std::os::unix::process::ExitStatusExt;
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_child(child),
+        rustix::process::PidfdFlags::empty(),
+    )?;
+    let mut pipes: [Option<std::fs::File>; 2] = [
+        child.stdout.take().map(|p| OwnedFd::from(p).into()),
+        child.stderr.take().map(|p| OwnedFd::from(p).into()),
+    ];
+    let mut out = [Vec::new(), Vec::new()];
+    let mut truncated = false;
+    let mut timed_out = false;
+    let mut status = None;
+    let deadline = o.timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut drain_until: Option<Instant> = None;
+    let mut kill_runtime_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if status.is_none() {
+            if let Some(s) = child.try_wait()? {
+                status = Some(s);
+                drain_until = Some(Instant::now() + DRAIN);
+            }
+        }
+        let now = Instant::now();
+        if status.is_some() && (pipes.iter().all(Option::is_none) || drain_until <= Some(now)) {
+            break;
+        }
+        if status.is_none() && !timed_out && deadline.is_some_and(|d| now >= d) {
+            timed_out = true;
+            kill_process(o.pid_file, child);
+            kill_runtime_at = Some(now + DRAIN);
+        }
+        // A runtime still waiting, for what the process left running, is killed too.
+        if status.is_none() && kill_runtime_at.is_some_and(|k| now >= k) {
+            let _ = child.kill();
+            kill_runtime_at = None;
+        }
+        let wake = [
+            drain_until,
+            deadline.filter(|_| !timed_out && status.is_none()),
+            kill_runtime_at.filter(|_| status.is_none()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = match wake {
+            Some(w) => {
+                PollTimeout::try_from(w.saturating_duration_since(now)).unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        let which: Vec<usize> = (0..2).filter(|&i| pipes[i].is_some()).collect();
+        let mut fds: Vec<PollFd> = pipes
+            .iter()
+            .flatten()
+            .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN))
+            .collect();
+        if status.is_none() {
+            fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .take(which.len())
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        for (k, &i) in which.iter().enumerate() {
+            if !ready[k] {
+                continue;
+            }
+            let n = match pipes[i].as_mut().map(|p| p.read(&mut buf)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                _ => 0,
+            };
+            if n == 0 {
+                pipes[i] = None;
+                continue;
+            }
+            let room = o.max_output.saturating_sub(out[i].len());
+            if n > room {
+                truncated = true;
+            }
+            out[i].extend_from_slice(&buf[..n.min(room)]);
+        }
+    }
+    let status = status.unwrap_or_default();
+    let exit_code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255);
+    let [stdout, stderr] = out;
+    Ok(ExecResult {
+        exit_code,
+        stdout,
+        stderr,
+        truncated,
+        timed_out,
+    })
+}
+
+/// Kills the exec'd process, whose pid the runtime wrote; the runtime itself when
+/// it has not written one yet (the process, if it comes, is then left behind).
+fn kill_process(pid_file: &Path, runtime: &mut std::process::Child) {
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    // Through a pidfd: the runtime has not reaped the process yet, so the pid is
+    // still its.
+    match pid.map(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())) {
+        Some(Ok(fd)) => {
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+        }
+        _ => {
+            let _ = runtime.kill();
+        }
+    }
+}
 
 /// What an exec did: the JSON object `ctrmon --exec` prints, one line. Output is
 /// `{"text": …}` when it is UTF-8, `{"bytes": BASE64}` otherwise (the convention
