@@ -15,6 +15,11 @@ not, get its own infra process). The client is bins/crid/examples/cri.rs for bot
   RSS        the daemon idle (images pulled), then with --pods pods running, and
              the daemon plus its per-container processes (ctrmon; containerd's
              runc shims and pause processes)
+  ExecSync   with those pods running, --execs ExecSync calls of `/bin/true` in a
+             row into one container (what an exec probe costs): p50 latency, and
+             the CPU the runtime spent per call, its daemon and everything it ran
+             and reaped (crid: crun; containerd: its shims and runc), from
+             /proc/PID/stat
 
 Prints markdown tables with same-run ratios (crid / containerd). Needs root.
 """
@@ -252,6 +257,19 @@ def drop_nat_rules(network):
             subprocess.run(["iptables", "-t", "nat", "-X", rule[3:]], stderr=subprocess.DEVNULL)
 
 
+def cpu_ticks(pids):
+    """Clock ticks the processes and their reaped children spent (utime, stime,
+    cutime, cstime)."""
+    total = 0
+    for p in pids:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])
+    return total
+
+
 def pct(xs, p):
     xs = sorted(xs)
     k = (len(xs) - 1) * p
@@ -263,6 +281,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--pods", type=int, default=50)
+    ap.add_argument("--execs", type=int, default=200)
     a = ap.parse_args()
     require(RUNTIME_TOOLS)
     if not os.access(CRI, os.X_OK):
@@ -303,7 +322,7 @@ def main():
                     lat[rt.name][k] += r[k]
             print(f"round {i + 1}/{rounds}", file=sys.stderr)
 
-        loaded = {}
+        loaded, execs = {}, {}
         for rt in runtimes:
             pod, ctr = files(rt, "up")
             cri(rt.sock, "up", str(a.pods), pod, ctr)
@@ -315,6 +334,12 @@ def main():
                 helpers = children_rss(rt.root, ["containerd-shim", "containerd-shim-runc-v2"]) + \
                     pause_rss("2147483647")
             loaded[rt.name] = (daemon, helpers)
+            ctr = json.loads(cri(rt.sock, "ps"))[0]["id"]
+            procs = [rt.proc.pid] if rt.name == "crid" else \
+                [rt.proc.pid] + pids_with(["containerd-shim", "containerd-shim-runc-v2"], rt.root)
+            t0 = cpu_ticks(procs)
+            r = json.loads(cri(rt.sock, "execs", str(a.execs), ctr, "/bin/true"))
+            execs[rt.name] = (r["exec_ms"], (cpu_ticks(procs) - t0) / os.sysconf("SC_CLK_TCK") * 1000 / a.execs)
             cri(rt.sock, "down")
     finally:
         for rt in runtimes:
@@ -342,6 +367,12 @@ def main():
     tc, tk = sum(loaded[c]), sum(loaded[k])
     print(f"| daemon + per-pod processes (ctrmon; shims + pause), {a.pods} pods | {tc / 1024:.1f} | "
           f"{tk / 1024:.1f} | {tc / tk:.2f} |")
+    (lc, cc), (lk, ck) = execs[c], execs[k]
+    print(f"\nExecSync of /bin/true, {a.execs} in a row, {a.pods} pods running:\n")
+    print("| | crid | containerd | ratio |\n|---|---:|---:|---:|")
+    print(f"| latency p50 | {pct(lc, 0.5):.1f} ms | {pct(lk, 0.5):.1f} ms | {pct(lc, 0.5) / pct(lk, 0.5):.2f} |")
+    print(f"| latency p90 | {pct(lc, 0.9):.1f} ms | {pct(lk, 0.9):.1f} ms | {pct(lc, 0.9) / pct(lk, 0.9):.2f} |")
+    print(f"| CPU per call (daemon, and what it ran) | {cc:.1f} ms | {ck:.1f} ms | {cc / ck:.2f} |")
 
 
 def containerd_version():

@@ -10,6 +10,7 @@
 //! cri SOCKET stopp|rmp POD_ID
 //! cri SOCKET inspect ID | inspectp POD_ID | ps | pods
 //! cri SOCKET exec ID CMD...
+//! cri SOCKET execs N ID CMD...                  -> N ExecSync calls in a row, latencies
 //! cri SOCKET bench N POD.json CONTAINER.json    -> start and teardown latencies
 //! cri SOCKET up N POD.json CONTAINER.json       -> N pods with a running container
 //! cri SOCKET down                               -> every pod stopped and removed
@@ -295,6 +296,24 @@ async fn run() -> Result<()> {
             std::io::stdout().write_all(&r.stdout)?;
             std::io::stderr().write_all(&r.stderr)?;
             std::process::exit(r.exit_code);
+        }
+        "execs" => {
+            let n: usize = arg(0)?.parse()?;
+            let req = cri::ExecSyncRequest {
+                container_id: arg(1)?,
+                cmd: rest.get(2..).unwrap_or_default().to_vec(),
+                timeout: 30,
+            };
+            let mut ms = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t0 = Instant::now();
+                let r = rt.exec_sync(req.clone()).await?.into_inner();
+                if r.exit_code != 0 {
+                    return Err(format!("exit code {}", r.exit_code).into());
+                }
+                ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            print(&serde_json::json!({ "exec_ms": ms }))
         }
         "bench" => bench(&mut rt, arg(0)?.parse()?, &arg(1)?, &arg(2)?).await,
         "up" => {
