@@ -3,10 +3,8 @@
 //! kill the process (not just the runtime) when a timeout passes.
 
 use crate::error::MonitorError;
-use crikit::runtime::monitor::exec::ExecResult;
+use crikit::runtime::monitor::exec::{Capture, ExecResult};
 use crikit::runtime::runc::{Console, Runtime};
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -75,22 +73,20 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
             runtime: format!("{} exec", o.runtime.path.display()),
             message: format!("no pid in {}", o.pid_file.display()),
         })?;
-    // The process's end wakes the loop through a pidfd; without one (a kernel
-    // before 5.3), short naps.
     let pidfd = rustix::process::Pid::from_raw(pid)
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let pid = nix::unistd::Pid::from_raw(pid);
-    let mut pipes = [
-        Some(std::fs::File::from(out_r)),
-        Some(std::fs::File::from(err_r)),
-    ];
-    let mut out = [Vec::new(), Vec::new()];
-    let mut truncated = false;
+    let mut output = Capture::new(
+        [
+            Some(std::fs::File::from(out_r)),
+            Some(std::fs::File::from(err_r)),
+        ],
+        o.max_output,
+    );
     let mut timed_out = false;
     let mut exit_code = None;
     let deadline = o.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut drain_until: Option<Instant> = None;
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         if exit_code.is_none() {
             match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
@@ -111,7 +107,7 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
                 drain_until = Some(Instant::now() + Duration::from_secs(1));
             }
         }
-        if pipes.iter().all(Option::is_none) && exit_code.is_some() {
+        if !output.is_open() && exit_code.is_some() {
             break;
         }
         if drain_until.is_some_and(|d| Instant::now() >= d) {
@@ -121,64 +117,24 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
             timed_out = true;
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
-        let mut fds: Vec<PollFd> = pipes
-            .iter()
-            .flatten()
-            .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
-            .collect();
-        let which: Vec<usize> = (0..2).filter(|&i| pipes[i].is_some()).collect();
-        let nap = match (&pidfd, exit_code) {
-            (Some(fd), None) => {
-                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                let now = Instant::now();
+        // The process's end wakes the wait through its pidfd; without one (a
+        // kernel before 5.3), short naps.
+        let (end, until) = match (&pidfd, exit_code) {
+            (Some(fd), None) => (
+                Some(fd.as_fd()),
                 [drain_until, deadline.filter(|_| !timed_out)]
                     .into_iter()
                     .flatten()
-                    .min()
-                    .map_or(PollTimeout::NONE, |w| {
-                        PollTimeout::try_from(w.saturating_duration_since(now))
-                            .unwrap_or(PollTimeout::MAX)
-                    })
-            }
-            (None, None) => PollTimeout::from(50u16),
-            (_, Some(_)) => drain_until.map_or(PollTimeout::NONE, |w| {
-                PollTimeout::try_from(w.saturating_duration_since(Instant::now()))
-                    .unwrap_or(PollTimeout::MAX)
-            }),
+                    .min(),
+            ),
+            (None, None) => (None, Some(Instant::now() + Duration::from_millis(50))),
+            (_, Some(_)) => (None, drain_until),
         };
-        match nix::poll::poll(&mut fds, nap) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(sys("waiting for exec output")(e.into())),
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .take(which.len())
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        for (k, &i) in which.iter().enumerate() {
-            if !ready[k] {
-                continue;
-            }
-            let n = pipes[i]
-                .as_mut()
-                .map(|f| f.read(&mut buf))
-                .transpose()
-                .unwrap_or(Some(0))
-                .unwrap_or(0);
-            if n == 0 {
-                pipes[i] = None;
-                continue;
-            }
-            let room = o.max_output.saturating_sub(out[i].len());
-            if n > room {
-                truncated = true;
-            }
-            out[i].extend_from_slice(&buf[..n.min(room)]);
-        }
+        output
+            .wait(end, until)
+            .map_err(sys("waiting for exec output"))?;
     }
-    let [stdout, stderr] = out;
+    let ([stdout, stderr], truncated) = output.finish();
     Ok(ExecResult {
         exit_code: exit_code.unwrap_or(if timed_out { 137 } else { 255 }),
         stdout,

@@ -3,7 +3,8 @@
 //! process when a timeout passes; [`ExecResult`] is what it did, as `ctrmon --exec`
 //! prints it and its callers read it. crid runs [`exec_sync`] for a runtime whose
 //! foreground exec returns with its process ([`Runtime::exec_returns_with_its_process`]);
-//! ctrmon's `--exec` detaches the process and reaps it as a subreaper instead.
+//! ctrmon's `--exec` detaches the process and reaps it as a subreaper instead. Both
+//! read the output through [`Capture`].
 
 use crate::runtime::runc::{Runtime, RuntimeError};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -89,18 +90,18 @@ fn follow(o: &ExecSync, child: &mut std::process::Child) -> std::io::Result<Exec
         rustix::process::Pid::from_child(child),
         rustix::process::PidfdFlags::empty(),
     )?;
-    let mut pipes: [Option<std::fs::File>; 2] = [
-        child.stdout.take().map(|p| OwnedFd::from(p).into()),
-        child.stderr.take().map(|p| OwnedFd::from(p).into()),
-    ];
-    let mut out = [Vec::new(), Vec::new()];
-    let mut truncated = false;
+    let mut output = Capture::new(
+        [
+            child.stdout.take().map(|p| OwnedFd::from(p).into()),
+            child.stderr.take().map(|p| OwnedFd::from(p).into()),
+        ],
+        o.max_output,
+    );
     let mut timed_out = false;
     let mut status = None;
     let deadline = o.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut drain_until: Option<Instant> = None;
     let mut kill_runtime_at: Option<Instant> = None;
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         if status.is_none() {
             if let Some(s) = child.try_wait()? {
@@ -109,7 +110,7 @@ fn follow(o: &ExecSync, child: &mut std::process::Child) -> std::io::Result<Exec
             }
         }
         let now = Instant::now();
-        if status.is_some() && (pipes.iter().all(Option::is_none) || drain_until <= Some(now)) {
+        if status.is_some() && (!output.is_open() || drain_until <= Some(now)) {
             break;
         }
         if status.is_none() && !timed_out && deadline.is_some_and(|d| now >= d) {
@@ -130,21 +131,69 @@ fn follow(o: &ExecSync, child: &mut std::process::Child) -> std::io::Result<Exec
         .into_iter()
         .flatten()
         .min();
-        let timeout = match wake {
-            Some(w) => {
-                PollTimeout::try_from(w.saturating_duration_since(now)).unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        };
-        let which: Vec<usize> = (0..2).filter(|&i| pipes[i].is_some()).collect();
-        let mut fds: Vec<PollFd> = pipes
+        let end = status.is_none().then_some(pidfd.as_fd());
+        output.wait(end, wake)?;
+    }
+    let status = status.unwrap_or_default();
+    let exit_code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255);
+    let ([stdout, stderr], truncated) = output.finish();
+    Ok(ExecResult {
+        exit_code,
+        stdout,
+        stderr,
+        truncated,
+        timed_out,
+    })
+}
+
+/// An exec's stdout and stderr, read as they come and each kept up to a bound.
+pub struct Capture {
+    pipes: [Option<std::fs::File>; 2],
+    out: [Vec<u8>; 2],
+    max: usize,
+    truncated: bool,
+    buf: Vec<u8>,
+}
+
+impl Capture {
+    /// Reads these pipes (stdout, stderr), keeping at most `max` bytes of each.
+    pub fn new(pipes: [Option<std::fs::File>; 2], max: usize) -> Capture {
+        Capture {
+            pipes,
+            out: [Vec::new(), Vec::new()],
+            max,
+            truncated: false,
+            buf: vec![0u8; 64 * 1024],
+        }
+    }
+
+    /// Whether a pipe is still open (its writers have not all closed it).
+    pub fn is_open(&self) -> bool {
+        self.pipes.iter().any(Option::is_some)
+    }
+
+    /// Waits until output comes, `also` (a pidfd, say) is readable or `until`
+    /// passes (no bound when `None`), and reads what came.
+    pub fn wait(
+        &mut self,
+        also: Option<std::os::fd::BorrowedFd<'_>>,
+        until: Option<Instant>,
+    ) -> std::io::Result<()> {
+        let timeout = until.map_or(PollTimeout::NONE, |w| {
+            PollTimeout::try_from(w.saturating_duration_since(Instant::now()))
+                .unwrap_or(PollTimeout::MAX)
+        });
+        let which: Vec<usize> = (0..2).filter(|&i| self.pipes[i].is_some()).collect();
+        let mut fds: Vec<PollFd> = self
+            .pipes
             .iter()
             .flatten()
             .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN))
+            .chain(also.map(|fd| PollFd::new(fd, PollFlags::POLLIN)))
             .collect();
-        if status.is_none() {
-            fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
-        }
         match nix::poll::poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
@@ -159,35 +208,28 @@ fn follow(o: &ExecSync, child: &mut std::process::Child) -> std::io::Result<Exec
             if !ready[k] {
                 continue;
             }
-            let n = match pipes[i].as_mut().map(|p| p.read(&mut buf)) {
+            let n = match self.pipes[i].as_mut().map(|p| p.read(&mut self.buf)) {
                 Some(Ok(n)) => n,
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 _ => 0,
             };
             if n == 0 {
-                pipes[i] = None;
+                self.pipes[i] = None;
                 continue;
             }
-            let room = o.max_output.saturating_sub(out[i].len());
+            let room = self.max.saturating_sub(self.out[i].len());
             if n > room {
-                truncated = true;
+                self.truncated = true;
             }
-            out[i].extend_from_slice(&buf[..n.min(room)]);
+            self.out[i].extend_from_slice(&self.buf[..n.min(room)]);
         }
+        Ok(())
     }
-    let status = status.unwrap_or_default();
-    let exit_code = status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(255);
-    let [stdout, stderr] = out;
-    Ok(ExecResult {
-        exit_code,
-        stdout,
-        stderr,
-        truncated,
-        timed_out,
-    })
+
+    /// What was kept of stdout and stderr, and whether anything was dropped.
+    pub fn finish(self) -> ([Vec<u8>; 2], bool) {
+        (self.out, self.truncated)
+    }
 }
 
 /// Kills the exec'd process, whose pid the runtime wrote; the runtime itself when
