@@ -182,8 +182,9 @@ impl Runtime {
     }
 
     /// Whether the runtime's foreground `exec` returns as soon as the process ends
-    /// (crun). runc's waits, as their subreaper, for every process the command left
-    /// running, so a sync exec of it needs a subreaper of its own (ctrmon).
+    /// (crun). runc's returns only once every process the command left running has
+    /// ended (`sh -c 'sleep 5 & echo'` takes 5 s), so a sync exec under runc needs a
+    /// subreaper of its own that reaps the process (ctrmon).
     pub fn exec_returns_with_its_process(&self) -> bool {
         self.path.file_name().is_some_and(|n| n == "crun")
     }

@@ -1,8 +1,8 @@
 //! The ctrmon client: crid runs one monitor per container (`runtime create`, and
 //! for an infra container `start`), the infra process of a pod that shares a PID
-//! namespace (`ctrmon --infra`), one monitor per exec (a sync exec under crun runs without one), and talks
-//! to a running
-//! monitor through its attach socket. Command lines, paths and results are the
+//! namespace (`ctrmon --infra`), one monitor per exec (but a sync exec under crun,
+//! which crid runs itself), and talks to a running monitor through its attach
+//! socket. Command lines, paths and results are the
 //! library's ([`crikit::runtime::monitor`]); nothing of ctrmon's is parsed by hand here.
 
 use crate::error::{CridError, Result};
