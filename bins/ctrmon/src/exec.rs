@@ -3,7 +3,7 @@
 //! kill the process (not just the runtime) when a timeout passes.
 
 use crate::error::MonitorError;
-use crikit::runtime::monitor::exec::{Capture, ExecResult};
+use crikit::runtime::monitor::exec::{Capture, ExecResult, DRAIN};
 use crikit::runtime::runc::{Console, Runtime};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -66,10 +66,8 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
             message,
         });
     }
-    let pid = std::fs::read_to_string(&o.pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .ok_or_else(|| MonitorError::Runtime {
+    let pid =
+        crikit::runtime::monitor::read_pid(&o.pid_file).ok_or_else(|| MonitorError::Runtime {
             runtime: format!("{} exec", o.runtime.path.display()),
             message: format!("no pid in {}", o.pid_file.display()),
         })?;
@@ -104,7 +102,7 @@ pub fn exec_sync(o: &ExecOptions) -> Result<ExecResult, MonitorError> {
                 Err(_) => exit_code = Some(255),
             }
             if exit_code.is_some() {
-                drain_until = Some(Instant::now() + Duration::from_secs(1));
+                drain_until = Some(Instant::now() + DRAIN);
             }
         }
         if !output.is_open() && exit_code.is_some() {

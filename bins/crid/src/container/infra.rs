@@ -105,9 +105,7 @@ fn infra_pid_file(pod: &PodRecord) -> PathBuf {
 pub fn end_infra_process(pod: &PodRecord, pid: Option<i32>, parent: Option<&Parent>) {
     let ns_dir = pod.dir.join("ns");
     let file = infra_pid_file(pod);
-    let from_file = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok());
+    let from_file = crikit::runtime::monitor::read_pid(&file);
     let mut pids: Vec<i32> = pid.into_iter().chain(from_file).collect();
     pids.dedup();
     for pid in pids {

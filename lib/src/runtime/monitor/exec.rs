@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// How long the output may keep coming once the process has ended: a process it
 /// left in the background (`sh -c 'daemon &'`) may hold the pipes for ever.
-const DRAIN: Duration = Duration::from_secs(1);
+pub const DRAIN: Duration = Duration::from_secs(1);
 
 /// One exec.
 #[derive(Debug, Clone, Copy)]
@@ -235,10 +235,7 @@ impl Capture {
 /// Kills the exec'd process, whose pid the runtime wrote; the runtime itself when
 /// it has not written one yet (the process, if it comes, is then left behind).
 fn kill_process(pid_file: &Path, runtime: &mut std::process::Child) {
-    let pid = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .and_then(rustix::process::Pid::from_raw);
+    let pid = super::read_pid(pid_file).and_then(rustix::process::Pid::from_raw);
     // Through a pidfd: the runtime has not reaped the process yet, so the pid is
     // still its.
     match pid.map(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())) {

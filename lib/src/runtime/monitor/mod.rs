@@ -117,12 +117,18 @@ impl StateDir {
     /// pid taken over by another program is no monitor, and a zombie has ended: its
     /// reaper, the node's init, may be slow to reap it).
     pub fn monitor_alive(&self) -> bool {
-        std::fs::read_to_string(self.monitor_pid_file())
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
+        read_pid(&self.monitor_pid_file())
             .and_then(process_state)
             .is_some_and(|(comm, state)| comm == "ctrmon" && state != 'Z')
     }
+}
+
+/// The pid a pid file holds (a runtime's `--pid-file`, a monitor's): none when the
+/// file is missing or holds no number.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
 }
 
 /// A process's arguments, from `/proc/PID/cmdline` (none once it is gone).
