@@ -762,3 +762,92 @@ async fn a_stopped_container_in_a_shared_pid_namespace_leaves_nothing_running() 
     );
     w.remove_pod(&pod).await;
 }
+
+/// A CNI plugin whose DEL marks `DIR/del-started`, counts itself in `DIR/dels` and
+/// waits (30 s at most) for `DIR/del-go`: a network that takes its time to go.
+fn gated_del_plugin(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "#!/bin/sh\n\
+         cat >/dev/null\n\
+         case \"$CNI_COMMAND\" in\n\
+         VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.4.0\",\"1.0.0\"]}}' ;;\n\
+         ADD) echo '{{\"cniVersion\":\"1.0.0\"}}' ;;\n\
+         DEL) echo del >> {d}/dels; touch {d}/del-started; i=0\n\
+              while [ ! -e {d}/del-go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done ;;\n\
+         esac\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_network_is_going_is_listed_not_ready_meanwhile_and_torn_down_once() {
+    let mut w = World::new(Network::None, &[]).await;
+    let gate = w.tmp.path().join("gate");
+    let bin = w.tmp.path().join("cni-bin");
+    std::fs::create_dir_all(&gate).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("gated");
+    std::fs::write(&plugin, gated_del_plugin(&gate)).unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    e2e::crid::write_conflist(
+        w.tmp.path(),
+        "10-gated",
+        &serde_json::json!({"cniVersion": "1.0.0", "name": "gated",
+            "plugins": [{"type": "gated"}, {"type": "loopback"}]}),
+    );
+    w.crid.stop_with(nix::sys::signal::Signal::SIGTERM);
+    let bins = format!("{}:/usr/lib/cni", bin.display());
+    let reg = w.reg.addr.clone();
+    w.restart_with(&["--insecure-registry", &reg, "--cni-bin-dir", &bins])
+        .await;
+
+    let config = w.pod_config("gated", OwnPid);
+    let pod = w.run_pod(&config).await.unwrap();
+    let c = w.run_sh(&pod, &config, "c", "exec sleep 1003").await;
+    let stop = |w: &World| {
+        let mut rt = w.rt.clone();
+        let pod = pod.clone();
+        tokio::spawn(async move {
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await
+        })
+    };
+    let first = stop(&w);
+    e2e::wait_for("the network's DEL to begin", || {
+        gate.join("del-started").exists()
+    });
+    let second = stop(&w);
+    // While DEL runs, the pod answers status and list calls, as not ready, and its
+    // container as exited: kubelet's relist does not wait for a network to go.
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        (w.pods().await, w.pod_status(&pod).await, w.status(&c).await)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no answer while the pod's network goes: {}",
+            w.crid.stderr()
+        )
+    });
+    let (pods, status, container) = answered;
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0].state, cri::PodSandboxState::SandboxNotready as i32);
+    assert_eq!(status.state, cri::PodSandboxState::SandboxNotready as i32);
+    assert_eq!(container.state, cri::ContainerState::ContainerExited as i32);
+    assert!(!first.is_finished(), "the stop waits for its DEL");
+    std::fs::write(gate.join("del-go"), "").unwrap();
+    for s in [first, second] {
+        s.await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("stopping the pod: {e:?}: {}", w.crid.stderr()));
+    }
+    // The second stop waited for the first, and found the network gone.
+    let dels = std::fs::read_to_string(gate.join("dels")).unwrap();
+    assert_eq!(dels.lines().count(), 1, "DEL ran once: {dels:?}");
+    let info = w.pod_info(&pod).await;
+    assert!(info["network"].is_null(), "{info}");
+    w.remove_pod(&pod).await;
+    assert!(w.pods().await.is_empty());
+}

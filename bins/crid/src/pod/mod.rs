@@ -8,7 +8,7 @@ use crate::container::create::{check_apparmor, check_selinux};
 use crate::error::{CridError, Result};
 use crate::host::stats::PodNet;
 use crate::state::record::{IdMap, NsMode, PodRecord, UserNamespace};
-use crate::state::store::pod_name_key;
+use crate::state::store::{pod_name_key, PodRef};
 use crate::state::{now_ns, status};
 use crate::Crid;
 use k8s_cri::v1 as cri;
@@ -375,7 +375,7 @@ impl Crid {
     }
 
     /// StopPodSandbox: the pod's containers stop, its network goes. Unknown pods
-    /// are no error.
+    /// are no error. The pod is listed as not ready from when its teardown begins.
     pub async fn stop_pod(self: &Arc<Self>, id: &str) -> Result<()> {
         let Some(pod) = self.store.pod(id) else {
             return Ok(());
@@ -383,15 +383,43 @@ impl Crid {
         for c in self.store.containers_of(id) {
             self.stop_container(&c, 0).await?;
         }
-        let mut pod = pod.lock().await;
-        let was_ready = pod.ready;
-        pod.ready = false;
-        let torn = self.teardown_pod(&mut pod).await;
-        self.store.save_pod(&pod)?;
+        let teardown = self.store.pod_teardown(id);
+        let _one = teardown.lock().await;
+        if self.store.pod(id).is_none() {
+            // Removed while this call waited.
+            return Ok(());
+        }
+        let (was_ready, mut work) = self.not_ready(&pod).await?;
+        let torn = self.teardown_pod(&mut work).await;
+        let work = self.torn_down(&pod, &work).await?;
         if was_ready {
-            self.emit_pod(&pod, cri::ContainerEventType::ContainerStoppedEvent, true);
+            self.emit_pod(&work, cri::ContainerEventType::ContainerStoppedEvent, true);
         }
         torn
+    }
+
+    /// Marks the pod not ready (saved, when it was ready): whether it was, and a
+    /// copy of its record for [`Crid::teardown_pod`] to work on without its lock.
+    async fn not_ready(&self, pod: &PodRef) -> Result<(bool, PodRecord)> {
+        let mut p = pod.lock().await;
+        let was_ready = p.ready;
+        if was_ready {
+            p.ready = false;
+            self.store.save_pod(&p)?;
+        }
+        Ok((was_ready, p.clone()))
+    }
+
+    /// Puts what a teardown changed in the copy `work` (the infra process, the
+    /// network, the namespaces) into the pod's record, saved; the record as it is.
+    async fn torn_down(&self, pod: &PodRef, work: &PodRecord) -> Result<PodRecord> {
+        let mut p = pod.lock().await;
+        p.infra_pid = work.infra_pid;
+        p.network = work.network.clone();
+        p.ips = work.ips.clone();
+        p.ns = work.ns.clone();
+        self.store.save_pod(&p)?;
+        Ok(p.clone())
     }
 
     /// Stops the infra process, tears the network down, unpins the namespaces.
@@ -444,21 +472,24 @@ impl Crid {
         for c in self.store.containers_of(id) {
             self.remove_container(&c).await?;
         }
-        let mut guard = pod.lock().await;
-        let was_ready = guard.ready;
-        guard.ready = false;
-        if let Err(e) = self.teardown_pod(&mut guard).await {
-            self.store.save_pod(&guard)?;
+        let teardown = self.store.pod_teardown(id);
+        let _one = teardown.lock().await;
+        if self.store.pod(id).is_none() {
+            return Ok(());
+        }
+        let (was_ready, mut work) = self.not_ready(&pod).await?;
+        if let Err(e) = self.teardown_pod(&mut work).await {
+            self.torn_down(&pod, &work).await?;
             return Err(e);
         }
         // The infra process, and any a crash left unrecorded in the pod.
         for c in self.store.infra_of(id) {
             self.remove_container(&c).await?;
         }
-        if let Some(infra) = guard.infra.take() {
+        if let Some(infra) = work.infra.clone() {
             self.remove_container(&infra).await?;
         }
-        let _ = std::fs::remove_dir_all(&guard.dir);
+        let _ = std::fs::remove_dir_all(&work.dir);
         let dir = self.store.pod_dir(id);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -466,7 +497,7 @@ impl Crid {
             }
             _ => {}
         }
-        if let Some(slice) = guard
+        if let Some(slice) = work
             .cgroup_parent
             .as_deref()
             .filter(|_| self.settings.cgroup_manager == CgroupManager::Systemd)
@@ -476,13 +507,13 @@ impl Crid {
                 self.release_slice(id, slice).await;
             }
         }
-        self.store.release(&pod_name_key(&guard.metadata));
+        self.store.release(&pod_name_key(&work.metadata));
         self.stats.forget(&format!("pod:{id}"));
         self.store.forget_pod(id);
         if was_ready {
-            self.emit_pod(&guard, cri::ContainerEventType::ContainerStoppedEvent, true);
+            self.emit_pod(&work, cri::ContainerEventType::ContainerStoppedEvent, true);
         }
-        self.emit_pod(&guard, cri::ContainerEventType::ContainerDeletedEvent, true);
+        self.emit_pod(&work, cri::ContainerEventType::ContainerDeletedEvent, true);
         Ok(())
     }
 

@@ -42,6 +42,8 @@ pub struct Store {
     root: PathBuf,
     run_dir: PathBuf,
     pods: RwLock<HashMap<String, PodRef>>,
+    /// Each pod's teardown lock (see [`Store::pod_teardown`]).
+    teardowns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     containers: RwLock<HashMap<String, Tracked>>,
     /// Names taken (pods' and containers' metadata keys) → id.
     names: Mutex<HashMap<String, String>>,
@@ -99,6 +101,7 @@ impl Store {
             root: root.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
             pods: Default::default(),
+            teardowns: Default::default(),
             containers: Default::default(),
             names: Default::default(),
         }
@@ -157,9 +160,22 @@ impl Store {
         write(&self.pods).insert(pod.id.clone(), Arc::new(tokio::sync::Mutex::new(pod)));
     }
 
+    /// The lock that lets one call at a time (StopPodSandbox, RemovePodSandbox) tear
+    /// the pod `id` down. It is held across the teardown, the pod's record lock only
+    /// to read and to change the record: status and list calls, kubelet's relist
+    /// among them, and the events do not wait for a network's teardown.
+    pub fn pod_teardown(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(
+            crikit::sync::lock(&self.teardowns)
+                .entry(id.to_string())
+                .or_default(),
+        )
+    }
+
     /// Forgets the pod `id`.
     pub fn forget_pod(&self, id: &str) {
         write(&self.pods).remove(id);
+        crikit::sync::lock(&self.teardowns).remove(id);
     }
 
     /// The container `id`, if crid has it.
