@@ -164,12 +164,13 @@ def helpers_rss(rt):
         cridbench.pause_rss("2147483647")
 
 
-def cni_seconds(addr):
-    """{operation: seconds} crid has spent in CNI so far (none without `addr`)."""
+def cni_seconds(addr, what="sum"):
+    """{operation: seconds} crid has spent in CNI so far, or with what="count" how
+    many operations it ran (none without `addr`)."""
     if not addr:
         return {}
     text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=10).read().decode()
-    return {label(l, "operation"): v for l, v in prom(text, "crid_cni_operations_latency_seconds_sum").items()}
+    return {label(l, "operation"): v for l, v in prom(text, f"crid_cni_operations_latency_seconds_{what}").items()}
 
 
 def sandboxes(rt):
@@ -188,6 +189,7 @@ def run(binary, rt, n, gates, work, tag, image, crid_metrics):
             with open(os.path.join(staged, f"{name}.json"), "w") as f:
                 json.dump(manifest(name, image), f)
         cni0 = cni_seconds(crid_metrics)
+        dels0 = cni_seconds(crid_metrics, "count").get("DEL", 0)
         cpu0, kcpu0 = cpu_s(rt.proc.pid), cpu_s(k.proc.pid)
         t0 = time.monotonic()
         for name in names:
@@ -219,6 +221,11 @@ def run(binary, rt, n, gates, work, tag, image, crid_metrics):
                 pull.die(f"{rt.name}: pods still running 600 s after their manifests went")
             time.sleep(0.2)
         r["stopped"] = time.monotonic() - t1
+        # A pod is NOTREADY before its network is gone: crid's CNI time counts
+        # every DEL, so wait for them (30 s at most).
+        while crid_metrics and cni_seconds(crid_metrics, "count").get("DEL", 0) - dels0 < n \
+                and time.monotonic() - t1 < 30:
+            time.sleep(0.1)
         r["cni"] = {op: v - cni0.get(op, 0) for op, v in cni_seconds(crid_metrics).items()}
         r["cpu"] = cpu_s(rt.proc.pid) - cpu0
         r["kubelet_cpu"] = cpu_s(k.proc.pid) - kcpu0
