@@ -209,9 +209,6 @@ def run(binary, rt, n, gates, work, tag, image, crid_metrics):
         time.sleep(1)
         r["daemon_kib"] = cridbench.rss_kib(rt.proc.pid)
         r["helpers_kib"] = helpers_rss(rt)
-        metrics = (k.get("/metrics") or b"").decode()
-        r["ops"] = {label(l, "operation_type"): v for l, v in
-                    prom(metrics, "kubelet_runtime_operations_duration_seconds_sum").items()}
 
         t1 = time.monotonic()
         for name in names:
@@ -221,12 +218,19 @@ def run(binary, rt, n, gates, work, tag, image, crid_metrics):
                 pull.die(f"{rt.name}: pods still running 600 s after their manifests went")
             time.sleep(0.2)
         r["stopped"] = time.monotonic() - t1
-        # A pod is NOTREADY before its network is gone: crid's CNI time counts
-        # every DEL, so wait for them (30 s at most).
-        while crid_metrics and cni_seconds(crid_metrics, "count").get("DEL", 0) - dels0 < n \
+        # A pod is NOTREADY before its network is gone: the time spent in calls
+        # counts every StopPodSandbox, and crid's CNI time every DEL, once they
+        # have returned (30 s at most).
+        def stops():
+            text = (k.get("/metrics") or b"").decode()
+            return prom(text, "kubelet_runtime_operations_total").get('{operation_type="stop_podsandbox"}', 0)
+        while (stops() < n or crid_metrics and cni_seconds(crid_metrics, "count").get("DEL", 0) - dels0 < n) \
                 and time.monotonic() - t1 < 30:
             time.sleep(0.1)
         r["cni"] = {op: v - cni0.get(op, 0) for op, v in cni_seconds(crid_metrics).items()}
+        metrics = (k.get("/metrics") or b"").decode()
+        r["ops"] = {label(l, "operation_type"): v for l, v in
+                    prom(metrics, "kubelet_runtime_operations_duration_seconds_sum").items()}
         r["cpu"] = cpu_s(rt.proc.pid) - cpu0
         r["kubelet_cpu"] = cpu_s(k.proc.pid) - kcpu0
         r["errors"] = error_kinds(os.path.join(k.dir, "kubelet.log"))
