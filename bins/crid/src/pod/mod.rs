@@ -387,6 +387,7 @@ impl Crid {
         let _one = teardown.lock().await;
         if self.store.pod(id).is_none() {
             // Removed while this call waited.
+            self.store.forget_teardown(id);
             return Ok(());
         }
         let (was_ready, mut work) = self.not_ready(&pod).await?;
@@ -475,6 +476,7 @@ impl Crid {
         let teardown = self.store.pod_teardown(id);
         let _one = teardown.lock().await;
         if self.store.pod(id).is_none() {
+            self.store.forget_teardown(id);
             return Ok(());
         }
         let (was_ready, mut work) = self.not_ready(&pod).await?;

@@ -172,6 +172,14 @@ impl Store {
         )
     }
 
+    /// Drops the teardown lock of the pod `id` once the pod is gone (a call that
+    /// waited for a removal asked for it again).
+    pub fn forget_teardown(&self, id: &str) {
+        if self.pod(id).is_none() {
+            crikit::sync::lock(&self.teardowns).remove(id);
+        }
+    }
+
     /// Forgets the pod `id`.
     pub fn forget_pod(&self, id: &str) {
         write(&self.pods).remove(id);
