@@ -383,14 +383,9 @@ impl Crid {
         for c in self.store.containers_of(id) {
             self.stop_container(&c, 0).await?;
         }
-        let teardown = self.store.pod_teardown(id);
-        let _one = teardown.lock().await;
-        if self.store.pod(id).is_none() {
-            // Removed while this call waited.
-            self.store.forget_teardown(id);
+        let Some((_one, was_ready, mut work)) = self.begin_teardown(id, &pod).await? else {
             return Ok(());
-        }
-        let (was_ready, mut work) = self.not_ready(&pod).await?;
+        };
         let torn = self.teardown_pod(&mut work).await;
         let work = self.torn_down(&pod, &work).await?;
         if was_ready {
@@ -399,16 +394,28 @@ impl Crid {
         torn
     }
 
-    /// Marks the pod not ready (saved, when it was ready): whether it was, and a
-    /// copy of its record for [`Crid::teardown_pod`] to work on without its lock.
-    async fn not_ready(&self, pod: &PodRef) -> Result<(bool, PodRecord)> {
+    /// Begins a teardown of the pod `id` (StopPodSandbox, RemovePodSandbox): takes
+    /// its teardown lock, held until the guard goes, and marks it not ready (saved,
+    /// when it was ready). The guard, whether it was ready, and a copy of its record
+    /// for [`Crid::teardown_pod`] to work on without the record's lock; `None` when
+    /// the pod was removed while this call waited.
+    async fn begin_teardown(
+        &self,
+        id: &str,
+        pod: &PodRef,
+    ) -> Result<Option<(tokio::sync::OwnedMutexGuard<()>, bool, PodRecord)>> {
+        let one = self.store.pod_teardown(id).lock_owned().await;
+        if self.store.pod(id).is_none() {
+            self.store.forget_teardown(id);
+            return Ok(None);
+        }
         let mut p = pod.lock().await;
         let was_ready = p.ready;
         if was_ready {
             p.ready = false;
             self.store.save_pod(&p)?;
         }
-        Ok((was_ready, p.clone()))
+        Ok(Some((one, was_ready, p.clone())))
     }
 
     /// Puts what a teardown changed in the copy `work` (the infra process, the
@@ -473,13 +480,9 @@ impl Crid {
         for c in self.store.containers_of(id) {
             self.remove_container(&c).await?;
         }
-        let teardown = self.store.pod_teardown(id);
-        let _one = teardown.lock().await;
-        if self.store.pod(id).is_none() {
-            self.store.forget_teardown(id);
+        let Some((_one, was_ready, mut work)) = self.begin_teardown(id, &pod).await? else {
             return Ok(());
-        }
-        let (was_ready, mut work) = self.not_ready(&pod).await?;
+        };
         if let Err(e) = self.teardown_pod(&mut work).await {
             self.torn_down(&pod, &work).await?;
             return Err(e);
