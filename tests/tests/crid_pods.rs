@@ -851,3 +851,125 @@ async fn a_pod_whose_network_is_going_is_listed_not_ready_meanwhile_and_torn_dow
     w.remove_pod(&pod).await;
     assert!(w.pods().await.is_empty());
 }
+
+/// Makes its file when dropped.
+struct OpensOnDrop(PathBuf);
+
+impl Drop for OpensOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
+/// An OCI runtime that is the one under test, except that its `start` waits until
+/// the file `go` appears in `gate` (having made `start-began` there).
+fn gated_start_runtime(gate: &Path) -> String {
+    let g = gate.display();
+    format!(
+        "#!/bin/sh\n\
+         for a in \"$@\"; do\n\
+           if [ \"$a\" = start ]; then\n\
+             : >{g}/start-began\n\
+             while [ ! -e {g}/go ]; do sleep 0.05; done\n\
+           fi\n\
+         done\n\
+         exec {} \"$@\"\n",
+        e2e::runc::runtime()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_being_started_is_listed_meanwhile_and_started_once() {
+    let tmp = e2e::TempRoot::new();
+    let gate = tmp.path().join("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    let runtime = tmp.path().join("gated-runtime");
+    std::fs::write(&runtime, gated_start_runtime(&gate)).unwrap();
+    std::fs::set_permissions(&runtime, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let conf = tmp.path().join("crid.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[runtimes.gated]\npath = {:?}\nroot = {:?}\n",
+            runtime.display().to_string(),
+            tmp.path().join("gated-root").display().to_string()
+        ),
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let w = World::new(Network::Loopback, &["--config", &conf]).await;
+    // Dropped before the world, whatever fails: no start is left waiting.
+    let _opens = OpensOnDrop(gate.join("go"));
+    let config = w.pod_config("gated-start", OwnPid);
+    let pod = w
+        .rt
+        .clone()
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "gated".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("running the pod: {e:?}: {}", w.crid.stderr()))
+        .into_inner()
+        .pod_sandbox_id;
+    let c = w
+        .create(&pod, &config, w.container_config("c", "exec sleep 1004"))
+        .await
+        .unwrap_or_else(|e| panic!("creating the container: {e:?}: {}", w.crid.stderr()));
+    let start = |w: &World| {
+        let mut rt = w.rt.clone();
+        let c = c.clone();
+        tokio::spawn(async move {
+            rt.start_container(cri::StartContainerRequest { container_id: c })
+                .await
+        })
+    };
+    let first = start(&w);
+    // Waited for without blocking a worker: the start's task may sit in this one's
+    // queue.
+    let began = tokio::time::timeout(Duration::from_secs(30), async {
+        while !gate.join("start-began").exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    if began.await.is_err() {
+        panic!("the runtime's start never began: {}", w.crid.stderr());
+    }
+    let second = start(&w);
+    // While the runtime starts it, the container answers list and status calls, as
+    // created: kubelet's relist does not wait for a start.
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        (w.containers().await, w.status(&c).await)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no answer while the container starts: {}",
+            w.crid.stderr()
+        )
+    });
+    let (listed, status) = answered;
+    assert_eq!(
+        listed,
+        vec![(c.clone(), cri::ContainerState::ContainerCreated as i32)]
+    );
+    assert_eq!(status.state, cri::ContainerState::ContainerCreated as i32);
+    assert!(!first.is_finished(), "the start waits for its runtime");
+    assert!(!second.is_finished(), "the second start waits for the first");
+    std::fs::write(gate.join("go"), "").unwrap();
+    first
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("starting the container: {e:?}: {}", w.crid.stderr()));
+    // The second found it started: one start, and a clear refusal.
+    let e = second.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not in the created state"), "{e:?}");
+    assert_eq!(
+        w.status(&c).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    w.remove_pod(&pod).await;
+    assert!(w.containers().await.is_empty());
+}

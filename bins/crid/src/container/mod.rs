@@ -139,21 +139,23 @@ impl Crid {
         })
     }
 
-    /// StartContainer.
+    /// StartContainer. The record's lock is not held across the runtime's start:
+    /// the container's changes lock keeps a second start out (it then finds the
+    /// container started).
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
         let c = self.container_or_not_found(id)?;
-        let mut c = c.lock().await;
-        if c.started_at != 0 || self.store.monitor_dir(id).exit().is_some() {
+        let _one = self.changes(id).await?;
+        let c2 = c.lock().await.clone();
+        if c2.started_at != 0 || self.store.monitor_dir(id).exit().is_some() {
             return Err(CridError::NotReady(format!(
                 "container {id} is not in the created state"
             )));
         }
-        let runtime = self.runtime(&c.runtime_handler)?;
-        if let Some(images) = c.restore_from.clone() {
+        let runtime = self.runtime(&c2.runtime_handler)?;
+        let restored = if let Some(images) = c2.restore_from.clone() {
             // Made from a checkpoint: its monitor restores it, running.
             let me = Arc::clone(self);
-            let c2 = c.clone();
-            c.pid = tokio::task::spawn_blocking(move || {
+            let pid = tokio::task::spawn_blocking(move || {
                 let pid = me.monitors(&runtime).create(
                     &c2.id,
                     &c2.name,
@@ -178,7 +180,7 @@ impl Crid {
                 Ok::<_, CridError>(pid)
             })
             .await??;
-            c.restore_from = None;
+            Some(pid)
         } else {
             let id2 = id.to_string();
             tokio::task::spawn_blocking(move || runtime.start(&id2))
@@ -188,6 +190,12 @@ impl Crid {
                     id: id.to_string(),
                     source,
                 })?;
+            None
+        };
+        let mut c = c.lock().await;
+        if let Some(pid) = restored {
+            c.pid = pid;
+            c.restore_from = None;
         }
         c.started_at = now_ns();
         self.store.save_container(&c)?;
@@ -198,12 +206,27 @@ impl Crid {
         Ok(())
     }
 
+    /// The changes lock of the container `id` (see
+    /// [`crate::state::store::Store::container_changes`]),
+    /// held until the guard goes.
+    async fn changes(&self, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = self
+            .store
+            .container_changes(id)
+            .ok_or_else(|| CridError::NotFound(format!("container {id}")))?;
+        Ok(lock.lock_owned().await)
+    }
+
     /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds.
     /// Unknown and stopped containers are no error.
     pub async fn stop_container(self: &Arc<Self>, id: &str, timeout: i64) -> Result<()> {
         let Some(c) = self.store.container(id) else {
             return Ok(());
         };
+        // A start or an update at work ends first: the signal finds it running.
+        if let Some(changes) = self.store.container_changes(id) {
+            drop(changes.lock().await);
+        }
         // A copy: status and list calls must not wait for the grace period.
         let c2 = c.lock().await.clone();
         let dirs = self.store.monitor_dir(id);
@@ -245,6 +268,14 @@ impl Crid {
         // A container that would not stop is deleted by force below all the same.
         if let Err(e) = self.stop_container(id, 0).await {
             tracing::warn!("removing container {id}: {}", e.message());
+        }
+        // Held to the end: a second removal waits, then finds it gone.
+        let Some(changes) = self.store.container_changes(id) else {
+            return Ok(());
+        };
+        let _one = changes.lock_owned().await;
+        if self.store.container(id).is_none() {
+            return Ok(());
         }
         // A copy: status and list calls must not wait for the bundle's removal.
         let c2 = c.lock().await.clone();
@@ -447,12 +478,12 @@ impl Crid {
             crate::validate::resources("linux", r)?;
         }
         let c = self.container_or_not_found(id)?;
-        let mut c = c.lock().await;
+        let _one = self.changes(id).await?;
         let Some(res) = res else {
             return Ok(());
         };
         let update = spec::update_resources(&res);
-        let runtime = self.runtime(&c.runtime_handler)?;
+        let runtime = self.runtime(&c.lock().await.runtime_handler)?;
         let id2 = id.to_string();
         tokio::task::spawn_blocking(move || runtime.update(&id2, &update))
             .await?
@@ -461,6 +492,7 @@ impl Crid {
                 id: id.to_string(),
                 source,
             })?;
+        let mut c = c.lock().await;
         c.resources = Some(Resources::from_cri(&res));
         self.store.save_container(&c)
     }

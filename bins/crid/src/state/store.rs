@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, RwLock};
 /// A pod's state, behind the lock its RPCs take.
 pub type PodRef = Arc<tokio::sync::Mutex<PodRecord>>;
 
-/// A container's state, behind the lock its RPCs take.
+/// A container's state, behind a lock held only to read or change the record: never
+/// across a runtime call (see [`Store::container_changes`]).
 pub type ContainerRef = Arc<tokio::sync::Mutex<ContainerRecord>>;
 
-/// What never changes about a container once it is made, readable without waiting
-/// for its lock (held across a runtime call, say).
+/// What never changes about a container once it is made, readable without taking
+/// its lock.
 #[derive(Debug, Clone)]
 pub struct Facts {
     /// Its pod.
@@ -31,10 +32,12 @@ pub struct Facts {
     pub pid: i32,
 }
 
-/// A container crid tracks: its facts, and its state behind a lock.
+/// A container crid tracks: its facts, its state behind a lock, and the lock of the
+/// calls that change it through its runtime.
 struct Tracked {
     facts: Facts,
     state: ContainerRef,
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The pods and containers.
@@ -191,6 +194,17 @@ impl Store {
         read(&self.containers).get(id).map(|t| Arc::clone(&t.state))
     }
 
+    /// The lock a call holds while it changes the container `id` through its
+    /// runtime (StartContainer, UpdateContainerResources, RemoveContainer), so that
+    /// two such calls do not overlap; StopContainer waits for it before it signals.
+    /// The record's own lock is taken only to read and to change the record, so
+    /// status and list calls, kubelet's relist among them, do not wait for a runtime.
+    pub fn container_changes(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        read(&self.containers)
+            .get(id)
+            .map(|t| Arc::clone(&t.changes))
+    }
+
     /// Every container, as a snapshot of the map.
     pub fn all_containers(&self) -> Vec<ContainerRef> {
         read(&self.containers)
@@ -217,6 +231,7 @@ impl Store {
         let t = Tracked {
             facts,
             state: Arc::new(tokio::sync::Mutex::new(c)),
+            changes: Default::default(),
         };
         write(&self.containers).insert(id, t);
     }
