@@ -885,8 +885,11 @@ async fn a_container_being_started_is_listed_meanwhile_and_started_once() {
     std::fs::create_dir_all(&gate).unwrap();
     let runtime = tmp.path().join("gated-runtime");
     std::fs::write(&runtime, gated_start_runtime(&gate)).unwrap();
-    std::fs::set_permissions(&runtime, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let conf = tmp.path().join("crid.toml");
     std::fs::write(
         &conf,
@@ -902,17 +905,16 @@ async fn a_container_being_started_is_listed_meanwhile_and_started_once() {
     // Dropped before the world, whatever fails: no start is left waiting.
     let _opens = OpensOnDrop(gate.join("go"));
     let config = w.pod_config("gated-start", OwnPid);
-    let pod = w
-        .rt
-        .clone()
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: "gated".into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("running the pod: {e:?}: {}", w.crid.stderr()))
-        .into_inner()
-        .pod_sandbox_id;
+    let pod =
+        w.rt.clone()
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: "gated".into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("running the pod: {e:?}: {}", w.crid.stderr()))
+            .into_inner()
+            .pod_sandbox_id;
     let c = w
         .create(&pod, &config, w.container_config("c", "exec sleep 1004"))
         .await
@@ -943,12 +945,7 @@ async fn a_container_being_started_is_listed_meanwhile_and_started_once() {
         (w.containers().await, w.status(&c).await)
     })
     .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "no answer while the container starts: {}",
-            w.crid.stderr()
-        )
-    });
+    .unwrap_or_else(|_| panic!("no answer while the container starts: {}", w.crid.stderr()));
     let (listed, status) = answered;
     assert_eq!(
         listed,
@@ -956,7 +953,10 @@ async fn a_container_being_started_is_listed_meanwhile_and_started_once() {
     );
     assert_eq!(status.state, cri::ContainerState::ContainerCreated as i32);
     assert!(!first.is_finished(), "the start waits for its runtime");
-    assert!(!second.is_finished(), "the second start waits for the first");
+    assert!(
+        !second.is_finished(),
+        "the second start waits for the first"
+    );
     std::fs::write(gate.join("go"), "").unwrap();
     first
         .await

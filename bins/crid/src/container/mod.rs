@@ -207,14 +207,17 @@ impl Crid {
     }
 
     /// The changes lock of the container `id` (see
-    /// [`crate::state::store::Store::container_changes`]),
-    /// held until the guard goes.
+    /// [`crate::state::store::Store::container_changes`]), held until the guard
+    /// goes; NOT_FOUND when the container is gone, or went while this call waited
+    /// (a removal held it).
     async fn changes(&self, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {
-        let lock = self
-            .store
-            .container_changes(id)
-            .ok_or_else(|| CridError::NotFound(format!("container {id}")))?;
-        Ok(lock.lock_owned().await)
+        let gone = || CridError::NotFound(format!("container {id}"));
+        let lock = self.store.container_changes(id).ok_or_else(gone)?;
+        let guard = lock.lock_owned().await;
+        match self.store.container(id) {
+            Some(_) => Ok(guard),
+            None => Err(gone()),
+        }
     }
 
     /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds.
