@@ -421,6 +421,9 @@ struct Applier<'a> {
     /// setgid), once looked up; cleared with the cache and when a directory's
     /// owner or mode is set.
     cached_parent_gid: Option<u32>,
+    /// Who applies it (effective uid and gid), looked up once, not per file.
+    euid: u32,
+    egid: u32,
     buf: Vec<u8>,
 }
 
@@ -488,6 +491,8 @@ impl<'a> Applier<'a> {
             dir_times: Vec::new(),
             cached_parent: None,
             cached_parent_gid: None,
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
             buf: vec![0; 1 << 18],
         })
     }
@@ -1197,11 +1202,10 @@ impl<'a> Applier<'a> {
             self.cached_parent_gid = Some(if st.st_mode & 0o2000 != 0 {
                 st.st_gid
             } else {
-                rustix::process::getegid().as_raw()
+                self.egid
             });
         }
-        m.uid == u64::from(rustix::process::geteuid().as_raw())
-            && Some(m.gid) == self.cached_parent_gid.map(u64::from)
+        m.uid == u64::from(self.euid) && Some(m.gid) == self.cached_parent_gid.map(u64::from)
     }
 
     /// Sets what the entry says of `fd`, a directory or a regular file it made,
@@ -1221,9 +1225,7 @@ impl<'a> Applier<'a> {
                 rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid)))
                     .map_err(self.io_err(raw, "setting its owner"))?;
             }
-        } else if uid != u64::from(rustix::process::geteuid().as_raw())
-            || gid != u64::from(rustix::process::getegid().as_raw())
-        {
+        } else if uid != u64::from(self.euid) || gid != u64::from(self.egid) {
             report.skipped_owners += 1;
         }
         // After chown, which clears setuid/setgid bits and file capabilities. Without
