@@ -226,9 +226,13 @@ impl Crid {
         let Some(c) = self.store.container(id) else {
             return Ok(());
         };
-        // A start or an update at work ends first: the signal finds it running.
+        // A start, an update or a removal at work ends first: the signal finds it
+        // running, or the container gone.
         if let Some(changes) = self.store.container_changes(id) {
             drop(changes.lock().await);
+        }
+        if self.store.container(id).is_none() {
+            return Ok(());
         }
         // A copy: status and list calls must not wait for the grace period.
         let c2 = c.lock().await.clone();
