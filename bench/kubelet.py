@@ -19,7 +19,9 @@ GetContainerEvents, so kubelet would fall back to relisting).
            pause processes) per pod, with every pod Ready
   CPU      the daemon's CPU seconds over the run, and kubelet's
   where    kubelet's own account of the time it spent in each runtime call
-           (kubelet_runtime_operations_duration_seconds), and crid's in CNI
+           (kubelet_runtime_operations_duration_seconds); of that, the time crid's
+           handler took (crid_operations_latency_seconds), the rest being the socket,
+           gRPC and waiting for a CPU; crid's time in CNI; kubelet's in PLEG relists
 
 Prints markdown tables with same-run ratios (crid / containerd). Needs root. When
 kubelet is not found it says so and exits 0.
@@ -173,6 +175,20 @@ def cni_seconds(addr, what="sum"):
     return {label(l, "operation"): v for l, v in prom(text, f"crid_cni_operations_latency_seconds_{what}").items()}
 
 
+def crid_call_seconds(addr):
+    """{CRI method: seconds} crid's handlers have spent in calls so far (none without
+    `addr`): what kubelet waited for beyond that was transport and queueing."""
+    if not addr:
+        return {}
+    text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=10).read().decode()
+    return {label(l, "operation"): v for l, v in prom(text, "crid_operations_latency_seconds_sum").items()}
+
+
+def method(operation_type):
+    """kubelet's operation_type as the CRI method it stands for: exec_sync → ExecSync."""
+    return "".join("PodSandbox" if w == "podsandbox" else w.capitalize() for w in operation_type.split("_"))
+
+
 def sandboxes(rt):
     return json.loads(cridbench.cri(rt.sock, "pods") or "[]")
 
@@ -189,6 +205,7 @@ def run(binary, rt, n, gates, work, tag, image, crid_metrics):
             with open(os.path.join(staged, f"{name}.json"), "w") as f:
                 json.dump(manifest(name, image), f)
         cni0 = cni_seconds(crid_metrics)
+        calls0 = crid_call_seconds(crid_metrics)
         dels0 = cni_seconds(crid_metrics, "count").get("DEL", 0)
         cpu0, kcpu0 = cpu_s(rt.proc.pid), cpu_s(k.proc.pid)
         t0 = time.monotonic()
@@ -228,9 +245,11 @@ def run(binary, rt, n, gates, work, tag, image, crid_metrics):
                 and time.monotonic() - t1 < 30:
             time.sleep(0.1)
         r["cni"] = {op: v - cni0.get(op, 0) for op, v in cni_seconds(crid_metrics).items()}
+        r["in_crid"] = {m: v - calls0.get(m, 0) for m, v in crid_call_seconds(crid_metrics).items()}
         metrics = (k.get("/metrics") or b"").decode()
         r["ops"] = {label(l, "operation_type"): v for l, v in
                     prom(metrics, "kubelet_runtime_operations_duration_seconds_sum").items()}
+        r["relist"] = sum(prom(metrics, "kubelet_pleg_relist_duration_seconds_sum").values())
         r["cpu"] = cpu_s(rt.proc.pid) - cpu0
         r["kubelet_cpu"] = cpu_s(k.proc.pid) - kcpu0
         r["errors"] = error_kinds(os.path.join(k.dir, "kubelet.log"))
@@ -387,21 +406,26 @@ def report(results, counts, plegs, rounds):
           + (", ".join(f"{kind!r} ({count})" for kind, count in sorted(only.items())) or "none"))
 
     print("\nWhere the time goes: seconds kubelet spent in each runtime call over a run, summed over "
-          "its calls (kubelet_runtime_operations_duration_seconds), and crid's CNI time:\n")
+          "its calls (kubelet_runtime_operations_duration_seconds); of that, the time crid's handler "
+          "took (crid_operations_latency_seconds; the rest is the socket, gRPC and waiting for a CPU); "
+          "crid's CNI time; kubelet's time in PLEG relists:\n")
     for n in counts:
         c, k = results.get(("crid", n, "generic")), results.get(("containerd", n, "generic"))
         if not c or not k:
             continue
         ops = sorted(set(c[0]["ops"]) | set(k[0]["ops"]),
                      key=lambda o: -(statistics.median(r["ops"].get(o, 0) for r in k)))
-        print(f"| {n} pods | crid | containerd |\n|---|---:|---:|")
+        print(f"| {n} pods | crid | of which in crid's handler | containerd |\n|---|---:|---:|---:|")
         for o in ops:
             x = statistics.median(r["ops"].get(o, 0) for r in c)
             y = statistics.median(r["ops"].get(o, 0) for r in k)
+            h = statistics.median(r.get("in_crid", {}).get(method(o), 0) for r in c)
             if x >= 0.05 or y >= 0.05:
-                print(f"| {o} | {x:.2f} | {y:.2f} |")
+                print(f"| {o} | {x:.2f} | {h:.2f} | {y:.2f} |")
         for op in sorted(c[0].get("cni", {})):
-            print(f"| crid: CNI {op} | {statistics.median(r['cni'].get(op, 0) for r in c):.2f} | |")
+            print(f"| crid: CNI {op} | {statistics.median(r['cni'].get(op, 0) for r in c):.2f} | | |")
+        print(f"| kubelet: PLEG relists | {statistics.median(r.get('relist', 0) for r in c):.2f} | "
+              f"| {statistics.median(r.get('relist', 0) for r in k):.2f} |")
         print()
 
 
