@@ -432,6 +432,83 @@ async fn images_pull_list_status_remove_and_fs_info() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_imgpull_changes_in_the_store_crid_reports_at_once() {
+    let reg = Registry::start();
+    let a = reg.push("cri/app", &Image::busybox());
+    let tmp = TempRoot::new();
+    let crid = Crid::start(tmp.path(), &["--insecure-registry", &reg.addr]);
+    let mut img = crid.images().await;
+    let status = |img: &mut cri::image_service_client::ImageServiceClient<_>| {
+        let mut img = img.clone();
+        let name = a.reference.clone();
+        async move {
+            img.image_status(cri::ImageStatusRequest {
+                image: spec(&name),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+        }
+    };
+    img.pull_image(pull_request(&a.reference)).await.unwrap();
+    let first = status(&mut img).await.expect("the image pulled");
+    assert_eq!(first.id, a.config);
+
+    // Another image under the same name, pulled into the store by imgpull while crid
+    // runs: crid's next answers are about it.
+    let mut bigger = Image::new(vec![
+        e2e::Layer::busybox(Compression::Gzip),
+        e2e::Layer::large("data/big", 1, Compression::Gzip),
+    ]);
+    bigger.cmd = vec!["/bin/true".into()];
+    let b = reg.push("cri/app", &bigger);
+    assert_eq!(a.reference, b.reference);
+    assert_ne!(a.config, b.config);
+    let imgpull = |args: &[&str]| {
+        let mut c = std::process::Command::new(bin("imgpull"));
+        c.arg("--root").arg(&crid.root).args(args);
+        run(c, Duration::from_secs(60)).ok();
+    };
+    imgpull(&["--insecure-registry", &reg.addr, &b.reference]);
+    let second = status(&mut img).await.expect("the image imgpull pulled");
+    assert_eq!(second.id, b.config);
+    assert!(
+        second.size > first.size + 1024 * 1024,
+        "{} then {}",
+        first.size,
+        second.size
+    );
+    let listed = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let named: Vec<&str> = listed
+        .iter()
+        .filter(|i| i.repo_tags.contains(&b.reference))
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(named, [b.config.as_str()], "{listed:?}");
+
+    // Removed by imgpull: gone for crid too.
+    imgpull(&["--remove", &b.reference]);
+    assert_eq!(status(&mut img).await, None);
+    let listed = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(
+        listed.iter().all(|i| !i.repo_tags.contains(&b.reference)),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pulls_of_one_image_share_one_download() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);

@@ -118,14 +118,71 @@ fn normalised(r: &str) -> String {
         .unwrap_or_else(|_| r.to_string())
 }
 
-/// The store's entries grouped by config digest (one manifest read each), in
-/// index order.
-fn grouped(store: &Layout) -> Result<Vec<(String, Vec<ImageEntry>)>, LayoutError> {
+/// What crid has read of the store's manifests, by manifest digest: the config each
+/// names and, once an image of it was described, the config's user and the image's
+/// size. Blobs are content-addressed, so nothing here goes stale: a lookup reads only
+/// index.json again (imgpull may have changed it), not every image's manifest.
+/// Manifests index.json no longer names are forgotten.
+#[derive(Debug, Default)]
+pub struct Catalog(std::sync::Mutex<HashMap<String, Known>>);
+
+#[derive(Debug, Clone)]
+struct Known {
+    config: String,
+    /// The config's `User` and the image's size in the store.
+    described: Option<(String, u64)>,
+}
+
+impl Catalog {
+    /// The config digest the manifest `digest` names, read once.
+    fn config(&self, store: &Layout, digest: &str) -> Result<String, LayoutError> {
+        if let Some(k) = crikit::sync::lock(&self.0).get(digest) {
+            return Ok(k.config.clone());
+        }
+        let config = store
+            .manifest(&Digest::parse(digest)?)?
+            .config()
+            .digest()
+            .to_string();
+        crikit::sync::lock(&self.0).insert(
+            digest.to_string(),
+            Known {
+                config: config.clone(),
+                described: None,
+            },
+        );
+        Ok(config)
+    }
+
+    /// Forgets the manifests not in `named`.
+    fn keep(&self, named: &std::collections::HashSet<&str>) {
+        crikit::sync::lock(&self.0).retain(|d, _| named.contains(d.as_str()));
+    }
+
+    fn described(&self, digest: &str) -> Option<(String, u64)> {
+        crikit::sync::lock(&self.0)
+            .get(digest)
+            .and_then(|k| k.described.clone())
+    }
+
+    fn remember(&self, digest: &str, user: &str, size: u64) {
+        if let Some(k) = crikit::sync::lock(&self.0).get_mut(digest) {
+            k.described = Some((user.to_string(), size));
+        }
+    }
+}
+
+/// The store's entries grouped by config digest, in index order.
+fn grouped(
+    store: &Layout,
+    catalog: &Catalog,
+) -> Result<Vec<(String, Vec<ImageEntry>)>, LayoutError> {
     let mut groups: Vec<(String, Vec<ImageEntry>)> = Vec::new();
     let mut at: HashMap<String, usize> = HashMap::new();
-    for e in store.list()? {
-        let manifest = store.manifest(&Digest::parse(&e.manifest_digest)?)?;
-        let config = manifest.config().digest().to_string();
+    let entries = store.list()?;
+    catalog.keep(&entries.iter().map(|e| e.manifest_digest.as_str()).collect());
+    for e in entries {
+        let config = catalog.config(store, &e.manifest_digest)?;
         match at.get(&config) {
             Some(&i) => groups[i].1.push(e),
             None => {
@@ -141,17 +198,28 @@ fn grouped(store: &Layout) -> Result<Vec<(String, Vec<ImageEntry>)>, LayoutError
 /// the blobs.
 fn describe(
     store: &Layout,
+    catalog: &Catalog,
     id: String,
     entries: Vec<ImageEntry>,
 ) -> Result<ImageInfo, LayoutError> {
-    let raw = store.read_blob(&Digest::parse(&id)?, MAX_CONFIG_SIZE)?;
-    let user = serde_json::from_slice::<serde_json::Value>(&raw)
-        .ok()
-        .and_then(|v| v["config"]["User"].as_str().map(String::from))
-        .unwrap_or_default();
-    let size = match entries.first() {
-        Some(e) => store.image_size(&e.descriptor)?,
-        None => 0,
+    let first = entries.first().map(|e| e.manifest_digest.as_str());
+    let (user, size) = match first.and_then(|d| catalog.described(d)) {
+        Some(known) => known,
+        None => {
+            let raw = store.read_blob(&Digest::parse(&id)?, MAX_CONFIG_SIZE)?;
+            let user = serde_json::from_slice::<serde_json::Value>(&raw)
+                .ok()
+                .and_then(|v| v["config"]["User"].as_str().map(String::from))
+                .unwrap_or_default();
+            let size = match entries.first() {
+                Some(e) => store.image_size(&e.descriptor)?,
+                None => 0,
+            };
+            if let Some(d) = first {
+                catalog.remember(d, &user, size);
+            }
+            (user, size)
+        }
     };
     let mut repo_digests: Vec<String> = Vec::new();
     for e in &entries {
@@ -184,10 +252,10 @@ fn repository_of(name: &str) -> &str {
 }
 
 /// Every image in the store, grouped by config digest, sorted by first name.
-pub fn list(store: &Layout) -> Result<Vec<ImageInfo>> {
-    let mut out = grouped(store)?
+pub fn list(store: &Layout, catalog: &Catalog) -> Result<Vec<ImageInfo>> {
+    let mut out = grouped(store, catalog)?
         .into_iter()
-        .map(|(id, entries)| describe(store, id, entries))
+        .map(|(id, entries)| describe(store, catalog, id, entries))
         .collect::<Result<Vec<_>, _>>()?;
     out.sort_by(|a, b| a.names.cmp(&b.names));
     Ok(out)
@@ -196,8 +264,8 @@ pub fn list(store: &Layout) -> Result<Vec<ImageInfo>> {
 /// The image `spec` names: an id (full, or a prefix of at least 12 hex digits), a
 /// store name, a short name, a `NAME@DIGEST` or a repo digest. Only the image found
 /// has its config read and its blobs sized.
-pub fn find(store: &Layout, spec: &str) -> Result<Option<ImageInfo>> {
-    let groups = grouped(store)?;
+pub fn find(store: &Layout, catalog: &Catalog, spec: &str) -> Result<Option<ImageInfo>> {
+    let groups = grouped(store, catalog)?;
     let hex = spec.strip_prefix("sha256:").unwrap_or(spec);
     let by_id = (hex.len() >= 12 && hex.chars().all(|c| c.is_ascii_hexdigit()))
         .then(|| {
@@ -227,7 +295,7 @@ pub fn find(store: &Layout, spec: &str) -> Result<Option<ImageInfo>> {
         return Ok(None);
     };
     let (id, entries) = groups.into_iter().nth(i).unwrap_or_default();
-    Ok(Some(describe(store, id, entries)?))
+    Ok(Some(describe(store, catalog, id, entries)?))
 }
 
 /// Credentials from the CRI's AuthConfig.
@@ -297,6 +365,8 @@ pub struct Images {
     removing: std::sync::Mutex<()>,
     /// The images reported pinned.
     pub pins: Pins,
+    /// What has been read of the store's manifests (see [`Catalog`]).
+    pub catalog: Arc<Catalog>,
     /// Where pulls and removals are told (the events file).
     tell: Tell,
     /// The signature policies pulls are checked against.
@@ -452,6 +522,7 @@ impl Images {
             inflight: Default::default(),
             removing: Default::default(),
             pins,
+            catalog: Default::default(),
             tell,
             policies: Policies::default(),
         }
@@ -591,8 +662,9 @@ impl Images {
         let p = result.map_err(CridError::Pull)?;
         tracing::info!("pulled {}", p.pinned);
         let store = self.store.clone();
+        let catalog = Arc::clone(&self.catalog);
         let name = p.name.clone();
-        let found = tokio::task::spawn_blocking(move || find(&store, &name)).await??;
+        let found = tokio::task::spawn_blocking(move || find(&store, &catalog, &name)).await??;
         Ok(found.map(|i| i.id).unwrap_or_default())
     }
 
@@ -601,7 +673,7 @@ impl Images {
     /// (the CRI's RemoveImage is idempotent).
     pub fn remove(&self, spec: &str, in_use: impl Fn(&str) -> Option<String>) -> Result<()> {
         let _one = self.removing.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(image) = find(&self.store, spec)? else {
+        let Some(image) = find(&self.store, &self.catalog, spec)? else {
             return Ok(());
         };
         if let Some(user) = in_use(&image.id) {

@@ -647,7 +647,8 @@ impl Crid {
             let Some(spec) = m.image.as_mut() else {
                 continue;
             };
-            let info = crate::image::find(&self.images.store, &spec.image)?.ok_or_else(|| {
+            let info = crate::image::find(&self.images.store, &self.images.catalog, &spec.image)?
+                .ok_or_else(|| {
                 CridError::NotFound(format!(
                     "image {} of the image volume at {} (pull it first)",
                     spec.image, m.container_path
@@ -687,7 +688,7 @@ impl Crid {
         config: &mut cri::ContainerConfig,
     ) -> Result<(ImageInfo, Option<Dump>)> {
         let find = |image: &str| {
-            crate::image::find(&self.images.store, image)?.ok_or_else(|| {
+            crate::image::find(&self.images.store, &self.images.catalog, image)?.ok_or_else(|| {
                 CridError::NotFound(format!("image {image} in the store (pull it first)"))
             })
         };

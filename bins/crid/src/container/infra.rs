@@ -69,8 +69,9 @@ impl Crid {
         image: String,
     ) -> Result<()> {
         let store = self.images.store.clone();
+        let catalog = Arc::clone(&self.images.catalog);
         let image2 = image.clone();
-        if tokio::task::spawn_blocking(move || crate::image::find(&store, &image2))
+        if tokio::task::spawn_blocking(move || crate::image::find(&store, &catalog, &image2))
             .await??
             .is_none()
         {

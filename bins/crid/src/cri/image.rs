@@ -33,10 +33,11 @@ impl cri::image_service_server::ImageService for ImageService {
             .map(|s| s.image)
             .filter(|s| !s.is_empty());
         let store = self.0.images.store.clone();
+        let catalog = Arc::clone(&self.0.images.catalog);
         let images = tokio::task::spawn_blocking(move || -> Result<Vec<ImageInfo>, CridError> {
             Ok(match filter {
-                Some(f) => image::find(&store, &f)?.into_iter().collect(),
-                None => image::list(&store)?,
+                Some(f) => image::find(&store, &catalog, &f)?.into_iter().collect(),
+                None => image::list(&store, &catalog)?,
             })
         })
         .await
@@ -56,9 +57,10 @@ impl cri::image_service_server::ImageService for ImageService {
         let req = req.into_inner();
         let spec = spec_of(&req.image)?.to_string();
         let store = self.0.images.store.clone();
+        let catalog = Arc::clone(&self.0.images.catalog);
         let pins = self.0.images.pins.clone();
         let (image, info) = tokio::task::spawn_blocking(move || -> Result<_, CridError> {
-            let Some(i) = image::find(&store, &spec)? else {
+            let Some(i) = image::find(&store, &catalog, &spec)? else {
                 return Ok((None, HashMap::new()));
             };
             let mut info = HashMap::new();
