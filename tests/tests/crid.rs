@@ -15,6 +15,29 @@ fn spec(image: &str) -> Option<cri::ImageSpec> {
     })
 }
 
+type Images = cri::image_service_client::ImageServiceClient<tonic::transport::Channel>;
+
+/// Every image crid lists.
+async fn all_images(img: &mut Images) -> Vec<cri::Image> {
+    img.list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+}
+
+/// The image `name` names, as ImageStatus reports it (not verbose).
+async fn image_of(img: &mut Images, name: &str) -> Option<cri::Image> {
+    img.image_status(cri::ImageStatusRequest {
+        image: spec(name),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .image
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_status_bad_requests_and_a_clean_stop() {
     let tmp = TempRoot::new();
@@ -289,12 +312,7 @@ async fn images_pull_list_status_remove_and_fs_info() {
         .into_inner();
     assert_eq!(r.image_ref, p.config, "the image id is the config digest");
 
-    let list = img
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = all_images(&mut img).await;
     assert_eq!(list.len(), 1, "{list:?}");
     let i = &list[0];
     assert_eq!(i.id, p.config);
@@ -339,16 +357,8 @@ async fn images_pull_list_status_remove_and_fs_info() {
         let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
         assert!(info["config"]["rootfs"]["diff_ids"].is_array(), "{info}");
     }
-    let missing = img
-        .image_status(cri::ImageStatusRequest {
-            image: spec("nothing/here:1"),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
     assert!(
-        missing.image.is_none(),
+        image_of(&mut img, "nothing/here:1").await.is_none(),
         "an unknown image is no error, and no image"
     );
 
@@ -412,12 +422,7 @@ async fn images_pull_list_status_remove_and_fs_info() {
     for r in removals {
         r.await.unwrap().unwrap();
     }
-    let list = img
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = all_images(&mut img).await;
     assert!(list.is_empty(), "{list:?}");
     let blobs = std::fs::read_dir(crid.root.join("images/blobs/sha256"))
         .unwrap()
@@ -438,22 +443,10 @@ async fn what_imgpull_changes_in_the_store_crid_reports_at_once() {
     let tmp = TempRoot::new();
     let crid = Crid::start(tmp.path(), &["--insecure-registry", &reg.addr]);
     let mut img = crid.images().await;
-    let status = |img: &mut cri::image_service_client::ImageServiceClient<_>| {
-        let mut img = img.clone();
-        let name = a.reference.clone();
-        async move {
-            img.image_status(cri::ImageStatusRequest {
-                image: spec(&name),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .image
-        }
-    };
     img.pull_image(pull_request(&a.reference)).await.unwrap();
-    let first = status(&mut img).await.expect("the image pulled");
+    let first = image_of(&mut img, &a.reference)
+        .await
+        .expect("the image pulled");
     assert_eq!(first.id, a.config);
 
     // Another image under the same name, pulled into the store by imgpull while crid
@@ -472,7 +465,9 @@ async fn what_imgpull_changes_in_the_store_crid_reports_at_once() {
         run(c, Duration::from_secs(60)).ok();
     };
     imgpull(&["--insecure-registry", &reg.addr, &b.reference]);
-    let second = status(&mut img).await.expect("the image imgpull pulled");
+    let second = image_of(&mut img, &b.reference)
+        .await
+        .expect("the image imgpull pulled");
     assert_eq!(second.id, b.config);
     assert!(
         second.size > first.size + 1024 * 1024,
@@ -480,12 +475,7 @@ async fn what_imgpull_changes_in_the_store_crid_reports_at_once() {
         first.size,
         second.size
     );
-    let listed = img
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let listed = all_images(&mut img).await;
     let named: Vec<&str> = listed
         .iter()
         .filter(|i| i.repo_tags.contains(&b.reference))
@@ -495,13 +485,8 @@ async fn what_imgpull_changes_in_the_store_crid_reports_at_once() {
 
     // Removed by imgpull: gone for crid too.
     imgpull(&["--remove", &b.reference]);
-    assert_eq!(status(&mut img).await, None);
-    let listed = img
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    assert_eq!(image_of(&mut img, &b.reference).await, None);
+    let listed = all_images(&mut img).await;
     assert!(
         listed.iter().all(|i| !i.repo_tags.contains(&b.reference)),
         "{listed:?}"
