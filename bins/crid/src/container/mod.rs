@@ -30,6 +30,11 @@ pub const EXEC_OUTPUT_MAX: usize = crate::config::MAX_MESSAGE / 2 - 64 * 1024;
 /// container that ended under the exec from an exec that failed on its own.
 const EXEC_END_GRACE: Duration = Duration::from_millis(50);
 
+/// NOT_FOUND for the container `id`.
+fn gone(id: &str) -> CridError {
+    CridError::NotFound(format!("container {id}"))
+}
+
 /// A StopContainer at work on a container, in [`Crid::stopping`] until dropped.
 struct Stopping(Arc<Crid>, String);
 
@@ -122,9 +127,7 @@ impl Crid {
     }
 
     fn container_or_not_found(&self, id: &str) -> Result<crate::state::store::ContainerRef> {
-        self.store
-            .container(id)
-            .ok_or_else(|| CridError::NotFound(format!("container {id}")))
+        self.store.container(id).ok_or_else(|| gone(id))
     }
 
     /// The runtime that stops and removes `c`: its handler's, or, when the handler
@@ -144,7 +147,7 @@ impl Crid {
     /// container started).
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
         let c = self.container_or_not_found(id)?;
-        let _one = self.changes(id).await?;
+        let _one = self.changes(id).await.ok_or_else(|| gone(id))?;
         let c2 = c.lock().await.clone();
         if c2.started_at != 0 || self.store.monitor_dir(id).exit().is_some() {
             return Err(CridError::NotReady(format!(
@@ -208,16 +211,11 @@ impl Crid {
 
     /// The changes lock of the container `id` (see
     /// [`crate::state::store::Store::container_changes`]), held until the guard
-    /// goes; NOT_FOUND when the container is gone, or went while this call waited
-    /// (a removal held it).
-    async fn changes(&self, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {
-        let gone = || CridError::NotFound(format!("container {id}"));
-        let lock = self.store.container_changes(id).ok_or_else(gone)?;
-        let guard = lock.lock_owned().await;
-        match self.store.container(id) {
-            Some(_) => Ok(guard),
-            None => Err(gone()),
-        }
+    /// goes; `None` when the container is gone, or went while this call waited (a
+    /// removal held it).
+    async fn changes(&self, id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let guard = self.store.container_changes(id)?.lock_owned().await;
+        self.store.container(id).map(|_| guard)
     }
 
     /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds.
@@ -228,12 +226,10 @@ impl Crid {
         };
         // A start, an update or a removal at work ends first: the signal finds it
         // running, or the container gone.
-        if let Some(changes) = self.store.container_changes(id) {
-            drop(changes.lock().await);
-        }
-        if self.store.container(id).is_none() {
+        let Some(changes) = self.changes(id).await else {
             return Ok(());
-        }
+        };
+        drop(changes);
         // A copy: status and list calls must not wait for the grace period.
         let c2 = c.lock().await.clone();
         let dirs = self.store.monitor_dir(id);
@@ -277,13 +273,9 @@ impl Crid {
             tracing::warn!("removing container {id}: {}", e.message());
         }
         // Held to the end: a second removal waits, then finds it gone.
-        let Some(changes) = self.store.container_changes(id) else {
+        let Some(_one) = self.changes(id).await else {
             return Ok(());
         };
-        let _one = changes.lock_owned().await;
-        if self.store.container(id).is_none() {
-            return Ok(());
-        }
         // A copy: status and list calls must not wait for the bundle's removal.
         let c2 = c.lock().await.clone();
         let me = Arc::clone(self);
@@ -485,7 +477,7 @@ impl Crid {
             crate::validate::resources("linux", r)?;
         }
         let c = self.container_or_not_found(id)?;
-        let _one = self.changes(id).await?;
+        let _one = self.changes(id).await.ok_or_else(|| gone(id))?;
         let Some(res) = res else {
             return Ok(());
         };
