@@ -166,22 +166,24 @@ def helpers_rss(rt):
         cridbench.pause_rss("2147483647")
 
 
-def cni_seconds(addr, what="sum"):
-    """{operation: seconds} crid has spent in CNI so far, or with what="count" how
-    many operations it ran (none without `addr`)."""
+def crid_by_operation(addr, family):
+    """{operation label: value} of one of crid's metric families (none without `addr`)."""
     if not addr:
         return {}
     text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=10).read().decode()
-    return {label(l, "operation"): v for l, v in prom(text, f"crid_cni_operations_latency_seconds_{what}").items()}
+    return {label(l, "operation"): v for l, v in prom(text, family).items()}
+
+
+def cni_seconds(addr, what="sum"):
+    """{operation: seconds} crid has spent in CNI so far, or with what="count" how
+    many operations it ran (none without `addr`)."""
+    return crid_by_operation(addr, f"crid_cni_operations_latency_seconds_{what}")
 
 
 def crid_call_seconds(addr):
     """{CRI method: seconds} crid's handlers have spent in calls so far (none without
     `addr`): what kubelet waited for beyond that was transport and queueing."""
-    if not addr:
-        return {}
-    text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=10).read().decode()
-    return {label(l, "operation"): v for l, v in prom(text, "crid_operations_latency_seconds_sum").items()}
+    return crid_by_operation(addr, "crid_operations_latency_seconds_sum")
 
 
 def method(operation_type):
